@@ -1,0 +1,553 @@
+//! Commands and their wire form.
+//!
+//! Every string that may come from a user (mailbox names, flags, search text, credentials) goes
+//! through [`AString`], which picks the safest form: an atom when every byte is an ATOM-CHAR, a
+//! quoted string when it is short 7-bit text without CR, LF or NUL, else a literal. A NUL can
+//! be sent in no form and is refused. So no user input can end a command early or start a
+//! second one: the CR/LF injection class is closed here, in one place.
+//!
+//! A command encodes to [`Encoded`]: chunks separated by synchronising literals. The session
+//! sends the first chunk, waits for the server's `+`, sends the next, and so on; with LITERAL+
+//! (`{n+}`) everything is one chunk.
+
+use crate::imap::codec::is_atom_char;
+use crate::imap::types::{Flag, MailboxName, ModSeq, SequenceSet};
+
+/// Longest string sent quoted; longer ones go as literals.
+const MAX_QUOTED: usize = 1024;
+
+/// Why a command cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The value holds a NUL byte, which no IMAP string form can carry.
+    Nul,
+    /// The value is not valid for its place (e.g. an empty flag or a bad section).
+    Invalid(String),
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncodeError::Nul => f.write_str("a NUL byte cannot be sent to an IMAP server"),
+            EncodeError::Invalid(s) => write!(f, "invalid value: {s}"),
+        }
+    }
+}
+
+/// A string argument in the form that is safe for its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AString {
+    Atom(Vec<u8>),
+    Quoted(Vec<u8>),
+    Literal(Vec<u8>),
+}
+
+impl AString {
+    /// Choose the form for `bytes`; fails only for a NUL byte.
+    pub fn new(bytes: &[u8]) -> Result<AString, EncodeError> {
+        if bytes.contains(&0) {
+            return Err(EncodeError::Nul);
+        }
+        if !bytes.is_empty() && bytes.iter().all(|&b| is_atom_char(b)) && !is_nil(bytes) {
+            return Ok(AString::Atom(bytes.to_vec()));
+        }
+        let quotable = bytes.len() <= MAX_QUOTED
+            && bytes.iter().all(|&b| (0x01..0x80).contains(&b) && b != b'\r' && b != b'\n');
+        if quotable {
+            Ok(AString::Quoted(bytes.to_vec()))
+        } else {
+            Ok(AString::Literal(bytes.to_vec()))
+        }
+    }
+
+    /// Like [`AString::new`] but never an atom (for places that want a string).
+    pub fn string(bytes: &[u8]) -> Result<AString, EncodeError> {
+        match AString::new(bytes)? {
+            AString::Atom(b) => Ok(AString::Quoted(b)),
+            other => Ok(other),
+        }
+    }
+}
+
+fn is_nil(b: &[u8]) -> bool {
+    b.eq_ignore_ascii_case(b"NIL")
+}
+
+/// A FETCH data item to request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchAttr {
+    Uid,
+    Flags,
+    Rfc822Size,
+    InternalDate,
+    ModSeq,
+    Envelope,
+    BodyStructure,
+    /// `BODY.PEEK[section]<offset.len>`: never sets `\Seen`.
+    BodyPeek { section: String, partial: Option<(u64, u32)> },
+}
+
+/// A client command (without its tag).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Command {
+    Capability,
+    Noop,
+    Logout,
+    StartTls,
+    Login { user: Vec<u8>, password: Vec<u8> },
+    /// `AUTHENTICATE mech [initial-response]`; the initial response is already base64.
+    Authenticate { mechanism: String, initial: Option<String> },
+    Enable(Vec<String>),
+    Id(Vec<(String, String)>),
+    Namespace,
+    List { reference: Vec<u8>, pattern: Vec<u8> },
+    Select { mailbox: MailboxName, condstore: bool },
+    Examine { mailbox: MailboxName, condstore: bool },
+    Status { mailbox: MailboxName, items: Vec<&'static str> },
+    Create(MailboxName),
+    Delete(MailboxName),
+    Rename { from: MailboxName, to: MailboxName },
+    Fetch { uid: bool, set: SequenceSet, attrs: Vec<FetchAttr>, changed_since: Option<ModSeq> },
+    Store {
+        uid: bool,
+        set: SequenceSet,
+        /// `+`, `-` or empty (replace).
+        mode: StoreMode,
+        silent: bool,
+        flags: Vec<Flag>,
+        unchanged_since: Option<ModSeq>,
+    },
+    Copy { uid: bool, set: SequenceSet, mailbox: MailboxName },
+    Move { uid: bool, set: SequenceSet, mailbox: MailboxName },
+    Expunge,
+    UidExpunge(SequenceSet),
+    Append { mailbox: MailboxName, flags: Vec<Flag>, date: Option<String>, message: Vec<u8> },
+    Idle,
+    /// `DONE`, the end of IDLE (sent untagged).
+    Done,
+    GetQuotaRoot(MailboxName),
+    Unselect,
+    Close,
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A command's bytes, split where a synchronising literal needs the server's `+`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub chunks: Vec<Vec<u8>>,
+    /// Whether the bytes hold a secret (never log them).
+    pub sensitive: bool,
+}
+
+impl Command {
+    /// The command's name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Capability => "CAPABILITY",
+            Command::Noop => "NOOP",
+            Command::Logout => "LOGOUT",
+            Command::StartTls => "STARTTLS",
+            Command::Login { .. } => "LOGIN",
+            Command::Authenticate { .. } => "AUTHENTICATE",
+            Command::Enable(_) => "ENABLE",
+            Command::Id(_) => "ID",
+            Command::Namespace => "NAMESPACE",
+            Command::List { .. } => "LIST",
+            Command::Select { .. } => "SELECT",
+            Command::Examine { .. } => "EXAMINE",
+            Command::Status { .. } => "STATUS",
+            Command::Create(_) => "CREATE",
+            Command::Delete(_) => "DELETE",
+            Command::Rename { .. } => "RENAME",
+            Command::Fetch { .. } => "FETCH",
+            Command::Store { .. } => "STORE",
+            Command::Copy { .. } => "COPY",
+            Command::Move { .. } => "MOVE",
+            Command::Expunge => "EXPUNGE",
+            Command::UidExpunge(_) => "UID EXPUNGE",
+            Command::Append { .. } => "APPEND",
+            Command::Idle => "IDLE",
+            Command::Done => "DONE",
+            Command::GetQuotaRoot(_) => "GETQUOTAROOT",
+            Command::Unselect => "UNSELECT",
+            Command::Close => "CLOSE",
+        }
+    }
+
+    /// Encode with `tag`. `literal_plus`: the server offers LITERAL+ (or LITERAL- and the
+    /// literal is small), so literals need no round trip.
+    pub fn encode(&self, tag: &str, literal_plus: bool) -> Result<Encoded, EncodeError> {
+        let mut w = Writer { chunks: Vec::new(), cur: Vec::new(), literal_plus };
+        if !matches!(self, Command::Done) {
+            w.raw(tag.as_bytes());
+            w.raw(b" ");
+        }
+        let mut sensitive = false;
+        match self {
+            Command::Capability
+            | Command::Noop
+            | Command::Logout
+            | Command::StartTls
+            | Command::Namespace
+            | Command::Expunge
+            | Command::Idle
+            | Command::Done
+            | Command::Unselect
+            | Command::Close => w.raw(self.name().as_bytes()),
+            Command::Login { user, password } => {
+                sensitive = true;
+                w.raw(b"LOGIN ");
+                w.astring(user)?;
+                w.raw(b" ");
+                w.astring(password)?;
+            }
+            Command::Authenticate { mechanism, initial } => {
+                sensitive = initial.is_some();
+                w.raw(b"AUTHENTICATE ");
+                w.atom(mechanism)?;
+                if let Some(ir) = initial {
+                    w.raw(b" ");
+                    // An empty initial response is sent as `=` (RFC 4959).
+                    w.raw(if ir.is_empty() { b"=" } else { ir.as_bytes() });
+                }
+            }
+            Command::Enable(caps) => {
+                w.raw(b"ENABLE");
+                for c in caps {
+                    w.raw(b" ");
+                    w.atom(c)?;
+                }
+            }
+            Command::Id(fields) => {
+                w.raw(b"ID ");
+                if fields.is_empty() {
+                    w.raw(b"NIL");
+                } else {
+                    w.raw(b"(");
+                    for (i, (k, v)) in fields.iter().enumerate() {
+                        if i > 0 {
+                            w.raw(b" ");
+                        }
+                        w.string(k.as_bytes())?;
+                        w.raw(b" ");
+                        w.string(v.as_bytes())?;
+                    }
+                    w.raw(b")");
+                }
+            }
+            Command::List { reference, pattern } => {
+                w.raw(b"LIST ");
+                w.string(reference)?;
+                w.raw(b" ");
+                w.string(pattern)?;
+            }
+            Command::Select { mailbox, condstore } | Command::Examine { mailbox, condstore } => {
+                w.raw(if matches!(self, Command::Select { .. }) { b"SELECT " } else { b"EXAMINE " });
+                w.mailbox(mailbox)?;
+                if *condstore {
+                    w.raw(b" (CONDSTORE)");
+                }
+            }
+            Command::Status { mailbox, items } => {
+                w.raw(b"STATUS ");
+                w.mailbox(mailbox)?;
+                w.raw(b" (");
+                w.raw(items.join(" ").as_bytes());
+                w.raw(b")");
+            }
+            Command::Create(m) | Command::Delete(m) | Command::GetQuotaRoot(m) => {
+                w.raw(self.name().as_bytes());
+                w.raw(b" ");
+                w.mailbox(m)?;
+            }
+            Command::Rename { from, to } => {
+                w.raw(b"RENAME ");
+                w.mailbox(from)?;
+                w.raw(b" ");
+                w.mailbox(to)?;
+            }
+            Command::Fetch { uid, set, attrs, changed_since } => {
+                w.raw(if *uid { b"UID FETCH " } else { b"FETCH " });
+                w.set(set)?;
+                w.raw(b" (");
+                for (i, a) in attrs.iter().enumerate() {
+                    if i > 0 {
+                        w.raw(b" ");
+                    }
+                    w.fetch_attr(a)?;
+                }
+                w.raw(b")");
+                if let Some(m) = changed_since {
+                    w.raw(format!(" (CHANGEDSINCE {})", m.0).as_bytes());
+                }
+            }
+            Command::Store { uid, set, mode, silent, flags, unchanged_since } => {
+                w.raw(if *uid { b"UID STORE " } else { b"STORE " });
+                w.set(set)?;
+                if let Some(m) = unchanged_since {
+                    w.raw(format!(" (UNCHANGEDSINCE {})", m.0).as_bytes());
+                }
+                w.raw(match mode {
+                    StoreMode::Add => b" +FLAGS",
+                    StoreMode::Remove => b" -FLAGS",
+                    StoreMode::Replace => b" FLAGS",
+                });
+                if *silent {
+                    w.raw(b".SILENT");
+                }
+                w.raw(b" ");
+                w.flags(flags)?;
+            }
+            Command::Copy { uid, set, mailbox } | Command::Move { uid, set, mailbox } => {
+                if *uid {
+                    w.raw(b"UID ");
+                }
+                w.raw(self.name().as_bytes());
+                w.raw(b" ");
+                w.set(set)?;
+                w.raw(b" ");
+                w.mailbox(mailbox)?;
+            }
+            Command::UidExpunge(set) => {
+                w.raw(b"UID EXPUNGE ");
+                w.set(set)?;
+            }
+            Command::Append { mailbox, flags, date, message } => {
+                w.raw(b"APPEND ");
+                w.mailbox(mailbox)?;
+                if !flags.is_empty() {
+                    w.raw(b" ");
+                    w.flags(flags)?;
+                }
+                if let Some(d) = date {
+                    w.raw(b" ");
+                    w.string(d.as_bytes())?;
+                }
+                if message.contains(&0) {
+                    return Err(EncodeError::Nul);
+                }
+                w.raw(b" ");
+                w.literal(message);
+            }
+        }
+        w.raw(b"\r\n");
+        w.chunks.push(w.cur);
+        Ok(Encoded { chunks: w.chunks, sensitive })
+    }
+}
+
+struct Writer {
+    chunks: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+    literal_plus: bool,
+}
+
+impl Writer {
+    fn raw(&mut self, b: &[u8]) {
+        self.cur.extend_from_slice(b);
+    }
+
+    fn atom(&mut self, s: &str) -> Result<(), EncodeError> {
+        if s.is_empty() || !s.bytes().all(is_atom_char) {
+            return Err(EncodeError::Invalid(format!("`{}` is not an atom", s.escape_debug())));
+        }
+        self.raw(s.as_bytes());
+        Ok(())
+    }
+
+    fn astring(&mut self, b: &[u8]) -> Result<(), EncodeError> {
+        let a = AString::new(b)?;
+        self.emit(a);
+        Ok(())
+    }
+
+    fn string(&mut self, b: &[u8]) -> Result<(), EncodeError> {
+        let a = AString::string(b)?;
+        self.emit(a);
+        Ok(())
+    }
+
+    fn mailbox(&mut self, m: &MailboxName) -> Result<(), EncodeError> {
+        self.astring(m.raw())
+    }
+
+    fn emit(&mut self, a: AString) {
+        match a {
+            AString::Atom(b) => self.raw(&b),
+            AString::Quoted(b) => {
+                self.cur.push(b'"');
+                for c in b {
+                    if c == b'"' || c == b'\\' {
+                        self.cur.push(b'\\');
+                    }
+                    self.cur.push(c);
+                }
+                self.cur.push(b'"');
+            }
+            AString::Literal(b) => self.literal(&b),
+        }
+    }
+
+    fn literal(&mut self, b: &[u8]) {
+        if self.literal_plus {
+            self.raw(format!("{{{}+}}\r\n", b.len()).as_bytes());
+        } else {
+            self.raw(format!("{{{}}}\r\n", b.len()).as_bytes());
+            let chunk = std::mem::take(&mut self.cur);
+            self.chunks.push(chunk);
+        }
+        self.raw(b);
+    }
+
+    fn set(&mut self, s: &SequenceSet) -> Result<(), EncodeError> {
+        if s.is_empty() || s.0.iter().any(|&(a, b)| a == 0 || b == 0) {
+            return Err(EncodeError::Invalid("empty sequence set or number 0".into()));
+        }
+        self.raw(s.to_string().as_bytes());
+        Ok(())
+    }
+
+    fn flags(&mut self, flags: &[Flag]) -> Result<(), EncodeError> {
+        self.raw(b"(");
+        for (i, f) in flags.iter().enumerate() {
+            if i > 0 {
+                self.raw(b" ");
+            }
+            // A Flag is valid by construction, but a hand-built Keyword must still be an atom.
+            let s = f.as_str();
+            let body = s.strip_prefix('\\').unwrap_or(s);
+            if matches!(f, Flag::MayCreate | Flag::Recent) {
+                return Err(EncodeError::Invalid(format!("{s} cannot be stored")));
+            }
+            if body.is_empty() || !body.bytes().all(is_atom_char) {
+                return Err(EncodeError::Invalid(format!("`{}` is not a flag", s.escape_debug())));
+            }
+            self.raw(s.as_bytes());
+        }
+        self.raw(b")");
+        Ok(())
+    }
+
+    fn fetch_attr(&mut self, a: &FetchAttr) -> Result<(), EncodeError> {
+        match a {
+            FetchAttr::Uid => self.raw(b"UID"),
+            FetchAttr::Flags => self.raw(b"FLAGS"),
+            FetchAttr::Rfc822Size => self.raw(b"RFC822.SIZE"),
+            FetchAttr::InternalDate => self.raw(b"INTERNALDATE"),
+            FetchAttr::ModSeq => self.raw(b"MODSEQ"),
+            FetchAttr::Envelope => self.raw(b"ENVELOPE"),
+            FetchAttr::BodyStructure => self.raw(b"BODYSTRUCTURE"),
+            FetchAttr::BodyPeek { section, partial } => {
+                let ok = section
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b" .-()".contains(&b));
+                if !ok {
+                    return Err(EncodeError::Invalid(format!("section `{section}`")));
+                }
+                self.raw(format!("BODY.PEEK[{section}]").as_bytes());
+                if let Some((off, len)) = partial {
+                    self.raw(format!("<{off}.{len}>").as_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(cmd: &Command) -> String {
+        let e = cmd.encode("A1", false).unwrap();
+        assert_eq!(e.chunks.len(), 1);
+        String::from_utf8(e.chunks[0].clone()).unwrap()
+    }
+
+    fn mbox(s: &str) -> MailboxName {
+        MailboxName::from_utf8(s, false)
+    }
+
+    #[test]
+    fn astring_forms() {
+        assert_eq!(AString::new(b"INBOX").unwrap(), AString::Atom(b"INBOX".to_vec()));
+        assert_eq!(AString::new(b"Old Projects").unwrap(), AString::Quoted(b"Old Projects".to_vec()));
+        assert_eq!(AString::new(b"").unwrap(), AString::Quoted(Vec::new()));
+        assert_eq!(AString::new(b"nil").unwrap(), AString::Quoted(b"nil".to_vec()));
+        assert_eq!(AString::new(b"a\r\nb").unwrap(), AString::Literal(b"a\r\nb".to_vec()));
+        assert_eq!(AString::new(b"caf\xc3\xa9").unwrap(), AString::Literal(b"caf\xc3\xa9".to_vec()));
+        assert_eq!(AString::new(b"a\0b"), Err(EncodeError::Nul));
+    }
+
+    #[test]
+    fn examine_and_fetch() {
+        assert_eq!(
+            one(&Command::Examine { mailbox: mbox("\u{dc}ber R&D"), condstore: false }),
+            "A1 EXAMINE \"&ANw-ber R&-D\"\r\n"
+        );
+        let f = Command::Fetch {
+            uid: true,
+            set: SequenceSet::from_numbers([1, 2, 3, 7]),
+            attrs: vec![
+                FetchAttr::Uid,
+                FetchAttr::BodyPeek { section: String::new(), partial: Some((0, 65536)) },
+            ],
+            changed_since: None,
+        };
+        assert_eq!(one(&f), "A1 UID FETCH 1:3,7 (UID BODY.PEEK[]<0.65536>)\r\n");
+    }
+
+    #[test]
+    fn injection_goes_as_literal_with_synchronisation() {
+        let evil = "x\r\nA2 DELETE INBOX";
+        let c = Command::Create(MailboxName::from_wire(evil.as_bytes().to_vec(), false));
+        let e = c.encode("A1", false).unwrap();
+        assert_eq!(e.chunks.len(), 2);
+        assert_eq!(e.chunks[0], b"A1 CREATE {18}\r\n");
+        assert_eq!(e.chunks[1], b"x\r\nA2 DELETE INBOX\r\n");
+        let e = c.encode("A1", true).unwrap();
+        assert_eq!(e.chunks, vec![b"A1 CREATE {18+}\r\nx\r\nA2 DELETE INBOX\r\n".to_vec()]);
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_escaped() {
+        let c = Command::Create(MailboxName::from_wire(b"a\"b\\c".to_vec(), false));
+        assert_eq!(one(&c), "A1 CREATE \"a\\\"b\\\\c\"\r\n");
+    }
+
+    #[test]
+    fn login_is_sensitive() {
+        let c = Command::Login { user: b"me".to_vec(), password: b"p w".to_vec() };
+        let e = c.encode("A1", false).unwrap();
+        assert!(e.sensitive);
+        assert_eq!(e.chunks[0], b"A1 LOGIN me \"p w\"\r\n");
+    }
+
+    #[test]
+    fn bad_flags_and_sections_are_refused() {
+        let c = Command::Store {
+            uid: true,
+            set: SequenceSet::single(1),
+            mode: StoreMode::Add,
+            silent: true,
+            flags: vec![Flag::Keyword("a)b".into())],
+            unchanged_since: None,
+        };
+        assert!(c.encode("A1", false).is_err());
+        let f = Command::Fetch {
+            uid: true,
+            set: SequenceSet::single(1),
+            attrs: vec![FetchAttr::BodyPeek { section: "]\r\n".into(), partial: None }],
+            changed_since: None,
+        };
+        assert!(f.encode("A1", false).is_err());
+    }
+}

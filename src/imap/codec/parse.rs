@@ -1,0 +1,896 @@
+//! Recursive-descent parser for one complete response frame.
+//!
+//! The decoder hands over a frame that is known to be complete (every literal present), so the
+//! parser never waits for input: running out of bytes is a malformed response. It is tolerant
+//! where real servers are sloppy (doubled spaces, missing response text, NIL for a string, items
+//! in any order, 8-bit bytes in quoted strings and text) and strict where sloppiness would be
+//! dangerous (literal lengths, numbers out of range, nesting depth).
+
+use crate::imap::codec::{is_astring_char, is_atom_char, DecodeError};
+use crate::imap::types::*;
+
+/// Parse one frame (ending in CRLF or LF) into a [`Response`].
+pub fn parse_response(frame: &[u8], max_depth: usize, utf8: bool) -> Result<Response, DecodeError> {
+    let mut p = Parser { buf: frame, pos: 0, depth: 0, max_depth, utf8 };
+    p.response().map_err(|reason| DecodeError::Malformed { reason, excerpt: excerpt(frame) })
+}
+
+/// A short printable excerpt of a frame for error messages and logs.
+pub fn excerpt(frame: &[u8]) -> String {
+    let mut s: String = frame
+        .iter()
+        .take(120)
+        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' })
+        .collect();
+    if frame.len() > 120 {
+        s.push_str("...");
+    }
+    s
+}
+
+type PResult<T> = Result<T, String>;
+
+pub(crate) struct Parser<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    depth: usize,
+    max_depth: usize,
+    utf8: bool,
+}
+
+impl<'a> Parser<'a> {
+    fn response(&mut self) -> PResult<Response> {
+        if self.eat(b'+') {
+            self.skip_sp();
+            let text = self.resp_text()?;
+            return Ok(Response::Continue(text));
+        }
+        if self.eat(b'*') {
+            self.sp()?;
+            let u = self.untagged()?;
+            return Ok(Response::Untagged(u));
+        }
+        let tag = self.take_while(|b| is_astring_char(b) && b != b'+');
+        if tag.is_empty() {
+            return Err("expected a tag, `*` or `+`".into());
+        }
+        let tag = String::from_utf8_lossy(tag).into_owned();
+        self.sp()?;
+        let word = self.atom()?;
+        let status = status_word(&word).ok_or_else(|| format!("unknown status `{word}`"))?;
+        let text = self.resp_text_after_status()?;
+        Ok(Response::Tagged(Tagged { tag, status, text }))
+    }
+
+    fn untagged(&mut self) -> PResult<Untagged> {
+        if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            let n = self.number()?;
+            self.sp()?;
+            let word = self.atom()?.to_ascii_uppercase();
+            return match word.as_str() {
+                "EXISTS" => Ok(Untagged::Exists(n)),
+                "RECENT" => Ok(Untagged::Recent(n)),
+                "EXPUNGE" => {
+                    Ok(Untagged::Expunge(SeqNum::new(n).ok_or("EXPUNGE of message 0")?))
+                }
+                "FETCH" => {
+                    let seq = SeqNum::new(n).ok_or("FETCH of message 0")?;
+                    self.sp()?;
+                    let items = self.fetch_items()?;
+                    self.end()?;
+                    Ok(Untagged::Fetch { seq, items })
+                }
+                _ => Ok(self.other(word)),
+            };
+        }
+        let word = self.atom()?.to_ascii_uppercase();
+        if let Some(status) = status_word(&word) {
+            let text = self.resp_text_after_status()?;
+            return Ok(Untagged::Status { status, text });
+        }
+        let start = self.pos;
+        let parsed = match word.as_str() {
+            "CAPABILITY" => self.atoms_to_end().map(Untagged::Capability),
+            "ENABLED" => self.atoms_to_end().map(Untagged::Enabled),
+            "LIST" => self.list_item().map(Untagged::List),
+            "LSUB" => self.list_item().map(Untagged::Lsub),
+            "FLAGS" => self.flags_data(),
+            "SEARCH" | "SORT" => self.search(),
+            "VANISHED" => self.vanished(),
+            "STATUS" => self.status_data(),
+            _ => return Ok(self.other(word)),
+        };
+        match parsed {
+            Ok(u) => Ok(u),
+            Err(e) => {
+                self.pos = start;
+                Err(format!("{word}: {e}"))
+            }
+        }
+    }
+
+    fn other(&mut self, keyword: String) -> Untagged {
+        Untagged::Other { keyword, raw: self.buf.to_vec() }
+    }
+
+    fn flags_data(&mut self) -> PResult<Untagged> {
+        self.sp()?;
+        let f = self.flag_list()?;
+        self.end()?;
+        Ok(Untagged::Flags(f))
+    }
+
+    fn search(&mut self) -> PResult<Untagged> {
+        let mut nums = Vec::new();
+        let mut modseq = None;
+        loop {
+            self.skip_sp();
+            if self.at_eol() {
+                break;
+            }
+            if self.eat(b'(') {
+                let w = self.atom()?;
+                if !w.eq_ignore_ascii_case("MODSEQ") {
+                    return Err("unexpected item in SEARCH".into());
+                }
+                self.sp()?;
+                modseq = Some(ModSeq(self.number64()?));
+                self.expect(b')')?;
+                continue;
+            }
+            nums.push(self.number()?);
+        }
+        self.end()?;
+        Ok(Untagged::Search { nums, modseq })
+    }
+
+    fn vanished(&mut self) -> PResult<Untagged> {
+        self.sp()?;
+        let mut earlier = false;
+        if self.eat(b'(') {
+            let w = self.atom()?;
+            earlier = w.eq_ignore_ascii_case("EARLIER");
+            self.expect(b')')?;
+            self.sp()?;
+        }
+        let uids = self.sequence_set()?;
+        self.end()?;
+        Ok(Untagged::Vanished { earlier, uids })
+    }
+
+    fn status_data(&mut self) -> PResult<Untagged> {
+        self.sp()?;
+        let mailbox = self.mailbox()?;
+        self.skip_sp();
+        self.expect(b'(')?;
+        let mut items = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                break;
+            }
+            let name = self.atom()?.to_ascii_uppercase();
+            self.sp()?;
+            let n = self.number64()?;
+            let small = || u32::try_from(n).map_err(|_| format!("{name} out of range"));
+            items.push(match name.as_str() {
+                "MESSAGES" => StatusItem::Messages(small()?),
+                "RECENT" => StatusItem::Recent(small()?),
+                "UIDNEXT" => StatusItem::UidNext(small()?),
+                "UIDVALIDITY" => StatusItem::UidValidity(small()?),
+                "UNSEEN" => StatusItem::Unseen(small()?),
+                "DELETED" => StatusItem::Deleted(small()?),
+                "HIGHESTMODSEQ" => StatusItem::HighestModSeq(n),
+                "SIZE" => StatusItem::Size(n),
+                _ => continue,
+            });
+        }
+        self.end()?;
+        Ok(Untagged::StatusData { mailbox, items })
+    }
+
+    fn list_item(&mut self) -> PResult<ListItem> {
+        self.sp()?;
+        self.expect(b'(')?;
+        let mut attributes = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                break;
+            }
+            let bs = self.eat(b'\\');
+            let a = self.atom()?;
+            attributes.push(if bs { format!("\\{a}") } else { a });
+        }
+        self.sp()?;
+        let delimiter = if self.eat_word("NIL") {
+            None
+        } else {
+            let d = self.string()?;
+            match d.as_slice() {
+                [c] if c.is_ascii() => Some(*c as char),
+                _ => return Err("hierarchy delimiter is not one ASCII character".into()),
+            }
+        };
+        self.sp()?;
+        let name = self.mailbox()?;
+        let mut extended = Vec::new();
+        self.skip_sp();
+        if self.eat(b'(') {
+            loop {
+                self.skip_sp();
+                if self.eat(b')') {
+                    break;
+                }
+                let tag = String::from_utf8_lossy(&self.astring()?).into_owned();
+                self.sp()?;
+                let start = self.pos;
+                self.skip_value()?;
+                extended.push((tag, self.buf[start..self.pos].to_vec()));
+            }
+        }
+        self.end()?;
+        Ok(ListItem { attributes, delimiter, name, extended })
+    }
+
+    fn mailbox(&mut self) -> PResult<MailboxName> {
+        let raw = self.astring()?;
+        Ok(MailboxName::from_wire(raw, self.utf8))
+    }
+
+    fn fetch_items(&mut self) -> PResult<Vec<FetchItem>> {
+        self.expect(b'(')?;
+        let mut items = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                return Ok(items);
+            }
+            items.push(self.fetch_item()?);
+        }
+    }
+
+    fn fetch_item(&mut self) -> PResult<FetchItem> {
+        let name = self.take_while(|b| is_atom_char(b) && b != b'[' && b != b'<');
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        if name.is_empty() {
+            return Err("expected a FETCH item name".into());
+        }
+        match name.as_str() {
+            "UID" => {
+                self.sp()?;
+                Ok(FetchItem::Uid(Uid::new(self.number()?).ok_or("UID 0")?))
+            }
+            "FLAGS" => {
+                self.sp()?;
+                Ok(FetchItem::Flags(self.flag_list()?))
+            }
+            "RFC822.SIZE" => {
+                self.sp()?;
+                Ok(FetchItem::Rfc822Size(self.number64()?))
+            }
+            "INTERNALDATE" => {
+                self.sp()?;
+                let s = self.nstring()?.ok_or("INTERNALDATE is NIL")?;
+                Ok(FetchItem::InternalDate(parse_date_time(&s)?))
+            }
+            "MODSEQ" => {
+                self.sp()?;
+                self.expect(b'(')?;
+                let n = self.number64()?;
+                self.expect(b')')?;
+                Ok(FetchItem::ModSeq(ModSeq(n)))
+            }
+            "BODY" | "BINARY" if self.peek() == Some(b'[') => {
+                let section = self.section()?;
+                let origin = if self.eat(b'<') {
+                    let o = self.number64()?;
+                    self.expect(b'>')?;
+                    Some(o)
+                } else {
+                    None
+                };
+                self.sp()?;
+                let data = self.nstring()?;
+                Ok(FetchItem::Body { section, origin, data })
+            }
+            "BINARY.SIZE" => {
+                let section = self.section()?;
+                self.sp()?;
+                Ok(FetchItem::BinarySize { section, size: self.number64()? })
+            }
+            "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
+                self.sp()?;
+                Ok(FetchItem::Rfc822 { part: name, data: self.nstring()? })
+            }
+            "EMAILID" | "THREADID" => {
+                self.sp()?;
+                let v = if self.eat_word("NIL") {
+                    String::new()
+                } else {
+                    self.expect(b'(')?;
+                    let id = self.atom()?;
+                    self.expect(b')')?;
+                    id
+                };
+                Ok(if name == "EMAILID" { FetchItem::EmailId(v) } else { FetchItem::ThreadId(v) })
+            }
+            _ => {
+                self.sp()?;
+                let start = self.pos;
+                self.skip_value()?;
+                Ok(FetchItem::Other { name, raw: self.buf[start..self.pos].to_vec() })
+            }
+        }
+    }
+
+    /// `[section]` returned without brackets; nested parentheses (HEADER.FIELDS) are kept.
+    fn section(&mut self) -> PResult<String> {
+        self.expect(b'[')?;
+        let start = self.pos;
+        let mut depth = 0usize;
+        loop {
+            match self.next_byte().ok_or("unterminated section")? {
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                b']' if depth == 0 => break,
+                b'\r' | b'\n' => return Err("line end inside a section".into()),
+                _ => {}
+            }
+        }
+        Ok(String::from_utf8_lossy(&self.buf[start..self.pos - 1]).into_owned())
+    }
+
+    // ----- response text and codes -----
+
+    fn resp_text_after_status(&mut self) -> PResult<ResponseText> {
+        // Tolerate a missing text after the status (Gmail, iCloud): `A1 OK\r\n`.
+        self.skip_sp();
+        self.resp_text()
+    }
+
+    fn resp_text(&mut self) -> PResult<ResponseText> {
+        let mut code = None;
+        if self.peek() == Some(b'[') {
+            let save = self.pos;
+            self.pos += 1;
+            match self.resp_code() {
+                Ok(c) => code = Some(c),
+                Err(_) => {
+                    // An unparsable code: keep it raw up to the closing bracket.
+                    self.pos = save + 1;
+                    let inner = self.take_while(|b| b != b']' && b != b'\r' && b != b'\n');
+                    let inner = String::from_utf8_lossy(inner).into_owned();
+                    self.eat(b']');
+                    let (name, rest) = match inner.split_once(' ') {
+                        Some((n, r)) => (n.to_string(), Some(r.to_string())),
+                        None => (inner, None),
+                    };
+                    code = Some(Code::Other { name: name.to_ascii_uppercase(), rest });
+                }
+            }
+            self.skip_sp();
+        }
+        let text = self.take_while(|b| b != b'\r' && b != b'\n');
+        let text = String::from_utf8_lossy(text).into_owned();
+        self.end()?;
+        Ok(ResponseText { code, text })
+    }
+
+    /// A response code after its `[`, consuming the closing `]`.
+    fn resp_code(&mut self) -> PResult<Code> {
+        let name = self.take_while(|b| is_atom_char(b) && b != b']');
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let simple = match name.as_str() {
+            "ALERT" => Some(Code::Alert),
+            "PARSE" => Some(Code::Parse),
+            "READ-ONLY" => Some(Code::ReadOnly),
+            "READ-WRITE" => Some(Code::ReadWrite),
+            "TRYCREATE" => Some(Code::TryCreate),
+            "NOMODSEQ" => Some(Code::NoModSeq),
+            "CLOSED" => Some(Code::Closed),
+            "OVERQUOTA" => Some(Code::OverQuota),
+            "NONEXISTENT" => Some(Code::Nonexistent),
+            "ALREADYEXISTS" => Some(Code::AlreadyExists),
+            "NOPERM" => Some(Code::NoPerm),
+            "CANNOT" => Some(Code::Cannot),
+            "UNAVAILABLE" => Some(Code::Unavailable),
+            "AUTHENTICATIONFAILED" => Some(Code::AuthenticationFailed),
+            "AUTHORIZATIONFAILED" => Some(Code::AuthorizationFailed),
+            "EXPUNGEISSUED" => Some(Code::ExpungeIssued),
+            "SERVERBUG" => Some(Code::ServerBug),
+            "LIMIT" => Some(Code::Limit),
+            "INUSE" => Some(Code::InUse),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            self.expect(b']')?;
+            return Ok(c);
+        }
+        let code = match name.as_str() {
+            "CAPABILITY" => {
+                let mut caps = Vec::new();
+                loop {
+                    self.skip_sp();
+                    if self.peek() == Some(b']') {
+                        break;
+                    }
+                    let c = self.take_while(|b| is_atom_char(b) && b != b']');
+                    if c.is_empty() {
+                        return Err("bad capability".into());
+                    }
+                    caps.push(String::from_utf8_lossy(c).into_owned());
+                }
+                Code::Capability(caps)
+            }
+            "PERMANENTFLAGS" => {
+                self.sp()?;
+                Code::PermanentFlags(self.flag_list()?)
+            }
+            "UIDVALIDITY" => {
+                self.sp()?;
+                Code::UidValidity(UidValidity::new(self.number()?).ok_or("UIDVALIDITY 0")?)
+            }
+            "UIDNEXT" => {
+                self.sp()?;
+                Code::UidNext(Uid::new(self.number()?).ok_or("UIDNEXT 0")?)
+            }
+            "UNSEEN" => {
+                self.sp()?;
+                Code::Unseen(self.number()?)
+            }
+            "HIGHESTMODSEQ" => {
+                self.sp()?;
+                Code::HighestModSeq(ModSeq(self.number64()?))
+            }
+            "APPENDUID" => {
+                self.sp()?;
+                let validity = UidValidity::new(self.number()?).ok_or("UIDVALIDITY 0")?;
+                self.sp()?;
+                Code::AppendUid { validity, uids: self.sequence_set()? }
+            }
+            "COPYUID" => {
+                self.sp()?;
+                let validity = UidValidity::new(self.number()?).ok_or("UIDVALIDITY 0")?;
+                self.sp()?;
+                let source = self.sequence_set()?;
+                self.sp()?;
+                Code::CopyUid { validity, source, dest: self.sequence_set()? }
+            }
+            "MODIFIED" => {
+                self.sp()?;
+                Code::Modified(self.sequence_set()?)
+            }
+            _ => return Err("unknown code".into()),
+        };
+        self.skip_sp();
+        self.expect(b']')?;
+        Ok(code)
+    }
+
+    // ----- lexical pieces -----
+
+    fn flag_list(&mut self) -> PResult<Vec<Flag>> {
+        self.expect(b'(')?;
+        let mut flags = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                return Ok(flags);
+            }
+            let start = self.pos;
+            self.eat(b'\\');
+            if !self.eat(b'*') {
+                self.take_while(|b| is_atom_char(b) && b != b']');
+            }
+            let word = String::from_utf8_lossy(&self.buf[start..self.pos]).into_owned();
+            flags.push(Flag::parse(&word).ok_or_else(|| format!("bad flag `{word}`"))?);
+        }
+    }
+
+    fn atoms_to_end(&mut self) -> PResult<Vec<String>> {
+        let mut v = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.at_eol() {
+                self.end()?;
+                return Ok(v);
+            }
+            v.push(self.atom()?);
+        }
+    }
+
+    fn sequence_set(&mut self) -> PResult<SequenceSet> {
+        let mut ranges = Vec::new();
+        loop {
+            let a = self.seq_number()?;
+            let b = if self.eat(b':') { self.seq_number()? } else { a };
+            ranges.push((a, b));
+            if !self.eat(b',') {
+                return Ok(SequenceSet(ranges));
+            }
+        }
+    }
+
+    fn seq_number(&mut self) -> PResult<u32> {
+        if self.eat(b'*') {
+            Ok(u32::MAX)
+        } else {
+            self.number()
+        }
+    }
+
+    /// A value of unknown shape: atom, number, string, NIL or parenthesised list (bounded depth).
+    fn skip_value(&mut self) -> PResult<()> {
+        match self.peek() {
+            Some(b'(') => {
+                self.enter()?;
+                self.pos += 1;
+                loop {
+                    self.skip_sp();
+                    if self.eat(b')') {
+                        break;
+                    }
+                    self.skip_value()?;
+                }
+                self.depth -= 1;
+                Ok(())
+            }
+            Some(b'"') | Some(b'{') | Some(b'~') => self.string().map(drop),
+            Some(_) => {
+                let w = self.take_while(|b| b != b' ' && b != b')' && b != b'\r' && b != b'\n');
+                if w.is_empty() {
+                    return Err("expected a value".into());
+                }
+                Ok(())
+            }
+            None => Err("expected a value, found the end".into()),
+        }
+    }
+
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            return Err(format!("nesting deeper than {}", self.max_depth));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn atom(&mut self) -> PResult<String> {
+        let w = self.take_while(is_atom_char);
+        if w.is_empty() {
+            return Err(format!("expected an atom at byte {}", self.pos));
+        }
+        Ok(String::from_utf8_lossy(w).into_owned())
+    }
+
+    pub(crate) fn astring(&mut self) -> PResult<Vec<u8>> {
+        match self.peek() {
+            Some(b'"') | Some(b'{') | Some(b'~') => self.string(),
+            _ => {
+                let w = self.take_while(is_astring_char);
+                if w.is_empty() {
+                    return Err("expected an astring".into());
+                }
+                Ok(w.to_vec())
+            }
+        }
+    }
+
+    pub(crate) fn nstring(&mut self) -> PResult<Option<Vec<u8>>> {
+        if self.eat_word("NIL") {
+            return Ok(None);
+        }
+        self.string().map(Some)
+    }
+
+    /// A quoted string, a literal `{n}` or a literal8 `~{n}`.
+    pub(crate) fn string(&mut self) -> PResult<Vec<u8>> {
+        match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                let mut out = Vec::new();
+                loop {
+                    match self.next_byte().ok_or("unterminated quoted string")? {
+                        b'"' => return Ok(out),
+                        b'\\' => out.push(self.next_byte().ok_or("unterminated escape")?),
+                        b'\r' | b'\n' => return Err("line end inside a quoted string".into()),
+                        b => out.push(b),
+                    }
+                }
+            }
+            Some(b'{') | Some(b'~') => {
+                self.eat(b'~');
+                self.expect(b'{')?;
+                let n = self.number64()?;
+                self.eat(b'+');
+                self.expect(b'}')?;
+                self.eat(b'\r');
+                self.expect(b'\n')?;
+                let n = usize::try_from(n).map_err(|_| "literal too large")?;
+                let end = self.pos.checked_add(n).ok_or("literal too large")?;
+                if end > self.buf.len() {
+                    return Err("literal runs past the frame".into());
+                }
+                let s = self.buf[self.pos..end].to_vec();
+                self.pos = end;
+                Ok(s)
+            }
+            // NIL where a string belongs (Mail.ru): read as empty.
+            _ if self.eat_word("NIL") => Ok(Vec::new()),
+            _ => Err(format!("expected a string at byte {}", self.pos)),
+        }
+    }
+
+    pub(crate) fn number(&mut self) -> PResult<u32> {
+        let n = self.number64()?;
+        u32::try_from(n).map_err(|_| format!("number {n} out of range"))
+    }
+
+    pub(crate) fn number64(&mut self) -> PResult<u64> {
+        let d = self.take_while(|b| b.is_ascii_digit());
+        if d.is_empty() {
+            return Err(format!("expected a number at byte {}", self.pos));
+        }
+        std::str::from_utf8(d).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "number too large".into())
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        let end = self.pos + word.len();
+        if end <= self.buf.len()
+            && self.buf[self.pos..end].eq_ignore_ascii_case(word.as_bytes())
+            && !self.buf.get(end).copied().is_some_and(is_atom_char)
+        {
+            self.pos = end;
+            return true;
+        }
+        false
+    }
+
+    fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a [u8] {
+        let start = self.pos;
+        while self.pos < self.buf.len() && f(self.buf[self.pos]) {
+            self.pos += 1;
+        }
+        &self.buf[start..self.pos]
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    fn next_byte(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, b: u8) -> PResult<()> {
+        if self.eat(b) {
+            Ok(())
+        } else {
+            Err(format!("expected `{}` at byte {}", b as char, self.pos))
+        }
+    }
+
+    /// One or more spaces (servers that double them are tolerated).
+    fn sp(&mut self) -> PResult<()> {
+        if !self.eat(b' ') {
+            return Err(format!("expected a space at byte {}", self.pos));
+        }
+        self.skip_sp();
+        Ok(())
+    }
+
+    fn skip_sp(&mut self) {
+        while self.eat(b' ') {}
+    }
+
+    fn at_eol(&self) -> bool {
+        matches!(self.peek(), None | Some(b'\r') | Some(b'\n'))
+    }
+
+    /// The end of the frame: optional trailing spaces, then CRLF (or a bare LF).
+    fn end(&mut self) -> PResult<()> {
+        self.skip_sp();
+        self.eat(b'\r');
+        if self.eat(b'\n') && self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(format!("unexpected data at byte {}", self.pos))
+        }
+    }
+}
+
+fn status_word(word: &str) -> Option<Status> {
+    match word.to_ascii_uppercase().as_str() {
+        "OK" => Some(Status::Ok),
+        "NO" => Some(Status::No),
+        "BAD" => Some(Status::Bad),
+        "PREAUTH" => Some(Status::PreAuth),
+        "BYE" => Some(Status::Bye),
+        _ => None,
+    }
+}
+
+/// Parse an IMAP date-time (`" 3-Mar-2020 09:12:00 +0100"`) into seconds since the epoch.
+pub fn parse_date_time(s: &[u8]) -> PResult<i64> {
+    let s = std::str::from_utf8(s).map_err(|_| "date-time is not ASCII")?.trim();
+    let bad = || format!("bad date-time `{s}`");
+    let mut parts = s.split_whitespace();
+    let (date, time, zone) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
+    let mut d = date.split('-');
+    let day: u32 = d.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let mon = d.next().ok_or_else(bad)?;
+    let year: i64 = d.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    const MONTHS: [&str; 12] =
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon)).ok_or_else(bad)? as u32 + 1;
+    let t: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>().ok_or_else(bad)?;
+    if t.len() != 3 || !(1..=31).contains(&day) || t[0] > 23 || t[1] > 59 || t[2] > 60 {
+        return Err(bad());
+    }
+    let (sign, digits) = match zone.as_bytes().first() {
+        Some(b'+') => (1, &zone[1..]),
+        Some(b'-') => (-1, &zone[1..]),
+        _ => return Err(bad()),
+    };
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let zh: i64 = digits[..2].parse().map_err(|_| bad())?;
+    let zm: i64 = digits[2..].parse().map_err(|_| bad())?;
+    let offset = sign * (zh * 3600 + zm * 60);
+    let days = days_from_civil(year, month, day);
+    Ok(days * 86400 + t[0] * 3600 + t[1] * 60 + t[2] - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &[u8]) -> Response {
+        parse_response(s, 64, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn tagged_with_code() {
+        let r = parse(b"A1 OK [READ-ONLY] EXAMINE completed\r\n");
+        assert_eq!(
+            r,
+            Response::Tagged(Tagged {
+                tag: "A1".into(),
+                status: Status::Ok,
+                text: ResponseText { code: Some(Code::ReadOnly), text: "EXAMINE completed".into() }
+            })
+        );
+    }
+
+    #[test]
+    fn missing_response_text_gmail() {
+        // Source: FIELD-NOTES (Gmail, iCloud omit resp-text).
+        let r = parse(b"A2 OK\r\n");
+        let Response::Tagged(t) = r else { panic!() };
+        assert_eq!(t.status, Status::Ok);
+        assert_eq!(t.text.text, "");
+    }
+
+    #[test]
+    fn select_responses() {
+        let r = parse(b"* OK [UIDVALIDITY 3857529045] UIDs valid\r\n");
+        let Response::Untagged(Untagged::Status { text, .. }) = r else { panic!() };
+        assert_eq!(text.code, Some(Code::UidValidity(UidValidity::new(3857529045).unwrap())));
+        let r = parse(b"* OK [PERMANENTFLAGS (\\Deleted \\Seen \\*)] Limited\r\n");
+        let Response::Untagged(Untagged::Status { text, .. }) = r else { panic!() };
+        assert_eq!(
+            text.code,
+            Some(Code::PermanentFlags(vec![Flag::Deleted, Flag::Seen, Flag::MayCreate]))
+        );
+        assert_eq!(parse(b"* 172 EXISTS\r\n"), Response::Untagged(Untagged::Exists(172)));
+    }
+
+    #[test]
+    fn fetch_items_in_any_order_with_doubled_spaces() {
+        let r = parse(
+            b"* 12 FETCH (FLAGS (\\Seen $Junk)  INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" RFC822.SIZE 4286 UID 4827313)\r\n",
+        );
+        let Response::Untagged(Untagged::Fetch { seq, items }) = r else { panic!() };
+        assert_eq!(seq.get(), 12);
+        assert_eq!(items[0], FetchItem::Flags(vec![Flag::Seen, Flag::Keyword("$Junk".into())]));
+        assert_eq!(items[1], FetchItem::InternalDate(837596665));
+        assert_eq!(items[2], FetchItem::Rfc822Size(4286));
+        assert_eq!(items[3], FetchItem::Uid(Uid::new(4827313).unwrap()));
+    }
+
+    #[test]
+    fn body_section_with_origin_and_header_fields() {
+        let r = parse(b"* 1 FETCH (UID 5 BODY[HEADER.FIELDS (SUBJECT)] {4}\r\nab\r\n BODY[]<100> \"xy\")\r\n");
+        let Response::Untagged(Untagged::Fetch { items, .. }) = r else { panic!() };
+        assert_eq!(
+            items[1],
+            FetchItem::Body {
+                section: "HEADER.FIELDS (SUBJECT)".into(),
+                origin: None,
+                data: Some(b"ab\r\n".to_vec())
+            }
+        );
+        assert_eq!(
+            items[2],
+            FetchItem::Body { section: String::new(), origin: Some(100), data: Some(b"xy".to_vec()) }
+        );
+    }
+
+    #[test]
+    fn list_with_mutf7_name_and_nil_delimiter() {
+        let r = parse(b"* LIST (\\HasNoChildren) \".\" \"&ANw-n&AO8-c&APg-d&AOk- Folder\"\r\n");
+        let Response::Untagged(Untagged::List(item)) = r else { panic!() };
+        assert_eq!(item.name.as_str(), "\u{dc}n\u{ef}c\u{f8}d\u{e9} Folder");
+        assert_eq!(item.delimiter, Some('.'));
+        let r = parse(b"* LIST (\\Noselect) NIL \"\"\r\n");
+        let Response::Untagged(Untagged::List(item)) = r else { panic!() };
+        assert_eq!(item.delimiter, None);
+        assert!(item.is_noselect());
+        let r = parse(b"* LIST () \"/\" {3}\r\na\"b\r\n");
+        let Response::Untagged(Untagged::List(item)) = r else { panic!() };
+        assert_eq!(item.name.raw(), b"a\"b");
+    }
+
+    #[test]
+    fn unknown_code_is_kept_raw() {
+        let r = parse(b"A3 NO [X-WEIRD 1 2 (3)] nope\r\n");
+        let Response::Tagged(t) = r else { panic!() };
+        assert_eq!(
+            t.text.code,
+            Some(Code::Other { name: "X-WEIRD".into(), rest: Some("1 2 (3)".into()) })
+        );
+        assert_eq!(t.text.text, "nope");
+    }
+
+    #[test]
+    fn eight_bit_text_and_quoted_strings() {
+        let r = parse(b"* OK caf\xc3\xa9 \xff\r\n");
+        assert!(matches!(r, Response::Untagged(Untagged::Status { .. })));
+        let r = parse(b"* LIST () \"/\" \"caf\xc3\xa9\"\r\n");
+        assert!(matches!(r, Response::Untagged(Untagged::List(_))));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut s = b"* 1 FETCH (X-ITEM ".to_vec();
+        s.extend(std::iter::repeat_n(b'(', 1000));
+        s.extend(std::iter::repeat_n(b')', 1000));
+        s.extend_from_slice(b")\r\n");
+        assert!(parse_response(&s, 64, false).is_err());
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date_time(b"01-Jan-1970 00:00:00 +0000"), Ok(0));
+        assert_eq!(parse_date_time(b" 3-Mar-2020 09:12:00 +0100"), Ok(1583223120));
+        assert!(parse_date_time(b"31-Foo-2020 00:00:00 +0000").is_err());
+    }
+}

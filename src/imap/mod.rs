@@ -1,0 +1,14 @@
+//! The embedded IMAP protocol engine. It knows nothing of FUSE.
+//!
+//! - [`codec`]: sans-I/O decoding of responses and encoding of commands.
+//! - [`types`]: the protocol's values (UIDs, flags, mailbox names, responses).
+//! - [`transport`]: a blocking byte stream over TCP, plain or TLS, with deadlines.
+//! - [`session`]: one authenticated connection: tags, capabilities, the selected mailbox and
+//!   the untagged updates the server sends about it.
+//! - [`auth`]: login mechanisms.
+
+pub mod auth;
+pub mod codec;
+pub mod session;
+pub mod transport;
+pub mod types;

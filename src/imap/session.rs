@@ -1,0 +1,458 @@
+//! One connection's state machine: tags, capabilities, the selected mailbox, and the untagged
+//! updates the server sends about it.
+//!
+//! A [`Session`] owns a [`Transport`] and a [`ResponseDecoder`]. Commands are sent with
+//! [`Session::send`], which returns the tag, and completed with [`Session::wait`]; several can be
+//! in flight at once ([`Session::pipeline`]), and replies are matched by tag. Untagged
+//! responses are collected in arrival order and handed to whoever waits next; those that change
+//! the selected mailbox (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY) are also applied to
+//! [`Selected`], wherever they arrive.
+//!
+//! Every read has a deadline: the session's inactivity timeout, renewed while bytes keep
+//! arriving, and never beyond the command's overall deadline. After a fatal error (I/O, timeout,
+//! undecodable stream, BYE) the session is marked broken and must be dropped.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder};
+use crate::imap::transport::Transport;
+use crate::imap::types::*;
+
+/// What a session needs to know about the connection.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Longest silence accepted from the server while waiting for a reply.
+    pub inactivity: Duration,
+    /// Longest a single command may take, however busy the server is.
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts { inactivity: Duration::from_secs(30), command: Duration::from_secs(300) }
+    }
+}
+
+/// The completion of a command: its untagged data, and the tagged status text.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub untagged: Vec<Untagged>,
+    pub text: ResponseText,
+}
+
+/// State of the selected mailbox, kept current from untagged responses.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub mailbox: MailboxName,
+    pub read_only: bool,
+    pub uidvalidity: Option<UidValidity>,
+    pub uidnext: Option<Uid>,
+    pub exists: u32,
+    pub highest_modseq: Option<ModSeq>,
+    /// Set when the server reported expunges or new messages since the last [`Session::take_changed`].
+    pub changed: bool,
+}
+
+/// One authenticated (or about to be) IMAP connection.
+pub struct Session {
+    transport: Transport,
+    decoder: ResponseDecoder,
+    timeouts: Timeouts,
+    next_tag: u32,
+    capabilities: Vec<String>,
+    selected: Option<Selected>,
+    /// Untagged responses not yet handed to a waiter.
+    untagged: Vec<Untagged>,
+    /// Tagged completions that arrived while waiting for another tag.
+    done: HashMap<String, Tagged>,
+    /// A recoverable decode error seen since the last completion.
+    malformed: Option<DecodeError>,
+    bye: Option<String>,
+    broken: bool,
+    read_buf: Vec<u8>,
+    /// Round trips (waits that had to read from the socket), for tests and benchmarks.
+    round_trips: u64,
+}
+
+impl Session {
+    /// Wrap a connected transport and read the server's greeting. Returns the session and
+    /// whether the greeting was PREAUTH (already authenticated).
+    pub fn start(transport: Transport, timeouts: Timeouts, limits: Limits) -> Result<(Session, bool)> {
+        let mut s = Session {
+            transport,
+            decoder: ResponseDecoder::new(limits),
+            timeouts,
+            next_tag: 1,
+            capabilities: Vec::new(),
+            selected: None,
+            untagged: Vec::new(),
+            done: HashMap::new(),
+            malformed: None,
+            bye: None,
+            broken: false,
+            read_buf: vec![0; 64 * 1024],
+            round_trips: 0,
+        };
+        let deadline = Instant::now() + s.timeouts.inactivity;
+        let greeting = loop {
+            match s.read_response(deadline)? {
+                Response::Untagged(Untagged::Status { status, text }) => break (status, text),
+                Response::Untagged(other) => s.absorb(other),
+                other => return Err(Error::Protocol(format!("unexpected greeting: {other:?}"))),
+            }
+        };
+        let (status, text) = greeting;
+        if let Some(Code::Capability(caps)) = &text.code {
+            s.capabilities = caps.clone();
+        }
+        match status {
+            Status::Ok => Ok((s, false)),
+            Status::PreAuth => Ok((s, true)),
+            Status::Bye => Err(Error::Bye(text.text)),
+            _ => Err(Error::Protocol(format!("unexpected greeting status {status:?}"))),
+        }
+    }
+
+    /// Upgrade the connection with STARTTLS. The capabilities are forgotten (RFC 3501 §6.2.1).
+    pub fn start_tls(mut self, config: std::sync::Arc<rustls::ClientConfig>, host: &str) -> Result<Session> {
+        self.run(Command::StartTls)?;
+        if self.decoder.buffered() > 0 {
+            // Bytes after the OK, before TLS: a man in the middle injecting plaintext.
+            return Err(Error::Protocol("server sent data after STARTTLS OK".into()));
+        }
+        let deadline = Instant::now() + self.timeouts.inactivity;
+        self.transport = self.transport.start_tls(config, host, deadline)?;
+        self.capabilities.clear();
+        Ok(self)
+    }
+
+    /// The server's capabilities, asking for them if not yet known.
+    pub fn capabilities(&mut self) -> Result<&[String]> {
+        if self.capabilities.is_empty() {
+            self.run(Command::Capability)?;
+        }
+        Ok(&self.capabilities)
+    }
+
+    /// Whether a capability was advertised (case-insensitive). Asks if none are known.
+    pub fn has_capability(&mut self, cap: &str) -> bool {
+        self.capabilities().map(|c| c.iter().any(|x| x.eq_ignore_ascii_case(cap))).unwrap_or(false)
+    }
+
+    /// Forget the capabilities (after login they may change).
+    pub fn forget_capabilities(&mut self) {
+        self.capabilities.clear();
+    }
+
+    pub fn set_utf8(&mut self, utf8: bool) {
+        self.decoder.set_utf8(utf8);
+    }
+
+    pub fn selected(&self) -> Option<&Selected> {
+        self.selected.as_ref()
+    }
+
+    /// Whether the server reported changes to the selected mailbox; clears the mark.
+    pub fn take_changed(&mut self) -> bool {
+        self.selected.as_mut().map(|s| std::mem::take(&mut s.changed)).unwrap_or(false)
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Run one command to completion.
+    pub fn run(&mut self, cmd: Command) -> Result<Completed> {
+        let tag = self.send(&cmd)?;
+        self.wait(&tag, cmd.name())
+    }
+
+    /// Send several commands at once and wait for all: one round trip instead of N. Each
+    /// completion holds the untagged data that arrived after the previous one and before it.
+    pub fn pipeline(&mut self, cmds: &[Command]) -> Result<Vec<Result<Completed>>> {
+        let mut tags = Vec::with_capacity(cmds.len());
+        for c in cmds {
+            tags.push((self.send(c)?, c.name()));
+        }
+        let mut out = Vec::with_capacity(cmds.len());
+        for (tag, name) in tags {
+            match self.wait(&tag, name) {
+                Err(e) if e.is_fatal_to_connection() => return Err(e),
+                r => out.push(r),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Select (read-write) or examine (read-only) a mailbox, unless it already is.
+    pub fn select(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
+        let current = self.selected.as_ref().is_some_and(|s| &s.mailbox == mailbox && (s.read_only || !read_only));
+        if !current {
+            self.selected = None;
+            let condstore = self.has_capability("CONDSTORE");
+            let cmd = if read_only {
+                Command::Examine { mailbox: mailbox.clone(), condstore }
+            } else {
+                Command::Select { mailbox: mailbox.clone(), condstore }
+            };
+            self.selected = Some(Selected {
+                mailbox: mailbox.clone(),
+                read_only,
+                uidvalidity: None,
+                uidnext: None,
+                exists: 0,
+                highest_modseq: None,
+                changed: false,
+            });
+            match self.run(cmd) {
+                Ok(done) => {
+                    if let Some(sel) = self.selected.as_mut() {
+                        if done.text.code == Some(Code::ReadOnly) {
+                            sel.read_only = true;
+                        }
+                        sel.changed = false;
+                    }
+                }
+                Err(e) => {
+                    self.selected = None;
+                    return Err(e);
+                }
+            }
+        }
+        self.selected.as_ref().ok_or_else(|| Error::Protocol("mailbox not selected".into()))
+    }
+
+    /// Send a command (handling synchronising literals) and return its tag.
+    pub fn send(&mut self, cmd: &Command) -> Result<String> {
+        if self.broken {
+            return Err(Error::Protocol("connection is broken".into()));
+        }
+        let tag = format!("A{}", self.next_tag);
+        self.next_tag += 1;
+        let literal_plus = self.capabilities.iter().any(|c| c.eq_ignore_ascii_case("LITERAL+"));
+        let enc = cmd.encode(&tag, literal_plus).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        if !enc.sensitive {
+            log::trace!("C: {}", crate::imap::codec::parse::excerpt(&enc.chunks[0]));
+        } else {
+            log::trace!("C: {tag} {} <credentials hidden>", cmd.name());
+        }
+        let deadline = Instant::now() + self.timeouts.command;
+        let n = enc.chunks.len();
+        for (i, chunk) in enc.chunks.iter().enumerate() {
+            self.write(chunk, deadline)?;
+            if i + 1 < n {
+                self.wait_continuation(&tag, cmd.name(), deadline)?;
+            }
+        }
+        Ok(tag)
+    }
+
+    /// Wait for `tag` to complete, collecting untagged data on the way.
+    pub fn wait(&mut self, tag: &str, name: &'static str) -> Result<Completed> {
+        let deadline = Instant::now() + self.timeouts.command;
+        let tagged = loop {
+            if let Some(t) = self.done.remove(tag) {
+                break t;
+            }
+            match self.read_response(deadline)? {
+                Response::Tagged(t) if t.tag == tag => break t,
+                Response::Tagged(t) => {
+                    self.done.insert(t.tag.clone(), t);
+                }
+                Response::Untagged(u) => self.absorb(u),
+                Response::Continue(_) => {
+                    return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
+                }
+            }
+        };
+        self.complete(tagged, name)
+    }
+
+    fn complete(&mut self, t: Tagged, name: &'static str) -> Result<Completed> {
+        if let Some(Code::Capability(caps)) = &t.text.code {
+            self.capabilities = caps.clone();
+        }
+        let untagged = std::mem::take(&mut self.untagged);
+        if let Some(e) = self.malformed.take() {
+            return Err(Error::Protocol(e.to_string()));
+        }
+        match t.status {
+            Status::Ok => Ok(Completed { untagged, text: t.text }),
+            Status::No => Err(Error::No { command: name, text: t.text }),
+            _ => Err(Error::Bad { command: name, text: t.text }),
+        }
+    }
+
+    fn wait_continuation(&mut self, tag: &str, name: &'static str, deadline: Instant) -> Result<()> {
+        loop {
+            match self.read_response(deadline)? {
+                Response::Continue(_) => return Ok(()),
+                Response::Tagged(t) if t.tag == tag => {
+                    // The server refused the command before its literal.
+                    return self.complete(t, name).and_then(|_| {
+                        Err(Error::Protocol("command completed before its literal was sent".into()))
+                    });
+                }
+                Response::Tagged(t) => {
+                    self.done.insert(t.tag.clone(), t);
+                }
+                Response::Untagged(u) => self.absorb(u),
+            }
+        }
+    }
+
+    /// Send raw bytes (a SASL response line) without a tag.
+    pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
+        let deadline = Instant::now() + self.timeouts.command;
+        self.write(line, deadline)?;
+        self.write(b"\r\n", deadline)
+    }
+
+    /// Read the next response (for SASL exchanges and IDLE): untagged data is absorbed and
+    /// also returned.
+    pub fn next_response(&mut self) -> Result<Response> {
+        let deadline = Instant::now() + self.timeouts.command;
+        let r = self.read_response(deadline)?;
+        if let Response::Untagged(u) = &r {
+            self.observe(u);
+        }
+        Ok(r)
+    }
+
+    /// Say LOGOUT, briefly; errors are irrelevant at this point.
+    pub fn logout(mut self) {
+        self.timeouts.inactivity = Duration::from_secs(2);
+        self.timeouts.command = Duration::from_secs(2);
+        let _ = self.run(Command::Logout);
+        self.transport.shutdown();
+    }
+
+    fn absorb(&mut self, u: Untagged) {
+        self.observe(&u);
+        self.untagged.push(u);
+    }
+
+    /// Apply an untagged response to the connection and mailbox state.
+    fn observe(&mut self, u: &Untagged) {
+        match u {
+            Untagged::Capability(c) => self.capabilities = c.clone(),
+            Untagged::Status { status: Status::Bye, text } => self.bye = Some(text.text.clone()),
+            Untagged::Status { text, .. } => {
+                if let Some(sel) = self.selected.as_mut() {
+                    match &text.code {
+                        Some(Code::UidValidity(v)) => {
+                            if sel.uidvalidity.is_some_and(|old| old != *v) {
+                                sel.changed = true;
+                            }
+                            sel.uidvalidity = Some(*v);
+                        }
+                        Some(Code::UidNext(n)) => sel.uidnext = Some(*n),
+                        Some(Code::HighestModSeq(m)) => sel.highest_modseq = Some(*m),
+                        Some(Code::ReadOnly) => sel.read_only = true,
+                        _ => {}
+                    }
+                }
+                if text.code == Some(Code::Alert) {
+                    log::warn!("server alert: {}", text.text);
+                }
+            }
+            Untagged::Exists(n) => {
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.changed |= *n != sel.exists;
+                    sel.exists = *n;
+                }
+            }
+            Untagged::Expunge(_) | Untagged::Vanished { .. } => {
+                if let Some(sel) = self.selected.as_mut() {
+                    if matches!(u, Untagged::Expunge(_)) {
+                        sel.exists = sel.exists.saturating_sub(1);
+                    }
+                    sel.changed = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Read until one complete response is decoded.
+    fn read_response(&mut self, deadline: Instant) -> Result<Response> {
+        let mut read_any = false;
+        loop {
+            match self.decoder.next_response() {
+                Ok(Some(r)) => {
+                    if read_any {
+                        self.round_trips += 1;
+                    }
+                    log_response(&r);
+                    return Ok(r);
+                }
+                Ok(None) => {}
+                Err(e) if e.is_recoverable() => {
+                    log::warn!("{e}");
+                    self.malformed.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(self.fail(Error::Protocol(e.to_string()))),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.fail(Error::Timeout { what: "the server's reply".into() }));
+            }
+            let wait_until = deadline.min(now + self.timeouts.inactivity);
+            let n = match self.transport.read(&mut self.read_buf, wait_until) {
+                Ok(n) => n,
+                Err(e) => return Err(self.fail(e)),
+            };
+            if n == 0 {
+                let why = self.bye.clone().unwrap_or_else(|| "connection closed by the server".into());
+                return Err(self.fail(Error::Bye(why)));
+            }
+            read_any = true;
+            self.decoder.feed(&self.read_buf[..n]);
+        }
+    }
+
+    fn write(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
+        match self.transport.write_all(data, deadline) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.broken = true;
+        self.transport.shutdown();
+        e
+    }
+}
+
+fn log_response(r: &Response) {
+    if log::log_enabled!(log::Level::Trace) {
+        match r {
+            Response::Untagged(Untagged::Fetch { seq, items }) => {
+                let names: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        FetchItem::Body { section, origin, data } => format!(
+                            "BODY[{section}]<{origin:?}> ({} bytes)",
+                            data.as_ref().map_or(0, Vec::len)
+                        ),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                log::trace!("S: * {} FETCH {}", seq.get(), names.join(" "));
+            }
+            other => log::trace!("S: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! A blocking byte stream to the server: TCP, optionally wrapped in TLS (rustls), where every
+//! read and write waits at most until a deadline.
+//!
+//! The transport moves bytes and nothing else; framing and meaning belong to the codec and the
+//! session. TLS is either implicit (`imaps://`, the handshake right after connect) or started
+//! later with [`Transport::start_tls`] (STARTTLS). A certificate that does not verify is reported
+//! as such ([`Error::Tls`] with `certificate: true`), so the CLI can say so in one line.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use crate::error::{Error, Result};
+
+/// Build the TLS client configuration: the system roots, or only the certificates in `ca_file`.
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    Error::Config(format!("bad certificate in {}: {e}", path.display()))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    Error::Config(format!("unusable certificate in {}: {e}", path.display()))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(Error::Config(format!("no certificate in {}", path.display())));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // A broken system certificate is skipped, as every TLS client does.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(Error::Config(
+                    "no system CA certificates found (install ca-certificates or use --ca-file)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+/// A connected byte stream with deadlines.
+pub struct Transport {
+    stream: Stream,
+    peer: String,
+}
+
+impl Transport {
+    /// Open a TCP connection, trying each address of `host` until `timeout` runs out.
+    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Transport> {
+        let peer = format!("{host}:{port}");
+        let deadline = Instant::now() + timeout;
+        let addrs: Vec<_> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| Error::io(format!("cannot resolve {host}"), e))?
+            .collect();
+        let mut last = None;
+        for addr in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left) {
+                Ok(tcp) => {
+                    tcp.set_nodelay(true).ok();
+                    return Ok(Transport { stream: Stream::Plain(tcp), peer });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => Error::io(format!("cannot connect to {peer}"), e),
+            None => Error::Timeout { what: format!("connecting to {peer}") },
+        })
+    }
+
+    /// Wrap the connection in TLS and complete the handshake before `deadline`.
+    pub fn start_tls(self, config: Arc<ClientConfig>, host: &str, deadline: Instant) -> Result<Transport> {
+        let Stream::Plain(mut tcp) = self.stream else {
+            return Err(Error::Protocol("TLS is already active".into()));
+        };
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| Error::Config(format!("`{host}` is not a valid TLS server name")))?;
+        let mut conn = ClientConnection::new(config, name)
+            .map_err(|e| Error::Tls { message: e.to_string(), certificate: false })?;
+        while conn.is_handshaking() {
+            set_timeouts(&tcp, deadline, &self.peer)?;
+            if let Err(e) = conn.complete_io(&mut tcp) {
+                return Err(tls_error(e, &self.peer));
+            }
+        }
+        Ok(Transport { stream: Stream::Tls(Box::new(StreamOwned::new(conn, tcp))), peer: self.peer })
+    }
+
+    /// Read some bytes, waiting until `deadline` at most. `Ok(0)` means the server closed.
+    pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize> {
+        set_timeouts(self.tcp(), deadline, &self.peer)?;
+        let r = match &mut self.stream {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        };
+        match r {
+            Ok(n) => Ok(n),
+            // A peer that closes without close_notify: treat as EOF, the session reports it.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e) => Err(self.read_error(e)),
+        }
+    }
+
+    /// Write all of `data` before `deadline`.
+    pub fn write_all(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
+        set_timeouts(self.tcp(), deadline, &self.peer)?;
+        let r = match &mut self.stream {
+            Stream::Plain(s) => s.write_all(data).and_then(|_| s.flush()),
+            Stream::Tls(s) => s.write_all(data).and_then(|_| s.flush()),
+        };
+        r.map_err(|e| Error::io(format!("sending to {}", self.peer), e))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Close the socket in both directions (used to abort a stuck connection).
+    pub fn shutdown(&self) {
+        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+
+    fn read_error(&self, e: std::io::Error) -> Error {
+        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+            return tls_error(e, &self.peer);
+        }
+        Error::io(format!("reading from {}", self.peer), e)
+    }
+}
+
+fn set_timeouts(tcp: &TcpStream, deadline: Instant, peer: &str) -> Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Timeout { what: format!("waiting for {peer}") });
+    }
+    tcp.set_read_timeout(Some(left)).map_err(|e| Error::io("setting a socket timeout", e))?;
+    tcp.set_write_timeout(Some(left)).map_err(|e| Error::io("setting a socket timeout", e))?;
+    Ok(())
+}
+
+fn tls_error(e: std::io::Error, peer: &str) -> Error {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        let certificate = matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        );
+        return Error::Tls { message: format!("{tls} (server {peer})"), certificate };
+    }
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Error::Tls {
+            message: format!("{peer} closed the connection during the TLS handshake"),
+            certificate: false,
+        },
+        _ => Error::io(format!("TLS handshake with {peer}"), e),
+    }
+}

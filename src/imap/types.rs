@@ -1,0 +1,497 @@
+//! Values of the IMAP protocol, parsed once and valid from then on.
+//!
+//! The codec turns server bytes into [`Response`] values and [`crate::imap::codec::Command`]
+//! values into bytes; everything in between speaks these types. Identifiers that the protocol
+//! forbids to be zero ([`Uid`], [`UidValidity`], [`SeqNum`]) are wrapped so that a zero can never
+//! travel further than the parser. Strings from the server are kept as raw bytes where the
+//! protocol allows 8-bit data (mailbox names, header values), and decoded to UTF-8 only at the
+//! edge that needs text.
+
+use std::fmt;
+use std::num::NonZeroU32;
+
+/// A message's unique identifier inside one mailbox generation (RFC 3501 §2.3.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uid(NonZeroU32);
+
+impl Uid {
+    /// A UID from a number; `None` for zero, which the protocol reserves.
+    pub fn new(n: u32) -> Option<Uid> {
+        NonZeroU32::new(n).map(Uid)
+    }
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The UIDVALIDITY of a mailbox: UIDs are only meaningful together with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UidValidity(NonZeroU32);
+
+impl UidValidity {
+    pub fn new(n: u32) -> Option<UidValidity> {
+        NonZeroU32::new(n).map(UidValidity)
+    }
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for UidValidity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A message sequence number (1-based position in the selected mailbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeqNum(NonZeroU32);
+
+impl SeqNum {
+    pub fn new(n: u32) -> Option<SeqNum> {
+        NonZeroU32::new(n).map(SeqNum)
+    }
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+/// A CONDSTORE modification sequence (RFC 7162).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModSeq(pub u64);
+
+/// A message flag or keyword.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Flag {
+    Seen,
+    Answered,
+    Flagged,
+    Deleted,
+    Draft,
+    Recent,
+    /// `\*` in PERMANENTFLAGS: new keywords may be created.
+    MayCreate,
+    /// Another system flag (`\Something`), kept with its backslash.
+    Extension(String),
+    /// A keyword (no backslash), e.g. `$Forwarded` or `Junk`.
+    Keyword(String),
+}
+
+impl Flag {
+    /// Parse a flag as written on the wire (`\Seen`, `$Junk`, ...). Returns `None` for a string
+    /// that is not a valid flag (empty, or containing characters an atom may not hold).
+    pub fn parse(s: &str) -> Option<Flag> {
+        if let Some(rest) = s.strip_prefix('\\') {
+            if rest == "*" {
+                return Some(Flag::MayCreate);
+            }
+            if rest.is_empty() || !rest.bytes().all(crate::imap::codec::is_atom_char) {
+                return None;
+            }
+            return Some(match rest.to_ascii_lowercase().as_str() {
+                "seen" => Flag::Seen,
+                "answered" => Flag::Answered,
+                "flagged" => Flag::Flagged,
+                "deleted" => Flag::Deleted,
+                "draft" => Flag::Draft,
+                "recent" => Flag::Recent,
+                _ => Flag::Extension(s.to_string()),
+            });
+        }
+        if s.is_empty() || !s.bytes().all(crate::imap::codec::is_atom_char) {
+            return None;
+        }
+        Some(Flag::Keyword(s.to_string()))
+    }
+
+    /// The wire form of the flag.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Flag::Seen => "\\Seen",
+            Flag::Answered => "\\Answered",
+            Flag::Flagged => "\\Flagged",
+            Flag::Deleted => "\\Deleted",
+            Flag::Draft => "\\Draft",
+            Flag::Recent => "\\Recent",
+            Flag::MayCreate => "\\*",
+            Flag::Extension(s) | Flag::Keyword(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Flag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mailbox name as the server sent it (raw bytes), with its decoded UTF-8 form.
+///
+/// The raw form is what goes back on the wire, so a name the client cannot decode still
+/// round-trips exactly. `INBOX` is case-insensitive and normalised to upper case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailboxName {
+    raw: Vec<u8>,
+    decoded: String,
+}
+
+impl MailboxName {
+    /// A name received from the server. `utf8` says whether UTF8=ACCEPT is in force (names are
+    /// then UTF-8 on the wire) or modified UTF-7 applies.
+    pub fn from_wire(raw: Vec<u8>, utf8: bool) -> MailboxName {
+        let raw = if raw.eq_ignore_ascii_case(b"INBOX") { b"INBOX".to_vec() } else { raw };
+        let decoded = if utf8 {
+            String::from_utf8_lossy(&raw).into_owned()
+        } else {
+            match crate::imap::codec::mutf7::decode(&raw) {
+                Ok(s) => s,
+                Err(_) => String::from_utf8_lossy(&raw).into_owned(),
+            }
+        };
+        MailboxName { raw, decoded }
+    }
+
+    /// A name the user typed (UTF-8), encoded for the wire.
+    pub fn from_utf8(name: &str, utf8: bool) -> MailboxName {
+        if name.eq_ignore_ascii_case("INBOX") {
+            return MailboxName { raw: b"INBOX".to_vec(), decoded: "INBOX".into() };
+        }
+        let raw = if utf8 {
+            name.as_bytes().to_vec()
+        } else {
+            crate::imap::codec::mutf7::encode(name).into_bytes()
+        };
+        MailboxName { raw, decoded: name.to_string() }
+    }
+
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+    pub fn as_str(&self) -> &str {
+        &self.decoded
+    }
+}
+
+impl fmt::Display for MailboxName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.decoded)
+    }
+}
+
+/// A server response: one complete frame of the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// The completion of a command: `A1 OK ...`.
+    Tagged(Tagged),
+    /// Data or status not tied to a tag: `* ...`.
+    Untagged(Untagged),
+    /// A continuation request: `+ ...`.
+    Continue(ResponseText),
+}
+
+/// The completion result of a tagged command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tagged {
+    pub tag: String,
+    pub status: Status,
+    pub text: ResponseText,
+}
+
+/// Completion and condition states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    No,
+    Bad,
+    PreAuth,
+    Bye,
+}
+
+/// Human-readable text of a status response with its optional bracketed code.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResponseText {
+    pub code: Option<Code>,
+    pub text: String,
+}
+
+/// A response code: the bracketed part of a status response (RFC 3501 §7.1 and extensions).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Code {
+    Alert,
+    Parse,
+    ReadOnly,
+    ReadWrite,
+    TryCreate,
+    Capability(Vec<String>),
+    PermanentFlags(Vec<Flag>),
+    UidValidity(UidValidity),
+    UidNext(Uid),
+    Unseen(u32),
+    HighestModSeq(ModSeq),
+    NoModSeq,
+    AppendUid { validity: UidValidity, uids: SequenceSet },
+    CopyUid { validity: UidValidity, source: SequenceSet, dest: SequenceSet },
+    Closed,
+    OverQuota,
+    Nonexistent,
+    AlreadyExists,
+    NoPerm,
+    Cannot,
+    Unavailable,
+    AuthenticationFailed,
+    AuthorizationFailed,
+    ExpungeIssued,
+    ServerBug,
+    Limit,
+    InUse,
+    Modified(SequenceSet),
+    /// A code this client does not know, kept raw: name and the rest inside the brackets.
+    Other { name: String, rest: Option<String> },
+}
+
+/// Untagged data and status responses.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Untagged {
+    /// `* OK|NO|BAD|PREAUTH|BYE ...`
+    Status { status: Status, text: ResponseText },
+    Capability(Vec<String>),
+    Enabled(Vec<String>),
+    List(ListItem),
+    Lsub(ListItem),
+    Flags(Vec<Flag>),
+    Exists(u32),
+    Recent(u32),
+    Expunge(SeqNum),
+    Fetch { seq: SeqNum, items: Vec<FetchItem> },
+    Search { nums: Vec<u32>, modseq: Option<ModSeq> },
+    ESearch(ESearch),
+    StatusData { mailbox: MailboxName, items: Vec<StatusItem> },
+    Vanished { earlier: bool, uids: SequenceSet },
+    Namespace(Namespaces),
+    Quota { root: Vec<u8>, resources: Vec<QuotaResource> },
+    QuotaRoot { mailbox: MailboxName, roots: Vec<Vec<u8>> },
+    Id(Vec<(String, Option<String>)>),
+    /// A response this client does not understand: its keyword and the raw frame.
+    Other { keyword: String, raw: Vec<u8> },
+}
+
+/// One mailbox of a LIST or LSUB reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListItem {
+    pub attributes: Vec<String>,
+    pub delimiter: Option<char>,
+    pub name: MailboxName,
+    /// LIST-EXTENDED data (e.g. CHILDINFO, OLDNAME), kept as tag and raw value.
+    pub extended: Vec<(String, Vec<u8>)>,
+}
+
+impl ListItem {
+    /// Whether the mailbox cannot be selected (`\Noselect` or `\NonExistent`).
+    pub fn is_noselect(&self) -> bool {
+        self.attributes
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"))
+    }
+}
+
+/// A data item of a FETCH response.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum FetchItem {
+    Uid(Uid),
+    Flags(Vec<Flag>),
+    Rfc822Size(u64),
+    /// INTERNALDATE as seconds since the Unix epoch.
+    InternalDate(i64),
+    ModSeq(ModSeq),
+    /// `BODY[section]<origin>` or `BINARY[section]<origin>`; `data` is `None` for NIL.
+    Body { section: String, origin: Option<u64>, data: Option<Vec<u8>> },
+    Envelope(Box<Envelope>),
+    BodyStructure(Box<BodyStructure>),
+    /// `RFC822`, `RFC822.HEADER`, `RFC822.TEXT`: whole-message forms.
+    Rfc822 { part: String, data: Option<Vec<u8>> },
+    BinarySize { section: String, size: u64 },
+    EmailId(String),
+    ThreadId(String),
+    /// An item this client does not know: its name and raw value.
+    Other { name: String, raw: Vec<u8> },
+}
+
+/// The ENVELOPE structure (RFC 3501 §7.4.2); strings are raw bytes (may be RFC 2047 encoded).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Envelope {
+    pub date: Option<Vec<u8>>,
+    pub subject: Option<Vec<u8>>,
+    pub from: Vec<Address>,
+    pub sender: Vec<Address>,
+    pub reply_to: Vec<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub bcc: Vec<Address>,
+    pub in_reply_to: Option<Vec<u8>>,
+    pub message_id: Option<Vec<u8>>,
+}
+
+/// One address of an ENVELOPE address list (group markers have `host: None`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Address {
+    pub name: Option<Vec<u8>>,
+    pub adl: Option<Vec<u8>>,
+    pub mailbox: Option<Vec<u8>>,
+    pub host: Option<Vec<u8>>,
+}
+
+/// BODYSTRUCTURE / BODY (RFC 3501 §7.4.2), with extension data kept when present.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyStructure {
+    Single {
+        media_type: String,
+        subtype: String,
+        params: Vec<(String, String)>,
+        id: Option<Vec<u8>>,
+        description: Option<Vec<u8>>,
+        encoding: String,
+        size: u64,
+        /// For `text/*`: line count. For `message/rfc822`: also envelope and inner body.
+        lines: Option<u64>,
+        message: Option<(Box<Envelope>, Box<BodyStructure>)>,
+        ext: BodyExtension,
+    },
+    Multi {
+        parts: Vec<BodyStructure>,
+        subtype: String,
+        params: Vec<(String, String)>,
+        ext: BodyExtension,
+    },
+}
+
+/// Optional extension data of a body part.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BodyExtension {
+    pub md5: Option<Vec<u8>>,
+    pub disposition: Option<(String, Vec<(String, String)>)>,
+    pub language: Vec<String>,
+    pub location: Option<Vec<u8>>,
+}
+
+/// A STATUS data item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusItem {
+    Messages(u32),
+    Recent(u32),
+    UidNext(u32),
+    UidValidity(u32),
+    Unseen(u32),
+    HighestModSeq(u64),
+    Size(u64),
+    Deleted(u32),
+}
+
+/// An ESEARCH response (RFC 4731).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ESearch {
+    pub tag: Option<String>,
+    pub uid: bool,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    pub count: Option<u32>,
+    pub all: Option<SequenceSet>,
+    pub modseq: Option<ModSeq>,
+}
+
+/// The NAMESPACE response (RFC 2342): personal, other users', shared.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Namespaces {
+    pub personal: Vec<(Vec<u8>, Option<char>)>,
+    pub other: Vec<(Vec<u8>, Option<char>)>,
+    pub shared: Vec<(Vec<u8>, Option<char>)>,
+}
+
+/// A QUOTA resource: name, usage, limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaResource {
+    pub name: String,
+    pub usage: u64,
+    pub limit: u64,
+}
+
+/// A set of sequence numbers or UIDs: ranges, where `u32::MAX` stands for `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SequenceSet(pub Vec<(u32, u32)>);
+
+impl SequenceSet {
+    /// A set holding one number.
+    pub fn single(n: u32) -> SequenceSet {
+        SequenceSet(vec![(n, n)])
+    }
+
+    /// A set covering `lo` to `*`.
+    pub fn from(lo: u32) -> SequenceSet {
+        SequenceSet(vec![(lo, u32::MAX)])
+    }
+
+    /// Build a compact set from numbers in any order.
+    pub fn from_numbers(nums: impl IntoIterator<Item = u32>) -> SequenceSet {
+        let mut v: Vec<u32> = nums.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for n in v {
+            match ranges.last_mut() {
+                Some((_, hi)) if hi.checked_add(1) == Some(n) => *hi = n,
+                _ => ranges.push((n, n)),
+            }
+        }
+        SequenceSet(ranges)
+    }
+
+    /// Every number of the set, with `*` capped at `max`. Bounded by `limit` numbers.
+    pub fn iter_capped(&self, max: u32, limit: usize) -> impl Iterator<Item = u32> + '_ {
+        self.0
+            .iter()
+            .flat_map(move |&(a, b)| {
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                lo..=hi.min(max)
+            })
+            .take(limit)
+    }
+
+    /// Whether `n` is in the set.
+    pub fn contains(&self, n: u32) -> bool {
+        self.0.iter().any(|&(a, b)| {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            (lo..=hi).contains(&n)
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for SequenceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(a, b)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let show = |n: u32| if n == u32::MAX { "*".to_string() } else { n.to_string() };
+            if a == b {
+                f.write_str(&show(a))?;
+            } else {
+                write!(f, "{}:{}", show(a), show(b))?;
+            }
+        }
+        Ok(())
+    }
+}

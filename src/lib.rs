@@ -1,0 +1,23 @@
+//! imapfs: an IMAP account as a filesystem.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `fs` -> `store` -> `imap`.
+//!
+//! - [`imap`]: our own protocol engine. [`imap::codec`] is sans-I/O (bytes in, values out, and
+//!   back); [`imap::transport`] moves bytes over TCP or TLS with deadlines; [`imap::session`]
+//!   runs commands on one connection and tracks the selected mailbox.
+//! - [`store`]: what the filesystem believes about the account: the mailbox list, a per-mailbox
+//!   index keyed on UIDVALIDITY, a pool of sessions and a byte-bounded LRU block cache whose
+//!   keys include UIDVALIDITY, so a cached byte can never belong to another message.
+//! - [`fs`]: the FUSE adapter: inodes, names, attributes, xattrs, errno mapping.
+//! - [`config`]: the account URL and mount options, built by the CLI in `main.rs`.
+//! - [`error`]: the crate's error enum and its mapping to errno and exit codes.
+
+pub mod config;
+pub mod error;
+pub mod fs;
+pub mod imap;
+pub mod store;
+
+pub use error::{Error, Result};
