@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod fs;
 pub mod imap;
+pub mod mount;
 pub mod store;
 
 pub use error::{Error, Result};

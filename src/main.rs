@@ -1,1 +1,133 @@
-fn main(){}
+//! The `imapfs` command line: parse arguments, build the configuration, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use imapfs::config::{parse_account_url, parse_size, read_password, MountOptions, PasswordSource};
+use imapfs::imap::auth::ServerConfig;
+use imapfs::imap::codec::Limits;
+use imapfs::imap::session::Timeouts;
+use imapfs::imap::transport::tls_config;
+use imapfs::Error;
+
+#[derive(Parser)]
+#[command(name = "imapfs", version, about = "Mount an IMAP mail account as a filesystem")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount an account: imapfs mount imaps://user@host[:port] MOUNTPOINT
+    ///
+    /// The password comes from IMAPFS_PASSWORD, --password-command, or a prompt.
+    Mount {
+        /// imaps://user@host[:port] (TLS) or imap://user@host[:port] (STARTTLS)
+        url: String,
+        mountpoint: PathBuf,
+        /// Trust only the CA certificates in this PEM file (instead of the system's)
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Memory for cached message content, e.g. 256M or 1G
+        #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+        cache_size: u64,
+        /// Stay in the foreground (logs go to stderr)
+        #[arg(short, long)]
+        foreground: bool,
+        /// Seconds without an answer from the server before an operation fails
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
+        /// Seconds a directory listing is trusted before asking the server again
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        dir_ttl: u64,
+        /// Most connections to open to the server
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        connections: usize,
+        /// Run this shell command and use the first line it prints as the password
+        #[arg(long, value_name = "CMD")]
+        password_command: Option<String>,
+        /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
+        #[arg(long)]
+        allow_other: bool,
+    },
+    /// Unmount a mount point (same as fusermount3 -u)
+    Umount { mountpoint: PathBuf },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imapfs: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<(), Error> {
+    match cmd {
+        Cmd::Mount {
+            url,
+            mountpoint,
+            ca_file,
+            cache_size,
+            foreground,
+            timeout,
+            dir_ttl,
+            connections,
+            password_command,
+            allow_other,
+        } => {
+            let account = parse_account_url(&url)?;
+            let tls = tls_config(ca_file.as_deref())?;
+            let source = match password_command {
+                Some(c) => PasswordSource::Command(c),
+                None => PasswordSource::EnvOrPrompt,
+            };
+            let password = read_password(&source, &account.user, &account.host)?;
+            let timeouts = Timeouts {
+                inactivity: Duration::from_secs(timeout.max(1)),
+                command: Duration::from_secs(timeout.max(1) * 10),
+            };
+            let server = ServerConfig {
+                host: account.host,
+                port: account.port,
+                security: account.security,
+                tls,
+                user: account.user,
+                password,
+                timeouts,
+                limits: Limits::default(),
+            };
+            let opts = MountOptions {
+                mountpoint,
+                foreground,
+                cache_size,
+                dir_ttl: Duration::from_secs(dir_ttl),
+                connections: connections.max(1),
+                allow_other,
+            };
+            imapfs::mount::run(server, opts)
+        }
+        Cmd::Umount { mountpoint } => {
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mountpoint)
+                .status()
+                .map_err(|e| Error::Config(format!("cannot run fusermount3: {e}")))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(Error::Config(format!("fusermount3 -u {} failed", mountpoint.display())))
+            }
+        }
+    }
+}

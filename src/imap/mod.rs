@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod pool;
 pub mod session;
 pub mod transport;
 pub mod types;

@@ -1,1 +1,441 @@
-//! stub
+//! What the filesystem believes about the account, and the one place that asks the server.
+//!
+//! [`Account`] holds the pool of sessions, the mailbox list, a per-mailbox [`Index`] keyed on
+//! UIDVALIDITY, the block cache and decoded headers. The filesystem asks it questions in its
+//! own terms (mailbox id, UID, byte range) and gets bytes or metadata back; every IMAP detail
+//! (EXAMINE before FETCH, BODY.PEEK so nothing turns `\Seen`, pipelining blocks into one round
+//! trip, UIDVALIDITY checks) stays here and below.
+//!
+//! Mailboxes get a [`MailboxId`] for the life of the mount. A read names the UIDVALIDITY it
+//! expects; if the server's differs, the read fails instead of returning another message's
+//! bytes, and the cache keys make old blocks unreachable.
+
+pub mod blocks;
+pub mod mailbox;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, FetchAttr};
+use crate::imap::pool::Pool;
+use crate::imap::session::Session;
+use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
+use blocks::{BlockCache, BlockKey};
+pub use mailbox::{Index, MailboxInfo, MessageMeta};
+
+/// A mailbox's number for the life of the mount.
+pub type MailboxId = u32;
+
+/// Tunables of the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Bytes of message content kept in memory.
+    pub cache_size: u64,
+    /// Unit of fetching and caching; a message up to this size is fetched whole.
+    pub block_size: u64,
+    /// Blocks fetched ahead of a sequential reader, in the same round trip.
+    pub readahead_blocks: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { cache_size: 256 << 20, block_size: 1 << 20, readahead_blocks: 2 }
+    }
+}
+
+/// Decoded headers shown as `user.mail.*` xattrs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Headers {
+    pub subject: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub date: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// The account as the filesystem sees it.
+pub struct Account {
+    pool: Pool,
+    opts: StoreOptions,
+    list: Mutex<Option<(Arc<Vec<MailboxInfo>>, Instant)>>,
+    names: Mutex<MailboxNames>,
+    indexes: Mutex<HashMap<MailboxId, Arc<Index>>>,
+    blocks: BlockCache,
+    headers: Mutex<LruCache<(MailboxId, UidValidity, Uid), Arc<Headers>>>,
+    /// Next block each recently read message is expected to need (sequential detection).
+    next_block: Mutex<LruCache<(MailboxId, Uid), u64>>,
+}
+
+#[derive(Default)]
+struct MailboxNames {
+    by_raw: HashMap<Vec<u8>, MailboxId>,
+    by_id: Vec<MailboxName>,
+}
+
+impl Account {
+    pub fn new(pool: Pool, opts: StoreOptions) -> Account {
+        let blocks = BlockCache::new(opts.cache_size);
+        Account {
+            pool,
+            opts,
+            list: Mutex::new(None),
+            names: Mutex::new(MailboxNames::default()),
+            indexes: Mutex::new(HashMap::new()),
+            blocks,
+            headers: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(4096).unwrap())),
+            next_block: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(1024).unwrap())),
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The mailbox list, asking the server if ours is older than `max_age`.
+    pub fn mailboxes(&self, max_age: Duration) -> Result<Arc<Vec<MailboxInfo>>> {
+        if let Some((list, at)) = &*self.list.lock() {
+            if at.elapsed() < max_age {
+                return Ok(list.clone());
+            }
+        }
+        let done = self.pool.with_session(None, |s| {
+            s.run(Command::List { reference: Vec::new(), pattern: b"*".to_vec() })
+        })?;
+        let mut list: Vec<MailboxInfo> = done
+            .untagged
+            .into_iter()
+            .filter_map(|u| match u {
+                Untagged::List(item) => Some(MailboxInfo {
+                    noselect: item.is_noselect(),
+                    delimiter: item.delimiter,
+                    name: item.name,
+                }),
+                _ => None,
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        list.dedup_by(|a, b| a.name == b.name);
+        let list = Arc::new(list);
+        *self.list.lock() = Some((list.clone(), Instant::now()));
+        Ok(list)
+    }
+
+    /// The id of a mailbox, assigned on first sight.
+    pub fn mailbox_id(&self, name: &MailboxName) -> MailboxId {
+        let mut names = self.names.lock();
+        if let Some(&id) = names.by_raw.get(name.raw()) {
+            return id;
+        }
+        let id = names.by_id.len() as MailboxId + 1;
+        names.by_id.push(name.clone());
+        names.by_raw.insert(name.raw().to_vec(), id);
+        id
+    }
+
+    pub fn mailbox_name(&self, id: MailboxId) -> Option<MailboxName> {
+        self.names.lock().by_id.get((id as usize).checked_sub(1)?).cloned()
+    }
+
+    /// The index of a mailbox, refreshed from the server if older than `max_age`.
+    pub fn index(&self, id: MailboxId, max_age: Duration) -> Result<Arc<Index>> {
+        if let Some(ix) = self.indexes.lock().get(&id) {
+            if ix.fetched_at.elapsed() < max_age {
+                return Ok(ix.clone());
+            }
+        }
+        self.refresh(id)
+    }
+
+    /// The index we have, however old, without asking the server.
+    pub fn cached_index(&self, id: MailboxId) -> Option<Arc<Index>> {
+        self.indexes.lock().get(&id).cloned()
+    }
+
+    fn refresh(&self, id: MailboxId) -> Result<Arc<Index>> {
+        let name = self.mailbox_name(id).ok_or_else(|| Error::NotFound("mailbox".into()))?;
+        let index = self.pool.with_session(Some(&name), |s| fetch_index(s, &name))?;
+        let index = Arc::new(index);
+        let old = self.indexes.lock().insert(id, index.clone());
+        if old.is_some_and(|o| o.validity != index.validity) {
+            log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
+            self.blocks.forget_mailbox(id);
+            self.headers.lock().clear();
+        }
+        Ok(index)
+    }
+
+    /// Forget a message the server no longer has.
+    fn forget_message(&self, id: MailboxId, validity: UidValidity, uid: Uid) {
+        let mut indexes = self.indexes.lock();
+        if let Some(ix) = indexes.get_mut(&id) {
+            if ix.validity == validity && ix.messages.contains_key(&uid) {
+                let mut copy = (**ix).clone();
+                copy.messages.remove(&uid);
+                *ix = Arc::new(copy);
+            }
+        }
+    }
+
+    /// Read `len` bytes at `offset` of a message of `size` bytes (as listed).
+    pub fn read(
+        &self,
+        id: MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(len).min(size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let bs = self.opts.block_size;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let key = |block| BlockKey { mailbox: id, validity, uid, block };
+        let mut have: Vec<Option<Arc<[u8]>>> = (first..=last).map(|b| self.blocks.get(&key(b))).collect();
+        let missing: Vec<u64> =
+            (first..=last).zip(&have).filter(|(_, h)| h.is_none()).map(|(b, _)| b).collect();
+        let sequential = {
+            let mut nb = self.next_block.lock();
+            let seq = first == 0 || nb.get(&(id, uid)) == Some(&first);
+            nb.put((id, uid), last + 1);
+            seq
+        };
+        if !missing.is_empty() {
+            let mut wanted = missing.clone();
+            if sequential {
+                let last_block = (size.max(1) - 1) / bs;
+                for b in last + 1..=(last + self.opts.readahead_blocks).min(last_block) {
+                    if self.blocks.get(&key(b)).is_none() {
+                        wanted.push(b);
+                    }
+                }
+            }
+            let fetched = self.fetch_blocks(id, validity, uid, &wanted)?;
+            for (b, data) in fetched {
+                if let Some(slot) = b.checked_sub(first).and_then(|i| have.get_mut(i as usize)) {
+                    *slot = Some(data.clone());
+                }
+                self.blocks.insert(key(b), data);
+            }
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (i, block) in have.iter().enumerate() {
+            let b = first + i as u64;
+            let Some(data) = block else { break };
+            let block_start = b * bs;
+            let from = offset.max(block_start) - block_start;
+            let to = (end - block_start).min(data.len() as u64);
+            if from >= to {
+                break;
+            }
+            out.extend_from_slice(&data[from as usize..to as usize]);
+            if (data.len() as u64) < bs {
+                break; // the message ends in this block
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetch blocks of one message in one round trip (pipelined partial FETCHes).
+    fn fetch_blocks(
+        &self,
+        id: MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        blocks: &[u64],
+    ) -> Result<Vec<(u64, Arc<[u8]>)>> {
+        let name = self.mailbox_name(id).ok_or_else(|| Error::NotFound("mailbox".into()))?;
+        let bs = self.opts.block_size;
+        let block_len = u32::try_from(bs).unwrap_or(u32::MAX);
+        let cmds: Vec<Command> = blocks
+            .iter()
+            .map(|&b| Command::Fetch {
+                uid: true,
+                set: SequenceSet::single(uid.get()),
+                attrs: vec![
+                    FetchAttr::Uid,
+                    FetchAttr::BodyPeek { section: String::new(), partial: Some((b * bs, block_len)) },
+                ],
+                changed_since: None,
+            })
+            .collect();
+        let untagged = self.pool.with_session(Some(&name), |s| {
+            check_validity(s, &name, validity)?;
+            let mut all = Vec::new();
+            for r in s.pipeline(&cmds)? {
+                all.extend(r?.untagged);
+            }
+            Ok(all)
+        });
+        let untagged = match untagged {
+            Err(Error::NotFound(what)) => {
+                self.forget_message(id, validity, uid);
+                return Err(Error::NotFound(what));
+            }
+            other => other?,
+        };
+        let mut out = Vec::new();
+        for u in untagged {
+            let Untagged::Fetch { items, .. } = u else { continue };
+            if !items.contains(&FetchItem::Uid(uid)) {
+                continue;
+            }
+            for item in items {
+                if let FetchItem::Body { section, origin, data } = item {
+                    if !section.is_empty() {
+                        continue;
+                    }
+                    let origin = origin.unwrap_or(0);
+                    if origin % bs != 0 {
+                        return Err(Error::Protocol(format!("FETCH answered at origin {origin}")));
+                    }
+                    let data = data.unwrap_or_default();
+                    if data.len() as u64 > bs {
+                        return Err(Error::Protocol("FETCH returned more than was asked".into()));
+                    }
+                    out.push((origin / bs, Arc::from(data)));
+                }
+            }
+        }
+        if !out.iter().any(|(b, _)| b == &blocks[0]) {
+            // No body for the first wanted block: the message is gone.
+            self.forget_message(id, validity, uid);
+            return Err(Error::NotFound(format!("message {uid} in {name}")));
+        }
+        Ok(out)
+    }
+
+    /// The decoded headers of a message, for `user.mail.*` xattrs.
+    pub fn headers(&self, id: MailboxId, validity: UidValidity, uid: Uid) -> Result<Arc<Headers>> {
+        if let Some(h) = self.headers.lock().get(&(id, validity, uid)) {
+            return Ok(h.clone());
+        }
+        // The first block, if cached, usually holds the whole header.
+        let cached = self.blocks.get(&BlockKey { mailbox: id, validity, uid, block: 0 });
+        let raw = match cached.filter(|b| find_header_end(b).is_some()) {
+            Some(b) => b[..find_header_end(&b).unwrap_or(b.len())].to_vec(),
+            None => self.fetch_header(id, validity, uid)?,
+        };
+        let h = Arc::new(decode_headers(&raw));
+        self.headers.lock().put((id, validity, uid), h.clone());
+        Ok(h)
+    }
+
+    fn fetch_header(&self, id: MailboxId, validity: UidValidity, uid: Uid) -> Result<Vec<u8>> {
+        let name = self.mailbox_name(id).ok_or_else(|| Error::NotFound("mailbox".into()))?;
+        let done = self.pool.with_session(Some(&name), |s| {
+            check_validity(s, &name, validity)?;
+            s.run(Command::Fetch {
+                uid: true,
+                set: SequenceSet::single(uid.get()),
+                attrs: vec![FetchAttr::Uid, FetchAttr::BodyPeek { section: "HEADER".into(), partial: None }],
+                changed_since: None,
+            })
+        })?;
+        for u in done.untagged {
+            let Untagged::Fetch { items, .. } = u else { continue };
+            if !items.contains(&FetchItem::Uid(uid)) {
+                continue;
+            }
+            for item in items {
+                if let FetchItem::Body { data, .. } = item {
+                    return Ok(data.unwrap_or_default());
+                }
+            }
+        }
+        self.forget_message(id, validity, uid);
+        Err(Error::NotFound(format!("message {uid} in {name}")))
+    }
+}
+
+/// EXAMINE `name` (unless selected) and make sure its UIDVALIDITY is `validity`.
+fn check_validity(s: &mut Session, name: &MailboxName, validity: UidValidity) -> Result<()> {
+    let sel = s.select(name, true)?;
+    match sel.uidvalidity {
+        Some(v) if v == validity => Ok(()),
+        Some(_) => Err(Error::NotFound(format!("{name} was recreated (UIDVALIDITY changed)"))),
+        None => Err(Error::Protocol(format!("no UIDVALIDITY for {name}"))),
+    }
+}
+
+/// EXAMINE a mailbox and list its messages' metadata in one FETCH.
+fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
+    let was_selected = s.selected().is_some_and(|sel| &sel.mailbox == name);
+    s.select(name, true)?;
+    if was_selected {
+        s.run(Command::Noop)?; // learn what changed since
+    }
+    let sel = s.selected().ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
+    let validity =
+        sel.uidvalidity.ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
+    let uidnext = sel.uidnext;
+    let exists = sel.exists;
+    let mut messages = std::collections::BTreeMap::new();
+    if exists > 0 {
+        let done = s.run(Command::Fetch {
+            uid: true,
+            set: SequenceSet::from(1),
+            attrs: vec![FetchAttr::Uid, FetchAttr::Flags, FetchAttr::Rfc822Size, FetchAttr::InternalDate],
+            changed_since: None,
+        })?;
+        for u in done.untagged {
+            let Untagged::Fetch { items, .. } = u else { continue };
+            let (mut uid, mut size, mut date, mut flags) = (None, None, None, None);
+            for item in items {
+                match item {
+                    FetchItem::Uid(u) => uid = Some(u),
+                    FetchItem::Rfc822Size(n) => size = Some(n),
+                    FetchItem::InternalDate(d) => date = Some(d),
+                    FetchItem::Flags(f) => flags = Some(f),
+                    _ => {}
+                }
+            }
+            // An unsolicited FETCH (flags only) is not a listing entry.
+            let (Some(uid), Some(size)) = (uid, size) else { continue };
+            messages.insert(
+                uid,
+                MessageMeta { size, internal_date: date.unwrap_or(0), flags: flags.unwrap_or_default() },
+            );
+        }
+    }
+    s.take_changed();
+    Ok(Index { validity, uidnext, messages, fetched_at: Instant::now() })
+}
+
+fn find_header_end(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Decode the headers shown as xattrs (RFC 2047 words, address lists) with mail-parser.
+pub fn decode_headers(raw: &[u8]) -> Headers {
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(raw) else {
+        return Headers::default();
+    };
+    let addresses = |a: Option<&mail_parser::Address>| {
+        a.map(|a| {
+            a.iter()
+                .map(|x| match (&x.name, &x.address) {
+                    (Some(n), Some(ad)) => format!("{n} <{ad}>"),
+                    (None, Some(ad)) => ad.to_string(),
+                    (Some(n), None) => n.to_string(),
+                    (None, None) => String::new(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    };
+    Headers {
+        subject: msg.subject().map(str::to_string),
+        from: addresses(msg.from()),
+        to: addresses(msg.to()),
+        date: msg.date().map(|d| d.to_rfc3339()),
+        message_id: msg.message_id().map(|id| format!("<{id}>")),
+    }
+}

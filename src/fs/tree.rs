@@ -1,0 +1,264 @@
+//! The directory tree and the inode numbers of the mount.
+//!
+//! Directories are mailboxes (and the implied parents of mailboxes the server listed without
+//! their parents). They get inode numbers below 2^32 from [`Tree`], stable for the life of the
+//! mount: a path keeps its number across refreshes. Messages are not stored here at all: a
+//! message's inode is computed as `generation << 32 | uid`, where the generation names a
+//! (mailbox, UIDVALIDITY) pair, so a message inode changes when UIDVALIDITY does and can
+//! never point at another message. Hence `forget` has nothing to free.
+//!
+//! Names: a mailbox component is shown decoded (UTF-8). A `/` inside a component (possible
+//! where the delimiter is `.`) is shown as `%2F` and `%` as `%25`, so the mapping is
+//! reversible; a component that would read as a message file name (`123.eml`) or as `.`/`..`
+//! has its dots escaped as `%2E`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::imap::types::{Uid, UidValidity};
+use crate::store::{MailboxId, MailboxInfo};
+
+pub const ROOT: u64 = 1;
+
+/// One directory.
+#[derive(Debug, Clone)]
+pub struct DirNode {
+    pub parent: u64,
+    /// The display name (escaped component).
+    pub name: String,
+    /// The mailbox behind the directory, and whether it can hold messages.
+    pub mailbox: Option<(MailboxId, bool)>,
+    /// Child directories by display name.
+    pub children: BTreeMap<String, u64>,
+    /// Whether the last LIST still had it (or a descendant).
+    pub present: bool,
+}
+
+/// Directories by inode, and message generations.
+#[derive(Debug)]
+pub struct Tree {
+    nodes: HashMap<u64, DirNode>,
+    by_path: HashMap<Vec<String>, u64>,
+    next_ino: u64,
+    generations: HashMap<(MailboxId, UidValidity), u32>,
+    generation_info: Vec<(MailboxId, UidValidity)>,
+}
+
+impl Default for Tree {
+    fn default() -> Tree {
+        let root = DirNode {
+            parent: ROOT,
+            name: String::new(),
+            mailbox: None,
+            children: BTreeMap::new(),
+            present: true,
+        };
+        Tree {
+            nodes: HashMap::from([(ROOT, root)]),
+            by_path: HashMap::from([(Vec::new(), ROOT)]),
+            next_ino: ROOT + 1,
+            generations: HashMap::new(),
+            generation_info: Vec::new(),
+        }
+    }
+}
+
+impl Tree {
+    /// Rebuild the directory structure from a LIST result. `id_of` gives each mailbox its id.
+    pub fn rebuild(&mut self, list: &[MailboxInfo], mut id_of: impl FnMut(&MailboxInfo) -> MailboxId) {
+        for node in self.nodes.values_mut() {
+            node.children.clear();
+            node.present = false;
+            node.mailbox = None;
+        }
+        if let Some(root) = self.nodes.get_mut(&ROOT) {
+            root.present = true;
+        }
+        for mb in list {
+            let path = split_name(mb.name.as_str(), mb.delimiter);
+            if path.iter().any(|c| c.is_empty()) {
+                log::warn!("skipping mailbox with an empty name component: {:?}", mb.name.as_str());
+                continue;
+            }
+            let mut parent = ROOT;
+            for depth in 1..=path.len() {
+                let key = path[..depth].to_vec();
+                let ino = match self.by_path.get(&key) {
+                    Some(&ino) => ino,
+                    None => {
+                        let ino = self.next_ino;
+                        self.next_ino += 1;
+                        self.by_path.insert(key.clone(), ino);
+                        ino
+                    }
+                };
+                let name = key[depth - 1].clone();
+                let node = self.nodes.entry(ino).or_insert_with(|| DirNode {
+                    parent,
+                    name: name.clone(),
+                    mailbox: None,
+                    children: BTreeMap::new(),
+                    present: true,
+                });
+                node.present = true;
+                node.parent = parent;
+                if depth == path.len() {
+                    node.mailbox = Some((id_of(mb), !mb.noselect));
+                }
+                if let Some(p) = self.nodes.get_mut(&parent) {
+                    p.children.insert(name, ino);
+                }
+                parent = ino;
+            }
+        }
+    }
+
+    pub fn dir(&self, ino: u64) -> Option<&DirNode> {
+        self.nodes.get(&ino).filter(|n| n.present)
+    }
+
+    /// The generation number for a mailbox at a UIDVALIDITY (assigned on first use).
+    pub fn generation(&mut self, mailbox: MailboxId, validity: UidValidity) -> u32 {
+        if let Some(&g) = self.generations.get(&(mailbox, validity)) {
+            return g;
+        }
+        self.generation_info.push((mailbox, validity));
+        let g = self.generation_info.len() as u32;
+        self.generations.insert((mailbox, validity), g);
+        g
+    }
+
+    /// What a message inode stands for.
+    pub fn message(&self, ino: u64) -> Option<(MailboxId, UidValidity, Uid)> {
+        let g = (ino >> 32) as usize;
+        let uid = Uid::new(ino as u32)?;
+        let &(mb, v) = self.generation_info.get(g.checked_sub(1)?)?;
+        Some((mb, v, uid))
+    }
+}
+
+/// The inode of message `uid` in generation `generation`.
+pub fn message_ino(generation: u32, uid: Uid) -> u64 {
+    (u64::from(generation) << 32) | u64::from(uid.get())
+}
+
+/// Whether an inode is a message (else a directory).
+pub fn is_message_ino(ino: u64) -> bool {
+    ino >> 32 != 0
+}
+
+/// The file name of a message.
+pub fn message_file_name(uid: Uid) -> String {
+    format!("{uid}.eml")
+}
+
+/// The UID a file name stands for, if it is a message file name.
+pub fn parse_message_file_name(name: &str) -> Option<Uid> {
+    let digits = name.strip_suffix(".eml")?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Uid::new(digits.parse().ok()?)
+}
+
+/// Split a decoded mailbox name into escaped display components.
+pub fn split_name(name: &str, delimiter: Option<char>) -> Vec<String> {
+    let parts: Vec<&str> = match delimiter {
+        Some(d) => name.split(d).collect(),
+        None => vec![name],
+    };
+    parts.into_iter().map(escape_component).collect()
+}
+
+/// Escape one mailbox name component for display as a file name.
+pub fn escape_component(c: &str) -> String {
+    let mut s = c.replace('%', "%25").replace('/', "%2F");
+    if s == "." || s == ".." || parse_message_file_name(&s).is_some() {
+        s = s.replace('.', "%2E");
+    }
+    s
+}
+
+/// Undo [`escape_component`]: the mailbox name component a display name stands for.
+pub fn unescape_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3);
+        match code {
+            Some("25") => out.push('%'),
+            Some("2F") | Some("2f") => out.push('/'),
+            Some("2E") | Some("2e") => out.push('.'),
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imap::types::MailboxName;
+
+    fn info(name: &str, noselect: bool) -> MailboxInfo {
+        MailboxInfo { name: MailboxName::from_utf8(name, false), delimiter: Some('.'), noselect }
+    }
+
+    #[test]
+    fn escaping_round_trips() {
+        for c in ["a/b", "100%", "%2F", "123.eml", ".", "..", "R&D", "\u{dc}ber"] {
+            let e = escape_component(c);
+            assert!(!e.contains('/'), "{e}");
+            assert_eq!(unescape_component(&e), c, "{e}");
+        }
+        assert_eq!(escape_component("123.eml"), "123%2Eeml");
+    }
+
+    #[test]
+    fn message_names() {
+        assert_eq!(parse_message_file_name("42.eml"), Uid::new(42));
+        assert_eq!(parse_message_file_name("042.eml"), None);
+        assert_eq!(parse_message_file_name("0.eml"), None);
+        assert_eq!(parse_message_file_name("99999999999.eml"), None);
+        assert_eq!(parse_message_file_name("x.eml"), None);
+    }
+
+    #[test]
+    fn tree_keeps_inodes_and_implies_parents() {
+        let mut t = Tree::default();
+        let mut n = 0;
+        t.rebuild(&[info("INBOX", false), info("Lists.rust", false)], |_| {
+            n += 1;
+            n
+        });
+        let root = t.dir(ROOT).unwrap();
+        let lists = root.children["Lists"];
+        assert!(t.dir(lists).unwrap().mailbox.is_none());
+        let rust = t.dir(lists).unwrap().children["rust"];
+        t.rebuild(&[info("Lists.rust", false)], |_| 9);
+        assert_eq!(t.dir(ROOT).unwrap().children["Lists"], lists);
+        assert_eq!(t.dir(lists).unwrap().children["rust"], rust);
+        assert!(!t.dir(ROOT).unwrap().children.contains_key("INBOX"));
+    }
+
+    #[test]
+    fn message_inodes_encode_generation() {
+        let mut t = Tree::default();
+        let v1 = UidValidity::new(1).unwrap();
+        let v2 = UidValidity::new(2).unwrap();
+        let g1 = t.generation(3, v1);
+        let g2 = t.generation(3, v2);
+        assert_ne!(g1, g2);
+        let uid = Uid::new(77).unwrap();
+        let ino = message_ino(g2, uid);
+        assert!(is_message_ino(ino));
+        assert_eq!(t.message(ino), Some((3, v2, uid)));
+        assert_ne!(message_ino(g1, uid), ino);
+    }
+}

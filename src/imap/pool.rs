@@ -1,0 +1,137 @@
+//! A small pool of authenticated sessions.
+//!
+//! Filesystem requests arrive on several threads; each borrows a session for one short
+//! exchange with [`Pool::with_session`] and gives it back. The pool prefers a session that has
+//! the wanted mailbox selected already (saving an EXAMINE and Dovecot's folder rescan), opens a
+//! new connection while under its limit, and otherwise waits, with a deadline, for one to come
+//! back. A session that failed fatally is dropped, never reused; an idempotent request that
+//! failed on a pooled connection (the server may have closed it while idle) is retried once on
+//! a fresh one.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::imap::auth::{connect, ServerConfig};
+use crate::imap::session::Session;
+use crate::imap::types::MailboxName;
+
+/// A bounded set of sessions to one account.
+pub struct Pool {
+    config: ServerConfig,
+    max: usize,
+    state: Mutex<PoolState>,
+    returned: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Session>,
+    open: usize,
+}
+
+impl Pool {
+    /// A pool that opens at most `max` connections; `first` is an already open session.
+    pub fn new(config: ServerConfig, max: usize, first: Option<Session>) -> Pool {
+        let open = usize::from(first.is_some());
+        Pool {
+            config,
+            max: max.max(1),
+            state: Mutex::new(PoolState { idle: first.into_iter().collect(), open }),
+            returned: Condvar::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Run `f` on a session, preferably one with `mailbox` selected. `f` must be idempotent:
+    /// after a connection failure it runs again on a new connection.
+    pub fn with_session<T>(
+        &self,
+        mailbox: Option<&MailboxName>,
+        mut f: impl FnMut(&mut Session) -> Result<T>,
+    ) -> Result<T> {
+        let (mut session, fresh) = self.take(mailbox)?;
+        let mut result = f(&mut session);
+        if !fresh && session.is_broken() && matches!(&result, Err(e) if e.is_fatal_to_connection()) {
+            log::info!("retrying on a new connection after: {}", result.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+            self.give_back(session);
+            let (s, _) = self.open_new()?;
+            session = s;
+            result = f(&mut session);
+        }
+        self.give_back(session);
+        result
+    }
+
+    /// Close every idle connection (on unmount).
+    pub fn close_all(&self) {
+        let idle = std::mem::take(&mut self.state.lock().idle);
+        for s in idle {
+            s.logout();
+            self.state.lock().open -= 1;
+        }
+    }
+
+    fn take(&self, mailbox: Option<&MailboxName>) -> Result<(Session, bool)> {
+        let deadline = Instant::now() + self.config.timeouts.command;
+        let mut st = self.state.lock();
+        loop {
+            if !st.idle.is_empty() {
+                let pos = mailbox
+                    .and_then(|m| st.idle.iter().rposition(|s| s.selected().is_some_and(|sel| &sel.mailbox == m)))
+                    .unwrap_or(st.idle.len() - 1);
+                return Ok((st.idle.swap_remove(pos), false));
+            }
+            if st.open < self.max {
+                st.open += 1;
+                drop(st);
+                return match connect(&self.config) {
+                    Ok(s) => Ok((s, true)),
+                    Err(e) => {
+                        self.state.lock().open -= 1;
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            if self.returned.wait_until(&mut st, deadline).timed_out() {
+                return Err(Error::Timeout { what: "a free connection to the server".into() });
+            }
+        }
+    }
+
+    fn open_new(&self) -> Result<(Session, bool)> {
+        // The broken session was already given back (and counted out); open a replacement.
+        let mut st = self.state.lock();
+        let deadline = Instant::now() + Duration::from_secs(1).max(self.config.timeouts.inactivity);
+        while st.open >= self.max {
+            if self.returned.wait_until(&mut st, deadline).timed_out() {
+                return Err(Error::Timeout { what: "a free connection to the server".into() });
+            }
+        }
+        st.open += 1;
+        drop(st);
+        match connect(&self.config) {
+            Ok(s) => Ok((s, true)),
+            Err(e) => {
+                self.state.lock().open -= 1;
+                self.returned.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    fn give_back(&self, session: Session) {
+        let mut st = self.state.lock();
+        if session.is_broken() {
+            st.open -= 1;
+        } else {
+            st.idle.push(session);
+        }
+        drop(st);
+        self.returned.notify_one();
+    }
+}

@@ -1,0 +1,120 @@
+//! The message content cache: fixed-size blocks of `BODY[]`, least recently used out first,
+//! bounded in bytes.
+//!
+//! A key names the mailbox, its UIDVALIDITY, the UID and the block number, so a block can only
+//! ever be served for the message it was read from: when UIDVALIDITY changes, every old key
+//! simply stops being asked for and ages out. Blocks are shared as `Arc<[u8]>`, so a reader
+//! holds its block while the cache evicts it.
+
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::imap::types::{Uid, UidValidity};
+
+/// Names one block of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// The mailbox's identity for the life of the mount (see `store::MailboxId`).
+    pub mailbox: u32,
+    pub validity: UidValidity,
+    pub uid: Uid,
+    pub block: u64,
+}
+
+/// A byte-bounded LRU cache of blocks.
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    capacity: u64,
+}
+
+struct Inner {
+    lru: LruCache<BlockKey, Arc<[u8]>>,
+    bytes: u64,
+}
+
+impl BlockCache {
+    pub fn new(capacity: u64) -> BlockCache {
+        BlockCache { inner: Mutex::new(Inner { lru: LruCache::unbounded(), bytes: 0 }), capacity }
+    }
+
+    pub fn get(&self, key: &BlockKey) -> Option<Arc<[u8]>> {
+        self.inner.lock().lru.get(key).cloned()
+    }
+
+    /// Insert a block, evicting the least recently used ones beyond the capacity. A block
+    /// larger than the whole capacity is not kept.
+    pub fn insert(&self, key: BlockKey, data: Arc<[u8]>) {
+        let len = data.len() as u64;
+        if len > self.capacity {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.lru.put(key, data) {
+            inner.bytes -= old.len() as u64;
+        }
+        inner.bytes += len;
+        while inner.bytes > self.capacity {
+            match inner.lru.pop_lru() {
+                Some((_, old)) => inner.bytes -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// Drop every block of one mailbox (its UIDVALIDITY changed, or it was deleted).
+    pub fn forget_mailbox(&self, mailbox: u32) {
+        let mut inner = self.inner.lock();
+        let keys: Vec<BlockKey> =
+            inner.lru.iter().filter(|(k, _)| k.mailbox == mailbox).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            if let Some(old) = inner.lru.pop(&k) {
+                inner.bytes -= old.len() as u64;
+            }
+        }
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.inner.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(uid: u32, block: u64) -> BlockKey {
+        BlockKey {
+            mailbox: 1,
+            validity: UidValidity::new(7).unwrap(),
+            uid: Uid::new(uid).unwrap(),
+            block,
+        }
+    }
+
+    #[test]
+    fn stays_within_capacity_and_evicts_oldest() {
+        let c = BlockCache::new(100);
+        for i in 0..10 {
+            c.insert(key(1, i), Arc::from(vec![0u8; 30]));
+            assert!(c.bytes() <= 100);
+        }
+        assert!(c.get(&key(1, 9)).is_some());
+        assert!(c.get(&key(1, 0)).is_none());
+        c.insert(key(2, 0), Arc::from(vec![0u8; 500]));
+        assert!(c.get(&key(2, 0)).is_none());
+    }
+
+    #[test]
+    fn validity_is_part_of_the_key() {
+        let c = BlockCache::new(100);
+        c.insert(key(1, 0), Arc::from(vec![1u8; 3]));
+        let mut other = key(1, 0);
+        other.validity = UidValidity::new(8).unwrap();
+        assert!(c.get(&other).is_none());
+        c.forget_mailbox(1);
+        assert_eq!(c.bytes(), 0);
+    }
+}
