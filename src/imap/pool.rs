@@ -23,6 +23,8 @@ pub struct Pool {
     max: usize,
     state: Mutex<PoolState>,
     returned: Condvar,
+    /// Round trips of all sessions, counted when each is given back.
+    round_trips: std::sync::atomic::AtomicU64,
 }
 
 struct PoolState {
@@ -39,6 +41,7 @@ impl Pool {
             max: max.max(1),
             state: Mutex::new(PoolState { idle: first.into_iter().collect(), open }),
             returned: Condvar::new(),
+            round_trips: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -54,16 +57,28 @@ impl Pool {
         mut f: impl FnMut(&mut Session) -> Result<T>,
     ) -> Result<T> {
         let (mut session, fresh) = self.take(mailbox)?;
+        let before = session.round_trips();
         let mut result = f(&mut session);
+        self.count(session.round_trips() - before);
         if !fresh && session.is_broken() && matches!(&result, Err(e) if e.is_fatal_to_connection()) {
             log::info!("retrying on a new connection after: {}", result.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
             self.give_back(session);
             let (s, _) = self.open_new()?;
             session = s;
             result = f(&mut session);
+            self.count(session.round_trips());
         }
         self.give_back(session);
         result
+    }
+
+    /// Round trips made by all sessions so far (for tests and benchmarks).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.round_trips.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Close every idle connection (on unmount).

@@ -72,8 +72,11 @@ pub struct Session {
     bye: Option<String>,
     broken: bool,
     read_buf: Vec<u8>,
-    /// Round trips (waits that had to read from the socket), for tests and benchmarks.
+    /// Round trips: times the client turned from reading to writing (pipelined commands
+    /// count once), for tests and benchmarks.
     round_trips: u64,
+    /// Whether the last socket operation was a read (or nothing yet).
+    reading: bool,
 }
 
 impl Session {
@@ -94,6 +97,7 @@ impl Session {
             broken: false,
             read_buf: vec![0; 64 * 1024],
             round_trips: 0,
+            reading: true,
         };
         let deadline = Instant::now() + s.timeouts.inactivity;
         let greeting = loop {
@@ -329,6 +333,43 @@ impl Session {
         Ok(r)
     }
 
+    /// IDLE (RFC 2177) until the server reports something or `max` passes, then DONE.
+    /// Returns the untagged responses received (empty if nothing happened).
+    pub fn idle(&mut self, max: Duration) -> Result<Vec<Untagged>> {
+        let tag = self.send(&Command::Idle)?;
+        let deadline = Instant::now() + self.timeouts.inactivity;
+        loop {
+            match self.read_response(deadline)? {
+                Response::Continue(_) => break,
+                Response::Tagged(t) if t.tag == tag => {
+                    // Refused (or ended at once): report it as the command's failure.
+                    return self.complete(t, "IDLE").map(|c| c.untagged);
+                }
+                Response::Tagged(t) => {
+                    self.done.insert(t.tag.clone(), t);
+                }
+                Response::Untagged(u) => self.absorb(u),
+            }
+        }
+        let until = Instant::now() + max;
+        while self.untagged.is_empty() {
+            match self.poll_response(until, false)? {
+                None => break,
+                Some(Response::Untagged(u)) => self.absorb(u),
+                Some(Response::Tagged(t)) if t.tag == tag => {
+                    // The server ended IDLE itself.
+                    return self.complete(t, "IDLE").map(|c| c.untagged);
+                }
+                Some(other) => {
+                    return Err(self.fail(Error::Protocol(format!("unexpected during IDLE: {other:?}"))))
+                }
+            }
+        }
+        let deadline = Instant::now() + self.timeouts.command;
+        self.write(b"DONE\r\n", deadline)?;
+        self.wait(&tag, "IDLE").map(|c| c.untagged)
+    }
+
     /// Say LOGOUT, briefly; errors are irrelevant at this point.
     pub fn logout(mut self) {
         self.timeouts.inactivity = Duration::from_secs(2);
@@ -386,15 +427,22 @@ impl Session {
 
     /// Read until one complete response is decoded.
     fn read_response(&mut self, deadline: Instant) -> Result<Response> {
-        let mut read_any = false;
+        match self.poll_response(deadline, true)? {
+            Some(r) => Ok(r),
+            None => Err(self.fail(Error::Timeout { what: "the server's reply".into() })),
+        }
+    }
+
+    /// Read until one complete response is decoded or `deadline` passes. A deadline that
+    /// passes is fatal to the connection only if `fatal` (a reply was due); while idling it
+    /// just means nothing happened.
+    fn poll_response(&mut self, deadline: Instant, fatal: bool) -> Result<Option<Response>> {
+        self.reading = true;
         loop {
             match self.decoder.next_response() {
                 Ok(Some(r)) => {
-                    if read_any {
-                        self.round_trips += 1;
-                    }
                     log_response(&r);
-                    return Ok(r);
+                    return Ok(Some(r));
                 }
                 Ok(None) => {}
                 Err(e) if e.is_recoverable() => {
@@ -406,23 +454,33 @@ impl Session {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(self.fail(Error::Timeout { what: "the server's reply".into() }));
+                return Ok(None);
             }
-            let wait_until = deadline.min(now + self.timeouts.inactivity);
+            let wait_until = if fatal { deadline.min(now + self.timeouts.inactivity) } else { deadline };
             let n = match self.transport.read(&mut self.read_buf, wait_until) {
                 Ok(n) => n,
+                Err(Error::Timeout { .. }) if !fatal || Instant::now() < deadline => {
+                    if fatal {
+                        // Silence longer than the inactivity timeout while a reply is due.
+                        return Err(self.fail(Error::Timeout { what: "the server's reply".into() }));
+                    }
+                    return Ok(None);
+                }
                 Err(e) => return Err(self.fail(e)),
             };
             if n == 0 {
                 let why = self.bye.clone().unwrap_or_else(|| "connection closed by the server".into());
                 return Err(self.fail(Error::Bye(why)));
             }
-            read_any = true;
             self.decoder.feed(&self.read_buf[..n]);
         }
     }
 
     fn write(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
+        if self.reading {
+            self.round_trips += 1;
+            self.reading = false;
+        }
         match self.transport.write_all(data, deadline) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(e)),

@@ -253,6 +253,18 @@ pub enum Code {
     Limit,
     InUse,
     Modified(SequenceSet),
+    /// The mailbox has children (RFC 9051: refusing DELETE of a mailbox with inferiors).
+    HasChildren,
+    /// `[BADCHARSET (charsets)]`: the charsets the server would accept.
+    BadCharset(Vec<String>),
+    /// UIDPLUS: the mailbox does not keep UIDs across sessions.
+    UidNotSticky,
+    Expired,
+    ClientBug,
+    Corruption,
+    ContactAdmin,
+    PrivacyRequired,
+    UnknownCte,
     /// A code this client does not know, kept raw: name and the rest inside the brackets.
     Other { name: String, rest: Option<String> },
 }
@@ -407,6 +419,8 @@ pub struct ESearch {
     pub count: Option<u32>,
     pub all: Option<SequenceSet>,
     pub modseq: Option<ModSeq>,
+    /// Return data this client does not know (e.g. PARTIAL): upper-cased name and raw value.
+    pub other: Vec<(String, Vec<u8>)>,
 }
 
 /// The NAMESPACE response (RFC 2342): personal, other users', shared.

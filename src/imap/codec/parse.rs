@@ -2,9 +2,19 @@
 //!
 //! The decoder hands over a frame that is known to be complete (every literal present), so the
 //! parser never waits for input: running out of bytes is a malformed response. It is tolerant
-//! where real servers are sloppy (doubled spaces, missing response text, NIL for a string, items
-//! in any order, 8-bit bytes in quoted strings and text) and strict where sloppiness would be
-//! dangerous (literal lengths, numbers out of range, nesting depth).
+//! where real servers are sloppy (doubled or missing spaces, missing response text, NIL for a
+//! string, items in any order, 8-bit bytes in quoted strings and text, atom-specials in flags,
+//! multiparts without parts) and strict where sloppiness would be dangerous (literal lengths,
+//! numbers out of range, nesting depth).
+//!
+//! What it does not know it keeps: an unknown untagged response becomes [`Untagged::Other`] with
+//! the raw frame, an unknown FETCH item [`FetchItem::Other`] with its raw value, an unknown or
+//! unparsable response code [`Code::Other`]. A response it does know but cannot parse is an
+//! error (a truncated FETCH must be reported, never silently skipped).
+//!
+//! Every recursive production (parenthesised values, BODYSTRUCTURE, ENVELOPE) goes through
+//! [`Parser::enter`], so nesting is bounded by `max_depth` and a hostile frame cannot exhaust
+//! the stack.
 
 use crate::imap::codec::{is_astring_char, is_atom_char, DecodeError};
 use crate::imap::types::*;
@@ -68,15 +78,16 @@ impl<'a> Parser<'a> {
             self.sp()?;
             let word = self.atom()?.to_ascii_uppercase();
             return match word.as_str() {
-                "EXISTS" => Ok(Untagged::Exists(n)),
-                "RECENT" => Ok(Untagged::Recent(n)),
+                "EXISTS" => self.end().map(|()| Untagged::Exists(n)),
+                "RECENT" => self.end().map(|()| Untagged::Recent(n)),
                 "EXPUNGE" => {
-                    Ok(Untagged::Expunge(SeqNum::new(n).ok_or("EXPUNGE of message 0")?))
+                    let seq = SeqNum::new(n).ok_or("EXPUNGE of message 0")?;
+                    self.end().map(|()| Untagged::Expunge(seq))
                 }
                 "FETCH" => {
                     let seq = SeqNum::new(n).ok_or("FETCH of message 0")?;
-                    self.sp()?;
-                    let items = self.fetch_items()?;
+                    self.skip_sp();
+                    let items = self.fetch_items().map_err(|e| format!("FETCH: {e}"))?;
                     self.end()?;
                     Ok(Untagged::Fetch { seq, items })
                 }
@@ -88,7 +99,6 @@ impl<'a> Parser<'a> {
             let text = self.resp_text_after_status()?;
             return Ok(Untagged::Status { status, text });
         }
-        let start = self.pos;
         let parsed = match word.as_str() {
             "CAPABILITY" => self.atoms_to_end().map(Untagged::Capability),
             "ENABLED" => self.atoms_to_end().map(Untagged::Enabled),
@@ -96,17 +106,16 @@ impl<'a> Parser<'a> {
             "LSUB" => self.list_item().map(Untagged::Lsub),
             "FLAGS" => self.flags_data(),
             "SEARCH" | "SORT" => self.search(),
+            "ESEARCH" => self.esearch().map(Untagged::ESearch),
             "VANISHED" => self.vanished(),
             "STATUS" => self.status_data(),
+            "NAMESPACE" => self.namespace(),
+            "QUOTA" => self.quota(),
+            "QUOTAROOT" => self.quota_root(),
+            "ID" => self.id(),
             _ => return Ok(self.other(word)),
         };
-        match parsed {
-            Ok(u) => Ok(u),
-            Err(e) => {
-                self.pos = start;
-                Err(format!("{word}: {e}"))
-            }
-        }
+        parsed.map_err(|e| format!("{word}: {e}"))
     }
 
     fn other(&mut self, keyword: String) -> Untagged {
@@ -114,7 +123,7 @@ impl<'a> Parser<'a> {
     }
 
     fn flags_data(&mut self) -> PResult<Untagged> {
-        self.sp()?;
+        self.skip_sp();
         let f = self.flag_list()?;
         self.end()?;
         Ok(Untagged::Flags(f))
@@ -129,12 +138,14 @@ impl<'a> Parser<'a> {
                 break;
             }
             if self.eat(b'(') {
+                self.skip_sp();
                 let w = self.atom()?;
                 if !w.eq_ignore_ascii_case("MODSEQ") {
                     return Err("unexpected item in SEARCH".into());
                 }
                 self.sp()?;
                 modseq = Some(ModSeq(self.number64()?));
+                self.skip_sp();
                 self.expect(b')')?;
                 continue;
             }
@@ -144,12 +155,62 @@ impl<'a> Parser<'a> {
         Ok(Untagged::Search { nums, modseq })
     }
 
+    /// `ESEARCH [(TAG "t")] [UID] *(name value)` (RFC 4731); unknown return data kept raw.
+    fn esearch(&mut self) -> PResult<ESearch> {
+        let mut es = ESearch::default();
+        self.skip_sp();
+        if self.eat(b'(') {
+            // search-correlator: TAG, and MAILBOX/UIDVALIDITY from MULTISEARCH.
+            loop {
+                self.skip_sp();
+                if self.eat(b')') {
+                    break;
+                }
+                let key = self.atom()?;
+                self.sp()?;
+                if key.eq_ignore_ascii_case("TAG") {
+                    es.tag = Some(String::from_utf8_lossy(&self.astring()?).into_owned());
+                } else {
+                    self.skip_value()?;
+                }
+            }
+        }
+        loop {
+            self.skip_sp();
+            if self.at_eol() {
+                break;
+            }
+            let name = self.atom()?.to_ascii_uppercase();
+            if name == "UID" {
+                es.uid = true;
+                continue;
+            }
+            self.sp()?;
+            match name.as_str() {
+                "MIN" => es.min = Some(self.number()?),
+                "MAX" => es.max = Some(self.number()?),
+                "COUNT" => es.count = Some(self.number()?),
+                "ALL" => es.all = Some(self.sequence_set()?),
+                "MODSEQ" => es.modseq = Some(ModSeq(self.number64()?)),
+                _ => {
+                    let start = self.pos;
+                    self.skip_value()?;
+                    es.other.push((name, self.buf[start..self.pos].to_vec()));
+                }
+            }
+        }
+        self.end()?;
+        Ok(es)
+    }
+
     fn vanished(&mut self) -> PResult<Untagged> {
         self.sp()?;
         let mut earlier = false;
         if self.eat(b'(') {
+            self.skip_sp();
             let w = self.atom()?;
             earlier = w.eq_ignore_ascii_case("EARLIER");
+            self.skip_sp();
             self.expect(b')')?;
             self.sp()?;
         }
@@ -171,6 +232,11 @@ impl<'a> Parser<'a> {
             }
             let name = self.atom()?.to_ascii_uppercase();
             self.sp()?;
+            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                // A non-numeric item this client does not use (e.g. MAILBOXID (...)).
+                self.skip_value()?;
+                continue;
+            }
             let n = self.number64()?;
             let small = || u32::try_from(n).map_err(|_| format!("{name} out of range"));
             items.push(match name.as_str() {
@@ -203,15 +269,7 @@ impl<'a> Parser<'a> {
             attributes.push(if bs { format!("\\{a}") } else { a });
         }
         self.sp()?;
-        let delimiter = if self.eat_word("NIL") {
-            None
-        } else {
-            let d = self.string()?;
-            match d.as_slice() {
-                [c] if c.is_ascii() => Some(*c as char),
-                _ => return Err("hierarchy delimiter is not one ASCII character".into()),
-            }
-        };
+        let delimiter = self.delimiter()?;
         self.sp()?;
         let name = self.mailbox()?;
         let mut extended = Vec::new();
@@ -233,10 +291,129 @@ impl<'a> Parser<'a> {
         Ok(ListItem { attributes, delimiter, name, extended })
     }
 
+    /// A hierarchy delimiter: one quoted ASCII character, or NIL (an empty string is read as
+    /// NIL too: some servers send `""` for a flat namespace).
+    fn delimiter(&mut self) -> PResult<Option<char>> {
+        if self.eat_word("NIL") {
+            return Ok(None);
+        }
+        let d = self.string()?;
+        match d.as_slice() {
+            [] => Ok(None),
+            [c] if c.is_ascii() => Ok(Some(*c as char)),
+            _ => Err("hierarchy delimiter is not one ASCII character".into()),
+        }
+    }
+
+    /// `NAMESPACE personal other shared` (RFC 2342); each group NIL or a list of
+    /// `(prefix delimiter *(extension))`. Extensions are read and dropped.
+    fn namespace(&mut self) -> PResult<Untagged> {
+        self.sp()?;
+        let personal = self.namespace_group()?;
+        self.sp()?;
+        let other = self.namespace_group()?;
+        self.sp()?;
+        let shared = self.namespace_group()?;
+        self.end()?;
+        Ok(Untagged::Namespace(Namespaces { personal, other, shared }))
+    }
+
+    fn namespace_group(&mut self) -> PResult<Vec<(Vec<u8>, Option<char>)>> {
+        if self.eat_word("NIL") {
+            return Ok(Vec::new());
+        }
+        self.expect(b'(')?;
+        let mut group = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                return Ok(group);
+            }
+            self.expect(b'(')?;
+            self.skip_sp();
+            let prefix = self.string()?;
+            self.sp()?;
+            let delimiter = self.delimiter()?;
+            loop {
+                self.skip_sp();
+                if self.eat(b')') {
+                    break;
+                }
+                self.skip_value()?;
+            }
+            group.push((prefix, delimiter));
+        }
+    }
+
+    /// `QUOTA root (resource usage limit ...)` (RFC 9208). Resource names are upper-cased.
+    fn quota(&mut self) -> PResult<Untagged> {
+        self.sp()?;
+        let root = self.astring()?;
+        self.skip_sp();
+        self.expect(b'(')?;
+        let mut resources = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                break;
+            }
+            let name = self.atom()?.to_ascii_uppercase();
+            self.sp()?;
+            let usage = self.number64()?;
+            self.sp()?;
+            let limit = self.number64()?;
+            resources.push(QuotaResource { name, usage, limit });
+        }
+        self.end()?;
+        Ok(Untagged::Quota { root, resources })
+    }
+
+    /// `QUOTAROOT mailbox *(root)`.
+    fn quota_root(&mut self) -> PResult<Untagged> {
+        self.sp()?;
+        let mailbox = self.mailbox()?;
+        let mut roots = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.at_eol() {
+                break;
+            }
+            roots.push(self.astring()?);
+        }
+        self.end()?;
+        Ok(Untagged::QuotaRoot { mailbox, roots })
+    }
+
+    /// `ID NIL` or `ID ("key" value ...)` (RFC 2971); values are nstrings.
+    fn id(&mut self) -> PResult<Untagged> {
+        self.skip_sp();
+        let mut fields = Vec::new();
+        if !self.eat_word("NIL") {
+            self.expect(b'(')?;
+            loop {
+                self.skip_sp();
+                if self.eat(b')') {
+                    break;
+                }
+                let key = self.astring()?;
+                self.sp()?;
+                let value = self.nstring_or_atom()?;
+                fields.push((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                ));
+            }
+        }
+        self.end()?;
+        Ok(Untagged::Id(fields))
+    }
+
     fn mailbox(&mut self) -> PResult<MailboxName> {
         let raw = self.astring()?;
         Ok(MailboxName::from_wire(raw, self.utf8))
     }
+
+    // ----- FETCH -----
 
     fn fetch_items(&mut self) -> PResult<Vec<FetchItem>> {
         self.expect(b'(')?;
@@ -277,7 +454,9 @@ impl<'a> Parser<'a> {
             "MODSEQ" => {
                 self.sp()?;
                 self.expect(b'(')?;
+                self.skip_sp();
                 let n = self.number64()?;
+                self.skip_sp();
                 self.expect(b')')?;
                 Ok(FetchItem::ModSeq(ModSeq(n)))
             }
@@ -294,6 +473,14 @@ impl<'a> Parser<'a> {
                 let data = self.nstring()?;
                 Ok(FetchItem::Body { section, origin, data })
             }
+            "BODY" | "BODYSTRUCTURE" => {
+                self.sp()?;
+                Ok(FetchItem::BodyStructure(Box::new(self.body()?)))
+            }
+            "ENVELOPE" => {
+                self.sp()?;
+                Ok(FetchItem::Envelope(Box::new(self.envelope()?)))
+            }
             "BINARY.SIZE" => {
                 let section = self.section()?;
                 self.sp()?;
@@ -309,17 +496,29 @@ impl<'a> Parser<'a> {
                     String::new()
                 } else {
                     self.expect(b'(')?;
+                    self.skip_sp();
                     let id = self.atom()?;
+                    self.skip_sp();
                     self.expect(b')')?;
                     id
                 };
                 Ok(if name == "EMAILID" { FetchItem::EmailId(v) } else { FetchItem::ThreadId(v) })
             }
             _ => {
+                // Unknown item: keep `name[section]<origin>` as the name, the value raw.
+                let start = self.pos - name.len();
+                if self.peek() == Some(b'[') {
+                    self.section()?;
+                }
+                if self.eat(b'<') {
+                    self.take_while(|b| b.is_ascii_digit() || b == b'.');
+                    self.expect(b'>')?;
+                }
+                let full = String::from_utf8_lossy(&self.buf[start..self.pos]).to_ascii_uppercase();
                 self.sp()?;
-                let start = self.pos;
+                let vstart = self.pos;
                 self.skip_value()?;
-                Ok(FetchItem::Other { name, raw: self.buf[start..self.pos].to_vec() })
+                Ok(FetchItem::Other { name: full, raw: self.buf[vstart..self.pos].to_vec() })
             }
         }
     }
@@ -341,6 +540,261 @@ impl<'a> Parser<'a> {
         Ok(String::from_utf8_lossy(&self.buf[start..self.pos - 1]).into_owned())
     }
 
+    // ----- ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2, RFC 9051 §7.5.2) -----
+
+    /// `(date subject from sender reply-to to cc bcc in-reply-to message-id)`.
+    fn envelope(&mut self) -> PResult<Envelope> {
+        self.expect(b'(')?;
+        self.enter()?;
+        self.skip_sp();
+        let date = self.nstring_or_atom()?;
+        self.skip_sp();
+        let subject = self.nstring_or_atom()?;
+        let mut lists: [Vec<Address>; 6] = Default::default();
+        for list in lists.iter_mut() {
+            self.skip_sp();
+            *list = self.address_list()?;
+        }
+        self.skip_sp();
+        let in_reply_to = self.nstring_or_atom()?;
+        self.skip_sp();
+        let message_id = self.nstring_or_atom()?;
+        self.skip_sp();
+        self.expect(b')')?;
+        self.leave();
+        let [from, sender, reply_to, to, cc, bcc] = lists;
+        Ok(Envelope {
+            date,
+            subject,
+            from,
+            sender,
+            reply_to,
+            to,
+            cc,
+            bcc,
+            in_reply_to,
+            message_id,
+        })
+    }
+
+    /// NIL or `(address address ...)`; spaces between addresses are tolerated (outlook.com
+    /// puts them there).
+    fn address_list(&mut self) -> PResult<Vec<Address>> {
+        if self.eat_word("NIL") {
+            return Ok(Vec::new());
+        }
+        self.expect(b'(')?;
+        let mut list = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                return Ok(list);
+            }
+            self.expect(b'(')?;
+            let mut f: [Option<Vec<u8>>; 4] = Default::default();
+            for field in f.iter_mut() {
+                self.skip_sp();
+                *field = self.nstring_or_atom()?;
+            }
+            self.skip_sp();
+            self.expect(b')')?;
+            let [name, adl, mailbox, host] = f;
+            list.push(Address { name, adl, mailbox, host });
+        }
+    }
+
+    /// One `body` production: a single part or a multipart, with extension data if present.
+    fn body(&mut self) -> PResult<BodyStructure> {
+        self.expect(b'(')?;
+        self.enter()?;
+        self.skip_sp();
+        let b = if self.peek() == Some(b'(') { self.body_multi()? } else { self.body_single()? };
+        self.skip_sp();
+        self.expect(b')')?;
+        self.leave();
+        Ok(b)
+    }
+
+    fn body_multi(&mut self) -> PResult<BodyStructure> {
+        let mut parts = Vec::new();
+        while self.peek() == Some(b'(') {
+            parts.push(self.body()?);
+            self.skip_sp();
+        }
+        let subtype = self.lossy_field()?;
+        self.body_multi_rest(parts, subtype)
+    }
+
+    /// After the subtype of a multipart: `[params [dsp [lang [loc *ext]]]]`.
+    fn body_multi_rest(
+        &mut self,
+        parts: Vec<BodyStructure>,
+        subtype: String,
+    ) -> PResult<BodyStructure> {
+        let mut params = Vec::new();
+        let mut ext = BodyExtension::default();
+        if self.more() {
+            params = self.body_params()?;
+            if self.more() {
+                self.body_ext_dsp_onwards(&mut ext)?;
+            }
+        }
+        Ok(BodyStructure::Multi { parts, subtype, params, ext })
+    }
+
+    fn body_single(&mut self) -> PResult<BodyStructure> {
+        let media_type = self.lossy_field()?;
+        self.skip_sp();
+        if matches!(self.peek(), Some(b'(') | Some(b')')) {
+            // A multipart without parts, sent as `("MIXED" ...)`: the string is the subtype.
+            return self.body_multi_rest(Vec::new(), media_type);
+        }
+        let subtype = self.lossy_field()?;
+        self.skip_sp();
+        let params = self.body_params()?;
+        self.skip_sp();
+        let id = self.nstring_or_atom()?;
+        self.skip_sp();
+        let description = self.nstring_or_atom()?;
+        self.skip_sp();
+        let encoding = self.lossy_field()?;
+        self.skip_sp();
+        let size = self.number_or_nil()?.unwrap_or(0);
+        let is_message = media_type.eq_ignore_ascii_case("MESSAGE")
+            && (subtype.eq_ignore_ascii_case("RFC822") || subtype.eq_ignore_ascii_case("GLOBAL"));
+        let is_text = media_type.eq_ignore_ascii_case("TEXT");
+        let mut lines = None;
+        let mut message = None;
+        self.skip_sp();
+        if is_message && self.peek() == Some(b'(') {
+            let envelope = self.envelope()?;
+            self.skip_sp();
+            let inner = self.body()?;
+            self.skip_sp();
+            lines = self.number_or_nil()?;
+            message = Some((Box::new(envelope), Box::new(inner)));
+        } else if is_text && self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            lines = Some(self.number64()?);
+        }
+        // Servers that send message/rfc822 without envelope and body (seen in the wild) are
+        // read as a basic part: the extension data then follows the size directly.
+        let mut ext = BodyExtension::default();
+        if self.more() {
+            ext.md5 = self.nstring_or_atom()?;
+            if self.more() {
+                self.body_ext_dsp_onwards(&mut ext)?;
+            }
+        }
+        Ok(BodyStructure::Single {
+            media_type,
+            subtype,
+            params,
+            id,
+            description,
+            encoding,
+            size,
+            lines,
+            message,
+            ext,
+        })
+    }
+
+    /// `dsp [lang [loc *ext]]`: the extension data shared by single parts and multiparts.
+    fn body_ext_dsp_onwards(&mut self, ext: &mut BodyExtension) -> PResult<()> {
+        ext.disposition = self.body_disposition()?;
+        if !self.more() {
+            return Ok(());
+        }
+        ext.language = self.body_language()?;
+        if !self.more() {
+            return Ok(());
+        }
+        ext.location = self.nstring_or_atom()?;
+        // Further extension values: read (bounded) and dropped.
+        while self.more() {
+            self.skip_value()?;
+        }
+        Ok(())
+    }
+
+    /// `NIL` or `("type" params)`; a bare string is read as a disposition without parameters.
+    fn body_disposition(&mut self) -> PResult<Option<(String, Vec<(String, String)>)>> {
+        if self.eat_word("NIL") {
+            return Ok(None);
+        }
+        if self.peek() != Some(b'(') {
+            return Ok(Some((self.lossy_field()?, Vec::new())));
+        }
+        self.pos += 1;
+        self.skip_sp();
+        let kind = self.lossy_field()?;
+        let mut params = Vec::new();
+        if self.more() {
+            params = self.body_params()?;
+        }
+        self.skip_sp();
+        self.expect(b')')?;
+        Ok(Some((kind, params)))
+    }
+
+    /// `NIL`, a string, or a list of strings.
+    fn body_language(&mut self) -> PResult<Vec<String>> {
+        if self.peek() != Some(b'(') {
+            return Ok(self
+                .nstring_or_atom()?
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .into_iter()
+                .collect());
+        }
+        self.pos += 1;
+        let mut langs = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                return Ok(langs);
+            }
+            langs.push(self.lossy_field()?);
+        }
+    }
+
+    /// `NIL` or `("key" "value" ...)`; an empty list and a key without value are tolerated.
+    fn body_params(&mut self) -> PResult<Vec<(String, String)>> {
+        if self.eat_word("NIL") {
+            return Ok(Vec::new());
+        }
+        self.expect(b'(')?;
+        let mut params = Vec::new();
+        loop {
+            self.skip_sp();
+            if self.eat(b')') {
+                return Ok(params);
+            }
+            let key = self.lossy_field()?;
+            self.skip_sp();
+            let value = if self.peek() == Some(b')') { String::new() } else { self.lossy_field()? };
+            params.push((key, value));
+        }
+    }
+
+    /// Whether another element follows before the closing parenthesis (spaces skipped).
+    fn more(&mut self) -> bool {
+        self.skip_sp();
+        !matches!(self.peek(), None | Some(b')') | Some(b'\r') | Some(b'\n'))
+    }
+
+    /// A string-valued field read leniently (string, literal, atom; NIL as empty) as text.
+    fn lossy_field(&mut self) -> PResult<String> {
+        let v = self.nstring_or_atom()?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    fn number_or_nil(&mut self) -> PResult<Option<u64>> {
+        if self.eat_word("NIL") {
+            return Ok(None);
+        }
+        self.number64().map(Some)
+    }
+
     // ----- response text and codes -----
 
     fn resp_text_after_status(&mut self) -> PResult<ResponseText> {
@@ -353,12 +807,14 @@ impl<'a> Parser<'a> {
         let mut code = None;
         if self.peek() == Some(b'[') {
             let save = self.pos;
+            let depth = self.depth;
             self.pos += 1;
             match self.resp_code() {
                 Ok(c) => code = Some(c),
                 Err(_) => {
-                    // An unparsable code: keep it raw up to the closing bracket.
+                    // An unknown or unparsable code: keep it raw up to the closing bracket.
                     self.pos = save + 1;
+                    self.depth = depth;
                     let inner = self.take_while(|b| b != b']' && b != b'\r' && b != b'\n');
                     let inner = String::from_utf8_lossy(inner).into_owned();
                     self.eat(b']');
@@ -371,7 +827,9 @@ impl<'a> Parser<'a> {
             }
             self.skip_sp();
         }
-        let text = self.take_while(|b| b != b'\r' && b != b'\n');
+        // The text runs to the end of the line; a stray CR inside it is kept.
+        let text = self.take_while(|b| b != b'\n');
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
         let text = String::from_utf8_lossy(text).into_owned();
         self.end()?;
         Ok(ResponseText { code, text })
@@ -401,9 +859,18 @@ impl<'a> Parser<'a> {
             "SERVERBUG" => Some(Code::ServerBug),
             "LIMIT" => Some(Code::Limit),
             "INUSE" => Some(Code::InUse),
+            "HASCHILDREN" => Some(Code::HasChildren),
+            "UIDNOTSTICKY" => Some(Code::UidNotSticky),
+            "EXPIRED" => Some(Code::Expired),
+            "CLIENTBUG" => Some(Code::ClientBug),
+            "CORRUPTION" => Some(Code::Corruption),
+            "CONTACTADMIN" => Some(Code::ContactAdmin),
+            "PRIVACYREQUIRED" => Some(Code::PrivacyRequired),
+            "UNKNOWN-CTE" => Some(Code::UnknownCte),
             _ => None,
         };
         if let Some(c) = simple {
+            self.skip_sp();
             self.expect(b']')?;
             return Ok(c);
         }
@@ -426,6 +893,20 @@ impl<'a> Parser<'a> {
             "PERMANENTFLAGS" => {
                 self.sp()?;
                 Code::PermanentFlags(self.flag_list()?)
+            }
+            "BADCHARSET" => {
+                let mut charsets = Vec::new();
+                self.skip_sp();
+                if self.eat(b'(') {
+                    loop {
+                        self.skip_sp();
+                        if self.eat(b')') {
+                            break;
+                        }
+                        charsets.push(String::from_utf8_lossy(&self.astring()?).into_owned());
+                    }
+                }
+                Code::BadCharset(charsets)
             }
             "UIDVALIDITY" => {
                 self.sp()?;
@@ -470,6 +951,8 @@ impl<'a> Parser<'a> {
 
     // ----- lexical pieces -----
 
+    /// `(flag flag ...)`. A flag is read up to a space or `)`, so keywords with atom-specials
+    /// (Gmail sends `OIB-Seen-[Google Mail]/...`) are kept instead of failing the response.
     fn flag_list(&mut self) -> PResult<Vec<Flag>> {
         self.expect(b'(')?;
         let mut flags = Vec::new();
@@ -478,13 +961,12 @@ impl<'a> Parser<'a> {
             if self.eat(b')') {
                 return Ok(flags);
             }
-            let start = self.pos;
-            self.eat(b'\\');
-            if !self.eat(b'*') {
-                self.take_while(|b| is_atom_char(b) && b != b']');
+            let word = self.take_while(|b| !matches!(b, b' ' | b'(' | b')' | b'\r' | b'\n'));
+            if word.is_empty() {
+                return Err(format!("expected a flag at byte {}", self.pos));
             }
-            let word = String::from_utf8_lossy(&self.buf[start..self.pos]).into_owned();
-            flags.push(Flag::parse(&word).ok_or_else(|| format!("bad flag `{word}`"))?);
+            let word = String::from_utf8_lossy(word).into_owned();
+            flags.push(Flag::parse(&word).unwrap_or(Flag::Keyword(word)));
         }
     }
 
@@ -533,14 +1015,14 @@ impl<'a> Parser<'a> {
                     }
                     self.skip_value()?;
                 }
-                self.depth -= 1;
+                self.leave();
                 Ok(())
             }
             Some(b'"') | Some(b'{') | Some(b'~') => self.string().map(drop),
             Some(_) => {
-                let w = self.take_while(|b| b != b' ' && b != b')' && b != b'\r' && b != b'\n');
+                let w = self.take_while(|b| !matches!(b, b' ' | b'(' | b')' | b'\r' | b'\n'));
                 if w.is_empty() {
-                    return Err("expected a value".into());
+                    return Err(format!("expected a value at byte {}", self.pos));
                 }
                 Ok(())
             }
@@ -548,12 +1030,17 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// One level deeper into a recursive production; fails beyond `max_depth`.
     fn enter(&mut self) -> PResult<()> {
         self.depth += 1;
         if self.depth > self.max_depth {
             return Err(format!("nesting deeper than {}", self.max_depth));
         }
         Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
     }
 
     pub(crate) fn atom(&mut self) -> PResult<String> {
@@ -570,7 +1057,7 @@ impl<'a> Parser<'a> {
             _ => {
                 let w = self.take_while(is_astring_char);
                 if w.is_empty() {
-                    return Err("expected an astring".into());
+                    return Err(format!("expected an astring at byte {}", self.pos));
                 }
                 Ok(w.to_vec())
             }
@@ -582,6 +1069,14 @@ impl<'a> Parser<'a> {
             return Ok(None);
         }
         self.string().map(Some)
+    }
+
+    /// NIL, a string, or (leniently) a bare atom where a string belongs.
+    fn nstring_or_atom(&mut self) -> PResult<Option<Vec<u8>>> {
+        if self.eat_word("NIL") {
+            return Ok(None);
+        }
+        self.astring().map(Some)
     }
 
     /// A quoted string, a literal `{n}` or a literal8 `~{n}`.
@@ -632,7 +1127,10 @@ impl<'a> Parser<'a> {
         if d.is_empty() {
             return Err(format!("expected a number at byte {}", self.pos));
         }
-        std::str::from_utf8(d).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "number too large".into())
+        std::str::from_utf8(d)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "number too large".into())
     }
 
     fn eat_word(&mut self, word: &str) -> bool {
@@ -723,39 +1221,50 @@ fn status_word(word: &str) -> Option<Status> {
 }
 
 /// Parse an IMAP date-time (`" 3-Mar-2020 09:12:00 +0100"`) into seconds since the epoch.
+/// A missing zone is read as `+0000`; years outside 0..=9999 are refused.
 pub fn parse_date_time(s: &[u8]) -> PResult<i64> {
     let s = std::str::from_utf8(s).map_err(|_| "date-time is not ASCII")?.trim();
     let bad = || format!("bad date-time `{s}`");
     let mut parts = s.split_whitespace();
-    let (date, time, zone) = (
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
-    );
+    let (date, time) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+    let zone = parts.next().unwrap_or("+0000");
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let digits = |x: &str, max_len: usize| -> Option<u32> {
+        if x.is_empty() || x.len() > max_len || !x.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        x.parse().ok()
+    };
     let mut d = date.split('-');
-    let day: u32 = d.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let day = d.next().and_then(|x| digits(x, 2)).ok_or_else(bad)?;
     let mon = d.next().ok_or_else(bad)?;
-    let year: i64 = d.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let year = d.next().and_then(|x| digits(x, 4)).ok_or_else(bad)?;
+    if d.next().is_some() {
+        return Err(bad());
+    }
     const MONTHS: [&str; 12] =
         ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
     let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon)).ok_or_else(bad)? as u32 + 1;
-    let t: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>().ok_or_else(bad)?;
+    let t: Vec<u32> = time.split(':').map(|x| digits(x, 2)).collect::<Option<_>>().ok_or_else(bad)?;
     if t.len() != 3 || !(1..=31).contains(&day) || t[0] > 23 || t[1] > 59 || t[2] > 60 {
         return Err(bad());
     }
-    let (sign, digits) = match zone.as_bytes().first() {
+    let (sign, zdigits) = match zone.as_bytes().first() {
         Some(b'+') => (1, &zone[1..]),
         Some(b'-') => (-1, &zone[1..]),
         _ => return Err(bad()),
     };
-    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if zdigits.len() != 4 || !zdigits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let zh: i64 = digits[..2].parse().map_err(|_| bad())?;
-    let zm: i64 = digits[2..].parse().map_err(|_| bad())?;
+    let zh: i64 = zdigits[..2].parse().map_err(|_| bad())?;
+    let zm: i64 = zdigits[2..].parse().map_err(|_| bad())?;
     let offset = sign * (zh * 3600 + zm * 60);
-    let days = days_from_civil(year, month, day);
-    Ok(days * 86400 + t[0] * 3600 + t[1] * 60 + t[2] - offset)
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = i64::from(t[0]) * 3600 + i64::from(t[1]) * 60 + i64::from(t[2]);
+    Ok(days * 86400 + secs - offset)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
