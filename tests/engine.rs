@@ -1,0 +1,158 @@
+//! The protocol engine and the store against a real Dovecot, without FUSE: pipelining costs,
+//! IDLE, and that hostile strings reach the server exactly or not at all.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Dovecot, Seed};
+use imapfs::imap::auth::{connect, Secret, Security, ServerConfig};
+use imapfs::imap::codec::{Command, Limits};
+use imapfs::imap::pool::Pool;
+use imapfs::imap::session::Timeouts;
+use imapfs::imap::transport::tls_config;
+use imapfs::imap::types::{MailboxName, Untagged};
+use imapfs::store::{Account, StoreOptions};
+
+fn server(d: &Dovecot, security: Security) -> ServerConfig {
+    ServerConfig {
+        host: "127.0.0.1".into(),
+        port: if security == Security::Tls { d.imaps_port } else { d.imap_port },
+        security,
+        tls: tls_config(Some(&d.ca_file)).unwrap(),
+        user: d.user.clone(),
+        password: Secret::new(d.password.clone().into_bytes()),
+        timeouts: Timeouts { inactivity: Duration::from_secs(10), command: Duration::from_secs(60) },
+        limits: Limits::default(),
+    }
+}
+
+fn mailbox(name: &str) -> MailboxName {
+    MailboxName::from_utf8(name, false)
+}
+
+fn list_names(s: &mut imapfs::imap::session::Session) -> Vec<Vec<u8>> {
+    let done = s.run(Command::List { reference: Vec::new(), pattern: b"*".to_vec() }).unwrap();
+    done.untagged
+        .into_iter()
+        .filter_map(|u| match u {
+            Untagged::List(l) => Some(l.name.raw().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn starttls_and_implicit_tls_both_log_in() {
+    let d = Dovecot::start(&Seed::new());
+    for sec in [Security::Tls, Security::StartTls] {
+        let mut s = connect(&server(&d, sec)).unwrap_or_else(|e| panic!("{sec:?}: {e}"));
+        assert!(list_names(&mut s).iter().any(|n| n == b"INBOX"));
+        s.logout();
+    }
+}
+
+#[test]
+fn reading_many_blocks_of_one_message_costs_one_round_trip() {
+    let seed = Seed::standard();
+    let d = Dovecot::start(seed);
+    let big = seed.folder("Big");
+    let msg = big.messages.iter().max_by_key(|m| m.bytes.len()).unwrap();
+    assert!(msg.bytes.len() > 4 * 65536, "seed has no big message");
+    let pool = Pool::new(server(&d, Security::Tls), 1, None);
+    // Small blocks, so that the message spans many of them.
+    let opts = StoreOptions { block_size: 65536, readahead_blocks: 0, ..StoreOptions::default() };
+    let account = Account::new(pool, opts);
+    let id = account.mailbox_id(&mailbox("Big"));
+    let index = account.index(id, Duration::ZERO).unwrap();
+    let uid = imapfs::imap::types::Uid::new(msg.uid).unwrap();
+    let size = index.messages[&uid].size;
+    assert_eq!(size, msg.bytes.len() as u64);
+
+    let before = account.pool().round_trips();
+    let len = 8 * 65536;
+    let data = account.read(id, index.validity, uid, size, 0, len).unwrap();
+    let trips = account.pool().round_trips() - before;
+    assert_eq!(data, msg.bytes[..len as usize]);
+    assert_eq!(trips, 1, "8 blocks took {trips} round trips");
+
+    // The same range again comes from the cache: no round trip at all.
+    let before = account.pool().round_trips();
+    let again = account.read(id, index.validity, uid, size, 100, 5 * 65536).unwrap();
+    assert_eq!(again, msg.bytes[100..100 + 5 * 65536]);
+    assert_eq!(account.pool().round_trips(), before);
+}
+
+#[test]
+fn idle_wakes_up_when_mail_arrives() {
+    let d = Dovecot::start(&Seed::new());
+    let mut s = connect(&server(&d, Security::Tls)).unwrap();
+    s.select(&mailbox("INBOX"), true).unwrap();
+    // Nothing happens: IDLE returns empty after its time and the session stays usable.
+    let quiet = s.idle(Duration::from_millis(300)).unwrap();
+    assert!(quiet.iter().all(|u| !matches!(u, Untagged::Exists(_))), "{quiet:?}");
+    assert!(!s.is_broken());
+    // Another client appends while we idle.
+    let appender = std::thread::scope(|scope| {
+        let h = scope.spawn(|| {
+            d.oracle_append("INBOX", b"Subject: hi\r\n\r\nnew mail\r\n");
+        });
+        let got = s.idle(Duration::from_secs(20)).unwrap();
+        h.join().unwrap();
+        got
+    });
+    assert!(appender.iter().any(|u| matches!(u, Untagged::Exists(n) if *n >= 1)), "{appender:?}");
+    s.run(Command::Noop).unwrap();
+}
+
+#[test]
+fn hostile_mailbox_names_reach_the_server_exactly_or_not_at_all() {
+    let d = Dovecot::start(&Seed::new());
+    let mut s = connect(&server(&d, Security::Tls)).unwrap();
+    let hostile: &[&[u8]] = &[
+        b"evil\r\nA999 CREATE injected1",
+        b"quote\"d",
+        b"back\\slash",
+        b"brace{5}",
+        b"paren)",
+        b"lf\nA998 CREATE injected2",
+        b"nul\0A997 CREATE injected3",
+        b"{5}\r\nA996 CREATE injected4",
+    ];
+    for raw in hostile {
+        let name = MailboxName::from_wire(raw.to_vec(), false);
+        match s.run(Command::Create(name)) {
+            Ok(_) => {
+                let names = list_names(&mut s);
+                assert!(names.iter().any(|n| n == raw), "{:?} created under another name", String::from_utf8_lossy(raw));
+            }
+            Err(e) => {
+                // Refused by the encoder (NUL) or by the server (NO/BAD): either is fine.
+                assert!(!s.is_broken() || raw.contains(&0), "{e}");
+            }
+        }
+    }
+    let names = list_names(&mut s);
+    for n in &names {
+        assert!(!String::from_utf8_lossy(n).starts_with("injected"), "injection ran: {names:?}");
+    }
+    // Names that are merely awkward (no control characters) must exist exactly as meant.
+    for raw in [&b"quote\"d"[..], b"back\\slash", b"brace{5}", b"paren)"] {
+        assert!(names.iter().any(|n| n == raw), "{:?} missing from {names:?}", String::from_utf8_lossy(raw));
+    }
+    // The connection still works and INBOX is intact.
+    assert!(names.iter().any(|n| n == b"INBOX"));
+}
+
+#[test]
+fn wrong_password_is_an_auth_error_with_the_servers_words() {
+    let d = Dovecot::start(&Seed::new());
+    let mut cfg = server(&d, Security::Tls);
+    cfg.password = Secret::new(b"not-the-password".to_vec());
+    let e = match connect(&cfg) {
+        Ok(_) => panic!("logged in with a wrong password"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, imapfs::Error::Auth(_)), "{e:?}");
+    assert!(!e.to_string().contains("not-the-password"));
+}
