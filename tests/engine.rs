@@ -156,3 +156,26 @@ fn wrong_password_is_an_auth_error_with_the_servers_words() {
     assert!(matches!(e, imapfs::Error::Auth(_)), "{e:?}");
     assert!(!e.to_string().contains("not-the-password"));
 }
+
+#[test]
+fn walking_a_folder_prefetches_the_next_messages() {
+    let seed = Seed::standard();
+    let d = Dovecot::start(seed);
+    let big = seed.folder("Big");
+    let pool = Pool::new(server(&d, Security::Tls), 1, None);
+    let account = Account::new(pool, StoreOptions::default());
+    let id = account.mailbox_id(&mailbox("Big"));
+    let index = account.index(id, Duration::ZERO).unwrap();
+    let small: Vec<_> = big.messages.iter().filter(|m| m.bytes.len() < 64 * 1024).take(48).collect();
+    assert!(small.len() >= 32, "seed has too few small messages");
+    let before = account.pool().round_trips();
+    for m in &small {
+        let uid = imapfs::imap::types::Uid::new(m.uid).unwrap();
+        let size = index.messages[&uid].size;
+        let data = account.read(id, index.validity, uid, size, 0, size).unwrap();
+        assert_eq!(data, m.bytes, "UID {}", m.uid);
+    }
+    let trips = account.pool().round_trips() - before;
+    // One round trip per message would be 48; prefetching 16 at a time needs a handful.
+    assert!(trips <= small.len() as u64 / 4, "{} messages took {trips} round trips", small.len());
+}

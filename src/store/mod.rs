@@ -40,11 +40,19 @@ pub struct StoreOptions {
     pub block_size: u64,
     /// Blocks fetched ahead of a sequential reader, in the same round trip.
     pub readahead_blocks: u64,
+    /// Messages fetched ahead, in the same round trip, when a reader walks a folder's
+    /// messages one after another (`grep -r`, `cat *`).
+    pub prefetch_messages: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
-        StoreOptions { cache_size: 256 << 20, block_size: 1 << 20, readahead_blocks: 2 }
+        StoreOptions {
+            cache_size: 256 << 20,
+            block_size: 1 << 20,
+            readahead_blocks: 2,
+            prefetch_messages: 16,
+        }
     }
 }
 
@@ -69,6 +77,8 @@ pub struct Account {
     headers: Mutex<LruCache<(MailboxId, UidValidity, Uid), Arc<Headers>>>,
     /// Next block each recently read message is expected to need (sequential detection).
     next_block: Mutex<LruCache<(MailboxId, Uid), u64>>,
+    /// The message whose start was last read, per mailbox (folder walk detection).
+    last_started: Mutex<HashMap<MailboxId, Uid>>,
 }
 
 #[derive(Default)]
@@ -89,6 +99,7 @@ impl Account {
             blocks,
             headers: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(4096).unwrap())),
             next_block: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(1024).unwrap())),
+            last_started: Mutex::new(HashMap::new()),
         }
     }
 
@@ -208,21 +219,26 @@ impl Account {
             seq
         };
         if !missing.is_empty() {
-            let mut wanted = missing.clone();
+            let mut wanted: Vec<(Uid, u64)> = missing.iter().map(|&b| (uid, b)).collect();
             if sequential {
                 let last_block = (size.max(1) - 1) / bs;
                 for b in last + 1..=(last + self.opts.readahead_blocks).min(last_block) {
                     if self.blocks.get(&key(b)).is_none() {
-                        wanted.push(b);
+                        wanted.push((uid, b));
                     }
                 }
             }
-            let fetched = self.fetch_blocks(id, validity, uid, &wanted)?;
-            for (b, data) in fetched {
-                if let Some(slot) = b.checked_sub(first).and_then(|i| have.get_mut(i as usize)) {
-                    *slot = Some(data.clone());
+            if first == 0 {
+                wanted.extend(self.walk_prefetch(id, validity, uid));
+            }
+            let fetched = self.fetch_blocks(id, validity, &wanted)?;
+            for ((u, b), data) in fetched {
+                if u == uid {
+                    if let Some(slot) = b.checked_sub(first).and_then(|i| have.get_mut(i as usize)) {
+                        *slot = Some(data.clone());
+                    }
                 }
-                self.blocks.insert(key(b), data);
+                self.blocks.insert(BlockKey { mailbox: id, validity, uid: u, block: b }, data);
             }
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
@@ -243,22 +259,51 @@ impl Account {
         Ok(out)
     }
 
-    /// Fetch blocks of one message in one round trip (pipelined partial FETCHes).
+    /// When a reader starts message `uid` after starting another of the same mailbox, it is
+    /// walking the folder: the first blocks of the next messages (in UID order) not yet cached,
+    /// to fetch in the same round trip.
+    fn walk_prefetch(&self, id: MailboxId, validity: UidValidity, uid: Uid) -> Vec<(Uid, u64)> {
+        let prev = self.last_started.lock().insert(id, uid);
+        if self.opts.prefetch_messages == 0 || prev.is_none() || prev == Some(uid) {
+            return Vec::new();
+        }
+        let Some(index) = self.cached_index(id).filter(|ix| ix.validity == validity) else {
+            return Vec::new();
+        };
+        let budget = self.opts.block_size * self.opts.prefetch_messages as u64 / 2;
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for (&next, meta) in index.messages.range(uid..).skip(1) {
+            if out.len() >= self.opts.prefetch_messages || bytes + meta.size.min(self.opts.block_size) > budget {
+                break;
+            }
+            let key = BlockKey { mailbox: id, validity, uid: next, block: 0 };
+            if self.blocks.get(&key).is_none() {
+                bytes += meta.size.min(self.opts.block_size);
+                out.push((next, 0));
+            }
+        }
+        out
+    }
+
+    /// Fetch blocks in one round trip (pipelined partial FETCHes). The first wanted block is
+    /// the one the caller needs: if the server has no body for it, the message is gone. The
+    /// others are prefetches; what the server does not return is simply not cached.
     fn fetch_blocks(
         &self,
         id: MailboxId,
         validity: UidValidity,
-        uid: Uid,
-        blocks: &[u64],
-    ) -> Result<Vec<(u64, Arc<[u8]>)>> {
+        wanted: &[(Uid, u64)],
+    ) -> Result<Vec<((Uid, u64), Arc<[u8]>)>> {
         let name = self.mailbox_name(id).ok_or_else(|| Error::NotFound("mailbox".into()))?;
+        let (uid, first_block) = wanted[0];
         let bs = self.opts.block_size;
         let block_len = u32::try_from(bs).unwrap_or(u32::MAX);
-        let cmds: Vec<Command> = blocks
+        let cmds: Vec<Command> = wanted
             .iter()
-            .map(|&b| Command::Fetch {
+            .map(|&(u, b)| Command::Fetch {
                 uid: true,
-                set: SequenceSet::single(uid.get()),
+                set: SequenceSet::single(u.get()),
                 attrs: vec![
                     FetchAttr::Uid,
                     FetchAttr::BodyPeek { section: String::new(), partial: Some((b * bs, block_len)) },
@@ -269,8 +314,12 @@ impl Account {
         let untagged = self.pool.with_session(Some(&name), |s| {
             check_validity(s, &name, validity)?;
             let mut all = Vec::new();
-            for r in s.pipeline(&cmds)? {
-                all.extend(r?.untagged);
+            for (i, r) in s.pipeline(&cmds)?.into_iter().enumerate() {
+                match r {
+                    Ok(done) => all.extend(done.untagged),
+                    Err(e) if i == 0 => return Err(e),
+                    Err(e) => log::debug!("prefetch failed: {e}"),
+                }
             }
             Ok(all)
         });
@@ -284,7 +333,13 @@ impl Account {
         let mut out = Vec::new();
         for u in untagged {
             let Untagged::Fetch { items, .. } = u else { continue };
-            if !items.contains(&FetchItem::Uid(uid)) {
+            let Some(msg_uid) = items.iter().find_map(|i| match i {
+                FetchItem::Uid(u) => Some(*u),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if !wanted.iter().any(|(u, _)| *u == msg_uid) {
                 continue;
             }
             for item in items {
@@ -300,11 +355,11 @@ impl Account {
                     if data.len() as u64 > bs {
                         return Err(Error::Protocol("FETCH returned more than was asked".into()));
                     }
-                    out.push((origin / bs, Arc::from(data)));
+                    out.push(((msg_uid, origin / bs), Arc::from(data)));
                 }
             }
         }
-        if !out.iter().any(|(b, _)| b == &blocks[0]) {
+        if !out.iter().any(|(k, _)| *k == (uid, first_block)) {
             // No body for the first wanted block: the message is gone.
             self.forget_message(id, validity, uid);
             return Err(Error::NotFound(format!("message {uid} in {name}")));
