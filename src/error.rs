@@ -60,7 +60,6 @@ impl Error {
             Error::InvalidInput(_) => libc::EINVAL,
             Error::NotFound(_) => libc::ENOENT,
             Error::Auth(_) => libc::EACCES,
-            Error::Timeout { .. } => libc::ETIMEDOUT,
             _ => libc::EIO,
         }
     }

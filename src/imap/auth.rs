@@ -2,16 +2,25 @@
 //! mechanisms.
 //!
 //! [`connect`] is the one entry point: TCP, then implicit TLS or STARTTLS, the greeting, the
-//! capabilities, and a login with the best mechanism offered (AUTHENTICATE PLAIN with SASL-IR,
-//! AUTHENTICATE PLAIN, else LOGIN). A plaintext login is never attempted on a connection without
-//! TLS unless the caller explicitly allowed it, and never when the server says LOGINDISABLED.
-//! Credentials live in [`Secret`], whose `Debug` prints nothing, and are never logged.
+//! capabilities, and a login with the mechanism [`ServerConfig::auth`] names, or by default the
+//! best one offered (AUTHENTICATE PLAIN with SASL-IR, AUTHENTICATE PLAIN, else LOGIN). A
+//! plaintext login is never attempted on a connection without TLS unless the caller explicitly
+//! allowed it, and never when the server says LOGINDISABLED. Credentials live in [`Secret`],
+//! whose `Debug` prints nothing, and are never logged.
+//!
+//! The SASL mechanisms (PLAIN, CRAM-MD5, XOAUTH2, OAUTHBEARER) are small sans-I/O state
+//! machines ([`Sasl`]): given the server's decoded challenge they say what to answer, so their
+//! wire form is tested without a socket. One loop ([`login_with`]) drives any of them over a
+//! session. For the bearer-token mechanisms the token is the password [`Secret`]; when the
+//! server rejects it, its error challenge (base64 JSON) is answered as the mechanism requires
+//! and its text is carried into the error the user sees.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, Limits};
@@ -68,6 +77,61 @@ pub struct ServerConfig {
     pub password: Secret,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    // AUTH-FIELD-PENDING
+}
+
+/// The login mechanism, as chosen by the user (`mechanism` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMethod {
+    /// AUTHENTICATE PLAIN if offered, else LOGIN.
+    #[default]
+    Auto,
+    /// The LOGIN command (refused when the server says LOGINDISABLED).
+    Login,
+    /// AUTHENTICATE PLAIN (RFC 4616).
+    Plain,
+    /// AUTHENTICATE CRAM-MD5 (RFC 2195): the password never crosses the wire.
+    CramMd5,
+    /// AUTHENTICATE XOAUTH2 (Google, Microsoft): the password is an OAuth 2 access token.
+    XOAuth2,
+    /// AUTHENTICATE OAUTHBEARER (RFC 7628): the password is an OAuth 2 access token.
+    OAuthBearer,
+}
+
+impl AuthMethod {
+    /// The method named by a `mechanism` option value (case-insensitive): `auto`, `login`,
+    /// `plain`, `cram-md5`, `xoauth2`, `oauthbearer`.
+    pub fn parse(name: &str) -> Option<AuthMethod> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "auto" => AuthMethod::Auto,
+            "login" => AuthMethod::Login,
+            "plain" => AuthMethod::Plain,
+            "cram-md5" => AuthMethod::CramMd5,
+            "xoauth2" => AuthMethod::XOAuth2,
+            "oauthbearer" => AuthMethod::OAuthBearer,
+            _ => return None,
+        })
+    }
+
+    /// The SASL mechanism name (`None` for Auto and Login).
+    pub fn sasl_name(self) -> Option<&'static str> {
+        match self {
+            AuthMethod::Auto | AuthMethod::Login => None,
+            AuthMethod::Plain => Some("PLAIN"),
+            AuthMethod::CramMd5 => Some("CRAM-MD5"),
+            AuthMethod::XOAuth2 => Some("XOAUTH2"),
+            AuthMethod::OAuthBearer => Some("OAUTHBEARER"),
+        }
+    }
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<AuthMethod, String> {
+        AuthMethod::parse(s).ok_or_else(|| {
+            format!("unknown mechanism `{s}` (auto, login, plain, cram-md5, xoauth2, oauthbearer)")
+        })
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -93,7 +157,8 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
     if cfg.security == Security::StartTls {
         if preauth {
             return Err(Error::Protocol(
-                "server greeted with PREAUTH on a plaintext connection; refusing without TLS".into(),
+                "server greeted with PREAUTH on a plaintext connection; refusing without TLS"
+                    .into(),
             ));
         }
         if !session.has_capability("STARTTLS") {
@@ -105,7 +170,14 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
         session = session.start_tls(cfg.tls.clone(), &cfg.host)?;
     }
     if !preauth {
-        login(&mut session, &cfg.user, &cfg.password)?;
+        login_with(
+            &mut session,
+            AuthMethod::Auto,
+            &cfg.user,
+            &cfg.password,
+            &cfg.host,
+            cfg.port,
+        )?;
     }
     // Capabilities may differ after login; learn them afresh.
     session.forget_capabilities();
@@ -116,69 +188,374 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
     Ok(session)
 }
 
-/// Log in with the best mechanism the server offers.
+/// Log in with the best mechanism the server offers (AUTHENTICATE PLAIN, else LOGIN).
 pub fn login(session: &mut Session, user: &str, password: &Secret) -> Result<()> {
-    if session.has_capability("LOGINDISABLED") && !session.has_capability("AUTH=PLAIN") {
-        return Err(Error::Auth("the server has disabled LOGIN and offers no usable mechanism".into()));
-    }
-    let result = if session.has_capability("AUTH=PLAIN") {
-        authenticate_plain(session, user, password)
-    } else {
-        session
-            .run(Command::Login { user: user.as_bytes().to_vec(), password: password.expose().to_vec() })
-            .map(drop)
+    login_with(session, AuthMethod::Auto, user, password, "", 0)
+}
+
+/// Log in with `method`. `host` and `port` are only used by OAUTHBEARER, which names them.
+/// A failure is [`Error::Auth`] with the server's own words (and, for the bearer-token
+/// mechanisms, the error details the server sent in its challenge).
+pub fn login_with(
+    session: &mut Session,
+    method: AuthMethod,
+    user: &str,
+    secret: &Secret,
+    host: &str,
+    port: u16,
+) -> Result<()> {
+    let sasl = match method {
+        AuthMethod::Auto => {
+            if session.has_capability("AUTH=PLAIN") {
+                Sasl::plain(user, secret)
+            } else if session.has_capability("LOGINDISABLED") {
+                return Err(Error::Auth(
+                    "the server has disabled LOGIN and offers no usable mechanism".into(),
+                ));
+            } else {
+                return login_command(session, user, secret);
+            }
+        }
+        AuthMethod::Login => {
+            if session.has_capability("LOGINDISABLED") {
+                return Err(Error::Auth(
+                    "the server has disabled LOGIN (LOGINDISABLED)".into(),
+                ));
+            }
+            return login_command(session, user, secret);
+        }
+        AuthMethod::Plain => Sasl::plain(user, secret),
+        AuthMethod::CramMd5 => Sasl::cram_md5(user, secret),
+        AuthMethod::XOAuth2 => Sasl::xoauth2(user, secret),
+        AuthMethod::OAuthBearer => Sasl::oauthbearer(user, secret, host, port),
     };
-    result.map_err(|e| match e {
+    let mechanism = sasl.mechanism();
+    if !session.has_capability(&format!("AUTH={mechanism}")) {
+        return Err(Error::Auth(format!(
+            "the server does not offer AUTH={mechanism}"
+        )));
+    }
+    let mut sasl = sasl;
+    let result = run_sasl(session, &mut sasl);
+    result.map_err(|e| auth_error(e, sasl.server_error()))
+}
+
+fn login_command(session: &mut Session, user: &str, secret: &Secret) -> Result<()> {
+    let cmd = Command::Login {
+        user: user.as_bytes().to_vec(),
+        password: secret.expose().to_vec(),
+    };
+    session.run(cmd).map(drop).map_err(|e| auth_error(e, None))
+}
+
+/// A NO or BAD from the server becomes [`Error::Auth`] with its words; other errors pass.
+fn auth_error(e: Error, detail: Option<String>) -> Error {
+    match e {
         Error::No { text, .. } | Error::Bad { text, .. } => {
             let words: String = text.text.chars().filter(|c| !c.is_control()).collect();
-            let words = if words.is_empty() { "rejected by the server".to_string() } else { words };
-            if text.code == Some(Code::AuthenticationFailed) || text.code.is_none() {
-                Error::Auth(words)
+            let words = if words.is_empty() {
+                "rejected by the server".to_string()
             } else {
-                Error::Auth(format!("[{:?}] {words}", text.code.unwrap_or(Code::Parse)))
+                words
+            };
+            let words = match (&text.code, text.code == Some(Code::AuthenticationFailed)) {
+                (Some(code), false) => format!("[{code:?}] {words}"),
+                _ => words,
+            };
+            match detail {
+                Some(d) => Error::Auth(format!("{words} ({d})")),
+                None => Error::Auth(words),
             }
         }
         other => other,
-    })
+    }
 }
 
-fn authenticate_plain(session: &mut Session, user: &str, password: &Secret) -> Result<()> {
-    let mut raw = Vec::with_capacity(user.len() * 2 + password.expose().len() + 2);
-    raw.push(0);
-    raw.extend_from_slice(user.as_bytes());
-    raw.push(0);
-    raw.extend_from_slice(password.expose());
-    let response = Secret::new(base64::engine::general_purpose::STANDARD.encode(&raw).into_bytes());
-    raw.iter_mut().for_each(|b| *b = 0);
-    let initial = if session.has_capability("SASL-IR") {
-        Some(String::from_utf8_lossy(response.expose()).into_owned())
-    } else {
-        None
+/// Drive one AUTHENTICATE exchange to its tagged completion.
+fn run_sasl(session: &mut Session, sasl: &mut Sasl) -> Result<()> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let initial = sasl.initial_response();
+    let use_ir = initial.is_some() && session.has_capability("SASL-IR");
+    let (ir_arg, mut pending) = match initial {
+        Some(ir) if use_ir => (
+            Some(Secret::new(b64.encode(ir.expose()).into_bytes())),
+            None,
+        ),
+        other => (None, other),
     };
-    let ir_sent = initial.is_some();
-    let tag = session.send(&Command::Authenticate { mechanism: "PLAIN".into(), initial })?;
+    let ir_string = ir_arg
+        .as_ref()
+        .map(|s| String::from_utf8_lossy(s.expose()).into_owned());
+    let tag = session.send(&Command::Authenticate {
+        mechanism: sasl.mechanism().into(),
+        initial: ir_string,
+    })?;
     loop {
         match session.next_response()? {
-            Response::Continue(_) if !ir_sent => {
-                session.send_line(response.expose())?;
-            }
-            Response::Continue(_) => {
-                // A second challenge for PLAIN: cancel the exchange.
-                session.send_line(b"*")?;
+            Response::Continue(text) => {
+                let reply = match pending.take() {
+                    // A client-first mechanism without SASL-IR: the first `+` asks for it.
+                    Some(ir) => Some(ir),
+                    None => match b64.decode(text.text.trim()) {
+                        Ok(challenge) => sasl.step(&challenge),
+                        Err(_) => None,
+                    },
+                };
+                match reply {
+                    Some(r) => {
+                        let line = Secret::new(b64.encode(r.expose()).into_bytes());
+                        session.send_line(line.expose())?;
+                    }
+                    // Nothing sensible to say: cancel the exchange (RFC 3501 section 6.2.2).
+                    None => session.send_line(b"*")?,
+                }
             }
             Response::Tagged(t) if t.tag == tag => {
                 return match t.status {
-                    Status::Ok => {
-                        if let Some(Code::Capability(_)) = t.text.code {
-                            // The session learns them when the next command runs.
-                        }
-                        Ok(())
-                    }
-                    Status::No => Err(Error::No { command: "AUTHENTICATE", text: t.text }),
-                    _ => Err(Error::Bad { command: "AUTHENTICATE", text: t.text }),
+                    Status::Ok => Ok(()),
+                    Status::No => Err(Error::No {
+                        command: "AUTHENTICATE",
+                        text: t.text,
+                    }),
+                    _ => Err(Error::Bad {
+                        command: "AUTHENTICATE",
+                        text: t.text,
+                    }),
                 };
             }
             _ => {}
+        }
+    }
+}
+
+/// A SASL client mechanism as a state machine: what to send first, and what to answer to
+/// each (base64-decoded) server challenge. `None` from [`Sasl::step`] means "cancel".
+#[derive(Debug)]
+pub struct Sasl {
+    kind: SaslKind,
+    /// Challenges answered so far.
+    steps: u32,
+    /// The server's error report (bearer-token mechanisms), for the user.
+    server_error: Option<String>,
+}
+
+#[derive(Debug)]
+enum SaslKind {
+    Plain { response: Secret },
+    CramMd5 { user: String, secret: Secret },
+    XOAuth2 { response: Secret },
+    OAuthBearer { response: Secret },
+}
+
+impl Sasl {
+    /// PLAIN (RFC 4616): `\0user\0password`, sent first.
+    pub fn plain(user: &str, password: &Secret) -> Sasl {
+        let mut raw = Vec::with_capacity(user.len() + password.expose().len() + 2);
+        raw.push(0);
+        raw.extend_from_slice(user.as_bytes());
+        raw.push(0);
+        raw.extend_from_slice(password.expose());
+        Sasl::new(SaslKind::Plain {
+            response: Secret::new(raw),
+        })
+    }
+
+    /// CRAM-MD5 (RFC 2195): the server speaks first; the answer is `user hex(HMAC-MD5)`.
+    pub fn cram_md5(user: &str, password: &Secret) -> Sasl {
+        Sasl::new(SaslKind::CramMd5 {
+            user: user.to_string(),
+            secret: password.clone(),
+        })
+    }
+
+    /// XOAUTH2: `user=U^Aauth=Bearer T^A^A`, sent first.
+    pub fn xoauth2(user: &str, token: &Secret) -> Sasl {
+        let mut raw = format!("user={user}\x01auth=Bearer ").into_bytes();
+        raw.extend_from_slice(token.expose());
+        raw.extend_from_slice(b"\x01\x01");
+        Sasl::new(SaslKind::XOAuth2 {
+            response: Secret::new(raw),
+        })
+    }
+
+    /// OAUTHBEARER (RFC 7628): a GS2 header naming the user, then host, port and token.
+    pub fn oauthbearer(user: &str, token: &Secret, host: &str, port: u16) -> Sasl {
+        let saslname = user.replace('=', "=3D").replace(',', "=2C");
+        let mut raw =
+            format!("n,a={saslname},\x01host={host}\x01port={port}\x01auth=Bearer ").into_bytes();
+        raw.extend_from_slice(token.expose());
+        raw.extend_from_slice(b"\x01\x01");
+        Sasl::new(SaslKind::OAuthBearer {
+            response: Secret::new(raw),
+        })
+    }
+
+    fn new(kind: SaslKind) -> Sasl {
+        Sasl {
+            kind,
+            steps: 0,
+            server_error: None,
+        }
+    }
+
+    /// The mechanism's name for AUTHENTICATE.
+    pub fn mechanism(&self) -> &'static str {
+        match self.kind {
+            SaslKind::Plain { .. } => "PLAIN",
+            SaslKind::CramMd5 { .. } => "CRAM-MD5",
+            SaslKind::XOAuth2 { .. } => "XOAUTH2",
+            SaslKind::OAuthBearer { .. } => "OAUTHBEARER",
+        }
+    }
+
+    /// The client's first message (raw, not base64) for client-first mechanisms.
+    pub fn initial_response(&self) -> Option<Secret> {
+        match &self.kind {
+            SaslKind::Plain { response }
+            | SaslKind::XOAuth2 { response }
+            | SaslKind::OAuthBearer { response } => Some(response.clone()),
+            SaslKind::CramMd5 { .. } => None,
+        }
+    }
+
+    /// The answer (raw, not base64) to a server challenge; `None` to cancel.
+    pub fn step(&mut self, challenge: &[u8]) -> Option<Secret> {
+        self.steps += 1;
+        match &self.kind {
+            SaslKind::Plain { .. } => None,
+            SaslKind::CramMd5 { user, secret } => {
+                if self.steps > 1 {
+                    return None;
+                }
+                let mut mac = Hmac::<md5::Md5>::new_from_slice(secret.expose()).ok()?;
+                mac.update(challenge);
+                let digest = mac.finalize().into_bytes();
+                let mut out = format!("{user} ").into_bytes();
+                for b in digest {
+                    out.extend_from_slice(format!("{b:02x}").as_bytes());
+                }
+                Some(Secret::new(out))
+            }
+            SaslKind::XOAuth2 { .. } | SaslKind::OAuthBearer { .. } => {
+                // The token was refused: the challenge is a JSON error report. Keep it for
+                // the user and answer as the mechanism requires, so the server sends its NO.
+                let report: String = String::from_utf8_lossy(challenge)
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(512)
+                    .collect();
+                self.server_error = Some(report);
+                if matches!(self.kind, SaslKind::XOAuth2 { .. }) {
+                    Some(Secret::new(Vec::new()))
+                } else {
+                    Some(Secret::new(vec![0x01]))
+                }
+            }
+        }
+    }
+
+    /// The error report the server sent in a challenge, if any.
+    pub fn server_error(&self) -> Option<String> {
+        self.server_error.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &Secret) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s.expose())
+    }
+
+    #[test]
+    fn plain_encoding() {
+        let s = Sasl::plain("tim", &Secret::new(b"tanstaaftanstaaf".to_vec()));
+        assert_eq!(s.mechanism(), "PLAIN");
+        assert_eq!(
+            s.initial_response().unwrap().expose(),
+            b"\0tim\0tanstaaftanstaaf"
+        );
+    }
+
+    #[test]
+    fn cram_md5_rfc2195_example() {
+        // RFC 2195 section 2: the server's challenge, the user "tim", secret "tanstaaftanstaaf".
+        let mut s = Sasl::cram_md5("tim", &Secret::new(b"tanstaaftanstaaf".to_vec()));
+        assert!(s.initial_response().is_none());
+        let challenge = base64::engine::general_purpose::STANDARD
+            .decode("PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+")
+            .unwrap();
+        assert_eq!(challenge, b"<1896.697170952@postoffice.reston.mci.net>");
+        let answer = s.step(&challenge).unwrap();
+        assert_eq!(answer.expose(), b"tim b913a602c7eda7a495b4e6e7334d3890");
+        assert_eq!(
+            b64(&answer),
+            "dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw"
+        );
+        // A second challenge makes no sense for CRAM-MD5: cancel.
+        assert!(s.step(b"again").is_none());
+    }
+
+    #[test]
+    fn xoauth2_encoding_and_error_challenge() {
+        let token = Secret::new(b"ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg".to_vec());
+        let mut s = Sasl::xoauth2("someuser@example.com", &token);
+        let ir = s.initial_response().unwrap();
+        assert_eq!(
+            ir.expose(),
+            &b"user=someuser@example.com\x01auth=Bearer ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg\x01\x01"[..]
+        );
+        // The server's error: base64 of a JSON report, answered with an empty line.
+        let json = br#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#;
+        let reply = s.step(json).unwrap();
+        assert!(reply.expose().is_empty());
+        assert_eq!(s.server_error().unwrap(), String::from_utf8_lossy(json));
+    }
+
+    #[test]
+    fn oauthbearer_encoding_and_error_challenge() {
+        // RFC 7628 section 4.1, with a user name holding characters the GS2 header escapes.
+        let token = Secret::new(b"vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==".to_vec());
+        let mut s = Sasl::oauthbearer("user,x=y@example.com", &token, "server.example.com", 143);
+        assert_eq!(
+            s.initial_response().unwrap().expose(),
+            &b"n,a=user=2Cx=3Dy@example.com,\x01host=server.example.com\x01port=143\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"[..]
+        );
+        let reply = s.step(br#"{"status":"invalid_token"}"#).unwrap();
+        assert_eq!(reply.expose(), b"\x01");
+        assert_eq!(s.server_error().unwrap(), r#"{"status":"invalid_token"}"#);
+    }
+
+    #[test]
+    fn method_names() {
+        assert_eq!(AuthMethod::parse("CRAM-MD5"), Some(AuthMethod::CramMd5));
+        assert_eq!("xoauth2".parse::<AuthMethod>(), Ok(AuthMethod::XOAuth2));
+        assert_eq!(
+            AuthMethod::parse("oauthbearer"),
+            Some(AuthMethod::OAuthBearer)
+        );
+        assert_eq!(AuthMethod::default(), AuthMethod::Auto);
+        assert!(AuthMethod::parse("kerberos").is_none());
+        assert_eq!(AuthMethod::XOAuth2.sasl_name(), Some("XOAUTH2"));
+    }
+
+    #[test]
+    fn auth_error_carries_server_words_and_details() {
+        let text = crate::imap::types::ResponseText {
+            code: Some(Code::AuthenticationFailed),
+            text: "Invalid credentials (Failure)".into(),
+        };
+        let e = auth_error(
+            Error::No {
+                command: "AUTHENTICATE",
+                text,
+            },
+            Some("{\"status\":\"400\"}".into()),
+        );
+        match e {
+            Error::Auth(m) => assert_eq!(m, "Invalid credentials (Failure) ({\"status\":\"400\"})"),
+            other => panic!("{other:?}"),
         }
     }
 }

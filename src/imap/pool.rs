@@ -60,7 +60,11 @@ impl Pool {
         let before = session.round_trips();
         let mut result = f(&mut session);
         self.count(session.round_trips() - before);
-        if !fresh && session.is_broken() && matches!(&result, Err(e) if e.is_fatal_to_connection()) {
+        // A pooled connection the server dropped while it sat idle fails at once (BYE, reset):
+        // worth one retry. A timeout is not: the server is there but slow, and retrying
+        // would double the wait.
+        let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
+        if !fresh && session.is_broken() && dropped {
             log::info!("retrying on a new connection after: {}", result.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
             self.give_back(session);
             let (s, _) = self.open_new()?;

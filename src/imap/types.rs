@@ -10,7 +10,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-/// A message's unique identifier inside one mailbox generation (RFC 3501 §2.3.1.1).
+/// A message's unique identifier inside one mailbox generation (RFC 3501 section 2.3.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Uid(NonZeroU32);
 
@@ -146,7 +146,11 @@ impl MailboxName {
     /// A name received from the server. `utf8` says whether UTF8=ACCEPT is in force (names are
     /// then UTF-8 on the wire) or modified UTF-7 applies.
     pub fn from_wire(raw: Vec<u8>, utf8: bool) -> MailboxName {
-        let raw = if raw.eq_ignore_ascii_case(b"INBOX") { b"INBOX".to_vec() } else { raw };
+        let raw = if raw.eq_ignore_ascii_case(b"INBOX") {
+            b"INBOX".to_vec()
+        } else {
+            raw
+        };
         let decoded = if utf8 {
             String::from_utf8_lossy(&raw).into_owned()
         } else {
@@ -161,14 +165,20 @@ impl MailboxName {
     /// A name the user typed (UTF-8), encoded for the wire.
     pub fn from_utf8(name: &str, utf8: bool) -> MailboxName {
         if name.eq_ignore_ascii_case("INBOX") {
-            return MailboxName { raw: b"INBOX".to_vec(), decoded: "INBOX".into() };
+            return MailboxName {
+                raw: b"INBOX".to_vec(),
+                decoded: "INBOX".into(),
+            };
         }
         let raw = if utf8 {
             name.as_bytes().to_vec()
         } else {
             crate::imap::codec::mutf7::encode(name).into_bytes()
         };
-        MailboxName { raw, decoded: name.to_string() }
+        MailboxName {
+            raw,
+            decoded: name.to_string(),
+        }
     }
 
     pub fn raw(&self) -> &[u8] {
@@ -221,7 +231,7 @@ pub struct ResponseText {
     pub text: String,
 }
 
-/// A response code: the bracketed part of a status response (RFC 3501 §7.1 and extensions).
+/// A response code: the bracketed part of a status response (RFC 3501 section 7.1 and extensions).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Code {
@@ -237,8 +247,15 @@ pub enum Code {
     Unseen(u32),
     HighestModSeq(ModSeq),
     NoModSeq,
-    AppendUid { validity: UidValidity, uids: SequenceSet },
-    CopyUid { validity: UidValidity, source: SequenceSet, dest: SequenceSet },
+    AppendUid {
+        validity: UidValidity,
+        uids: SequenceSet,
+    },
+    CopyUid {
+        validity: UidValidity,
+        source: SequenceSet,
+        dest: SequenceSet,
+    },
     Closed,
     OverQuota,
     Nonexistent,
@@ -266,7 +283,10 @@ pub enum Code {
     PrivacyRequired,
     UnknownCte,
     /// A code this client does not know, kept raw: name and the rest inside the brackets.
-    Other { name: String, rest: Option<String> },
+    Other {
+        name: String,
+        rest: Option<String>,
+    },
 }
 
 /// Untagged data and status responses.
@@ -274,7 +294,10 @@ pub enum Code {
 #[non_exhaustive]
 pub enum Untagged {
     /// `* OK|NO|BAD|PREAUTH|BYE ...`
-    Status { status: Status, text: ResponseText },
+    Status {
+        status: Status,
+        text: ResponseText,
+    },
     Capability(Vec<String>),
     Enabled(Vec<String>),
     List(ListItem),
@@ -283,17 +306,38 @@ pub enum Untagged {
     Exists(u32),
     Recent(u32),
     Expunge(SeqNum),
-    Fetch { seq: SeqNum, items: Vec<FetchItem> },
-    Search { nums: Vec<u32>, modseq: Option<ModSeq> },
+    Fetch {
+        seq: SeqNum,
+        items: Vec<FetchItem>,
+    },
+    Search {
+        nums: Vec<u32>,
+        modseq: Option<ModSeq>,
+    },
     ESearch(ESearch),
-    StatusData { mailbox: MailboxName, items: Vec<StatusItem> },
-    Vanished { earlier: bool, uids: SequenceSet },
+    StatusData {
+        mailbox: MailboxName,
+        items: Vec<StatusItem>,
+    },
+    Vanished {
+        earlier: bool,
+        uids: SequenceSet,
+    },
     Namespace(Namespaces),
-    Quota { root: Vec<u8>, resources: Vec<QuotaResource> },
-    QuotaRoot { mailbox: MailboxName, roots: Vec<Vec<u8>> },
+    Quota {
+        root: Vec<u8>,
+        resources: Vec<QuotaResource>,
+    },
+    QuotaRoot {
+        mailbox: MailboxName,
+        roots: Vec<Vec<u8>>,
+    },
     Id(Vec<(String, Option<String>)>),
     /// A response this client does not understand: its keyword and the raw frame.
-    Other { keyword: String, raw: Vec<u8> },
+    Other {
+        keyword: String,
+        raw: Vec<u8>,
+    },
 }
 
 /// One mailbox of a LIST or LSUB reply.
@@ -309,9 +353,9 @@ pub struct ListItem {
 impl ListItem {
     /// Whether the mailbox cannot be selected (`\Noselect` or `\NonExistent`).
     pub fn is_noselect(&self) -> bool {
-        self.attributes
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"))
+        self.attributes.iter().any(|a| {
+            a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
+        })
     }
 }
 
@@ -326,19 +370,32 @@ pub enum FetchItem {
     InternalDate(i64),
     ModSeq(ModSeq),
     /// `BODY[section]<origin>` or `BINARY[section]<origin>`; `data` is `None` for NIL.
-    Body { section: String, origin: Option<u64>, data: Option<Vec<u8>> },
+    Body {
+        section: String,
+        origin: Option<u64>,
+        data: Option<Vec<u8>>,
+    },
     Envelope(Box<Envelope>),
     BodyStructure(Box<BodyStructure>),
     /// `RFC822`, `RFC822.HEADER`, `RFC822.TEXT`: whole-message forms.
-    Rfc822 { part: String, data: Option<Vec<u8>> },
-    BinarySize { section: String, size: u64 },
+    Rfc822 {
+        part: String,
+        data: Option<Vec<u8>>,
+    },
+    BinarySize {
+        section: String,
+        size: u64,
+    },
     EmailId(String),
     ThreadId(String),
     /// An item this client does not know: its name and raw value.
-    Other { name: String, raw: Vec<u8> },
+    Other {
+        name: String,
+        raw: Vec<u8>,
+    },
 }
 
-/// The ENVELOPE structure (RFC 3501 §7.4.2); strings are raw bytes (may be RFC 2047 encoded).
+/// The ENVELOPE structure (RFC 3501 section 7.4.2); strings are raw bytes (may be RFC 2047 encoded).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Envelope {
     pub date: Option<Vec<u8>>,
@@ -362,7 +419,7 @@ pub struct Address {
     pub host: Option<Vec<u8>>,
 }
 
-/// BODYSTRUCTURE / BODY (RFC 3501 §7.4.2), with extension data kept when present.
+/// BODYSTRUCTURE / BODY (RFC 3501 section 7.4.2), with extension data kept when present.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BodyStructure {
     Single {
@@ -499,7 +556,13 @@ impl fmt::Display for SequenceSet {
             if i > 0 {
                 f.write_str(",")?;
             }
-            let show = |n: u32| if n == u32::MAX { "*".to_string() } else { n.to_string() };
+            let show = |n: u32| {
+                if n == u32::MAX {
+                    "*".to_string()
+                } else {
+                    n.to_string()
+                }
+            };
             if a == b {
                 f.write_str(&show(a))?;
             } else {

@@ -9,9 +9,13 @@
 //! A command encodes to [`Encoded`]: chunks separated by synchronising literals. The session
 //! sends the first chunk, waits for the server's `+`, sends the next, and so on; with LITERAL+
 //! (`{n+}`) everything is one chunk.
+//!
+//! Arguments with structure are values too, valid once built: [`SearchKey`] criteria with a
+//! [`SearchDate`], the [`QResync`] parameters of SELECT/EXAMINE, the [`ListReturn`] options of
+//! an extended LIST. Their user text travels through [`AString`] like every other string.
 
 use crate::imap::codec::is_atom_char;
-use crate::imap::types::{Flag, MailboxName, ModSeq, SequenceSet};
+use crate::imap::types::{Flag, MailboxName, ModSeq, SequenceSet, UidValidity};
 
 /// Longest string sent quoted; longer ones go as literals.
 const MAX_QUOTED: usize = 1024;
@@ -52,7 +56,9 @@ impl AString {
             return Ok(AString::Atom(bytes.to_vec()));
         }
         let quotable = bytes.len() <= MAX_QUOTED
-            && bytes.iter().all(|&b| (0x01..0x80).contains(&b) && b != b'\r' && b != b'\n');
+            && bytes
+                .iter()
+                .all(|&b| (0x01..0x80).contains(&b) && b != b'\r' && b != b'\n');
         if quotable {
             Ok(AString::Quoted(bytes.to_vec()))
         } else {
@@ -84,7 +90,10 @@ pub enum FetchAttr {
     Envelope,
     BodyStructure,
     /// `BODY.PEEK[section]<offset.len>`: never sets `\Seen`.
-    BodyPeek { section: String, partial: Option<(u64, u32)> },
+    BodyPeek {
+        section: String,
+        partial: Option<(u64, u32)>,
+    },
 }
 
 /// A client command (without its tag).
@@ -95,20 +104,46 @@ pub enum Command {
     Noop,
     Logout,
     StartTls,
-    Login { user: Vec<u8>, password: Vec<u8> },
+    Login {
+        user: Vec<u8>,
+        password: Vec<u8>,
+    },
     /// `AUTHENTICATE mech [initial-response]`; the initial response is already base64.
-    Authenticate { mechanism: String, initial: Option<String> },
+    Authenticate {
+        mechanism: String,
+        initial: Option<String>,
+    },
     Enable(Vec<String>),
     Id(Vec<(String, String)>),
     Namespace,
-    List { reference: Vec<u8>, pattern: Vec<u8> },
-    Select { mailbox: MailboxName, condstore: bool },
-    Examine { mailbox: MailboxName, condstore: bool },
-    Status { mailbox: MailboxName, items: Vec<&'static str> },
+    List {
+        reference: Vec<u8>,
+        pattern: Vec<u8>,
+    },
+    Select {
+        mailbox: MailboxName,
+        condstore: bool,
+    },
+    Examine {
+        mailbox: MailboxName,
+        condstore: bool,
+    },
+    Status {
+        mailbox: MailboxName,
+        items: Vec<&'static str>,
+    },
     Create(MailboxName),
     Delete(MailboxName),
-    Rename { from: MailboxName, to: MailboxName },
-    Fetch { uid: bool, set: SequenceSet, attrs: Vec<FetchAttr>, changed_since: Option<ModSeq> },
+    Rename {
+        from: MailboxName,
+        to: MailboxName,
+    },
+    Fetch {
+        uid: bool,
+        set: SequenceSet,
+        attrs: Vec<FetchAttr>,
+        changed_since: Option<ModSeq>,
+    },
     Store {
         uid: bool,
         set: SequenceSet,
@@ -118,17 +153,210 @@ pub enum Command {
         flags: Vec<Flag>,
         unchanged_since: Option<ModSeq>,
     },
-    Copy { uid: bool, set: SequenceSet, mailbox: MailboxName },
-    Move { uid: bool, set: SequenceSet, mailbox: MailboxName },
+    Copy {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: MailboxName,
+    },
+    Move {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: MailboxName,
+    },
     Expunge,
     UidExpunge(SequenceSet),
-    Append { mailbox: MailboxName, flags: Vec<Flag>, date: Option<String>, message: Vec<u8> },
+    Append {
+        mailbox: MailboxName,
+        flags: Vec<Flag>,
+        date: Option<String>,
+        message: Vec<u8>,
+    },
     Idle,
     /// `DONE`, the end of IDLE (sent untagged).
     Done,
     GetQuotaRoot(MailboxName),
     Unselect,
     Close,
+    /// `SELECT`/`EXAMINE mailbox (QRESYNC (...))` (RFC 7162 section 3.2.5); needs `ENABLE QRESYNC`
+    /// first. `read_only` sends EXAMINE.
+    SelectQresync {
+        mailbox: MailboxName,
+        read_only: bool,
+        qresync: QResync,
+    },
+    /// `LIST reference pattern RETURN (...)` (RFC 5258, RFC 5819 LIST-STATUS).
+    ListExtended {
+        reference: Vec<u8>,
+        pattern: Vec<u8>,
+        ret: ListReturn,
+    },
+    /// `[UID] SEARCH [RETURN (...)] [CHARSET UTF-8] criteria` (RFC 3501, RFC 4731).
+    ///
+    /// `CHARSET UTF-8` is added when a string argument is not ASCII, unless `utf8` says that
+    /// `UTF8=ACCEPT` is enabled (RFC 6855 then forbids a charset). An empty `ret` sends a
+    /// plain SEARCH (answered by `* SEARCH`); a non-empty one asks for `* ESEARCH`.
+    Search {
+        uid: bool,
+        criteria: Vec<SearchKey>,
+        ret: Vec<SearchReturn>,
+        utf8: bool,
+    },
+    /// `GETQUOTA root` (RFC 9208).
+    GetQuota(Vec<u8>),
+}
+
+/// The QRESYNC parameters of SELECT/EXAMINE: what the client remembers of the mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QResync {
+    pub uidvalidity: UidValidity,
+    /// The HIGHESTMODSEQ the client last saw.
+    pub modseq: ModSeq,
+    /// The UIDs the client knows (lets the server limit VANISHED to them).
+    pub known_uids: Option<SequenceSet>,
+    /// Message sequence numbers and their UIDs, as a hint (`seq-match-data`); sent only
+    /// together with `known_uids`.
+    pub seq_match: Option<(SequenceSet, SequenceSet)>,
+}
+
+/// The RETURN options of an extended LIST.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListReturn {
+    /// `CHILDREN`: \HasChildren / \HasNoChildren attributes.
+    pub children: bool,
+    /// `SPECIAL-USE` (RFC 6154): \Sent, \Trash, ... attributes.
+    pub special_use: bool,
+    /// `STATUS (...)` items (LIST-STATUS), e.g. `["MESSAGES", "UIDNEXT"]`; empty for none.
+    pub status: Vec<&'static str>,
+}
+
+/// A SEARCH criterion. Strings from the user travel as [`AString`] (atom, quoted or literal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SearchKey {
+    All,
+    /// `UID set`.
+    Uid(SequenceSet),
+    /// A message sequence set.
+    Seq(SequenceSet),
+    /// Internal date on or after the day.
+    Since(SearchDate),
+    /// Internal date before the day.
+    Before(SearchDate),
+    /// `TEXT string`: header or body contains the string.
+    Text(Vec<u8>),
+    /// `HEADER field-name string`.
+    Header {
+        field: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// `MODSEQ n` (CONDSTORE): changed after the mod-sequence.
+    ModSeq(ModSeq),
+    Deleted,
+    Undeleted,
+    Seen,
+    Unseen,
+    Not(Box<SearchKey>),
+    Or(Box<SearchKey>, Box<SearchKey>),
+}
+
+impl SearchKey {
+    /// Whether a string argument holds a non-ASCII byte (then a charset must be named).
+    fn has_non_ascii(&self, depth: usize) -> bool {
+        if depth > 33 {
+            return false; // refused by the encoder anyway
+        }
+        match self {
+            SearchKey::Text(t) => !t.is_ascii(),
+            SearchKey::Header { field, value } => !field.is_ascii() || !value.is_ascii(),
+            SearchKey::Not(k) => k.has_non_ascii(depth + 1),
+            SearchKey::Or(a, b) => a.has_non_ascii(depth + 1) || b.has_non_ascii(depth + 1),
+            _ => false,
+        }
+    }
+}
+
+/// An ESEARCH RETURN option (RFC 4731).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchReturn {
+    Min,
+    Max,
+    All,
+    Count,
+}
+
+/// A calendar day for SEARCH (`1-Feb-1994`); valid by construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SearchDate {
+    year: u16,
+    month: u8,
+    day: u8,
+}
+
+impl SearchDate {
+    /// A day of the proleptic Gregorian calendar, year 1 to 9999; `None` if no such day.
+    pub fn new(year: u16, month: u8, day: u8) -> Option<SearchDate> {
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return None,
+        };
+        if !(1..=9999).contains(&year) || day == 0 || day > days {
+            return None;
+        }
+        Some(SearchDate { year, month, day })
+    }
+
+    /// The UTC day holding `secs` seconds since the Unix epoch (clamped to years 1..=9999).
+    pub fn from_unix(secs: i64) -> SearchDate {
+        let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+        let y = y.clamp(1, 9999) as u16;
+        SearchDate::new(y, m, d).unwrap_or(SearchDate {
+            year: y,
+            month: 1,
+            day: 1,
+        })
+    }
+}
+
+impl std::fmt::Display for SearchDate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mon = MONTHS[usize::from(self.month - 1)];
+        write!(f, "{}-{mon}-{:04}", self.day, self.year)
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// The IMAP `date-time` of APPEND for `secs` seconds since the Unix epoch, in UTC:
+/// `" 3-Mar-2020 09:12:00 +0000"` (day padded with a space, as date-day-fixed wants).
+pub fn imap_date_time(secs: i64) -> String {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+    let t = secs.rem_euclid(86400);
+    let (h, min, s) = (t / 3600, t / 60 % 60, t % 60);
+    let mon = MONTHS[usize::from(m - 1)];
+    format!(
+        "{d:>2}-{mon}-{:04} {h:02}:{min:02}:{s:02} +0000",
+        y.clamp(0, 9999)
+    )
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u8, u8) {
+    let z = z.clamp(-1_000_000_000, 1_000_000_000) + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// How STORE changes flags.
@@ -179,13 +407,27 @@ impl Command {
             Command::GetQuotaRoot(_) => "GETQUOTAROOT",
             Command::Unselect => "UNSELECT",
             Command::Close => "CLOSE",
+            Command::SelectQresync {
+                read_only: false, ..
+            } => "SELECT",
+            Command::SelectQresync {
+                read_only: true, ..
+            } => "EXAMINE",
+            Command::ListExtended { .. } => "LIST",
+            Command::Search { uid: false, .. } => "SEARCH",
+            Command::Search { uid: true, .. } => "UID SEARCH",
+            Command::GetQuota(_) => "GETQUOTA",
         }
     }
 
     /// Encode with `tag`. `literal_plus`: the server offers LITERAL+ (or LITERAL- and the
     /// literal is small), so literals need no round trip.
     pub fn encode(&self, tag: &str, literal_plus: bool) -> Result<Encoded, EncodeError> {
-        let mut w = Writer { chunks: Vec::new(), cur: Vec::new(), literal_plus };
+        let mut w = Writer {
+            chunks: Vec::new(),
+            cur: Vec::new(),
+            literal_plus,
+        };
         if !matches!(self, Command::Done) {
             w.raw(tag.as_bytes());
             w.raw(b" ");
@@ -250,7 +492,11 @@ impl Command {
                 w.string(pattern)?;
             }
             Command::Select { mailbox, condstore } | Command::Examine { mailbox, condstore } => {
-                w.raw(if matches!(self, Command::Select { .. }) { b"SELECT " } else { b"EXAMINE " });
+                w.raw(if matches!(self, Command::Select { .. }) {
+                    b"SELECT "
+                } else {
+                    b"EXAMINE "
+                });
                 w.mailbox(mailbox)?;
                 if *condstore {
                     w.raw(b" (CONDSTORE)");
@@ -259,9 +505,92 @@ impl Command {
             Command::Status { mailbox, items } => {
                 w.raw(b"STATUS ");
                 w.mailbox(mailbox)?;
-                w.raw(b" (");
-                w.raw(items.join(" ").as_bytes());
+                w.raw(b" ");
+                w.atom_list(items)?;
+            }
+            Command::SelectQresync {
+                mailbox,
+                read_only,
+                qresync,
+            } => {
+                w.raw(if *read_only { b"EXAMINE " } else { b"SELECT " });
+                w.mailbox(mailbox)?;
+                let q = qresync;
+                w.raw(format!(" (QRESYNC ({} {}", q.uidvalidity, q.modseq.0).as_bytes());
+                if let Some(known) = &q.known_uids {
+                    w.raw(b" ");
+                    w.set(known)?;
+                    if let Some((seqs, uids)) = &q.seq_match {
+                        w.raw(b" (");
+                        w.set(seqs)?;
+                        w.raw(b" ");
+                        w.set(uids)?;
+                        w.raw(b")");
+                    }
+                }
+                w.raw(b"))");
+            }
+            Command::ListExtended {
+                reference,
+                pattern,
+                ret,
+            } => {
+                w.raw(b"LIST ");
+                w.string(reference)?;
+                w.raw(b" ");
+                w.string(pattern)?;
+                w.raw(b" RETURN (");
+                let mut opts: Vec<&[u8]> = Vec::new();
+                if ret.children {
+                    opts.push(b"CHILDREN");
+                }
+                if ret.special_use {
+                    opts.push(b"SPECIAL-USE");
+                }
+                w.raw(&opts.join(&b' '));
+                if !ret.status.is_empty() {
+                    if !opts.is_empty() {
+                        w.raw(b" ");
+                    }
+                    w.raw(b"STATUS ");
+                    w.atom_list(&ret.status)?;
+                }
                 w.raw(b")");
+            }
+            Command::Search {
+                uid,
+                criteria,
+                ret,
+                utf8,
+            } => {
+                if criteria.is_empty() {
+                    return Err(EncodeError::Invalid("SEARCH without criteria".into()));
+                }
+                w.raw(if *uid { b"UID SEARCH" } else { b"SEARCH" });
+                if !ret.is_empty() {
+                    let names: Vec<&'static str> = ret
+                        .iter()
+                        .map(|r| match r {
+                            SearchReturn::Min => "MIN",
+                            SearchReturn::Max => "MAX",
+                            SearchReturn::All => "ALL",
+                            SearchReturn::Count => "COUNT",
+                        })
+                        .collect();
+                    w.raw(b" RETURN ");
+                    w.atom_list(&names)?;
+                }
+                if !*utf8 && criteria.iter().any(|k| k.has_non_ascii(0)) {
+                    w.raw(b" CHARSET UTF-8");
+                }
+                for key in criteria {
+                    w.raw(b" ");
+                    w.search_key(key, 0)?;
+                }
+            }
+            Command::GetQuota(root) => {
+                w.raw(b"GETQUOTA ");
+                w.astring(root)?;
             }
             Command::Create(m) | Command::Delete(m) | Command::GetQuotaRoot(m) => {
                 w.raw(self.name().as_bytes());
@@ -274,7 +603,12 @@ impl Command {
                 w.raw(b" ");
                 w.mailbox(to)?;
             }
-            Command::Fetch { uid, set, attrs, changed_since } => {
+            Command::Fetch {
+                uid,
+                set,
+                attrs,
+                changed_since,
+            } => {
                 w.raw(if *uid { b"UID FETCH " } else { b"FETCH " });
                 w.set(set)?;
                 w.raw(b" (");
@@ -289,7 +623,14 @@ impl Command {
                     w.raw(format!(" (CHANGEDSINCE {})", m.0).as_bytes());
                 }
             }
-            Command::Store { uid, set, mode, silent, flags, unchanged_since } => {
+            Command::Store {
+                uid,
+                set,
+                mode,
+                silent,
+                flags,
+                unchanged_since,
+            } => {
                 w.raw(if *uid { b"UID STORE " } else { b"STORE " });
                 w.set(set)?;
                 if let Some(m) = unchanged_since {
@@ -320,7 +661,12 @@ impl Command {
                 w.raw(b"UID EXPUNGE ");
                 w.set(set)?;
             }
-            Command::Append { mailbox, flags, date, message } => {
+            Command::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
                 w.raw(b"APPEND ");
                 w.mailbox(mailbox)?;
                 if !flags.is_empty() {
@@ -340,7 +686,10 @@ impl Command {
         }
         w.raw(b"\r\n");
         w.chunks.push(w.cur);
-        Ok(Encoded { chunks: w.chunks, sensitive })
+        Ok(Encoded {
+            chunks: w.chunks,
+            sensitive,
+        })
     }
 }
 
@@ -357,7 +706,10 @@ impl Writer {
 
     fn atom(&mut self, s: &str) -> Result<(), EncodeError> {
         if s.is_empty() || !s.bytes().all(is_atom_char) {
-            return Err(EncodeError::Invalid(format!("`{}` is not an atom", s.escape_debug())));
+            return Err(EncodeError::Invalid(format!(
+                "`{}` is not an atom",
+                s.escape_debug()
+            )));
         }
         self.raw(s.as_bytes());
         Ok(())
@@ -407,9 +759,69 @@ impl Writer {
         self.raw(b);
     }
 
+    fn atom_list(&mut self, items: &[&str]) -> Result<(), EncodeError> {
+        self.raw(b"(");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.raw(b" ");
+            }
+            self.atom(item)?;
+        }
+        self.raw(b")");
+        Ok(())
+    }
+
+    /// One search key; `depth` bounds NOT/OR nesting so a hand-built chain cannot recurse
+    /// without end.
+    fn search_key(&mut self, key: &SearchKey, depth: usize) -> Result<(), EncodeError> {
+        if depth > 32 {
+            return Err(EncodeError::Invalid(
+                "search criteria nested too deeply".into(),
+            ));
+        }
+        match key {
+            SearchKey::All => self.raw(b"ALL"),
+            SearchKey::Uid(set) => {
+                self.raw(b"UID ");
+                self.set(set)?;
+            }
+            SearchKey::Seq(set) => self.set(set)?,
+            SearchKey::Since(d) => self.raw(format!("SINCE {d}").as_bytes()),
+            SearchKey::Before(d) => self.raw(format!("BEFORE {d}").as_bytes()),
+            SearchKey::Text(t) => {
+                self.raw(b"TEXT ");
+                self.astring(t)?;
+            }
+            SearchKey::Header { field, value } => {
+                self.raw(b"HEADER ");
+                self.astring(field)?;
+                self.raw(b" ");
+                self.astring(value)?;
+            }
+            SearchKey::ModSeq(m) => self.raw(format!("MODSEQ {}", m.0).as_bytes()),
+            SearchKey::Deleted => self.raw(b"DELETED"),
+            SearchKey::Undeleted => self.raw(b"UNDELETED"),
+            SearchKey::Seen => self.raw(b"SEEN"),
+            SearchKey::Unseen => self.raw(b"UNSEEN"),
+            SearchKey::Not(k) => {
+                self.raw(b"NOT ");
+                self.search_key(k, depth + 1)?;
+            }
+            SearchKey::Or(a, b) => {
+                self.raw(b"OR ");
+                self.search_key(a, depth + 1)?;
+                self.raw(b" ");
+                self.search_key(b, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
     fn set(&mut self, s: &SequenceSet) -> Result<(), EncodeError> {
         if s.is_empty() || s.0.iter().any(|&(a, b)| a == 0 || b == 0) {
-            return Err(EncodeError::Invalid("empty sequence set or number 0".into()));
+            return Err(EncodeError::Invalid(
+                "empty sequence set or number 0".into(),
+            ));
         }
         self.raw(s.to_string().as_bytes());
         Ok(())
@@ -428,7 +840,10 @@ impl Writer {
                 return Err(EncodeError::Invalid(format!("{s} cannot be stored")));
             }
             if body.is_empty() || !body.bytes().all(is_atom_char) {
-                return Err(EncodeError::Invalid(format!("`{}` is not a flag", s.escape_debug())));
+                return Err(EncodeError::Invalid(format!(
+                    "`{}` is not a flag",
+                    s.escape_debug()
+                )));
             }
             self.raw(s.as_bytes());
         }
@@ -478,19 +893,37 @@ mod tests {
 
     #[test]
     fn astring_forms() {
-        assert_eq!(AString::new(b"INBOX").unwrap(), AString::Atom(b"INBOX".to_vec()));
-        assert_eq!(AString::new(b"Old Projects").unwrap(), AString::Quoted(b"Old Projects".to_vec()));
+        assert_eq!(
+            AString::new(b"INBOX").unwrap(),
+            AString::Atom(b"INBOX".to_vec())
+        );
+        assert_eq!(
+            AString::new(b"Old Projects").unwrap(),
+            AString::Quoted(b"Old Projects".to_vec())
+        );
         assert_eq!(AString::new(b"").unwrap(), AString::Quoted(Vec::new()));
-        assert_eq!(AString::new(b"nil").unwrap(), AString::Quoted(b"nil".to_vec()));
-        assert_eq!(AString::new(b"a\r\nb").unwrap(), AString::Literal(b"a\r\nb".to_vec()));
-        assert_eq!(AString::new(b"caf\xc3\xa9").unwrap(), AString::Literal(b"caf\xc3\xa9".to_vec()));
+        assert_eq!(
+            AString::new(b"nil").unwrap(),
+            AString::Quoted(b"nil".to_vec())
+        );
+        assert_eq!(
+            AString::new(b"a\r\nb").unwrap(),
+            AString::Literal(b"a\r\nb".to_vec())
+        );
+        assert_eq!(
+            AString::new(b"caf\xc3\xa9").unwrap(),
+            AString::Literal(b"caf\xc3\xa9".to_vec())
+        );
         assert_eq!(AString::new(b"a\0b"), Err(EncodeError::Nul));
     }
 
     #[test]
     fn examine_and_fetch() {
         assert_eq!(
-            one(&Command::Examine { mailbox: mbox("\u{dc}ber R&D"), condstore: false }),
+            one(&Command::Examine {
+                mailbox: mbox("\u{dc}ber R&D"),
+                condstore: false
+            }),
             "A1 EXAMINE \"&ANw-ber R&-D\"\r\n"
         );
         let f = Command::Fetch {
@@ -498,7 +931,10 @@ mod tests {
             set: SequenceSet::from_numbers([1, 2, 3, 7]),
             attrs: vec![
                 FetchAttr::Uid,
-                FetchAttr::BodyPeek { section: String::new(), partial: Some((0, 65536)) },
+                FetchAttr::BodyPeek {
+                    section: String::new(),
+                    partial: Some((0, 65536)),
+                },
             ],
             changed_since: None,
         };
@@ -514,7 +950,10 @@ mod tests {
         assert_eq!(e.chunks[0], b"A1 CREATE {18}\r\n");
         assert_eq!(e.chunks[1], b"x\r\nA2 DELETE INBOX\r\n");
         let e = c.encode("A1", true).unwrap();
-        assert_eq!(e.chunks, vec![b"A1 CREATE {18+}\r\nx\r\nA2 DELETE INBOX\r\n".to_vec()]);
+        assert_eq!(
+            e.chunks,
+            vec![b"A1 CREATE {18+}\r\nx\r\nA2 DELETE INBOX\r\n".to_vec()]
+        );
     }
 
     #[test]
@@ -525,7 +964,10 @@ mod tests {
 
     #[test]
     fn login_is_sensitive() {
-        let c = Command::Login { user: b"me".to_vec(), password: b"p w".to_vec() };
+        let c = Command::Login {
+            user: b"me".to_vec(),
+            password: b"p w".to_vec(),
+        };
         let e = c.encode("A1", false).unwrap();
         assert!(e.sensitive);
         assert_eq!(e.chunks[0], b"A1 LOGIN me \"p w\"\r\n");
@@ -545,7 +987,10 @@ mod tests {
         let f = Command::Fetch {
             uid: true,
             set: SequenceSet::single(1),
-            attrs: vec![FetchAttr::BodyPeek { section: "]\r\n".into(), partial: None }],
+            attrs: vec![FetchAttr::BodyPeek {
+                section: "]\r\n".into(),
+                partial: None,
+            }],
             changed_since: None,
         };
         assert!(f.encode("A1", false).is_err());

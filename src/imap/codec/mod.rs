@@ -19,7 +19,10 @@ pub mod encode;
 pub mod mutf7;
 pub mod parse;
 
-pub use encode::{AString, Command, EncodeError, Encoded, FetchAttr};
+pub use encode::{
+    imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, QResync,
+    SearchDate, SearchKey, SearchReturn, StoreMode,
+};
 
 use crate::imap::types::Response;
 
@@ -36,7 +39,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_line: 1 << 20, max_literal: 256 << 20, max_depth: 64 }
+        Limits {
+            max_line: 1 << 20,
+            max_literal: 256 << 20,
+            max_depth: 64,
+        }
     }
 }
 
@@ -65,7 +72,10 @@ impl std::fmt::Display for DecodeError {
                 write!(f, "server sent a line longer than {limit} bytes")
             }
             DecodeError::LiteralTooLarge { announced, limit } => {
-                write!(f, "server announced a {announced}-byte literal (limit {limit})")
+                write!(
+                    f,
+                    "server announced a {announced}-byte literal (limit {limit})"
+                )
             }
             DecodeError::Malformed { reason, excerpt } => {
                 write!(f, "malformed server response ({reason}): {excerpt}")
@@ -90,7 +100,14 @@ pub struct ResponseDecoder {
 
 impl ResponseDecoder {
     pub fn new(limits: Limits) -> ResponseDecoder {
-        ResponseDecoder { buf: Vec::new(), start: 0, scan: 0, line_start: 0, limits, utf8: false }
+        ResponseDecoder {
+            buf: Vec::new(),
+            start: 0,
+            scan: 0,
+            line_start: 0,
+            limits,
+            utf8: false,
+        }
     }
 
     /// Whether mailbox names are UTF-8 on the wire (after `ENABLE UTF8=ACCEPT`).
@@ -108,6 +125,12 @@ impl ResponseDecoder {
         self.buf.len() - self.start
     }
 
+    /// Bytes the decoder holds allocated. It only ever grows with bytes fed (never with a
+    /// length the server announced), so this stays within a small factor of the input.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The next complete response, `Ok(None)` if more bytes are needed.
     pub fn next_response(&mut self) -> Result<Option<Response>, DecodeError> {
         loop {
@@ -116,14 +139,18 @@ impl ResponseDecoder {
             }
             let Some(nl) = memchr(b'\n', &self.buf[self.scan..]) else {
                 if self.buf.len() - self.line_start > self.limits.max_line {
-                    return Err(DecodeError::LineTooLong { limit: self.limits.max_line });
+                    return Err(DecodeError::LineTooLong {
+                        limit: self.limits.max_line,
+                    });
                 }
                 self.scan = self.buf.len();
                 return Ok(None);
             };
             let eol = self.scan + nl; // index of '\n'
             if eol - self.line_start > self.limits.max_line {
-                return Err(DecodeError::LineTooLong { limit: self.limits.max_line });
+                return Err(DecodeError::LineTooLong {
+                    limit: self.limits.max_line,
+                });
             }
             let first_line = self.line_start == self.start;
             let line = &self.buf[self.line_start..eol];
@@ -160,6 +187,11 @@ impl ResponseDecoder {
     fn compact(&mut self) {
         if self.start == self.buf.len() {
             self.buf.clear();
+            // After a big literal, give the memory back: the buffer is sized by what the
+            // next responses need, not by the largest message ever read.
+            if self.buf.capacity() > 4 << 20 {
+                self.buf.shrink_to(64 << 10);
+            }
             self.start = 0;
             self.scan = 0;
             self.line_start = 0;
@@ -179,9 +211,13 @@ fn is_text_response(line: &[u8]) -> bool {
     }
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
     let _tag = words.next();
-    let Some(word) = words.next() else { return false };
+    let Some(word) = words.next() else {
+        return false;
+    };
     let word = word.strip_suffix(b"\r").unwrap_or(word);
-    ["OK", "NO", "BAD", "BYE", "PREAUTH"].iter().any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+    ["OK", "NO", "BAD", "BYE", "PREAUTH"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 /// The length of the literal announced at the end of a line (`{n}`, `{n+}`, `~{n}`), if any.
@@ -232,7 +268,9 @@ mod tests {
         let wire = b"* 1 FETCH (UID 7 BODY[] {10}\r\nab\r\n\r\ncd\r\n)\r\nA1 OK done\r\n";
         let rs = all(wire);
         assert_eq!(rs.len(), 2);
-        let Response::Untagged(Untagged::Fetch { items, .. }) = &rs[0] else { panic!() };
+        let Response::Untagged(Untagged::Fetch { items, .. }) = &rs[0] else {
+            panic!()
+        };
         assert!(items.contains(&FetchItem::Body {
             section: String::new(),
             origin: None,
@@ -264,7 +302,9 @@ mod tests {
     fn text_ending_in_braces_is_not_a_literal() {
         let rs = all(b"A1 NO no such mailbox foo{5}\r\nA2 OK fine\r\n");
         assert_eq!(rs.len(), 2);
-        let Response::Tagged(t) = &rs[0] else { panic!() };
+        let Response::Tagged(t) = &rs[0] else {
+            panic!()
+        };
         assert_eq!(t.status, Status::No);
     }
 
@@ -272,22 +312,34 @@ mod tests {
     fn huge_literal_is_refused_without_allocating() {
         let mut d = ResponseDecoder::new(Limits::default());
         d.feed(b"* 1 FETCH (BODY[] {4294967296}\r\nxx");
-        assert!(matches!(d.next_response(), Err(DecodeError::LiteralTooLarge { .. })));
+        assert!(matches!(
+            d.next_response(),
+            Err(DecodeError::LiteralTooLarge { .. })
+        ));
     }
 
     #[test]
     fn endless_line_is_refused() {
-        let limits = Limits { max_line: 100, ..Limits::default() };
+        let limits = Limits {
+            max_line: 100,
+            ..Limits::default()
+        };
         let mut d = ResponseDecoder::new(limits);
         d.feed(&[b'a'; 101]);
-        assert!(matches!(d.next_response(), Err(DecodeError::LineTooLong { .. })));
+        assert!(matches!(
+            d.next_response(),
+            Err(DecodeError::LineTooLong { .. })
+        ));
     }
 
     #[test]
     fn garbage_frame_is_dropped_and_stream_goes_on() {
         let mut d = ResponseDecoder::new(Limits::default());
         d.feed(b"\x00\xff garbage (((\r\nA1 OK ok\r\n");
-        assert!(matches!(d.next_response(), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            d.next_response(),
+            Err(DecodeError::Malformed { .. })
+        ));
         assert!(matches!(d.next_response(), Ok(Some(Response::Tagged(_)))));
     }
 }

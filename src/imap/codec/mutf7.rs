@@ -1,4 +1,4 @@
-//! Modified UTF-7 for mailbox names (RFC 3501 §5.1.3).
+//! Modified UTF-7 for mailbox names (RFC 3501 section 5.1.3).
 //!
 //! Printable ASCII stands for itself except `&`, written `&-`; every other run of characters is
 //! UTF-16BE in base64 with `,` for `/`, between `&` and `-`. Decoding is strict: a name that is
@@ -69,7 +69,12 @@ pub fn decode(raw: &[u8]) -> Result<String, InvalidMutf7> {
             i += 1;
             continue;
         }
-        let end = raw[i + 1..].iter().position(|&c| c == b'-').ok_or(InvalidMutf7)? + i + 1;
+        let end = raw[i + 1..]
+            .iter()
+            .position(|&c| c == b'-')
+            .ok_or(InvalidMutf7)?
+            + i
+            + 1;
         let run = &raw[i + 1..end];
         if run.is_empty() {
             out.push('&');
@@ -99,7 +104,10 @@ fn decode_run(run: &[u8], out: &mut String) -> Result<(), InvalidMutf7> {
     if bits != 0 || bytes.len() % 2 != 0 {
         return Err(InvalidMutf7);
     }
-    let units: Vec<u16> = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    let units: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
     let s = String::from_utf16(&units).map_err(|_| InvalidMutf7)?;
     // A run must not encode what could be written directly (canonical form).
     if s.chars().any(|c| c.is_ascii()) {
@@ -130,7 +138,12 @@ mod tests {
 
     #[test]
     fn latin_and_astral_characters() {
-        for s in ["\u{dc}n\u{ef}c\u{f8}d\u{e9} Folder", "caf\u{e9}", "\u{1f4e7} mail", "\u{e9}"] {
+        for s in [
+            "\u{dc}n\u{ef}c\u{f8}d\u{e9} Folder",
+            "caf\u{e9}",
+            "\u{1f4e7} mail",
+            "\u{e9}",
+        ] {
             let enc = encode(s);
             assert!(enc.is_ascii());
             assert_eq!(decode(enc.as_bytes()).unwrap(), s, "{enc}");
@@ -139,7 +152,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in [&b"&"[..], b"&Jjo", b"&Jjo!-", b"caf\xc3\xa9", b"&AGE-", b"&AAA-x"] {
+        for bad in [
+            &b"&"[..],
+            b"&Jjo",
+            b"&Jjo!-",
+            b"caf\xc3\xa9",
+            b"&AGE-",
+            b"&AAA-x",
+        ] {
             assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -21,8 +21,17 @@ use crate::imap::types::*;
 
 /// Parse one frame (ending in CRLF or LF) into a [`Response`].
 pub fn parse_response(frame: &[u8], max_depth: usize, utf8: bool) -> Result<Response, DecodeError> {
-    let mut p = Parser { buf: frame, pos: 0, depth: 0, max_depth, utf8 };
-    p.response().map_err(|reason| DecodeError::Malformed { reason, excerpt: excerpt(frame) })
+    let mut p = Parser {
+        buf: frame,
+        pos: 0,
+        depth: 0,
+        max_depth,
+        utf8,
+    };
+    p.response().map_err(|reason| DecodeError::Malformed {
+        reason,
+        excerpt: excerpt(frame),
+    })
 }
 
 /// A short printable excerpt of a frame for error messages and logs.
@@ -30,7 +39,13 @@ pub fn excerpt(frame: &[u8]) -> String {
     let mut s: String = frame
         .iter()
         .take(120)
-        .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' })
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        })
         .collect();
     if frame.len() > 120 {
         s.push_str("...");
@@ -119,7 +134,10 @@ impl<'a> Parser<'a> {
     }
 
     fn other(&mut self, keyword: String) -> Untagged {
-        Untagged::Other { keyword, raw: self.buf.to_vec() }
+        Untagged::Other {
+            keyword,
+            raw: self.buf.to_vec(),
+        }
     }
 
     fn flags_data(&mut self) -> PResult<Untagged> {
@@ -288,7 +306,12 @@ impl<'a> Parser<'a> {
             }
         }
         self.end()?;
-        Ok(ListItem { attributes, delimiter, name, extended })
+        Ok(ListItem {
+            attributes,
+            delimiter,
+            name,
+            extended,
+        })
     }
 
     /// A hierarchy delimiter: one quoted ASCII character, or NIL (an empty string is read as
@@ -315,7 +338,11 @@ impl<'a> Parser<'a> {
         self.sp()?;
         let shared = self.namespace_group()?;
         self.end()?;
-        Ok(Untagged::Namespace(Namespaces { personal, other, shared }))
+        Ok(Untagged::Namespace(Namespaces {
+            personal,
+            other,
+            shared,
+        }))
     }
 
     fn namespace_group(&mut self) -> PResult<Vec<(Vec<u8>, Option<char>)>> {
@@ -471,7 +498,11 @@ impl<'a> Parser<'a> {
                 };
                 self.sp()?;
                 let data = self.nstring()?;
-                Ok(FetchItem::Body { section, origin, data })
+                Ok(FetchItem::Body {
+                    section,
+                    origin,
+                    data,
+                })
             }
             "BODY" | "BODYSTRUCTURE" => {
                 self.sp()?;
@@ -484,11 +515,17 @@ impl<'a> Parser<'a> {
             "BINARY.SIZE" => {
                 let section = self.section()?;
                 self.sp()?;
-                Ok(FetchItem::BinarySize { section, size: self.number64()? })
+                Ok(FetchItem::BinarySize {
+                    section,
+                    size: self.number64()?,
+                })
             }
             "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
                 self.sp()?;
-                Ok(FetchItem::Rfc822 { part: name, data: self.nstring()? })
+                Ok(FetchItem::Rfc822 {
+                    part: name,
+                    data: self.nstring()?,
+                })
             }
             "EMAILID" | "THREADID" => {
                 self.sp()?;
@@ -502,7 +539,11 @@ impl<'a> Parser<'a> {
                     self.expect(b')')?;
                     id
                 };
-                Ok(if name == "EMAILID" { FetchItem::EmailId(v) } else { FetchItem::ThreadId(v) })
+                Ok(if name == "EMAILID" {
+                    FetchItem::EmailId(v)
+                } else {
+                    FetchItem::ThreadId(v)
+                })
             }
             _ => {
                 // Unknown item: keep `name[section]<origin>` as the name, the value raw.
@@ -518,7 +559,10 @@ impl<'a> Parser<'a> {
                 self.sp()?;
                 let vstart = self.pos;
                 self.skip_value()?;
-                Ok(FetchItem::Other { name: full, raw: self.buf[vstart..self.pos].to_vec() })
+                Ok(FetchItem::Other {
+                    name: full,
+                    raw: self.buf[vstart..self.pos].to_vec(),
+                })
             }
         }
     }
@@ -540,7 +584,7 @@ impl<'a> Parser<'a> {
         Ok(String::from_utf8_lossy(&self.buf[start..self.pos - 1]).into_owned())
     }
 
-    // ----- ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2, RFC 9051 §7.5.2) -----
+    // ----- ENVELOPE and BODYSTRUCTURE (RFC 3501 section 7.4.2, RFC 9051 section 7.5.2) -----
 
     /// `(date subject from sender reply-to to cc bcc in-reply-to message-id)`.
     fn envelope(&mut self) -> PResult<Envelope> {
@@ -599,7 +643,12 @@ impl<'a> Parser<'a> {
             self.skip_sp();
             self.expect(b')')?;
             let [name, adl, mailbox, host] = f;
-            list.push(Address { name, adl, mailbox, host });
+            list.push(Address {
+                name,
+                adl,
+                mailbox,
+                host,
+            });
         }
     }
 
@@ -608,7 +657,11 @@ impl<'a> Parser<'a> {
         self.expect(b'(')?;
         self.enter()?;
         self.skip_sp();
-        let b = if self.peek() == Some(b'(') { self.body_multi()? } else { self.body_single()? };
+        let b = if self.peek() == Some(b'(') {
+            self.body_multi()?
+        } else {
+            self.body_single()?
+        };
         self.skip_sp();
         self.expect(b')')?;
         self.leave();
@@ -639,7 +692,12 @@ impl<'a> Parser<'a> {
                 self.body_ext_dsp_onwards(&mut ext)?;
             }
         }
-        Ok(BodyStructure::Multi { parts, subtype, params, ext })
+        Ok(BodyStructure::Multi {
+            parts,
+            subtype,
+            params,
+            ext,
+        })
     }
 
     fn body_single(&mut self) -> PResult<BodyStructure> {
@@ -771,7 +829,11 @@ impl<'a> Parser<'a> {
             }
             let key = self.lossy_field()?;
             self.skip_sp();
-            let value = if self.peek() == Some(b')') { String::new() } else { self.lossy_field()? };
+            let value = if self.peek() == Some(b')') {
+                String::new()
+            } else {
+                self.lossy_field()?
+            };
             params.push((key, value));
         }
     }
@@ -822,7 +884,10 @@ impl<'a> Parser<'a> {
                         Some((n, r)) => (n.to_string(), Some(r.to_string())),
                         None => (inner, None),
                     };
-                    code = Some(Code::Other { name: name.to_ascii_uppercase(), rest });
+                    code = Some(Code::Other {
+                        name: name.to_ascii_uppercase(),
+                        rest,
+                    });
                 }
             }
             self.skip_sp();
@@ -928,7 +993,10 @@ impl<'a> Parser<'a> {
                 self.sp()?;
                 let validity = UidValidity::new(self.number()?).ok_or("UIDVALIDITY 0")?;
                 self.sp()?;
-                Code::AppendUid { validity, uids: self.sequence_set()? }
+                Code::AppendUid {
+                    validity,
+                    uids: self.sequence_set()?,
+                }
             }
             "COPYUID" => {
                 self.sp()?;
@@ -936,7 +1004,11 @@ impl<'a> Parser<'a> {
                 self.sp()?;
                 let source = self.sequence_set()?;
                 self.sp()?;
-                Code::CopyUid { validity, source, dest: self.sequence_set()? }
+                Code::CopyUid {
+                    validity,
+                    source,
+                    dest: self.sequence_set()?,
+                }
             }
             "MODIFIED" => {
                 self.sp()?;
@@ -986,7 +1058,11 @@ impl<'a> Parser<'a> {
         let mut ranges = Vec::new();
         loop {
             let a = self.seq_number()?;
-            let b = if self.eat(b':') { self.seq_number()? } else { a };
+            let b = if self.eat(b':') {
+                self.seq_number()?
+            } else {
+                a
+            };
             ranges.push((a, b));
             if !self.eat(b',') {
                 return Ok(SequenceSet(ranges));
@@ -1018,7 +1094,8 @@ impl<'a> Parser<'a> {
                 self.leave();
                 Ok(())
             }
-            Some(b'"') | Some(b'{') | Some(b'~') => self.string().map(drop),
+            Some(b'"') | Some(b'{') => self.string().map(drop),
+            Some(b'~') if self.at_literal8() => self.string().map(drop),
             Some(_) => {
                 let w = self.take_while(|b| !matches!(b, b' ' | b'(' | b')' | b'\r' | b'\n'));
                 if w.is_empty() {
@@ -1053,7 +1130,8 @@ impl<'a> Parser<'a> {
 
     pub(crate) fn astring(&mut self) -> PResult<Vec<u8>> {
         match self.peek() {
-            Some(b'"') | Some(b'{') | Some(b'~') => self.string(),
+            Some(b'"') | Some(b'{') => self.string(),
+            Some(b'~') if self.at_literal8() => self.string(),
             _ => {
                 let w = self.take_while(is_astring_char);
                 if w.is_empty() {
@@ -1094,7 +1172,7 @@ impl<'a> Parser<'a> {
                     }
                 }
             }
-            Some(b'{') | Some(b'~') => {
+            Some(b'{') | Some(b'~') if self.peek() == Some(b'{') || self.at_literal8() => {
                 self.eat(b'~');
                 self.expect(b'{')?;
                 let n = self.number64()?;
@@ -1151,6 +1229,11 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         }
         &self.buf[start..self.pos]
+    }
+
+    /// Whether a literal8 (`~{n}`) starts here; a bare `~` is an ordinary atom character.
+    fn at_literal8(&self) -> bool {
+        self.peek() == Some(b'~') && self.buf.get(self.pos + 1) == Some(&b'{')
     }
 
     fn peek(&self) -> Option<u8> {
@@ -1223,7 +1306,9 @@ fn status_word(word: &str) -> Option<Status> {
 /// Parse an IMAP date-time (`" 3-Mar-2020 09:12:00 +0100"`) into seconds since the epoch.
 /// A missing zone is read as `+0000`; years outside 0..=9999 are refused.
 pub fn parse_date_time(s: &[u8]) -> PResult<i64> {
-    let s = std::str::from_utf8(s).map_err(|_| "date-time is not ASCII")?.trim();
+    let s = std::str::from_utf8(s)
+        .map_err(|_| "date-time is not ASCII")?
+        .trim();
     let bad = || format!("bad date-time `{s}`");
     let mut parts = s.split_whitespace();
     let (date, time) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
@@ -1244,10 +1329,19 @@ pub fn parse_date_time(s: &[u8]) -> PResult<i64> {
     if d.next().is_some() {
         return Err(bad());
     }
-    const MONTHS: [&str; 12] =
-        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(mon)).ok_or_else(bad)? as u32 + 1;
-    let t: Vec<u32> = time.split(':').map(|x| digits(x, 2)).collect::<Option<_>>().ok_or_else(bad)?;
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(mon))
+        .ok_or_else(bad)? as u32
+        + 1;
+    let t: Vec<u32> = time
+        .split(':')
+        .map(|x| digits(x, 2))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
     if t.len() != 3 || !(1..=31).contains(&day) || t[0] > 23 || t[1] > 59 || t[2] > 60 {
         return Err(bad());
     }
@@ -1294,7 +1388,10 @@ mod tests {
             Response::Tagged(Tagged {
                 tag: "A1".into(),
                 status: Status::Ok,
-                text: ResponseText { code: Some(Code::ReadOnly), text: "EXAMINE completed".into() }
+                text: ResponseText {
+                    code: Some(Code::ReadOnly),
+                    text: "EXAMINE completed".into()
+                }
             })
         );
     }
@@ -1311,15 +1408,29 @@ mod tests {
     #[test]
     fn select_responses() {
         let r = parse(b"* OK [UIDVALIDITY 3857529045] UIDs valid\r\n");
-        let Response::Untagged(Untagged::Status { text, .. }) = r else { panic!() };
-        assert_eq!(text.code, Some(Code::UidValidity(UidValidity::new(3857529045).unwrap())));
-        let r = parse(b"* OK [PERMANENTFLAGS (\\Deleted \\Seen \\*)] Limited\r\n");
-        let Response::Untagged(Untagged::Status { text, .. }) = r else { panic!() };
+        let Response::Untagged(Untagged::Status { text, .. }) = r else {
+            panic!()
+        };
         assert_eq!(
             text.code,
-            Some(Code::PermanentFlags(vec![Flag::Deleted, Flag::Seen, Flag::MayCreate]))
+            Some(Code::UidValidity(UidValidity::new(3857529045).unwrap()))
         );
-        assert_eq!(parse(b"* 172 EXISTS\r\n"), Response::Untagged(Untagged::Exists(172)));
+        let r = parse(b"* OK [PERMANENTFLAGS (\\Deleted \\Seen \\*)] Limited\r\n");
+        let Response::Untagged(Untagged::Status { text, .. }) = r else {
+            panic!()
+        };
+        assert_eq!(
+            text.code,
+            Some(Code::PermanentFlags(vec![
+                Flag::Deleted,
+                Flag::Seen,
+                Flag::MayCreate
+            ]))
+        );
+        assert_eq!(
+            parse(b"* 172 EXISTS\r\n"),
+            Response::Untagged(Untagged::Exists(172))
+        );
     }
 
     #[test]
@@ -1327,9 +1438,14 @@ mod tests {
         let r = parse(
             b"* 12 FETCH (FLAGS (\\Seen $Junk)  INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" RFC822.SIZE 4286 UID 4827313)\r\n",
         );
-        let Response::Untagged(Untagged::Fetch { seq, items }) = r else { panic!() };
+        let Response::Untagged(Untagged::Fetch { seq, items }) = r else {
+            panic!()
+        };
         assert_eq!(seq.get(), 12);
-        assert_eq!(items[0], FetchItem::Flags(vec![Flag::Seen, Flag::Keyword("$Junk".into())]));
+        assert_eq!(
+            items[0],
+            FetchItem::Flags(vec![Flag::Seen, Flag::Keyword("$Junk".into())])
+        );
         assert_eq!(items[1], FetchItem::InternalDate(837596665));
         assert_eq!(items[2], FetchItem::Rfc822Size(4286));
         assert_eq!(items[3], FetchItem::Uid(Uid::new(4827313).unwrap()));
@@ -1337,8 +1453,12 @@ mod tests {
 
     #[test]
     fn body_section_with_origin_and_header_fields() {
-        let r = parse(b"* 1 FETCH (UID 5 BODY[HEADER.FIELDS (SUBJECT)] {4}\r\nab\r\n BODY[]<100> \"xy\")\r\n");
-        let Response::Untagged(Untagged::Fetch { items, .. }) = r else { panic!() };
+        let r = parse(
+            b"* 1 FETCH (UID 5 BODY[HEADER.FIELDS (SUBJECT)] {4}\r\nab\r\n BODY[]<100> \"xy\")\r\n",
+        );
+        let Response::Untagged(Untagged::Fetch { items, .. }) = r else {
+            panic!()
+        };
         assert_eq!(
             items[1],
             FetchItem::Body {
@@ -1349,22 +1469,32 @@ mod tests {
         );
         assert_eq!(
             items[2],
-            FetchItem::Body { section: String::new(), origin: Some(100), data: Some(b"xy".to_vec()) }
+            FetchItem::Body {
+                section: String::new(),
+                origin: Some(100),
+                data: Some(b"xy".to_vec())
+            }
         );
     }
 
     #[test]
     fn list_with_mutf7_name_and_nil_delimiter() {
         let r = parse(b"* LIST (\\HasNoChildren) \".\" \"&ANw-n&AO8-c&APg-d&AOk- Folder\"\r\n");
-        let Response::Untagged(Untagged::List(item)) = r else { panic!() };
+        let Response::Untagged(Untagged::List(item)) = r else {
+            panic!()
+        };
         assert_eq!(item.name.as_str(), "\u{dc}n\u{ef}c\u{f8}d\u{e9} Folder");
         assert_eq!(item.delimiter, Some('.'));
         let r = parse(b"* LIST (\\Noselect) NIL \"\"\r\n");
-        let Response::Untagged(Untagged::List(item)) = r else { panic!() };
+        let Response::Untagged(Untagged::List(item)) = r else {
+            panic!()
+        };
         assert_eq!(item.delimiter, None);
         assert!(item.is_noselect());
         let r = parse(b"* LIST () \"/\" {3}\r\na\"b\r\n");
-        let Response::Untagged(Untagged::List(item)) = r else { panic!() };
+        let Response::Untagged(Untagged::List(item)) = r else {
+            panic!()
+        };
         assert_eq!(item.name.raw(), b"a\"b");
     }
 
@@ -1374,7 +1504,10 @@ mod tests {
         let Response::Tagged(t) = r else { panic!() };
         assert_eq!(
             t.text.code,
-            Some(Code::Other { name: "X-WEIRD".into(), rest: Some("1 2 (3)".into()) })
+            Some(Code::Other {
+                name: "X-WEIRD".into(),
+                rest: Some("1 2 (3)".into())
+            })
         );
         assert_eq!(t.text.text, "nope");
     }
@@ -1399,7 +1532,10 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(parse_date_time(b"01-Jan-1970 00:00:00 +0000"), Ok(0));
-        assert_eq!(parse_date_time(b" 3-Mar-2020 09:12:00 +0100"), Ok(1583223120));
+        assert_eq!(
+            parse_date_time(b" 3-Mar-2020 09:12:00 +0100"),
+            Ok(1583223120)
+        );
         assert!(parse_date_time(b"31-Foo-2020 00:00:00 +0000").is_err());
     }
 }

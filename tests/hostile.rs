@@ -1,0 +1,296 @@
+//! A scripted hostile server, for what a real server will not do: garbage lines, a literal
+//! announced as 4 GiB, a stall in the middle of a literal, BYE in the middle of a FETCH.
+//! Through a real mount each must give EIO within the timeout, and the mount must work again
+//! once the server behaves.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::MountOptions;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Messages the fake mailbox holds (UIDs 1..=COUNT).
+const COUNT: u32 = 8;
+
+fn body(uid: u32) -> Vec<u8> {
+    format!("Subject: message {uid}\r\n\r\nThe body of message {uid}.\r\n").into_bytes()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Mode {
+    Good = 0,
+    GarbageLine = 1,
+    MalformedFetch = 2,
+    HugeLiteral = 3,
+    StallMidLiteral = 4,
+    ByeMidFetch = 5,
+}
+
+impl Mode {
+    fn from(n: u8) -> Mode {
+        match n {
+            1 => Mode::GarbageLine,
+            2 => Mode::MalformedFetch,
+            3 => Mode::HugeLiteral,
+            4 => Mode::StallMidLiteral,
+            5 => Mode::ByeMidFetch,
+            _ => Mode::Good,
+        }
+    }
+}
+
+/// The fake server: TLS on a loopback port, one thread per connection.
+struct FakeServer {
+    port: u16,
+    ca_file: PathBuf,
+    mode: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    dir: PathBuf,
+}
+
+impl FakeServer {
+    fn start() -> FakeServer {
+        let dir = common::unique_temp_dir("fake-imap");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&cert).unwrap().map(|c| c.unwrap()).collect();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(Mode::Good as u8));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, st) = (mode.clone(), stop.clone());
+        thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((tcp, _)) => {
+                        let (config, m, st) = (config.clone(), m.clone(), st.clone());
+                        thread::spawn(move || serve(tcp, config, m, st));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        FakeServer { port, ca_file: cert, mode, stop, dir }
+    }
+
+    fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>, stop: Arc<AtomicBool>) {
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let conn = rustls::ServerConnection::new(config).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let say = |tls: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>, s: &[u8]| {
+        let _ = tls.write_all(s);
+        let _ = tls.flush();
+    };
+    say(&mut tls, b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+] fake server ready\r\n");
+    let mut line = Vec::new();
+    let mut reader_buf = [0u8; 4096];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        // Read one line (commands here carry no literals).
+        let n = match tls.read(&mut reader_buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => return,
+        };
+        line.extend_from_slice(&reader_buf[..n]);
+        while let Some(pos) = line.iter().position(|&b| b == b'\n') {
+            let cmd: Vec<u8> = line.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&cmd).trim_end().to_string();
+            let mut words = text.splitn(3, ' ');
+            let tag = words.next().unwrap_or("*").to_string();
+            let verb = words.next().unwrap_or("").to_ascii_uppercase();
+            let rest = words.next().unwrap_or("").to_string();
+            let ok = |tls: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>| {
+                let _ = tls.write_all(format!("{tag} OK done\r\n").as_bytes());
+                let _ = tls.flush();
+            };
+            match verb.as_str() {
+                "CAPABILITY" => {
+                    say(&mut tls, b"* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+\r\n");
+                    ok(&mut tls);
+                }
+                "AUTHENTICATE" | "LOGIN" | "NOOP" => ok(&mut tls),
+                "LOGOUT" => {
+                    say(&mut tls, b"* BYE bye\r\n");
+                    ok(&mut tls);
+                    return;
+                }
+                "LIST" => {
+                    say(&mut tls, b"* LIST (\\HasNoChildren) \"/\" INBOX\r\n");
+                    ok(&mut tls);
+                }
+                "EXAMINE" | "SELECT" => {
+                    let r = format!("* {COUNT} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT {}] ok\r\n", COUNT + 1);
+                    say(&mut tls, r.as_bytes());
+                    say(&mut tls, format!("{tag} OK [READ-ONLY] done\r\n").as_bytes());
+                }
+                "UID" if rest.to_ascii_uppercase().starts_with("FETCH 1:*") => {
+                    for uid in 1..=COUNT {
+                        let r = format!(
+                            "* {uid} FETCH (UID {uid} FLAGS (\\Seen) RFC822.SIZE {} INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n",
+                            body(uid).len()
+                        );
+                        say(&mut tls, r.as_bytes());
+                    }
+                    ok(&mut tls);
+                }
+                "UID" if rest.to_ascii_uppercase().starts_with("FETCH") => {
+                    let uid: u32 = rest.split(' ').nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    if !(1..=COUNT).contains(&uid) {
+                        ok(&mut tls);
+                        continue;
+                    }
+                    let body = body(uid);
+                    let m = Mode::from(mode.load(Ordering::SeqCst));
+                    match m {
+                        Mode::Good => {
+                            let mut r = format!("* {uid} FETCH (UID {uid} BODY[]<0> {{{}}}\r\n", body.len()).into_bytes();
+                            r.extend_from_slice(&body);
+                            r.extend_from_slice(b")\r\n");
+                            say(&mut tls, &r);
+                            ok(&mut tls);
+                        }
+                        Mode::GarbageLine => {
+                            say(&mut tls, b"\x00\xff\xfe )))( garbage\r\n");
+                            say(&mut tls, format!("* {uid} FETCH (UID {uid} BODY[]<0> \"short\" (((\r\n").as_bytes());
+                            ok(&mut tls);
+                        }
+                        Mode::MalformedFetch => {
+                            say(&mut tls, format!("* {uid} FETCH (UID {uid} BODY[]<0> {{5}}\r\nabcde FLAGS (\\Se\"en\r\n").as_bytes());
+                            ok(&mut tls);
+                        }
+                        Mode::HugeLiteral => {
+                            say(&mut tls, format!("* {uid} FETCH (UID {uid} BODY[]<0> {{4294967296}}\r\nAAAAAAAAAAAAAAAA").as_bytes());
+                            hold(&mut tls, &stop);
+                            return;
+                        }
+                        Mode::StallMidLiteral => {
+                            let r = format!("* {uid} FETCH (UID {uid} BODY[]<0> {{{}}}\r\nSubject: me", body.len());
+                            say(&mut tls, r.as_bytes());
+                            hold(&mut tls, &stop);
+                            return;
+                        }
+                        Mode::ByeMidFetch => {
+                            say(&mut tls, format!("* {uid} FETCH (UID {uid} FLAGS (\\Seen))\r\n* BYE server shutting down\r\n").as_bytes());
+                            return;
+                        }
+                    }
+                }
+                _ => say(&mut tls, format!("{tag} BAD unknown command\r\n").as_bytes()),
+            }
+        }
+    }
+}
+
+/// Keep the connection open and silent until the client goes away or the test ends.
+fn hold(tls: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>, stop: &AtomicBool) {
+    let mut buf = [0u8; 1024];
+    let until = Instant::now() + Duration::from_secs(120);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        match tls.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Read a whole file in a helper thread: the result, or `None` if it took longer than `limit`.
+fn read_within(path: &Path, limit: Duration) -> Option<std::io::Result<Vec<u8>>> {
+    let path = path.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let r = std::fs::File::open(&path).and_then(|mut f| {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map(|_| v)
+        });
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn hostile_responses_give_eio_and_the_mount_recovers() {
+    let server = FakeServer::start();
+    let url = format!("imaps://tester@127.0.0.1:{}", server.port);
+    let mount = MountOptions::custom(url, server.ca_file.clone(), "secret")
+        .args(&["--timeout", "2", "--connections", "2"])
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"));
+    // Listing works while the server behaves.
+    let mut names: Vec<String> = std::fs::read_dir(mount.join("INBOX"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), COUNT as usize, "{names:?}");
+
+    let modes = [Mode::GarbageLine, Mode::MalformedFetch, Mode::HugeLiteral, Mode::StallMidLiteral, Mode::ByeMidFetch];
+    // Each round reads a message not read before (so no cache can answer for the server),
+    // going down in UID so that no folder-walk prefetch has fetched it ahead.
+    for (mode, uid) in modes.into_iter().zip((1..=COUNT).rev()) {
+        let file = mount.join(format!("INBOX/{uid}.eml"));
+        server.set(mode);
+        let started = Instant::now();
+        let r = read_within(&file, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{mode:?}: read hung for 20 s\n{}", common::tail(&mount.log(), 40)));
+        let err = match r {
+            Ok(data) => panic!("{mode:?}: read succeeded with {} bytes", data.len()),
+            Err(e) => e,
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{mode:?}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{mode:?} took {:?}", started.elapsed());
+
+        server.set(Mode::Good);
+        let data = read_within(&file, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("after {mode:?}: read hung"))
+            .unwrap_or_else(|e| panic!("after {mode:?}: {e}\n{}", common::tail(&mount.log(), 40)));
+        assert_eq!(data, body(uid), "after {mode:?}");
+    }
+    drop(mount);
+}
