@@ -27,14 +27,18 @@ pub struct AccountUrl {
 pub fn parse_account_url(url: &str) -> Result<AccountUrl> {
     // The URL is not echoed: a user may have put a password in it.
     let bad = |why: &str| Error::Config(format!("bad account URL: {why}"));
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected imaps://user@host"))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected imaps://user@host"))?;
     let (security, default_port) = match scheme.to_ascii_lowercase().as_str() {
         "imaps" => (Security::Tls, 993),
         "imap" => (Security::StartTls, 143),
         _ => return Err(bad("the scheme must be imaps:// or imap://")),
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (userinfo, hostport) = rest.rsplit_once('@').ok_or_else(|| bad("no user name (user@host)"))?;
+    let (userinfo, hostport) = rest
+        .rsplit_once('@')
+        .ok_or_else(|| bad("no user name (user@host)"))?;
     if userinfo.contains(':') {
         return Err(bad(
             "a password in the URL is not accepted (it would show in the process list); \
@@ -46,7 +50,9 @@ pub fn parse_account_url(url: &str) -> Result<AccountUrl> {
         return Err(bad("empty user name"));
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed [ in host"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad("bad port"))?,
             None if after.is_empty() => default_port,
@@ -62,7 +68,12 @@ pub fn parse_account_url(url: &str) -> Result<AccountUrl> {
     if host.is_empty() || host.contains('/') || port == 0 {
         return Err(bad("bad host or port"));
     }
-    Ok(AccountUrl { security, user, host, port })
+    Ok(AccountUrl {
+        security,
+        user,
+        host,
+        port,
+    })
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -104,7 +115,10 @@ pub fn read_password(source: &PasswordSource, user: &str, host: &str) -> Result<
                 .output()
                 .map_err(|e| Error::Config(format!("cannot run the password command: {e}")))?;
             if !out.status.success() {
-                return Err(Error::Config(format!("the password command failed ({})", out.status)));
+                return Err(Error::Config(format!(
+                    "the password command failed ({})",
+                    out.status
+                )));
             }
             let line = out.stdout.split(|&b| b == b'\n').next().unwrap_or_default();
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -125,9 +139,15 @@ pub fn read_password(source: &PasswordSource, user: &str, host: &str) -> Result<
 fn prompt_password(prompt: &str) -> Result<Secret> {
     use std::os::fd::AsRawFd;
     let no_tty = || {
-        Error::Config("no password: set IMAPFS_PASSWORD, use --password-command, or run on a terminal".into())
+        Error::Config(
+            "no password: set IMAPFS_PASSWORD, use --password-command, or run on a terminal".into(),
+        )
     };
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").map_err(|_| no_tty())?;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| no_tty())?;
     let fd = tty.as_raw_fd();
     // SAFETY: termios is plain data; tcgetattr fills it for a valid fd.
     let mut term: libc::termios = unsafe { std::mem::zeroed() };
@@ -170,7 +190,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (s, 1u64),
         Some((i, _)) => {
-            let m = match s[i..].to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+            let m = match s[i..]
+                .to_ascii_lowercase()
+                .trim_end_matches("ib")
+                .trim_end_matches('b')
+            {
                 "" => 1,
                 "k" => 1 << 10,
                 "m" => 1 << 20,
@@ -181,7 +205,8 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         }
     };
     let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 #[cfg(test)]
@@ -191,7 +216,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_account_url("imaps://me%40x.org@mail.x.org").unwrap();
-        assert_eq!((u.user.as_str(), u.host.as_str(), u.port), ("me@x.org", "mail.x.org", 993));
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port),
+            ("me@x.org", "mail.x.org", 993)
+        );
         assert_eq!(u.security, Security::Tls);
         let u = parse_account_url("imap://me@127.0.0.1:1143").unwrap();
         assert_eq!((u.port, u.security), (1143, Security::StartTls));
@@ -200,7 +228,9 @@ mod tests {
         assert!(parse_account_url("imaps://me:secret@host").is_err());
         assert!(parse_account_url("http://me@host").is_err());
         assert!(parse_account_url("imaps://host").is_err());
-        let e = parse_account_url("imaps://me:hunter2@host").unwrap_err().to_string();
+        let e = parse_account_url("imaps://me:hunter2@host")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2"), "{e}");
     }
 

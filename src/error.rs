@@ -10,7 +10,10 @@ use crate::imap::types::{Code, ResponseText};
 #[non_exhaustive]
 pub enum Error {
     /// A socket error (connection refused, reset, ...), with what we were doing.
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     /// TLS failed; `certificate` is true when the server's certificate did not verify.
     Tls { message: String, certificate: bool },
     /// The server did not answer within the deadline.
@@ -18,9 +21,15 @@ pub enum Error {
     /// The server sent bytes we could not decode, or broke the protocol.
     Protocol(String),
     /// The server answered NO.
-    No { command: &'static str, text: ResponseText },
+    No {
+        command: &'static str,
+        text: ResponseText,
+    },
     /// The server answered BAD.
-    Bad { command: &'static str, text: ResponseText },
+    Bad {
+        command: &'static str,
+        text: ResponseText,
+    },
     /// The server closed the connection (BYE or EOF).
     Bye(String),
     /// Login failed: the server's own words.
@@ -37,10 +46,18 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-            return Error::Timeout { what: context.into() };
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            return Error::Timeout {
+                what: context.into(),
+            };
         }
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The errno a filesystem operation that failed this way should return.
@@ -68,7 +85,11 @@ impl Error {
     pub fn is_fatal_to_connection(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Tls { .. } | Error::Timeout { .. } | Error::Protocol(_) | Error::Bye(_)
+            Error::Io { .. }
+                | Error::Tls { .. }
+                | Error::Timeout { .. }
+                | Error::Protocol(_)
+                | Error::Bye(_)
         )
     }
 
@@ -87,7 +108,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Tls { message, certificate: true } => {
+            Error::Tls {
+                message,
+                certificate: true,
+            } => {
                 write!(f, "TLS certificate verification failed: {message}")
             }
             Error::Tls { message, .. } => write!(f, "TLS error: {message}"),

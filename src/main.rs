@@ -7,14 +7,18 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use imapfs::config::{parse_account_url, parse_size, read_password, MountOptions, PasswordSource};
-use imapfs::imap::auth::ServerConfig;
+use imapfs::imap::auth::{AuthMethod, ServerConfig};
 use imapfs::imap::codec::Limits;
 use imapfs::imap::session::Timeouts;
 use imapfs::imap::transport::tls_config;
 use imapfs::Error;
 
 #[derive(Parser)]
-#[command(name = "imapfs", version, about = "Mount an IMAP mail account as a filesystem")]
+#[command(
+    name = "imapfs",
+    version,
+    about = "Mount an IMAP mail account as a filesystem"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -53,6 +57,10 @@ enum Cmd {
         /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
         #[arg(long)]
         allow_other: bool,
+        /// Login mechanism: auto, login, plain, cram-md5, xoauth2 or oauthbearer (for the
+        /// OAuth ones the password is the access token, e.g. from --password-command)
+        #[arg(long, value_name = "MECH", default_value = "auto", value_parser = parse_auth)]
+        auth: AuthMethod,
     },
     /// Unmount a mount point (same as fusermount3 -u)
     Umount { mountpoint: PathBuf },
@@ -72,6 +80,12 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_auth(s: &str) -> Result<AuthMethod, String> {
+    AuthMethod::parse(s).ok_or_else(|| {
+        format!("unknown mechanism `{s}` (auto, login, plain, cram-md5, xoauth2, oauthbearer)")
+    })
+}
+
 fn run(cmd: Cmd) -> Result<(), Error> {
     match cmd {
         Cmd::Mount {
@@ -85,6 +99,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             connections,
             password_command,
             allow_other,
+            auth,
         } => {
             let account = parse_account_url(&url)?;
             let tls = tls_config(ca_file.as_deref())?;
@@ -106,6 +121,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 password,
                 timeouts,
                 limits: Limits::default(),
+                auth,
             };
             let opts = MountOptions {
                 mountpoint,
@@ -126,7 +142,10 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             if status.success() {
                 Ok(())
             } else {
-                Err(Error::Config(format!("fusermount3 -u {} failed", mountpoint.display())))
+                Err(Error::Config(format!(
+                    "fusermount3 -u {} failed",
+                    mountpoint.display()
+                )))
             }
         }
     }

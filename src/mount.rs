@@ -24,21 +24,51 @@ use crate::store::{Account, StoreOptions};
 /// Mount the account and serve it until unmounted. Returns once the mount is gone.
 pub fn run(server: ServerConfig, opts: MountOptions) -> Result<()> {
     if !opts.mountpoint.is_dir() {
-        return Err(Error::Config(format!("mount point {} is not a directory", opts.mountpoint.display())));
+        return Err(Error::Config(format!(
+            "mount point {} is not a directory",
+            opts.mountpoint.display()
+        )));
     }
     let first = connect(&server)?;
-    log::info!("logged in to {}:{} as {}", server.host, server.port, server.user);
-    let notify = if opts.foreground { None } else { Some(daemonize()?) };
+    // Shown in the mount table. Mount options are comma-separated: keep only safe characters
+    // so that a user name cannot smuggle in an option.
+    let fsname: String = format!("imapfs:{}@{}", server.user, server.host)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.:-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    log::info!(
+        "logged in to {}:{} as {}",
+        server.host,
+        server.port,
+        server.user
+    );
+    let notify = if opts.foreground {
+        None
+    } else {
+        Some(daemonize()?)
+    };
     block_signals();
     let pool = Pool::new(server, opts.connections, Some(first));
-    let store_opts = StoreOptions { cache_size: opts.cache_size, ..StoreOptions::default() };
+    let store_opts = StoreOptions {
+        cache_size: opts.cache_size,
+        ..StoreOptions::default()
+    };
     let account = Arc::new(Account::new(pool, store_opts));
-    let fs_opts = FsOptions { dir_ttl: opts.dir_ttl, ..FsOptions::default() };
+    let fs_opts = FsOptions {
+        dir_ttl: opts.dir_ttl,
+        ..FsOptions::default()
+    };
     let fs = ImapFs::new(account.clone(), fs_opts);
 
     let mut cfg = FuseConfig::default();
     cfg.mount_options = vec![
-        MountOption::FSName(format!("imapfs")),
+        MountOption::FSName(fsname),
         MountOption::Subtype("imapfs".into()),
         MountOption::RO,
         MountOption::NoDev,
@@ -54,14 +84,19 @@ pub fn run(server: ServerConfig, opts: MountOptions) -> Result<()> {
     let session = match fuser::Session::new(fs, &opts.mountpoint, &cfg) {
         Ok(s) => s,
         Err(e) => {
-            let err = Error::Config(format!("cannot mount on {}: {e}", opts.mountpoint.display()));
+            let err = Error::Config(format!(
+                "cannot mount on {}: {e}",
+                opts.mountpoint.display()
+            ));
             if let Some(fd) = notify {
                 report(fd, Err(&err));
             }
             return Err(err);
         }
     };
-    let bg = session.spawn().map_err(|e| Error::io("starting the FUSE session", e))?;
+    let bg = session
+        .spawn()
+        .map_err(|e| Error::io("starting the FUSE session", e))?;
     log::info!("mounted on {}", opts.mountpoint.display());
     if let Some(fd) = notify {
         report(fd, Ok(()));
@@ -112,7 +147,11 @@ fn daemonize() -> Result<OwnedFd> {
             if verdict == "ok" {
                 std::process::exit(0);
             }
-            let msg = if verdict.is_empty() { "the mount process died".into() } else { verdict };
+            let msg = if verdict.is_empty() {
+                "the mount process died".into()
+            } else {
+                verdict
+            };
             eprintln!("imapfs: {msg}");
             std::process::exit(69);
         }
@@ -128,7 +167,13 @@ fn report(fd: OwnedFd, result: std::result::Result<(), &Error>) {
 }
 
 fn detach_stdio() {
-    let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") else { return };
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
     use std::os::fd::AsRawFd;
     for fd in 0..3 {
         // SAFETY: dup2 onto the standard descriptors.
@@ -158,7 +203,10 @@ fn block_signals() {
 
 fn wait_signal(timeout: Duration) -> Option<i32> {
     let set = signal_set();
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
     // SAFETY: valid set and timespec; no siginfo wanted.
     let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (sig > 0).then_some(sig)

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Dovecot, Seed};
-use imapfs::imap::auth::{connect, Secret, Security, ServerConfig};
+use imapfs::imap::auth::{connect, AuthMethod, Secret, Security, ServerConfig};
 use imapfs::imap::codec::{Command, Limits};
 use imapfs::imap::pool::Pool;
 use imapfs::imap::session::Timeouts;
@@ -17,13 +17,21 @@ use imapfs::store::{Account, StoreOptions};
 fn server(d: &Dovecot, security: Security) -> ServerConfig {
     ServerConfig {
         host: "127.0.0.1".into(),
-        port: if security == Security::Tls { d.imaps_port } else { d.imap_port },
+        port: if security == Security::Tls {
+            d.imaps_port
+        } else {
+            d.imap_port
+        },
         security,
         tls: tls_config(Some(&d.ca_file)).unwrap(),
         user: d.user.clone(),
         password: Secret::new(d.password.clone().into_bytes()),
-        timeouts: Timeouts { inactivity: Duration::from_secs(10), command: Duration::from_secs(60) },
+        timeouts: Timeouts {
+            inactivity: Duration::from_secs(10),
+            command: Duration::from_secs(60),
+        },
         limits: Limits::default(),
+        auth: AuthMethod::Auto,
     }
 }
 
@@ -32,7 +40,12 @@ fn mailbox(name: &str) -> MailboxName {
 }
 
 fn list_names(s: &mut imapfs::imap::session::Session) -> Vec<Vec<u8>> {
-    let done = s.run(Command::List { reference: Vec::new(), pattern: b"*".to_vec() }).unwrap();
+    let done = s
+        .run(Command::List {
+            reference: Vec::new(),
+            pattern: b"*".to_vec(),
+        })
+        .unwrap();
     done.untagged
         .into_iter()
         .filter_map(|u| match u {
@@ -61,7 +74,11 @@ fn reading_many_blocks_of_one_message_costs_one_round_trip() {
     assert!(msg.bytes.len() > 4 * 65536, "seed has no big message");
     let pool = Pool::new(server(&d, Security::Tls), 1, None);
     // Small blocks, so that the message spans many of them.
-    let opts = StoreOptions { block_size: 65536, readahead_blocks: 0, ..StoreOptions::default() };
+    let opts = StoreOptions {
+        block_size: 65536,
+        readahead_blocks: 0,
+        ..StoreOptions::default()
+    };
     let account = Account::new(pool, opts);
     let id = account.mailbox_id(&mailbox("Big"));
     let index = account.index(id, Duration::ZERO).unwrap();
@@ -78,7 +95,9 @@ fn reading_many_blocks_of_one_message_costs_one_round_trip() {
 
     // The same range again comes from the cache: no round trip at all.
     let before = account.pool().round_trips();
-    let again = account.read(id, index.validity, uid, size, 100, 5 * 65536).unwrap();
+    let again = account
+        .read(id, index.validity, uid, size, 100, 5 * 65536)
+        .unwrap();
     assert_eq!(again, msg.bytes[100..100 + 5 * 65536]);
     assert_eq!(account.pool().round_trips(), before);
 }
@@ -90,7 +109,10 @@ fn idle_wakes_up_when_mail_arrives() {
     s.select(&mailbox("INBOX"), true).unwrap();
     // Nothing happens: IDLE returns empty after its time and the session stays usable.
     let quiet = s.idle(Duration::from_millis(300)).unwrap();
-    assert!(quiet.iter().all(|u| !matches!(u, Untagged::Exists(_))), "{quiet:?}");
+    assert!(
+        quiet.iter().all(|u| !matches!(u, Untagged::Exists(_))),
+        "{quiet:?}"
+    );
     assert!(!s.is_broken());
     // Another client appends while we idle.
     let appender = std::thread::scope(|scope| {
@@ -101,7 +123,12 @@ fn idle_wakes_up_when_mail_arrives() {
         h.join().unwrap();
         got
     });
-    assert!(appender.iter().any(|u| matches!(u, Untagged::Exists(n) if *n >= 1)), "{appender:?}");
+    assert!(
+        appender
+            .iter()
+            .any(|u| matches!(u, Untagged::Exists(n) if *n >= 1)),
+        "{appender:?}"
+    );
     s.run(Command::Noop).unwrap();
 }
 
@@ -124,7 +151,11 @@ fn hostile_mailbox_names_reach_the_server_exactly_or_not_at_all() {
         match s.run(Command::Create(name)) {
             Ok(_) => {
                 let names = list_names(&mut s);
-                assert!(names.iter().any(|n| n == raw), "{:?} created under another name", String::from_utf8_lossy(raw));
+                assert!(
+                    names.iter().any(|n| n == raw),
+                    "{:?} created under another name",
+                    String::from_utf8_lossy(raw)
+                );
             }
             Err(e) => {
                 // Refused by the encoder (NUL) or by the server (NO/BAD): either is fine.
@@ -134,11 +165,18 @@ fn hostile_mailbox_names_reach_the_server_exactly_or_not_at_all() {
     }
     let names = list_names(&mut s);
     for n in &names {
-        assert!(!String::from_utf8_lossy(n).starts_with("injected"), "injection ran: {names:?}");
+        assert!(
+            !String::from_utf8_lossy(n).starts_with("injected"),
+            "injection ran: {names:?}"
+        );
     }
     // Names that are merely awkward (no control characters) must exist exactly as meant.
     for raw in [&b"quote\"d"[..], b"back\\slash", b"brace{5}", b"paren)"] {
-        assert!(names.iter().any(|n| n == raw), "{:?} missing from {names:?}", String::from_utf8_lossy(raw));
+        assert!(
+            names.iter().any(|n| n == raw),
+            "{:?} missing from {names:?}",
+            String::from_utf8_lossy(raw)
+        );
     }
     // The connection still works and INBOX is intact.
     assert!(names.iter().any(|n| n == b"INBOX"));
@@ -166,16 +204,27 @@ fn walking_a_folder_prefetches_the_next_messages() {
     let account = Account::new(pool, StoreOptions::default());
     let id = account.mailbox_id(&mailbox("Big"));
     let index = account.index(id, Duration::ZERO).unwrap();
-    let small: Vec<_> = big.messages.iter().filter(|m| m.bytes.len() < 64 * 1024).take(48).collect();
+    let small: Vec<_> = big
+        .messages
+        .iter()
+        .filter(|m| m.bytes.len() < 64 * 1024)
+        .take(48)
+        .collect();
     assert!(small.len() >= 32, "seed has too few small messages");
     let before = account.pool().round_trips();
     for m in &small {
         let uid = imapfs::imap::types::Uid::new(m.uid).unwrap();
         let size = index.messages[&uid].size;
-        let data = account.read(id, index.validity, uid, size, 0, size).unwrap();
+        let data = account
+            .read(id, index.validity, uid, size, 0, size)
+            .unwrap();
         assert_eq!(data, m.bytes, "UID {}", m.uid);
     }
     let trips = account.pool().round_trips() - before;
     // One round trip per message would be 48; prefetching 16 at a time needs a handful.
-    assert!(trips <= small.len() as u64 / 4, "{} messages took {trips} round trips", small.len());
+    assert!(
+        trips <= small.len() as u64 / 4,
+        "{} messages took {trips} round trips",
+        small.len()
+    );
 }

@@ -62,7 +62,17 @@ impl FakeServer {
         let dir = common::unique_temp_dir("fake-imap");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
             .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
             .arg("-keyout")
             .arg(&key)
@@ -70,9 +80,15 @@ impl FakeServer {
             .arg(&cert)
             .output()
             .expect("run openssl");
-        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(&cert).unwrap().map(|c| c.unwrap()).collect();
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
         let key = PrivateKeyDer::from_pem_file(&key).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -99,7 +115,13 @@ impl FakeServer {
                 }
             }
         });
-        FakeServer { port, ca_file: cert, mode, stop, dir }
+        FakeServer {
+            port,
+            ca_file: cert,
+            mode,
+            stop,
+            dir,
+        }
     }
 
     fn set(&self, mode: Mode) {
@@ -114,7 +136,12 @@ impl Drop for FakeServer {
     }
 }
 
-fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>, stop: Arc<AtomicBool>) {
+fn serve(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    mode: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+) {
     tcp.set_read_timeout(Some(Duration::from_millis(200))).ok();
     let conn = rustls::ServerConnection::new(config).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -122,7 +149,10 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
         let _ = tls.write_all(s);
         let _ = tls.flush();
     };
-    say(&mut tls, b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+] fake server ready\r\n");
+    say(
+        &mut tls,
+        b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+] fake server ready\r\n",
+    );
     let mut line = Vec::new();
     let mut reader_buf = [0u8; 4096];
     loop {
@@ -133,7 +163,12 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
         let n = match tls.read(&mut reader_buf) {
             Ok(0) => return,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue
+            }
             Err(_) => return,
         };
         line.extend_from_slice(&reader_buf[..n]);
@@ -150,7 +185,10 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
             };
             match verb.as_str() {
                 "CAPABILITY" => {
-                    say(&mut tls, b"* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+\r\n");
+                    say(
+                        &mut tls,
+                        b"* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+\r\n",
+                    );
                     ok(&mut tls);
                 }
                 "AUTHENTICATE" | "LOGIN" | "NOOP" => ok(&mut tls),
@@ -164,9 +202,15 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
                     ok(&mut tls);
                 }
                 "EXAMINE" | "SELECT" => {
-                    let r = format!("* {COUNT} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT {}] ok\r\n", COUNT + 1);
+                    let r = format!(
+                        "* {COUNT} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT {}] ok\r\n",
+                        COUNT + 1
+                    );
                     say(&mut tls, r.as_bytes());
-                    say(&mut tls, format!("{tag} OK [READ-ONLY] done\r\n").as_bytes());
+                    say(
+                        &mut tls,
+                        format!("{tag} OK [READ-ONLY] done\r\n").as_bytes(),
+                    );
                 }
                 "UID" if rest.to_ascii_uppercase().starts_with("FETCH 1:*") => {
                     for uid in 1..=COUNT {
@@ -179,7 +223,11 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
                     ok(&mut tls);
                 }
                 "UID" if rest.to_ascii_uppercase().starts_with("FETCH") => {
-                    let uid: u32 = rest.split(' ').nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    let uid: u32 = rest
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
                     if !(1..=COUNT).contains(&uid) {
                         ok(&mut tls);
                         continue;
@@ -188,7 +236,11 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
                     let m = Mode::from(mode.load(Ordering::SeqCst));
                     match m {
                         Mode::Good => {
-                            let mut r = format!("* {uid} FETCH (UID {uid} BODY[]<0> {{{}}}\r\n", body.len()).into_bytes();
+                            let mut r = format!(
+                                "* {uid} FETCH (UID {uid} BODY[]<0> {{{}}}\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
                             r.extend_from_slice(&body);
                             r.extend_from_slice(b")\r\n");
                             say(&mut tls, &r);
@@ -196,7 +248,11 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
                         }
                         Mode::GarbageLine => {
                             say(&mut tls, b"\x00\xff\xfe )))( garbage\r\n");
-                            say(&mut tls, format!("* {uid} FETCH (UID {uid} BODY[]<0> \"short\" (((\r\n").as_bytes());
+                            say(
+                                &mut tls,
+                                format!("* {uid} FETCH (UID {uid} BODY[]<0> \"short\" (((\r\n")
+                                    .as_bytes(),
+                            );
                             ok(&mut tls);
                         }
                         Mode::MalformedFetch => {
@@ -209,7 +265,10 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
                             return;
                         }
                         Mode::StallMidLiteral => {
-                            let r = format!("* {uid} FETCH (UID {uid} BODY[]<0> {{{}}}\r\nSubject: me", body.len());
+                            let r = format!(
+                                "* {uid} FETCH (UID {uid} BODY[]<0> {{{}}}\r\nSubject: me",
+                                body.len()
+                            );
                             say(&mut tls, r.as_bytes());
                             hold(&mut tls, &stop);
                             return;
@@ -220,7 +279,10 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, mode: Arc<AtomicU8>,
                         }
                     }
                 }
-                _ => say(&mut tls, format!("{tag} BAD unknown command\r\n").as_bytes()),
+                _ => say(
+                    &mut tls,
+                    format!("{tag} BAD unknown command\r\n").as_bytes(),
+                ),
             }
         }
     }
@@ -234,7 +296,9 @@ fn hold(tls: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>, stop
         match tls.read(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => return,
         }
     }
@@ -270,21 +334,35 @@ fn hostile_responses_give_eio_and_the_mount_recovers() {
     names.sort();
     assert_eq!(names.len(), COUNT as usize, "{names:?}");
 
-    let modes = [Mode::GarbageLine, Mode::MalformedFetch, Mode::HugeLiteral, Mode::StallMidLiteral, Mode::ByeMidFetch];
+    let modes = [
+        Mode::GarbageLine,
+        Mode::MalformedFetch,
+        Mode::HugeLiteral,
+        Mode::StallMidLiteral,
+        Mode::ByeMidFetch,
+    ];
     // Each round reads a message not read before (so no cache can answer for the server),
     // going down in UID so that no folder-walk prefetch has fetched it ahead.
     for (mode, uid) in modes.into_iter().zip((1..=COUNT).rev()) {
         let file = mount.join(format!("INBOX/{uid}.eml"));
         server.set(mode);
         let started = Instant::now();
-        let r = read_within(&file, Duration::from_secs(20))
-            .unwrap_or_else(|| panic!("{mode:?}: read hung for 20 s\n{}", common::tail(&mount.log(), 40)));
+        let r = read_within(&file, Duration::from_secs(20)).unwrap_or_else(|| {
+            panic!(
+                "{mode:?}: read hung for 20 s\n{}",
+                common::tail(&mount.log(), 40)
+            )
+        });
         let err = match r {
             Ok(data) => panic!("{mode:?}: read succeeded with {} bytes", data.len()),
             Err(e) => e,
         };
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{mode:?}: {err}");
-        assert!(started.elapsed() < Duration::from_secs(15), "{mode:?} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{mode:?} took {:?}",
+            started.elapsed()
+        );
 
         server.set(Mode::Good);
         let data = read_within(&file, Duration::from_secs(20))

@@ -41,16 +41,22 @@ pub struct FsOptions {
 
 impl Default for FsOptions {
     fn default() -> FsOptions {
-        FsOptions { dir_ttl: Duration::from_secs(10), message_ttl: Duration::from_secs(60) }
+        FsOptions {
+            dir_ttl: Duration::from_secs(10),
+            message_ttl: Duration::from_secs(60),
+        }
     }
 }
+
+/// A directory listing: inode, kind and name of each entry, in readdir order.
+type Listing = Vec<(u64, FileType, OsString)>;
 
 /// The filesystem.
 pub struct ImapFs {
     account: Arc<Account>,
     opts: FsOptions,
     tree: Mutex<Tree>,
-    dir_handles: Mutex<HashMap<u64, Arc<Vec<(u64, FileType, OsString)>>>>,
+    dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
 }
@@ -144,17 +150,22 @@ impl ImapFs {
     /// Look up a message file by name in a mailbox directory.
     fn lookup_message(&self, mb: MailboxId, uid: Uid) -> Result<(u64, MessageMeta), Error> {
         let index = self.account.index(mb, self.opts.dir_ttl)?;
-        let meta = index.messages.get(&uid).ok_or_else(|| Error::NotFound(format!("UID {uid}")))?;
+        let meta = index
+            .messages
+            .get(&uid)
+            .ok_or_else(|| Error::NotFound(format!("UID {uid}")))?;
         let generation = self.tree.lock().generation(mb, index.validity);
         Ok((tree::message_ino(generation, uid), meta.clone()))
     }
 
     /// The entries of a directory: `.`, `..`, child mailboxes, then messages by UID.
-    fn listing(&self, ino: u64) -> Result<Vec<(u64, FileType, OsString)>, Error> {
+    fn listing(&self, ino: u64) -> Result<Listing, Error> {
         self.sync_tree()?;
         let (parent, children, mailbox) = {
             let tree = self.tree.lock();
-            let node = tree.dir(ino).ok_or_else(|| Error::NotFound("directory".into()))?;
+            let node = tree
+                .dir(ino)
+                .ok_or_else(|| Error::NotFound("directory".into()))?;
             (node.parent, node.children.clone(), node.mailbox)
         };
         let mut out = vec![
@@ -197,11 +208,17 @@ impl Filesystem for ImapFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
         if let Err(e) = self.sync_tree() {
             return reply.error(errno("lookup", &e));
         }
-        let child = self.tree.lock().dir(parent.0).and_then(|n| n.children.get(name).copied());
+        let child = self
+            .tree
+            .lock()
+            .dir(parent.0)
+            .and_then(|n| n.children.get(name).copied());
         if let Some(child) = child {
             return reply.entry_with_ttls(
                 &Duration::from_secs(1),
@@ -210,7 +227,10 @@ impl Filesystem for ImapFs {
                 Generation(0),
             );
         }
-        let (Some(uid), Some(mb)) = (tree::parse_message_file_name(name), self.selectable_mailbox(parent.0)) else {
+        let (Some(uid), Some(mb)) = (
+            tree::parse_message_file_name(name),
+            self.selectable_mailbox(parent.0),
+        ) else {
             return reply.error(Errno::ENOENT);
         };
         match self.lookup_message(mb, uid) {
@@ -268,7 +288,10 @@ impl Filesystem for ImapFs {
         let Some(validity) = crate::imap::types::UidValidity::new(validity) else {
             return reply.error(Errno::EIO);
         };
-        match self.account.read(mb, validity, uid, meta.size, offset, u64::from(size)) {
+        match self
+            .account
+            .read(mb, validity, uid, meta.size, offset, u64::from(size))
+        {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno("read", &e)),
         }
@@ -342,7 +365,9 @@ impl Filesystem for ImapFs {
             Ok(m) => m,
             Err(e) => return reply.error(e),
         };
-        let Some(name) = name.to_str() else { return reply.error(Errno::NO_XATTR) };
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::NO_XATTR);
+        };
         let headers = || {
             let v = crate::imap::types::UidValidity::new(validity)
                 .ok_or_else(|| Error::Protocol("UIDVALIDITY 0".into()))?;
@@ -365,7 +390,13 @@ impl Filesystem for ImapFs {
         reply_xattr(reply, size, &xattr::list());
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: fuser::ReplyEmpty) {
+    fn access(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mask: fuser::AccessFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
         let _ = ino;
         if mask.contains(fuser::AccessFlags::W_OK) {
             return reply.error(Errno::EROFS);
@@ -386,5 +417,8 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
 
 /// Seconds since the epoch, for logs.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -64,7 +64,11 @@ impl Default for Tree {
 
 impl Tree {
     /// Rebuild the directory structure from a LIST result. `id_of` gives each mailbox its id.
-    pub fn rebuild(&mut self, list: &[MailboxInfo], mut id_of: impl FnMut(&MailboxInfo) -> MailboxId) {
+    pub fn rebuild(
+        &mut self,
+        list: &[MailboxInfo],
+        mut id_of: impl FnMut(&MailboxInfo) -> MailboxId,
+    ) {
         for node in self.nodes.values_mut() {
             node.children.clear();
             node.present = false;
@@ -76,7 +80,10 @@ impl Tree {
         for mb in list {
             let path = split_name(mb.name.as_str(), mb.delimiter);
             if path.iter().any(|c| c.is_empty()) {
-                log::warn!("skipping mailbox with an empty name component: {:?}", mb.name.as_str());
+                log::warn!(
+                    "skipping mailbox with an empty name component: {:?}",
+                    mb.name.as_str()
+                );
                 continue;
             }
             let mut parent = ROOT;
@@ -207,12 +214,25 @@ mod tests {
     use crate::imap::types::MailboxName;
 
     fn info(name: &str, noselect: bool) -> MailboxInfo {
-        MailboxInfo { name: MailboxName::from_utf8(name, false), delimiter: Some('.'), noselect }
+        MailboxInfo {
+            name: MailboxName::from_utf8(name, false),
+            delimiter: Some('.'),
+            noselect,
+        }
     }
 
     #[test]
     fn escaping_round_trips() {
-        for c in ["a/b", "100%", "%2F", "123.eml", ".", "..", "R&D", "\u{dc}ber"] {
+        for c in [
+            "a/b",
+            "100%",
+            "%2F",
+            "123.eml",
+            ".",
+            "..",
+            "R&D",
+            "\u{dc}ber",
+        ] {
             let e = escape_component(c);
             assert!(!e.contains('/'), "{e}");
             assert_eq!(unescape_component(&e), c, "{e}");

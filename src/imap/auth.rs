@@ -77,7 +77,8 @@ pub struct ServerConfig {
     pub password: Secret,
     pub timeouts: Timeouts,
     pub limits: Limits,
-    // AUTH-FIELD-PENDING
+    /// Which login mechanism to use; [`AuthMethod::Auto`] picks the best plain-password one.
+    pub auth: AuthMethod,
 }
 
 /// The login mechanism, as chosen by the user (`mechanism` option).
@@ -141,6 +142,7 @@ impl fmt::Debug for ServerConfig {
             .field("port", &self.port)
             .field("security", &self.security)
             .field("user", &self.user)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -172,7 +174,7 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
     if !preauth {
         login_with(
             &mut session,
-            AuthMethod::Auto,
+            cfg.auth,
             &cfg.user,
             &cfg.password,
             &cfg.host,

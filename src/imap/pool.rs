@@ -39,7 +39,10 @@ impl Pool {
         Pool {
             config,
             max: max.max(1),
-            state: Mutex::new(PoolState { idle: first.into_iter().collect(), open }),
+            state: Mutex::new(PoolState {
+                idle: first.into_iter().collect(),
+                open,
+            }),
             returned: Condvar::new(),
             round_trips: std::sync::atomic::AtomicU64::new(0),
         }
@@ -65,7 +68,14 @@ impl Pool {
         // would double the wait.
         let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
         if !fresh && session.is_broken() && dropped {
-            log::info!("retrying on a new connection after: {}", result.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+            log::info!(
+                "retrying on a new connection after: {}",
+                result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            );
             self.give_back(session);
             let (s, _) = self.open_new()?;
             session = s;
@@ -82,7 +92,8 @@ impl Pool {
     }
 
     fn count(&self, n: u64) {
-        self.round_trips.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.round_trips
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Close every idle connection (on unmount).
@@ -100,7 +111,11 @@ impl Pool {
         loop {
             if !st.idle.is_empty() {
                 let pos = mailbox
-                    .and_then(|m| st.idle.iter().rposition(|s| s.selected().is_some_and(|sel| &sel.mailbox == m)))
+                    .and_then(|m| {
+                        st.idle
+                            .iter()
+                            .rposition(|s| s.selected().is_some_and(|sel| &sel.mailbox == m))
+                    })
                     .unwrap_or(st.idle.len() - 1);
                 return Ok((st.idle.swap_remove(pos), false));
             }
@@ -117,7 +132,9 @@ impl Pool {
                 };
             }
             if self.returned.wait_until(&mut st, deadline).timed_out() {
-                return Err(Error::Timeout { what: "a free connection to the server".into() });
+                return Err(Error::Timeout {
+                    what: "a free connection to the server".into(),
+                });
             }
         }
     }
@@ -128,7 +145,9 @@ impl Pool {
         let deadline = Instant::now() + Duration::from_secs(1).max(self.config.timeouts.inactivity);
         while st.open >= self.max {
             if self.returned.wait_until(&mut st, deadline).timed_out() {
-                return Err(Error::Timeout { what: "a free connection to the server".into() });
+                return Err(Error::Timeout {
+                    what: "a free connection to the server".into(),
+                });
             }
         }
         st.open += 1;

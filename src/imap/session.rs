@@ -31,7 +31,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Timeouts {
-        Timeouts { inactivity: Duration::from_secs(30), command: Duration::from_secs(300) }
+        Timeouts {
+            inactivity: Duration::from_secs(30),
+            command: Duration::from_secs(300),
+        }
     }
 }
 
@@ -82,7 +85,11 @@ pub struct Session {
 impl Session {
     /// Wrap a connected transport and read the server's greeting. Returns the session and
     /// whether the greeting was PREAUTH (already authenticated).
-    pub fn start(transport: Transport, timeouts: Timeouts, limits: Limits) -> Result<(Session, bool)> {
+    pub fn start(
+        transport: Transport,
+        timeouts: Timeouts,
+        limits: Limits,
+    ) -> Result<(Session, bool)> {
         let mut s = Session {
             transport,
             decoder: ResponseDecoder::new(limits),
@@ -115,12 +122,18 @@ impl Session {
             Status::Ok => Ok((s, false)),
             Status::PreAuth => Ok((s, true)),
             Status::Bye => Err(Error::Bye(text.text)),
-            _ => Err(Error::Protocol(format!("unexpected greeting status {status:?}"))),
+            _ => Err(Error::Protocol(format!(
+                "unexpected greeting status {status:?}"
+            ))),
         }
     }
 
     /// Upgrade the connection with STARTTLS. The capabilities are forgotten (RFC 3501 §6.2.1).
-    pub fn start_tls(mut self, config: std::sync::Arc<rustls::ClientConfig>, host: &str) -> Result<Session> {
+    pub fn start_tls(
+        mut self,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        host: &str,
+    ) -> Result<Session> {
         self.run(Command::StartTls)?;
         if self.decoder.buffered() > 0 {
             // Bytes after the OK, before TLS: a man in the middle injecting plaintext.
@@ -142,7 +155,9 @@ impl Session {
 
     /// Whether a capability was advertised (case-insensitive). Asks if none are known.
     pub fn has_capability(&mut self, cap: &str) -> bool {
-        self.capabilities().map(|c| c.iter().any(|x| x.eq_ignore_ascii_case(cap))).unwrap_or(false)
+        self.capabilities()
+            .map(|c| c.iter().any(|x| x.eq_ignore_ascii_case(cap)))
+            .unwrap_or(false)
     }
 
     /// Forget the capabilities (after login they may change).
@@ -160,7 +175,10 @@ impl Session {
 
     /// Whether the server reported changes to the selected mailbox; clears the mark.
     pub fn take_changed(&mut self) -> bool {
-        self.selected.as_mut().map(|s| std::mem::take(&mut s.changed)).unwrap_or(false)
+        self.selected
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.changed))
+            .unwrap_or(false)
     }
 
     pub fn is_broken(&self) -> bool {
@@ -200,14 +218,23 @@ impl Session {
 
     /// Select (read-write) or examine (read-only) a mailbox, unless it already is.
     pub fn select(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
-        let current = self.selected.as_ref().is_some_and(|s| &s.mailbox == mailbox && (s.read_only || !read_only));
+        let current = self
+            .selected
+            .as_ref()
+            .is_some_and(|s| &s.mailbox == mailbox && (s.read_only || !read_only));
         if !current {
             self.selected = None;
             let condstore = self.has_capability("CONDSTORE");
             let cmd = if read_only {
-                Command::Examine { mailbox: mailbox.clone(), condstore }
+                Command::Examine {
+                    mailbox: mailbox.clone(),
+                    condstore,
+                }
             } else {
-                Command::Select { mailbox: mailbox.clone(), condstore }
+                Command::Select {
+                    mailbox: mailbox.clone(),
+                    condstore,
+                }
             };
             self.selected = Some(Selected {
                 mailbox: mailbox.clone(),
@@ -233,7 +260,9 @@ impl Session {
                 }
             }
         }
-        self.selected.as_ref().ok_or_else(|| Error::Protocol("mailbox not selected".into()))
+        self.selected
+            .as_ref()
+            .ok_or_else(|| Error::Protocol("mailbox not selected".into()))
     }
 
     /// Send a command (handling synchronising literals) and return its tag.
@@ -243,8 +272,13 @@ impl Session {
         }
         let tag = format!("A{}", self.next_tag);
         self.next_tag += 1;
-        let literal_plus = self.capabilities.iter().any(|c| c.eq_ignore_ascii_case("LITERAL+"));
-        let enc = cmd.encode(&tag, literal_plus).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let literal_plus = self
+            .capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("LITERAL+"));
+        let enc = cmd
+            .encode(&tag, literal_plus)
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
         if !enc.sensitive {
             log::trace!("C: {}", crate::imap::codec::parse::excerpt(&enc.chunks[0]));
         } else {
@@ -291,20 +325,36 @@ impl Session {
             return Err(Error::Protocol(e.to_string()));
         }
         match t.status {
-            Status::Ok => Ok(Completed { untagged, text: t.text }),
-            Status::No => Err(Error::No { command: name, text: t.text }),
-            _ => Err(Error::Bad { command: name, text: t.text }),
+            Status::Ok => Ok(Completed {
+                untagged,
+                text: t.text,
+            }),
+            Status::No => Err(Error::No {
+                command: name,
+                text: t.text,
+            }),
+            _ => Err(Error::Bad {
+                command: name,
+                text: t.text,
+            }),
         }
     }
 
-    fn wait_continuation(&mut self, tag: &str, name: &'static str, deadline: Instant) -> Result<()> {
+    fn wait_continuation(
+        &mut self,
+        tag: &str,
+        name: &'static str,
+        deadline: Instant,
+    ) -> Result<()> {
         loop {
             match self.read_response(deadline)? {
                 Response::Continue(_) => return Ok(()),
                 Response::Tagged(t) if t.tag == tag => {
                     // The server refused the command before its literal.
                     return self.complete(t, name).and_then(|_| {
-                        Err(Error::Protocol("command completed before its literal was sent".into()))
+                        Err(Error::Protocol(
+                            "command completed before its literal was sent".into(),
+                        ))
                     });
                 }
                 Response::Tagged(t) => {
@@ -361,7 +411,9 @@ impl Session {
                     return self.complete(t, "IDLE").map(|c| c.untagged);
                 }
                 Some(other) => {
-                    return Err(self.fail(Error::Protocol(format!("unexpected during IDLE: {other:?}"))))
+                    return Err(self.fail(Error::Protocol(format!(
+                        "unexpected during IDLE: {other:?}"
+                    ))))
                 }
             }
         }
@@ -387,7 +439,10 @@ impl Session {
     fn observe(&mut self, u: &Untagged) {
         match u {
             Untagged::Capability(c) => self.capabilities = c.clone(),
-            Untagged::Status { status: Status::Bye, text } => self.bye = Some(text.text.clone()),
+            Untagged::Status {
+                status: Status::Bye,
+                text,
+            } => self.bye = Some(text.text.clone()),
             Untagged::Status { text, .. } => {
                 if let Some(sel) = self.selected.as_mut() {
                     match &text.code {
@@ -429,7 +484,9 @@ impl Session {
     fn read_response(&mut self, deadline: Instant) -> Result<Response> {
         match self.poll_response(deadline, true)? {
             Some(r) => Ok(r),
-            None => Err(self.fail(Error::Timeout { what: "the server's reply".into() })),
+            None => Err(self.fail(Error::Timeout {
+                what: "the server's reply".into(),
+            })),
         }
     }
 
@@ -456,20 +513,29 @@ impl Session {
             if now >= deadline {
                 return Ok(None);
             }
-            let wait_until = if fatal { deadline.min(now + self.timeouts.inactivity) } else { deadline };
+            let wait_until = if fatal {
+                deadline.min(now + self.timeouts.inactivity)
+            } else {
+                deadline
+            };
             let n = match self.transport.read(&mut self.read_buf, wait_until) {
                 Ok(n) => n,
                 Err(Error::Timeout { .. }) if !fatal || Instant::now() < deadline => {
                     if fatal {
                         // Silence longer than the inactivity timeout while a reply is due.
-                        return Err(self.fail(Error::Timeout { what: "the server's reply".into() }));
+                        return Err(self.fail(Error::Timeout {
+                            what: "the server's reply".into(),
+                        }));
                     }
                     return Ok(None);
                 }
                 Err(e) => return Err(self.fail(e)),
             };
             if n == 0 {
-                let why = self.bye.clone().unwrap_or_else(|| "connection closed by the server".into());
+                let why = self
+                    .bye
+                    .clone()
+                    .unwrap_or_else(|| "connection closed by the server".into());
                 return Err(self.fail(Error::Bye(why)));
             }
             self.decoder.feed(&self.read_buf[..n]);
@@ -501,7 +567,11 @@ fn log_response(r: &Response) {
                 let names: Vec<String> = items
                     .iter()
                     .map(|i| match i {
-                        FetchItem::Body { section, origin, data } => format!(
+                        FetchItem::Body {
+                            section,
+                            origin,
+                            data,
+                        } => format!(
                             "BODY[{section}]<{origin:?}> ({} bytes)",
                             data.as_ref().map_or(0, Vec::len)
                         ),

@@ -11,9 +11,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -33,8 +33,9 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<ClientConfig>
     let mut pinned = Vec::new();
     match ca_file {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                Error::Config(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
             for cert in certs {
                 let cert = cert.map_err(|e| {
                     Error::Config(format!("bad certificate in {}: {e}", path.display()))
@@ -45,7 +46,10 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<ClientConfig>
                 pinned.push(cert);
             }
             if roots.is_empty() {
-                return Err(Error::Config(format!("no certificate in {}", path.display())));
+                return Err(Error::Config(format!(
+                    "no certificate in {}",
+                    path.display()
+                )));
             }
         }
         None => {
@@ -92,10 +96,20 @@ impl ServerCertVerifier for PinnedOrWebPki {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Ok(v) => Ok(v),
-            Err(e) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+            Err(e)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
                 log::debug!("accepting the pinned certificate from --ca-file ({e})");
                 Ok(ServerCertVerified::assertion())
             }
@@ -155,33 +169,48 @@ impl Transport {
             match TcpStream::connect_timeout(&addr, left) {
                 Ok(tcp) => {
                     tcp.set_nodelay(true).ok();
-                    return Ok(Transport { stream: Stream::Plain(tcp), peer });
+                    return Ok(Transport {
+                        stream: Stream::Plain(tcp),
+                        peer,
+                    });
                 }
                 Err(e) => last = Some(e),
             }
         }
         Err(match last {
             Some(e) => Error::io(format!("cannot connect to {peer}"), e),
-            None => Error::Timeout { what: format!("connecting to {peer}") },
+            None => Error::Timeout {
+                what: format!("connecting to {peer}"),
+            },
         })
     }
 
     /// Wrap the connection in TLS and complete the handshake before `deadline`.
-    pub fn start_tls(self, config: Arc<ClientConfig>, host: &str, deadline: Instant) -> Result<Transport> {
+    pub fn start_tls(
+        self,
+        config: Arc<ClientConfig>,
+        host: &str,
+        deadline: Instant,
+    ) -> Result<Transport> {
         let Stream::Plain(mut tcp) = self.stream else {
             return Err(Error::Protocol("TLS is already active".into()));
         };
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| Error::Config(format!("`{host}` is not a valid TLS server name")))?;
-        let mut conn = ClientConnection::new(config, name)
-            .map_err(|e| Error::Tls { message: e.to_string(), certificate: false })?;
+        let mut conn = ClientConnection::new(config, name).map_err(|e| Error::Tls {
+            message: e.to_string(),
+            certificate: false,
+        })?;
         while conn.is_handshaking() {
             set_timeouts(&tcp, deadline, &self.peer)?;
             if let Err(e) = conn.complete_io(&mut tcp) {
                 return Err(tls_error(e, &self.peer));
             }
         }
-        Ok(Transport { stream: Stream::Tls(Box::new(StreamOwned::new(conn, tcp))), peer: self.peer })
+        Ok(Transport {
+            stream: Stream::Tls(Box::new(StreamOwned::new(conn, tcp))),
+            peer: self.peer,
+        })
     }
 
     /// Read some bytes, waiting until `deadline` at most. `Ok(0)` means the server closed.
@@ -236,10 +265,14 @@ impl Transport {
 fn set_timeouts(tcp: &TcpStream, deadline: Instant, peer: &str) -> Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(Error::Timeout { what: format!("waiting for {peer}") });
+        return Err(Error::Timeout {
+            what: format!("waiting for {peer}"),
+        });
     }
-    tcp.set_read_timeout(Some(left)).map_err(|e| Error::io("setting a socket timeout", e))?;
-    tcp.set_write_timeout(Some(left)).map_err(|e| Error::io("setting a socket timeout", e))?;
+    tcp.set_read_timeout(Some(left))
+        .map_err(|e| Error::io("setting a socket timeout", e))?;
+    tcp.set_write_timeout(Some(left))
+        .map_err(|e| Error::io("setting a socket timeout", e))?;
     Ok(())
 }
 
@@ -249,7 +282,10 @@ fn tls_error(e: std::io::Error, peer: &str) -> Error {
             tls,
             rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
         );
-        return Error::Tls { message: format!("{tls} (server {peer})"), certificate };
+        return Error::Tls {
+            message: format!("{tls} (server {peer})"),
+            certificate,
+        };
     }
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof => Error::Tls {

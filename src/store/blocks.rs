@@ -36,7 +36,13 @@ struct Inner {
 
 impl BlockCache {
     pub fn new(capacity: u64) -> BlockCache {
-        BlockCache { inner: Mutex::new(Inner { lru: LruCache::unbounded(), bytes: 0 }), capacity }
+        BlockCache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            capacity,
+        }
     }
 
     pub fn get(&self, key: &BlockKey) -> Option<Arc<[u8]>> {
@@ -66,8 +72,12 @@ impl BlockCache {
     /// Drop every block of one mailbox (its UIDVALIDITY changed, or it was deleted).
     pub fn forget_mailbox(&self, mailbox: u32) {
         let mut inner = self.inner.lock();
-        let keys: Vec<BlockKey> =
-            inner.lru.iter().filter(|(k, _)| k.mailbox == mailbox).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<BlockKey> = inner
+            .lru
+            .iter()
+            .filter(|(k, _)| k.mailbox == mailbox)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             if let Some(old) = inner.lru.pop(&k) {
                 inner.bytes -= old.len() as u64;

@@ -28,6 +28,9 @@ use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, 
 use blocks::{BlockCache, BlockKey};
 pub use mailbox::{Index, MailboxInfo, MessageMeta};
 
+/// A block fetched from the server: (UID, block number) and its bytes.
+type FetchedBlock = ((Uid, u64), Arc<[u8]>);
+
 /// A mailbox's number for the life of the mount.
 pub type MailboxId = u32;
 
@@ -115,7 +118,10 @@ impl Account {
             }
         }
         let done = self.pool.with_session(None, |s| {
-            s.run(Command::List { reference: Vec::new(), pattern: b"*".to_vec() })
+            s.run(Command::List {
+                reference: Vec::new(),
+                pattern: b"*".to_vec(),
+            })
         })?;
         let mut list: Vec<MailboxInfo> = done
             .untagged
@@ -149,7 +155,11 @@ impl Account {
     }
 
     pub fn mailbox_name(&self, id: MailboxId) -> Option<MailboxName> {
-        self.names.lock().by_id.get((id as usize).checked_sub(1)?).cloned()
+        self.names
+            .lock()
+            .by_id
+            .get((id as usize).checked_sub(1)?)
+            .cloned()
     }
 
     /// The index of a mailbox, refreshed from the server if older than `max_age`.
@@ -168,8 +178,12 @@ impl Account {
     }
 
     fn refresh(&self, id: MailboxId) -> Result<Arc<Index>> {
-        let name = self.mailbox_name(id).ok_or_else(|| Error::NotFound("mailbox".into()))?;
-        let index = self.pool.with_session(Some(&name), |s| fetch_index(s, &name))?;
+        let name = self
+            .mailbox_name(id)
+            .ok_or_else(|| Error::NotFound("mailbox".into()))?;
+        let index = self
+            .pool
+            .with_session(Some(&name), |s| fetch_index(s, &name))?;
         let index = Arc::new(index);
         let old = self.indexes.lock().insert(id, index.clone());
         if old.is_some_and(|o| o.validity != index.validity) {
@@ -208,10 +222,19 @@ impl Account {
         }
         let bs = self.opts.block_size;
         let (first, last) = (offset / bs, (end - 1) / bs);
-        let key = |block| BlockKey { mailbox: id, validity, uid, block };
-        let mut have: Vec<Option<Arc<[u8]>>> = (first..=last).map(|b| self.blocks.get(&key(b))).collect();
-        let missing: Vec<u64> =
-            (first..=last).zip(&have).filter(|(_, h)| h.is_none()).map(|(b, _)| b).collect();
+        let key = |block| BlockKey {
+            mailbox: id,
+            validity,
+            uid,
+            block,
+        };
+        let mut have: Vec<Option<Arc<[u8]>>> =
+            (first..=last).map(|b| self.blocks.get(&key(b))).collect();
+        let missing: Vec<u64> = (first..=last)
+            .zip(&have)
+            .filter(|(_, h)| h.is_none())
+            .map(|(b, _)| b)
+            .collect();
         let sequential = {
             let mut nb = self.next_block.lock();
             let seq = first == 0 || nb.get(&(id, uid)) == Some(&first);
@@ -234,11 +257,20 @@ impl Account {
             let fetched = self.fetch_blocks(id, validity, &wanted)?;
             for ((u, b), data) in fetched {
                 if u == uid {
-                    if let Some(slot) = b.checked_sub(first).and_then(|i| have.get_mut(i as usize)) {
+                    if let Some(slot) = b.checked_sub(first).and_then(|i| have.get_mut(i as usize))
+                    {
                         *slot = Some(data.clone());
                     }
                 }
-                self.blocks.insert(BlockKey { mailbox: id, validity, uid: u, block: b }, data);
+                self.blocks.insert(
+                    BlockKey {
+                        mailbox: id,
+                        validity,
+                        uid: u,
+                        block: b,
+                    },
+                    data,
+                );
             }
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
@@ -274,10 +306,17 @@ impl Account {
         let mut bytes = 0;
         let mut out = Vec::new();
         for (&next, meta) in index.messages.range(uid..).skip(1) {
-            if out.len() >= self.opts.prefetch_messages || bytes + meta.size.min(self.opts.block_size) > budget {
+            if out.len() >= self.opts.prefetch_messages
+                || bytes + meta.size.min(self.opts.block_size) > budget
+            {
                 break;
             }
-            let key = BlockKey { mailbox: id, validity, uid: next, block: 0 };
+            let key = BlockKey {
+                mailbox: id,
+                validity,
+                uid: next,
+                block: 0,
+            };
             if self.blocks.get(&key).is_none() {
                 bytes += meta.size.min(self.opts.block_size);
                 out.push((next, 0));
@@ -294,8 +333,10 @@ impl Account {
         id: MailboxId,
         validity: UidValidity,
         wanted: &[(Uid, u64)],
-    ) -> Result<Vec<((Uid, u64), Arc<[u8]>)>> {
-        let name = self.mailbox_name(id).ok_or_else(|| Error::NotFound("mailbox".into()))?;
+    ) -> Result<Vec<FetchedBlock>> {
+        let name = self
+            .mailbox_name(id)
+            .ok_or_else(|| Error::NotFound("mailbox".into()))?;
         let (uid, first_block) = wanted[0];
         let bs = self.opts.block_size;
         let block_len = u32::try_from(bs).unwrap_or(u32::MAX);
@@ -306,7 +347,10 @@ impl Account {
                 set: SequenceSet::single(u.get()),
                 attrs: vec![
                     FetchAttr::Uid,
-                    FetchAttr::BodyPeek { section: String::new(), partial: Some((b * bs, block_len)) },
+                    FetchAttr::BodyPeek {
+                        section: String::new(),
+                        partial: Some((b * bs, block_len)),
+                    },
                 ],
                 changed_since: None,
             })
@@ -332,7 +376,9 @@ impl Account {
         };
         let mut out = Vec::new();
         for u in untagged {
-            let Untagged::Fetch { items, .. } = u else { continue };
+            let Untagged::Fetch { items, .. } = u else {
+                continue;
+            };
             let Some(msg_uid) = items.iter().find_map(|i| match i {
                 FetchItem::Uid(u) => Some(*u),
                 _ => None,
@@ -343,13 +389,20 @@ impl Account {
                 continue;
             }
             for item in items {
-                if let FetchItem::Body { section, origin, data } = item {
+                if let FetchItem::Body {
+                    section,
+                    origin,
+                    data,
+                } = item
+                {
                     if !section.is_empty() {
                         continue;
                     }
                     let origin = origin.unwrap_or(0);
                     if origin % bs != 0 {
-                        return Err(Error::Protocol(format!("FETCH answered at origin {origin}")));
+                        return Err(Error::Protocol(format!(
+                            "FETCH answered at origin {origin}"
+                        )));
                     }
                     let data = data.unwrap_or_default();
                     if data.len() as u64 > bs {
@@ -373,7 +426,12 @@ impl Account {
             return Ok(h.clone());
         }
         // The first block, if cached, usually holds the whole header.
-        let cached = self.blocks.get(&BlockKey { mailbox: id, validity, uid, block: 0 });
+        let cached = self.blocks.get(&BlockKey {
+            mailbox: id,
+            validity,
+            uid,
+            block: 0,
+        });
         let raw = match cached.filter(|b| find_header_end(b).is_some()) {
             Some(b) => b[..find_header_end(&b).unwrap_or(b.len())].to_vec(),
             None => self.fetch_header(id, validity, uid)?,
@@ -384,18 +442,28 @@ impl Account {
     }
 
     fn fetch_header(&self, id: MailboxId, validity: UidValidity, uid: Uid) -> Result<Vec<u8>> {
-        let name = self.mailbox_name(id).ok_or_else(|| Error::NotFound("mailbox".into()))?;
+        let name = self
+            .mailbox_name(id)
+            .ok_or_else(|| Error::NotFound("mailbox".into()))?;
         let done = self.pool.with_session(Some(&name), |s| {
             check_validity(s, &name, validity)?;
             s.run(Command::Fetch {
                 uid: true,
                 set: SequenceSet::single(uid.get()),
-                attrs: vec![FetchAttr::Uid, FetchAttr::BodyPeek { section: "HEADER".into(), partial: None }],
+                attrs: vec![
+                    FetchAttr::Uid,
+                    FetchAttr::BodyPeek {
+                        section: "HEADER".into(),
+                        partial: None,
+                    },
+                ],
                 changed_since: None,
             })
         })?;
         for u in done.untagged {
-            let Untagged::Fetch { items, .. } = u else { continue };
+            let Untagged::Fetch { items, .. } = u else {
+                continue;
+            };
             if !items.contains(&FetchItem::Uid(uid)) {
                 continue;
             }
@@ -415,7 +483,9 @@ fn check_validity(s: &mut Session, name: &MailboxName, validity: UidValidity) ->
     let sel = s.select(name, true)?;
     match sel.uidvalidity {
         Some(v) if v == validity => Ok(()),
-        Some(_) => Err(Error::NotFound(format!("{name} was recreated (UIDVALIDITY changed)"))),
+        Some(_) => Err(Error::NotFound(format!(
+            "{name} was recreated (UIDVALIDITY changed)"
+        ))),
         None => Err(Error::Protocol(format!("no UIDVALIDITY for {name}"))),
     }
 }
@@ -427,9 +497,12 @@ fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
     if was_selected {
         s.run(Command::Noop)?; // learn what changed since
     }
-    let sel = s.selected().ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
-    let validity =
-        sel.uidvalidity.ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
+    let sel = s
+        .selected()
+        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
+    let validity = sel
+        .uidvalidity
+        .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
     let uidnext = sel.uidnext;
     let exists = sel.exists;
     let mut messages = std::collections::BTreeMap::new();
@@ -437,11 +510,18 @@ fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
         let done = s.run(Command::Fetch {
             uid: true,
             set: SequenceSet::from(1),
-            attrs: vec![FetchAttr::Uid, FetchAttr::Flags, FetchAttr::Rfc822Size, FetchAttr::InternalDate],
+            attrs: vec![
+                FetchAttr::Uid,
+                FetchAttr::Flags,
+                FetchAttr::Rfc822Size,
+                FetchAttr::InternalDate,
+            ],
             changed_since: None,
         })?;
         for u in done.untagged {
-            let Untagged::Fetch { items, .. } = u else { continue };
+            let Untagged::Fetch { items, .. } = u else {
+                continue;
+            };
             let (mut uid, mut size, mut date, mut flags) = (None, None, None, None);
             for item in items {
                 match item {
@@ -453,15 +533,26 @@ fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
                 }
             }
             // An unsolicited FETCH (flags only) is not a listing entry.
-            let (Some(uid), Some(size)) = (uid, size) else { continue };
+            let (Some(uid), Some(size)) = (uid, size) else {
+                continue;
+            };
             messages.insert(
                 uid,
-                MessageMeta { size, internal_date: date.unwrap_or(0), flags: flags.unwrap_or_default() },
+                MessageMeta {
+                    size,
+                    internal_date: date.unwrap_or(0),
+                    flags: flags.unwrap_or_default(),
+                },
             );
         }
     }
     s.take_changed();
-    Ok(Index { validity, uidnext, messages, fetched_at: Instant::now() })
+    Ok(Index {
+        validity,
+        uidnext,
+        messages,
+        fetched_at: Instant::now(),
+    })
 }
 
 fn find_header_end(b: &[u8]) -> Option<usize> {

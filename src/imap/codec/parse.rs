@@ -55,6 +55,9 @@ pub fn excerpt(frame: &[u8]) -> String {
 
 type PResult<T> = Result<T, String>;
 
+/// Body parameters: attribute and value pairs.
+type Params = Vec<(String, String)>;
+
 pub(crate) struct Parser<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -776,7 +779,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `NIL` or `("type" params)`; a bare string is read as a disposition without parameters.
-    fn body_disposition(&mut self) -> PResult<Option<(String, Vec<(String, String)>)>> {
+    fn body_disposition(&mut self) -> PResult<Option<(String, Params)>> {
         if self.eat_word("NIL") {
             return Ok(None);
         }
@@ -816,7 +819,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `NIL` or `("key" "value" ...)`; an empty list and a key without value are tolerated.
-    fn body_params(&mut self) -> PResult<Vec<(String, String)>> {
+    fn body_params(&mut self) -> PResult<Params> {
         if self.eat_word("NIL") {
             return Ok(Vec::new());
         }
@@ -1537,5 +1540,10 @@ mod tests {
             Ok(1583223120)
         );
         assert!(parse_date_time(b"31-Foo-2020 00:00:00 +0000").is_err());
+        // Regression: a huge year from the server overflowed the day arithmetic (a panic in
+        // debug builds); years are now at most four digits.
+        assert!(parse_date_time(b"01-Jan-99999999999999999 00:00:00 +0000").is_err());
+        assert!(parse_date_time(b"01-Jan-2020 -1:00:00 +0000").is_err());
+        assert_eq!(parse_date_time(b"17-Jul-1996 02:44:25"), Ok(837571465));
     }
 }
