@@ -228,3 +228,38 @@ fn walking_a_folder_prefetches_the_next_messages() {
         small.len()
     );
 }
+
+#[test]
+fn hostile_flag_values_are_refused_before_the_wire() {
+    use imapfs::imap::codec::StoreMode;
+    use imapfs::imap::types::{Flag, SequenceSet};
+    let seed = Seed::standard();
+    let d = Dovecot::start(seed);
+    let mut s = connect(&server(&d, Security::Tls)).unwrap();
+    s.select(&mailbox("INBOX"), false).unwrap();
+    for bad in ["x\r\nA1 DELETE INBOX", "a)b", "q\"uote", "{5}", "nul\0x", "back\\slash", "sp ace"] {
+        // The parser of user input refuses them outright...
+        assert_eq!(Flag::parse(bad), None, "{bad:?}");
+        // ...and a hand-built keyword is refused by the encoder, without breaking the session.
+        let cmd = Command::Store {
+            uid: true,
+            set: SequenceSet::single(1),
+            mode: StoreMode::Add,
+            silent: true,
+            flags: vec![Flag::Keyword(bad.to_string())],
+            unchanged_since: None,
+        };
+        let err = s.run(cmd).expect_err(bad);
+        assert_eq!(err.errno(), libc::EINVAL, "{bad:?}: {err}");
+        assert!(!s.is_broken());
+    }
+    // Nothing reached the server: INBOX is intact and message 1 has its seeded flags only.
+    assert!(list_names(&mut s).iter().any(|n| n == b"INBOX"));
+    let flags = d.oracle_flags("INBOX", 1);
+    let seeded = &seed.folder("INBOX").messages[0].flags;
+    let mut got: Vec<_> = flags.iter().filter(|f| *f != "\\Recent").cloned().collect();
+    let mut want = seeded.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
