@@ -61,6 +61,10 @@ enum Cmd {
         /// OAuth ones the password is the access token, e.g. from --password-command)
         #[arg(long, value_name = "MECH", default_value = "auto", value_parser = parse_auth)]
         auth: AuthMethod,
+        /// Speak IMAP over the stdin/stdout of this shell command instead of a TCP
+        /// connection, e.g. 'ssh mailhost /usr/lib/dovecot/imap' (a PREAUTH tunnel)
+        #[arg(long, value_name = "CMD")]
+        tunnel: Option<String>,
     },
     /// Unmount a mount point (same as fusermount3 -u)
     Umount { mountpoint: PathBuf },
@@ -100,6 +104,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             password_command,
             allow_other,
             auth,
+            tunnel,
         } => {
             let account = parse_account_url(&url)?;
             let tls = tls_config(ca_file.as_deref())?;
@@ -107,7 +112,16 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 Some(c) => PasswordSource::Command(c),
                 None => PasswordSource::EnvOrPrompt,
             };
-            let password = read_password(&source, &account.user, &account.host)?;
+            // A PREAUTH tunnel needs no password; ask for one only if a password source is
+            // there or no tunnel is used (a tunnel that does want one gets an empty one).
+            let password = if tunnel.is_some()
+                && matches!(source, PasswordSource::EnvOrPrompt)
+                && std::env::var_os("IMAPFS_PASSWORD").is_none()
+            {
+                imapfs::imap::auth::Secret::default()
+            } else {
+                read_password(&source, &account.user, &account.host)?
+            };
             let timeouts = Timeouts {
                 inactivity: Duration::from_secs(timeout.max(1)),
                 command: Duration::from_secs(timeout.max(1) * 10),
@@ -122,6 +136,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 timeouts,
                 limits: Limits::default(),
                 auth,
+                tunnel,
             };
             let opts = MountOptions {
                 mountpoint,

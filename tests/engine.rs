@@ -32,6 +32,7 @@ fn server(d: &Dovecot, security: Security) -> ServerConfig {
         },
         limits: Limits::default(),
         auth: AuthMethod::Auto,
+        tunnel: None,
     }
 }
 
@@ -237,7 +238,15 @@ fn hostile_flag_values_are_refused_before_the_wire() {
     let d = Dovecot::start(seed);
     let mut s = connect(&server(&d, Security::Tls)).unwrap();
     s.select(&mailbox("INBOX"), false).unwrap();
-    for bad in ["x\r\nA1 DELETE INBOX", "a)b", "q\"uote", "{5}", "nul\0x", "back\\slash", "sp ace"] {
+    for bad in [
+        "x\r\nA1 DELETE INBOX",
+        "a)b",
+        "q\"uote",
+        "{5}",
+        "nul\0x",
+        "back\\slash",
+        "sp ace",
+    ] {
         // The parser of user input refuses them outright...
         assert_eq!(Flag::parse(bad), None, "{bad:?}");
         // ...and a hand-built keyword is refused by the encoder, without breaking the session.
@@ -262,4 +271,24 @@ fn hostile_flag_values_are_refused_before_the_wire() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
+}
+
+#[test]
+fn preauth_tunnel_is_accepted() {
+    let seed = Seed::standard();
+    let d = Dovecot::start(seed);
+    let mut cfg = server(&d, Security::Tls);
+    cfg.tunnel = Some(format!(
+        "exec doveadm -c '{}' exec imap -u '{}' 2>/dev/null",
+        d.conf.display(),
+        d.user
+    ));
+    let mut s = connect(&cfg).unwrap();
+    assert!(list_names(&mut s).iter().any(|n| n == b"Big"));
+    let sel = s.select(&mailbox("INBOX"), true).unwrap();
+    assert!(sel.exists > 0);
+    s.logout();
+    // A tunnel command that dies at once is an error, not a hang.
+    cfg.tunnel = Some("exit 3".into());
+    assert!(connect(&cfg).is_err());
 }

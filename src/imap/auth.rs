@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Which login mechanism to use; [`AuthMethod::Auto`] picks the best plain-password one.
     pub auth: AuthMethod,
+    /// Connect by running this shell command and speaking IMAP over its stdin and stdout
+    /// (`ssh host /usr/lib/dovecot/imap`). The tunnel is the protection: no TLS on top, and a
+    /// PREAUTH greeting is accepted. `host` and `port` then only name the account.
+    pub tunnel: Option<String>,
 }
 
 /// The login mechanism, as chosen by the user (`mechanism` option).
@@ -149,6 +153,21 @@ impl fmt::Debug for ServerConfig {
 
 /// Open a connection and log in.
 pub fn connect(cfg: &ServerConfig) -> Result<Session> {
+    if let Some(command) = &cfg.tunnel {
+        let transport = Transport::tunnel(command)?;
+        let (mut session, preauth) = Session::start(transport, cfg.timeouts.clone(), cfg.limits)?;
+        if !preauth {
+            login_with(
+                &mut session,
+                cfg.auth,
+                &cfg.user,
+                &cfg.password,
+                &cfg.host,
+                cfg.port,
+            )?;
+        }
+        return finish_login(session);
+    }
     let connect_timeout = cfg.timeouts.inactivity.min(Duration::from_secs(30));
     let mut transport = Transport::connect(&cfg.host, cfg.port, connect_timeout)?;
     if cfg.security == Security::Tls {
@@ -181,7 +200,11 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
             cfg.port,
         )?;
     }
-    // Capabilities may differ after login; learn them afresh.
+    finish_login(session)
+}
+
+/// After authentication: learn the capabilities afresh and enable what we use.
+fn finish_login(mut session: Session) -> Result<Session> {
     session.forget_capabilities();
     if session.has_capability("UTF8=ACCEPT") {
         session.run(Command::Enable(vec!["UTF8=ACCEPT".into()]))?;

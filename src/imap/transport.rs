@@ -8,6 +8,8 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,6 +145,21 @@ impl ServerCertVerifier for PinnedOrWebPki {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tunnel(Box<Tunnel>),
+}
+
+/// A command whose stdin and stdout carry the IMAP stream (`ssh host /usr/lib/dovecot/imap`).
+struct Tunnel {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A connected byte stream with deadlines.
@@ -185,6 +202,32 @@ impl Transport {
         })
     }
 
+    /// Run `command` through `sh -c` and speak IMAP over its stdin and stdout. The tunnel
+    /// itself is the protection (ssh, or a local process), so no TLS is layered on top.
+    pub fn tunnel(command: &str) -> Result<Transport> {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::io("cannot start the tunnel command", e))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(Error::Protocol("tunnel command has no pipes".into()));
+        };
+        set_nonblocking(stdin.as_raw_fd())?;
+        Ok(Transport {
+            stream: Stream::Tunnel(Box::new(Tunnel {
+                child,
+                stdin,
+                stdout,
+            })),
+            peer: "the tunnel".into(),
+        })
+    }
+
     /// Wrap the connection in TLS and complete the handshake before `deadline`.
     pub fn start_tls(
         self,
@@ -215,10 +258,19 @@ impl Transport {
 
     /// Read some bytes, waiting until `deadline` at most. `Ok(0)` means the server closed.
     pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize> {
-        set_timeouts(self.tcp(), deadline, &self.peer)?;
         let r = match &mut self.stream {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+            Stream::Plain(s) => {
+                set_timeouts(s, deadline, &self.peer)?;
+                s.read(buf)
+            }
+            Stream::Tls(s) => {
+                set_timeouts(s.get_ref(), deadline, &self.peer)?;
+                s.read(buf)
+            }
+            Stream::Tunnel(t) => {
+                wait_fd(t.stdout.as_raw_fd(), libc::POLLIN, deadline, &self.peer)?;
+                t.stdout.read(buf)
+            }
         };
         match r {
             Ok(n) => Ok(n),
@@ -230,10 +282,29 @@ impl Transport {
 
     /// Write all of `data` before `deadline`.
     pub fn write_all(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
-        set_timeouts(self.tcp(), deadline, &self.peer)?;
         let r = match &mut self.stream {
-            Stream::Plain(s) => s.write_all(data).and_then(|_| s.flush()),
-            Stream::Tls(s) => s.write_all(data).and_then(|_| s.flush()),
+            Stream::Plain(s) => {
+                set_timeouts(s, deadline, &self.peer)?;
+                s.write_all(data).and_then(|_| s.flush())
+            }
+            Stream::Tls(s) => {
+                set_timeouts(s.get_ref(), deadline, &self.peer)?;
+                s.write_all(data).and_then(|_| s.flush())
+            }
+            Stream::Tunnel(t) => {
+                let mut rest = data;
+                while !rest.is_empty() {
+                    wait_fd(t.stdin.as_raw_fd(), libc::POLLOUT, deadline, &self.peer)?;
+                    match t.stdin.write(rest) {
+                        Ok(0) => break,
+                        Ok(n) => rest = &rest[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io(format!("sending to {}", self.peer), e)),
+                    }
+                }
+                Ok(())
+            }
         };
         r.map_err(|e| Error::io(format!("sending to {}", self.peer), e))
     }
@@ -242,23 +313,68 @@ impl Transport {
         matches!(self.stream, Stream::Tls(_))
     }
 
-    /// Close the socket in both directions (used to abort a stuck connection).
-    pub fn shutdown(&self) {
-        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
-    }
-
-    fn tcp(&self) -> &TcpStream {
-        match &self.stream {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+    /// Close the connection in both directions (used to abort a stuck connection).
+    pub fn shutdown(&mut self) {
+        match &mut self.stream {
+            Stream::Plain(s) => drop(s.shutdown(std::net::Shutdown::Both)),
+            Stream::Tls(s) => drop(s.get_ref().shutdown(std::net::Shutdown::Both)),
+            Stream::Tunnel(t) => drop(t.child.kill()),
         }
     }
 
     fn read_error(&self, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Error::Bye(format!("{} closed", self.peer));
+        }
         if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
             return tls_error(e, &self.peer);
         }
         Error::io(format!("reading from {}", self.peer), e)
+    }
+}
+
+/// Wait until `fd` is ready for `events` or `deadline` passes.
+fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Instant, peer: &str) -> Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                what: format!("waiting for {peer}"),
+            });
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n > 0 {
+            return Ok(()); // readable, writable, or hung up: the read or write will tell
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("waiting for {peer}"), e));
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> Result<()> {
+    // SAFETY: fcntl on a valid fd owned by this process.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::io(
+            "configuring the tunnel",
+            std::io::Error::last_os_error(),
+        ))
     }
 }
 
