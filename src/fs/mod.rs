@@ -56,6 +56,8 @@ pub struct ImapFs {
     account: Arc<Account>,
     opts: FsOptions,
     tree: Mutex<Tree>,
+    /// The mailbox list the tree was last built from.
+    built_from: Mutex<Option<Arc<Vec<crate::store::MailboxInfo>>>>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
@@ -69,6 +71,7 @@ impl ImapFs {
             account,
             opts,
             tree: Mutex::new(Tree::default()),
+            built_from: Mutex::new(None),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             owner,
@@ -78,8 +81,14 @@ impl ImapFs {
     /// Refresh the directory tree from the server's LIST if it is older than the TTL.
     fn sync_tree(&self) -> Result<(), Error> {
         let list = self.account.mailboxes(self.opts.dir_ttl)?;
-        let mut tree = self.tree.lock();
-        tree.rebuild(&list, |mb| self.account.mailbox_id(&mb.name));
+        let mut built = self.built_from.lock();
+        if built.as_ref().is_some_and(|b| Arc::ptr_eq(b, &list)) {
+            return Ok(()); // the tree already reflects this listing
+        }
+        self.tree
+            .lock()
+            .rebuild(&list, |mb| self.account.mailbox_id(&mb.name));
+        *built = Some(list);
         Ok(())
     }
 

@@ -82,6 +82,17 @@ pub struct Account {
     next_block: Mutex<LruCache<(MailboxId, Uid), u64>>,
     /// The message whose start was last read, per mailbox (folder walk detection).
     last_started: Mutex<HashMap<MailboxId, Uid>>,
+    /// Locks that serialise fetching per message (striped by mailbox and UID).
+    fetch_turns: Vec<Mutex<()>>,
+}
+
+const FETCH_STRIPES: usize = 64;
+
+fn stripe(id: MailboxId, uid: Uid) -> usize {
+    (id as usize)
+        .wrapping_mul(31)
+        .wrapping_add(uid.get() as usize)
+        % FETCH_STRIPES
 }
 
 #[derive(Default)]
@@ -103,6 +114,7 @@ impl Account {
             headers: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(4096).unwrap())),
             next_block: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(1024).unwrap())),
             last_started: Mutex::new(HashMap::new()),
+            fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
 
@@ -241,6 +253,19 @@ impl Account {
             nb.put((id, uid), last + 1);
             seq
         };
+        // Readers of one message take turns fetching (the kernel sends several reads of a
+        // file at once): the second finds in the cache what the first fetched.
+        let _turn = (!missing.is_empty()).then(|| self.fetch_turns[stripe(id, uid)].lock());
+        let missing: Vec<u64> = missing
+            .into_iter()
+            .filter(|&b| match self.blocks.get(&key(b)) {
+                Some(data) => {
+                    have[(b - first) as usize] = Some(data);
+                    false
+                }
+                None => true,
+            })
+            .collect();
         if !missing.is_empty() {
             let mut wanted: Vec<(Uid, u64)> = missing.iter().map(|&b| (uid, b)).collect();
             if sequential {
