@@ -41,11 +41,15 @@ pub struct StoreOptions {
     pub cache_size: u64,
     /// Unit of fetching and caching; a message up to this size is fetched whole.
     pub block_size: u64,
-    /// Blocks fetched ahead of a sequential reader, in the same round trip.
+    /// Blocks fetched ahead of a sequential reader, in the same round trip, at first; the
+    /// window doubles while the reader stays sequential, up to `max_readahead_blocks`.
     pub readahead_blocks: u64,
+    pub max_readahead_blocks: u64,
     /// Messages fetched ahead, in the same round trip, when a reader walks a folder's
-    /// messages one after another (`grep -r`, `cat *`).
+    /// messages one after another (`grep -r`, `cat *`), at first; the window doubles while
+    /// the walk goes on, up to `max_prefetch_messages` and a quarter of the cache in bytes.
     pub prefetch_messages: usize,
+    pub max_prefetch_messages: usize,
 }
 
 impl Default for StoreOptions {
@@ -54,7 +58,9 @@ impl Default for StoreOptions {
             cache_size: 256 << 20,
             block_size: 1 << 20,
             readahead_blocks: 2,
+            max_readahead_blocks: 16,
             prefetch_messages: 16,
+            max_prefetch_messages: 256,
         }
     }
 }
@@ -78,15 +84,20 @@ pub struct Account {
     indexes: Mutex<HashMap<MailboxId, Arc<Index>>>,
     blocks: BlockCache,
     headers: Mutex<LruCache<(MailboxId, UidValidity, Uid), Arc<Headers>>>,
-    /// Next block each recently read message is expected to need (sequential detection).
-    next_block: Mutex<LruCache<(MailboxId, Uid), u64>>,
-    /// The message whose start was last read, per mailbox (folder walk detection).
-    last_started: Mutex<HashMap<MailboxId, Uid>>,
+    /// Next block each recently read message is expected to need (sequential detection),
+    /// and its readahead window in blocks.
+    next_block: Mutex<LruCache<(MailboxId, Uid), (u64, u64)>>,
+    /// The message whose start was last read, per mailbox (folder walk detection), and the
+    /// prefetch window in messages.
+    last_started: Mutex<HashMap<MailboxId, (Uid, usize, Instant)>>,
     /// Locks that serialise fetching per message (striped by mailbox and UID).
     fetch_turns: Vec<Mutex<()>>,
 }
 
 const FETCH_STRIPES: usize = 64;
+
+/// Longest gap between two message starts that still counts as walking a folder.
+const WALK_PAUSE: Duration = Duration::from_secs(1);
 
 fn stripe(id: MailboxId, uid: Uid) -> usize {
     (id as usize)
@@ -247,11 +258,23 @@ impl Account {
             .filter(|(_, h)| h.is_none())
             .map(|(b, _)| b)
             .collect();
-        let sequential = {
+        let readahead = {
             let mut nb = self.next_block.lock();
-            let seq = first == 0 || nb.get(&(id, uid)) == Some(&first);
-            nb.put((id, uid), last + 1);
-            seq
+            let ahead = match nb.get(&(id, uid)) {
+                // Sequential: widen the window if this read needs the server.
+                Some(&(next, w)) if next == first => {
+                    if missing.is_empty() {
+                        w
+                    } else {
+                        (w * 2).min(self.opts.max_readahead_blocks)
+                    }
+                }
+                Some(_) => 0,
+                None if first == 0 => self.opts.readahead_blocks,
+                None => 0,
+            };
+            nb.put((id, uid), (last + 1, ahead.max(self.opts.readahead_blocks)));
+            ahead
         };
         // Readers of one message take turns fetching (the kernel sends several reads of a
         // file at once): the second finds in the cache what the first fetched.
@@ -268,9 +291,9 @@ impl Account {
             .collect();
         if !missing.is_empty() {
             let mut wanted: Vec<(Uid, u64)> = missing.iter().map(|&b| (uid, b)).collect();
-            if sequential {
+            if readahead > 0 {
                 let last_block = (size.max(1) - 1) / bs;
-                for b in last + 1..=(last + self.opts.readahead_blocks).min(last_block) {
+                for b in last + 1..=(last + readahead).min(last_block) {
                     if self.blocks.get(&key(b)).is_none() {
                         wanted.push((uid, b));
                     }
@@ -316,24 +339,38 @@ impl Account {
         Ok(out)
     }
 
-    /// When a reader starts message `uid` after starting another of the same mailbox, it is
-    /// walking the folder: the first blocks of the next messages (in UID order) not yet cached,
-    /// to fetch in the same round trip.
+    /// When a reader starts message `uid` right after starting another of the same mailbox,
+    /// it is walking the folder: the first blocks of the next messages (in UID order) not yet
+    /// cached, to fetch in the same round trip. The window doubles with every round trip of
+    /// the walk, so a long walk costs a logarithmic number of them.
     fn walk_prefetch(&self, id: MailboxId, validity: UidValidity, uid: Uid) -> Vec<(Uid, u64)> {
-        let prev = self.last_started.lock().insert(id, uid);
-        if self.opts.prefetch_messages == 0 || prev.is_none() || prev == Some(uid) {
+        let window = {
+            let mut last = self.last_started.lock();
+            // A walk opens the next message right after the last one; a pause ends it.
+            let window = match last.get(&id) {
+                Some(&(prev, _, _)) if prev == uid => return Vec::new(),
+                Some(&(_, w, at)) if at.elapsed() < WALK_PAUSE => w,
+                _ => 0,
+            };
+            let next = if window == 0 {
+                self.opts.prefetch_messages
+            } else {
+                (window * 2).min(self.opts.max_prefetch_messages)
+            };
+            last.insert(id, (uid, next, Instant::now()));
+            window
+        };
+        if window == 0 {
             return Vec::new();
         }
         let Some(index) = self.cached_index(id).filter(|ix| ix.validity == validity) else {
             return Vec::new();
         };
-        let budget = self.opts.block_size * self.opts.prefetch_messages as u64 / 2;
+        let budget = (self.opts.cache_size / 4).max(self.opts.block_size);
         let mut bytes = 0;
         let mut out = Vec::new();
         for (&next, meta) in index.messages.range(uid..).skip(1) {
-            if out.len() >= self.opts.prefetch_messages
-                || bytes + meta.size.min(self.opts.block_size) > budget
-            {
+            if out.len() >= window || bytes + meta.size.min(self.opts.block_size) > budget {
                 break;
             }
             let key = BlockKey {
