@@ -197,7 +197,9 @@ service imap-login {
 $AS_USER
 EOF
 
-dovecot -c "$DEMO/dovecot.conf" || die "dovecot did not start; see $DEMO/dovecot.log"
+# The daemon must not inherit our stdout: `demo.sh | less` would never see end of file.
+dovecot -c "$DEMO/dovecot.conf" </dev/null >"$DEMO/dovecot.stderr" 2>&1 ||
+    die "dovecot did not start: $(cat "$DEMO/dovecot.stderr")"
 for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
     sleep 0.1
@@ -209,7 +211,7 @@ echo "demo.sh: dovecot (pid $DOVECOT_PID) serves imaps://$DEMO_USER@127.0.0.1:$P
 # Without -f imapfs returns once the mount is ready and keeps serving in the background.
 say "IMAPFS_PASSWORD=... imapfs mount --ca-file .demo/cert.pem imaps://$DEMO_USER@127.0.0.1:$PORT ./demo-mail"
 IMAPFS_PASSWORD=$DEMO_PASSWORD target/release/imapfs mount --ca-file "$DEMO/cert.pem" \
-    "imaps://$DEMO_USER@127.0.0.1:$PORT" "$MNT" 2>"$DEMO/imapfs.log" ||
+    "imaps://$DEMO_USER@127.0.0.1:$PORT" "$MNT" </dev/null >/dev/null 2>"$DEMO/imapfs.log" ||
     die "imapfs mount failed: $(cat "$DEMO/imapfs.log")"
 for _ in $(seq 100); do
     is_mounted "$MNT" && break
