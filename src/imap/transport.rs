@@ -392,14 +392,41 @@ fn set_timeouts(tcp: &TcpStream, deadline: Instant, peer: &str) -> Result<()> {
     Ok(())
 }
 
+/// A certificate problem in words a user can act on.
+fn certificate_problem(c: &rustls::CertificateError, peer: &str) -> String {
+    use rustls::CertificateError as C;
+    let what = match c {
+        C::UnknownIssuer | C::BadSignature => {
+            "it is not signed by a trusted authority (for a private server, give its certificate \
+             or CA with --ca-file)"
+                .to_string()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "it is not valid for this host name".to_string()
+        }
+        C::Expired | C::ExpiredContext { .. } => "it has expired".to_string(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_string(),
+        C::Revoked => "it has been revoked".to_string(),
+        C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            "the server presents a CA certificate as its own (pin it with --ca-file)".to_string()
+        }
+        other => format!("{other:?}"),
+    };
+    format!("the certificate of {peer} was rejected: {what}")
+}
+
 fn tls_error(e: std::io::Error, peer: &str) -> Error {
     if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         let certificate = matches!(
             tls,
             rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
         );
+        let message = match tls {
+            rustls::Error::InvalidCertificate(c) => certificate_problem(c, peer),
+            other => format!("{other} (server {peer})"),
+        };
         return Error::Tls {
-            message: format!("{tls} (server {peer})"),
+            message,
             certificate,
         };
     }
