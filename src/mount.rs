@@ -65,6 +65,7 @@ pub fn run(server: ServerConfig, opts: MountOptions) -> Result<()> {
         ..FsOptions::default()
     };
     let fs = ImapFs::new(account.clone(), fs_opts);
+    let invalidations = fs.invalidation_channel();
 
     let mut cfg = FuseConfig::default();
     cfg.mount_options = vec![
@@ -97,6 +98,11 @@ pub fn run(server: ServerConfig, opts: MountOptions) -> Result<()> {
     let bg = session
         .spawn()
         .map_err(|e| Error::io("starting the FUSE session", e))?;
+    let notifier = bg.notifier();
+    std::thread::Builder::new()
+        .name("invalidate".into())
+        .spawn(move || crate::fs::invalidation_thread(invalidations, notifier))
+        .map_err(|e| Error::io("starting the invalidation thread", e))?;
     log::info!("mounted on {}", opts.mountpoint.display());
     if let Some(fd) = notify {
         report(fd, Ok(()));

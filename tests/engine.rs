@@ -295,12 +295,23 @@ fn preauth_tunnel_is_accepted() {
 
 #[test]
 fn every_password_mechanism_dovecot_offers_logs_in() {
-    let d = Dovecot::start_with(&Seed::new(), "auth_mechanisms = plain login cram-md5\nauth_failure_delay = 0");
-    for method in [AuthMethod::Auto, AuthMethod::Login, AuthMethod::Plain, AuthMethod::CramMd5] {
+    let d = Dovecot::start_with(
+        &Seed::new(),
+        "auth_mechanisms = plain login cram-md5\nauth_failure_delay = 0",
+    );
+    for method in [
+        AuthMethod::Auto,
+        AuthMethod::Login,
+        AuthMethod::Plain,
+        AuthMethod::CramMd5,
+    ] {
         let mut cfg = server(&d, Security::Tls);
         cfg.auth = method;
         let mut s = connect(&cfg).unwrap_or_else(|e| panic!("{method:?}: {e}"));
-        assert!(list_names(&mut s).iter().any(|n| n == b"INBOX"), "{method:?}");
+        assert!(
+            list_names(&mut s).iter().any(|n| n == b"INBOX"),
+            "{method:?}"
+        );
         s.logout();
         cfg.password = Secret::new(b"wrong".to_vec());
         match connect(&cfg) {

@@ -57,8 +57,20 @@ struct FakeServer {
     dir: PathBuf,
 }
 
+/// The RFC822.SIZE the fake server reports: honest, or (like Exchange and Gmail at times)
+/// off from the real length of BODY[]: odd UIDs 7 bytes short, even UIDs 9 bytes long.
+fn listed_size(uid: u32, lie: bool) -> usize {
+    let real = body(uid).len();
+    match (lie, uid % 2) {
+        (false, _) => real,
+        (true, 1) => real - 7,
+        (true, _) => real + 9,
+    }
+}
+
 impl FakeServer {
-    fn start() -> FakeServer {
+    /// Start a fake server; `lie`: its RFC822.SIZE values are wrong (see [`listed_size`]).
+    fn start(lie: bool) -> FakeServer {
         let dir = common::unique_temp_dir("fake-imap");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = std::process::Command::new("openssl")
@@ -109,7 +121,7 @@ impl FakeServer {
                 match listener.accept() {
                     Ok((tcp, _)) => {
                         let (config, m, st) = (config.clone(), m.clone(), st.clone());
-                        thread::spawn(move || serve(tcp, config, m, st));
+                        thread::spawn(move || serve(tcp, config, m, st, lie));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
                 }
@@ -141,6 +153,7 @@ fn serve(
     config: Arc<rustls::ServerConfig>,
     mode: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
+    lie: bool,
 ) {
     tcp.set_read_timeout(Some(Duration::from_millis(200))).ok();
     let conn = rustls::ServerConnection::new(config).unwrap();
@@ -216,7 +229,7 @@ fn serve(
                     for uid in 1..=COUNT {
                         let r = format!(
                             "* {uid} FETCH (UID {uid} FLAGS (\\Seen) RFC822.SIZE {} INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n",
-                            body(uid).len()
+                            listed_size(uid, lie)
                         );
                         say(&mut tls, r.as_bytes());
                     }
@@ -320,7 +333,7 @@ fn read_within(path: &Path, limit: Duration) -> Option<std::io::Result<Vec<u8>>>
 
 #[test]
 fn hostile_responses_give_eio_and_the_mount_recovers() {
-    let server = FakeServer::start();
+    let server = FakeServer::start(false);
     let url = format!("imaps://tester@127.0.0.1:{}", server.port);
     let mount = MountOptions::custom(url, server.ca_file.clone(), "secret")
         .args(&["--timeout", "2", "--connections", "2"])
@@ -369,6 +382,45 @@ fn hostile_responses_give_eio_and_the_mount_recovers() {
             .unwrap_or_else(|| panic!("after {mode:?}: read hung"))
             .unwrap_or_else(|e| panic!("after {mode:?}: {e}\n{}", common::tail(&mount.log(), 40)));
         assert_eq!(data, body(uid), "after {mode:?}");
+    }
+    drop(mount);
+}
+
+#[test]
+fn files_hold_the_body_even_when_rfc822_size_lies() {
+    // Source: FIELD-NOTES (Exchange, Gmail, hMailServer report RFC822.SIZE != len(BODY[])).
+    let server = FakeServer::start(true);
+    let url = format!("imaps://tester@127.0.0.1:{}", server.port);
+    let mount = MountOptions::custom(url, server.ca_file.clone(), "secret")
+        .args(&["--timeout", "5"])
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"));
+    for uid in 1..=4u32 {
+        let file = mount.join(format!("INBOX/{uid}.eml"));
+        let listed = std::fs::metadata(&file).unwrap().len();
+        assert_eq!(
+            listed,
+            listed_size(uid, true) as u64,
+            "UID {uid} before reading"
+        );
+        let out = common::run(&["cat".as_ref(), file.as_os_str()], Duration::from_secs(20));
+        assert!(
+            out.status.success(),
+            "cat UID {uid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.stdout,
+            body(uid),
+            "UID {uid}: cat must give the whole body, no more"
+        );
+        // Once the body is known, stat shows its real size.
+        let real = body(uid).len() as u64;
+        common::wait_for(
+            &format!("size of UID {uid}"),
+            Duration::from_secs(10),
+            || (std::fs::metadata(&file).ok()?.len() == real).then_some(()),
+        );
     }
     drop(mount);
 }

@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 
 use crate::error::Error;
 use crate::imap::types::Uid;
-use crate::store::{Account, MailboxId, MessageMeta};
+use crate::store::{Account, BodyLength, MailboxId, MessageMeta};
 use tree::{Tree, ROOT};
 
 /// Attribute and entry lifetimes handed to the kernel.
@@ -58,6 +58,11 @@ pub struct ImapFs {
     tree: Mutex<Tree>,
     /// The mailbox list the tree was last built from.
     built_from: Mutex<Option<Arc<Vec<crate::store::MailboxInfo>>>>,
+    /// Message inodes whose body is longer than listed and not yet read to the end.
+    longer: Mutex<std::collections::HashSet<u64>>,
+    /// Inodes whose kernel-cached attributes and pages must be dropped; a dedicated thread
+    /// (see [`invalidation_thread`]) tells the kernel, never a FUSE callback itself.
+    invalidations: Mutex<Option<std::sync::mpsc::Sender<u64>>>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
@@ -72,9 +77,26 @@ impl ImapFs {
             opts,
             tree: Mutex::new(Tree::default()),
             built_from: Mutex::new(None),
+            longer: Mutex::new(std::collections::HashSet::new()),
+            invalidations: Mutex::new(None),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             owner,
+        }
+    }
+
+    /// A channel whose receiving end should go to [`invalidation_thread`] once the session
+    /// runs (the notifier exists only then).
+    pub fn invalidation_channel(&self) -> std::sync::mpsc::Receiver<u64> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self.invalidations.lock() = Some(tx);
+        rx
+    }
+
+    /// Ask the kernel (through the invalidation thread) to forget what it cached of `ino`.
+    fn invalidate(&self, ino: u64) {
+        if let Some(tx) = &*self.invalidations.lock() {
+            let _ = tx.send(ino);
         }
     }
 
@@ -273,9 +295,27 @@ impl Filesystem for ImapFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
-        match self.message_meta(ino.0) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
+        let (mb, validity, uid, meta) = match self.message_meta(ino.0) {
+            Ok(m) => m,
+            Err(e) => return reply.error(e),
+        };
+        let Some(validity) = crate::imap::types::UidValidity::new(validity) else {
+            return reply.error(Errno::EIO);
+        };
+        // Where the body's length differs from the listed size, the kernel's idea of the file
+        // size is wrong: bypass its page cache (reads then end where the body does) and have
+        // it forget the attributes.
+        match self.account.open_message(mb, validity, uid, meta.size) {
+            Ok(BodyLength::AsListed) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(BodyLength::Corrected(_)) => {
+                self.invalidate(ino.0);
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+            }
+            Ok(BodyLength::Longer) => {
+                self.longer.lock().insert(ino.0);
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+            }
+            Err(e) => reply.error(errno("open", &e)),
         }
     }
 
@@ -411,6 +451,17 @@ impl Filesystem for ImapFs {
             return reply.error(Errno::EROFS);
         }
         reply.ok();
+    }
+}
+
+/// Forward invalidations to the kernel until the filesystem goes away. Runs on its own thread:
+/// calling the notifier from a FUSE callback would deadlock.
+pub fn invalidation_thread(rx: std::sync::mpsc::Receiver<u64>, notifier: fuser::Notifier) {
+    for ino in rx {
+        if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
+            // ENOENT: the kernel no longer knows the inode, nothing to drop.
+            log::debug!("invalidating inode {ino:#x}: {e}");
+        }
     }
 }
 

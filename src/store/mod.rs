@@ -65,6 +65,20 @@ impl Default for StoreOptions {
     }
 }
 
+/// What opening a message learned of its real length. `BODY[]` can differ from RFC822.SIZE
+/// (Exchange, Gmail, hMailServer); the file must hold the body, to the byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// The listed size is right, or was not checked (a message larger than a block, whose end
+    /// is not read yet; a difference is learned when it is).
+    AsListed,
+    /// The body has this many bytes, not the listed number; the index now says so.
+    Corrected(u64),
+    /// The body is longer than one block and than the listed size: its length is known only
+    /// once it has been read to the end.
+    Longer,
+}
+
 /// Decoded headers shown as `user.mail.*` xattrs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Headers {
@@ -229,7 +243,84 @@ impl Account {
         }
     }
 
-    /// Read `len` bytes at `offset` of a message of `size` bytes (as listed).
+    /// Prepare a message for reading: fetch its first block (the read that follows needs it
+    /// anyway, and for most messages it is the whole body) and compare the body's length with
+    /// the listed size.
+    pub fn open_message(
+        &self,
+        id: MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        listed: u64,
+    ) -> Result<BodyLength> {
+        let bs = self.opts.block_size;
+        if listed > bs {
+            return Ok(BodyLength::AsListed);
+        }
+        let key = BlockKey {
+            mailbox: id,
+            validity,
+            uid,
+            block: 0,
+        };
+        let block = match self.blocks.get(&key) {
+            Some(b) => b,
+            None => {
+                let _turn = self.fetch_turns[stripe(id, uid)].lock();
+                match self.blocks.get(&key) {
+                    Some(b) => b,
+                    None => {
+                        let mut wanted = vec![(uid, 0)];
+                        wanted.extend(self.walk_prefetch(id, validity, uid));
+                        let mut first = None;
+                        for ((u, b), data) in self.fetch_blocks(id, validity, &wanted)? {
+                            if (u, b) == (uid, 0) {
+                                first = Some(data.clone());
+                            }
+                            self.blocks.insert(
+                                BlockKey {
+                                    mailbox: id,
+                                    validity,
+                                    uid: u,
+                                    block: b,
+                                },
+                                data,
+                            );
+                        }
+                        first.ok_or_else(|| Error::NotFound(format!("message {uid}")))?
+                    }
+                }
+            }
+        };
+        let len = block.len() as u64;
+        if len == listed {
+            Ok(BodyLength::AsListed)
+        } else if len < bs {
+            log::info!("message {uid}: RFC822.SIZE {listed} but BODY[] has {len} bytes");
+            self.correct_size(id, validity, uid, len);
+            Ok(BodyLength::Corrected(len))
+        } else {
+            log::info!("message {uid}: RFC822.SIZE {listed} but BODY[] is longer than {len}");
+            Ok(BodyLength::Longer)
+        }
+    }
+
+    /// Record a message's real length in the index.
+    fn correct_size(&self, id: MailboxId, validity: UidValidity, uid: Uid, size: u64) {
+        let mut indexes = self.indexes.lock();
+        if let Some(ix) = indexes.get_mut(&id) {
+            if ix.validity == validity && ix.messages.get(&uid).is_some_and(|m| m.size != size) {
+                let mut copy = (**ix).clone();
+                if let Some(m) = copy.messages.get_mut(&uid) {
+                    m.size = size;
+                }
+                *ix = Arc::new(copy);
+            }
+        }
+    }
+
+    /// Read `len` bytes at `offset` of a message of `size` bytes (as listed; `u64::MAX` when
+    /// the length is unknown: the read then ends where the body does).
     pub fn read(
         &self,
         id: MailboxId,
@@ -302,6 +393,10 @@ impl Account {
             if first == 0 {
                 wanted.extend(self.walk_prefetch(id, validity, uid));
             }
+            if size == u64::MAX {
+                // Unknown length: no readahead past what the server may not have.
+                wanted.retain(|&(u, b)| u != uid || b <= last);
+            }
             let fetched = self.fetch_blocks(id, validity, &wanted)?;
             for ((u, b), data) in fetched {
                 if u == uid {
@@ -333,7 +428,15 @@ impl Account {
             }
             out.extend_from_slice(&data[from as usize..to as usize]);
             if (data.len() as u64) < bs {
-                break; // the message ends in this block
+                // The message ends in this block: its real length is known now.
+                let real = block_start + data.len() as u64;
+                if size != u64::MAX && real != size {
+                    log::info!("message {uid}: listed as {size} bytes, BODY[] has {real}");
+                }
+                if size == u64::MAX || real != size {
+                    self.correct_size(id, validity, uid, real);
+                }
+                break;
             }
         }
         Ok(out)
