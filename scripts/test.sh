@@ -19,6 +19,10 @@ step "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 
 step "cargo test"
-RUST_BACKTRACE="${RUST_BACKTRACE:-1}" cargo test
-
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+RUST_BACKTRACE="${RUST_BACKTRACE:-1}" cargo test 2>&1 | tee "$log"
 step "all checks passed"
+# The closing line, over every test binary: "N passed, N failed".
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

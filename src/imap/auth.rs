@@ -153,21 +153,30 @@ impl fmt::Debug for ServerConfig {
 
 /// Open a connection and log in.
 pub fn connect(cfg: &ServerConfig) -> Result<Session> {
-    if let Some(command) = &cfg.tunnel {
-        let transport = Transport::tunnel(command)?;
-        let (mut session, preauth) = Session::start(transport, cfg.timeouts.clone(), cfg.limits)?;
-        if !preauth {
-            login_with(
-                &mut session,
-                cfg.auth,
-                &cfg.user,
-                &cfg.password,
-                &cfg.host,
-                cfg.port,
-            )?;
-        }
-        return finish_login(session);
+    let (mut session, preauth) = match &cfg.tunnel {
+        Some(command) => Session::start(
+            Transport::tunnel(command)?,
+            cfg.timeouts.clone(),
+            cfg.limits,
+        )?,
+        None => open_network(cfg)?,
+    };
+    if !preauth {
+        login_with(
+            &mut session,
+            cfg.auth,
+            &cfg.user,
+            &cfg.password,
+            &cfg.host,
+            cfg.port,
+        )?;
     }
+    finish_login(session)
+}
+
+/// TCP, then implicit TLS or STARTTLS: a session ready to log in, and whether the greeting
+/// was PREAUTH (accepted only over TLS).
+fn open_network(cfg: &ServerConfig) -> Result<(Session, bool)> {
     let connect_timeout = cfg.timeouts.inactivity.min(Duration::from_secs(30));
     let mut transport = Transport::connect(&cfg.host, cfg.port, connect_timeout)?;
     if cfg.security == Security::Tls {
@@ -190,17 +199,7 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
         }
         session = session.start_tls(cfg.tls.clone(), &cfg.host)?;
     }
-    if !preauth {
-        login_with(
-            &mut session,
-            cfg.auth,
-            &cfg.user,
-            &cfg.password,
-            &cfg.host,
-            cfg.port,
-        )?;
-    }
-    finish_login(session)
+    Ok((session, preauth))
 }
 
 /// After authentication: learn the capabilities afresh and enable what we use.

@@ -94,6 +94,7 @@ pub struct Account {
     pool: Pool,
     opts: StoreOptions,
     list: Mutex<Option<(Arc<Vec<MailboxInfo>>, Instant)>>,
+    list_turn: Mutex<()>,
     names: Mutex<MailboxNames>,
     indexes: Mutex<HashMap<MailboxId, Arc<Index>>>,
     blocks: BlockCache,
@@ -106,6 +107,8 @@ pub struct Account {
     last_started: Mutex<HashMap<MailboxId, (Uid, usize, Instant)>>,
     /// Locks that serialise fetching per message (striped by mailbox and UID).
     fetch_turns: Vec<Mutex<()>>,
+    /// Locks that serialise index refreshes per mailbox (striped by mailbox).
+    refresh_turns: Vec<Mutex<()>>,
 }
 
 const FETCH_STRIPES: usize = 64;
@@ -133,6 +136,7 @@ impl Account {
             pool,
             opts,
             list: Mutex::new(None),
+            list_turn: Mutex::new(()),
             names: Mutex::new(MailboxNames::default()),
             indexes: Mutex::new(HashMap::new()),
             blocks,
@@ -140,6 +144,7 @@ impl Account {
             next_block: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(1024).unwrap())),
             last_started: Mutex::new(HashMap::new()),
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
+            refresh_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
 
@@ -149,10 +154,17 @@ impl Account {
 
     /// The mailbox list, asking the server if ours is older than `max_age`.
     pub fn mailboxes(&self, max_age: Duration) -> Result<Arc<Vec<MailboxInfo>>> {
-        if let Some((list, at)) = &*self.list.lock() {
-            if at.elapsed() < max_age {
-                return Ok(list.clone());
-            }
+        let fresh = || match &*self.list.lock() {
+            Some((list, at)) if at.elapsed() < max_age => Some(list.clone()),
+            _ => None,
+        };
+        if let Some(list) = fresh() {
+            return Ok(list);
+        }
+        // One LIST at a time: the others wait and take its result.
+        let _turn = self.list_turn.lock();
+        if let Some(list) = fresh() {
+            return Ok(list);
         }
         let done = self.pool.with_session(None, |s| {
             s.run(Command::List {
@@ -201,10 +213,20 @@ impl Account {
 
     /// The index of a mailbox, refreshed from the server if older than `max_age`.
     pub fn index(&self, id: MailboxId, max_age: Duration) -> Result<Arc<Index>> {
-        if let Some(ix) = self.indexes.lock().get(&id) {
-            if ix.fetched_at.elapsed() < max_age {
-                return Ok(ix.clone());
-            }
+        let fresh = || {
+            self.indexes
+                .lock()
+                .get(&id)
+                .filter(|ix| ix.fetched_at.elapsed() < max_age)
+                .cloned()
+        };
+        if let Some(ix) = fresh() {
+            return Ok(ix);
+        }
+        // One refresh per mailbox at a time: the others wait and take its result.
+        let _turn = self.refresh_turns[id as usize % FETCH_STRIPES].lock();
+        if let Some(ix) = fresh() {
+            return Ok(ix);
         }
         self.refresh(id)
     }
@@ -272,21 +294,12 @@ impl Account {
                     None => {
                         let mut wanted = vec![(uid, 0)];
                         wanted.extend(self.walk_prefetch(id, validity, uid));
-                        let mut first = None;
-                        for ((u, b), data) in self.fetch_blocks(id, validity, &wanted)? {
-                            if (u, b) == (uid, 0) {
-                                first = Some(data.clone());
-                            }
-                            self.blocks.insert(
-                                BlockKey {
-                                    mailbox: id,
-                                    validity,
-                                    uid: u,
-                                    block: b,
-                                },
-                                data,
-                            );
-                        }
+                        let fetched = self.fetch_blocks(id, validity, &wanted)?;
+                        let first = fetched
+                            .iter()
+                            .find(|(k, _)| *k == (uid, 0))
+                            .map(|(_, d)| d.clone());
+                        self.cache_fetched(id, validity, fetched);
                         first.ok_or_else(|| Error::NotFound(format!("message {uid}")))?
                     }
                 }
@@ -302,6 +315,21 @@ impl Account {
         } else {
             log::info!("message {uid}: RFC822.SIZE {listed} but BODY[] is longer than {len}");
             Ok(BodyLength::Longer)
+        }
+    }
+
+    /// Keep fetched blocks in the cache.
+    fn cache_fetched(&self, id: MailboxId, validity: UidValidity, fetched: Vec<FetchedBlock>) {
+        for ((uid, block), data) in fetched {
+            self.blocks.insert(
+                BlockKey {
+                    mailbox: id,
+                    validity,
+                    uid,
+                    block,
+                },
+                data,
+            );
         }
     }
 
@@ -398,23 +426,15 @@ impl Account {
                 wanted.retain(|&(u, b)| u != uid || b <= last);
             }
             let fetched = self.fetch_blocks(id, validity, &wanted)?;
-            for ((u, b), data) in fetched {
-                if u == uid {
+            for ((u, b), data) in &fetched {
+                if *u == uid {
                     if let Some(slot) = b.checked_sub(first).and_then(|i| have.get_mut(i as usize))
                     {
                         *slot = Some(data.clone());
                     }
                 }
-                self.blocks.insert(
-                    BlockKey {
-                        mailbox: id,
-                        validity,
-                        uid: u,
-                        block: b,
-                    },
-                    data,
-                );
             }
+            self.cache_fetched(id, validity, fetched);
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (i, block) in have.iter().enumerate() {
