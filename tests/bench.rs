@@ -314,12 +314,30 @@ fn measure(d: &Dovecot, seed: &Seed, label: &str, port: u16) {
     );
 }
 
+/// Memory stays bounded by --cache-size whatever is read.
+fn measure_memory(d: &Dovecot, cache: &str) {
+    let mount = MountOptions::new(d)
+        .args(&["--cache-size", cache])
+        .quiet()
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let all = format!(
+        "cat '{}'/*.eml '{}' > /dev/null",
+        mount.join("Bench").display(),
+        mount.join("Huge/1.eml").display()
+    );
+    let t = timed("cat all", &["sh", "-c", &all]);
+    let hwm = vm_hwm_kb(mount.pid());
+    println!("\n== --cache-size {cache} ==\nread the folder and the big message in {:.3} s; imapfs peak RSS {:.1} MB", t.as_secs_f64(), hwm as f64 / 1024.0);
+}
+
 #[test]
 #[ignore = "benchmark: run scripts/bench.sh"]
 fn bench() {
     let seed = bench_seed();
     let d = Dovecot::start(&seed);
     measure(&d, &seed, "loopback", d.imaps_port);
+    measure_memory(&d, "16M");
     let rtt = env_or("BENCH_RTT_MS", 20);
     if rtt > 0 {
         let proxy = DelayProxy::start(d.imaps_port, Duration::from_millis(rtt / 2));

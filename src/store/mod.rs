@@ -318,6 +318,13 @@ impl Account {
         }
     }
 
+    /// The widest readahead window: `max_readahead_blocks`, and at most a quarter of the
+    /// cache, so that memory stays bounded by `--cache-size` however big the message.
+    fn readahead_cap(&self) -> u64 {
+        (self.opts.cache_size / 4 / self.opts.block_size)
+            .clamp(1, self.opts.max_readahead_blocks.max(1))
+    }
+
     /// Keep fetched blocks in the cache.
     fn cache_fetched(&self, id: MailboxId, validity: UidValidity, fetched: Vec<FetchedBlock>) {
         for ((uid, block), data) in fetched {
@@ -385,7 +392,7 @@ impl Account {
                     if missing.is_empty() {
                         w
                     } else {
-                        (w * 2).min(self.opts.max_readahead_blocks)
+                        (w * 2).min(self.readahead_cap())
                     }
                 }
                 Some(_) => 0,
