@@ -126,11 +126,31 @@ pub fn read_password(source: &PasswordSource, user: &str, host: &str) -> Result<
         }
         PasswordSource::EnvOrPrompt => {
             if let Some(p) = std::env::var_os("IMAPFS_PASSWORD") {
+                scrub_env_value("IMAPFS_PASSWORD");
                 std::env::remove_var("IMAPFS_PASSWORD");
                 use std::os::unix::ffi::OsStringExt;
                 return Ok(Secret::new(p.into_vec()));
             }
             prompt_password(&format!("Password for {user}@{host}: "))
+        }
+    }
+}
+
+/// Overwrite the value of an environment variable where it lies. `remove_var` only unlinks
+/// it, and /proc/PID/environ shows the process's original environment block, so without this
+/// the password would stay readable there for the life of the mount.
+fn scrub_env_value(name: &str) {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: called while the process is single-threaded (before any thread starts);
+    // getenv returns a pointer to a NUL-terminated string in writable memory (the initial
+    // environment block on the stack, or a setenv allocation), overwritten within its length.
+    unsafe {
+        let p = libc::getenv(cname.as_ptr());
+        if !p.is_null() {
+            let len = libc::strlen(p);
+            std::ptr::write_bytes(p, b'*', len);
         }
     }
 }

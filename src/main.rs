@@ -65,6 +65,10 @@ enum Cmd {
         /// connection, e.g. 'ssh mailhost /usr/lib/dovecot/imap' (a PREAUTH tunnel)
         #[arg(long, value_name = "CMD")]
         tunnel: Option<String>,
+        /// Append log lines to this file (they go to stderr otherwise, which a daemon has
+        /// closed); the level comes from RUST_LOG (error, warn, info, debug, trace)
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
     },
     /// Unmount a mount point (same as fusermount3 -u)
     Umount { mountpoint: PathBuf },
@@ -72,10 +76,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     limit_malloc_retention();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
     let cli = Cli::parse();
+    let log_file = match &cli.command {
+        Cmd::Mount { log_file, .. } => log_file.clone(),
+        Cmd::Umount { .. } => None,
+    };
+    if let Err(e) = init_logging(log_file.as_deref()) {
+        eprintln!("imapfs: {e}");
+        return ExitCode::from(e.exit_code() as u8);
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -83,6 +92,23 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// Log to stderr, or to `file` (which survives daemonising). Level from RUST_LOG, default warn.
+fn init_logging(file: Option<&std::path::Path>) -> Result<(), Error> {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    builder.format_timestamp_millis();
+    if let Some(path) = file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::Config(format!("cannot open log file {}: {e}", path.display())))?;
+        builder.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    builder.init();
+    Ok(())
 }
 
 /// Keep the memory promise of --cache-size. glibc raises its mmap threshold after large
@@ -118,6 +144,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             allow_other,
             auth,
             tunnel,
+            log_file: _,
         } => {
             let account = parse_account_url(&url)?;
             let tls = tls_config(ca_file.as_deref())?;

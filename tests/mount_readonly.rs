@@ -657,3 +657,39 @@ fn words(value: &[u8]) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+// --- credentials ------------------------------------------------------------------------------
+
+#[test]
+fn the_password_is_nowhere_to_be_seen() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let dir = common::unique_temp_dir("logfile");
+    let log_file = dir.join("imapfs.log");
+    let mount = MountOptions::new(&dovecot)
+        .args(&["--log-file", log_file.to_str().unwrap()])
+        .start()
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    // Some traffic, so the log has something to say.
+    let out = run(&["ls", "-R", &mount.path().to_string_lossy()], SLOW);
+    assert!(out.status.success());
+    let pid = mount.pid();
+    for what in ["environ", "cmdline"] {
+        let bytes = fs::read(format!("/proc/{pid}/{what}")).unwrap();
+        assert!(
+            !common::contains(&bytes, PASSWORD.as_bytes()),
+            "the password is readable in /proc/{pid}/{what}"
+        );
+    }
+    let log = fs::read(&log_file).unwrap();
+    assert!(!log.is_empty(), "--log-file stayed empty");
+    assert!(
+        !common::contains(&log, PASSWORD.as_bytes()),
+        "the password is in the log file"
+    );
+    assert!(
+        !common::contains(mount.log().as_bytes(), PASSWORD.as_bytes()),
+        "the password is on stderr"
+    );
+    drop(mount);
+    let _ = fs::remove_dir_all(dir);
+}
