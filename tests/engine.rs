@@ -171,6 +171,13 @@ fn hostile_mailbox_names_reach_the_server_exactly_or_not_at_all() {
             "injection ran: {names:?}"
         );
     }
+    // The server answered exactly the commands we sent: no completion for an injected tag.
+    s.run(Command::Noop).unwrap();
+    assert_eq!(
+        s.unclaimed_completions(),
+        0,
+        "the server completed a command we never sent"
+    );
     // Names that are merely awkward (no control characters) must exist exactly as meant.
     for raw in [&b"quote\"d"[..], b"back\\slash", b"brace{5}", b"paren)"] {
         assert!(

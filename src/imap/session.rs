@@ -181,6 +181,12 @@ impl Session {
             .unwrap_or(false)
     }
 
+    /// Tagged completions received for tags nobody waited for: a server answering commands
+    /// we did not send (for tests: proof that no injected command ran).
+    pub fn unclaimed_completions(&self) -> usize {
+        self.done.len()
+    }
+
     pub fn is_broken(&self) -> bool {
         self.broken
     }
