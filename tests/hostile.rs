@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -55,6 +55,17 @@ struct FakeServer {
     mode: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
     dir: PathBuf,
+    /// Connections the server closed for being idle.
+    idle_closed: Arc<AtomicUsize>,
+}
+
+/// How a fake server misbehaves beyond its [`Mode`].
+#[derive(Clone, Copy, Default)]
+struct Quirks {
+    /// RFC822.SIZE values are wrong (see [`listed_size`]).
+    lie: bool,
+    /// Say BYE and close a connection idle this long (like servers' autologout).
+    idle_close: Option<Duration>,
 }
 
 /// The RFC822.SIZE the fake server reports: honest, or (like Exchange and Gmail at times)
@@ -69,8 +80,7 @@ fn listed_size(uid: u32, lie: bool) -> usize {
 }
 
 impl FakeServer {
-    /// Start a fake server; `lie`: its RFC822.SIZE values are wrong (see [`listed_size`]).
-    fn start(lie: bool) -> FakeServer {
+    fn start(quirks: Quirks) -> FakeServer {
         let dir = common::unique_temp_dir("fake-imap");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = std::process::Command::new("openssl")
@@ -116,12 +126,15 @@ impl FakeServer {
         let mode = Arc::new(AtomicU8::new(Mode::Good as u8));
         let stop = Arc::new(AtomicBool::new(false));
         let (m, st) = (mode.clone(), stop.clone());
+        let idle_closed = Arc::new(AtomicUsize::new(0));
+        let closed = idle_closed.clone();
         thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((tcp, _)) => {
                         let (config, m, st) = (config.clone(), m.clone(), st.clone());
-                        thread::spawn(move || serve(tcp, config, m, st, lie));
+                        let closed = closed.clone();
+                        thread::spawn(move || serve(tcp, config, m, st, quirks, closed));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
                 }
@@ -133,6 +146,7 @@ impl FakeServer {
             mode,
             stop,
             dir,
+            idle_closed,
         }
     }
 
@@ -153,8 +167,11 @@ fn serve(
     config: Arc<rustls::ServerConfig>,
     mode: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
-    lie: bool,
+    quirks: Quirks,
+    idle_closed: Arc<AtomicUsize>,
 ) {
+    let lie = quirks.lie;
+    let mut last_activity = Instant::now();
     tcp.set_read_timeout(Some(Duration::from_millis(200))).ok();
     let conn = rustls::ServerConnection::new(config).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -172,6 +189,14 @@ fn serve(
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        if quirks
+            .idle_close
+            .is_some_and(|idle| last_activity.elapsed() > idle)
+        {
+            say(&mut tls, b"* BYE Autologout; idle for too long\r\n");
+            idle_closed.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         // Read one line (commands here carry no literals).
         let n = match tls.read(&mut reader_buf) {
             Ok(0) => return,
@@ -184,6 +209,7 @@ fn serve(
             }
             Err(_) => return,
         };
+        last_activity = Instant::now();
         line.extend_from_slice(&reader_buf[..n]);
         while let Some(pos) = line.iter().position(|&b| b == b'\n') {
             let cmd: Vec<u8> = line.drain(..=pos).collect();
@@ -333,7 +359,7 @@ fn read_within(path: &Path, limit: Duration) -> Option<std::io::Result<Vec<u8>>>
 
 #[test]
 fn hostile_responses_give_eio_and_the_mount_recovers() {
-    let server = FakeServer::start(false);
+    let server = FakeServer::start(Quirks::default());
     let url = format!("imaps://tester@127.0.0.1:{}", server.port);
     let mount = MountOptions::custom(url, server.ca_file.clone(), "secret")
         .args(&["--timeout", "2", "--connections", "2"])
@@ -389,7 +415,10 @@ fn hostile_responses_give_eio_and_the_mount_recovers() {
 #[test]
 fn files_hold_the_body_even_when_rfc822_size_lies() {
     // Source: FIELD-NOTES (Exchange, Gmail, hMailServer report RFC822.SIZE != len(BODY[])).
-    let server = FakeServer::start(true);
+    let server = FakeServer::start(Quirks {
+        lie: true,
+        ..Quirks::default()
+    });
     let url = format!("imaps://tester@127.0.0.1:{}", server.port);
     let mount = MountOptions::custom(url, server.ca_file.clone(), "secret")
         .args(&["--timeout", "5"])
@@ -421,6 +450,35 @@ fn files_hold_the_body_even_when_rfc822_size_lies() {
             Duration::from_secs(10),
             || (std::fs::metadata(&file).ok()?.len() == real).then_some(()),
         );
+    }
+    drop(mount);
+}
+
+#[test]
+fn a_connection_the_server_dropped_while_idle_is_replaced_transparently() {
+    // Source: FIELD-NOTES (servers close idle connections with BYE).
+    let server = FakeServer::start(Quirks {
+        idle_close: Some(Duration::from_millis(300)),
+        ..Quirks::default()
+    });
+    let url = format!("imaps://tester@127.0.0.1:{}", server.port);
+    let mount = MountOptions::custom(url, server.ca_file.clone(), "secret")
+        .args(&["--timeout", "5", "--connections", "1"])
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"));
+    for uid in [1u32, 3, 5] {
+        let file = mount.join(format!("INBOX/{uid}.eml"));
+        // Wait until the server has dropped the idle connection the mount holds.
+        let before = server.idle_closed.load(Ordering::SeqCst);
+        common::wait_for(
+            "the server to drop the idle connection",
+            Duration::from_secs(10),
+            || (server.idle_closed.load(Ordering::SeqCst) > before).then_some(()),
+        );
+        let data = read_within(&file, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("UID {uid}: read hung"))
+            .unwrap_or_else(|e| panic!("UID {uid}: {e}\n{}", common::tail(&mount.log(), 40)));
+        assert_eq!(data, body(uid), "UID {uid}");
     }
     drop(mount);
 }
