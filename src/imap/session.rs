@@ -228,42 +228,52 @@ impl Session {
             .selected
             .as_ref()
             .is_some_and(|s| &s.mailbox == mailbox && (s.read_only || !read_only));
-        if !current {
-            self.selected = None;
-            let condstore = self.has_capability("CONDSTORE");
-            let cmd = if read_only {
-                Command::Examine {
-                    mailbox: mailbox.clone(),
-                    condstore,
-                }
-            } else {
-                Command::Select {
-                    mailbox: mailbox.clone(),
-                    condstore,
-                }
-            };
-            self.selected = Some(Selected {
+        if current {
+            return self
+                .selected
+                .as_ref()
+                .ok_or_else(|| Error::Protocol("not selected".into()));
+        }
+        self.reselect(mailbox, read_only)
+    }
+
+    /// Select or examine a mailbox even if it is selected already: the way to learn its
+    /// current UIDVALIDITY (another client may have deleted and recreated it meanwhile).
+    pub fn reselect(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
+        self.selected = None;
+        let condstore = self.has_capability("CONDSTORE");
+        let cmd = if read_only {
+            Command::Examine {
                 mailbox: mailbox.clone(),
-                read_only,
-                uidvalidity: None,
-                uidnext: None,
-                exists: 0,
-                highest_modseq: None,
-                changed: false,
-            });
-            match self.run(cmd) {
-                Ok(done) => {
-                    if let Some(sel) = self.selected.as_mut() {
-                        if done.text.code == Some(Code::ReadOnly) {
-                            sel.read_only = true;
-                        }
-                        sel.changed = false;
+                condstore,
+            }
+        } else {
+            Command::Select {
+                mailbox: mailbox.clone(),
+                condstore,
+            }
+        };
+        self.selected = Some(Selected {
+            mailbox: mailbox.clone(),
+            read_only,
+            uidvalidity: None,
+            uidnext: None,
+            exists: 0,
+            highest_modseq: None,
+            changed: false,
+        });
+        match self.run(cmd) {
+            Ok(done) => {
+                if let Some(sel) = self.selected.as_mut() {
+                    if done.text.code == Some(Code::ReadOnly) {
+                        sel.read_only = true;
                     }
+                    sel.changed = false;
                 }
-                Err(e) => {
-                    self.selected = None;
-                    return Err(e);
-                }
+            }
+            Err(e) => {
+                self.selected = None;
+                return Err(e);
             }
         }
         self.selected

@@ -670,10 +670,15 @@ impl Account {
     }
 }
 
-/// EXAMINE `name` (unless selected) and make sure its UIDVALIDITY is `validity`.
+/// EXAMINE `name` (unless selected) and make sure its UIDVALIDITY is `validity`. A session
+/// that selected the mailbox long ago may hold an older generation than the caller: then it
+/// examines afresh before concluding that the caller's generation is gone.
 fn check_validity(s: &mut Session, name: &MailboxName, validity: UidValidity) -> Result<()> {
-    let sel = s.select(name, true)?;
-    match sel.uidvalidity {
+    let mut current = s.select(name, true)?.uidvalidity;
+    if current.is_some_and(|v| v != validity) {
+        current = s.reselect(name, true)?.uidvalidity;
+    }
+    match current {
         Some(v) if v == validity => Ok(()),
         Some(_) => Err(Error::NotFound(format!(
             "{name} was recreated (UIDVALIDITY changed)"
@@ -684,14 +689,9 @@ fn check_validity(s: &mut Session, name: &MailboxName, validity: UidValidity) ->
 
 /// EXAMINE a mailbox and list its messages' metadata in one FETCH.
 fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
-    let was_selected = s.selected().is_some_and(|sel| &sel.mailbox == name);
-    s.select(name, true)?;
-    if was_selected {
-        s.run(Command::Noop)?; // learn what changed since
-    }
-    let sel = s
-        .selected()
-        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
+    // Always EXAMINE afresh: a NOOP on an old selection would not reveal that the mailbox
+    // was deleted and recreated (new UIDVALIDITY) by another client.
+    let sel = s.reselect(name, true)?;
     let validity = sel
         .uidvalidity
         .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
