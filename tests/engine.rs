@@ -328,3 +328,24 @@ fn every_password_mechanism_dovecot_offers_logs_in() {
         }
     }
 }
+
+#[test]
+fn a_folder_listing_costs_one_round_trip() {
+    let seed = Seed::standard();
+    let d = Dovecot::start(seed);
+    let pool = Pool::new(server(&d, Security::Tls), 1, None);
+    let account = Account::new(pool, StoreOptions::default());
+    for folder in ["Big", "Empty", "INBOX"] {
+        let id = account.mailbox_id(&mailbox(folder));
+        // Warm the connection first (login and capabilities are not the listing's cost).
+        account.index(id, Duration::ZERO).unwrap();
+        let before = account.pool().round_trips();
+        let index = account.index(id, Duration::ZERO).unwrap();
+        assert_eq!(account.pool().round_trips() - before, 1, "{folder}");
+        assert_eq!(
+            index.messages.len(),
+            seed.folder(folder).messages.len(),
+            "{folder}"
+        );
+    }
+}

@@ -240,6 +240,20 @@ impl Session {
     /// Select or examine a mailbox even if it is selected already: the way to learn its
     /// current UIDVALIDITY (another client may have deleted and recreated it meanwhile).
     pub fn reselect(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
+        self.reselect_then(mailbox, read_only, None)?;
+        self.selected
+            .as_ref()
+            .ok_or_else(|| Error::Protocol("mailbox not selected".into()))
+    }
+
+    /// [`Session::reselect`], with `then` pipelined behind the SELECT/EXAMINE in the same round
+    /// trip (it runs only if the selection succeeds). Returns `then`'s completion.
+    pub fn reselect_then(
+        &mut self,
+        mailbox: &MailboxName,
+        read_only: bool,
+        then: Option<Command>,
+    ) -> Result<Option<Result<Completed>>> {
         self.selected = None;
         let condstore = self.has_capability("CONDSTORE");
         let cmd = if read_only {
@@ -262,23 +276,31 @@ impl Session {
             highest_modseq: None,
             changed: false,
         });
-        match self.run(cmd) {
-            Ok(done) => {
+        let mut cmds = vec![cmd];
+        cmds.extend(then);
+        let mut results = match self.pipeline(&cmds) {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                self.selected = None;
+                return Err(e);
+            }
+        };
+        match results.next() {
+            Some(Ok(done)) => {
                 if let Some(sel) = self.selected.as_mut() {
                     if done.text.code == Some(Code::ReadOnly) {
                         sel.read_only = true;
                     }
                     sel.changed = false;
                 }
+                Ok(results.next())
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 self.selected = None;
-                return Err(e);
+                Err(e)
             }
+            None => Err(Error::Protocol("no reply to SELECT".into())),
         }
-        self.selected
-            .as_ref()
-            .ok_or_else(|| Error::Protocol("mailbox not selected".into()))
     }
 
     /// Send a command (handling synchronising literals) and return its tag.

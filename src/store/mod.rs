@@ -690,26 +690,37 @@ fn check_validity(s: &mut Session, name: &MailboxName, validity: UidValidity) ->
 /// EXAMINE a mailbox and list its messages' metadata in one FETCH.
 fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
     // Always EXAMINE afresh: a NOOP on an old selection would not reveal that the mailbox
-    // was deleted and recreated (new UIDVALIDITY) by another client.
-    let sel = s.reselect(name, true)?;
+    // was deleted and recreated (new UIDVALIDITY) by another client. The listing FETCH goes
+    // in the same round trip.
+    let list = Command::Fetch {
+        uid: true,
+        set: SequenceSet::from(1),
+        attrs: vec![
+            FetchAttr::Uid,
+            FetchAttr::Flags,
+            FetchAttr::Rfc822Size,
+            FetchAttr::InternalDate,
+        ],
+        changed_since: None,
+    };
+    let listed = s.reselect_then(name, true, Some(list))?;
+    let sel = s
+        .selected()
+        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
     let validity = sel
         .uidvalidity
         .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
     let uidnext = sel.uidnext;
     let exists = sel.exists;
     let mut messages = std::collections::BTreeMap::new();
-    if exists > 0 {
-        let done = s.run(Command::Fetch {
-            uid: true,
-            set: SequenceSet::from(1),
-            attrs: vec![
-                FetchAttr::Uid,
-                FetchAttr::Flags,
-                FetchAttr::Rfc822Size,
-                FetchAttr::InternalDate,
-            ],
-            changed_since: None,
-        })?;
+    let done = match listed {
+        Some(Ok(done)) => Some(done),
+        // `UID FETCH 1:*` in an empty mailbox: some servers answer BAD or NO.
+        Some(Err(Error::Bad { .. } | Error::No { .. })) if exists == 0 => None,
+        Some(Err(e)) => return Err(e),
+        None => return Err(Error::Protocol("no reply to the listing FETCH".into())),
+    };
+    if let Some(done) = done {
         for u in done.untagged {
             let Untagged::Fetch { items, .. } = u else {
                 continue;
