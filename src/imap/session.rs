@@ -20,6 +20,13 @@ use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder};
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
 
+/// Most untagged responses kept for one command (a listing of a huge mailbox stays far
+/// below; a flooding server does not get to exhaust memory).
+const MAX_PENDING_UNTAGGED: usize = 5_000_000;
+
+/// Most completions kept for tags not yet waited for.
+const MAX_STRAY_COMPLETIONS: usize = 1024;
+
 /// What a session needs to know about the connection.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -343,7 +350,7 @@ impl Session {
             match self.read_response(deadline)? {
                 Response::Tagged(t) if t.tag == tag => break t,
                 Response::Tagged(t) => {
-                    self.done.insert(t.tag.clone(), t);
+                    self.keep_completion(t)?;
                 }
                 Response::Untagged(u) => self.absorb(u),
                 Response::Continue(_) => {
@@ -396,7 +403,7 @@ impl Session {
                     });
                 }
                 Response::Tagged(t) => {
-                    self.done.insert(t.tag.clone(), t);
+                    self.keep_completion(t)?;
                 }
                 Response::Untagged(u) => self.absorb(u),
             }
@@ -434,7 +441,7 @@ impl Session {
                     return self.complete(t, "IDLE").map(|c| c.untagged);
                 }
                 Response::Tagged(t) => {
-                    self.done.insert(t.tag.clone(), t);
+                    self.keep_completion(t)?;
                 }
                 Response::Untagged(u) => self.absorb(u),
             }
@@ -470,7 +477,27 @@ impl Session {
 
     fn absorb(&mut self, u: Untagged) {
         self.observe(&u);
+        if self.untagged.len() >= MAX_PENDING_UNTAGGED {
+            // A server flooding one command with responses: fail the command, keep memory.
+            self.malformed.get_or_insert(DecodeError::Malformed {
+                reason: format!("more than {MAX_PENDING_UNTAGGED} responses to one command"),
+                excerpt: String::new(),
+            });
+            return;
+        }
         self.untagged.push(u);
+    }
+
+    /// Keep the completion of a command someone else waits for (pipelining). A server that
+    /// completes commands nobody sent, again and again, is cut off.
+    fn keep_completion(&mut self, t: Tagged) -> Result<()> {
+        if self.done.len() >= MAX_STRAY_COMPLETIONS {
+            return Err(self.fail(Error::Protocol(
+                "server completes commands never sent".into(),
+            )));
+        }
+        self.done.insert(t.tag.clone(), t);
+        Ok(())
     }
 
     /// Apply an untagged response to the connection and mailbox state.

@@ -173,10 +173,7 @@ impl Transport {
     pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Transport> {
         let peer = format!("{host}:{port}");
         let deadline = Instant::now() + timeout;
-        let addrs: Vec<_> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| Error::io(format!("cannot resolve {host}"), e))?
-            .collect();
+        let addrs = resolve(host, port, timeout)?;
         let mut last = None;
         for addr in addrs {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -330,6 +327,43 @@ impl Transport {
             return tls_error(e, &self.peer);
         }
         Error::io(format!("reading from {}", self.peer), e)
+    }
+}
+
+/// Resolve `host` within `timeout`. getaddrinfo has no timeout of its own, so it runs on a
+/// helper thread that is abandoned if the resolver hangs.
+fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<std::net::SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    let resolver = std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>()),
+            );
+        })
+        .map_err(|e| Error::io("starting the resolver thread", e))?;
+    let answer = rx.recv_timeout(timeout);
+    if answer.is_ok() {
+        // It has answered and is about to end: wait for that, so that no thread is left
+        // running when the mount daemonises (fork).
+        let _ = resolver.join();
+    }
+    match answer {
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Ok(Ok(_)) => Err(Error::Config(format!("{host} has no address"))),
+        Ok(Err(e)) => Err(Error::Io {
+            context: format!("cannot resolve {host}"),
+            source: e,
+        }),
+        Err(_) => Err(Error::Timeout {
+            what: format!("resolving {host}"),
+        }),
     }
 }
 
