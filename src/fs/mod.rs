@@ -115,23 +115,7 @@ impl ImapFs {
     }
 
     fn dir_attr(&self, ino: u64) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size: 0,
-            blocks: 0,
-            atime: UNIX_EPOCH,
-            mtime: UNIX_EPOCH,
-            ctime: UNIX_EPOCH,
-            crtime: UNIX_EPOCH,
-            kind: FileType::Directory,
-            perm: 0o755,
-            nlink: 2,
-            uid: self.owner.0,
-            gid: self.owner.1,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
+        self.attr(ino, FileType::Directory, 0o755, 0, UNIX_EPOCH)
     }
 
     fn message_attr(&self, ino: u64, meta: &MessageMeta) -> FileAttr {
@@ -140,17 +124,21 @@ impl ImapFs {
         } else {
             UNIX_EPOCH - Duration::from_secs(meta.internal_date.unsigned_abs())
         };
+        self.attr(ino, FileType::RegularFile, 0o444, meta.size, t)
+    }
+
+    fn attr(&self, ino: u64, kind: FileType, perm: u16, size: u64, time: SystemTime) -> FileAttr {
         FileAttr {
             ino: INodeNo(ino),
-            size: meta.size,
-            blocks: meta.size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind: FileType::RegularFile,
-            perm: 0o444,
-            nlink: 1,
+            size,
+            blocks: size.div_ceil(512),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
             uid: self.owner.0,
             gid: self.owner.1,
             rdev: 0,
@@ -473,12 +461,4 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
     } else {
         reply.data(value);
     }
-}
-
-/// Seconds since the epoch, for logs.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
