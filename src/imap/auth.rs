@@ -295,6 +295,9 @@ fn auth_error(e: Error, detail: Option<String>) -> Error {
     }
 }
 
+/// More challenges than any mechanism here needs: a server that keeps asking is cut off.
+const MAX_SASL_ROUNDS: u32 = 8;
+
 /// Drive one AUTHENTICATE exchange to its tagged completion.
 fn run_sasl(session: &mut Session, sasl: &mut Sasl) -> Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -314,9 +317,16 @@ fn run_sasl(session: &mut Session, sasl: &mut Sasl) -> Result<()> {
         mechanism: sasl.mechanism().into(),
         initial: ir_string,
     })?;
+    let mut rounds = 0;
     loop {
         match session.next_response()? {
+            Response::Continue(_) if rounds >= MAX_SASL_ROUNDS => {
+                return Err(Error::Protocol(format!(
+                    "the server sent more than {MAX_SASL_ROUNDS} authentication challenges"
+                )));
+            }
             Response::Continue(text) => {
+                rounds += 1;
                 let reply = match pending.take() {
                     // A client-first mechanism without SASL-IR: the first `+` asks for it.
                     Some(ir) => Some(ir),
