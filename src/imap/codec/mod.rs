@@ -41,7 +41,9 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_line: 1 << 20,
-            max_literal: 256 << 20,
+            // imapfs asks for bodies in blocks of 1 MiB and headers; nothing it requests comes
+            // near this, so a larger literal is a broken or hostile server.
+            max_literal: 64 << 20,
             max_depth: 64,
         }
     }
