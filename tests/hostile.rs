@@ -57,6 +57,8 @@ struct FakeServer {
     dir: PathBuf,
     /// Connections the server closed for being idle.
     idle_closed: Arc<AtomicUsize>,
+    /// Login attempts the server received while login was disabled.
+    logins: Arc<AtomicUsize>,
 }
 
 /// How a fake server misbehaves beyond its [`Mode`].
@@ -66,6 +68,8 @@ struct Quirks {
     lie: bool,
     /// Say BYE and close a connection idle this long (like servers' autologout).
     idle_close: Option<Duration>,
+    /// Advertise LOGINDISABLED and no SASL mechanism.
+    login_disabled: bool,
 }
 
 /// The RFC822.SIZE the fake server reports: honest, or (like Exchange and Gmail at times)
@@ -128,13 +132,15 @@ impl FakeServer {
         let (m, st) = (mode.clone(), stop.clone());
         let idle_closed = Arc::new(AtomicUsize::new(0));
         let closed = idle_closed.clone();
+        let logins = Arc::new(AtomicUsize::new(0));
+        let attempts = logins.clone();
         thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((tcp, _)) => {
                         let (config, m, st) = (config.clone(), m.clone(), st.clone());
-                        let closed = closed.clone();
-                        thread::spawn(move || serve(tcp, config, m, st, quirks, closed));
+                        let (closed, attempts) = (closed.clone(), attempts.clone());
+                        thread::spawn(move || serve(tcp, config, m, st, quirks, closed, attempts));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
                 }
@@ -147,6 +153,7 @@ impl FakeServer {
             stop,
             dir,
             idle_closed,
+            logins,
         }
     }
 
@@ -169,6 +176,7 @@ fn serve(
     stop: Arc<AtomicBool>,
     quirks: Quirks,
     idle_closed: Arc<AtomicUsize>,
+    logins: Arc<AtomicUsize>,
 ) {
     let lie = quirks.lie;
     let mut last_activity = Instant::now();
@@ -179,9 +187,14 @@ fn serve(
         let _ = tls.write_all(s);
         let _ = tls.flush();
     };
+    let caps = if quirks.login_disabled {
+        "IMAP4rev1 LOGINDISABLED LITERAL+"
+    } else {
+        "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+"
+    };
     say(
         &mut tls,
-        b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+] fake server ready\r\n",
+        format!("* OK [CAPABILITY {caps}] fake server ready\r\n").as_bytes(),
     );
     let mut line = Vec::new();
     let mut reader_buf = [0u8; 4096];
@@ -224,11 +237,15 @@ fn serve(
             };
             match verb.as_str() {
                 "CAPABILITY" => {
+                    say(&mut tls, format!("* CAPABILITY {caps}\r\n").as_bytes());
+                    ok(&mut tls);
+                }
+                "AUTHENTICATE" | "LOGIN" if quirks.login_disabled => {
+                    logins.fetch_add(1, Ordering::SeqCst);
                     say(
                         &mut tls,
-                        b"* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+\r\n",
+                        format!("{tag} NO login is disabled\r\n").as_bytes(),
                     );
-                    ok(&mut tls);
                 }
                 "AUTHENTICATE" | "LOGIN" | "NOOP" => ok(&mut tls),
                 "LOGOUT" => {
@@ -481,4 +498,30 @@ fn a_connection_the_server_dropped_while_idle_is_replaced_transparently() {
         assert_eq!(data, body(uid), "UID {uid}");
     }
     drop(mount);
+}
+
+#[test]
+fn logindisabled_is_respected() {
+    let server = FakeServer::start(Quirks {
+        login_disabled: true,
+        ..Quirks::default()
+    });
+    let url = format!("imaps://tester@127.0.0.1:{}", server.port);
+    let failure = match MountOptions::custom(url, server.ca_file.clone(), "secret")
+        .quiet()
+        .start()
+    {
+        Ok(_) => panic!("mounted although the server disabled login"),
+        Err(f) => f,
+    };
+    assert!(failure.status.is_some_and(|s| !s.success()), "{failure}");
+    let line = failure.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.to_lowercase().contains("login"), "{line}");
+    assert!(!failure.left_mounted);
+    assert_eq!(
+        server.logins.load(Ordering::SeqCst),
+        0,
+        "a login was sent despite LOGINDISABLED"
+    );
 }
