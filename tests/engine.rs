@@ -349,3 +349,36 @@ fn a_folder_listing_costs_one_round_trip() {
         );
     }
 }
+
+#[test]
+fn non_ascii_names_decode_whether_or_not_utf8_accept_is_enabled() {
+    let seed = Seed::standard();
+    for extra in ["", "imap_capability = +UTF8=ACCEPT"] {
+        let d = Dovecot::start_with(seed, extra);
+        let mut s =
+            connect(&server(&d, Security::Tls)).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+        let done = s
+            .run(Command::List {
+                reference: Vec::new(),
+                pattern: b"*".to_vec(),
+            })
+            .unwrap();
+        let names: Vec<MailboxName> = done
+            .untagged
+            .iter()
+            .filter_map(|u| match u {
+                Untagged::List(l) => Some(l.name.clone()),
+                _ => None,
+            })
+            .collect();
+        let name = names
+            .iter()
+            .find(|n| n.as_str() == "\u{dc}n\u{ef}c\u{f8}d\u{e9} Folder")
+            .unwrap_or_else(|| panic!("{extra:?}: {names:?}"));
+        // The name as listed goes back to the server in a form it understands.
+        let sel = s
+            .select(name, true)
+            .unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+        assert!(sel.exists > 0, "{extra:?}");
+    }
+}

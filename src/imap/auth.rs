@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::imap::codec::{Command, Limits};
 use crate::imap::session::{Session, Timeouts};
 use crate::imap::transport::Transport;
-use crate::imap::types::{Code, Response, Status};
+use crate::imap::types::{Code, Response, Status, Untagged};
 
 /// A secret (password, token): its `Debug` and `Display` print nothing.
 #[derive(Clone, Default)]
@@ -206,8 +206,16 @@ fn open_network(cfg: &ServerConfig) -> Result<(Session, bool)> {
 fn finish_login(mut session: Session) -> Result<Session> {
     session.forget_capabilities();
     if session.has_capability("UTF8=ACCEPT") {
-        session.run(Command::Enable(vec!["UTF8=ACCEPT".into()]))?;
-        session.set_utf8(true);
+        // Names switch to UTF-8 only if the server says it enabled it (RFC 5161 ENABLED);
+        // a refusal is no reason to fail: modified UTF-7 still works.
+        let enabled = match session.run(Command::Enable(vec!["UTF8=ACCEPT".into()])) {
+            Ok(done) => done.untagged.iter().any(|u| {
+                matches!(u, Untagged::Enabled(caps) if caps.iter().any(|c| c.eq_ignore_ascii_case("UTF8=ACCEPT")))
+            }),
+            Err(e) if !e.is_fatal_to_connection() => false,
+            Err(e) => return Err(e),
+        };
+        session.set_utf8(enabled);
     }
     Ok(session)
 }
