@@ -22,13 +22,18 @@ use crate::imap::pool::Pool;
 use crate::store::{Account, StoreOptions};
 
 /// Mount the account and serve it until unmounted. Returns once the mount is gone.
-pub fn run(server: ServerConfig, opts: MountOptions) -> Result<()> {
+pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
     if !opts.mountpoint.is_dir() {
         return Err(Error::Config(format!(
             "mount point {} is not a directory",
             opts.mountpoint.display()
         )));
     }
+    // Absolute, so that unmounting still finds it after the daemon leaves its directory.
+    opts.mountpoint = opts
+        .mountpoint
+        .canonicalize()
+        .map_err(|e| Error::Config(format!("mount point {}: {e}", opts.mountpoint.display())))?;
     let first = connect(&server)?;
     // Shown in the mount table. Mount options are comma-separated: keep only safe characters
     // so that a user name cannot smuggle in an option.
@@ -107,6 +112,8 @@ pub fn run(server: ServerConfig, opts: MountOptions) -> Result<()> {
     if let Some(fd) = notify {
         report(fd, Ok(()));
         detach_stdio();
+        // A daemon must not keep the directory it was started in busy (unmountable).
+        let _ = std::env::set_current_dir("/");
     }
     loop {
         if bg.guard.is_finished() {
