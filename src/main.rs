@@ -65,6 +65,10 @@ enum Cmd {
         /// connection, e.g. 'ssh mailhost /usr/lib/dovecot/imap' (a PREAUTH tunnel)
         #[arg(long, value_name = "CMD")]
         tunnel: Option<String>,
+        /// Largest literal accepted from the server (a bigger one is refused and the
+        /// connection dropped), e.g. 64M
+        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+        max_literal: u64,
         /// Append log lines to this file (they go to stderr otherwise, which a daemon has
         /// closed); the level comes from RUST_LOG (error, warn, info, debug, trace)
         #[arg(long, value_name = "FILE")]
@@ -145,6 +149,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             auth,
             tunnel,
             log_file: _,
+            max_literal,
         } => {
             let account = parse_account_url(&url)?;
             let tls = tls_config(ca_file.as_deref())?;
@@ -174,7 +179,10 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 user: account.user,
                 password,
                 timeouts,
-                limits: Limits::default(),
+                limits: Limits {
+                    max_literal,
+                    ..Limits::default()
+                },
                 auth,
                 tunnel,
             };

@@ -525,3 +525,22 @@ fn logindisabled_is_respected() {
         "a login was sent despite LOGINDISABLED"
     );
 }
+
+#[test]
+fn the_literal_cap_is_configurable() {
+    let server = FakeServer::start(Quirks::default());
+    let url = format!("imaps://tester@127.0.0.1:{}", server.port);
+    let mount = MountOptions::custom(url, server.ca_file.clone(), "secret")
+        .args(&["--max-literal", "16", "--timeout", "5"])
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"));
+    // Every body of the fake server is longer than 16 bytes: refused, cleanly, as EIO.
+    let r = read_within(&mount.join("INBOX/1.eml"), Duration::from_secs(20)).expect("read hung");
+    let err = r.expect_err("a literal over the cap was accepted");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        mount.log().contains("literal"),
+        "{}",
+        common::tail(&mount.log(), 20)
+    );
+}
