@@ -182,19 +182,16 @@ impl<'a> Parser<'a> {
         self.skip_sp();
         if self.eat(b'(') {
             // search-correlator: TAG, and MAILBOX/UIDVALIDITY from MULTISEARCH.
-            loop {
-                self.skip_sp();
-                if self.eat(b')') {
-                    break;
-                }
-                let key = self.atom()?;
-                self.sp()?;
+            self.list_rest(|p| {
+                let key = p.atom()?;
+                p.sp()?;
                 if key.eq_ignore_ascii_case("TAG") {
-                    es.tag = Some(String::from_utf8_lossy(&self.astring()?).into_owned());
+                    es.tag = Some(String::from_utf8_lossy(&p.astring()?).into_owned());
+                    Ok(())
                 } else {
-                    self.skip_value()?;
+                    p.skip_value()
                 }
-            }
+            })?;
         }
         loop {
             self.skip_sp();
@@ -244,23 +241,17 @@ impl<'a> Parser<'a> {
         self.sp()?;
         let mailbox = self.mailbox()?;
         self.skip_sp();
-        self.expect(b'(')?;
-        let mut items = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                break;
-            }
-            let name = self.atom()?.to_ascii_uppercase();
-            self.sp()?;
-            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
+        let items = self.list(|p| {
+            let name = p.atom()?.to_ascii_uppercase();
+            p.sp()?;
+            if !p.peek().is_some_and(|b| b.is_ascii_digit()) {
                 // A non-numeric item this client does not use (e.g. MAILBOXID (...)).
-                self.skip_value()?;
-                continue;
+                p.skip_value()?;
+                return Ok(None);
             }
-            let n = self.number64()?;
+            let n = p.number64()?;
             let small = || u32::try_from(n).map_err(|_| format!("{name} out of range"));
-            items.push(match name.as_str() {
+            Ok(Some(match name.as_str() {
                 "MESSAGES" => StatusItem::Messages(small()?),
                 "RECENT" => StatusItem::Recent(small()?),
                 "UIDNEXT" => StatusItem::UidNext(small()?),
@@ -269,26 +260,21 @@ impl<'a> Parser<'a> {
                 "DELETED" => StatusItem::Deleted(small()?),
                 "HIGHESTMODSEQ" => StatusItem::HighestModSeq(n),
                 "SIZE" => StatusItem::Size(n),
-                _ => continue,
-            });
-        }
+                _ => return Ok(None),
+            }))
+        })?;
+        let items = items.into_iter().flatten().collect();
         self.end()?;
         Ok(Untagged::StatusData { mailbox, items })
     }
 
     fn list_item(&mut self) -> PResult<ListItem> {
         self.sp()?;
-        self.expect(b'(')?;
-        let mut attributes = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                break;
-            }
-            let bs = self.eat(b'\\');
-            let a = self.atom()?;
-            attributes.push(if bs { format!("\\{a}") } else { a });
-        }
+        let attributes = self.list(|p| {
+            let bs = p.eat(b'\\');
+            let a = p.atom()?;
+            Ok(if bs { format!("\\{a}") } else { a })
+        })?;
         self.sp()?;
         let delimiter = self.delimiter()?;
         self.sp()?;
@@ -296,17 +282,13 @@ impl<'a> Parser<'a> {
         let mut extended = Vec::new();
         self.skip_sp();
         if self.eat(b'(') {
-            loop {
-                self.skip_sp();
-                if self.eat(b')') {
-                    break;
-                }
-                let tag = String::from_utf8_lossy(&self.astring()?).into_owned();
-                self.sp()?;
-                let start = self.pos;
-                self.skip_value()?;
-                extended.push((tag, self.buf[start..self.pos].to_vec()));
-            }
+            extended = self.list_rest(|p| {
+                let tag = String::from_utf8_lossy(&p.astring()?).into_owned();
+                p.sp()?;
+                let start = p.pos;
+                p.skip_value()?;
+                Ok((tag, p.buf[start..p.pos].to_vec()))
+            })?;
         }
         self.end()?;
         Ok(ListItem {
@@ -352,27 +334,15 @@ impl<'a> Parser<'a> {
         if self.eat_word("NIL") {
             return Ok(Vec::new());
         }
-        self.expect(b'(')?;
-        let mut group = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                return Ok(group);
-            }
-            self.expect(b'(')?;
-            self.skip_sp();
-            let prefix = self.string()?;
-            self.sp()?;
-            let delimiter = self.delimiter()?;
-            loop {
-                self.skip_sp();
-                if self.eat(b')') {
-                    break;
-                }
-                self.skip_value()?;
-            }
-            group.push((prefix, delimiter));
-        }
+        self.list(|p| {
+            p.expect(b'(')?;
+            p.skip_sp();
+            let prefix = p.string()?;
+            p.sp()?;
+            let delimiter = p.delimiter()?;
+            p.list_rest(Self::skip_value)?; // namespace extensions
+            Ok((prefix, delimiter))
+        })
     }
 
     /// `QUOTA root (resource usage limit ...)` (RFC 9208). Resource names are upper-cased.
@@ -380,20 +350,14 @@ impl<'a> Parser<'a> {
         self.sp()?;
         let root = self.astring()?;
         self.skip_sp();
-        self.expect(b'(')?;
-        let mut resources = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                break;
-            }
-            let name = self.atom()?.to_ascii_uppercase();
-            self.sp()?;
-            let usage = self.number64()?;
-            self.sp()?;
-            let limit = self.number64()?;
-            resources.push(QuotaResource { name, usage, limit });
-        }
+        let resources = self.list(|p| {
+            let name = p.atom()?.to_ascii_uppercase();
+            p.sp()?;
+            let usage = p.number64()?;
+            p.sp()?;
+            let limit = p.number64()?;
+            Ok(QuotaResource { name, usage, limit })
+        })?;
         self.end()?;
         Ok(Untagged::Quota { root, resources })
     }
@@ -419,20 +383,15 @@ impl<'a> Parser<'a> {
         self.skip_sp();
         let mut fields = Vec::new();
         if !self.eat_word("NIL") {
-            self.expect(b'(')?;
-            loop {
-                self.skip_sp();
-                if self.eat(b')') {
-                    break;
-                }
-                let key = self.astring()?;
-                self.sp()?;
-                let value = self.nstring_or_atom()?;
-                fields.push((
+            fields = self.list(|p| {
+                let key = p.astring()?;
+                p.sp()?;
+                let value = p.nstring_or_atom()?;
+                Ok((
                     String::from_utf8_lossy(&key).into_owned(),
                     value.map(|v| String::from_utf8_lossy(&v).into_owned()),
-                ));
-            }
+                ))
+            })?;
         }
         self.end()?;
         Ok(Untagged::Id(fields))
@@ -446,15 +405,7 @@ impl<'a> Parser<'a> {
     // ----- FETCH -----
 
     fn fetch_items(&mut self) -> PResult<Vec<FetchItem>> {
-        self.expect(b'(')?;
-        let mut items = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                return Ok(items);
-            }
-            items.push(self.fetch_item()?);
-        }
+        self.list(Self::fetch_item)
     }
 
     fn fetch_item(&mut self) -> PResult<FetchItem> {
@@ -630,29 +581,23 @@ impl<'a> Parser<'a> {
         if self.eat_word("NIL") {
             return Ok(Vec::new());
         }
-        self.expect(b'(')?;
-        let mut list = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                return Ok(list);
-            }
-            self.expect(b'(')?;
+        self.list(|p| {
+            p.expect(b'(')?;
             let mut f: [Option<Vec<u8>>; 4] = Default::default();
             for field in f.iter_mut() {
-                self.skip_sp();
-                *field = self.nstring_or_atom()?;
+                p.skip_sp();
+                *field = p.nstring_or_atom()?;
             }
-            self.skip_sp();
-            self.expect(b')')?;
+            p.skip_sp();
+            p.expect(b')')?;
             let [name, adl, mailbox, host] = f;
-            list.push(Address {
+            Ok(Address {
                 name,
                 adl,
                 mailbox,
                 host,
-            });
-        }
+            })
+        })
     }
 
     /// One `body` production: a single part or a multipart, with extension data if present.
@@ -807,15 +752,7 @@ impl<'a> Parser<'a> {
                 .into_iter()
                 .collect());
         }
-        self.pos += 1;
-        let mut langs = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                return Ok(langs);
-            }
-            langs.push(self.lossy_field()?);
-        }
+        self.list(Self::lossy_field)
     }
 
     /// `NIL` or `("key" "value" ...)`; an empty list and a key without value are tolerated.
@@ -823,22 +760,16 @@ impl<'a> Parser<'a> {
         if self.eat_word("NIL") {
             return Ok(Vec::new());
         }
-        self.expect(b'(')?;
-        let mut params = Vec::new();
-        loop {
-            self.skip_sp();
-            if self.eat(b')') {
-                return Ok(params);
-            }
-            let key = self.lossy_field()?;
-            self.skip_sp();
-            let value = if self.peek() == Some(b')') {
+        self.list(|p| {
+            let key = p.lossy_field()?;
+            p.skip_sp();
+            let value = if p.peek() == Some(b')') {
                 String::new()
             } else {
-                self.lossy_field()?
+                p.lossy_field()?
             };
-            params.push((key, value));
-        }
+            Ok((key, value))
+        })
     }
 
     /// Whether another element follows before the closing parenthesis (spaces skipped).
@@ -966,13 +897,8 @@ impl<'a> Parser<'a> {
                 let mut charsets = Vec::new();
                 self.skip_sp();
                 if self.eat(b'(') {
-                    loop {
-                        self.skip_sp();
-                        if self.eat(b')') {
-                            break;
-                        }
-                        charsets.push(String::from_utf8_lossy(&self.astring()?).into_owned());
-                    }
+                    charsets = self
+                        .list_rest(|p| Ok(String::from_utf8_lossy(&p.astring()?).into_owned()))?;
                 }
                 Code::BadCharset(charsets)
             }
@@ -1026,23 +952,39 @@ impl<'a> Parser<'a> {
 
     // ----- lexical pieces -----
 
-    /// `(flag flag ...)`. A flag is read up to a space or `)`, so keywords with atom-specials
-    /// (Gmail sends `OIB-Seen-[Google Mail]/...`) are kept instead of failing the response.
-    fn flag_list(&mut self) -> PResult<Vec<Flag>> {
+    /// `(` element* `)`: the elements, each read by `element`. Spaces between elements may be
+    /// doubled or missing (servers differ).
+    fn list<T>(&mut self, element: impl FnMut(&mut Self) -> PResult<T>) -> PResult<Vec<T>> {
         self.expect(b'(')?;
-        let mut flags = Vec::new();
+        self.list_rest(element)
+    }
+
+    /// Like [`Parser::list`], after its `(` was consumed.
+    fn list_rest<T>(
+        &mut self,
+        mut element: impl FnMut(&mut Self) -> PResult<T>,
+    ) -> PResult<Vec<T>> {
+        let mut out = Vec::new();
         loop {
             self.skip_sp();
             if self.eat(b')') {
-                return Ok(flags);
+                return Ok(out);
             }
-            let word = self.take_while(|b| !matches!(b, b' ' | b'(' | b')' | b'\r' | b'\n'));
+            out.push(element(self)?);
+        }
+    }
+
+    /// `(flag flag ...)`. A flag is read up to a space or `)`, so keywords with atom-specials
+    /// (Gmail sends `OIB-Seen-[Google Mail]/...`) are kept instead of failing the response.
+    fn flag_list(&mut self) -> PResult<Vec<Flag>> {
+        self.list(|p| {
+            let word = p.take_while(|b| !matches!(b, b' ' | b'(' | b')' | b'\r' | b'\n'));
             if word.is_empty() {
-                return Err(format!("expected a flag at byte {}", self.pos));
+                return Err(format!("expected a flag at byte {}", p.pos));
             }
             let word = String::from_utf8_lossy(word).into_owned();
-            flags.push(Flag::parse(&word).unwrap_or(Flag::Keyword(word)));
-        }
+            Ok(Flag::parse(&word).unwrap_or(Flag::Keyword(word)))
+        })
     }
 
     fn atoms_to_end(&mut self) -> PResult<Vec<String>> {
@@ -1087,13 +1029,7 @@ impl<'a> Parser<'a> {
             Some(b'(') => {
                 self.enter()?;
                 self.pos += 1;
-                loop {
-                    self.skip_sp();
-                    if self.eat(b')') {
-                        break;
-                    }
-                    self.skip_value()?;
-                }
+                self.list_rest(Self::skip_value)?;
                 self.leave();
                 Ok(())
             }
