@@ -4,7 +4,7 @@
 use imapfs::imap::codec::encode::imap_date_time;
 use imapfs::imap::codec::{
     Command, EncodeError, FetchAttr, ListReturn, QResync, SearchDate, SearchKey, SearchReturn,
-    StoreMode,
+    SelectSync, StoreMode,
 };
 use imapfs::imap::types::{Flag, MailboxName, ModSeq, SequenceSet, UidValidity};
 
@@ -31,17 +31,20 @@ fn set(nums: &[u32]) -> SequenceSet {
 fn select_and_examine() {
     let select = Command::Select {
         mailbox: mbox("INBOX"),
-        condstore: false,
+        read_only: false,
+        sync: SelectSync::Plain,
     };
     assert_eq!(one(&select), "A1 SELECT INBOX\r\n");
-    let examine = Command::Examine {
+    let examine = Command::Select {
         mailbox: mbox("Archive/2024"),
-        condstore: true,
+        read_only: true,
+        sync: SelectSync::CondStore,
     };
     assert_eq!(one(&examine), "A1 EXAMINE Archive/2024 (CONDSTORE)\r\n");
-    let examine = Command::Examine {
+    let examine = Command::Select {
         mailbox: mbox("\u{dc}n\u{ef}c\u{f8}d\u{e9} Folder"),
-        condstore: false,
+        read_only: true,
+        sync: SelectSync::Plain,
     };
     assert_eq!(
         one(&examine),
@@ -58,10 +61,10 @@ fn select_qresync() {
         known_uids: Some(SequenceSet(vec![(41, 41), (43, 211), (214, 541)])),
         seq_match: None,
     };
-    let c = Command::SelectQresync {
+    let c = Command::Select {
         mailbox: mbox("INBOX"),
         read_only: false,
-        qresync: q.clone(),
+        sync: SelectSync::QResync(q.clone()),
     };
     assert_eq!(
         one(&c),
@@ -72,10 +75,10 @@ fn select_qresync() {
         known_uids: None,
         ..q.clone()
     };
-    let c = Command::SelectQresync {
+    let c = Command::Select {
         mailbox: mbox("INBOX"),
         read_only: true,
-        qresync: bare,
+        sync: SelectSync::QResync(bare),
     };
     assert_eq!(
         one(&c),
@@ -89,10 +92,10 @@ fn select_qresync() {
         )),
         ..q
     };
-    let c = Command::SelectQresync {
+    let c = Command::Select {
         mailbox: mbox("INBOX"),
         read_only: false,
-        qresync: with_match,
+        sync: SelectSync::QResync(with_match),
     };
     assert_eq!(
         one(&c),

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder};
+use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder, SelectSync};
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
 
@@ -262,17 +262,15 @@ impl Session {
         then: Option<Command>,
     ) -> Result<Option<Result<Completed>>> {
         self.selected = None;
-        let condstore = self.has_capability("CONDSTORE");
-        let cmd = if read_only {
-            Command::Examine {
-                mailbox: mailbox.clone(),
-                condstore,
-            }
+        let sync = if self.has_capability("CONDSTORE") {
+            SelectSync::CondStore
         } else {
-            Command::Select {
-                mailbox: mailbox.clone(),
-                condstore,
-            }
+            SelectSync::Plain
+        };
+        let cmd = Command::Select {
+            mailbox: mailbox.clone(),
+            read_only,
+            sync,
         };
         self.selected = Some(Selected {
             mailbox: mailbox.clone(),

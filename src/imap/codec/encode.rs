@@ -120,13 +120,11 @@ pub enum Command {
         reference: Vec<u8>,
         pattern: Vec<u8>,
     },
+    /// `SELECT` (or `EXAMINE` when `read_only`) with optional CONDSTORE/QRESYNC parameters.
     Select {
         mailbox: MailboxName,
-        condstore: bool,
-    },
-    Examine {
-        mailbox: MailboxName,
-        condstore: bool,
+        read_only: bool,
+        sync: SelectSync,
     },
     Status {
         mailbox: MailboxName,
@@ -177,13 +175,6 @@ pub enum Command {
     GetQuotaRoot(MailboxName),
     Unselect,
     Close,
-    /// `SELECT`/`EXAMINE mailbox (QRESYNC (...))` (RFC 7162 section 3.2.5); needs `ENABLE QRESYNC`
-    /// first. `read_only` sends EXAMINE.
-    SelectQresync {
-        mailbox: MailboxName,
-        read_only: bool,
-        qresync: QResync,
-    },
     /// `LIST reference pattern RETURN (...)` (RFC 5258, RFC 5819 LIST-STATUS).
     ListExtended {
         reference: Vec<u8>,
@@ -203,6 +194,17 @@ pub enum Command {
     },
     /// `GETQUOTA root` (RFC 9208).
     GetQuota(Vec<u8>),
+}
+
+/// What SELECT/EXAMINE asks the server to report about changes (RFC 7162).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectSync {
+    /// No parameter.
+    Plain,
+    /// `(CONDSTORE)`: report HIGHESTMODSEQ.
+    CondStore,
+    /// `(QRESYNC (...))`: report what changed since (needs `ENABLE QRESYNC` first).
+    QResync(QResync),
 }
 
 /// The QRESYNC parameters of SELECT/EXAMINE: what the client remembers of the mailbox.
@@ -390,8 +392,12 @@ impl Command {
             Command::Id(_) => "ID",
             Command::Namespace => "NAMESPACE",
             Command::List { .. } => "LIST",
-            Command::Select { .. } => "SELECT",
-            Command::Examine { .. } => "EXAMINE",
+            Command::Select {
+                read_only: false, ..
+            } => "SELECT",
+            Command::Select {
+                read_only: true, ..
+            } => "EXAMINE",
             Command::Status { .. } => "STATUS",
             Command::Create(_) => "CREATE",
             Command::Delete(_) => "DELETE",
@@ -408,12 +414,6 @@ impl Command {
             Command::GetQuotaRoot(_) => "GETQUOTAROOT",
             Command::Unselect => "UNSELECT",
             Command::Close => "CLOSE",
-            Command::SelectQresync {
-                read_only: false, ..
-            } => "SELECT",
-            Command::SelectQresync {
-                read_only: true, ..
-            } => "EXAMINE",
             Command::ListExtended { .. } => "LIST",
             Command::Search { uid: false, .. } => "SEARCH",
             Command::Search { uid: true, .. } => "UID SEARCH",
@@ -492,44 +492,38 @@ impl Command {
                 w.raw(b" ");
                 w.string(pattern)?;
             }
-            Command::Select { mailbox, condstore } | Command::Examine { mailbox, condstore } => {
-                w.raw(if matches!(self, Command::Select { .. }) {
-                    b"SELECT "
-                } else {
-                    b"EXAMINE "
-                });
-                w.mailbox(mailbox)?;
-                if *condstore {
-                    w.raw(b" (CONDSTORE)");
-                }
-            }
             Command::Status { mailbox, items } => {
                 w.raw(b"STATUS ");
                 w.mailbox(mailbox)?;
                 w.raw(b" ");
                 w.atom_list(items)?;
             }
-            Command::SelectQresync {
+            Command::Select {
                 mailbox,
                 read_only,
-                qresync,
+                sync,
             } => {
                 w.raw(if *read_only { b"EXAMINE " } else { b"SELECT " });
                 w.mailbox(mailbox)?;
-                let q = qresync;
-                w.raw(format!(" (QRESYNC ({} {}", q.uidvalidity, q.modseq.0).as_bytes());
-                if let Some(known) = &q.known_uids {
-                    w.raw(b" ");
-                    w.set(known)?;
-                    if let Some((seqs, uids)) = &q.seq_match {
-                        w.raw(b" (");
-                        w.set(seqs)?;
-                        w.raw(b" ");
-                        w.set(uids)?;
-                        w.raw(b")");
+                match sync {
+                    SelectSync::Plain => {}
+                    SelectSync::CondStore => w.raw(b" (CONDSTORE)"),
+                    SelectSync::QResync(q) => {
+                        w.raw(format!(" (QRESYNC ({} {}", q.uidvalidity, q.modseq.0).as_bytes());
+                        if let Some(known) = &q.known_uids {
+                            w.raw(b" ");
+                            w.set(known)?;
+                            if let Some((seqs, uids)) = &q.seq_match {
+                                w.raw(b" (");
+                                w.set(seqs)?;
+                                w.raw(b" ");
+                                w.set(uids)?;
+                                w.raw(b")");
+                            }
+                        }
+                        w.raw(b"))");
                     }
                 }
-                w.raw(b"))");
             }
             Command::ListExtended {
                 reference,
@@ -921,9 +915,10 @@ mod tests {
     #[test]
     fn examine_and_fetch() {
         assert_eq!(
-            one(&Command::Examine {
+            one(&Command::Select {
                 mailbox: mbox("\u{dc}ber R&D"),
-                condstore: false
+                read_only: true,
+                sync: SelectSync::Plain
             }),
             "A1 EXAMINE \"&ANw-ber R&-D\"\r\n"
         );

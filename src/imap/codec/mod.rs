@@ -21,7 +21,7 @@ pub mod parse;
 
 pub use encode::{
     imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, QResync,
-    SearchDate, SearchKey, SearchReturn, StoreMode,
+    SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
 
 use crate::imap::types::Response;
