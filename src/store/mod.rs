@@ -279,38 +279,13 @@ impl Account {
         if listed > bs {
             return Ok(BodyLength::AsListed);
         }
-        let key = BlockKey {
-            mailbox: id,
-            validity,
-            uid,
-            block: 0,
-        };
-        let block = match self.blocks.get(&key) {
-            Some(b) => b,
-            None => {
-                let _turn = self.fetch_turns[stripe(id, uid)].lock();
-                match self.blocks.get(&key) {
-                    Some(b) => b,
-                    None => {
-                        let mut wanted = vec![(uid, 0)];
-                        wanted.extend(self.walk_prefetch(id, validity, uid));
-                        let fetched = self.fetch_blocks(id, validity, &wanted)?;
-                        let first = fetched
-                            .iter()
-                            .find(|(k, _)| *k == (uid, 0))
-                            .map(|(_, d)| d.clone());
-                        self.cache_fetched(id, validity, fetched);
-                        first.ok_or_else(|| Error::NotFound(format!("message {uid}")))?
-                    }
-                }
-            }
-        };
-        let len = block.len() as u64;
+        // The whole first block, as far as the body goes: a read of unknown length (which
+        // also corrects the index when the body ends short of the listed size).
+        let len = self.read(id, validity, uid, u64::MAX, 0, bs)?.len() as u64;
         if len == listed {
             Ok(BodyLength::AsListed)
         } else if len < bs {
             log::info!("message {uid}: RFC822.SIZE {listed} but BODY[] has {len} bytes");
-            self.correct_size(id, validity, uid, len);
             Ok(BodyLength::Corrected(len))
         } else {
             log::info!("message {uid}: RFC822.SIZE {listed} but BODY[] is longer than {len}");
