@@ -48,10 +48,6 @@ impl Pool {
         }
     }
 
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
-    }
-
     /// Run `f` on a session, preferably one with `mailbox` selected. `f` must be idempotent:
     /// after a connection failure it runs again on a new connection.
     pub fn with_session<T>(

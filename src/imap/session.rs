@@ -202,10 +202,6 @@ impl Session {
         self.round_trips
     }
 
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
-    }
-
     /// Run one command to completion.
     pub fn run(&mut self, cmd: Command) -> Result<Completed> {
         let tag = self.send(&cmd)?;

@@ -306,10 +306,6 @@ impl Transport {
         r.map_err(|e| Error::io(format!("sending to {}", self.peer), e))
     }
 
-    pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
-    }
-
     /// Close the connection in both directions (used to abort a stuck connection).
     pub fn shutdown(&mut self) {
         match &mut self.stream {

@@ -724,7 +724,6 @@ fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
             );
         }
     }
-    s.take_changed();
     Ok(Index {
         validity,
         uidnext,
