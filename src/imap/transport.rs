@@ -293,7 +293,7 @@ impl Transport {
                 while !rest.is_empty() {
                     wait_fd(t.stdin.as_raw_fd(), libc::POLLOUT, deadline, &self.peer)?;
                     match t.stdin.write(rest) {
-                        Ok(0) => break,
+                        Ok(0) => return Err(Error::Bye(format!("{} stopped reading", self.peer))),
                         Ok(n) => rest = &rest[n..],
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
