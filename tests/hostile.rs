@@ -87,30 +87,10 @@ impl FakeServer {
     fn start(quirks: Quirks) -> FakeServer {
         let dir = common::unique_temp_dir("fake-imap");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let out = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // The harness's certificate (made once per test binary), as the harness's Dovecot uses.
+        let (cert_pem, key_pem) = common::self_signed_certificate();
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
             .unwrap()
             .map(|c| c.unwrap())

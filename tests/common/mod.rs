@@ -1325,9 +1325,10 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
 }
 
 /// A self-signed certificate for `localhost` / `127.0.0.1`, made once per test binary.
-/// `CA:FALSE` matters: webpki (rustls) rejects an end-entity certificate marked as a CA, which
-/// is what `openssl req -x509` makes by default.
-fn self_signed_certificate() -> (String, String) {
+/// `CA:FALSE`, so that it passes plain WebPKI rules too (which reject an end-entity
+/// certificate marked as a CA, `openssl req -x509`'s default; imapfs accepts that one only as
+/// an exact pin from --ca-file). Shared with the scripted servers of tests/hostile.rs.
+pub fn self_signed_certificate() -> (String, String) {
     static PAIR: OnceLock<(String, String)> = OnceLock::new();
     PAIR.get_or_init(|| {
         let dir = unique_temp_dir("cert");
