@@ -599,8 +599,9 @@ impl Account {
             uid,
             block: 0,
         });
-        let raw = match cached.filter(|b| find_header_end(b).is_some()) {
-            Some(b) => b[..find_header_end(&b).unwrap_or(b.len())].to_vec(),
+        let in_cache = cached.and_then(|b| find_header_end(&b).map(|end| b[..end].to_vec()));
+        let raw = match in_cache {
+            Some(header) => header,
             None => self.fetch_header(id, validity, uid)?,
         };
         let h = Arc::new(decode_headers(&raw));
