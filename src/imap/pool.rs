@@ -4,9 +4,11 @@
 //! exchange with [`Pool::with_session`] and gives it back. The pool prefers a session that has
 //! the wanted mailbox selected already (saving an EXAMINE and Dovecot's folder rescan), opens a
 //! new connection while under its limit, and otherwise waits, with a deadline, for one to come
-//! back. A session that failed fatally is dropped, never reused; an idempotent request that
-//! failed on a pooled connection (the server may have closed it while idle) is retried once on
-//! a fresh one.
+//! back. A session that failed fatally is dropped, never reused. Each request says whether it
+//! may be sent again ([`Retry`]): an idempotent one (a FETCH, a LIST) that failed on a pooled
+//! connection (the server may have closed it while idle) is retried once on a fresh one; a
+//! request that changes the mailbox (APPEND, COPY, MOVE, EXPUNGE, CREATE, RENAME, DELETE) is
+//! never re-sent blindly: the caller gets the error and must find out what the server did.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,17 @@ use crate::error::{Error, Result};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::session::Session;
 use crate::imap::types::MailboxName;
+
+/// Whether a request may be sent again after the connection broke under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Running it twice has the effect of running it once (reads, EXAMINE, LIST, STATUS, a
+    /// STORE of absolute flags).
+    Idempotent,
+    /// Running it twice could duplicate or lose mail: the server may have done it before the
+    /// connection broke. Never re-sent by the pool.
+    Never,
+}
 
 /// A bounded set of sessions to one account.
 pub struct Pool {
@@ -48,11 +61,13 @@ impl Pool {
         }
     }
 
-    /// Run `f` on a session, preferably one with `mailbox` selected. `f` must be idempotent:
-    /// after a connection failure it runs again on a new connection.
+    /// Run `f` on a session, preferably one with `mailbox` selected. With
+    /// [`Retry::Idempotent`], `f` runs again on a new connection after the pooled one turned
+    /// out to be dropped; with [`Retry::Never`] the failure is returned as it is.
     pub fn with_session<T>(
         &self,
         mailbox: Option<&MailboxName>,
+        retry: Retry,
         mut f: impl FnMut(&mut Session) -> Result<T>,
     ) -> Result<T> {
         let (mut session, fresh) = self.take(mailbox)?;
@@ -63,7 +78,7 @@ impl Pool {
         // worth one retry. A timeout is not: the server is there but slow, and retrying
         // would double the wait.
         let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
-        if !fresh && session.is_broken() && dropped {
+        if retry == Retry::Idempotent && !fresh && session.is_broken() && dropped {
             log::info!(
                 "retrying on a new connection after: {}",
                 result

@@ -225,12 +225,14 @@ impl Session {
         Ok(out)
     }
 
-    /// Select (read-write) or examine (read-only) a mailbox, unless it already is.
+    /// Select (read-write) or examine (read-only) a mailbox, unless it already is. A read-write
+    /// selection serves a read-only request too (reads use BODY.PEEK, so nothing changes);
+    /// a read-only one never serves a request to write.
     pub fn select(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
         let current = self
             .selected
             .as_ref()
-            .is_some_and(|s| &s.mailbox == mailbox && (s.read_only || !read_only));
+            .is_some_and(|s| &s.mailbox == mailbox && (!s.read_only || read_only));
         if current {
             return self
                 .selected

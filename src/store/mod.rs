@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
-use crate::imap::pool::Pool;
+use crate::imap::pool::{Pool, Retry};
 use crate::imap::session::Session;
 use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
 use blocks::{BlockCache, BlockKey};
@@ -166,7 +166,7 @@ impl Account {
         if let Some(list) = fresh() {
             return Ok(list);
         }
-        let done = self.pool.with_session(None, |s| {
+        let done = self.pool.with_session(None, Retry::Idempotent, |s| {
             s.run(Command::List {
                 reference: Vec::new(),
                 pattern: b"*".to_vec(),
@@ -242,7 +242,7 @@ impl Account {
             .ok_or_else(|| Error::NotFound("mailbox".into()))?;
         let index = self
             .pool
-            .with_session(Some(&name), |s| fetch_index(s, &name))?;
+            .with_session(Some(&name), Retry::Idempotent, |s| fetch_index(s, &name))?;
         let index = Arc::new(index);
         let old = self.indexes.lock().insert(id, index.clone());
         if old.is_some_and(|o| o.validity != index.validity) {
@@ -522,7 +522,7 @@ impl Account {
                 changed_since: None,
             })
             .collect();
-        let untagged = self.pool.with_session(Some(&name), |s| {
+        let untagged = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
             check_validity(s, &name, validity)?;
             let mut all = Vec::new();
             for (i, r) in s.pipeline(&cmds)?.into_iter().enumerate() {
@@ -613,7 +613,7 @@ impl Account {
         let name = self
             .mailbox_name(id)
             .ok_or_else(|| Error::NotFound("mailbox".into()))?;
-        let done = self.pool.with_session(Some(&name), |s| {
+        let done = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
             check_validity(s, &name, validity)?;
             s.run(Command::Fetch {
                 uid: true,
