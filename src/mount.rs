@@ -4,36 +4,35 @@
 //! server or a certificate that does not verify ends `imapfs mount` with one line and nothing
 //! mounted. Without `--foreground` the process then forks: the child mounts and reports success
 //! or the mount error through a pipe, and the parent exits only once it knows, with the child's
-//! verdict. SIGINT, SIGTERM and SIGHUP unmount cleanly; an external `fusermount3 -u` ends the
-//! serving thread, which the main thread notices.
+//! verdict and exit code. SIGINT, SIGTERM and SIGHUP unmount cleanly, lazily (detached) if the
+//! mount is busy, so that the daemon never exits leaving a dead mount ("Transport endpoint is
+//! not connected"); an external `fusermount3 -u` ends the serving thread, which the main thread
+//! notices.
+//!
+//! Before anything else the mount point is checked: it must exist, be a directory, be empty
+//! (unless `nonempty`) and not be a mount point already, so that a second `imapfs mount` on
+//! the same place fails with one line and leaves the first mount alone.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{Config as FuseConfig, MountOption, SessionACL};
+use fuser::{BackgroundSession, Config as FuseConfig, MountOption, SessionACL};
 
 use crate::config::MountOptions;
 use crate::error::{Error, Result};
 use crate::fs::{FsOptions, ImapFs};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::pool::Pool;
+use crate::imap::session::Session;
 use crate::store::{Account, StoreOptions};
 
 /// Mount the account and serve it until unmounted. Returns once the mount is gone.
 pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
-    if !opts.mountpoint.is_dir() {
-        return Err(Error::Config(format!(
-            "mount point {} is not a directory",
-            opts.mountpoint.display()
-        )));
-    }
     // Absolute, so that unmounting still finds it after the daemon leaves its directory.
-    opts.mountpoint = opts
-        .mountpoint
-        .canonicalize()
-        .map_err(|e| Error::Config(format!("mount point {}: {e}", opts.mountpoint.display())))?;
+    opts.mountpoint = check_mountpoint(&opts.mountpoint, opts.nonempty)?;
     let first = connect(&server)?;
     // Shown in the mount table. Mount options are comma-separated: keep only safe characters
     // so that a user name cannot smuggle in an option.
@@ -59,12 +58,62 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         Some(daemonize()?)
     };
     block_signals();
+    let (bg, account) = match start_serving(server, &opts, first, fsname) {
+        Ok(started) => started,
+        Err(e) => {
+            if let Some(fd) = notify {
+                // The parent prints it; the child's own stderr would say it twice.
+                report(fd, Err(&e));
+                detach_stdio();
+            }
+            return Err(e);
+        }
+    };
+    log::info!("mounted on {}", opts.mountpoint.display());
+    if let Some(fd) = notify {
+        report(fd, Ok(()));
+        detach_stdio();
+        // A daemon must not keep the directory it was started in busy (unmountable).
+        let _ = std::env::set_current_dir("/");
+    }
+    loop {
+        if bg.guard.is_finished() {
+            log::info!("unmounted externally");
+            let _ = bg.join();
+            break;
+        }
+        if let Some(sig) = wait_signal(Duration::from_millis(500)) {
+            log::info!("signal {sig}: unmounting");
+            if let Err(e) = bg.umount_and_join() {
+                // Busy (a process has its cwd or a file open inside): as root fuser's
+                // umount(2) has no MNT_DETACH and fails with EBUSY. Detach lazily rather
+                // than exit and leave a dead mount behind.
+                log::warn!("unmount: {e}; detaching lazily");
+                lazy_unmount(&opts.mountpoint)?;
+            }
+            break;
+        }
+    }
+    account.pool().close_all();
+    Ok(())
+}
+
+/// Build the store and the filesystem, mount, and start the serving threads.
+fn start_serving(
+    server: ServerConfig,
+    opts: &MountOptions,
+    first: Session,
+    fsname: String,
+) -> Result<(BackgroundSession, Arc<Account>)> {
     let pool = Pool::new(server, opts.connections, Some(first));
     let store_opts = StoreOptions {
         cache_size: opts.cache_size,
         ..StoreOptions::default()
     };
     let account = Arc::new(Account::new(pool, store_opts));
+    // lead: wire read_only/delete/subscribed/idle into FsOptions (opts.read_only,
+    // opts.delete, opts.subscribed_only, opts.idle), and mount RW unless opts.read_only once
+    // writes land (MountOption::RO below is unconditional until then).
     let fs_opts = FsOptions {
         dir_ttl: opts.dir_ttl,
         ..FsOptions::default()
@@ -87,19 +136,12 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         cfg.acl = SessionACL::All;
     }
     cfg.n_threads = Some(opts.connections.clamp(2, 8));
-    let session = match fuser::Session::new(fs, &opts.mountpoint, &cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            let err = Error::Config(format!(
-                "cannot mount on {}: {e}",
-                opts.mountpoint.display()
-            ));
-            if let Some(fd) = notify {
-                report(fd, Err(&err));
-            }
-            return Err(err);
-        }
-    };
+    let session = fuser::Session::new(fs, &opts.mountpoint, &cfg).map_err(|e| {
+        Error::Config(format!(
+            "cannot mount on {}: {e}",
+            opts.mountpoint.display()
+        ))
+    })?;
     let bg = session
         .spawn()
         .map_err(|e| Error::io("starting the FUSE session", e))?;
@@ -108,28 +150,104 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         .name("invalidate".into())
         .spawn(move || crate::fs::invalidation_thread(invalidations, notifier))
         .map_err(|e| Error::io("starting the invalidation thread", e))?;
-    log::info!("mounted on {}", opts.mountpoint.display());
-    if let Some(fd) = notify {
-        report(fd, Ok(()));
-        detach_stdio();
-        // A daemon must not keep the directory it was started in busy (unmountable).
-        let _ = std::env::set_current_dir("/");
-    }
-    loop {
-        if bg.guard.is_finished() {
-            log::info!("unmounted externally");
-            let _ = bg.join();
-            break;
+    Ok((bg, account))
+}
+
+/// Check the mount point and return its canonical path: an existing, empty (unless
+/// `nonempty`) directory that is not already a mount point.
+fn check_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::Config(format!("mount point {shown} does not exist"))
         }
-        if let Some(sig) = wait_signal(Duration::from_millis(500)) {
-            log::info!("signal {sig}: unmounting");
-            if let Err(e) = bg.umount_and_join() {
-                log::warn!("unmount: {e}");
+        _ if e.raw_os_error() == Some(libc::ENOTCONN) => Error::Config(format!(
+            "mount point {shown} is a dead mount (its server is gone); \
+             unmount it first: fusermount3 -u {shown}"
+        )),
+        _ => Error::Config(format!("mount point {shown}: {e}")),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Config(format!(
+            "mount point {shown} is not a directory"
+        )));
+    }
+    let absolute = path
+        .canonicalize()
+        .map_err(|e| Error::Config(format!("mount point {shown}: {e}")))?;
+    if is_mount_point(&absolute) {
+        return Err(Error::Config(format!(
+            "{shown} is already a mount point (unmount it first: fusermount3 -u {shown})"
+        )));
+    }
+    if !nonempty {
+        let mut entries = std::fs::read_dir(&absolute)
+            .map_err(|e| Error::Config(format!("mount point {shown}: {e}")))?;
+        if entries.next().is_some() {
+            return Err(Error::Config(format!(
+                "mount point {shown} is not empty (-o nonempty mounts over it anyway)"
+            )));
+        }
+    }
+    Ok(absolute)
+}
+
+/// Whether /proc/self/mountinfo lists `path` (canonical) as a mount point.
+pub fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let wanted = path.as_os_str().as_bytes();
+    std::fs::read("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .any(|field| unescape_mountinfo(field) == wanted)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|_| field[i] == b'\\')
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match octal {
+            Some(b) => {
+                out.push(b);
+                i += 4;
             }
-            break;
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
         }
     }
-    account.pool().close_all();
+    out
+}
+
+/// Detach a busy mount: umount2(MNT_DETACH) (root), else `fusermount3 -u -z`. Fails only if
+/// the mount is still there afterwards.
+fn lazy_unmount(mountpoint: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+    }
+    let status = std::process::Command::new("fusermount3")
+        .args(["-u", "-z", "--"])
+        .arg(mountpoint)
+        .stdin(std::process::Stdio::null())
+        .status();
+    if is_mount_point(mountpoint) {
+        return Err(Error::Config(format!(
+            "cannot unmount {} ({status:?})",
+            mountpoint.display()
+        )));
+    }
     Ok(())
 }
 
@@ -160,13 +278,16 @@ fn daemonize() -> Result<OwnedFd> {
             if verdict == "ok" {
                 std::process::exit(0);
             }
-            let msg = if verdict.is_empty() {
-                "the mount process died".into()
-            } else {
-                verdict
+            // "CODE message": the child's exit code travels with its message.
+            let (code, msg) = match verdict.split_once(' ') {
+                Some((code, msg)) if code.parse::<u8>().is_ok_and(|c| c != 0) => {
+                    (code.parse::<i32>().unwrap_or(69), msg.to_string())
+                }
+                _ if verdict.is_empty() => (69, "the mount process died".to_string()),
+                _ => (69, verdict),
             };
             eprintln!("imapfs: {msg}");
-            std::process::exit(69);
+            std::process::exit(code);
         }
     }
 }
@@ -175,7 +296,7 @@ fn report(fd: OwnedFd, result: std::result::Result<(), &Error>) {
     let mut f = std::fs::File::from(fd);
     let _ = match result {
         Ok(()) => f.write_all(b"ok"),
-        Err(e) => f.write_all(e.to_string().as_bytes()),
+        Err(e) => f.write_all(format!("{} {e}", e.exit_code()).as_bytes()),
     };
 }
 

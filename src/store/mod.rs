@@ -613,21 +613,23 @@ impl Account {
         let name = self
             .mailbox_name(id)
             .ok_or_else(|| Error::NotFound("mailbox".into()))?;
-        let done = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-            check_validity(s, &name, validity)?;
-            s.run(Command::Fetch {
-                uid: true,
-                set: SequenceSet::single(uid.get()),
-                attrs: vec![
-                    FetchAttr::Uid,
-                    FetchAttr::BodyPeek {
-                        section: "HEADER".into(),
-                        partial: None,
-                    },
-                ],
-                changed_since: None,
-            })
-        })?;
+        let done = self
+            .pool
+            .with_session(Some(&name), Retry::Idempotent, |s| {
+                check_validity(s, &name, validity)?;
+                s.run(Command::Fetch {
+                    uid: true,
+                    set: SequenceSet::single(uid.get()),
+                    attrs: vec![
+                        FetchAttr::Uid,
+                        FetchAttr::BodyPeek {
+                            section: "HEADER".into(),
+                            partial: None,
+                        },
+                    ],
+                    changed_since: None,
+                })
+            })?;
         for u in done.untagged {
             let Untagged::Fetch { items, .. } = u else {
                 continue;
