@@ -275,16 +275,9 @@ fn daemonize() -> Result<OwnedFd> {
             drop(wr);
             let mut verdict = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut verdict);
-            if verdict == "ok" {
-                std::process::exit(0);
-            }
-            // "CODE message": the child's exit code travels with its message.
-            let (code, msg) = match verdict.split_once(' ') {
-                Some((code, msg)) if code.parse::<u8>().is_ok_and(|c| c != 0) => {
-                    (code.parse::<i32>().unwrap_or(69), msg.to_string())
-                }
-                _ if verdict.is_empty() => (69, "the mount process died".to_string()),
-                _ => (69, verdict),
+            let (code, msg) = match read_verdict(&verdict) {
+                Ok(()) => std::process::exit(0),
+                Err(failure) => failure,
             };
             eprintln!("imapfs: {msg}");
             std::process::exit(code);
@@ -293,11 +286,31 @@ fn daemonize() -> Result<OwnedFd> {
 }
 
 fn report(fd: OwnedFd, result: std::result::Result<(), &Error>) {
-    let mut f = std::fs::File::from(fd);
-    let _ = match result {
-        Ok(()) => f.write_all(b"ok"),
-        Err(e) => f.write_all(format!("{} {e}", e.exit_code()).as_bytes()),
-    };
+    let _ = std::fs::File::from(fd).write_all(verdict(result).as_bytes());
+}
+
+/// What the child tells the parent: `ok`, or its exit code and the error line, so that the
+/// parent exits as the child would have (64 for a configuration error, not always 69).
+fn verdict(result: std::result::Result<(), &Error>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("{} {e}", e.exit_code()),
+    }
+}
+
+/// The parent's reading of [`verdict`]; nothing at all means the child died.
+fn read_verdict(verdict: &str) -> std::result::Result<(), (i32, String)> {
+    if verdict == "ok" {
+        return Ok(());
+    }
+    match verdict.split_once(' ') {
+        Some((code, msg)) => match code.parse::<u8>() {
+            Ok(code) if code != 0 => Err((i32::from(code), msg.to_string())),
+            _ => Err((69, verdict.to_string())),
+        },
+        None if verdict.is_empty() => Err((69, "the mount process died".into())),
+        None => Err((69, verdict.to_string())),
+    }
 }
 
 fn detach_stdio() {
@@ -344,4 +357,29 @@ fn wait_signal(timeout: Duration) -> Option<i32> {
     // SAFETY: valid set and timespec; no siginfo wanted.
     let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (sig > 0).then_some(sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8: the parent exited 69 for every failure of the child, although a
+    /// configuration error is 64.
+    #[test]
+    fn verdict_carries_the_childs_exit_code() {
+        let config = Error::Config("cannot mount on /mnt: Permission denied".into());
+        assert_eq!(
+            read_verdict(&verdict(Err(&config))),
+            Err((64, "cannot mount on /mnt: Permission denied".into()))
+        );
+        let auth = Error::Auth("Authentication failed.".into());
+        assert_eq!(read_verdict(&verdict(Err(&auth))).unwrap_err().0, 77);
+        assert_eq!(read_verdict(&verdict(Ok(()))), Ok(()));
+        assert_eq!(read_verdict("").unwrap_err().0, 69);
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(b"/tmp/a\\040b\\134c"), b"/tmp/a b\\c");
+    }
 }
