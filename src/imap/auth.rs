@@ -216,7 +216,11 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
             (Credential::TokenCommand(_), AuthMethod::Auto) => oauth_method(&mut session)?,
             (_, method) => method,
         };
+        if matches!(cfg.credential, Credential::TokenCommand(_)) {
+            log::debug!("running the OAuth2 token command for a new connection");
+        }
         let secret = cfg.credential.obtain()?;
+        log::debug!("logging in to {}:{} as {} ({method:?})", cfg.host, cfg.port, cfg.user);
         login_with(
             &mut session,
             method,
