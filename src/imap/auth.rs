@@ -220,7 +220,12 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
             log::debug!("running the OAuth2 token command for a new connection");
         }
         let secret = cfg.credential.obtain()?;
-        log::debug!("logging in to {}:{} as {} ({method:?})", cfg.host, cfg.port, cfg.user);
+        log::debug!(
+            "logging in to {}:{} as {} ({method:?})",
+            cfg.host,
+            cfg.port,
+            cfg.user
+        );
         login_with(
             &mut session,
             method,
