@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::imap::codec::{Command, Limits};
 use crate::imap::session::{Session, Timeouts};
 use crate::imap::transport::Transport;
-use crate::imap::types::{Code, Response, Status, Untagged};
+use crate::imap::types::{Code, Response, Status};
 
 /// A secret (password, token): its `Debug` and `Display` print nothing.
 #[derive(Clone, Default)]
@@ -285,17 +285,22 @@ fn open_network(cfg: &ServerConfig) -> Result<(Session, bool)> {
 /// After authentication: learn the capabilities afresh and enable what we use.
 fn finish_login(mut session: Session) -> Result<Session> {
     session.forget_capabilities();
-    if session.has_capability("UTF8=ACCEPT") {
-        // Names switch to UTF-8 only if the server says it enabled it (RFC 5161 ENABLED);
-        // a refusal is no reason to fail: modified UTF-7 still works.
-        let enabled = match session.run(Command::Enable(vec!["UTF8=ACCEPT".into()])) {
-            Ok(done) => done.untagged.iter().any(|u| {
-                matches!(u, Untagged::Enabled(caps) if caps.iter().any(|c| c.eq_ignore_ascii_case("UTF8=ACCEPT")))
-            }),
-            Err(e) if !e.is_fatal_to_connection() => false,
+    // One ENABLE for everything wanted: UTF8=ACCEPT (names as UTF-8) and QRESYNC
+    // (incremental resynchronisation, RFC 7162). Each counts only if the server says ENABLED
+    // (RFC 5161); a refusal is no reason to fail: modified UTF-7 and full listings still work.
+    let wanted: Vec<String> = ["UTF8=ACCEPT", "QRESYNC"]
+        .into_iter()
+        .filter(|c| session.has_capability(c))
+        .map(String::from)
+        .collect();
+    if !wanted.is_empty() {
+        match session.run(Command::Enable(wanted)) {
+            Ok(_) => {}
+            Err(e) if !e.is_fatal_to_connection() => {}
             Err(e) => return Err(e),
-        };
-        session.set_utf8(enabled);
+        }
+        let utf8 = session.is_enabled("UTF8=ACCEPT");
+        session.set_utf8(utf8);
     }
     Ok(session)
 }

@@ -107,6 +107,13 @@ impl Pool {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// A session of its own for a long-lived task (the watcher's IDLE / NOTIFY): opened with
+    /// the pool's account settings, outside its limit and its round-trip count, and never
+    /// handed to [`Pool::with_session`] callers. The caller owns it and logs it out.
+    pub fn dedicated_session(&self) -> Result<Session> {
+        connect(&self.config)
+    }
+
     /// Close every idle connection (on unmount).
     pub fn close_all(&self) {
         let idle = std::mem::take(&mut self.state.lock().idle);

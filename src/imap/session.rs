@@ -74,6 +74,8 @@ pub struct Session {
     timeouts: Timeouts,
     next_tag: u32,
     capabilities: Vec<String>,
+    /// Extensions the server reported ENABLED (RFC 5161), upper-cased.
+    enabled: Vec<String>,
     selected: Option<Selected>,
     /// Untagged responses not yet handed to a waiter.
     untagged: Vec<Untagged>,
@@ -105,6 +107,7 @@ impl Session {
             timeouts,
             next_tag: 1,
             capabilities: Vec::new(),
+            enabled: Vec::new(),
             selected: None,
             untagged: Vec::new(),
             done: HashMap::new(),
@@ -167,6 +170,12 @@ impl Session {
         self.capabilities()
             .map(|c| c.iter().any(|x| x.eq_ignore_ascii_case(cap)))
             .unwrap_or(false)
+    }
+
+    /// Whether the server reported an extension ENABLED (`* ENABLED`, RFC 5161) on this
+    /// connection: the advertisement alone does not switch anything on.
+    pub fn is_enabled(&self, ext: &str) -> bool {
+        self.enabled.iter().any(|e| e.eq_ignore_ascii_case(ext))
     }
 
     /// Forget the capabilities (after login they may change).
@@ -266,12 +275,28 @@ impl Session {
         read_only: bool,
         then: Option<Command>,
     ) -> Result<Option<Result<Completed>>> {
-        self.selected = None;
         let sync = if self.has_capability("CONDSTORE") {
             SelectSync::CondStore
         } else {
             SelectSync::Plain
         };
+        let then: Vec<Command> = then.into_iter().collect();
+        let (_, results) = self.select_with(mailbox, read_only, sync, &then)?;
+        Ok(results.into_iter().next())
+    }
+
+    /// SELECT/EXAMINE with the given change-report parameters (`QRESYNC` needs
+    /// `ENABLE QRESYNC` first: see [`Session::is_enabled`]), with `then` pipelined behind it in
+    /// the same round trip. Returns the selection's own completion (with a QRESYNC
+    /// selection, its untagged data holds `VANISHED (EARLIER)` and the changed messages'
+    /// FETCH responses) and the completions of `then`.
+    pub fn select_with(
+        &mut self,
+        mailbox: &MailboxName,
+        read_only: bool,
+        sync: SelectSync,
+        then: &[Command],
+    ) -> Result<(Completed, Vec<Result<Completed>>)> {
         let cmd = Command::Select {
             mailbox: mailbox.clone(),
             read_only,
@@ -288,7 +313,7 @@ impl Session {
             changed: false,
         });
         let mut cmds = vec![cmd];
-        cmds.extend(then);
+        cmds.extend_from_slice(then);
         let mut results = match self.pipeline(&cmds) {
             Ok(r) => r.into_iter(),
             Err(e) => {
@@ -304,7 +329,7 @@ impl Session {
                     }
                     sel.changed = false;
                 }
-                Ok(results.next())
+                Ok((done, results.collect()))
             }
             Some(Err(e)) => {
                 self.selected = None;
@@ -540,10 +565,26 @@ impl Session {
             }
             Untagged::Expunge(_) | Untagged::Vanished { .. } => {
                 if let Some(sel) = self.selected.as_mut() {
-                    if matches!(u, Untagged::Expunge(_)) {
-                        sel.exists = sel.exists.saturating_sub(1);
+                    match u {
+                        Untagged::Expunge(_) => sel.exists = sel.exists.saturating_sub(1),
+                        // VANISHED (not EARLIER) replaces EXPUNGE once QRESYNC is enabled.
+                        Untagged::Vanished {
+                            earlier: false,
+                            uids,
+                        } => {
+                            let n = uids.iter_capped(u32::MAX - 1, sel.exists as usize).count();
+                            sel.exists = sel.exists.saturating_sub(n as u32);
+                        }
+                        _ => {}
                     }
                     sel.changed = true;
+                }
+            }
+            Untagged::Enabled(caps) => {
+                for c in caps {
+                    if !self.enabled.iter().any(|e| e.eq_ignore_ascii_case(c)) {
+                        self.enabled.push(c.to_ascii_uppercase());
+                    }
                 }
             }
             _ => {}

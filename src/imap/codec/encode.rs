@@ -201,6 +201,51 @@ pub enum Command {
     },
     /// `GETQUOTA root` (RFC 9208).
     GetQuota(Vec<u8>),
+    /// `NOTIFY SET (filter (events))...` (RFC 5465), or `NOTIFY NONE` when empty.
+    Notify(Vec<(NotifyFilter, Vec<NotifyEvent>)>),
+}
+
+/// Which mailboxes a NOTIFY group covers (RFC 5465 section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFilter {
+    Selected,
+    /// Every mailbox of the user's personal namespace(s).
+    Personal,
+    Inboxes,
+    Subscribed,
+}
+
+/// An event NOTIFY can report (RFC 5465 section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    MessageNew,
+    MessageExpunge,
+    FlagChange,
+    MailboxName,
+    SubscriptionChange,
+}
+
+impl NotifyFilter {
+    fn as_str(self) -> &'static str {
+        match self {
+            NotifyFilter::Selected => "SELECTED",
+            NotifyFilter::Personal => "PERSONAL",
+            NotifyFilter::Inboxes => "INBOXES",
+            NotifyFilter::Subscribed => "SUBSCRIBED",
+        }
+    }
+}
+
+impl NotifyEvent {
+    fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::MessageNew => "MessageNew",
+            NotifyEvent::MessageExpunge => "MessageExpunge",
+            NotifyEvent::FlagChange => "FlagChange",
+            NotifyEvent::MailboxName => "MailboxName",
+            NotifyEvent::SubscriptionChange => "SubscriptionChange",
+        }
+    }
 }
 
 /// What SELECT/EXAMINE asks the server to report about changes (RFC 7162).
@@ -428,6 +473,7 @@ impl Command {
             Command::Search { uid: false, .. } => "SEARCH",
             Command::Search { uid: true, .. } => "UID SEARCH",
             Command::GetQuota(_) => "GETQUOTA",
+            Command::Notify(_) => "NOTIFY",
         }
     }
 
@@ -597,6 +643,22 @@ impl Command {
             Command::GetQuota(root) => {
                 w.raw(b"GETQUOTA ");
                 w.astring(root)?;
+            }
+            Command::Notify(groups) if groups.is_empty() => w.raw(b"NOTIFY NONE"),
+            Command::Notify(groups) => {
+                w.raw(b"NOTIFY SET");
+                for (filter, events) in groups {
+                    w.raw(b" (");
+                    w.raw(filter.as_str().as_bytes());
+                    w.raw(b" (");
+                    for (i, e) in events.iter().enumerate() {
+                        if i > 0 {
+                            w.raw(b" ");
+                        }
+                        w.raw(e.as_str().as_bytes());
+                    }
+                    w.raw(b"))");
+                }
             }
             Command::Create(m)
             | Command::Delete(m)
@@ -899,6 +961,19 @@ mod tests {
 
     fn mbox(s: &str) -> MailboxName {
         MailboxName::from_utf8(s, false)
+    }
+
+    #[test]
+    fn notify_set_and_none() {
+        let cmd = Command::Notify(vec![(
+            NotifyFilter::Personal,
+            vec![NotifyEvent::MessageNew, NotifyEvent::MailboxName],
+        )]);
+        assert_eq!(
+            one(&cmd),
+            "A1 NOTIFY SET (PERSONAL (MessageNew MailboxName))\r\n"
+        );
+        assert_eq!(one(&Command::Notify(Vec::new())), "A1 NOTIFY NONE\r\n");
     }
 
     #[test]

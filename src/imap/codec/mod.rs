@@ -20,8 +20,8 @@ pub mod mutf7;
 pub mod parse;
 
 pub use encode::{
-    imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, QResync,
-    SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
+    imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, NotifyEvent,
+    NotifyFilter, QResync, SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
 
 use crate::imap::types::Response;
