@@ -94,7 +94,7 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
             break;
         }
     }
-    account.pool().close_all();
+    account.close();
     Ok(())
 }
 
@@ -109,6 +109,7 @@ fn start_serving(
     let store_opts = StoreOptions {
         cache_size: opts.cache_size,
         delete: opts.delete,
+        idle: opts.idle,
         ..StoreOptions::default()
     };
     let account = Arc::new(Account::new(pool, store_opts));
@@ -116,6 +117,7 @@ fn start_serving(
         dir_ttl: opts.dir_ttl,
         read_only: opts.read_only,
         subscribed_only: opts.subscribed_only,
+        idle: opts.idle,
         ..FsOptions::default()
     };
     let fs = ImapFs::new(account.clone(), fs_opts);
@@ -156,6 +158,9 @@ fn start_serving(
         .name("invalidate".into())
         .spawn(move || crate::fs::invalidate::run(invalidations, tree, notifier))
         .map_err(|e| Error::io("starting the invalidation thread", e))?;
+    if opts.idle {
+        account.start_watcher()?;
+    }
     Ok((bg, account))
 }
 

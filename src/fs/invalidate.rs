@@ -75,20 +75,35 @@ pub fn run(rx: Receiver<Work>, tree: Arc<Mutex<Tree>>, notifier: fuser::Notifier
 fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
     let mut tree = tree.lock();
     match change {
+        // The tree is rebuilt by the change thread, which sends what that removed.
         Change::Mailboxes => Vec::new(),
-        Change::Added { mailbox, .. } | Change::Reset { mailbox, .. } => tree
-            .dir_of(*mailbox)
-            .map(Invalidation::Inode)
-            .into_iter()
-            .collect(),
+        // A name that was absent may be cached as absent.
+        Change::Added { mailbox, uids, .. } => {
+            let Some(dir) = tree.dir_of(*mailbox) else {
+                return Vec::new();
+            };
+            let mut out = vec![Invalidation::Inode(dir)];
+            out.extend(uids.iter().map(|uid| Invalidation::Entry {
+                parent: dir,
+                name: message_file_name(*uid).into(),
+            }));
+            out
+        }
         Change::Removed {
             mailbox,
             validity,
+            uids,
+        }
+        | Change::Reset {
+            mailbox,
+            old: validity,
             uids,
         } => {
             let Some(dir) = tree.dir_of(*mailbox) else {
                 return Vec::new();
             };
+            // The names go, and so do the inodes' attributes and pages: no byte of a gone
+            // message (or of an old generation) is served from the kernel's cache.
             let generation = tree.generation(*mailbox, *validity);
             let mut out = vec![Invalidation::Inode(dir)];
             for uid in uids {

@@ -28,9 +28,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -51,6 +52,10 @@ pub struct FsOptions {
     pub read_only: bool,
     /// Show only subscribed folders (and their parents).
     pub subscribed_only: bool,
+    /// Other clients' changes are pushed by the store's watcher: while it covers a folder,
+    /// the kernel keeps its entries and attributes for [`read::LIVE_TTL`] instead of
+    /// `dir_ttl` / `message_ttl`.
+    pub idle: bool,
 }
 
 impl Default for FsOptions {
@@ -60,12 +65,23 @@ impl Default for FsOptions {
             message_ttl: Duration::from_secs(60),
             read_only: false,
             subscribed_only: false,
+            idle: true,
         }
     }
 }
 
-/// A directory listing: inode, kind and name of each entry, in readdir order.
-type Listing = Vec<(Ino, FileType, OsString)>;
+/// One entry of a directory listing, with what readdirplus hands the kernel.
+pub(crate) struct DirEntry {
+    pub ino: Ino,
+    pub kind: FileType,
+    pub name: OsString,
+    pub attr: FileAttr,
+    /// Entry and attribute lifetime (readdirplus has one for both).
+    pub ttl: Duration,
+}
+
+/// A directory listing, in readdir order.
+pub(crate) type Listing = Vec<DirEntry>;
 
 /// The filesystem.
 pub struct ImapFs {
@@ -106,10 +122,21 @@ impl ImapFs {
         let (tx, rx) = std::sync::mpsc::channel();
         self.invalidator.connect(tx.clone());
         let changes = self.account.subscribe();
+        let (account, tree) = (self.account.clone(), self.tree.clone());
+        let subscribed_only = self.opts.subscribed_only;
         std::thread::Builder::new()
             .name("changes".into())
             .spawn(move || {
                 for c in changes {
+                    if c == crate::store::Change::Mailboxes {
+                        // Folders another client deleted or renamed: their names go now,
+                        // not when a TTL runs out (the tree itself is rebuilt on next use).
+                        for inv in read::gone_dirs(&account, &tree, subscribed_only) {
+                            if tx.send(Work::Kernel(inv)).is_err() {
+                                return;
+                            }
+                        }
+                    }
                     if tx.send(Work::Store(c)).is_err() {
                         break;
                     }
@@ -151,13 +178,18 @@ fn utf8(name: &OsStr) -> Result<&str, Error> {
 impl Filesystem for ImapFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
+        // `ls -l` in one pass: entries come with their attributes (no lookup per file).
+        if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS) {
+            log::info!("the kernel has no readdirplus ({e:?})");
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match utf8(name).and_then(|n| self.lookup_entry(parent.into(), n)) {
             Ok((attr, ttl)) => {
-                reply.entry_with_ttls(&ttl, &self.opts.dir_ttl, &attr, Generation(0))
+                let entry_ttl = self.entry_ttl(parent.into());
+                reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0))
             }
             Err(e) => reply.error(errno("lookup", &e)),
         }
@@ -383,8 +415,37 @@ impl Filesystem for ImapFs {
         let Some(entries) = self.dir_handles.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
-        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add((*ino).into(), i as u64 + 1, *kind, name) {
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(e.ino.into(), i as u64 + 1, e.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // Each entry handed over counts as a lookup for the kernel; inodes here need no
+        // forget accounting (directories live as long as the mount, messages are computed).
+        let Some(entries) = self.dir_handles.lock().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let full = reply.add(
+                e.ino.into(),
+                i as u64 + 1,
+                &e.name,
+                &e.ttl,
+                &e.attr,
+                Generation(0),
+            );
+            if full {
                 break;
             }
         }

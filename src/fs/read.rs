@@ -16,12 +16,16 @@ use fuser::{FileAttr, FileType, FopenFlags, OpenAccMode, OpenFlags};
 use crate::error::{Error, Result};
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
-use crate::fs::tree::{message_file_name, parse_message_file_name};
-use crate::fs::{ImapFs, Listing};
-use crate::store::{MailboxId, MessageMeta, MessageRef};
+use crate::fs::tree::{message_file_name, parse_message_file_name, split_name, Tree};
+use crate::fs::{DirEntry, ImapFs, Listing};
+use crate::store::{Account, MailboxId, MailboxInfo, MessageMeta, MessageRef};
 
 /// Attribute lifetime of directories (their contents are trusted for `dir_ttl`).
 const DIR_ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// Entry and attribute lifetime handed to the kernel where the store's watcher pushes every
+/// change as an invalidation: long, since nothing goes stale unannounced.
+pub const LIVE_TTL: Duration = Duration::from_secs(3600);
 
 impl ImapFs {
     /// Refresh the directory tree from the server's LIST if it is older than the TTL.
@@ -31,14 +35,7 @@ impl ImapFs {
         if built.as_ref().is_some_and(|b| Arc::ptr_eq(b, &list)) {
             return Ok(()); // the tree already reflects this listing
         }
-        let shown: Vec<_> = if self.opts.subscribed_only {
-            list.iter()
-                .filter(|m| m.subscribed || m.name.as_str() == "INBOX")
-                .cloned()
-                .collect()
-        } else {
-            list.to_vec()
-        };
+        let shown = shown_mailboxes(&list, self.opts.subscribed_only);
         let mut tree = self.tree.lock();
         let before = tree.present_dirs();
         tree.rebuild(&shown, |mb| self.account.mailbox_id(&mb.name));
@@ -90,7 +87,33 @@ impl ImapFs {
         };
         let generation = self.tree.lock().generation(mb, validity);
         let ino = Ino::message(generation, uid);
-        Ok((self.message_attr(ino, &meta), self.opts.message_ttl))
+        Ok((self.message_attr(ino, &meta), self.message_ttl(mb)))
+    }
+
+    /// How long the kernel may keep names under directory `parent`: long where the watcher
+    /// pushes every change (the folder list and, for a folder of messages, its messages),
+    /// else `dir_ttl`.
+    pub(crate) fn entry_ttl(&self, parent: Ino) -> Duration {
+        let live = self.opts.idle
+            && self.account.is_live()
+            && self
+                .selectable_mailbox(parent)
+                .is_none_or(|mb| self.account.is_watched(mb));
+        if live {
+            LIVE_TTL
+        } else {
+            self.opts.dir_ttl
+        }
+    }
+
+    /// How long the kernel may keep a message's attributes (its size can be corrected, and
+    /// the correction is pushed).
+    fn message_ttl(&self, mailbox: MailboxId) -> Duration {
+        if self.opts.idle && self.account.is_watched(mailbox) {
+            LIVE_TTL
+        } else {
+            self.opts.message_ttl
+        }
     }
 
     /// The attributes of any inode.
@@ -103,8 +126,8 @@ impl ImapFs {
                 Ok((self.dir_attr(ino), DIR_ATTR_TTL))
             }
             InoKind::Message { .. } => {
-                let (_, meta) = self.message_of(ino)?;
-                Ok((self.message_attr(ino, &meta), self.opts.message_ttl))
+                let (msg, meta) = self.message_of(ino)?;
+                Ok((self.message_attr(ino, &meta), self.message_ttl(msg.mailbox)))
             }
             InoKind::Draft(_) => self
                 .draft_attr(ino)
@@ -113,7 +136,8 @@ impl ImapFs {
         }
     }
 
-    /// The entries of a directory: `.`, `..`, child mailboxes, then messages by UID.
+    /// The entries of a directory with their attributes: `.`, `..`, child mailboxes, then
+    /// messages by UID, then files being written.
     pub(crate) fn listing(&self, ino: Ino) -> Result<Listing> {
         self.sync_tree()?;
         let (parent, children, mailbox) = {
@@ -123,30 +147,50 @@ impl ImapFs {
                 .ok_or_else(|| Error::NoEntry(format!("directory {}", ino.0)))?;
             (node.parent, node.children.clone(), node.mailbox)
         };
-        let mut out = vec![
-            (ino, FileType::Directory, OsString::from(".")),
-            (parent, FileType::Directory, OsString::from("..")),
-        ];
+        let ttl = self.entry_ttl(ino);
+        let dir = |ino: Ino, name: OsString| DirEntry {
+            ino,
+            kind: FileType::Directory,
+            name,
+            attr: self.dir_attr(ino),
+            ttl,
+        };
+        let mut out = vec![dir(ino, ".".into()), dir(parent, "..".into())];
         for (name, child) in children {
-            out.push((child, FileType::Directory, OsString::from(name)));
+            out.push(dir(child, name.into()));
         }
         if let Some((mb, true)) = mailbox {
             self.account.settle(mb);
             let index = self.account.index(mb, self.opts.dir_ttl)?;
-            let (validity, uids): (_, Vec<_>) = {
-                let ix = index.read();
-                (ix.validity, ix.messages.keys().copied().collect())
-            };
+            let validity = index.read().validity;
             let generation = self.tree.lock().generation(mb, validity);
-            out.extend(uids.into_iter().map(|uid| {
-                (
-                    Ino::message(generation, uid),
-                    FileType::RegularFile,
-                    OsString::from(message_file_name(uid)),
-                )
-            }));
+            let ttl = ttl.min(self.message_ttl(mb));
+            let ix = index.read();
+            if ix.validity == validity {
+                out.reserve(ix.messages.len());
+                out.extend(ix.messages.iter().map(|(&uid, meta)| {
+                    let ino = Ino::message(generation, uid);
+                    DirEntry {
+                        ino,
+                        kind: FileType::RegularFile,
+                        name: message_file_name(uid).into(),
+                        attr: self.message_attr(ino, meta),
+                        ttl,
+                    }
+                }));
+            }
         }
-        out.extend(self.drafts_in(ino));
+        for (draft, kind, name) in self.drafts_in(ino) {
+            if let Some(attr) = self.draft_attr(draft) {
+                out.push(DirEntry {
+                    ino: draft,
+                    kind,
+                    name,
+                    attr,
+                    ttl: Duration::ZERO,
+                });
+            }
+        }
         Ok(out)
     }
 
@@ -278,4 +322,45 @@ pub(crate) fn unix_time(secs: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
     }
+}
+
+/// The mailboxes the mount shows: all, or the subscribed ones and INBOX.
+fn shown_mailboxes(list: &[MailboxInfo], subscribed_only: bool) -> Vec<MailboxInfo> {
+    list.iter()
+        .filter(|m| !subscribed_only || m.subscribed || m.name.as_str() == "INBOX")
+        .cloned()
+        .collect()
+}
+
+/// The directory names the kernel may hold that the server's folder list no longer has
+/// (another client deleted or renamed them). Reads the list (asking the server if it was
+/// invalidated) and the tree, changes neither: the tree is rebuilt on its next use.
+pub(crate) fn gone_dirs(
+    account: &Account,
+    tree: &parking_lot::Mutex<Tree>,
+    subscribed_only: bool,
+) -> Vec<Invalidation> {
+    let list = match account.mailboxes(Duration::from_secs(3600)) {
+        Ok(list) => list,
+        Err(e) => {
+            log::debug!("reading the folder list: {e}");
+            return Vec::new();
+        }
+    };
+    let mut paths = std::collections::HashSet::new();
+    for mb in shown_mailboxes(&list, subscribed_only) {
+        let path = split_name(mb.name.as_str(), mb.delimiter);
+        for depth in 1..=path.len() {
+            paths.insert(path[..depth].to_vec());
+        }
+    }
+    let tree = tree.lock();
+    tree.present_dirs()
+        .into_iter()
+        .filter(|(ino, _, _)| tree.path(*ino).is_some_and(|p| !paths.contains(&p)))
+        .map(|(_, parent, name)| Invalidation::Entry {
+            parent,
+            name: name.into(),
+        })
+        .collect()
 }

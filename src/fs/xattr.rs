@@ -208,10 +208,12 @@ impl ImapFs {
     /// `key=value` lines about what the mount has done.
     fn stats(&self) -> String {
         let pool = self.account.pool();
+        let (full, incremental) = self.account.sync_counts();
         format!(
-            "round_trips={}\ncache_bytes={}",
+            "round_trips={}\ncache_bytes={}\nlistings_full={full}\nlistings_incremental={incremental}\nwatching={}",
             pool.round_trips(),
-            self.account.cache_bytes()
+            self.account.cache_bytes(),
+            u8::from(self.account.is_live()),
         )
     }
 }

@@ -35,10 +35,12 @@ pub enum Change {
         validity: UidValidity,
         uids: Vec<Uid>,
     },
-    /// The mailbox has a new UIDVALIDITY: every message of generation `old` is gone.
+    /// The mailbox has a new UIDVALIDITY: every message of generation `old` is gone (`uids`
+    /// are those the old generation had, whose names the kernel may still hold).
     Reset {
         mailbox: MailboxId,
         old: UidValidity,
+        uids: Vec<Uid>,
     },
 }
 

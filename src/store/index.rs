@@ -69,6 +69,9 @@ pub struct Index {
     pub messages: BTreeMap<Uid, MessageMeta>,
     /// When the listing was last checked against the server.
     pub fetched_at: Instant,
+    /// The next question about the mailbox must ask the server, however recent `fetched_at`
+    /// (our own change made the listing doubtful, or it was loaded from disk).
+    pub stale: bool,
 }
 
 impl Index {
@@ -100,6 +103,11 @@ impl Index {
                 _ => false,
             },
         }
+    }
+
+    /// Make the next question about the mailbox ask the server.
+    pub fn mark_stale(&mut self) {
+        self.stale = true;
     }
 
     /// Keep what `old` learned that a listing does not tell (verified body lengths), if it
@@ -167,6 +175,11 @@ impl Indexes {
         (old, changes)
     }
 
+    /// The mailboxes we hold an index for.
+    pub fn ids(&self) -> Vec<MailboxId> {
+        self.map.lock().keys().copied().collect()
+    }
+
     /// Forget a mailbox's index (it was deleted or renamed).
     pub fn remove(&self, id: MailboxId) {
         self.map.lock().remove(&id);
@@ -179,6 +192,7 @@ fn diff(mailbox: MailboxId, old: &Index, new: &Index) -> Vec<Change> {
         return vec![Change::Reset {
             mailbox,
             old: old.validity,
+            uids: old.messages.keys().copied().collect(),
         }];
     }
     let validity = new.validity;
@@ -247,6 +261,7 @@ mod tests {
                 .map(|&u| (Uid::new(u).unwrap(), meta(10)))
                 .collect(),
             fetched_at: Instant::now(),
+            stale: false,
         }
     }
 
@@ -291,7 +306,8 @@ mod tests {
             changes,
             vec![Change::Reset {
                 mailbox: id,
-                old: v
+                old: v,
+                uids: vec![uid(2), uid(3)]
             }]
         );
         let msg = MessageRef {

@@ -99,6 +99,11 @@ impl Mailboxes {
         id
     }
 
+    /// The id of a mailbox seen before (none is assigned).
+    pub fn known_id(&self, name: &MailboxName) -> Option<MailboxId> {
+        self.names.lock().by_raw.get(name.raw()).copied()
+    }
+
     pub fn name(&self, id: MailboxId) -> Option<MailboxName> {
         self.names.lock().by_id.get(id.get() as usize - 1).cloned()
     }
@@ -127,12 +132,33 @@ impl Account {
         if let Some(list) = mb.fresh(max_age) {
             return Ok(list);
         }
-        let list = Arc::new(self.pool.with_session(None, Retry::Idempotent, list_all)?);
-        let old = mb.list.lock().replace((list.clone(), Instant::now()));
-        if old.is_some_and(|(o, _)| *o != *list) {
-            self.changes.send([Change::Mailboxes]);
+        let list = self.pool.with_session(None, Retry::Idempotent, list_all)?;
+        Ok(self.install_mailbox_list(list))
+    }
+
+    /// Take a fresh listing (from the pool or the watcher's connection) as the cached one;
+    /// watchers hear of it if it differs from the last.
+    pub(crate) fn install_mailbox_list(&self, list: Vec<MailboxInfo>) -> Arc<Vec<MailboxInfo>> {
+        let mut cached = self.mailboxes.list.lock();
+        match cached.as_mut() {
+            // The same as before: keep the old one (the tree built from it stays valid).
+            Some((old, at)) if **old == list => {
+                *at = Instant::now();
+                old.clone()
+            }
+            Some(_) => {
+                let list = Arc::new(list);
+                *cached = Some((list.clone(), Instant::now()));
+                drop(cached);
+                self.changes.send([Change::Mailboxes]);
+                list
+            }
+            None => {
+                let list = Arc::new(list);
+                *cached = Some((list.clone(), Instant::now()));
+                list
+            }
         }
-        Ok(list)
     }
 
     /// The id of a mailbox, assigned on first sight.
@@ -303,7 +329,7 @@ impl Account {
 
 /// LIST "" "*" (with special-use attributes where the server has them) and LSUB, in one
 /// round trip.
-fn list_all(s: &mut crate::imap::session::Session) -> Result<Vec<MailboxInfo>> {
+pub(crate) fn list_all(s: &mut crate::imap::session::Session) -> Result<Vec<MailboxInfo>> {
     let list = if s.has_capability("SPECIAL-USE") && s.has_capability("LIST-EXTENDED") {
         Command::ListExtended {
             reference: Vec::new(),

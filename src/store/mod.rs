@@ -9,7 +9,12 @@
 //! - [`mailboxes`]: the LIST cache, mailbox ids, CREATE / DELETE / RENAME / SUBSCRIBE, STATUS,
 //!   quota;
 //! - [`index`]: one mailbox's messages, changed only by applying an [`IndexChange`];
-//! - [`sync`]: listing a mailbox and refreshing its index;
+//! - [`sync`]: listing a mailbox and refreshing its index incrementally (QRESYNC, CONDSTORE,
+//!   or a UID and flags diff);
+//! - [`watch`]: the watcher connection (NOTIFY, else IDLE and STATUS polling) that turns other
+//!   clients' changes into refreshes, so they reach the filesystem within a second or two;
+//! - [`persist`]: indexes saved under the user's cache directory, so a remount starts from
+//!   them with one incremental refresh instead of a full listing;
 //! - [`read`]: open, blocks, readahead, folder walks, over the [`blocks`] cache;
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
@@ -25,8 +30,10 @@ pub mod headers;
 pub mod ids;
 pub mod index;
 pub mod mailboxes;
+pub mod persist;
 pub mod read;
 pub mod sync;
+pub mod watch;
 pub mod write;
 
 use parking_lot::Mutex;
@@ -57,6 +64,9 @@ pub struct StoreOptions {
     pub max_prefetch_messages: usize,
     /// What removing a message does.
     pub delete: DeleteMode,
+    /// Watch for other clients' changes on a connection of its own ([`watch`]), once
+    /// [`Account::start_watcher`] runs.
+    pub idle: bool,
 }
 
 impl Default for StoreOptions {
@@ -69,6 +79,7 @@ impl Default for StoreOptions {
             prefetch_messages: 16,
             max_prefetch_messages: 256,
             delete: DeleteMode::Expunge,
+            idle: true,
         }
     }
 }
@@ -88,6 +99,8 @@ pub struct Account {
     moves: write::MoveQueue,
     /// Locks that serialise index refreshes per mailbox (striped by mailbox).
     refresh_turns: Vec<Mutex<()>>,
+    watch: watch::Watch,
+    sync_stats: sync::SyncStats,
 }
 
 impl Account {
@@ -101,6 +114,8 @@ impl Account {
             changes: ChangeFeed::default(),
             moves: write::MoveQueue::default(),
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
+            watch: watch::Watch::default(),
+            sync_stats: sync::SyncStats::default(),
             opts,
         }
     }
@@ -116,6 +131,22 @@ impl Account {
     /// Hear about changes to the account (see [`Change`]).
     pub fn subscribe(&self) -> std::sync::mpsc::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    /// Stop the watcher, save the indexes and log out every connection (at unmount).
+    pub fn close(&self) {
+        self.stop_watcher();
+        self.save_indexes();
+        self.pool.close_all();
+    }
+
+    /// Refreshes done so far: (full listings, incremental), for `user.imapfs.stats`.
+    pub fn sync_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.sync_stats.full.load(Relaxed),
+            self.sync_stats.incremental.load(Relaxed),
+        )
     }
 
     /// Bytes of message content in the block cache.

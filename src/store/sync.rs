@@ -1,30 +1,99 @@
-//! Keeping indexes current: listing a mailbox and refreshing what we hold.
+//! Keeping indexes current: listing a mailbox, and refreshing what we hold by asking only what
+//! changed.
 //!
-//! A refresh EXAMINEs the mailbox afresh (a NOOP on an old selection would not reveal that
-//! the mailbox was deleted and recreated under a new UIDVALIDITY) with the metadata FETCH
-//! pipelined behind it: one round trip. The new listing replaces the old one in place,
-//! keeping the body lengths learned by reading; the differences go to the change feed.
+//! A mailbox seen for the first time (or under a new UIDVALIDITY) is listed whole: EXAMINE with
+//! one pipelined `UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE [MODSEQ])`, one round trip.
+//! Afterwards a refresh asks for the difference, in one round trip too, by the best means the
+//! server offers:
+//!
+//! 1. QRESYNC (RFC 7162, enabled at login): `EXAMINE name (QRESYNC (uidvalidity modseq))`; the
+//!    server answers with `VANISHED (EARLIER)` for what was expunged and a FETCH of the flags of
+//!    every message changed since, and a pipelined `UID FETCH uidnext:*` lists the new ones.
+//! 2. CONDSTORE: EXAMINE, `UID FETCH 1:* (UID FLAGS MODSEQ) (CHANGEDSINCE modseq)`, the new
+//!    messages, and `UID SEARCH ALL` (ESEARCH where offered: a few ranges) for the expunges.
+//! 3. Otherwise: EXAMINE, the new messages and `UID FETCH 1:* (UID FLAGS)`: the flags of all,
+//!    which also says which UIDs are still there.
+//!
+//! The refresh always EXAMINEs afresh (a NOOP on an old selection would not reveal that the
+//! mailbox was deleted and recreated under a new UIDVALIDITY); a new UIDVALIDITY means a full
+//! listing. The result is applied to the index in place ([`Indexes`]), keeping the body lengths
+//! learned by reading, and the differences go to the change feed. A UID the server has and the
+//! index lacks (appended below the UIDNEXT we knew, or learned only by its flags) is listed in
+//! a second exchange; that is the only way a refresh takes two round trips.
+//!
+//! Freshness: an index is trusted for the caller's `max_age`, or indefinitely while the
+//! watcher ([`crate::store::watch`]) reports every change to it; see [`Account::index`].
+//!
+//! [`Indexes`]: crate::store::index::Indexes
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::imap::codec::{Command, FetchAttr};
+use crate::imap::codec::{Command, FetchAttr, QResync, SearchKey, SearchReturn, SelectSync};
 use crate::imap::pool::Retry;
-use crate::imap::session::Session;
-use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Untagged};
+use crate::imap::session::{Completed, Session};
+use crate::imap::types::{
+    FetchItem, Flag, MailboxName, ModSeq, SequenceSet, Uid, UidValidity, Untagged,
+};
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
-use crate::store::index::{Index, MessageMeta, SharedIndex};
+use crate::store::index::{Index, IndexChange, MessageMeta, SharedIndex};
 use crate::store::Account;
 
+/// What a refresh starts from: the part of the index the server is asked about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Base {
+    pub validity: UidValidity,
+    pub highest_modseq: Option<ModSeq>,
+    pub uidnext: Option<Uid>,
+}
+
+/// What a refresh learned from the server.
+#[derive(Debug)]
+pub(crate) enum Learned {
+    /// A whole listing: first sight, a new UIDVALIDITY, or no way to ask for less.
+    Full(Index),
+    /// What changed since the [`Base`].
+    Delta(Delta),
+}
+
+/// The changes since a [`Base`], as the server reported them.
+#[derive(Debug, Default)]
+pub(crate) struct Delta {
+    pub uidnext: Option<Uid>,
+    pub highest_modseq: Option<ModSeq>,
+    pub permanent_flags: Option<Vec<Flag>>,
+    /// Expunged (QRESYNC `VANISHED`): ranges that may cover UIDs never known.
+    pub vanished: Vec<(u32, u32)>,
+    /// Every UID the mailbox holds, where the server was asked (UID SEARCH ALL, or the flags
+    /// of every message); a known UID below `uidnext` missing from it was expunged.
+    pub present: Option<BTreeSet<Uid>>,
+    /// Flags (and MODSEQ) of messages: the changed ones, or all of them.
+    pub flags: Vec<(Uid, Vec<Flag>, Option<ModSeq>)>,
+    /// Whole metadata of messages listed (the new ones).
+    pub listed: BTreeMap<Uid, MessageMeta>,
+}
+
+/// Counts of the refreshes done, for `user.imapfs.stats`.
+#[derive(Default)]
+pub struct SyncStats {
+    pub full: std::sync::atomic::AtomicU64,
+    pub incremental: std::sync::atomic::AtomicU64,
+}
+
 impl Account {
-    /// The index of a mailbox, refreshed from the server if older than `max_age`.
+    /// The index of a mailbox, refreshed from the server if older than `max_age` and not
+    /// kept current by the watcher.
     pub fn index(&self, id: MailboxId, max_age: Duration) -> Result<SharedIndex> {
+        self.note_use(id);
         let fresh = || {
-            self.indexes
-                .get(id)
-                .filter(|ix| ix.read().fetched_at.elapsed() < max_age)
+            self.indexes.get(id).filter(|ix| {
+                let ix = ix.read();
+                !ix.stale
+                    && (ix.fetched_at.elapsed() < max_age || self.watched_since(id, ix.fetched_at))
+            })
         };
         if let Some(ix) = fresh() {
             return Ok(ix);
@@ -42,24 +111,109 @@ impl Account {
         self.indexes.get(id)
     }
 
+    /// Refresh a mailbox's index now if we hold one (the watcher heard of a change). Waits
+    /// for a refresh already under way instead of starting a second.
+    pub(crate) fn refresh_held(&self, id: MailboxId) -> Result<()> {
+        if self.indexes.get(id).is_none() {
+            return Ok(());
+        }
+        let _turn = self.refresh_turns[id.get() as usize % self.refresh_turns.len()].lock();
+        self.refresh(id).map(drop)
+    }
+
+    /// Ask the server and bring the index up to date. Callers hold the mailbox's refresh turn.
     fn refresh(&self, id: MailboxId) -> Result<SharedIndex> {
         let name = self.require_name(id)?;
-        let condstore = std::cell::Cell::new(false);
-        let index = self
-            .pool
-            .with_session(Some(&name), Retry::Idempotent, |s| {
-                condstore.set(s.has_capability("CONDSTORE"));
-                fetch_index(s, &name, condstore.get())
-            })?;
-        let (shared, changes) = self.indexes.install(id, index);
-        for c in &changes {
-            if let Change::Reset { .. } = c {
-                log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
-                self.reading.blocks.forget_mailbox(id);
+        if self.indexes.get(id).is_none() {
+            if let Some(saved) = self.load_saved_index(id, &name) {
+                self.indexes.install(id, saved);
             }
         }
-        self.changes.send(changes);
+        let base = self.indexes.get(id).map(|ix| {
+            let ix = ix.read();
+            Base {
+                validity: ix.validity,
+                highest_modseq: ix.highest_modseq,
+                uidnext: ix.uidnext,
+            }
+        });
+        let learned = self
+            .pool
+            .with_session(Some(&name), Retry::Idempotent, |s| {
+                sync_mailbox(s, &name, base.as_ref())
+            })?;
+        let shared = match learned {
+            Learned::Full(index) => {
+                self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
+                let (shared, changes) = self.indexes.install(id, index);
+                for c in &changes {
+                    if let Change::Reset { .. } = c {
+                        log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
+                        self.reading.blocks.forget_mailbox(id);
+                    }
+                }
+                self.changes.send(changes);
+                shared
+            }
+            Learned::Delta(delta) => {
+                self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
+                let validity = base.map(|b| b.validity).ok_or_else(|| {
+                    Error::Protocol("an incremental refresh without an index".into())
+                })?;
+                let shared = self
+                    .indexes
+                    .get(id)
+                    .ok_or_else(|| Error::NoMailbox(format!("{name}")))?;
+                let (changes, unknown) = apply_delta(id, validity, &mut shared.write(), delta);
+                self.changes.send(changes);
+                if !unknown.is_empty() {
+                    self.list_unknown(id, &name, validity, &unknown)?;
+                }
+                shared
+            }
+        };
+        self.index_changed(id);
         Ok(shared)
+    }
+
+    /// List messages the server has that the index lacks, and add them.
+    fn list_unknown(
+        &self,
+        id: MailboxId,
+        name: &MailboxName,
+        validity: UidValidity,
+        uids: &[Uid],
+    ) -> Result<()> {
+        log::debug!("{name}: listing {} messages the index lacks", uids.len());
+        let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
+        let listed = self.pool.with_session(Some(name), Retry::Idempotent, |s| {
+            crate::store::read::check_validity(s, name, validity)?;
+            let condstore = s.has_capability("CONDSTORE");
+            let done = s.run(Command::Fetch {
+                uid: true,
+                set: set.clone(),
+                attrs: listing_attrs(condstore),
+                changed_since: None,
+            })?;
+            Ok(parse_listing(done.untagged))
+        })?;
+        let mut added = Vec::new();
+        for (uid, meta) in listed {
+            if self
+                .indexes
+                .apply(id, validity, IndexChange::Added(uid, meta))
+            {
+                added.push(uid);
+            }
+        }
+        if !added.is_empty() {
+            self.changes.send([Change::Added {
+                mailbox: id,
+                validity,
+                uids: added,
+            }]);
+        }
+        Ok(())
     }
 
     /// Drop everything held about a mailbox (deleted or renamed away).
@@ -69,8 +223,8 @@ impl Account {
     }
 }
 
-/// EXAMINE a mailbox and list its messages' metadata in one FETCH.
-pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName, condstore: bool) -> Result<Index> {
+/// The metadata a listing asks for.
+fn listing_attrs(condstore: bool) -> Vec<FetchAttr> {
     let mut attrs = vec![
         FetchAttr::Uid,
         FetchAttr::Flags,
@@ -80,10 +234,312 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName, condstore: bool) 
     if condstore {
         attrs.push(FetchAttr::ModSeq);
     }
+    attrs
+}
+
+/// Bring what `base` describes up to date on session `s`: a [`Learned::Delta`] in one round
+/// trip where the server allows, a [`Learned::Full`] listing otherwise.
+pub(crate) fn sync_mailbox(
+    s: &mut Session,
+    name: &MailboxName,
+    base: Option<&Base>,
+) -> Result<Learned> {
+    let Some(base) = base else {
+        return fetch_index(s, name).map(Learned::Full);
+    };
+    let condstore = s.has_capability("CONDSTORE");
+    let modseq = base.highest_modseq.filter(|_| condstore);
+    let qresync = modseq.filter(|_| s.is_enabled("QRESYNC"));
+    let new_ones = Command::Fetch {
+        uid: true,
+        set: SequenceSet::from(base.uidnext.map_or(1, Uid::get)),
+        attrs: listing_attrs(condstore),
+        changed_since: None,
+    };
+    let (sync, extra) = match (qresync, modseq) {
+        (Some(m), _) => (
+            SelectSync::QResync(QResync {
+                uidvalidity: base.validity,
+                modseq: m,
+                known_uids: None,
+                seq_match: None,
+            }),
+            vec![new_ones],
+        ),
+        (None, Some(m)) => {
+            let ret = if s.has_capability("ESEARCH") {
+                vec![SearchReturn::All]
+            } else {
+                Vec::new()
+            };
+            let changed = Command::Fetch {
+                uid: true,
+                set: SequenceSet::from(1),
+                attrs: vec![FetchAttr::Uid, FetchAttr::Flags, FetchAttr::ModSeq],
+                changed_since: Some(m),
+            };
+            let all = Command::Search {
+                uid: true,
+                criteria: vec![SearchKey::All],
+                ret,
+                utf8: false,
+            };
+            (SelectSync::CondStore, vec![new_ones, changed, all])
+        }
+        (None, None) => {
+            let flags = Command::Fetch {
+                uid: true,
+                set: SequenceSet::from(1),
+                attrs: vec![FetchAttr::Uid, FetchAttr::Flags],
+                changed_since: None,
+            };
+            let sync = if condstore {
+                SelectSync::CondStore
+            } else {
+                SelectSync::Plain
+            };
+            (sync, vec![new_ones, flags])
+        }
+    };
+    let (selected, results) = s.select_with(name, true, sync, &extra)?;
+    let sel = s
+        .selected()
+        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
+    let validity = sel
+        .uidvalidity
+        .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
+    // A new generation, or a server that stopped keeping MODSEQs for it: the reply says
+    // nothing reliable about changes. List it whole.
+    if validity != base.validity || (modseq.is_some() && sel.highest_modseq.is_none()) {
+        if validity != base.validity {
+            log::info!("{name}: UIDVALIDITY {} -> {validity}", base.validity);
+        }
+        return fetch_index(s, name).map(Learned::Full);
+    }
+    let exists = sel.exists;
+    let mut delta = Delta {
+        uidnext: sel.uidnext,
+        highest_modseq: sel.highest_modseq,
+        permanent_flags: sel.permanent_flags.clone(),
+        ..Delta::default()
+    };
+    let mut untagged = selected.untagged;
+    for r in results {
+        match r {
+            Ok(done) => untagged.extend(done.untagged),
+            // `UID FETCH n:*` and `UID SEARCH` in an empty mailbox: some servers say BAD/NO.
+            Err(Error::Bad { .. } | Error::No { .. }) if exists == 0 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let asked_present = qresync.is_none();
+    let mut present = BTreeSet::new();
+    for u in untagged {
+        match u {
+            Untagged::Vanished { uids, .. } => delta.vanished.extend(uids.0),
+            Untagged::Search { nums, .. } => present.extend(nums.into_iter().filter_map(Uid::new)),
+            Untagged::ESearch(e) => {
+                if let Some(all) = e.all {
+                    let max = delta.uidnext.map_or(u32::MAX - 1, |n| n.get());
+                    present.extend(all.iter_capped(max, usize::MAX).filter_map(Uid::new));
+                }
+            }
+            Untagged::Fetch { items, .. } => match parse_fetch(items) {
+                Some(Parsed::Listed(uid, meta)) => {
+                    delta.listed.insert(uid, meta);
+                }
+                Some(Parsed::Flags(uid, flags, m)) => {
+                    if modseq.is_none() {
+                        // The flags of every message: also the list of what is there.
+                        present.insert(uid);
+                    }
+                    delta.flags.push((uid, flags, m));
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    if asked_present {
+        present.extend(delta.listed.keys().copied());
+        delta.present = Some(present);
+    }
+    Ok(Learned::Delta(delta))
+}
+
+/// Apply a delta to an index at `validity`: returns the changes for the feed and the UIDs
+/// the server has that the index lacks (to be listed).
+pub(crate) fn apply_delta(
+    mailbox: MailboxId,
+    validity: UidValidity,
+    ix: &mut Index,
+    delta: Delta,
+) -> (Vec<Change>, Vec<Uid>) {
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    let mut changed = BTreeSet::new();
+    if ix.validity != validity {
+        // The index was replaced meanwhile; its next refresh starts over.
+        ix.stale = true;
+        return (Vec::new(), Vec::new());
+    }
+    for (a, b) in delta.vanished {
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (Some(lo), Some(hi)) = (Uid::new(lo.max(1)), Uid::new(hi)) else {
+            continue;
+        };
+        removed.extend(ix.messages.range(lo..=hi).map(|(u, _)| *u));
+    }
+    if let Some(present) = &delta.present {
+        // A message added to the index after the server answered (a move of ours) has a UID
+        // at or above the UIDNEXT of that answer: only older ones can be judged.
+        let limit = delta.uidnext.map_or(u32::MAX, Uid::get);
+        removed.extend(
+            ix.messages
+                .keys()
+                .filter(|u| u.get() < limit && !present.contains(u))
+                .copied(),
+        );
+    }
+    removed.sort_unstable();
+    removed.dedup();
+    for u in &removed {
+        ix.apply(IndexChange::Removed(*u));
+    }
+    let mut unknown = BTreeSet::new();
+    for (uid, meta) in delta.listed {
+        if removed.binary_search(&uid).is_ok() {
+            continue;
+        }
+        match ix.messages.get_mut(&uid) {
+            Some(m) => {
+                if m.flags != meta.flags || m.listed_size != meta.listed_size {
+                    changed.insert(uid);
+                }
+                m.flags = meta.flags;
+                m.modseq = meta.modseq.or(m.modseq);
+                m.listed_size = meta.listed_size;
+            }
+            None => {
+                ix.apply(IndexChange::Added(uid, meta));
+                added.push(uid);
+            }
+        }
+    }
+    for (uid, flags, modseq) in delta.flags {
+        if removed.binary_search(&uid).is_ok() {
+            continue;
+        }
+        if ix.messages.contains_key(&uid) {
+            if ix.apply(IndexChange::Flags { uid, flags, modseq }) {
+                changed.insert(uid);
+            }
+        } else {
+            unknown.insert(uid);
+        }
+    }
+    if let Some(present) = &delta.present {
+        unknown.extend(
+            present
+                .iter()
+                .filter(|u| !ix.messages.contains_key(u))
+                .copied(),
+        );
+    }
+    if let Some(n) = delta.uidnext {
+        if ix.uidnext.is_none_or(|old| old < n) {
+            ix.uidnext = Some(n);
+        }
+    }
+    if delta.highest_modseq.is_some() {
+        ix.highest_modseq = delta.highest_modseq;
+    }
+    if delta.permanent_flags.is_some() {
+        ix.permanent_flags = delta.permanent_flags;
+    }
+    ix.fetched_at = Instant::now();
+    ix.stale = false;
+    let mut out = Vec::new();
+    if !removed.is_empty() {
+        out.push(Change::Removed {
+            mailbox,
+            validity,
+            uids: removed,
+        });
+    }
+    if !added.is_empty() {
+        out.push(Change::Added {
+            mailbox,
+            validity,
+            uids: added,
+        });
+    }
+    if !changed.is_empty() {
+        out.push(Change::Changed {
+            mailbox,
+            validity,
+            uids: changed.into_iter().collect(),
+        });
+    }
+    (out, unknown.into_iter().collect())
+}
+
+/// One FETCH response of a listing or a change report.
+enum Parsed {
+    /// A listing entry: the whole metadata.
+    Listed(Uid, MessageMeta),
+    /// Flags only (a change report, or an unsolicited update).
+    Flags(Uid, Vec<Flag>, Option<ModSeq>),
+}
+
+fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
+    let (mut uid, mut size, mut date, mut flags, mut modseq) = (None, None, None, None, None);
+    for item in items {
+        match item {
+            FetchItem::Uid(u) => uid = Some(u),
+            FetchItem::Rfc822Size(n) => size = Some(n),
+            FetchItem::InternalDate(d) => date = Some(d),
+            FetchItem::Flags(f) => flags = Some(f),
+            FetchItem::ModSeq(m) => modseq = Some(m),
+            _ => {}
+        }
+    }
+    let uid = uid?;
+    match size {
+        Some(size) => Some(Parsed::Listed(
+            uid,
+            MessageMeta {
+                listed_size: size,
+                body_len: None,
+                internal_date: date.unwrap_or(0),
+                flags: flags.unwrap_or_default(),
+                modseq,
+            },
+        )),
+        None => Some(Parsed::Flags(uid, flags?, modseq)),
+    }
+}
+
+/// The listing entries among untagged responses (unsolicited flag updates are not).
+fn parse_listing(untagged: Vec<Untagged>) -> BTreeMap<Uid, MessageMeta> {
+    let mut messages = BTreeMap::new();
+    for u in untagged {
+        if let Untagged::Fetch { items, .. } = u {
+            if let Some(Parsed::Listed(uid, meta)) = parse_fetch(items) {
+                messages.insert(uid, meta);
+            }
+        }
+    }
+    messages
+}
+
+/// EXAMINE a mailbox and list its messages' metadata in one FETCH.
+pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
+    let condstore = s.has_capability("CONDSTORE");
     let list = Command::Fetch {
         uid: true,
         set: SequenceSet::from(1),
-        attrs,
+        attrs: listing_attrs(condstore),
         changed_since: None,
     };
     let listed = s.reselect_then(name, true, Some(list))?;
@@ -95,44 +551,14 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName, condstore: bool) 
         .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
     let (uidnext, exists, highest_modseq) = (sel.uidnext, sel.exists, sel.highest_modseq);
     let permanent_flags = sel.permanent_flags.clone();
-    let done = match listed {
+    let done: Option<Completed> = match listed {
         Some(Ok(done)) => Some(done),
         // `UID FETCH 1:*` in an empty mailbox: some servers answer BAD or NO.
         Some(Err(Error::Bad { .. } | Error::No { .. })) if exists == 0 => None,
         Some(Err(e)) => return Err(e),
         None => return Err(Error::Protocol("no reply to the listing FETCH".into())),
     };
-    let mut messages = BTreeMap::new();
-    for u in done.map(|d| d.untagged).unwrap_or_default() {
-        let Untagged::Fetch { items, .. } = u else {
-            continue;
-        };
-        let (mut uid, mut size, mut date, mut flags, mut modseq) = (None, None, None, None, None);
-        for item in items {
-            match item {
-                FetchItem::Uid(u) => uid = Some(u),
-                FetchItem::Rfc822Size(n) => size = Some(n),
-                FetchItem::InternalDate(d) => date = Some(d),
-                FetchItem::Flags(f) => flags = Some(f),
-                FetchItem::ModSeq(m) => modseq = Some(m),
-                _ => {}
-            }
-        }
-        // An unsolicited FETCH (flags only) is not a listing entry.
-        let (Some(uid), Some(size)) = (uid, size) else {
-            continue;
-        };
-        messages.insert(
-            uid,
-            MessageMeta {
-                listed_size: size,
-                body_len: None,
-                internal_date: date.unwrap_or(0),
-                flags: flags.unwrap_or_default(),
-                modseq,
-            },
-        );
-    }
+    let messages = parse_listing(done.map(|d| d.untagged).unwrap_or_default());
     Ok(Index {
         validity,
         uidnext,
@@ -140,5 +566,113 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName, condstore: bool) 
         permanent_flags,
         messages,
         fetched_at: Instant::now(),
+        stale: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(n: u32) -> Uid {
+        Uid::new(n).unwrap()
+    }
+
+    fn meta(flags: Vec<Flag>) -> MessageMeta {
+        MessageMeta {
+            listed_size: 10,
+            body_len: None,
+            internal_date: 0,
+            flags,
+            modseq: None,
+        }
+    }
+
+    fn index(uids: &[u32]) -> Index {
+        Index {
+            validity: UidValidity::new(7).unwrap(),
+            uidnext: Some(uid(uids.iter().max().copied().unwrap_or(0) + 1)),
+            highest_modseq: Some(ModSeq(10)),
+            permanent_flags: None,
+            messages: uids.iter().map(|&u| (uid(u), meta(Vec::new()))).collect(),
+            fetched_at: Instant::now(),
+            stale: false,
+        }
+    }
+
+    #[test]
+    fn a_qresync_delta_removes_adds_and_reflags() {
+        let id = MailboxId::new(1).unwrap();
+        let v = UidValidity::new(7).unwrap();
+        let mut ix = index(&[1, 2, 3, 4]);
+        ix.messages.get_mut(&uid(2)).unwrap().body_len = Some(99);
+        let delta = Delta {
+            uidnext: Some(uid(6)),
+            highest_modseq: Some(ModSeq(20)),
+            // EARLIER ranges can cover UIDs never known.
+            vanished: vec![(3, 3), (100, 200)],
+            flags: vec![(uid(2), vec![Flag::Seen], Some(ModSeq(15)))],
+            listed: BTreeMap::from([(uid(5), meta(vec![Flag::Flagged]))]),
+            ..Delta::default()
+        };
+        let (changes, unknown) = apply_delta(id, v, &mut ix, delta);
+        assert!(unknown.is_empty());
+        assert_eq!(
+            ix.messages.keys().map(|u| u.get()).collect::<Vec<_>>(),
+            [1, 2, 4, 5]
+        );
+        assert_eq!(ix.messages[&uid(2)].flags, vec![Flag::Seen]);
+        assert_eq!(
+            ix.messages[&uid(2)].body_len,
+            Some(99),
+            "size corrections survive"
+        );
+        assert_eq!(ix.highest_modseq, Some(ModSeq(20)));
+        assert_eq!(ix.uidnext, Some(uid(6)));
+        assert_eq!(changes.len(), 3);
+    }
+
+    #[test]
+    fn a_plain_delta_judges_expunges_only_below_its_uidnext() {
+        let id = MailboxId::new(1).unwrap();
+        let v = UidValidity::new(7).unwrap();
+        // UID 9 arrived in the index after the server answered (a move of ours).
+        let mut ix = index(&[1, 2, 9]);
+        let delta = Delta {
+            uidnext: Some(uid(4)),
+            present: Some(BTreeSet::from([uid(1), uid(3)])),
+            flags: vec![(uid(1), Vec::new(), None), (uid(3), Vec::new(), None)],
+            ..Delta::default()
+        };
+        let (changes, unknown) = apply_delta(id, v, &mut ix, delta);
+        assert_eq!(
+            unknown,
+            vec![uid(3)],
+            "known to the server, not to us: list it"
+        );
+        assert!(ix.messages.contains_key(&uid(9)));
+        assert!(!ix.messages.contains_key(&uid(2)));
+        assert_eq!(
+            changes,
+            vec![Change::Removed {
+                mailbox: id,
+                validity: v,
+                uids: vec![uid(2)]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_delta_for_another_generation_is_not_applied() {
+        let id = MailboxId::new(1).unwrap();
+        let mut ix = index(&[1]);
+        let delta = Delta {
+            vanished: vec![(1, 1)],
+            ..Delta::default()
+        };
+        let (changes, _) = apply_delta(id, UidValidity::new(8).unwrap(), &mut ix, delta);
+        assert!(changes.is_empty());
+        assert!(ix.messages.contains_key(&uid(1)));
+        assert!(ix.stale);
+    }
 }

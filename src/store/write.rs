@@ -787,7 +787,7 @@ impl Account {
     /// Make the next question about a mailbox's messages ask the server.
     fn touch(&self, id: MailboxId) {
         if let Some(ix) = self.indexes.get(id) {
-            ix.write().fetched_at = Instant::now() - Duration::from_secs(3600 * 24 * 365);
+            ix.write().mark_stale();
         }
     }
 }

@@ -48,6 +48,8 @@ pub const PHRASE: &str = "ZEBRA-INVOICE-7731";
 pub const DELIMITER: char = '.';
 
 const POLL: Duration = Duration::from_millis(20);
+/// The `XDG_CACHE_HOME` a mount gets unless the test names one (under the mount's directory).
+const OWN_CACHE: &str = "xdg-cache";
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(15);
 const ORACLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -1109,6 +1111,18 @@ impl Dovecot {
         self.oracle(&["delete", &hex_encode(folder.as_bytes())], None);
     }
 
+    /// `RENAME from to`.
+    pub fn oracle_rename(&self, from: &str, to: &str) {
+        self.oracle(
+            &[
+                "rename",
+                &hex_encode(from.as_bytes()),
+                &hex_encode(to.as_bytes()),
+            ],
+            None,
+        );
+    }
+
     fn fetch_frames(&self, folder: &str, uids: &str) -> BTreeMap<u32, Vec<u8>> {
         let out = self.oracle(&["fetch", &hex_encode(folder.as_bytes()), uids], None);
         let mut frames = BTreeMap::new();
@@ -1468,6 +1482,7 @@ pub struct MountOptions<'a> {
     password: Option<Option<String>>,
     ca_file: bool,
     rust_log: Option<String>,
+    cache_home: Option<PathBuf>,
 }
 
 impl<'a> MountOptions<'a> {
@@ -1486,8 +1501,17 @@ impl<'a> MountOptions<'a> {
             url: None,
             password: None,
             ca_file: true,
-            rust_log: Some("debug".to_string()),
+            rust_log: Some("debug,imapfs::imap::session=trace".to_string()),
+            cache_home: None,
         }
+    }
+
+    /// `XDG_CACHE_HOME` for imapfs (where it keeps indexes between mounts); the caller owns
+    /// the directory. By default each mount gets a fresh one of its own, removed with it, so
+    /// no test reads or writes the user's real cache.
+    pub fn cache_home(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_home = Some(dir.into());
+        self
     }
 
     /// Arguments placed after `--ca-file` and before the URL.
@@ -1540,6 +1564,12 @@ impl<'a> MountOptions<'a> {
             .env_remove("RUST_LOG")
             .env_remove("SSL_CERT_FILE")
             .env_remove("SSL_CERT_DIR")
+            .env(
+                "XDG_CACHE_HOME",
+                self.cache_home
+                    .clone()
+                    .unwrap_or_else(|| dir.join(OWN_CACHE)),
+            )
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("imapfs.stdout")).expect("stdout file"))
             .stderr(fs::File::create(&log).expect("log file"));
@@ -1685,6 +1715,8 @@ impl Mount {
         let _ = fs::remove_dir(&self.mountpoint);
         let _ = fs::remove_file(&self.log);
         let _ = fs::remove_file(self.dir.join("imapfs.stdout"));
+        // imapfs's own cache directory (a plain directory, never a mount point).
+        let _ = fs::remove_dir_all(self.dir.join(OWN_CACHE));
         let _ = fs::remove_dir(&self.dir);
     }
 }
@@ -2272,6 +2304,8 @@ def main():
         check(m.create(mailbox(args[0])), 'CREATE')
     elif cmd == 'delete':
         check(m.delete(mailbox(args[0])), 'DELETE')
+    elif cmd == 'rename':
+        check(m.rename(mailbox(args[0]), mailbox(args[1])), 'RENAME')
     else:
         globals()['cmd_' + cmd](m, *args)
     m.logout()

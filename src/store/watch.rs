@@ -1,0 +1,434 @@
+//! The watcher: one connection of its own that hears about other clients' changes as they
+//! happen, so that the mount shows them within a second or two instead of after a TTL.
+//!
+//! The watcher thread holds a session the pool never lends to readers
+//! ([`Pool::dedicated_session`]) and runs, by what the server offers:
+//!
+//! - NOTIFY (RFC 5465): `NOTIFY SET (PERSONAL (MessageNew MessageExpunge FlagChange
+//!   MailboxName SubscriptionChange))`, then IDLE. Every mailbox is covered: a change to one
+//!   arrives as `* STATUS name (...)`, a created, deleted or renamed folder as `* LIST`.
+//!   Folder events are only hints (Dovecot 2.3 loses renames and deletions made by other
+//!   connections), so IDLE is also broken every [`POLL`] to read the folder list again.
+//! - IDLE alone: IDLE on the most recently used mailbox (EXAMINEd on the watcher's
+//!   connection), broken every [`POLL`] to read the folder list and ask the STATUS of every
+//!   other mailbox we hold an index for (pipelined: one round trip).
+//! - Neither: the same polling without IDLE.
+//!
+//! An event is never applied from its own data: it names a mailbox, whose index is then
+//! refreshed incrementally on a pool session ([`Account::refresh_held`], usually one round
+//! trip), and the refresh's differences go to the change feed like any other. A folder list
+//! event makes the list be read again.
+//!
+//! Freshness: [`Account::watched_since`] tells [`Account::index`] whether an index fetched
+//! at a given time is kept current by the watcher (the connection has been reporting since
+//! before that time and covers the mailbox); such an index is not refreshed on a TTL. When
+//! the connection drops, coverage ends at once; after reconnecting the watcher refreshes every
+//! index held (changes may have been missed meanwhile).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, NotifyEvent, NotifyFilter, SelectSync};
+use crate::imap::pool::Pool;
+use crate::imap::session::Session;
+use crate::imap::types::{StatusItem, Untagged};
+use crate::store::ids::MailboxId;
+use crate::store::mailboxes::list_all;
+use crate::store::Account;
+
+/// How often the watcher polls what IDLE does not report (and checks that it should go on).
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// Longest wait before reconnecting after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What the watcher covers, for [`Account::watched_since`].
+#[derive(Default)]
+pub struct Watch {
+    state: Mutex<Coverage>,
+    stop: AtomicBool,
+    /// The mailbox whose index was last asked for (IDLE mode watches it).
+    recent: Mutex<Option<MailboxId>>,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Coverage {
+    /// No watcher connection: indexes are refreshed on their TTL.
+    #[default]
+    Down,
+    /// NOTIFY: every mailbox, since the instant given.
+    All(Instant),
+    /// IDLE on one mailbox since the instant given; the others are covered too (by STATUS
+    /// polling) when the server reports HIGHESTMODSEQ, since `polled`.
+    Idle {
+        mailbox: Option<(MailboxId, Instant)>,
+        polled: Option<Instant>,
+    },
+}
+
+impl Account {
+    /// Start the watcher thread (once, after any fork). It runs until [`Account::close`].
+    pub fn start_watcher(self: &Arc<Account>) -> Result<()> {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("watch".into())
+            .spawn(move || run(weak))
+            .map(drop)
+            .map_err(|e| Error::io("starting the watcher thread", e))
+    }
+
+    /// Whether an index of `id` fetched at `fetched_at` is kept current by the watcher.
+    pub(crate) fn watched_since(&self, id: MailboxId, fetched_at: Instant) -> bool {
+        match &*self.watch.state.lock() {
+            Coverage::Down => false,
+            Coverage::All(since) => fetched_at >= *since,
+            Coverage::Idle { mailbox, polled } => {
+                mailbox.is_some_and(|(m, since)| m == id && fetched_at >= since)
+                    || polled.is_some_and(|since| fetched_at >= since)
+            }
+        }
+    }
+
+    /// Whether the watcher is connected (so folder list changes are pushed).
+    pub fn is_live(&self) -> bool {
+        !matches!(&*self.watch.state.lock(), Coverage::Down)
+    }
+
+    /// Whether every change to mailbox `id` is pushed to the filesystem (so the kernel may
+    /// keep its entries long).
+    pub fn is_watched(&self, id: MailboxId) -> bool {
+        match &*self.watch.state.lock() {
+            Coverage::Down => false,
+            Coverage::All(_) => true,
+            Coverage::Idle { mailbox, polled } => {
+                polled.is_some() || mailbox.is_some_and(|(m, _)| m == id)
+            }
+        }
+    }
+
+    /// Remember that a mailbox is in use (the IDLE watcher follows the latest).
+    pub(crate) fn note_use(&self, id: MailboxId) {
+        let mut recent = self.watch.recent.lock();
+        if *recent != Some(id) {
+            *recent = Some(id);
+        }
+    }
+
+    /// Stop the watcher (it notices within [`POLL`], or at the end of its IDLE).
+    pub(crate) fn stop_watcher(&self) {
+        self.watch.stop.store(true, Ordering::Relaxed);
+        *self.watch.state.lock() = Coverage::Down;
+    }
+}
+
+/// The watcher thread: connect, watch until the connection fails, reconnect with backoff.
+fn run(account: Weak<Account>) {
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        let Some(a) = account.upgrade() else { return };
+        if a.watch.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let pool: &Pool = a.pool();
+        let session = match pool.dedicated_session() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("watcher: cannot connect ({e}); retrying in {backoff:?}");
+                drop(a);
+                if !sleep_unless_stopped(&account, backoff) {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        drop(a);
+        match watch(&account, session, first) {
+            Ok(()) => return,
+            Err(e) => {
+                if let Some(a) = account.upgrade() {
+                    *a.watch.state.lock() = Coverage::Down;
+                }
+                log::warn!("watcher: {e}; reconnecting");
+                first = false;
+                backoff = Duration::from_secs(1);
+                if !sleep_unless_stopped(&account, backoff) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleep up to `d`; false if the account is gone or stopping.
+fn sleep_unless_stopped(account: &Weak<Account>, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        match account.upgrade() {
+            Some(a) if !a.watch.stop.load(Ordering::Relaxed) => {}
+            _ => return false,
+        }
+        std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+    }
+    true
+}
+
+/// Watch on `s` until the account stops (Ok) or the connection fails (Err).
+fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<()> {
+    let notify = s.has_capability("NOTIFY") && {
+        let events = vec![
+            NotifyEvent::MessageNew,
+            NotifyEvent::MessageExpunge,
+            NotifyEvent::FlagChange,
+            NotifyEvent::MailboxName,
+            NotifyEvent::SubscriptionChange,
+        ];
+        match s.run(Command::Notify(vec![(NotifyFilter::Personal, events)])) {
+            Ok(_) => true,
+            Err(e) if e.is_fatal_to_connection() => return Err(e),
+            Err(e) => {
+                log::info!("watcher: NOTIFY refused ({e}); watching with IDLE");
+                false
+            }
+        }
+    };
+    let idle = s.has_capability("IDLE");
+    let modseq = s.has_capability("CONDSTORE");
+    log::info!(
+        "watcher: {}",
+        match (notify, idle) {
+            (true, _) => "NOTIFY on every folder",
+            (false, true) => "IDLE on the folder in use, STATUS polling of the others",
+            (false, false) => "STATUS polling (the server has neither NOTIFY nor IDLE)",
+        }
+    );
+    {
+        let Some(a) = account.upgrade() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        *a.watch.state.lock() = if notify {
+            Coverage::All(now)
+        } else {
+            Coverage::Idle {
+                mailbox: None,
+                polled: modseq.then_some(now),
+            }
+        };
+        if !first {
+            // Changes made while the watcher was away were reported to nobody.
+            catch_up(&a);
+        }
+    }
+    let mut watcher = Watcher {
+        account: account.clone(),
+        idled: None,
+        last_poll: Instant::now(),
+        modseq,
+    };
+    loop {
+        let Some(a) = account.upgrade() else {
+            s.logout();
+            return Ok(());
+        };
+        if a.watch.stop.load(Ordering::Relaxed) {
+            drop(a);
+            s.logout();
+            return Ok(());
+        }
+        drop(a);
+        if !notify {
+            watcher.follow_recent(&mut s)?;
+        }
+        let events = if idle && (notify || watcher.idled.is_some()) {
+            s.idle(POLL)?
+        } else {
+            std::thread::sleep(POLL);
+            s.run(Command::Noop)?.untagged
+        };
+        let idled = watcher.idled.as_ref().map(|(id, _)| *id);
+        let list_changed = watcher.handle(&events, idled);
+        if list_changed || watcher.last_poll.elapsed() >= POLL {
+            watcher.poll(&mut s, !notify)?;
+        }
+    }
+}
+
+/// Refresh every index held and the folder list (after the watcher was away).
+fn catch_up(a: &Account) {
+    let _ = a.mailboxes(Duration::ZERO);
+    for id in a.indexes.ids() {
+        if let Err(e) = a.refresh_held(id) {
+            log::debug!("watcher: refreshing {id}: {e}");
+        }
+    }
+}
+
+/// The watcher's state between events.
+struct Watcher {
+    account: Weak<Account>,
+    /// The mailbox EXAMINEd on the watcher's connection (IDLE mode).
+    idled: Option<(MailboxId, crate::imap::types::MailboxName)>,
+    last_poll: Instant,
+    modseq: bool,
+}
+
+impl Watcher {
+    /// Turn a batch of untagged responses into refreshes: of the mailboxes named by STATUS,
+    /// of `selected` on any message event. Returns whether the folder list changed (LIST).
+    fn handle(&mut self, events: &[Untagged], selected: Option<MailboxId>) -> bool {
+        let Some(a) = self.account.upgrade() else {
+            return false;
+        };
+        let mut mailboxes = Vec::new();
+        let mut list = false;
+        if !events.is_empty() {
+            log::debug!("watcher: {} events", events.len());
+        }
+        for e in events {
+            match e {
+                Untagged::StatusData { mailbox, .. } => {
+                    if let Some(id) = a.mailboxes.known_id(mailbox) {
+                        mailboxes.push(id);
+                    }
+                }
+                Untagged::List(_) | Untagged::Lsub(_) => list = true,
+                Untagged::Exists(_)
+                | Untagged::Expunge(_)
+                | Untagged::Vanished { .. }
+                | Untagged::Fetch { .. } => mailboxes.extend(selected),
+                _ => {}
+            }
+        }
+        mailboxes.sort_unstable();
+        mailboxes.dedup();
+        for id in mailboxes {
+            refresh(&a, id);
+        }
+        list
+    }
+
+    /// IDLE mode: EXAMINE the mailbox in use on the watcher's connection if it changed.
+    fn follow_recent(&mut self, s: &mut Session) -> Result<()> {
+        let Some(a) = self.account.upgrade() else {
+            return Ok(());
+        };
+        let recent = *a.watch.recent.lock();
+        let Some(id) = recent else { return Ok(()) };
+        if self.idled.as_ref().is_some_and(|(m, _)| *m == id) {
+            return Ok(());
+        }
+        let Some(name) = a.mailbox_name(id) else {
+            return Ok(());
+        };
+        let sync = if self.modseq {
+            SelectSync::CondStore
+        } else {
+            SelectSync::Plain
+        };
+        match s.select_with(&name, true, sync, &[]) {
+            Ok(_) => {
+                let since = Instant::now();
+                self.idled = Some((id, name));
+                if let Coverage::Idle { mailbox, .. } = &mut *a.watch.state.lock() {
+                    *mailbox = Some((id, since));
+                }
+                Ok(())
+            }
+            Err(e) if e.is_fatal_to_connection() => Err(e),
+            Err(e) => {
+                log::debug!("watcher: cannot examine {name}: {e}");
+                self.idled = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Read the folder list again on the watcher's connection (NOTIFY's folder events are
+    /// only hints: Dovecot 2.3 misses renames and deletions by other connections) and, with
+    /// `statuses`, ask the STATUS of every other mailbox we hold an index for, all in one
+    /// pipeline; refresh those that changed.
+    fn poll(&mut self, s: &mut Session, statuses: bool) -> Result<()> {
+        self.last_poll = Instant::now();
+        let Some(a) = self.account.upgrade() else {
+            return Ok(());
+        };
+        match list_all(s) {
+            Ok(list) => drop(a.install_mailbox_list(list)),
+            Err(e) if e.is_fatal_to_connection() => return Err(e),
+            Err(e) => log::debug!("watcher: reading the folder list: {e}"),
+        }
+        if !statuses {
+            return Ok(());
+        }
+        let idled = self.idled.as_ref().map(|(id, _)| *id);
+        let held: Vec<(MailboxId, crate::imap::types::MailboxName)> = a
+            .indexes
+            .ids()
+            .into_iter()
+            .filter(|id| Some(*id) != idled)
+            .filter_map(|id| Some((id, a.mailbox_name(id)?)))
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut items = vec!["MESSAGES", "UIDNEXT", "UIDVALIDITY"];
+        if self.modseq {
+            items.push("HIGHESTMODSEQ");
+        }
+        let cmds: Vec<Command> = held
+            .iter()
+            .map(|(_, name)| Command::Status {
+                mailbox: name.clone(),
+                items: items.clone(),
+            })
+            .collect();
+        let replies = s.pipeline(&cmds)?;
+        for ((id, _), reply) in held.iter().zip(replies) {
+            let Ok(done) = reply else { continue };
+            let Some(items) = done.untagged.into_iter().find_map(|u| match u {
+                Untagged::StatusData { items, .. } => Some(items),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if differs(&a, *id, &items) {
+                refresh(&a, *id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a STATUS answer disagrees with the index we hold (then it needs a refresh).
+fn differs(a: &Account, id: MailboxId, items: &[StatusItem]) -> bool {
+    let Some(ix) = a.indexes.get(id) else {
+        return false;
+    };
+    let ix = ix.read();
+    items.iter().any(|item| match *item {
+        StatusItem::Messages(n) => n as usize != ix.messages.len(),
+        StatusItem::UidNext(n) => ix.uidnext.is_none_or(|u| u.get() < n),
+        StatusItem::UidValidity(v) => ix.validity.get() != v,
+        StatusItem::HighestModSeq(m) => ix.highest_modseq.is_none_or(|h| h.0 < m),
+        _ => false,
+    })
+}
+
+/// Refresh a held index after an event; a mailbox that is gone loses its index.
+fn refresh(a: &Account, id: MailboxId) {
+    match a.refresh_held(id) {
+        Ok(()) => {}
+        Err(Error::No { .. }) => {
+            log::debug!("watcher: {id} is gone");
+            a.forget_mailbox_content(id);
+            let _ = a.mailboxes(Duration::ZERO);
+        }
+        Err(e) => log::warn!("watcher: refreshing {id}: {e}"),
+    }
+}

@@ -1,0 +1,447 @@
+//! Live updates and incremental sync through a real mount (issue 7, "Live and fast").
+//!
+//! Another client (the harness oracle) changes the account while imapfs is mounted: with the
+//! watcher (NOTIFY on Dovecot) each change shows within 2 s; with `-o idle=no` within the
+//! listing TTL. A folder recreated under a new UIDVALIDITY serves only its new bytes. A remount
+//! starts from the index saved on disk and costs one incremental round trip. Readers racing
+//! another client's appends and expunges read every byte right and never see ENOENT for a
+//! message that was not expunged.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Dovecot, Mount, MountOptions, Seed};
+
+/// What the watcher promises.
+const LIVE: Duration = Duration::from_secs(2);
+
+/// A distinct small message.
+fn message(tag: &str, lines: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: other@example.org\r\nTo: me@example.org\r\nSubject: {tag}\r\n\
+         Message-ID: <{tag}@example.org>\r\n\r\n"
+    )
+    .into_bytes();
+    for i in 0..lines {
+        m.extend_from_slice(format!("{tag} line {i}\r\n").as_bytes());
+    }
+    m
+}
+
+/// A seed with `folder` holding `n` distinct messages, and an `Other` folder.
+fn seed_with(folder: &str, n: usize, lines: usize) -> Seed {
+    let mut seed = Seed::new();
+    let f = seed.folder_mut(folder);
+    for i in 0..n {
+        let tag = format!("{folder}-{i}");
+        f.push(
+            message(&tag, lines + i % 7),
+            &[],
+            &tag,
+            "other@example.org",
+            &format!("<{tag}@example.org>"),
+            1_700_000_000 + i as i64,
+            1_700_000_000 + i as i64,
+        );
+    }
+    seed.folder_mut("INBOX");
+    seed.folder_mut("Other");
+    seed
+}
+
+/// The names in a directory, or `None` if it cannot be read.
+fn names(dir: &Path) -> Option<BTreeSet<String>> {
+    let rd = fs::read_dir(dir).ok()?;
+    Some(
+        rd.filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+    )
+}
+
+/// An extended attribute's value as text, `None` if absent or unreadable.
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return None;
+    }
+    buf.truncate(len as usize);
+    String::from_utf8(buf).ok()
+}
+
+/// `key=value` lines of `user.imapfs.stats`.
+fn stats(mount: &Mount) -> BTreeMap<String, u64> {
+    let text = xattr(mount.path(), "user.imapfs.stats").expect("stats xattr");
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Wait until the mount's watcher reports that it is connected.
+fn wait_watching(mount: &Mount) {
+    wait_for("the watcher to connect", Duration::from_secs(10), || {
+        (stats(mount).get("watching") == Some(&1)).then_some(())
+    });
+}
+
+/// Each kind of change another client makes, and how long the mount may take to show it.
+fn other_clients_changes_show_within(dovecot: &Dovecot, mount: &Mount, limit: Duration) {
+    let live = mount.join("Live");
+    // Look first, so that the kernel holds entries and attributes that must be invalidated.
+    let before = names(&live).expect("list Live");
+    assert!(before.contains("1.eml") && before.contains("2.eml"));
+    assert!(fs::metadata(live.join("1.eml")).is_ok());
+    assert_eq!(
+        xattr(&live.join("2.eml"), "user.imap.flags").as_deref(),
+        Some("")
+    );
+    assert!(!names(mount.path()).unwrap().contains("New"));
+
+    // APPEND
+    let body = message("appended", 3);
+    let uid = dovecot.oracle_append("Live", &body);
+    let started = Instant::now();
+    let file = live.join(format!("{uid}.eml"));
+    wait_for("the appended message", limit, || {
+        names(&live)
+            .is_some_and(|n| n.contains(&format!("{uid}.eml")))
+            .then_some(())
+    });
+    assert_eq!(fs::read(&file).expect("read appended"), body);
+    eprintln!("append shown after {:?}", started.elapsed());
+
+    // EXPUNGE
+    dovecot.oracle_expunge("Live", 1);
+    let started = Instant::now();
+    wait_for("the expunged message to go", limit, || {
+        let listed = names(&live).is_some_and(|n| n.contains("1.eml"));
+        (!listed && fs::metadata(live.join("1.eml")).is_err()).then_some(())
+    });
+    eprintln!("expunge shown after {:?}", started.elapsed());
+
+    // Flags
+    dovecot.oracle_store("Live", 2, "+FLAGS", &["\\Flagged"]);
+    let started = Instant::now();
+    wait_for("the new flag", limit, || {
+        xattr(&live.join("2.eml"), "user.imap.flags")
+            .is_some_and(|f| f.split_whitespace().any(|w| w == "\\Flagged"))
+            .then_some(())
+    });
+    eprintln!("flag change shown after {:?}", started.elapsed());
+
+    // CREATE, RENAME, DELETE of folders
+    dovecot.oracle_create("New");
+    let started = Instant::now();
+    wait_for("the created folder", limit, || {
+        (names(mount.path()).is_some_and(|n| n.contains("New"))
+            && fs::metadata(mount.join("New")).is_ok_and(|m| m.is_dir()))
+        .then_some(())
+    });
+    eprintln!("create shown after {:?}", started.elapsed());
+
+    dovecot.oracle_rename("New", "Renamed");
+    let started = Instant::now();
+    wait_for("the renamed folder", limit, || {
+        let n = names(mount.path())?;
+        (n.contains("Renamed")
+            && !n.contains("New")
+            && fs::metadata(mount.join("New")).is_err()
+            && fs::metadata(mount.join("Renamed")).is_ok())
+        .then_some(())
+    });
+    eprintln!("rename shown after {:?}", started.elapsed());
+
+    dovecot.oracle_delete("Renamed");
+    let started = Instant::now();
+    wait_for("the deleted folder to go", limit, || {
+        let n = names(mount.path())?;
+        (!n.contains("Renamed") && fs::metadata(mount.join("Renamed")).is_err()).then_some(())
+    });
+    eprintln!("delete shown after {:?}", started.elapsed());
+}
+
+#[test]
+fn other_clients_changes_show_within_two_seconds_with_idle() {
+    let dovecot = Dovecot::start(&seed_with("Live", 5, 3));
+    let mount = Mount::start(&dovecot, &[]).expect("mount");
+    wait_watching(&mount);
+    other_clients_changes_show_within(&dovecot, &mount, LIVE);
+}
+
+#[test]
+fn other_clients_changes_show_within_two_seconds_with_idle_but_no_notify() {
+    // Without NOTIFY the watcher IDLEs on the folder in use and polls the rest.
+    let dovecot = Dovecot::start_with(
+        &seed_with("Live", 5, 3),
+        "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE UIDPLUS MOVE CONDSTORE \
+         QRESYNC ESEARCH LIST-EXTENDED SPECIAL-USE NAMESPACE UNSELECT CHILDREN",
+    );
+    let mount = Mount::start(&dovecot, &[]).expect("mount");
+    wait_watching(&mount);
+    other_clients_changes_show_within(&dovecot, &mount, LIVE);
+}
+
+#[test]
+fn other_clients_changes_show_within_the_ttl_without_idle() {
+    let ttl = Duration::from_secs(3);
+    let dovecot = Dovecot::start(&seed_with("Live", 5, 3));
+    let mount = Mount::start(&dovecot, &["-o", "idle=no", "--dir-ttl", "3"]).expect("mount");
+    assert_eq!(stats(&mount).get("watching"), Some(&0));
+    // The TTL, plus what a refresh and the poll of the check may take.
+    other_clients_changes_show_within(&dovecot, &mount, ttl + Duration::from_millis(1500));
+}
+
+#[test]
+fn a_folder_recreated_with_the_same_uids_serves_only_its_new_bytes() {
+    let dovecot = Dovecot::start(&seed_with("Re", 3, 40));
+    let mount = Mount::start(&dovecot, &[]).expect("mount");
+    wait_watching(&mount);
+    let dir = mount.join("Re");
+    let old: Vec<Vec<u8>> = (1..=3)
+        .map(|u| fs::read(dir.join(format!("{u}.eml"))).expect("read old"))
+        .collect();
+    let old_validity = xattr(&dir.join("1.eml"), "user.imap.uidvalidity").expect("validity");
+    // An open descriptor of the old generation, its pages in the kernel's cache.
+    let held = fs::File::open(dir.join("1.eml")).expect("open old");
+
+    dovecot.oracle_delete("Re");
+    dovecot.oracle_create("Re");
+    let new: Vec<Vec<u8>> = (0..3).map(|i| message(&format!("new-{i}"), 30)).collect();
+    for (i, body) in new.iter().enumerate() {
+        assert_eq!(dovecot.oracle_append("Re", body), i as u32 + 1, "same UIDs");
+    }
+    let server_validity = dovecot.oracle_status("Re");
+    let started = Instant::now();
+    wait_for("the new generation", LIVE, || {
+        let v = xattr(&dir.join("1.eml"), "user.imap.uidvalidity")?;
+        (v != old_validity && fs::read(dir.join("1.eml")).ok()? == new[0]).then_some(())
+    });
+    eprintln!("recreation shown after {:?}", started.elapsed());
+    for (i, body) in new.iter().enumerate() {
+        let path = dir.join(format!("{}.eml", i + 1));
+        let got = fs::read(&path).expect("read new");
+        assert_eq!(&got, body, "{} serves the new bytes", path.display());
+        assert_ne!(got, old[i]);
+        assert_eq!(
+            xattr(&path, "user.imap.uidvalidity").expect("validity"),
+            server_validity.uidvalidity.to_string()
+        );
+    }
+    // The descriptor opened before: whatever it returns now, never the old bytes.
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; old[0].len()];
+    if let Ok(n) = held.read_at(&mut buf, 0) {
+        assert!(
+            n == 0 || buf[..n] != old[0][..n],
+            "an old descriptor served bytes of the old generation"
+        );
+    }
+}
+
+/// `ls -l`-like view of a folder: name -> (size, mtime).
+fn long_listing(dir: &Path) -> BTreeMap<String, (u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(dir)
+        .expect("list")
+        .map(|e| {
+            let e = e.expect("entry");
+            let m = e.metadata().expect("metadata");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (m.len(), m.mtime()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_remount_starts_from_the_saved_index_with_one_incremental_round_trip() {
+    let dovecot = Dovecot::start(&seed_with("Large", 2000, 2));
+    let cache = common::unique_temp_dir("xdg-cache");
+    {
+        let mount = MountOptions::new(&dovecot)
+            .cache_home(&cache)
+            .start()
+            .expect("first mount");
+        assert_eq!(long_listing(&mount.join("Large")).len(), 2000);
+        assert_eq!(stats(&mount).get("listings_full"), Some(&1));
+        mount.unmount();
+    }
+    let saved: Vec<PathBuf> = walk(&cache);
+    assert!(
+        !saved.is_empty(),
+        "an index was saved under {}",
+        cache.display()
+    );
+    for f in &saved {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is private", f.display());
+    }
+    // Changes while unmounted: the remount must learn them from the delta.
+    dovecot.oracle_expunge("Large", 7);
+    dovecot.oracle_store("Large", 8, "+FLAGS", &["\\Seen"]);
+    let appended = dovecot.oracle_append("Large", &message("while-away", 2));
+
+    let mount = MountOptions::new(&dovecot)
+        .cache_home(&cache)
+        .start()
+        .expect("remount");
+    assert!(names(mount.path()).unwrap().contains("Large"));
+    let before = stats(&mount);
+    let listing = long_listing(&mount.join("Large"));
+    let after = stats(&mount);
+    assert_eq!(
+        after["round_trips"] - before["round_trips"],
+        1,
+        "one round trip for the folder: {before:?} -> {after:?}"
+    );
+    assert_eq!(after["listings_full"], 0, "no full listing: {after:?}");
+    assert_eq!(after["listings_incremental"], 1);
+    let server: BTreeMap<String, (u64, i64)> = dovecot
+        .oracle_meta("Large")
+        .into_iter()
+        .map(|(uid, m)| (format!("{uid}.eml"), (m.size, m.internal_date)))
+        .collect();
+    assert_eq!(listing, server, "the listing is the server's");
+    assert!(!listing.contains_key("7.eml"));
+    assert!(listing.contains_key(&format!("{appended}.eml")));
+    let flags = xattr(&mount.join("Large/8.eml"), "user.imap.flags").unwrap();
+    assert!(flags.contains("\\Seen"), "{flags}");
+    drop(mount);
+    let _ = fs::remove_dir_all(&cache);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn concurrent_readers_never_see_enoent_for_a_message_not_expunged() {
+    const READERS: usize = 8;
+    const CHANGES: u32 = 20;
+    let seed = seed_with("Busy", 400, 60);
+    let dovecot = Arc::new(Dovecot::start(&seed));
+    let mount = Mount::start(&dovecot, &[]).expect("mount");
+    wait_watching(&mount);
+    let dir = mount.join("Busy");
+    // uid -> expected bytes; grows as the other client appends.
+    let expected: Arc<Mutex<BTreeMap<u32, Vec<u8>>>> = Arc::new(Mutex::new(
+        seed.folder("Busy")
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.bytes.clone()))
+            .collect(),
+    ));
+    // UIDs whose expunge has been asked for (from before the command is sent).
+    let expunging: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+
+    let writer = {
+        let (dovecot, expected, expunging, done) = (
+            dovecot.clone(),
+            expected.clone(),
+            expunging.clone(),
+            done.clone(),
+        );
+        thread::spawn(move || {
+            for i in 0..CHANGES {
+                let body = message(&format!("racing-{i}"), 50);
+                let uid = dovecot.oracle_append("Busy", &body);
+                expected.lock().unwrap().insert(uid, body);
+                let victim = 3 + i * 19;
+                expunging.lock().unwrap().insert(victim);
+                dovecot.oracle_expunge("Busy", victim);
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let (dir, expected, expunging, done) = (
+                dir.clone(),
+                expected.clone(),
+                expunging.clone(),
+                done.clone(),
+            );
+            thread::spawn(move || -> Result<usize, String> {
+                let mut read = 0;
+                let mut last_round = false;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    // Whatever the directory lists now, including messages just appended.
+                    let listed: Vec<u32> = names(&dir)
+                        .ok_or("listing failed")?
+                        .iter()
+                        .filter_map(|n| n.strip_suffix(".eml")?.parse().ok())
+                        .collect();
+                    for uid in listed.iter().skip(r).step_by(READERS / 2) {
+                        let want = expected.lock().unwrap().get(uid).cloned();
+                        let Some(want) = want else { continue };
+                        match fs::read(dir.join(format!("{uid}.eml"))) {
+                            Ok(got) if got == want => read += 1,
+                            Ok(got) => {
+                                return Err(format!(
+                                    "{uid}.eml: {} bytes differ from the server's {}",
+                                    got.len(),
+                                    want.len()
+                                ))
+                            }
+                            Err(e) if expunging.lock().unwrap().contains(uid) => {
+                                let _ = e;
+                            }
+                            Err(e) => return Err(format!("{uid}.eml, never expunged: {e}")),
+                        }
+                    }
+                    if last_round {
+                        return Ok(read);
+                    }
+                    last_round = finished;
+                }
+            })
+        })
+        .collect();
+    writer.join().expect("writer");
+    for r in readers {
+        let n = r.join().expect("reader").unwrap_or_else(|e| panic!("{e}"));
+        assert!(n > 0);
+    }
+    // In the end the mount lists exactly what the server has.
+    let server: BTreeSet<String> = dovecot
+        .oracle_meta("Busy")
+        .keys()
+        .map(|u| format!("{u}.eml"))
+        .collect();
+    wait_for("the final listing", LIVE, || {
+        (names(&dir).as_ref() == Some(&server)).then_some(())
+    });
+}
