@@ -228,16 +228,29 @@ fn a_folder_recreated_with_the_same_uids_serves_only_its_new_bytes() {
     }
     let server_validity = dovecot.oracle_status("Re");
     let started = Instant::now();
+    let mut seen = false;
     wait_for("the new generation", LIVE, || {
-        let v = xattr(&dir.join("1.eml"), "user.imap.uidvalidity")?;
-        (v != old_validity && fs::read(dir.join("1.eml")).ok()? == new[0]).then_some(())
+        let v = xattr(&dir.join("1.eml"), "user.imap.uidvalidity");
+        seen |= v.is_some_and(|v| v != old_validity);
+        let mut all_new = true;
+        for (i, body) in new.iter().enumerate() {
+            let got = fs::read(dir.join(format!("{}.eml", i + 1))).ok();
+            if seen {
+                assert_ne!(
+                    got.as_ref(),
+                    Some(&old[i]),
+                    "old bytes after the change was seen"
+                );
+            }
+            all_new &= got.as_ref() == Some(body);
+        }
+        (seen && all_new).then_some(())
     });
     eprintln!("recreation shown after {:?}", started.elapsed());
     for (i, body) in new.iter().enumerate() {
         let path = dir.join(format!("{}.eml", i + 1));
         let got = fs::read(&path).expect("read new");
         assert_eq!(&got, body, "{} serves the new bytes", path.display());
-        assert_ne!(got, old[i]);
         assert_eq!(
             xattr(&path, "user.imap.uidvalidity").expect("validity"),
             server_validity.uidvalidity.to_string()
@@ -444,4 +457,57 @@ fn concurrent_readers_never_see_enoent_for_a_message_not_expunged() {
     wait_for("the final listing", LIVE, || {
         (names(&dir).as_ref() == Some(&server)).then_some(())
     });
+}
+
+/// Regression: a pool session that last synced before another client's APPEND answers a
+/// FETCH of the new UID with nothing; that was once taken as "expunged" (ENOENT). Messages
+/// appended while every session sat idle are read at once, each by its own reader, so most
+/// reads land on a session that has not synced since.
+#[test]
+fn messages_appended_after_the_sessions_last_sync_are_not_enoent() {
+    const READERS: usize = 8;
+    let seed = seed_with("Fresh", 40, 5);
+    let dovecot = Dovecot::start(&seed);
+    let mount = Mount::start(&dovecot, &["--connections", "4"]).expect("mount");
+    wait_watching(&mount);
+    let dir = mount.join("Fresh");
+    let read_all = |uids: Vec<u32>| {
+        let barrier = Arc::new(std::sync::Barrier::new(uids.len()));
+        let handles: Vec<_> = uids
+            .into_iter()
+            .map(|uid| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    (uid, fs::read(dir.join(format!("{uid}.eml"))))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("reader"))
+            .collect::<Vec<_>>()
+    };
+    // Every connection opens and examines the folder.
+    for (uid, r) in read_all((1..=READERS as u32).collect()) {
+        assert_eq!(r.expect("seeded"), seed.folder("Fresh").message(uid).bytes);
+    }
+    let new: BTreeMap<u32, Vec<u8>> = (0..READERS)
+        .map(|i| {
+            let body = message(&format!("fresh-{i}"), 5);
+            (dovecot.oracle_append("Fresh", &body), body)
+        })
+        .collect();
+    wait_for("the appended messages", LIVE, || {
+        let n = names(&dir)?;
+        new.keys()
+            .all(|u| n.contains(&format!("{u}.eml")))
+            .then_some(())
+    });
+    for (uid, r) in read_all(new.keys().copied().collect()) {
+        match r {
+            Ok(bytes) => assert_eq!(bytes, new[&uid], "{uid}.eml"),
+            Err(e) => panic!("{uid}.eml, appended and never expunged: {e}"),
+        }
+    }
 }

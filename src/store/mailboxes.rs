@@ -133,30 +133,33 @@ impl Account {
             return Ok(list);
         }
         let list = self.pool.with_session(None, Retry::Idempotent, list_all)?;
-        Ok(self.install_mailbox_list(list))
+        Ok(self.install_mailbox_list(list).0)
     }
 
     /// Take a fresh listing (from the pool or the watcher's connection) as the cached one;
-    /// watchers hear of it if it differs from the last.
-    pub(crate) fn install_mailbox_list(&self, list: Vec<MailboxInfo>) -> Arc<Vec<MailboxInfo>> {
+    /// watchers hear of it if it differs from the last (then the flag returned is true).
+    pub(crate) fn install_mailbox_list(
+        &self,
+        list: Vec<MailboxInfo>,
+    ) -> (Arc<Vec<MailboxInfo>>, bool) {
         let mut cached = self.mailboxes.list.lock();
         match cached.as_mut() {
             // The same as before: keep the old one (the tree built from it stays valid).
             Some((old, at)) if **old == list => {
                 *at = Instant::now();
-                old.clone()
+                (old.clone(), false)
             }
             Some(_) => {
                 let list = Arc::new(list);
                 *cached = Some((list.clone(), Instant::now()));
                 drop(cached);
                 self.changes.send([Change::Mailboxes]);
-                list
+                (list, true)
             }
             None => {
                 let list = Arc::new(list);
                 *cached = Some((list.clone(), Instant::now()));
-                list
+                (list, false)
             }
         }
     }

@@ -112,13 +112,15 @@ impl Account {
     }
 
     /// Refresh a mailbox's index now if we hold one (the watcher heard of a change). Waits
-    /// for a refresh already under way instead of starting a second.
-    pub(crate) fn refresh_held(&self, id: MailboxId) -> Result<()> {
-        if self.indexes.get(id).is_none() {
-            return Ok(());
-        }
+    /// for a refresh already under way instead of starting a second. Returns whether the
+    /// mailbox turned out to have a new UIDVALIDITY.
+    pub(crate) fn refresh_held(&self, id: MailboxId) -> Result<bool> {
+        let Some(before) = self.indexes.get(id).map(|ix| ix.read().validity) else {
+            return Ok(false);
+        };
         let _turn = self.refresh_turns[id.get() as usize % self.refresh_turns.len()].lock();
-        self.refresh(id).map(drop)
+        let after = self.refresh(id)?.read().validity;
+        Ok(after != before)
     }
 
     /// Ask the server and bring the index up to date. Callers hold the mailbox's refresh turn.

@@ -37,11 +37,14 @@ use crate::imap::pool::Pool;
 use crate::imap::session::Session;
 use crate::imap::types::{StatusItem, Untagged};
 use crate::store::ids::MailboxId;
-use crate::store::mailboxes::list_all;
+use crate::store::mailboxes::{list_all, MailboxInfo};
 use crate::store::Account;
 
 /// How often the watcher polls what IDLE does not report (and checks that it should go on).
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// How often, under NOTIFY, the STATUS of every held mailbox is asked anyway.
+const NOTIFY_STATUS_POLL: Duration = Duration::from_secs(30);
 
 /// Longest wait before reconnecting after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -125,6 +128,17 @@ impl Account {
     }
 }
 
+/// Why a watch ended without a failure.
+enum End {
+    /// The account is closing.
+    Stopped,
+    /// The folder list changed under NOTIFY: start over on a new connection, whose NOTIFY
+    /// covers the folders as they are now (Dovecot 2.3 stops reporting a folder created or
+    /// recreated after NOTIFY SET, and a second NOTIFY SET on the same connection does not
+    /// help).
+    Renew,
+}
+
 /// The watcher thread: connect, watch until the connection fails, reconnect with backoff.
 fn run(account: Weak<Account>) {
     let mut backoff = Duration::from_secs(1);
@@ -148,15 +162,17 @@ fn run(account: Weak<Account>) {
             }
         };
         drop(a);
-        match watch(&account, session, first) {
-            Ok(()) => return,
+        let end = watch(&account, session, first);
+        if let Some(a) = account.upgrade() {
+            *a.watch.state.lock() = Coverage::Down;
+        }
+        first = false;
+        backoff = Duration::from_secs(1);
+        match end {
+            Ok(End::Stopped) => return,
+            Ok(End::Renew) => log::debug!("watcher: the folder list changed; renewing NOTIFY"),
             Err(e) => {
-                if let Some(a) = account.upgrade() {
-                    *a.watch.state.lock() = Coverage::Down;
-                }
                 log::warn!("watcher: {e}; reconnecting");
-                first = false;
-                backoff = Duration::from_secs(1);
                 if !sleep_unless_stopped(&account, backoff) {
                     return;
                 }
@@ -178,8 +194,9 @@ fn sleep_unless_stopped(account: &Weak<Account>, d: Duration) -> bool {
     true
 }
 
-/// Watch on `s` until the account stops (Ok) or the connection fails (Err).
-fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<()> {
+/// Watch on `s` until the account stops, the folder list changes under NOTIFY, or the
+/// connection fails (Err).
+fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
     let notify = s.has_capability("NOTIFY") && {
         let events = vec![
             NotifyEvent::MessageNew,
@@ -207,9 +224,20 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<()> {
             (false, false) => "STATUS polling (the server has neither NOTIFY nor IDLE)",
         }
     );
+    let mut watcher = Watcher {
+        account: account.clone(),
+        idled: None,
+        last_poll: Instant::now(),
+        last_status_poll: Instant::now(),
+        last_list: None,
+        renew: false,
+        recheck: Default::default(),
+        modseq,
+    };
+    watcher.poll(&mut s, false)?;
     {
         let Some(a) = account.upgrade() else {
-            return Ok(());
+            return Ok(End::Stopped);
         };
         let now = Instant::now();
         *a.watch.state.lock() = if notify {
@@ -225,21 +253,15 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<()> {
             catch_up(&a);
         }
     }
-    let mut watcher = Watcher {
-        account: account.clone(),
-        idled: None,
-        last_poll: Instant::now(),
-        modseq,
-    };
     loop {
         let Some(a) = account.upgrade() else {
             s.logout();
-            return Ok(());
+            return Ok(End::Stopped);
         };
         if a.watch.stop.load(Ordering::Relaxed) {
             drop(a);
             s.logout();
-            return Ok(());
+            return Ok(End::Stopped);
         }
         drop(a);
         if !notify {
@@ -252,16 +274,22 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<()> {
             s.run(Command::Noop)?.untagged
         };
         let idled = watcher.idled.as_ref().map(|(id, _)| *id);
-        let list_changed = watcher.handle(&events, idled);
-        if list_changed || watcher.last_poll.elapsed() >= POLL {
-            watcher.poll(&mut s, !notify)?;
+        let list_event = watcher.handle(&events, idled);
+        if list_event || watcher.last_poll.elapsed() >= POLL {
+            // Without NOTIFY every held mailbox's STATUS, each time; with it, now and then,
+            // in case the server lost track of one.
+            let statuses = !notify || watcher.last_status_poll.elapsed() >= NOTIFY_STATUS_POLL;
+            watcher.poll(&mut s, statuses)?;
+        }
+        if notify && watcher.renew {
+            s.logout();
+            return Ok(End::Renew);
         }
     }
 }
 
-/// Refresh every index held and the folder list (after the watcher was away).
+/// Refresh every index held (after the watcher was away).
 fn catch_up(a: &Account) {
-    let _ = a.mailboxes(Duration::ZERO);
     for id in a.indexes.ids() {
         if let Err(e) = a.refresh_held(id) {
             log::debug!("watcher: refreshing {id}: {e}");
@@ -275,6 +303,13 @@ struct Watcher {
     /// The mailbox EXAMINEd on the watcher's connection (IDLE mode).
     idled: Option<(MailboxId, crate::imap::types::MailboxName)>,
     last_poll: Instant,
+    last_status_poll: Instant,
+    /// The folder list as last read here.
+    last_list: Option<Arc<Vec<MailboxInfo>>>,
+    /// The folder list changed, or a mailbox turned out recreated: under NOTIFY, start over.
+    renew: bool,
+    /// Mailboxes refreshed after an event, whose STATUS the next poll checks again.
+    recheck: std::collections::BTreeSet<MailboxId>,
     modseq: bool,
 }
 
@@ -308,7 +343,10 @@ impl Watcher {
         mailboxes.sort_unstable();
         mailboxes.dedup();
         for id in mailboxes {
-            refresh(&a, id);
+            self.renew |= refresh(&a, id);
+            // The event may have come before the change was visible to other connections:
+            // the next poll checks the STATUS once more.
+            self.recheck.insert(id);
         }
         list
     }
@@ -359,17 +397,27 @@ impl Watcher {
             return Ok(());
         };
         match list_all(s) {
-            Ok(list) => drop(a.install_mailbox_list(list)),
+            Ok(list) => {
+                let (list, _) = a.install_mailbox_list(list);
+                if self.last_list.as_ref().is_some_and(|l| **l != *list) {
+                    self.renew = true;
+                }
+                self.last_list = Some(list);
+            }
             Err(e) if e.is_fatal_to_connection() => return Err(e),
             Err(e) => log::debug!("watcher: reading the folder list: {e}"),
         }
-        if !statuses {
-            return Ok(());
-        }
+        let recheck = std::mem::take(&mut self.recheck);
+        let ids = if statuses {
+            self.last_status_poll = Instant::now();
+            a.indexes.ids()
+        } else {
+            recheck.into_iter().collect()
+        };
+        // STATUS of the selected mailbox is not asked (RFC 3501 advises against it): IDLE
+        // reports its changes.
         let idled = self.idled.as_ref().map(|(id, _)| *id);
-        let held: Vec<(MailboxId, crate::imap::types::MailboxName)> = a
-            .indexes
-            .ids()
+        let held: Vec<(MailboxId, crate::imap::types::MailboxName)> = ids
             .into_iter()
             .filter(|id| Some(*id) != idled)
             .filter_map(|id| Some((id, a.mailbox_name(id)?)))
@@ -398,7 +446,7 @@ impl Watcher {
                 continue;
             };
             if differs(&a, *id, &items) {
-                refresh(&a, *id);
+                self.renew |= refresh(&a, *id);
             }
         }
         Ok(())
@@ -420,15 +468,19 @@ fn differs(a: &Account, id: MailboxId, items: &[StatusItem]) -> bool {
     })
 }
 
-/// Refresh a held index after an event; a mailbox that is gone loses its index.
-fn refresh(a: &Account, id: MailboxId) {
+/// Refresh a held index after an event; a mailbox that is gone loses its index. Returns
+/// whether the mailbox was deleted or recreated.
+fn refresh(a: &Account, id: MailboxId) -> bool {
     match a.refresh_held(id) {
-        Ok(()) => {}
+        Ok(recreated) => recreated,
         Err(Error::No { .. }) => {
             log::debug!("watcher: {id} is gone");
             a.forget_mailbox_content(id);
-            let _ = a.mailboxes(Duration::ZERO);
+            true
         }
-        Err(e) => log::warn!("watcher: refreshing {id}: {e}"),
+        Err(e) => {
+            log::warn!("watcher: refreshing {id}: {e}");
+            false
+        }
     }
 }
