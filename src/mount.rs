@@ -119,7 +119,9 @@ fn start_serving(
         ..FsOptions::default()
     };
     let fs = ImapFs::new(account.clone(), fs_opts);
-    let invalidations = fs.invalidation_channel();
+    let (invalidations, tree) = fs
+        .invalidation_channel()
+        .map_err(|e| Error::io("starting the change thread", e))?;
 
     let mut cfg = FuseConfig::default();
     cfg.mount_options = vec![
@@ -148,7 +150,7 @@ fn start_serving(
     let notifier = bg.notifier();
     std::thread::Builder::new()
         .name("invalidate".into())
-        .spawn(move || crate::fs::invalidation_thread(invalidations, notifier))
+        .spawn(move || crate::fs::invalidate::run(invalidations, tree, notifier))
         .map_err(|e| Error::io("starting the invalidation thread", e))?;
     Ok((bg, account))
 }
