@@ -25,6 +25,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::imap::auth::{run_secret_command, AuthMethod, Credential, Secret, Security};
 use crate::imap::transport::Fingerprint;
+pub use crate::store::DeleteMode;
 
 /// The parts of an account URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,16 +105,6 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-/// What `rm` of a message does (`delete=` option).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeleteMode {
-    /// Flag `\Deleted` and UID EXPUNGE that message alone.
-    #[default]
-    Expunge,
-    /// Move the message to the account's Trash mailbox (SPECIAL-USE `\Trash`).
-    Trash,
 }
 
 /// Options of `imapfs mount` beyond the account: what `mount::run` and the filesystem read.

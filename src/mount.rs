@@ -108,14 +108,15 @@ fn start_serving(
     let pool = Pool::new(server, opts.connections, Some(first));
     let store_opts = StoreOptions {
         cache_size: opts.cache_size,
+        delete: opts.delete,
         ..StoreOptions::default()
     };
     let account = Arc::new(Account::new(pool, store_opts));
-    // lead: wire read_only/delete/subscribed/idle into FsOptions (opts.read_only,
-    // opts.delete, opts.subscribed_only, opts.idle), and mount RW unless opts.read_only once
-    // writes land (MountOption::RO below is unconditional until then).
+    // lead: wire opts.idle (live updates with IDLE) once the watcher lands.
     let fs_opts = FsOptions {
         dir_ttl: opts.dir_ttl,
+        read_only: opts.read_only,
+        subscribed_only: opts.subscribed_only,
         ..FsOptions::default()
     };
     let fs = ImapFs::new(account.clone(), fs_opts);
@@ -127,7 +128,11 @@ fn start_serving(
     cfg.mount_options = vec![
         MountOption::FSName(fsname),
         MountOption::Subtype("imapfs".into()),
-        MountOption::RO,
+        if opts.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoExec,
