@@ -658,6 +658,28 @@ fn mount_t_fuse_imapfs_works() {
 // --- status, man page, completions -------------------------------------------------------------
 
 #[test]
+fn status_prints_the_mounts_statistics() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let mount = Mount::start(&dovecot, &[]).unwrap_or_else(|f| panic!("{f}"));
+    assert!(list(&mount.join("INBOX")).len() > 1);
+    let scratch = Scratch::new();
+    let mut command = imapfs_command(&scratch.config_home);
+    command.arg("status").arg(mount.path());
+    let out = finish(command, RUN);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let rows: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(!rows.is_empty(), "{out:?}");
+    assert!(
+        rows.iter().all(|r| !r.is_empty() && !r[0].contains('=')),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn status_of_a_directory_without_statistics_is_one_line() {
     let scratch = Scratch::new();
     let mut command = imapfs_command(&scratch.config_home);

@@ -59,12 +59,22 @@ fn fails_with(cmd: &[&str], errno_text: &str) {
     let out = sh(cmd);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{cmd:?} succeeded");
-    assert!(err.contains(errno_text), "{cmd:?}: expected {errno_text:?}, got {err}");
+    assert!(
+        err.contains(errno_text),
+        "{cmd:?}: expected {errno_text:?}, got {err}"
+    );
 }
 
 fn xattr(path: &Path, name: &str) -> String {
     let p = path.to_string_lossy();
-    let out = ok(&["getfattr", "--absolute-names", "--only-values", "-n", name, &p]);
+    let out = ok(&[
+        "getfattr",
+        "--absolute-names",
+        "--only-values",
+        "-n",
+        name,
+        &p,
+    ]);
     String::from_utf8(out.stdout).expect("UTF-8")
 }
 
@@ -92,9 +102,19 @@ fn setfattr_replaces_adds_and_removes_flags_as_the_server_sees_them() {
     let fx = mounted();
     let path = fx.mount.join("INBOX/3.eml");
     let p = path.to_string_lossy();
-    ok(&["setfattr", "-n", "user.imap.flags", "-v", "\\Seen \\Flagged", &p]);
+    ok(&[
+        "setfattr",
+        "-n",
+        "user.imap.flags",
+        "-v",
+        "\\Seen \\Flagged",
+        &p,
+    ]);
     assert_eq!(fx.dovecot.oracle_flags("INBOX", 3), ["\\Flagged", "\\Seen"]);
-    assert_eq!(sorted_words(&xattr(&path, "user.imap.flags")), ["\\Flagged", "\\Seen"]);
+    assert_eq!(
+        sorted_words(&xattr(&path, "user.imap.flags")),
+        ["\\Flagged", "\\Seen"]
+    );
 
     ok(&["setfattr", "-n", "user.imap.flags", "-v", "+$Junk work", &p]);
     ok(&["setfattr", "-n", "user.imap.flags", "-v", "-\\Seen", &p]);
@@ -103,7 +123,8 @@ fn setfattr_replaces_adds_and_removes_flags_as_the_server_sees_them() {
     assert_eq!(sorted_words(&xattr(&path, "user.imap.flags")), want);
 
     // A delta never undoes another client's change made meanwhile.
-    fx.dovecot.oracle_store("INBOX", 3, "+FLAGS", &["\\Answered"]);
+    fx.dovecot
+        .oracle_store("INBOX", 3, "+FLAGS", &["\\Answered"]);
     ok(&["setfattr", "-n", "user.imap.flags", "-v", "+\\Draft", &p]);
     assert_eq!(
         fx.dovecot.oracle_flags("INBOX", 3),
@@ -116,9 +137,15 @@ fn setfattr_replaces_adds_and_removes_flags_as_the_server_sees_them() {
 
     // Invalid values change nothing.
     for bad in ["\\Seen +\\Flagged", "\\Recent", "a(b", "\\*"] {
-        fails_with(&["setfattr", "-n", "user.imap.flags", "-v", bad, &p], "Invalid argument");
+        fails_with(
+            &["setfattr", "-n", "user.imap.flags", "-v", bad, &p],
+            "Invalid argument",
+        );
     }
-    fails_with(&["setfattr", "-n", "user.mail.subject", "-v", "x", &p], "Operation not permitted");
+    fails_with(
+        &["setfattr", "-n", "user.mail.subject", "-v", "x", &p],
+        "Operation not permitted",
+    );
     assert!(fx.dovecot.oracle_flags("INBOX", 3).is_empty());
     // Reading still never adds \Seen.
     fs::read(&path).unwrap();
@@ -132,7 +159,8 @@ fn a_replace_that_lost_a_race_is_eagain_not_a_silent_overwrite() {
     let p = path.to_string_lossy();
     // The mount learns the message's MODSEQ, then another client changes the flags.
     assert_eq!(xattr(&path, "user.imap.flags"), "");
-    fx.dovecot.oracle_store("INBOX", 6, "+FLAGS", &["\\Answered"]);
+    fx.dovecot
+        .oracle_store("INBOX", 6, "+FLAGS", &["\\Answered"]);
     fails_with(
         &["setfattr", "-n", "user.imap.flags", "-v", "\\Seen", &p],
         "Resource temporarily unavailable",
@@ -151,7 +179,8 @@ fn rm_expunges_exactly_the_named_message() {
     let fx = mounted();
     let seed = Seed::standard();
     // Another client marks a message \Deleted without expunging it: it must survive our rm.
-    fx.dovecot.oracle_store("INBOX", 2, "+FLAGS", &["\\Deleted"]);
+    fx.dovecot
+        .oracle_store("INBOX", 2, "+FLAGS", &["\\Deleted"]);
     ok(&["rm", &fx.mount.join("INBOX/5.eml").to_string_lossy()]);
     let left: BTreeSet<u32> = fx.dovecot.oracle_meta("INBOX").keys().copied().collect();
     let expected: BTreeSet<u32> = seed
@@ -166,7 +195,10 @@ fn rm_expunges_exactly_the_named_message() {
     // The listing right after is exact, and the file is gone.
     assert_eq!(names(&fx.mount.join("INBOX")), uid_names(expected));
     assert!(!fx.mount.join("INBOX/5.eml").exists());
-    fails_with(&["rm", &fx.mount.join("INBOX/5.eml").to_string_lossy()], "No such file");
+    fails_with(
+        &["rm", &fx.mount.join("INBOX/5.eml").to_string_lossy()],
+        "No such file",
+    );
 }
 
 #[test]
@@ -223,10 +255,7 @@ fn mv_moves_messages_between_folders_byte_for_byte() {
         let path = fx.mount.join(format!("Archive/{u}.eml"));
         assert_eq!(&fs::read(&path).unwrap(), &archive_now[u]);
     }
-    let moved7 = new
-        .iter()
-        .find(|u| archive_now[u] == inbox[&7])
-        .unwrap();
+    let moved7 = new.iter().find(|u| archive_now[u] == inbox[&7]).unwrap();
     assert_eq!(fx.dovecot.oracle_flags("Archive", *moved7), flags7);
 
     // A message's name is its UID: renaming within a folder is refused.
@@ -254,11 +283,25 @@ fn cp_of_a_file_appends_a_message_with_flags_date_and_crlf() {
         b"From: a@example.org\nSubject: copied in\nMessage-ID: <cp.1@imapfs.test>\n\nhello\n",
     )
     .unwrap();
-    ok(&["touch", "-d", "2021-06-05 04:03:02 UTC", &src.to_string_lossy()]);
+    ok(&[
+        "touch",
+        "-d",
+        "2021-06-05 04:03:02 UTC",
+        &src.to_string_lossy(),
+    ]);
     let before: BTreeSet<u32> = fx.dovecot.oracle_meta("Archive").keys().copied().collect();
-    ok(&["cp", "-p", &src.to_string_lossy(), &fx.mount.join("Archive").to_string_lossy()]);
+    ok(&[
+        "cp",
+        "-p",
+        &src.to_string_lossy(),
+        &fx.mount.join("Archive").to_string_lossy(),
+    ]);
     let meta = fx.dovecot.oracle_meta("Archive");
-    let new: Vec<u32> = meta.keys().copied().filter(|u| !before.contains(u)).collect();
+    let new: Vec<u32> = meta
+        .keys()
+        .copied()
+        .filter(|u| !before.contains(u))
+        .collect();
     assert_eq!(new.len(), 1);
     let uid = new[0];
     let bytes = fx.dovecot.oracle_fetch("Archive", uid);
@@ -280,12 +323,22 @@ fn cp_of_a_file_appends_a_message_with_flags_date_and_crlf() {
     let mut f = fs::File::create(&draft).unwrap();
     f.write_all(b"Subject: flagged\r\nMessage-ID: <cp.2@imapfs.test>\r\n\r\nx\r\n")
         .unwrap();
-    ok(&["setfattr", "-n", "user.imap.flags", "-v", "\\Flagged $Work", &draft.to_string_lossy()]);
+    ok(&[
+        "setfattr",
+        "-n",
+        "user.imap.flags",
+        "-v",
+        "\\Flagged $Work",
+        &draft.to_string_lossy(),
+    ]);
     drop(f);
     let meta = fx.dovecot.oracle_meta("Archive");
     let (&uid2, _) = meta.iter().max_by_key(|(u, _)| **u).unwrap();
     assert!(uid2 > uid);
-    assert_eq!(fx.dovecot.oracle_flags("Archive", uid2), ["$Work", "\\Flagged"]);
+    assert_eq!(
+        fx.dovecot.oracle_flags("Archive", uid2),
+        ["$Work", "\\Flagged"]
+    );
 }
 
 #[test]
@@ -333,7 +386,15 @@ fn an_append_over_quota_fails_at_close_with_edquot() {
     // df shows the quota.
     let df = ok(&["df", "-k", &fx.mount.path().to_string_lossy()]);
     let text = String::from_utf8_lossy(&df.stdout);
-    let total: u64 = text.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let total: u64 = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(total, 20 * 1024, "{text}");
     let before = fx.dovecot.oracle_meta("Archive").len();
     let path = fx.mount.join("Archive/big.eml");
@@ -356,19 +417,41 @@ fn an_append_over_quota_fails_at_close_with_edquot() {
 fn mkdir_rmdir_and_mv_of_folders() {
     let fx = mounted();
     let list = || -> BTreeSet<String> {
-        fx.dovecot.oracle_list().into_iter().map(|e| e.name).collect()
+        fx.dovecot
+            .oracle_list()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
     };
     ok(&["mkdir", &fx.mount.join("Projects").to_string_lossy()]);
-    ok(&["mkdir", &fx.mount.join("Projects/Ünïcødé 2026").to_string_lossy()]);
+    ok(&[
+        "mkdir",
+        &fx.mount.join("Projects/Ünïcødé 2026").to_string_lossy(),
+    ]);
     assert!(list().contains("Projects"));
     assert!(list().contains("Projects.Ünïcødé 2026"), "{:?}", list());
-    fails_with(&["mkdir", &fx.mount.join("Projects").to_string_lossy()], "File exists");
-    fails_with(&["mkdir", &fx.mount.join("bad\nname").to_string_lossy()], "Invalid argument");
-    fails_with(&["mkdir", &fx.mount.join("a.b").to_string_lossy()], "Invalid argument");
+    fails_with(
+        &["mkdir", &fx.mount.join("Projects").to_string_lossy()],
+        "File exists",
+    );
+    fails_with(
+        &["mkdir", &fx.mount.join("bad\nname").to_string_lossy()],
+        "Invalid argument",
+    );
+    fails_with(
+        &["mkdir", &fx.mount.join("a.b").to_string_lossy()],
+        "Invalid argument",
+    );
 
     // A folder with children or messages is not removed.
-    fails_with(&["rmdir", &fx.mount.join("Projects").to_string_lossy()], "not empty");
-    fails_with(&["rmdir", &fx.mount.join("Archive").to_string_lossy()], "not empty");
+    fails_with(
+        &["rmdir", &fx.mount.join("Projects").to_string_lossy()],
+        "not empty",
+    );
+    fails_with(
+        &["rmdir", &fx.mount.join("Archive").to_string_lossy()],
+        "not empty",
+    );
     fails_with(&["rmdir", &fx.mount.join("INBOX").to_string_lossy()], "");
     assert!(list().contains("INBOX"));
 
@@ -392,7 +475,10 @@ fn mkdir_rmdir_and_mv_of_folders() {
         "Operation not permitted",
     );
 
-    ok(&["rmdir", &fx.mount.join("Lists/Work/Ünïcødé 2026").to_string_lossy()]);
+    ok(&[
+        "rmdir",
+        &fx.mount.join("Lists/Work/Ünïcødé 2026").to_string_lossy(),
+    ]);
     ok(&["rmdir", &fx.mount.join("Lists/Work").to_string_lossy()]);
     ok(&["rmdir", &fx.mount.join("Empty").to_string_lossy()]);
     let now = list();
@@ -408,7 +494,10 @@ fn folder_xattrs_show_status_special_use_and_subscription() {
     let st = fx.dovecot.oracle_status("INBOX");
     assert_eq!(xattr(&inbox, "user.imap.messages"), st.messages.to_string());
     assert_eq!(xattr(&inbox, "user.imap.uidnext"), st.uidnext.to_string());
-    assert_eq!(xattr(&inbox, "user.imap.uidvalidity"), st.uidvalidity.to_string());
+    assert_eq!(
+        xattr(&inbox, "user.imap.uidvalidity"),
+        st.uidvalidity.to_string()
+    );
     let unseen = fx
         .dovecot
         .oracle_meta("INBOX")
@@ -416,13 +505,30 @@ fn folder_xattrs_show_status_special_use_and_subscription() {
         .filter(|m| !m.flags.iter().any(|f| f == "\\Seen"))
         .count();
     assert_eq!(xattr(&inbox, "user.imap.unseen"), unseen.to_string());
-    assert_eq!(xattr(&fx.mount.join("Trash"), "user.imap.special-use"), "\\Trash");
+    assert_eq!(
+        xattr(&fx.mount.join("Trash"), "user.imap.special-use"),
+        "\\Trash"
+    );
 
     let archive = fx.mount.join("Archive");
     assert_eq!(xattr(&archive, "user.imap.subscribed"), "0");
-    ok(&["setfattr", "-n", "user.imap.subscribed", "-v", "1", &archive.to_string_lossy()]);
+    ok(&[
+        "setfattr",
+        "-n",
+        "user.imap.subscribed",
+        "-v",
+        "1",
+        &archive.to_string_lossy(),
+    ]);
     assert_eq!(xattr(&archive, "user.imap.subscribed"), "1");
-    ok(&["setfattr", "-n", "user.imap.subscribed", "-v", "0", &archive.to_string_lossy()]);
+    ok(&[
+        "setfattr",
+        "-n",
+        "user.imap.subscribed",
+        "-v",
+        "0",
+        &archive.to_string_lossy(),
+    ]);
     assert_eq!(xattr(&archive, "user.imap.subscribed"), "0");
 }
 
@@ -454,18 +560,31 @@ fn cp_and_mv_of_a_thousand_messages() {
     ok(&["mkdir", &fx.mount.join("Bulk").to_string_lossy()]);
     ok(&["mkdir", &fx.mount.join("Moved").to_string_lossy()]);
     let src: Vec<String> = (0..n)
-        .map(|i| dir.join(format!("m{i:04}.eml")).to_string_lossy().into_owned())
+        .map(|i| {
+            dir.join(format!("m{i:04}.eml"))
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let mut cp = vec!["cp".to_string()];
     cp.extend(src.iter().cloned());
     cp.push(fx.mount.join("Bulk").to_string_lossy().into_owned());
     let out = run(&cp, SLOW);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bulk = fx.dovecot.oracle_fetch_all("Bulk");
     assert_eq!(bulk.len(), n);
     // grep -l finds each through the mount.
     let out = run(
-        &["grep", "-rl", "unique-token-", &fx.mount.join("Bulk").to_string_lossy()],
+        &[
+            "grep",
+            "-rl",
+            "unique-token-",
+            &fx.mount.join("Bulk").to_string_lossy(),
+        ],
         SLOW,
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), n);
@@ -477,7 +596,11 @@ fn cp_and_mv_of_a_thousand_messages() {
         fx.mount.join("Moved").to_string_lossy()
     );
     let out = run(&["sh", "-c", &script], SLOW);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = names(&fx.mount.join("Moved"));
     let trips = stat_round_trips(&fx.mount) - before;
     let moved = fx.dovecot.oracle_fetch_all("Moved");
@@ -493,5 +616,7 @@ fn cp_and_mv_of_a_thousand_messages() {
         trips < n as u64 / 10,
         "moving {n} messages took {trips} round trips"
     );
-    wait_for("the mount to stay up", QUICK, || fx.mount.is_mounted().then_some(()));
+    wait_for("the mount to stay up", QUICK, || {
+        fx.mount.is_mounted().then_some(())
+    });
 }
