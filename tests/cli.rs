@@ -425,6 +425,7 @@ fn oauth2_token_command_runs_again_for_each_new_connection() {
     let log = scratch.dir.join("oauth.log");
     let mount = MountOptions::custom(url, server.ca_file.clone(), "")
         .password(None)
+        .rust_log("trace")
         .args(&[
             "--oauth2-token-command",
             &token_command,
@@ -456,6 +457,11 @@ fn oauth2_token_command_runs_again_for_each_new_connection() {
     );
     let tokens = server.distinct_tokens();
     assert!(tokens.len() >= 2, "{tokens:?}");
+    let logged = std::fs::read(&log).unwrap();
+    assert!(
+        common::contains(&logged, b"AUTHENTICATE <credentials hidden>"),
+        "the trace log should show the login, hidden"
+    );
     let mut secrets: Vec<String> = tokens.into_iter().collect();
     secrets.retain(|t| t.starts_with("Tok-"));
     for token in &secrets {
