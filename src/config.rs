@@ -25,7 +25,6 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::imap::auth::{run_secret_command, AuthMethod, Credential, Secret, Security};
 use crate::imap::transport::Fingerprint;
-pub use crate::store::DeleteMode;
 
 /// The parts of an account URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +105,9 @@ fn percent_decode(s: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+/// What `rm` of a message does (the store's choice, named here for the options).
+pub use crate::store::DeleteMode;
 
 /// Options of `imapfs mount` beyond the account: what `mount::run` and the filesystem read.
 #[derive(Debug, Clone)]

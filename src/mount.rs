@@ -112,7 +112,6 @@ fn start_serving(
         ..StoreOptions::default()
     };
     let account = Arc::new(Account::new(pool, store_opts));
-    // lead: wire opts.idle (live updates with IDLE) once the watcher lands.
     let fs_opts = FsOptions {
         dir_ttl: opts.dir_ttl,
         read_only: opts.read_only,
