@@ -2350,3 +2350,11 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     }
     found
 }
+
+impl MountOptions<'_> {
+    /// Runs with `RUST_LOG=level` instead of `debug`.
+    pub fn rust_log(mut self, level: &str) -> Self {
+        self.rust_log = Some(level.to_string());
+        self
+    }
+}
