@@ -281,7 +281,13 @@ def cmd_session(c, *commands):
     leaving their `{n}` marker."""
     for cmd in commands:
         print('C\t' + cmd)
-        transcript(*c.command(cmd))
+        try:
+            transcript(*c.command(cmd))
+        except Failed:
+            # The server hung up (after LOGOUT, or on its own): say so and stop.
+            print('R\tEOF\t')
+            sys.stdout.flush()
+            os._exit(0)
 
 def cmd_session_append(c, folder_hex, flags):
     cmd = 'APPEND %s' % mailbox(folder_hex) + (' (%s)' % flags if flags else '')
