@@ -9,9 +9,11 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use common::servers::{start_or_skip, Exchange, ImapServer, ServerKind};
-use common::{days_from_civil, Seed, Subject, TextMessage};
+use common::{days_from_civil, run, sha256_hex, within, MountOptions, Seed, Subject, TextMessage};
 
 /// A seed message: subject and flags.
 type SeedLine<'a> = (Subject<'a>, &'a [&'a str]);
@@ -687,4 +689,173 @@ fn create_with_a_trailing_delimiter() {
         };
         assert_eq!(attributes, expected, "{}", kind.name());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading through the real mount (needs `imapfs mount --insecure` for these plaintext servers)
+// ---------------------------------------------------------------------------------------------
+
+/// Whether this imapfs has `--insecure` (plaintext IMAP); the reason to skip if not.
+fn insecure_supported() -> Result<(), String> {
+    let out = run(
+        &[env!("CARGO_BIN_EXE_imapfs"), "mount", "--help"],
+        Duration::from_secs(30),
+    );
+    let help = String::from_utf8_lossy(&out.stdout);
+    if help.contains("--insecure") {
+        Ok(())
+    } else {
+        Err("imapfs mount has no --insecure yet, and these servers speak plaintext only".into())
+    }
+}
+
+/// Mounts `kind` and checks, cell by cell, what scripts/compat.sh prints as its matrix:
+/// `login` (the mount comes up), `list` (directories = the oracle's LIST, split at the
+/// server's delimiter), `read bytes` (sha256 of every `<uid>.eml` = the oracle's BODY[]),
+/// `flags xattr` (`user.imap.flags` = the oracle's FLAGS). Each cell prints a `MATRIX` line;
+/// the test fails if any cell does.
+fn mount_reads(kind: ServerKind) {
+    if let Err(why) = insecure_supported() {
+        eprintln!("SKIP {} mount: {why}", kind.name());
+        for cell in ["login", "list", "read-bytes", "flags-xattr"] {
+            eprintln!("MATRIX {} {cell} skip", kind.name());
+        }
+        return;
+    }
+    let Some((server, _)) = start(kind) else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut cell = |name: &str, check: &mut dyn FnMut() -> Result<(), String>| {
+        let result = check();
+        eprintln!(
+            "MATRIX {} {name} {}",
+            kind.name(),
+            if result.is_ok() { "pass" } else { "FAIL" }
+        );
+        if let Err(why) = result {
+            failures.push(format!("{name}: {why}"));
+        }
+    };
+
+    let mut mount = None;
+    cell("login", &mut || {
+        let started = MountOptions::custom(server.url(), PathBuf::new(), &server.password)
+            .without_ca_file()
+            .args(&["--insecure"])
+            .start()
+            .map_err(|e| e.to_string())?;
+        mount = Some(started);
+        Ok(())
+    });
+    let Some(mount) = mount else {
+        for name in ["list", "read-bytes", "flags-xattr"] {
+            eprintln!("MATRIX {} {name} FAIL", kind.name());
+        }
+        panic!("{}: {failures:?}", kind.name());
+    };
+    let list = server.oracle_list();
+    let selectable: Vec<String> = list
+        .iter()
+        .filter(|e| {
+            !e.attributes
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case("\\Noselect"))
+        })
+        .map(|e| e.name.clone())
+        .collect();
+    let path_of = |name: &str| -> PathBuf { name.split(kind.delimiter()).collect() };
+
+    cell("list", &mut || {
+        let root = mount.path().to_path_buf();
+        let found = within("find on the mount", Duration::from_secs(60), move || {
+            let out = run(
+                &[
+                    "find",
+                    &root.to_string_lossy(),
+                    "-mindepth",
+                    "1",
+                    "-type",
+                    "d",
+                    "-printf",
+                    "%P\\n",
+                ],
+                Duration::from_secs(60),
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(PathBuf::from)
+                .collect::<BTreeSet<PathBuf>>()
+        });
+        let expected: BTreeSet<PathBuf> = list.iter().map(|e| path_of(&e.name)).collect();
+        if found == expected {
+            Ok(())
+        } else {
+            Err(format!("mount has {found:?}, server lists {expected:?}"))
+        }
+    });
+
+    cell("read-bytes", &mut || {
+        for name in &selectable {
+            let dir = mount.join(path_of(name));
+            for (uid, hex) in server.oracle_sha256_all(name) {
+                let file = dir.join(format!("{uid}.eml"));
+                let bytes = within("read a message", Duration::from_secs(60), {
+                    let file = file.clone();
+                    move || std::fs::read(&file)
+                })
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+                if sha256_hex(&bytes) != hex {
+                    return Err(format!("{} differs from BODY[]", file.display()));
+                }
+            }
+        }
+        Ok(())
+    });
+
+    cell("flags-xattr", &mut || {
+        for name in &selectable {
+            let dir = mount.join(path_of(name));
+            for (uid, meta) in server.oracle_meta(name) {
+                let file = dir.join(format!("{uid}.eml"));
+                let out = run(
+                    &[
+                        "getfattr",
+                        "--absolute-names",
+                        "--only-values",
+                        "-n",
+                        "user.imap.flags",
+                        &file.to_string_lossy(),
+                    ],
+                    Duration::from_secs(30),
+                );
+                let mut flags: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                flags.sort();
+                if flags != meta.flags {
+                    return Err(format!("{}: {flags:?} != {:?}", file.display(), meta.flags));
+                }
+            }
+        }
+        Ok(())
+    });
+    drop(mount);
+    assert!(failures.is_empty(), "{}: {failures:#?}", kind.name());
+}
+
+#[test]
+fn mailutils_mount_reads() {
+    mount_reads(ServerKind::Mailutils);
+}
+
+#[test]
+fn courier_mount_reads() {
+    mount_reads(ServerKind::Courier);
+}
+
+#[test]
+fn cyrus_mount_reads() {
+    mount_reads(ServerKind::Cyrus);
 }
