@@ -24,7 +24,9 @@
 //!
 //! Seeding goes through the server itself: after start, one oracle run CREATEs every seed folder
 //! and APPENDs every message with its flags and INTERNALDATE, and checks that UIDs are 1..n in
-//! seed order, as with the Dovecot harness. Seed folder names use `.` as delimiter and no
+//! seed order, as with the Dovecot harness. mailutils is the exception: its APPEND drops flags
+//! and dates, so its seed is written as maildir files before the start (INTERNALDATE is then
+//! the Date header: mailutils takes it from there). Seed folder names use `.` as delimiter and no
 //! namespace prefix; [`ImapServer::mailbox`] maps them to the server's names.
 //!
 //! None of these servers is given TLS: they listen in plaintext on 127.0.0.1 only, so a mount
