@@ -102,6 +102,7 @@ pub enum FetchAttr {
 pub enum Command {
     Capability,
     Noop,
+
     Logout,
     StartTls,
     Login {
