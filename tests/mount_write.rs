@@ -203,7 +203,9 @@ fn setfattr_replaces_adds_and_removes_flags_as_the_server_sees_them() {
 
 #[test]
 fn a_replace_that_lost_a_race_is_ebusy_not_a_silent_overwrite() {
-    let fx = mounted();
+    // Without the watcher: with it, the mount would hear of the other client's change first
+    // and the replace would be an informed one.
+    let fx = mounted_with("", &["-o", "idle=no"]);
     let path = fx.mount.join("INBOX/6.eml");
     let p = path.to_string_lossy();
     // The mount learns the message's MODSEQ, then another client changes the flags.
