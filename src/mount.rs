@@ -27,7 +27,7 @@ use crate::fs::{FsOptions, ImapFs};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::pool::Pool;
 use crate::imap::session::Session;
-use crate::store::{Account, StoreOptions};
+use crate::store::{Account, PersistOptions, StoreOptions};
 
 /// Mount the account and serve it until unmounted. Returns once the mount is gone.
 pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
@@ -105,8 +105,14 @@ fn start_serving(
     first: Session,
     fsname: String,
 ) -> Result<(BackgroundSession, Arc<Account>)> {
+    // Indexes are kept between mounts under the user's cache directory, per account.
+    let persist = PersistOptions::default_dir().map(|dir| PersistOptions {
+        dir,
+        account: format!("{}@{}:{}", server.user, server.host, server.port),
+    });
     let pool = Pool::new(server, opts.connections, Some(first));
     let store_opts = StoreOptions {
+        persist,
         cache_size: opts.cache_size,
         delete: opts.delete,
         idle: opts.idle,

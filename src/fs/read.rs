@@ -136,10 +136,9 @@ impl ImapFs {
                 Ok((self.dir_attr(ino), DIR_ATTR_TTL))
             }
             InoKind::Message { .. } => match self.message_of(ino) {
-                Ok((msg, meta)) => Ok((
-                    self.message_attr(ino, &meta),
-                    self.message_ttl(msg.mailbox),
-                )),
+                Ok((msg, meta)) => {
+                    Ok((self.message_attr(ino, &meta), self.message_ttl(msg.mailbox)))
+                }
                 Err(e) => match self.departed.lock().get(&ino) {
                     Some(attr) => Ok((*attr, Duration::ZERO)),
                     None => Err(e),

@@ -44,6 +44,7 @@ pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
+pub use persist::PersistOptions;
 pub use write::{DeleteMode, FlagEdit, NewMessage, QueuedMove};
 
 /// Tunables of the store.
@@ -67,6 +68,8 @@ pub struct StoreOptions {
     /// Watch for other clients' changes on a connection of its own ([`watch`]), once
     /// [`Account::start_watcher`] runs.
     pub idle: bool,
+    /// Keep indexes on disk between mounts ([`persist`]); `None`: never.
+    pub persist: Option<persist::PersistOptions>,
 }
 
 impl Default for StoreOptions {
@@ -80,6 +83,7 @@ impl Default for StoreOptions {
             max_prefetch_messages: 256,
             delete: DeleteMode::Expunge,
             idle: true,
+            persist: None,
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct Account {
     refresh_turns: Vec<Mutex<()>>,
     watch: watch::Watch,
     sync_stats: sync::SyncStats,
+    saved: persist::Saved,
 }
 
 impl Account {
@@ -116,6 +121,7 @@ impl Account {
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
             watch: watch::Watch::default(),
             sync_stats: sync::SyncStats::default(),
+            saved: persist::Saved::default(),
             opts,
         }
     }

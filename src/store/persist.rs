@@ -1,16 +1,435 @@
-//! Indexes kept on disk between mounts (placeholder).
+//! Indexes kept on disk between mounts, so that a remount shows a known folder after one
+//! incremental refresh (QRESYNC or CONDSTORE) instead of a full listing.
+//!
+//! Where: `$XDG_CACHE_HOME/imapfs` (else `~/.cache/imapfs`), one directory per account
+//! (`user@host:port`) and one file per folder, both named by an MD5 of the key (names only:
+//! the full key is inside the file and checked on load). Directories are 0700, files 0600,
+//! written to a temporary name and renamed into place.
+//!
+//! What: a folder's generation and listing as of one refresh: UIDVALIDITY, UIDNEXT,
+//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, the verified body length, INTERNALDATE,
+//! MODSEQ and flags. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
+//! folder name, the fields, and an MD5 of everything before it.
+//!
+//! Trust: none. A file that is not ours (another owner, a symlink), of another version, for
+//! another account or folder, truncated, oversized or failing its checksum is discarded (and
+//! removed when damaged). A loaded index is always marked stale, so it is only ever used as the
+//! starting point of a refresh: its UIDVALIDITY and HIGHESTMODSEQ go into the QRESYNC SELECT,
+//! and the server corrects whatever it says.
+//!
+//! When: an index is saved after its first listing in this mount, then at most once a
+//! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]).
 
-use crate::imap::types::MailboxName;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use parking_lot::Mutex;
+
+use crate::imap::types::{Flag, MailboxName, ModSeq, Uid, UidValidity};
 use crate::store::ids::MailboxId;
-use crate::store::index::Index;
+use crate::store::index::{Index, MessageMeta};
 use crate::store::Account;
 
+const MAGIC: &[u8; 8] = b"IMAPFSIX";
+const VERSION: u32 = 1;
+/// Largest file read back (a listing of millions of messages stays below).
+const MAX_FILE: u64 = 512 << 20;
+/// Longest pause between two saves of a changing index.
+pub const SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// Where indexes are kept, and for which account.
+#[derive(Debug, Clone)]
+pub struct PersistOptions {
+    /// The cache directory (`$XDG_CACHE_HOME/imapfs`).
+    pub dir: PathBuf,
+    /// `user@host:port`: which account the files belong to.
+    pub account: String,
+}
+
+impl PersistOptions {
+    /// `$XDG_CACHE_HOME/imapfs`, else `$HOME/.cache/imapfs`; `None` if neither is set.
+    pub fn default_dir() -> Option<PathBuf> {
+        let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            Some(d) => PathBuf::from(d),
+            None => {
+                PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache")
+            }
+        };
+        base.is_absolute().then(|| base.join("imapfs"))
+    }
+}
+
+/// What is saved when.
+#[derive(Default)]
+pub struct Saved {
+    /// Mailboxes whose index changed since its last save.
+    dirty: Mutex<HashMap<MailboxId, Option<Instant>>>,
+}
+
 impl Account {
-    pub(crate) fn load_saved_index(&self, _id: MailboxId, _name: &MailboxName) -> Option<Index> {
-        None
+    /// The index saved by an earlier mount, if there is a sound one (always marked stale).
+    pub(crate) fn load_saved_index(&self, _id: MailboxId, name: &MailboxName) -> Option<Index> {
+        let p = self.opts.persist.as_ref()?;
+        let path = file_for(p, name);
+        match load(&path, &p.account, name) {
+            Ok(Some(ix)) => {
+                log::debug!(
+                    "{name}: starting from the saved index ({} messages)",
+                    ix.messages.len()
+                );
+                Some(ix)
+            }
+            Ok(None) => None,
+            Err(why) => {
+                log::info!("{}: discarded ({why})", path.display());
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
     }
 
-    pub(crate) fn index_changed(&self, _id: MailboxId) {}
+    /// A refresh changed an index: save it now if it was never saved in this mount or not
+    /// for [`SAVE_EVERY`], else at the next occasion.
+    pub(crate) fn index_changed(&self, id: MailboxId) {
+        if self.opts.persist.is_none() {
+            return;
+        }
+        let due = {
+            let mut dirty = self.saved.dirty.lock();
+            let last = dirty.entry(id).or_insert(None);
+            last.is_none_or(|at| at.elapsed() >= SAVE_EVERY)
+        };
+        if due {
+            self.save_index(id);
+        }
+    }
 
-    pub(crate) fn save_indexes(&self) {}
+    /// Save every index that changed since its last save (at unmount).
+    pub(crate) fn save_indexes(&self) {
+        if self.opts.persist.is_none() {
+            return;
+        }
+        let ids: Vec<MailboxId> = self.saved.dirty.lock().keys().copied().collect();
+        for id in ids {
+            self.save_index(id);
+        }
+    }
+
+    fn save_index(&self, id: MailboxId) {
+        let (Some(p), Some(name), Some(ix)) = (
+            self.opts.persist.as_ref(),
+            self.mailbox_name(id),
+            self.indexes.get(id),
+        ) else {
+            return;
+        };
+        // A consistent snapshot, taken under the lock; the disk is written after.
+        let bytes = encode(&p.account, &name, &ix.read());
+        let path = file_for(p, &name);
+        match write_private(&path, &bytes) {
+            Ok(()) => {
+                self.saved.dirty.lock().insert(id, Some(Instant::now()));
+            }
+            Err(e) => log::warn!("saving the index of {name} to {}: {e}", path.display()),
+        }
+    }
+}
+
+/// The file of a folder's index.
+fn file_for(p: &PersistOptions, name: &MailboxName) -> PathBuf {
+    p.dir
+        .join(hex_md5(p.account.as_bytes()))
+        .join(format!("{}.idx", hex_md5(name.raw())))
+}
+
+fn hex_md5(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Write `bytes` to `path` through a temporary file, creating private directories.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Serialise an index (see the module documentation for the layout).
+fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
+    let mut w = Vec::with_capacity(64 + ix.messages.len() * 48);
+    w.extend_from_slice(MAGIC);
+    put_u32(&mut w, VERSION);
+    put_bytes(&mut w, account.as_bytes());
+    put_bytes(&mut w, name.raw());
+    put_u32(&mut w, ix.validity.get());
+    put_opt(&mut w, ix.uidnext.map(|u| u64::from(u.get())));
+    put_opt(&mut w, ix.highest_modseq.map(|m| m.0));
+    put_u32(&mut w, ix.messages.len() as u32);
+    for (uid, m) in &ix.messages {
+        put_u32(&mut w, uid.get());
+        w.extend_from_slice(&m.listed_size.to_le_bytes());
+        put_opt(&mut w, m.body_len);
+        w.extend_from_slice(&m.internal_date.to_le_bytes());
+        put_opt(&mut w, m.modseq.map(|m| m.0));
+        put_u32(&mut w, m.flags.len() as u32);
+        for f in &m.flags {
+            put_bytes(&mut w, f.as_str().as_bytes());
+        }
+    }
+    let sum = Md5::digest(&w);
+    w.extend_from_slice(&sum);
+    w
+}
+
+fn put_u32(w: &mut Vec<u8>, n: u32) {
+    w.extend_from_slice(&n.to_le_bytes());
+}
+
+fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    put_u32(w, b.len() as u32);
+    w.extend_from_slice(b);
+}
+
+fn put_opt(w: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            w.push(1);
+            w.extend_from_slice(&v.to_le_bytes());
+        }
+        None => w.push(0),
+    }
+}
+
+/// Read a saved index: `Ok(None)` if there is none or it belongs to another key, `Err` with
+/// the reason if it must be discarded.
+fn load(path: &Path, account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err("not a private file of ours".into());
+    }
+    if meta.len() > MAX_FILE {
+        return Err("too large".into());
+    }
+    let data = fs::read(path).map_err(|e| e.to_string())?;
+    decode(&data, account, name)
+}
+
+/// Parse a saved index, checking everything.
+fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
+    if data.len() < MAGIC.len() + 16 || &data[..MAGIC.len()] != MAGIC {
+        return Err("not an index file".into());
+    }
+    let (body, sum) = data.split_at(data.len() - 16);
+    if Md5::digest(body).as_slice() != sum {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader(&body[MAGIC.len()..]);
+    if r.u32()? != VERSION {
+        return Err("another version".into());
+    }
+    if r.bytes()? != account.as_bytes() || r.bytes()? != name.raw() {
+        // Another account's or folder's (a name hash collision): not for us.
+        return Ok(None);
+    }
+    let validity = UidValidity::new(r.u32()?).ok_or("UIDVALIDITY 0")?;
+    let uidnext = match r.opt()? {
+        Some(n) => Some(
+            u32::try_from(n)
+                .ok()
+                .and_then(Uid::new)
+                .ok_or("bad UIDNEXT")?,
+        ),
+        None => None,
+    };
+    let highest_modseq = r.opt()?.map(ModSeq);
+    let count = r.u32()? as usize;
+    let mut messages = BTreeMap::new();
+    for _ in 0..count {
+        let uid = Uid::new(r.u32()?).ok_or("UID 0")?;
+        let listed_size = r.u64()?;
+        let body_len = r.opt()?;
+        let internal_date = r.u64()? as i64;
+        let modseq = r.opt()?.map(ModSeq);
+        let nflags = r.u32()? as usize;
+        let mut flags = Vec::with_capacity(nflags.min(64));
+        for _ in 0..nflags {
+            let f = std::str::from_utf8(r.bytes()?).map_err(|_| "flag not UTF-8")?;
+            flags.push(Flag::parse(f).ok_or("bad flag")?);
+        }
+        let meta = MessageMeta {
+            listed_size,
+            body_len,
+            internal_date,
+            flags,
+            modseq,
+        };
+        if messages.insert(uid, meta).is_some() {
+            return Err("a UID twice".into());
+        }
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(Some(Index {
+        validity,
+        uidnext,
+        highest_modseq,
+        permanent_flags: None,
+        messages,
+        fetched_at: Instant::now(),
+        stale: true,
+    }))
+}
+
+/// A bounds-checked cursor.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn opt(&mut self) -> Result<Option<u64>, String> {
+        match self.take(1)?[0] {
+            0 => Ok(None),
+            1 => self.u64().map(Some),
+            _ => Err("bad option tag".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Index {
+        let mut messages = BTreeMap::new();
+        for u in [1u32, 5, 9] {
+            messages.insert(
+                Uid::new(u).unwrap(),
+                MessageMeta {
+                    listed_size: 100 + u64::from(u),
+                    body_len: (u == 5).then_some(99),
+                    internal_date: -3 + i64::from(u),
+                    flags: vec![Flag::Seen, Flag::Keyword("$Junk".into())],
+                    modseq: Some(ModSeq(7)),
+                },
+            );
+        }
+        Index {
+            validity: UidValidity::new(42).unwrap(),
+            uidnext: Uid::new(10),
+            highest_modseq: Some(ModSeq(12)),
+            permanent_flags: None,
+            messages,
+            fetched_at: Instant::now(),
+            stale: false,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_loads_stale() {
+        let name = MailboxName::from_utf8("INBOX", false);
+        let ix = sample();
+        let bytes = encode("u@h:993", &name, &ix);
+        let back = decode(&bytes, "u@h:993", &name).unwrap().unwrap();
+        assert_eq!(back.messages, ix.messages);
+        assert_eq!(back.validity, ix.validity);
+        assert_eq!(back.uidnext, ix.uidnext);
+        assert_eq!(back.highest_modseq, ix.highest_modseq);
+        assert!(back.stale, "a saved index is only a starting point");
+    }
+
+    #[test]
+    fn foreign_and_damaged_files_are_never_trusted() {
+        let name = MailboxName::from_utf8("INBOX", false);
+        let bytes = encode("u@h:993", &name, &sample());
+        assert!(decode(&bytes, "v@h:993", &name).unwrap().is_none());
+        let other = MailboxName::from_utf8("Sent", false);
+        assert!(decode(&bytes, "u@h:993", &other).unwrap().is_none());
+        // Every single-byte change and every truncation is caught.
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x41;
+            assert!(decode(&bad, "u@h:993", &name).is_err(), "flip at {i}");
+            assert!(decode(&bytes[..i], "u@h:993", &name).is_err(), "cut at {i}");
+        }
+    }
+
+    #[test]
+    fn files_are_private_and_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("imapfs-persist-{}", std::process::id()));
+        let p = PersistOptions {
+            dir: dir.clone(),
+            account: "u@h:993".into(),
+        };
+        let name = MailboxName::from_utf8("INBOX", false);
+        let path = file_for(&p, &name);
+        write_private(&path, &encode(&p.account, &name, &sample())).unwrap();
+        write_private(&path, &encode(&p.account, &name, &sample())).unwrap();
+        let mode = fs::metadata(&path).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
+        assert!(load(&path, &p.account, &name).unwrap().is_some());
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
