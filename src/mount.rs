@@ -118,7 +118,7 @@ fn start_serving(
         idle: opts.idle,
         ..StoreOptions::default()
     };
-    let account = Arc::new(Account::new(pool, store_opts));
+    let account = Account::new(pool, store_opts).shared();
     let fs_opts = FsOptions {
         dir_ttl: opts.dir_ttl,
         read_only: opts.read_only,

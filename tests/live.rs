@@ -511,3 +511,58 @@ fn messages_appended_after_the_sessions_last_sync_are_not_enoent() {
         }
     }
 }
+
+/// `cat *.eml` (file name order) and `grep -r` (UID order) walks are streamed ahead of the
+/// reader on a connection of its own; every byte is the server's, also with a cache so small
+/// that the stream must hold back.
+#[test]
+fn folder_walks_are_streamed_and_every_byte_is_right() {
+    let seed = seed_with("Walk", 300, 150);
+    let dovecot = Dovecot::start(&seed);
+    let folder = seed.folder("Walk");
+    let bodies: Vec<&[u8]> = folder.messages.iter().map(|m| &m.bytes[..]).collect();
+    let want: BTreeMap<PathBuf, String> = folder
+        .messages
+        .iter()
+        .zip(common::sha256_hex_many(&bodies))
+        .map(|(m, h)| (PathBuf::from(m.file_name()), h))
+        .collect();
+    for cache in ["256M", "1M"] {
+        let mount = Mount::start(&dovecot, &["--cache-size", cache]).expect("mount");
+        let dir = mount.join("Walk");
+        let before = stats(&mount);
+        // A shell glob: names in byte order.
+        let out = common::run(
+            &[
+                "sh",
+                "-c",
+                &format!("cd '{}' && LC_ALL=C sha256sum *.eml", dir.display()),
+            ],
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(common::parse_sha256sum(&out.stdout), want, "cache {cache}");
+        let after = stats(&mount);
+        assert!(
+            after["streams"] > before["streams"],
+            "a stream ran: {after:?}"
+        );
+        assert!(
+            after["round_trips"] - before["round_trips"] < 60,
+            "300 messages in a few round trips: {before:?} -> {after:?}"
+        );
+        drop(mount);
+        // UID order, on a fresh mount (nothing cached).
+        let mount = Mount::start(&dovecot, &["--cache-size", cache]).expect("mount");
+        let dir = mount.join("Walk");
+        for m in &folder.messages {
+            let got = fs::read(dir.join(m.file_name())).expect("read");
+            assert!(got == m.bytes, "{} differs (cache {cache})", m.file_name());
+        }
+        assert!(stats(&mount)["streams"] >= 1);
+    }
+}

@@ -210,10 +210,12 @@ impl ImapFs {
         let pool = self.account.pool();
         let (full, incremental) = self.account.sync_counts();
         format!(
-            "round_trips={}\ncache_bytes={}\nlistings_full={full}\nlistings_incremental={incremental}\nwatching={}",
+            "round_trips={}\ncache_bytes={}\nlistings_full={full}\n\
+             listings_incremental={incremental}\nwatching={}\nstreams={}",
             pool.round_trips(),
             self.account.cache_bytes(),
             u8::from(self.account.is_live()),
+            self.account.streams_started(),
         )
     }
 }

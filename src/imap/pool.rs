@@ -97,6 +97,11 @@ impl Pool {
         result
     }
 
+    /// The most connections the pool opens at once.
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+
     /// Round trips made by all sessions so far (for tests and benchmarks).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)

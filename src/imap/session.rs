@@ -406,6 +406,38 @@ impl Session {
         self.complete(tagged, name)
     }
 
+    /// [`Session::wait`], handing each untagged response to `each` as soon as it is decoded
+    /// instead of collecting it, so that a long FETCH is consumed while it streams in.
+    /// Responses that change the selected mailbox are applied to it as usual. Untagged data
+    /// that arrived before this call (while waiting for other tags) is in the completion.
+    pub fn wait_each(
+        &mut self,
+        tag: &str,
+        name: &'static str,
+        mut each: impl FnMut(Untagged),
+    ) -> Result<Completed> {
+        let deadline = Instant::now() + self.timeouts.command;
+        let tagged = loop {
+            if let Some(t) = self.done.remove(tag) {
+                break t;
+            }
+            match self.read_response(deadline)? {
+                Response::Tagged(t) if t.tag == tag => break t,
+                Response::Tagged(t) => {
+                    self.keep_completion(t)?;
+                }
+                Response::Untagged(u) => {
+                    self.observe(&u);
+                    each(u);
+                }
+                Response::Continue(_) => {
+                    return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
+                }
+            }
+        };
+        self.complete(tagged, name)
+    }
+
     fn complete(&mut self, t: Tagged, name: &'static str) -> Result<Completed> {
         if let Some(Code::Capability(caps)) = &t.text.code {
             self.capabilities = caps.clone();

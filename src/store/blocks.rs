@@ -49,6 +49,11 @@ impl BlockCache {
         self.inner.lock().lru.get(key).cloned()
     }
 
+    /// Whether a block is cached (without making it recently used).
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.inner.lock().lru.contains(key)
+    }
+
     /// Insert a block, evicting the least recently used ones beyond the capacity. A block
     /// larger than the whole capacity is not kept.
     pub fn insert(&self, key: BlockKey, data: Arc<[u8]>) {

@@ -16,6 +16,7 @@
 //! - [`persist`]: indexes saved under the user's cache directory, so a remount starts from
 //!   them with one incremental refresh instead of a full listing;
 //! - [`read`]: open, blocks, readahead, folder walks, over the [`blocks`] cache;
+//! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
 //! - [`changes`]: the feed of [`Change`]s that the filesystem turns into kernel
@@ -32,6 +33,7 @@ pub mod index;
 pub mod mailboxes;
 pub mod persist;
 pub mod read;
+pub mod stream;
 pub mod sync;
 pub mod watch;
 pub mod write;
@@ -106,6 +108,9 @@ pub struct Account {
     watch: watch::Watch,
     sync_stats: sync::SyncStats,
     saved: persist::Saved,
+    /// The account itself, once shared ([`Account::shared`]): what background threads (the
+    /// streams of [`stream`]) hold on to.
+    me: std::sync::Weak<Account>,
 }
 
 impl Account {
@@ -122,8 +127,18 @@ impl Account {
             watch: watch::Watch::default(),
             sync_stats: sync::SyncStats::default(),
             saved: persist::Saved::default(),
+            me: std::sync::Weak::new(),
             opts,
         }
+    }
+
+    /// Share the account between threads; background streaming ([`stream`]) works only for
+    /// a shared account.
+    pub fn shared(self) -> std::sync::Arc<Account> {
+        std::sync::Arc::new_cyclic(|me| Account {
+            me: me.clone(),
+            ..self
+        })
     }
 
     pub fn pool(&self) -> &Pool {

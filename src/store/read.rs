@@ -13,6 +13,10 @@
 //! the filesystem hears of it if it differs from what it showed. Until the length is known, a
 //! read is never cut at the listed size: it ends where the body does.
 //!
+//! A folder walk is also streamed in the background on a connection of its own
+//! ([`crate::store::stream`]); while a stream serves a folder, a read whose first block is on
+//! its way waits for it, and no walk prefetch is added to the reader's own fetches.
+//!
 //! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
 //! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
 //! A FETCH that returns nothing for a UID is not taken as proof that the message is gone until
@@ -39,7 +43,7 @@ use crate::store::index::IndexChange;
 use crate::store::Account;
 
 /// A block fetched from the server: (UID, block number) and its bytes.
-type FetchedBlock = ((Uid, u64), Arc<[u8]>);
+pub(crate) type FetchedBlock = ((Uid, u64), Arc<[u8]>);
 
 const FETCH_STRIPES: usize = 64;
 
@@ -57,6 +61,8 @@ pub struct ReadState {
     last_started: Mutex<HashMap<MailboxId, (Uid, usize, Instant)>>,
     /// Locks that serialise fetching per message (striped by mailbox and UID).
     fetch_turns: Vec<Mutex<()>>,
+    /// Folder walks and the streams that fetch ahead of them.
+    pub(crate) streams: crate::store::stream::Streams,
 }
 
 impl ReadState {
@@ -66,6 +72,7 @@ impl ReadState {
             next_block: Mutex::new(LruCache::new(NonZeroUsize::new(1024).expect("non-zero"))),
             last_started: Mutex::new(HashMap::new()),
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
+            streams: crate::store::stream::Streams::default(),
         }
     }
 
@@ -121,8 +128,17 @@ impl Account {
             uid: msg.uid,
             block,
         };
+        let streaming = offset == 0 && self.note_message_start(msg);
         let mut have: Vec<Option<Arc<[u8]>>> =
             (first..=last).map(|b| rs.blocks.get(&key(b))).collect();
+        if first == 0 && have[0].is_none() && self.wait_for_stream(msg) {
+            // A stream was bringing the first block: take what it brought.
+            for (i, b) in (first..=last).enumerate() {
+                if have[i].is_none() {
+                    have[i] = rs.blocks.get(&key(b));
+                }
+            }
+        }
         let cached_all = have.iter().all(Option::is_some);
         let readahead = self.readahead_window(msg, first, last, cached_all);
         if !cached_all {
@@ -147,7 +163,7 @@ impl Account {
                         optional.push((msg.uid, b));
                     }
                 }
-                if first == 0 {
+                if first == 0 && !streaming && !self.is_streaming(msg.mailbox) {
                     optional.extend(self.walk_prefetch(msg));
                 }
                 let fetched = self.fetch_blocks(msg, &required, &optional)?;
@@ -377,42 +393,51 @@ fn run_fetches(
     }
     let mut out = Vec::new();
     for u in untagged {
-        let Untagged::Fetch { items, .. } = u else {
+        out.extend(blocks_of(u, bs)?);
+    }
+    Ok(out)
+}
+
+/// The blocks in one untagged response (none unless it is a FETCH with `BODY[]<origin>`).
+/// A NIL body is no data (never an empty block); a block at an origin that is not a block
+/// boundary, or longer than a block, is a protocol error.
+pub(crate) fn blocks_of(u: Untagged, bs: u64) -> Result<Vec<FetchedBlock>> {
+    let Untagged::Fetch { items, .. } = u else {
+        return Ok(Vec::new());
+    };
+    let Some(uid) = items.iter().find_map(|i| match i {
+        FetchItem::Uid(u) => Some(*u),
+        _ => None,
+    }) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let FetchItem::Body {
+            section,
+            origin,
+            data,
+        } = item
+        else {
             continue;
         };
-        let Some(uid) = items.iter().find_map(|i| match i {
-            FetchItem::Uid(u) => Some(*u),
-            _ => None,
-        }) else {
+        if !section.is_empty() {
             continue;
-        };
-        for item in items {
-            let FetchItem::Body {
-                section,
-                origin,
-                data,
-            } = item
-            else {
-                continue;
-            };
-            if !section.is_empty() {
-                continue;
-            }
-            let Some(data) = data else {
-                log::warn!("server answered NIL for the body of UID {uid}");
-                continue;
-            };
-            let origin = origin.unwrap_or(0);
-            if origin % bs != 0 {
-                return Err(Error::Protocol(format!(
-                    "FETCH answered at origin {origin}"
-                )));
-            }
-            if data.len() as u64 > bs {
-                return Err(Error::Protocol("FETCH returned more than was asked".into()));
-            }
-            out.push(((uid, origin / bs), Arc::from(data)));
         }
+        let Some(data) = data else {
+            log::warn!("server answered NIL for the body of UID {uid}");
+            continue;
+        };
+        let origin = origin.unwrap_or(0);
+        if origin % bs != 0 {
+            return Err(Error::Protocol(format!(
+                "FETCH answered at origin {origin}"
+            )));
+        }
+        if data.len() as u64 > bs {
+            return Err(Error::Protocol("FETCH returned more than was asked".into()));
+        }
+        out.push(((uid, origin / bs), Arc::from(data)));
     }
     Ok(out)
 }
@@ -425,7 +450,13 @@ pub(crate) fn check_validity(
     name: &MailboxName,
     validity: UidValidity,
 ) -> Result<()> {
-    let mut current = s.select(name, true)?.uidvalidity;
+    let mut current = match s.select(name, true) {
+        Ok(sel) => sel.uidvalidity,
+        // A session whose selected mailbox another client deleted can refuse the next
+        // EXAMINE once (Dovecot: "Mailbox was deleted under us"); the mailbox may exist again.
+        Err(Error::No { .. }) => s.reselect(name, true)?.uidvalidity,
+        Err(e) => return Err(e),
+    };
     if current.is_some_and(|v| v != validity) {
         current = s.reselect(name, true)?.uidvalidity;
     }

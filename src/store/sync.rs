@@ -139,11 +139,21 @@ impl Account {
                 uidnext: ix.uidnext,
             }
         });
-        let learned = self
-            .pool
-            .with_session(Some(&name), Retry::Idempotent, |s| {
+        let attempt = || {
+            self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
                 sync_mailbox(s, &name, base.as_ref())
-            })?;
+            })
+        };
+        let learned = match attempt() {
+            // A session whose selected mailbox another client deleted can refuse the next
+            // EXAMINE before it says BYE (Dovecot: "Mailbox was deleted under us"); the
+            // mailbox may well exist again. Ask once more before believing it gone.
+            Err(e @ Error::No { .. }) => {
+                log::debug!("{name}: {e}; asking again");
+                attempt()?
+            }
+            other => other?,
+        };
         let shared = match learned {
             Learned::Full(index) => {
                 self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
