@@ -2,8 +2,13 @@
 //! announced as 4 GiB, a stall in the middle of a literal, BYE in the middle of a FETCH.
 //! Through a real mount each must give EIO within the timeout, and the mount must work again
 //! once the server behaves.
+//!
+//! The engine-level tests further down talk to [`script::Script`] servers with the library
+//! directly: a man in the middle before STARTTLS, a malformed frame inside a pipeline, a peer
+//! trickling bytes, responses too large to hold, terminal escapes in server text.
 
 mod common;
+mod script;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -523,4 +528,66 @@ fn the_literal_cap_is_configurable() {
         "{}",
         common::tail(&mount.log(), 20)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine-level defects (issue 8), against scripted servers
+// ---------------------------------------------------------------------------------------------
+
+use imapfs::imap::auth::{connect, Security};
+use script::{Script, Wire};
+
+/// Capabilities of a well-behaved scripted server.
+const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+";
+
+/// Terminal escapes a hostile server could put in its text: set the window title, clear the
+/// screen, ring the bell, reverse the text direction.
+const ESCAPES: &str = "\x1b]0;owned\x07\x1b[2J\x1b[31m\u{202e}";
+
+fn assert_printable(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{what} reaches the terminal raw: {text:?}"
+    );
+}
+
+#[test]
+fn server_text_with_terminal_escapes_is_filtered_in_errors_and_logs() {
+    // Issue 8, defect 12: a plaintext greeting, a BYE, an ALERT and a NO text drove the
+    // terminal of whoever read the error or the log.
+    script::capture_logs();
+    let greeting = Script::start(Wire::Plain, |c| {
+        c.send(format!("* BYE {ESCAPES}go away greeting\r\n").as_bytes());
+    });
+    let err = match connect(&script::config(&greeting, Security::StartTls)) {
+        Ok(_) => panic!("connected despite a BYE greeting"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("go away greeting"), "{err}");
+    assert_printable("a BYE greeting", &err.to_string());
+
+    let chatty = Script::start(Wire::Tls, |c| {
+        c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+        while let Some(cmd) = c.command() {
+            if cmd.verb == "EXAMINE" {
+                let t = &cmd.tag;
+                c.send(
+                    format!("* OK [ALERT] {ESCAPES}alert-7781\r\n{t} NO {ESCAPES}refused-7781\r\n")
+                        .as_bytes(),
+                );
+            } else if !c.answer_basic(&cmd, CAPS) {
+                c.send(format!("{} BAD {ESCAPES}what\r\n", cmd.tag).as_bytes());
+            }
+        }
+    });
+    let mut s = connect(&script::config(&chatty, Security::Tls)).expect("connect");
+    let name = imapfs::imap::types::MailboxName::from_utf8("INBOX", false);
+    let err = s
+        .select(&name, true)
+        .expect_err("the server refused SELECT");
+    assert!(err.to_string().contains("refused-7781"), "{err}");
+    assert_printable("a NO text", &err.to_string());
+    let alerts = script::logged("alert-7781");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_printable("an ALERT in the log", &alerts[0].1);
 }

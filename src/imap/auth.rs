@@ -22,7 +22,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, printable_bytes, Error, Result};
 use crate::imap::codec::{Command, Limits};
 use crate::imap::session::{Session, Timeouts};
 use crate::imap::transport::Transport;
@@ -284,7 +284,7 @@ fn login_command(session: &mut Session, user: &str, secret: &Secret) -> Result<(
 fn auth_error(e: Error, detail: Option<String>) -> Error {
     match e {
         Error::No { text, .. } | Error::Bad { text, .. } => {
-            let words: String = text.text.chars().filter(|c| !c.is_control()).collect();
+            let words = printable(&text.text).into_owned();
             let words = if words.is_empty() {
                 "rejected by the server".to_string()
             } else {
@@ -481,11 +481,7 @@ impl Sasl {
             SaslKind::XOAuth2 { .. } | SaslKind::OAuthBearer { .. } => {
                 // The token was refused: the challenge is a JSON error report. Keep it for
                 // the user and answer as the mechanism requires, so the server sends its NO.
-                let report: String = String::from_utf8_lossy(challenge)
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(512)
-                    .collect();
+                let report: String = printable_bytes(challenge).chars().take(512).collect();
                 self.server_error = Some(report);
                 if matches!(self.kind, SaslKind::XOAuth2 { .. }) {
                     Some(Secret::new(Vec::new()))

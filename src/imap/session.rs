@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder, SelectSync};
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
@@ -520,7 +520,7 @@ impl Session {
                     }
                 }
                 if text.code == Some(Code::Alert) {
-                    log::warn!("server alert: {}", text.text);
+                    log::warn!("server alert: {}", printable(&text.text));
                 }
             }
             Untagged::Exists(n) => {

@@ -24,6 +24,7 @@ pub use encode::{
     SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
 
+use crate::error::printable;
 use crate::imap::types::Response;
 
 /// Bounds that keep a hostile or broken server from exhausting memory or stack.
@@ -80,6 +81,7 @@ impl std::fmt::Display for DecodeError {
                 )
             }
             DecodeError::Malformed { reason, excerpt } => {
+                let (reason, excerpt) = (printable(reason), printable(excerpt));
                 write!(f, "malformed server response ({reason}): {excerpt}")
             }
         }
