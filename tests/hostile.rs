@@ -535,6 +535,7 @@ fn the_literal_cap_is_configurable() {
 // ---------------------------------------------------------------------------------------------
 
 use imapfs::imap::auth::{connect, Security};
+use imapfs::imap::codec::Command;
 use script::{Script, Wire};
 
 /// Capabilities of a well-behaved scripted server.
@@ -590,4 +591,102 @@ fn server_text_with_terminal_escapes_is_filtered_in_errors_and_logs() {
     let alerts = script::logged("alert-7781");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_printable("an ALERT in the log", &alerts[0].1);
+}
+
+/// Run `f` on a helper thread; its result, or `None` if it took longer than `limit` (the
+/// thread is then abandoned; the scripts stop when the test ends).
+fn finish_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn a_peer_trickling_tls_bytes_cannot_hold_a_command_beyond_its_deadline() {
+    // Issue 8, defect 9: TLS reads honoured only a per-syscall timeout, so a peer sending one
+    // byte of a TLS record every so often (never silent for a whole inactivity timeout) held a
+    // command for as long as it liked. Trickled as bytes of one record (nothing decrypts until
+    // the record is whole) and as one record per byte (the command's deadline must still hold).
+    for one_record in [true, false] {
+        let server = Script::start(Wire::Tls, move |c| {
+            c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+            while let Some(cmd) = c.command() {
+                if cmd.verb != "NOOP" {
+                    c.answer_basic(&cmd, CAPS);
+                    continue;
+                }
+                let reply = format!("* OK {}\r\n{} OK done\r\n", "x".repeat(200), cmd.tag);
+                if one_record {
+                    let sealed = c.seal(reply.as_bytes());
+                    c.trickle(&sealed, Duration::from_millis(300));
+                } else {
+                    for b in reply.bytes() {
+                        if c.stopping() {
+                            return;
+                        }
+                        c.send(&[b]);
+                        thread::sleep(Duration::from_millis(300));
+                    }
+                }
+            }
+        });
+        let cfg = script::config(&server, Security::Tls);
+        let command = cfg.timeouts.command;
+        let mut s = connect(&cfg).expect("connect");
+        let started = Instant::now();
+        let r = finish_within(Duration::from_secs(30), move || {
+            s.run(Command::Noop).map(drop)
+        })
+        .unwrap_or_else(|| panic!("one record {one_record}: NOOP still running after 30 s"));
+        let took = started.elapsed();
+        assert!(
+            matches!(r, Err(imapfs::Error::Timeout { .. })),
+            "one record {one_record}: {r:?}"
+        );
+        assert!(
+            took < command + Duration::from_secs(2),
+            "one record {one_record}: took {took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_trickling_its_tls_handshake_cannot_hold_the_connect_beyond_its_deadline() {
+    // Issue 8, defect 9 (the handshake): the same trickle during the TLS handshake.
+    let server = Script::start(Wire::Plain, |c| {
+        let mut tls = rustls::ServerConnection::new(c.tls_config()).expect("server connection");
+        let tcp = c.tcp().try_clone().expect("clone");
+        while !c.stopping() {
+            if tls.wants_write() {
+                let mut flight = Vec::new();
+                while tls.wants_write() {
+                    tls.write_tls(&mut flight).expect("write_tls");
+                }
+                c.trickle(&flight, Duration::from_millis(300));
+                return;
+            }
+            match tls.read_tls(&mut &tcp) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if tls.process_new_packets().is_err() {
+                        return;
+                    }
+                }
+                Err(_) => {} // the 100 ms read timeout: look at the stop flag again
+            }
+        }
+    });
+    let cfg = script::config(&server, Security::Tls);
+    let command = cfg.timeouts.command;
+    let started = Instant::now();
+    let r = finish_within(Duration::from_secs(30), move || connect(&cfg).map(drop))
+        .expect("connect still running after 30 s");
+    let took = started.elapsed();
+    assert!(matches!(r, Err(imapfs::Error::Timeout { .. })), "{r:?}");
+    assert!(took < command + Duration::from_secs(2), "took {took:?}");
 }

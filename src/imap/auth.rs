@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -151,16 +151,20 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
-/// Open a connection and log in.
+/// Open a connection and log in, all of it (TCP, TLS handshake, greeting, STARTTLS, login,
+/// capabilities) within one [`Timeouts::command`](crate::imap::session::Timeouts::command).
 pub fn connect(cfg: &ServerConfig) -> Result<Session> {
+    let deadline = Instant::now() + cfg.timeouts.command;
     let (mut session, preauth) = match &cfg.tunnel {
-        Some(command) => Session::start(
+        Some(command) => Session::start_before(
             Transport::tunnel(command)?,
             cfg.timeouts.clone(),
             cfg.limits,
+            deadline.min(Instant::now() + cfg.timeouts.inactivity),
         )?,
-        None => open_network(cfg)?,
+        None => open_network(cfg, deadline)?,
     };
+    session.set_deadline_cap(Some(deadline));
     if !preauth {
         login_with(
             &mut session,
@@ -171,19 +175,26 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
             cfg.port,
         )?;
     }
-    finish_login(session)
+    let mut session = finish_login(session)?;
+    session.set_deadline_cap(None);
+    Ok(session)
 }
 
 /// TCP, then implicit TLS or STARTTLS: a session ready to log in, and whether the greeting
 /// was PREAUTH (accepted only over TLS).
-fn open_network(cfg: &ServerConfig) -> Result<(Session, bool)> {
-    let connect_timeout = cfg.timeouts.inactivity.min(Duration::from_secs(30));
+fn open_network(cfg: &ServerConfig, deadline: Instant) -> Result<(Session, bool)> {
+    // Each step may also take at most the inactivity timeout.
+    let step = || deadline.min(Instant::now() + cfg.timeouts.inactivity);
+    let connect_timeout = step()
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_secs(30));
     let mut transport = Transport::connect(&cfg.host, cfg.port, connect_timeout)?;
     if cfg.security == Security::Tls {
-        let deadline = std::time::Instant::now() + cfg.timeouts.inactivity;
-        transport = transport.start_tls(cfg.tls.clone(), &cfg.host, deadline)?;
+        transport = transport.start_tls(cfg.tls.clone(), &cfg.host, step())?;
     }
-    let (mut session, preauth) = Session::start(transport, cfg.timeouts.clone(), cfg.limits)?;
+    let (mut session, preauth) =
+        Session::start_before(transport, cfg.timeouts.clone(), cfg.limits, step())?;
+    session.set_deadline_cap(Some(deadline));
     if cfg.security == Security::StartTls {
         if preauth {
             return Err(Error::Protocol(

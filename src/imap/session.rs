@@ -8,9 +8,13 @@
 //! the selected mailbox (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY) are also applied to
 //! [`Selected`], wherever they arrive.
 //!
-//! Every read has a deadline: the session's inactivity timeout, renewed while bytes keep
-//! arriving, and never beyond the command's overall deadline. After a fatal error (I/O, timeout,
-//! undecodable stream, BYE) the session is marked broken and must be dropped.
+//! Every command has one deadline, [`Timeouts::command`] from when it is sent, for its writes
+//! and its reply together (a pipeline shares one), optionally capped further by
+//! [`Session::set_deadline_cap`] (the whole login shares one). Within it, every read also waits
+//! at most the inactivity timeout, renewed while bytes keep arriving (over TLS: while records
+//! keep arriving). The transport enforces each deadline per socket call, so a trickling peer
+//! cannot stretch it. After a fatal error (I/O, timeout, undecodable stream, BYE) the session
+//! is marked broken and must be dropped.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -87,6 +91,8 @@ pub struct Session {
     round_trips: u64,
     /// Whether the last socket operation was a read (or nothing yet).
     reading: bool,
+    /// No command's deadline goes beyond this (see [`Session::set_deadline_cap`]).
+    deadline_cap: Option<Instant>,
 }
 
 impl Session {
@@ -96,6 +102,17 @@ impl Session {
         transport: Transport,
         timeouts: Timeouts,
         limits: Limits,
+    ) -> Result<(Session, bool)> {
+        let deadline = Instant::now() + timeouts.inactivity;
+        Session::start_before(transport, timeouts, limits, deadline)
+    }
+
+    /// [`Session::start`], with the greeting due before `deadline`.
+    pub fn start_before(
+        transport: Transport,
+        timeouts: Timeouts,
+        limits: Limits,
+        deadline: Instant,
     ) -> Result<(Session, bool)> {
         let mut s = Session {
             transport,
@@ -112,8 +129,8 @@ impl Session {
             read_buf: vec![0; 64 * 1024],
             round_trips: 0,
             reading: true,
+            deadline_cap: None,
         };
-        let deadline = Instant::now() + s.timeouts.inactivity;
         let greeting = loop {
             match s.read_response(deadline)? {
                 Response::Untagged(Untagged::Status { status, text }) => break (status, text),
@@ -146,7 +163,9 @@ impl Session {
             // Bytes after the OK, before TLS: a man in the middle injecting plaintext.
             return Err(Error::Protocol("server sent data after STARTTLS OK".into()));
         }
-        let deadline = Instant::now() + self.timeouts.inactivity;
+        let deadline = self
+            .command_deadline()
+            .min(Instant::now() + self.timeouts.inactivity);
         self.transport = self.transport.start_tls(config, host, deadline)?;
         self.capabilities.clear();
         Ok(self)
@@ -202,22 +221,43 @@ impl Session {
         self.round_trips
     }
 
+    /// Bytes received from the server so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.transport.bytes_read()
+    }
+
+    /// Let no command end later than `cap` (`None`: each command has its own
+    /// [`Timeouts::command`]). Used to bound a whole exchange of several commands, such as
+    /// the login.
+    pub fn set_deadline_cap(&mut self, cap: Option<Instant>) {
+        self.deadline_cap = cap;
+    }
+
+    /// The deadline of a command starting now.
+    fn command_deadline(&self) -> Instant {
+        let own = Instant::now() + self.timeouts.command;
+        self.deadline_cap.map_or(own, |cap| cap.min(own))
+    }
+
     /// Run one command to completion.
     pub fn run(&mut self, cmd: Command) -> Result<Completed> {
-        let tag = self.send(&cmd)?;
-        self.wait(&tag, cmd.name())
+        let deadline = self.command_deadline();
+        let tag = self.send_before(&cmd, deadline)?;
+        self.wait_before(&tag, cmd.name(), deadline)
     }
 
     /// Send several commands at once and wait for all: one round trip instead of N. Each
     /// completion holds the untagged data that arrived after the previous one and before it.
+    /// The whole pipeline has one command deadline.
     pub fn pipeline(&mut self, cmds: &[Command]) -> Result<Vec<Result<Completed>>> {
+        let deadline = self.command_deadline();
         let mut tags = Vec::with_capacity(cmds.len());
         for c in cmds {
-            tags.push((self.send(c)?, c.name()));
+            tags.push((self.send_before(c, deadline)?, c.name()));
         }
         let mut out = Vec::with_capacity(cmds.len());
         for (tag, name) in tags {
-            match self.wait(&tag, name) {
+            match self.wait_before(&tag, name, deadline) {
                 Err(e) if e.is_fatal_to_connection() => return Err(e),
                 r => out.push(r),
             }
@@ -308,6 +348,11 @@ impl Session {
 
     /// Send a command (handling synchronising literals) and return its tag.
     pub fn send(&mut self, cmd: &Command) -> Result<String> {
+        let deadline = self.command_deadline();
+        self.send_before(cmd, deadline)
+    }
+
+    fn send_before(&mut self, cmd: &Command, deadline: Instant) -> Result<String> {
         if self.broken {
             return Err(Error::Protocol("connection is broken".into()));
         }
@@ -325,7 +370,6 @@ impl Session {
         } else {
             log::trace!("C: {tag} {} <credentials hidden>", cmd.name());
         }
-        let deadline = Instant::now() + self.timeouts.command;
         let n = enc.chunks.len();
         for (i, chunk) in enc.chunks.iter().enumerate() {
             self.write(chunk, deadline)?;
@@ -338,7 +382,16 @@ impl Session {
 
     /// Wait for `tag` to complete, collecting untagged data on the way.
     pub fn wait(&mut self, tag: &str, name: &'static str) -> Result<Completed> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
+        self.wait_before(tag, name, deadline)
+    }
+
+    fn wait_before(
+        &mut self,
+        tag: &str,
+        name: &'static str,
+        deadline: Instant,
+    ) -> Result<Completed> {
         let tagged = loop {
             if let Some(t) = self.done.remove(tag) {
                 break t;
@@ -408,7 +461,7 @@ impl Session {
 
     /// Send raw bytes (a SASL response line) without a tag.
     pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         self.write(line, deadline)?;
         self.write(b"\r\n", deadline)
     }
@@ -416,7 +469,7 @@ impl Session {
     /// Read the next response (for SASL exchanges and IDLE): untagged data is absorbed and
     /// also returned.
     pub fn next_response(&mut self) -> Result<Response> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         let r = self.read_response(deadline)?;
         if let Response::Untagged(u) = &r {
             self.observe(u);
@@ -428,7 +481,9 @@ impl Session {
     /// Returns the untagged responses received (empty if nothing happened).
     pub fn idle(&mut self, max: Duration) -> Result<Vec<Untagged>> {
         let tag = self.send(&Command::Idle)?;
-        let deadline = Instant::now() + self.timeouts.inactivity;
+        let deadline = self
+            .command_deadline()
+            .min(Instant::now() + self.timeouts.inactivity);
         loop {
             match self.read_response(deadline)? {
                 Response::Continue(_) => break,
@@ -458,9 +513,9 @@ impl Session {
                 }
             }
         }
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         self.write(b"DONE\r\n", deadline)?;
-        self.wait(&tag, "IDLE").map(|c| c.untagged)
+        self.wait_before(&tag, "IDLE", deadline).map(|c| c.untagged)
     }
 
     /// Say LOGOUT, briefly; errors are irrelevant at this point.

@@ -272,6 +272,27 @@ impl Conn {
         }
     }
 
+    /// The server's TLS configuration (to drive a handshake by hand).
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.clone()
+    }
+
+    /// Send `bytes` on the raw socket one at a time, `every` apart (a peer that trickles),
+    /// until done, the client is gone or the script stops. Returns whether all were sent.
+    pub fn trickle(&mut self, bytes: &[u8], every: Duration) -> bool {
+        for b in bytes {
+            if self.stopping() {
+                return false;
+            }
+            let mut tcp = self.tcp();
+            if tcp.write_all(&[*b]).is_err() {
+                return false;
+            }
+            thread::sleep(every);
+        }
+        true
+    }
+
     /// Whether the script is being stopped.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
