@@ -690,3 +690,54 @@ fn a_peer_trickling_its_tls_handshake_cannot_hold_the_connect_beyond_its_deadlin
     assert!(matches!(r, Err(imapfs::Error::Timeout { .. })), "{r:?}");
     assert!(took < command + Duration::from_secs(2), "took {took:?}");
 }
+
+#[test]
+fn a_malformed_frame_inside_a_pipeline_does_not_leak_replies_into_the_next_command() {
+    // Issue 8, defect 8: after a malformed frame the pipeline returned with a command still in
+    // flight, the session went back to the pool, and that command's reply landed in the next
+    // user's command.
+    let server = Script::start(Wire::Tls, |c| {
+        c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+        // The first connection misbehaves; a new one is well-behaved.
+        let mut noops = if c.index == 0 { 0 } else { 2 };
+        while let Some(cmd) = c.command() {
+            let t = &cmd.tag;
+            if cmd.verb == "NOOP" {
+                noops += 1;
+                match noops {
+                    1 => {
+                        c.send(b"\x00\xff garbage (((\r\n");
+                        c.send(format!("{t} OK done\r\n").as_bytes());
+                    }
+                    2 => c.send(format!("* 99 EXISTS\r\n{t} OK done\r\n").as_bytes()),
+                    _ => c.send(format!("{t} OK done\r\n").as_bytes()),
+                }
+            } else {
+                c.answer_basic(&cmd, CAPS);
+            }
+        }
+    });
+    let pool = imapfs::imap::pool::Pool::new(script::config(&server, Security::Tls), 1, None);
+    let first = pool.with_session(None, imapfs::imap::pool::Retry::Never, |s| {
+        s.pipeline(&[Command::Noop, Command::Noop])
+    });
+    assert!(
+        first.is_err(),
+        "the malformed frame went unnoticed: {first:?}"
+    );
+    let second = pool
+        .with_session(None, imapfs::imap::pool::Retry::Never, |s| {
+            s.run(Command::Noop)
+        })
+        .expect("a NOOP after the failed pipeline");
+    assert!(
+        second.untagged.is_empty(),
+        "the next command received another command's data: {:?}",
+        second.untagged
+    );
+    assert_eq!(
+        server.accepted(),
+        2,
+        "the session with a command in flight was reused"
+    );
+}

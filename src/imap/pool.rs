@@ -175,7 +175,7 @@ impl Pool {
 
     fn give_back(&self, session: Session) {
         let mut st = self.state.lock();
-        if session.is_broken() {
+        if !session.is_reusable() {
             st.open -= 1;
         } else {
             st.idle.push(session);

@@ -16,7 +16,7 @@
 //! cannot stretch it. After a fatal error (I/O, timeout, undecodable stream, BYE) the session
 //! is marked broken and must be dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::error::{printable, Error, Result};
@@ -27,9 +27,6 @@ use crate::imap::types::*;
 /// Most untagged responses kept for one command (a listing of a huge mailbox stays far
 /// below; a flooding server does not get to exhaust memory).
 const MAX_PENDING_UNTAGGED: usize = 5_000_000;
-
-/// Most completions kept for tags not yet waited for.
-const MAX_STRAY_COMPLETIONS: usize = 1024;
 
 /// What a session needs to know about the connection.
 #[derive(Debug, Clone)]
@@ -79,7 +76,10 @@ pub struct Session {
     selected: Option<Selected>,
     /// Untagged responses not yet handed to a waiter.
     untagged: Vec<Untagged>,
-    /// Tagged completions that arrived while waiting for another tag.
+    /// Tags sent whose completion no waiter has taken yet (some may be in `done`).
+    in_flight: HashSet<String>,
+    /// Tagged completions that arrived while waiting for another tag. Only ever holds tags
+    /// of `in_flight`: a completion for any other tag is a protocol violation.
     done: HashMap<String, Tagged>,
     /// A recoverable decode error seen since the last completion.
     malformed: Option<DecodeError>,
@@ -122,6 +122,7 @@ impl Session {
             capabilities: Vec::new(),
             selected: None,
             untagged: Vec::new(),
+            in_flight: HashSet::new(),
             done: HashMap::new(),
             malformed: None,
             bye: None,
@@ -217,6 +218,12 @@ impl Session {
         self.broken
     }
 
+    /// Whether the session can serve another user: not broken, and no command of the last
+    /// one still in flight (its reply would land in the next user's command).
+    pub fn is_reusable(&self) -> bool {
+        !self.broken && self.in_flight.is_empty()
+    }
+
     pub fn round_trips(&self) -> u64 {
         self.round_trips
     }
@@ -258,7 +265,15 @@ impl Session {
         let mut out = Vec::with_capacity(cmds.len());
         for (tag, name) in tags {
             match self.wait_before(&tag, name, deadline) {
-                Err(e) if e.is_fatal_to_connection() => return Err(e),
+                // The commands after this one are still in flight: nobody will wait for their
+                // replies, so the connection cannot be used again.
+                Err(e) if e.is_fatal_to_connection() => {
+                    return Err(if self.in_flight.is_empty() {
+                        e
+                    } else {
+                        self.fail(e)
+                    })
+                }
                 r => out.push(r),
             }
         }
@@ -358,6 +373,7 @@ impl Session {
         }
         let tag = format!("A{}", self.next_tag);
         self.next_tag += 1;
+        self.in_flight.insert(tag.clone());
         let literal_plus = self
             .capabilities
             .iter()
@@ -398,9 +414,7 @@ impl Session {
             }
             match self.read_response(deadline)? {
                 Response::Tagged(t) if t.tag == tag => break t,
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
                 Response::Continue(_) => {
                     return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
@@ -411,12 +425,20 @@ impl Session {
     }
 
     fn complete(&mut self, t: Tagged, name: &'static str) -> Result<Completed> {
+        self.in_flight.remove(&t.tag);
         if let Some(Code::Capability(caps)) = &t.text.code {
             self.capabilities = caps.clone();
         }
         let untagged = std::mem::take(&mut self.untagged);
         if let Some(e) = self.malformed.take() {
-            return Err(Error::Protocol(e.to_string()));
+            let e = Error::Protocol(e.to_string());
+            // With other commands in flight the bad frame may have been part of their reply,
+            // which would then look complete but lack it: drop the connection.
+            return Err(if self.in_flight.is_empty() {
+                e
+            } else {
+                self.fail(e)
+            });
         }
         match t.status {
             Status::Ok => Ok(Completed {
@@ -451,9 +473,7 @@ impl Session {
                         ))
                     });
                 }
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
             }
         }
@@ -471,8 +491,11 @@ impl Session {
     pub fn next_response(&mut self) -> Result<Response> {
         let deadline = self.command_deadline();
         let r = self.read_response(deadline)?;
-        if let Response::Untagged(u) = &r {
-            self.observe(u);
+        match &r {
+            Response::Untagged(u) => self.observe(u),
+            // The caller takes this completion itself.
+            Response::Tagged(t) => drop(self.in_flight.remove(&t.tag)),
+            Response::Continue(_) => {}
         }
         Ok(r)
     }
@@ -491,9 +514,7 @@ impl Session {
                     // Refused (or ended at once): report it as the command's failure.
                     return self.complete(t, "IDLE").map(|c| c.untagged);
                 }
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
             }
         }
@@ -539,16 +560,10 @@ impl Session {
         self.untagged.push(u);
     }
 
-    /// Keep the completion of a command someone else waits for (pipelining). A server that
-    /// completes commands nobody sent, again and again, is cut off.
-    fn keep_completion(&mut self, t: Tagged) -> Result<()> {
-        if self.done.len() >= MAX_STRAY_COMPLETIONS {
-            return Err(self.fail(Error::Protocol(
-                "server completes commands never sent".into(),
-            )));
-        }
+    /// Keep the completion of a command someone else waits for (pipelining). Only tags in
+    /// flight get here (see [`Session::poll_response`]), so this is bounded by what we sent.
+    fn keep_completion(&mut self, t: Tagged) {
         self.done.insert(t.tag.clone(), t);
-        Ok(())
     }
 
     /// Apply an untagged response to the connection and mailbox state.
@@ -613,6 +628,16 @@ impl Session {
         self.reading = true;
         loop {
             match self.decoder.next_response() {
+                Ok(Some(Response::Tagged(t)))
+                    if !self.in_flight.contains(&t.tag) || self.done.contains_key(&t.tag) =>
+                {
+                    // A completion for a command never sent (or completed twice): injected,
+                    // or a server that lost track. Either way its replies cannot be matched.
+                    return Err(self.fail(Error::Protocol(format!(
+                        "the server completed a command that was not in flight ({})",
+                        crate::imap::codec::parse::excerpt(t.tag.as_bytes())
+                    ))));
+                }
                 Ok(Some(r)) => {
                     log_response(&r);
                     return Ok(Some(r));
