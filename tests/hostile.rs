@@ -692,6 +692,71 @@ fn a_peer_trickling_its_tls_handshake_cannot_hold_the_connect_beyond_its_deadlin
 }
 
 #[test]
+fn starttls_refuses_replies_injected_before_the_handshake() {
+    // Issue 8, defect 5: a man in the middle before STARTTLS completed could inject tagged
+    // replies for tags not yet sent (kept for later), a BYE text or capabilities; after TLS
+    // they answered the client's CAPABILITY, choosing the capabilities.
+    let injections = [
+        // (where, what): "starttls" = in the reply to STARTTLS, before its OK;
+        // "capability" = in the reply to the CAPABILITY asked before STARTTLS.
+        // Tags: A1 CAPABILITY, A2 STARTTLS, then A3 CAPABILITY and A4 the login after TLS.
+        ("starttls", "A3 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\nA4 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\n"),
+        ("starttls", "* BYE injected\r\n"),
+        ("starttls", "* CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED\r\n"),
+        ("capability", "A3 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\nA4 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\n"),
+        ("capability", "* BYE injected\r\n"),
+    ];
+    for (place, injected) in injections {
+        let logins = Arc::new(AtomicUsize::new(0));
+        let seen = logins.clone();
+        let server = Script::start(Wire::Plain, move |c| {
+            let plain_caps = "IMAP4rev1 STARTTLS LOGINDISABLED";
+            c.send(b"* OK hi\r\n");
+            while let Some(cmd) = c.command() {
+                let t = &cmd.tag;
+                match cmd.verb.as_str() {
+                    "CAPABILITY" if place == "capability" => c.send(
+                        format!("* CAPABILITY {plain_caps}\r\n{injected}{t} OK done\r\n")
+                            .as_bytes(),
+                    ),
+                    "CAPABILITY" => {
+                        c.send(format!("* CAPABILITY {plain_caps}\r\n{t} OK done\r\n").as_bytes())
+                    }
+                    "STARTTLS" => {
+                        let extra = if place == "starttls" { injected } else { "" };
+                        c.send(format!("{extra}{t} OK begin TLS\r\n").as_bytes());
+                        c.start_tls();
+                        break;
+                    }
+                    _ => c.send(format!("{t} BAD not before TLS\r\n").as_bytes()),
+                }
+            }
+            // After TLS: the real server, which never offers X-INJECTED.
+            while let Some(cmd) = c.command() {
+                if matches!(cmd.verb.as_str(), "LOGIN" | "AUTHENTICATE") {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                c.answer_basic(&cmd, CAPS);
+            }
+        });
+        let what = format!("{place}: {injected:?}");
+        match connect(&script::config(&server, Security::StartTls)) {
+            Ok(mut s) => panic!(
+                "{what}: accepted; capabilities {:?}",
+                s.capabilities().map(|c| c.to_vec())
+            ),
+            Err(imapfs::Error::Protocol(m)) => assert!(!m.is_empty(), "{what}"),
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+        assert_eq!(
+            logins.load(Ordering::SeqCst),
+            0,
+            "{what}: credentials were sent"
+        );
+    }
+}
+
+#[test]
 fn a_malformed_frame_inside_a_pipeline_does_not_leak_replies_into_the_next_command() {
     // Issue 8, defect 8: after a malformed frame the pipeline returned with a command still in
     // flight, the session went back to the pool, and that command's reply landed in the next

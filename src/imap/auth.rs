@@ -202,6 +202,8 @@ fn open_network(cfg: &ServerConfig, deadline: Instant) -> Result<(Session, bool)
                     .into(),
             ));
         }
+        // Asked explicitly so that a failure (a tampered reply) is reported as itself.
+        session.capabilities()?;
         if !session.has_capability("STARTTLS") {
             return Err(Error::Tls {
                 message: format!("{} does not offer STARTTLS; use imaps://", cfg.host),
@@ -247,6 +249,7 @@ pub fn login_with(
     host: &str,
     port: u16,
 ) -> Result<()> {
+    session.capabilities()?;
     let sasl = match method {
         AuthMethod::Auto => {
             if session.has_capability("AUTH=PLAIN") {

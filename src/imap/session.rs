@@ -93,6 +93,7 @@ pub struct Session {
     reading: bool,
     /// No command's deadline goes beyond this (see [`Session::set_deadline_cap`]).
     deadline_cap: Option<Instant>,
+    limits: Limits,
 }
 
 impl Session {
@@ -131,6 +132,7 @@ impl Session {
             round_trips: 0,
             reading: true,
             deadline_cap: None,
+            limits,
         };
         let greeting = loop {
             match s.read_response(deadline)? {
@@ -153,22 +155,58 @@ impl Session {
         }
     }
 
-    /// Upgrade the connection with STARTTLS. The capabilities are forgotten (RFC 3501 §6.2.1).
+    /// Upgrade the connection with STARTTLS (RFC 3501 section 6.2.1, RFC 2595 section 3.1).
+    ///
+    /// Nothing received before the handshake can be trusted: a man in the middle can add to
+    /// the plaintext stream at will. So the only response accepted to STARTTLS is its own
+    /// tagged OK, with nothing after it, and every piece of state learnt before TLS
+    /// (capabilities, kept completions, untagged data, BYE text, decoder buffer) is dropped
+    /// once the handshake is done.
     pub fn start_tls(
         mut self,
         config: std::sync::Arc<rustls::ClientConfig>,
         host: &str,
     ) -> Result<Session> {
-        self.run(Command::StartTls)?;
+        if self.bye.is_some() || !self.in_flight.is_empty() || self.malformed.is_some() {
+            return Err(self.fail(Error::Protocol(
+                "unexpected responses from the server before STARTTLS".into(),
+            )));
+        }
+        let deadline = self.command_deadline();
+        let tag = self.send_before(&Command::StartTls, deadline)?;
+        match self.read_response(deadline)? {
+            Response::Tagged(t) if t.tag == tag && self.malformed.is_none() => {
+                self.complete(t, "STARTTLS")?;
+            }
+            other => {
+                let what = match other {
+                    Response::Tagged(_) if self.malformed.is_some() => "an undecodable line",
+                    Response::Tagged(_) => "a reply to another command",
+                    Response::Untagged(_) => "an untagged response",
+                    Response::Continue(_) => "a continuation request",
+                };
+                return Err(self.fail(Error::Protocol(format!(
+                    "the server sent {what} before the STARTTLS completion; refusing to go on \
+                     (a man in the middle may be tampering with the connection)"
+                ))));
+            }
+        }
         if self.decoder.buffered() > 0 {
             // Bytes after the OK, before TLS: a man in the middle injecting plaintext.
-            return Err(Error::Protocol("server sent data after STARTTLS OK".into()));
+            return Err(self.fail(Error::Protocol("server sent data after STARTTLS OK".into())));
         }
         let deadline = self
             .command_deadline()
             .min(Instant::now() + self.timeouts.inactivity);
         self.transport = self.transport.start_tls(config, host, deadline)?;
+        self.decoder = ResponseDecoder::new(self.limits);
         self.capabilities.clear();
+        self.selected = None;
+        self.untagged.clear();
+        self.in_flight.clear();
+        self.done.clear();
+        self.malformed = None;
+        self.bye = None;
         Ok(self)
     }
 
