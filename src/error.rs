@@ -31,6 +31,10 @@ pub enum Error {
         command: &'static str,
         text: ResponseText,
     },
+    /// The server sent more than the engine holds for one command (see
+    /// [`Limits`](crate::imap::codec::Limits)); what it sent was dropped and the connection
+    /// goes on.
+    TooLarge { what: &'static str, limit: u64 },
     /// The server answered BAD.
     Bad {
         command: &'static str,
@@ -144,6 +148,9 @@ impl fmt::Display for Error {
             Error::Tls { message, .. } => write!(f, "TLS error: {}", printable(message)),
             Error::Timeout { what } => write!(f, "timed out: {}", printable(what)),
             Error::Protocol(m) => write!(f, "protocol error: {}", printable(m)),
+            Error::TooLarge { what, limit } => {
+                write!(f, "{what} exceeded the limit of {limit} bytes")
+            }
             Error::No { command, text } => write!(f, "server refused {command}: {}", show(text)),
             Error::Bad { command, text } => write!(f, "server rejected {command}: {}", show(text)),
             Error::Bye(m) => write!(f, "server closed the connection: {}", printable(m)),

@@ -806,3 +806,79 @@ fn a_malformed_frame_inside_a_pipeline_does_not_leak_replies_into_the_next_comma
         "the session with a command in flight was reused"
     );
 }
+
+/// A scripted server that answers its first NOOP with `responses` FETCH responses of
+/// `literals` literals of 1 MiB each; other NOOPs plainly.
+fn flooding_server(responses: usize, literals: usize) -> Script {
+    Script::start(Wire::Tls, move |c| {
+        c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+        let mut flooded = false;
+        while let Some(cmd) = c.command() {
+            if cmd.verb != "NOOP" {
+                c.answer_basic(&cmd, CAPS);
+                continue;
+            }
+            if !flooded {
+                flooded = true;
+                let block = vec![b'x'; 1 << 20];
+                for seq in 1..=responses {
+                    c.send(format!("* {seq} FETCH (UID {seq}").as_bytes());
+                    for part in 1..=literals {
+                        c.send(format!(" BODY[{part}] {{{}}}\r\n", block.len()).as_bytes());
+                        c.send(&block);
+                    }
+                    c.send(b")\r\n");
+                    if c.stopping() {
+                        return;
+                    }
+                }
+            }
+            c.send(format!("{} OK done\r\n", cmd.tag).as_bytes());
+        }
+    })
+}
+
+#[test]
+fn a_response_of_many_literals_is_refused_before_it_exhausts_memory() {
+    // Issue 8, defect 10: each literal was capped, but not their number: one FETCH response
+    // of many 64 MiB literals could take any amount of memory.
+    let server = flooding_server(1, 24);
+    let mut cfg = script::config(&server, Security::Tls);
+    cfg.limits.max_literal = 1 << 20;
+    let mut s = connect(&cfg).expect("connect");
+    match s.run(Command::Noop) {
+        Err(imapfs::Error::Protocol(m)) => assert!(m.contains("larger than"), "{m}"),
+        other => panic!(
+            "a 24 MiB response was accepted: {:?}",
+            other.map(|d| d.untagged.len())
+        ),
+    }
+    assert!(
+        s.is_broken(),
+        "the stream cannot be followed past a refused response"
+    );
+}
+
+#[test]
+fn responses_to_one_command_are_bounded_in_bytes() {
+    // Issue 8, defect 10: the responses held for one command were capped by count (5,000,000),
+    // not bytes: 5,000,000 responses of 64 MiB each were acceptable.
+    let server = flooding_server(16, 1);
+    let mut cfg = script::config(&server, Security::Tls);
+    cfg.limits.max_literal = 1 << 20;
+    cfg.limits.max_backlog = Some(8 << 20);
+    let mut s = connect(&cfg).expect("connect");
+    match s.run(Command::Noop) {
+        Err(imapfs::Error::TooLarge { limit, .. }) => assert_eq!(limit, 8 << 20),
+        other => panic!(
+            "16 MiB of responses were kept: {:?}",
+            other.map(|d| d.untagged.len())
+        ),
+    }
+    // The stream stayed in step: the connection goes on.
+    assert!(!s.is_broken());
+    let done = s
+        .run(Command::Noop)
+        .expect("a NOOP after the refused command");
+    assert!(done.untagged.is_empty(), "{:?}", done.untagged.len());
+}

@@ -24,10 +24,6 @@ use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder, SelectSy
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
 
-/// Most untagged responses kept for one command (a listing of a huge mailbox stays far
-/// below; a flooding server does not get to exhaust memory).
-const MAX_PENDING_UNTAGGED: usize = 5_000_000;
-
 /// What a session needs to know about the connection.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -76,6 +72,10 @@ pub struct Session {
     selected: Option<Selected>,
     /// Untagged responses not yet handed to a waiter.
     untagged: Vec<Untagged>,
+    /// What `untagged` costs, by [`Limits::held_cost`]; at most [`Limits::backlog_cap`].
+    untagged_bytes: u64,
+    /// Untagged responses were dropped since the last completion: over the backlog cap.
+    overflowed: bool,
     /// Tags sent whose completion no waiter has taken yet (some may be in `done`).
     in_flight: HashSet<String>,
     /// Tagged completions that arrived while waiting for another tag. Only ever holds tags
@@ -123,6 +123,8 @@ impl Session {
             capabilities: Vec::new(),
             selected: None,
             untagged: Vec::new(),
+            untagged_bytes: 0,
+            overflowed: false,
             in_flight: HashSet::new(),
             done: HashMap::new(),
             malformed: None,
@@ -203,6 +205,8 @@ impl Session {
         self.capabilities.clear();
         self.selected = None;
         self.untagged.clear();
+        self.untagged_bytes = 0;
+        self.overflowed = false;
         self.in_flight.clear();
         self.done.clear();
         self.malformed = None;
@@ -468,6 +472,16 @@ impl Session {
             self.capabilities = caps.clone();
         }
         let untagged = std::mem::take(&mut self.untagged);
+        self.untagged_bytes = 0;
+        if std::mem::take(&mut self.overflowed) {
+            // The stream is intact (every response was decoded, then dropped): only this
+            // command fails.
+            self.malformed = None;
+            return Err(Error::TooLarge {
+                what: "the responses to one command",
+                limit: self.limits.backlog_cap(),
+            });
+        }
         if let Some(e) = self.malformed.take() {
             let e = Error::Protocol(e.to_string());
             // With other commands in flight the bad frame may have been part of their reply,
@@ -585,16 +599,25 @@ impl Session {
         self.transport.shutdown();
     }
 
+    /// Apply an untagged response and keep it for the waiter, within the backlog cap: past
+    /// it, responses are still applied to the mailbox state but dropped, and the command
+    /// they belong to fails with [`Error::TooLarge`].
     fn absorb(&mut self, u: Untagged) {
         self.observe(&u);
-        if self.untagged.len() >= MAX_PENDING_UNTAGGED {
-            // A server flooding one command with responses: fail the command, keep memory.
-            self.malformed.get_or_insert(DecodeError::Malformed {
-                reason: format!("more than {MAX_PENDING_UNTAGGED} responses to one command"),
-                excerpt: String::new(),
-            });
+        let cost = Limits::held_cost(self.decoder.last_frame_len() as u64);
+        if self.overflowed || self.untagged_bytes + cost > self.limits.backlog_cap() {
+            if !self.overflowed {
+                log::warn!(
+                    "the server's responses to one command exceed {} bytes; dropping them",
+                    self.limits.backlog_cap()
+                );
+            }
+            self.overflowed = true;
+            self.untagged.clear();
+            self.untagged_bytes = 0;
             return;
         }
+        self.untagged_bytes += cost;
         self.untagged.push(u);
     }
 
