@@ -46,8 +46,27 @@ pub enum Error {
     Auth(String),
     /// The user gave a value that cannot be sent (a NUL byte, an invalid flag, ...).
     InvalidInput(String),
-    /// A thing that does not exist (mailbox, message).
-    NotFound(String),
+    /// A mailbox that does not exist (any more).
+    NoMailbox(String),
+    /// A message the server no longer has, or whose mailbox changed generation (UIDVALIDITY)
+    /// since it was listed.
+    NoMessage(String),
+    /// A file or directory name that does not exist in the mount.
+    NoEntry(String),
+    /// Not allowed here, whatever the server would say (EPERM): renaming a message within its
+    /// folder, removing INBOX, a flag outside PERMANENTFLAGS, an expunge that could hit
+    /// messages the user did not name.
+    NotPermitted(String),
+    /// The mount is read-only.
+    ReadOnly,
+    /// Another client changed the thing meanwhile; our change was not made (EAGAIN).
+    Conflict(String),
+    /// The folder still holds messages or folders.
+    NotEmpty(String),
+    /// A folder of that name exists already.
+    AlreadyExists(String),
+    /// Something this filesystem does not do (an unknown xattr, ...).
+    Unsupported(String),
     /// A configuration problem (bad URL, unreadable CA file, ...).
     Config(String),
     /// The server could not be reached lately and the pool is waiting before it tries again;
@@ -87,11 +106,18 @@ impl Error {
                 Some(Code::TryCreate) => libc::ENOENT,
                 Some(Code::Cannot) => libc::EINVAL,
                 Some(Code::InUse) => libc::EBUSY,
+                Some(Code::HasChildren) => libc::ENOTEMPTY,
                 Some(Code::ExpungeIssued) => libc::ENOENT,
                 _ => libc::EIO,
             },
             Error::InvalidInput(_) => libc::EINVAL,
-            Error::NotFound(_) => libc::ENOENT,
+            Error::NoMailbox(_) | Error::NoMessage(_) | Error::NoEntry(_) => libc::ENOENT,
+            Error::NotPermitted(_) => libc::EPERM,
+            Error::ReadOnly => libc::EROFS,
+            Error::Conflict(_) => libc::EAGAIN,
+            Error::NotEmpty(_) => libc::ENOTEMPTY,
+            Error::AlreadyExists(_) => libc::EEXIST,
+            Error::Unsupported(_) => libc::ENOTSUP,
             Error::Auth(_) => libc::EACCES,
             _ => libc::EIO,
         }
@@ -156,7 +182,17 @@ impl fmt::Display for Error {
             Error::Bye(m) => write!(f, "server closed the connection: {}", printable(m)),
             Error::Auth(m) => write!(f, "authentication failed: {}", printable(m)),
             Error::InvalidInput(m) => write!(f, "invalid input: {}", printable(m)),
-            Error::NotFound(m) => write!(f, "not found: {}", printable(m)),
+            Error::NoMailbox(m) => write!(f, "no such mailbox: {}", printable(m)),
+            Error::NoMessage(m) => write!(f, "no such message: {}", printable(m)),
+            Error::NoEntry(m) => write!(f, "no such file or directory: {}", printable(m)),
+            Error::NotPermitted(m) => write!(f, "not permitted: {}", printable(m)),
+            Error::ReadOnly => write!(f, "the mount is read-only"),
+            Error::Conflict(m) => {
+                write!(f, "changed meanwhile by another client: {}", printable(m))
+            }
+            Error::NotEmpty(m) => write!(f, "not empty: {}", printable(m)),
+            Error::AlreadyExists(m) => write!(f, "already exists: {}", printable(m)),
+            Error::Unsupported(m) => write!(f, "not supported: {}", printable(m)),
             Error::Config(m) => write!(f, "{}", printable(m)),
             Error::Unavailable { error, retry_in } => write!(
                 f,

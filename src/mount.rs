@@ -70,7 +70,9 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         ..FsOptions::default()
     };
     let fs = ImapFs::new(account.clone(), fs_opts);
-    let invalidations = fs.invalidation_channel();
+    let (invalidations, tree) = fs
+        .invalidation_channel()
+        .map_err(|e| Error::io("starting the change thread", e))?;
 
     let mut cfg = FuseConfig::default();
     cfg.mount_options = vec![
@@ -106,7 +108,7 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
     let notifier = bg.notifier();
     std::thread::Builder::new()
         .name("invalidate".into())
-        .spawn(move || crate::fs::invalidation_thread(invalidations, notifier))
+        .spawn(move || crate::fs::invalidate::run(invalidations, tree, notifier))
         .map_err(|e| Error::io("starting the invalidation thread", e))?;
     log::info!("mounted on {}", opts.mountpoint.display());
     if let Some(fd) = notify {

@@ -12,7 +12,7 @@ use imapfs::imap::pool::Pool;
 use imapfs::imap::session::Timeouts;
 use imapfs::imap::transport::tls_config;
 use imapfs::imap::types::{MailboxName, Untagged};
-use imapfs::store::{Account, StoreOptions};
+use imapfs::store::{Account, MessageRef, StoreOptions};
 
 fn server(d: &Dovecot, security: Security) -> ServerConfig {
     ServerConfig {
@@ -84,21 +84,27 @@ fn reading_many_blocks_of_one_message_costs_one_round_trip() {
     let id = account.mailbox_id(&mailbox("Big"));
     let index = account.index(id, Duration::ZERO).unwrap();
     let uid = imapfs::imap::types::Uid::new(msg.uid).unwrap();
-    let size = index.messages[&uid].size;
+    let (size, validity) = {
+        let ix = index.read();
+        (ix.messages[&uid].size(), ix.validity)
+    };
     assert_eq!(size, msg.bytes.len() as u64);
+    let m = MessageRef {
+        mailbox: id,
+        validity,
+        uid,
+    };
 
     let before = account.pool().round_trips();
     let len = 8 * 65536;
-    let data = account.read(id, index.validity, uid, size, 0, len).unwrap();
+    let data = account.read(m, 0, len).unwrap();
     let trips = account.pool().round_trips() - before;
     assert_eq!(data, msg.bytes[..len as usize]);
     assert_eq!(trips, 1, "8 blocks took {trips} round trips");
 
     // The same range again comes from the cache: no round trip at all.
     let before = account.pool().round_trips();
-    let again = account
-        .read(id, index.validity, uid, size, 100, 5 * 65536)
-        .unwrap();
+    let again = account.read(m, 100, 5 * 65536).unwrap();
     assert_eq!(again, msg.bytes[100..100 + 5 * 65536]);
     assert_eq!(account.pool().round_trips(), before);
 }
@@ -211,7 +217,7 @@ fn walking_a_folder_prefetches_the_next_messages() {
     let pool = Pool::new(server(&d, Security::Tls), 1, None);
     let account = Account::new(pool, StoreOptions::default());
     let id = account.mailbox_id(&mailbox("Big"));
-    let index = account.index(id, Duration::ZERO).unwrap();
+    let validity = account.index(id, Duration::ZERO).unwrap().read().validity;
     let small: Vec<_> = big
         .messages
         .iter()
@@ -222,10 +228,12 @@ fn walking_a_folder_prefetches_the_next_messages() {
     let before = account.pool().round_trips();
     for m in &small {
         let uid = imapfs::imap::types::Uid::new(m.uid).unwrap();
-        let size = index.messages[&uid].size;
-        let data = account
-            .read(id, index.validity, uid, size, 0, size)
-            .unwrap();
+        let msg = MessageRef {
+            mailbox: id,
+            validity,
+            uid,
+        };
+        let data = account.read(msg, 0, 1 << 20).unwrap();
         assert_eq!(data, m.bytes, "UID {}", m.uid);
     }
     let trips = account.pool().round_trips() - before;
@@ -343,7 +351,7 @@ fn a_folder_listing_costs_one_round_trip() {
         let index = account.index(id, Duration::ZERO).unwrap();
         assert_eq!(account.pool().round_trips() - before, 1, "{folder}");
         assert_eq!(
-            index.messages.len(),
+            index.read().messages.len(),
             seed.folder(folder).messages.len(),
             "{folder}"
         );

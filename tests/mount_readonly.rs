@@ -107,7 +107,7 @@ fn tree_mirrors_the_server_list() {
             let path = dir.join(format!("{uid}.eml"));
             let file = files[&path];
             assert!(file.is_file, "{} is a regular file", path.display());
-            assert_eq!(file.mode & 0o7777, 0o444, "mode of {}", path.display());
+            assert_eq!(file.mode & 0o7777, 0o644, "mode of {}", path.display());
             assert_eq!(
                 file.len,
                 m.size,

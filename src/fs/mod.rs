@@ -1,42 +1,56 @@
 //! The FUSE adapter: kernel requests in, store questions out, errno values back.
 //!
-//! [`ImapFs`] implements `fuser::Filesystem`. Directories come from the mailbox list (see
-//! [`tree`]), message files from each mailbox's index; reads go to
-//! [`crate::store::Account::read`]. Message files are immutable, so they are opened with
-//! `FOPEN_KEEP_CACHE` and long attribute TTLs and the kernel's page cache serves repeated
-//! reads; listings are trusted for `dir_ttl`. A directory handle holds a snapshot of the
-//! listing taken at `opendir`, so `readdir` offsets stay consistent while mail arrives.
+//! [`ImapFs`] implements `fuser::Filesystem`; this file only dispatches each request to the
+//! part that owns it and maps errors to errno ([`crate::Error::errno`]):
 //!
-//! Errors are logged with their cause and mapped to errno by [`crate::Error::errno`].
+//! - [`inode`]: what an inode number names (directory, message, draft);
+//! - [`tree`]: directories from the mailbox list, names and their escaping;
+//! - [`read`]: lookup, attributes, listings, open and read;
+//! - [`write`]: rm, mv, mkdir, rmdir, new files (drafts APPENDed on close), setattr;
+//! - [`xattr`]: flags, headers and folder status as extended attributes;
+//! - [`invalidate`]: the thread that tells the kernel what to forget.
+//!
+//! Message files never change content, so they are opened with `FOPEN_KEEP_CACHE` and long
+//! attribute TTLs and the kernel's page cache serves repeated reads; listings are trusted for
+//! `dir_ttl`, and every change we make or hear of is pushed to the kernel as an invalidation.
 
+pub mod inode;
+pub mod invalidate;
+pub mod read;
 pub mod tree;
+pub mod write;
 pub mod xattr;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
 use crate::error::Error;
-use crate::imap::types::Uid;
-use crate::store::{Account, BodyLength, MailboxId, MessageMeta};
-use tree::{Tree, ROOT};
+use crate::store::{Account, MailboxInfo};
+use inode::Ino;
+use invalidate::{Invalidation, Invalidator, Work};
+use tree::Tree;
 
-/// Attribute and entry lifetimes handed to the kernel.
+/// Attribute and entry lifetimes handed to the kernel, and what the mount allows.
 #[derive(Debug, Clone)]
 pub struct FsOptions {
     /// How long a listing (mailboxes, messages) is trusted.
     pub dir_ttl: Duration,
     /// How long a message file's attributes are trusted (content never changes).
     pub message_ttl: Duration,
+    /// Every change is refused with EROFS.
+    pub read_only: bool,
+    /// Show only subscribed folders (and their parents).
+    pub subscribed_only: bool,
 }
 
 impl Default for FsOptions {
@@ -44,26 +58,25 @@ impl Default for FsOptions {
         FsOptions {
             dir_ttl: Duration::from_secs(10),
             message_ttl: Duration::from_secs(60),
+            read_only: false,
+            subscribed_only: false,
         }
     }
 }
 
 /// A directory listing: inode, kind and name of each entry, in readdir order.
-type Listing = Vec<(u64, FileType, OsString)>;
+type Listing = Vec<(Ino, FileType, OsString)>;
 
 /// The filesystem.
 pub struct ImapFs {
     account: Arc<Account>,
     opts: FsOptions,
-    tree: Mutex<Tree>,
+    tree: Arc<Mutex<Tree>>,
     /// The mailbox list the tree was last built from.
-    built_from: Mutex<Option<Arc<Vec<crate::store::MailboxInfo>>>>,
-    /// Message inodes whose body is longer than listed and not yet read to the end.
-    longer: Mutex<std::collections::HashSet<u64>>,
-    /// Inodes whose kernel-cached attributes and pages must be dropped; a dedicated thread
-    /// (see [`invalidation_thread`]) tells the kernel, never a FUSE callback itself.
-    invalidations: Mutex<Option<std::sync::mpsc::Sender<u64>>>,
+    built_from: Mutex<Option<Arc<Vec<MailboxInfo>>>>,
+    invalidator: Arc<Invalidator>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
+    drafts: Mutex<write::Drafts>,
     next_fh: AtomicU64,
     owner: (u32, u32),
 }
@@ -75,137 +88,46 @@ impl ImapFs {
         ImapFs {
             account,
             opts,
-            tree: Mutex::new(Tree::default()),
+            tree: Arc::new(Mutex::new(Tree::default())),
             built_from: Mutex::new(None),
-            longer: Mutex::new(std::collections::HashSet::new()),
-            invalidations: Mutex::new(None),
+            invalidator: Arc::new(Invalidator::default()),
             dir_handles: Mutex::new(HashMap::new()),
+            drafts: Mutex::new(write::Drafts::default()),
             next_fh: AtomicU64::new(1),
             owner,
         }
     }
 
-    /// A channel whose receiving end should go to [`invalidation_thread`] once the session
-    /// runs (the notifier exists only then).
-    pub fn invalidation_channel(&self) -> std::sync::mpsc::Receiver<u64> {
+    /// Start feeding the invalidation thread: returns what [`invalidate::run`] needs once the
+    /// session runs (the notifier exists only then). Store changes are forwarded to it too.
+    pub fn invalidation_channel(
+        &self,
+    ) -> std::io::Result<(std::sync::mpsc::Receiver<Work>, Arc<Mutex<Tree>>)> {
         let (tx, rx) = std::sync::mpsc::channel();
-        *self.invalidations.lock() = Some(tx);
-        rx
+        self.invalidator.connect(tx.clone());
+        let changes = self.account.subscribe();
+        std::thread::Builder::new()
+            .name("changes".into())
+            .spawn(move || {
+                for c in changes {
+                    if tx.send(Work::Store(c)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok((rx, self.tree.clone()))
     }
 
-    /// Ask the kernel (through the invalidation thread) to forget what it cached of `ino`.
-    fn invalidate(&self, ino: u64) {
-        if let Some(tx) = &*self.invalidations.lock() {
-            let _ = tx.send(ino);
-        }
+    fn invalidate(&self, inv: Invalidation) {
+        self.invalidator.send(inv);
     }
 
-    /// Refresh the directory tree from the server's LIST if it is older than the TTL.
-    fn sync_tree(&self) -> Result<(), Error> {
-        let list = self.account.mailboxes(self.opts.dir_ttl)?;
-        let mut built = self.built_from.lock();
-        if built.as_ref().is_some_and(|b| Arc::ptr_eq(b, &list)) {
-            return Ok(()); // the tree already reflects this listing
-        }
-        self.tree
-            .lock()
-            .rebuild(&list, |mb| self.account.mailbox_id(&mb.name));
-        *built = Some(list);
-        Ok(())
-    }
-
-    fn dir_attr(&self, ino: u64) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0o755, 0, UNIX_EPOCH)
-    }
-
-    fn message_attr(&self, ino: u64, meta: &MessageMeta) -> FileAttr {
-        let t = if meta.internal_date >= 0 {
-            UNIX_EPOCH + Duration::from_secs(meta.internal_date as u64)
+    fn refuse_if_read_only(&self) -> Result<(), Error> {
+        if self.opts.read_only {
+            Err(Error::ReadOnly)
         } else {
-            UNIX_EPOCH - Duration::from_secs(meta.internal_date.unsigned_abs())
-        };
-        self.attr(ino, FileType::RegularFile, 0o444, meta.size, t)
-    }
-
-    fn attr(&self, ino: u64, kind: FileType, perm: u16, size: u64, time: SystemTime) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: time,
-            mtime: time,
-            ctime: time,
-            crtime: time,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: self.owner.0,
-            gid: self.owner.1,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
+            Ok(())
         }
-    }
-
-    /// The mailbox of a directory inode, if it can hold messages.
-    fn selectable_mailbox(&self, dir: u64) -> Option<MailboxId> {
-        match self.tree.lock().dir(dir)?.mailbox {
-            Some((id, true)) => Some(id),
-            _ => None,
-        }
-    }
-
-    /// Metadata of a message inode from the cached index (no round trip).
-    fn message_meta(&self, ino: u64) -> Result<(MailboxId, u32, Uid, MessageMeta), Errno> {
-        let (mb, validity, uid) = self.tree.lock().message(ino).ok_or(Errno::ENOENT)?;
-        let index = self.account.cached_index(mb).ok_or(Errno::ENOENT)?;
-        if index.validity != validity {
-            return Err(Errno::ENOENT);
-        }
-        let meta = index.messages.get(&uid).ok_or(Errno::ENOENT)?.clone();
-        Ok((mb, validity.get(), uid, meta))
-    }
-
-    /// Look up a message file by name in a mailbox directory.
-    fn lookup_message(&self, mb: MailboxId, uid: Uid) -> Result<(u64, MessageMeta), Error> {
-        let index = self.account.index(mb, self.opts.dir_ttl)?;
-        let meta = index
-            .messages
-            .get(&uid)
-            .ok_or_else(|| Error::NotFound(format!("UID {uid}")))?;
-        let generation = self.tree.lock().generation(mb, index.validity);
-        Ok((tree::message_ino(generation, uid), meta.clone()))
-    }
-
-    /// The entries of a directory: `.`, `..`, child mailboxes, then messages by UID.
-    fn listing(&self, ino: u64) -> Result<Listing, Error> {
-        self.sync_tree()?;
-        let (parent, children, mailbox) = {
-            let tree = self.tree.lock();
-            let node = tree
-                .dir(ino)
-                .ok_or_else(|| Error::NotFound("directory".into()))?;
-            (node.parent, node.children.clone(), node.mailbox)
-        };
-        let mut out = vec![
-            (ino, FileType::Directory, OsString::from(".")),
-            (parent, FileType::Directory, OsString::from("..")),
-        ];
-        for (name, child) in children {
-            out.push((child, FileType::Directory, OsString::from(name)));
-        }
-        if let Some((mb, true)) = mailbox {
-            let index = self.account.index(mb, self.opts.dir_ttl)?;
-            let generation = self.tree.lock().generation(mb, index.validity);
-            for uid in index.messages.keys() {
-                out.push((
-                    tree::message_ino(generation, *uid),
-                    FileType::RegularFile,
-                    OsString::from(tree::message_file_name(*uid)),
-                ));
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -220,6 +142,12 @@ fn errno(op: &str, e: &Error) -> Errno {
     Errno::from_i32(n)
 }
 
+/// A name from the kernel as UTF-8 (mailbox and message names always are).
+fn utf8(name: &OsStr) -> Result<&str, Error> {
+    name.to_str()
+        .ok_or_else(|| Error::NoEntry(format!("{name:?} is not UTF-8")))
+}
+
 impl Filesystem for ImapFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
@@ -227,82 +155,103 @@ impl Filesystem for ImapFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
-        };
-        if let Err(e) = self.sync_tree() {
-            return reply.error(errno("lookup", &e));
-        }
-        let child = self
-            .tree
-            .lock()
-            .dir(parent.0)
-            .and_then(|n| n.children.get(name).copied());
-        if let Some(child) = child {
-            return reply.entry_with_ttls(
-                &Duration::from_secs(1),
-                &self.opts.dir_ttl,
-                &self.dir_attr(child),
-                Generation(0),
-            );
-        }
-        let (Some(uid), Some(mb)) = (
-            tree::parse_message_file_name(name),
-            self.selectable_mailbox(parent.0),
-        ) else {
-            return reply.error(Errno::ENOENT);
-        };
-        match self.lookup_message(mb, uid) {
-            Ok((ino, meta)) => reply.entry_with_ttls(
-                &self.opts.message_ttl,
-                &self.opts.dir_ttl,
-                &self.message_attr(ino, &meta),
-                Generation(0),
-            ),
+        match utf8(name).and_then(|n| self.lookup_entry(parent.into(), n)) {
+            Ok((attr, ttl)) => {
+                reply.entry_with_ttls(&ttl, &self.opts.dir_ttl, &attr, Generation(0))
+            }
             Err(e) => reply.error(errno("lookup", &e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if !tree::is_message_ino(ino.0) {
-            if ino.0 != ROOT && self.tree.lock().dir(ino.0).is_none() {
-                return reply.error(Errno::ENOENT);
-            }
-            return reply.attr(&Duration::from_secs(1), &self.dir_attr(ino.0));
+        match self.attr_of(ino.into()) {
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(errno("getattr", &e)),
         }
-        match self.message_meta(ino.0) {
-            Ok((.., meta)) => reply.attr(&self.opts.message_ttl, &self.message_attr(ino.0, &meta)),
-            Err(e) => reply.error(e),
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.set_attr(ino.into(), mode, size, mtime) {
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+            Err(e) => reply.error(errno("setattr", &e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match utf8(name).and_then(|n| self.make_dir(parent.into(), n)) {
+            Ok((attr, ttl)) => {
+                reply.entry_with_ttls(&ttl, &self.opts.dir_ttl, &attr, Generation(0))
+            }
+            Err(e) => reply.error(errno("mkdir", &e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match utf8(name).and_then(|n| self.remove_file(parent.into(), n)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", &e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match utf8(name).and_then(|n| self.remove_dir(parent.into(), n)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rmdir", &e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let names = utf8(name).and_then(|a| Ok((a, utf8(newname)?)));
+        let r = names
+            .and_then(|(a, b)| self.rename_entry(parent.into(), a, newparent.into(), b, flags));
+        match r {
+            Ok(write::Renamed::Done) => reply.ok(),
+            Ok(write::Renamed::Queued) => {
+                reply.ok();
+                // The reply is out: this thread now sends the burst of moves it belongs to.
+                self.account.flush_moves();
+            }
+            Err(e) => reply.error(errno("rename", &e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if !tree::is_message_ino(ino.0) {
-            return reply.error(Errno::EISDIR);
-        }
-        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return reply.error(Errno::EROFS);
-        }
-        let (mb, validity, uid, meta) = match self.message_meta(ino.0) {
-            Ok(m) => m,
-            Err(e) => return reply.error(e),
-        };
-        let Some(validity) = crate::imap::types::UidValidity::new(validity) else {
-            return reply.error(Errno::EIO);
-        };
-        // Where the body's length differs from the listed size, the kernel's idea of the file
-        // size is wrong: bypass its page cache (reads then end where the body does) and have
-        // it forget the attributes.
-        match self.account.open_message(mb, validity, uid, meta.size) {
-            Ok(BodyLength::AsListed) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Ok(BodyLength::Corrected(_)) => {
-                self.invalidate(ino.0);
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
-            }
-            Ok(BodyLength::Longer) => {
-                self.longer.lock().insert(ino.0);
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
-            }
+        match self.open_file(ino.into(), flags) {
+            Ok(fopen) => reply.opened(FileHandle(0), fopen),
             Err(e) => reply.error(errno("open", &e)),
         }
     }
@@ -318,42 +267,106 @@ impl Filesystem for ImapFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let (mb, validity, uid, meta) = match self.message_meta(ino.0) {
-            Ok(m) => m,
-            Err(e) => return reply.error(e),
-        };
-        let Some(validity) = crate::imap::types::UidValidity::new(validity) else {
-            return reply.error(Errno::EIO);
-        };
-        match self
-            .account
-            .read(mb, validity, uid, meta.size, offset, u64::from(size))
-        {
+        match self.read_file(ino.into(), offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno("read", &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.write_draft(ino.into(), offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno("write", &e)),
         }
     }
 
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
-        reply: fuser::ReplyEmpty,
+        reply: ReplyEmpty,
     ) {
+        match self.flush_draft(ino.into()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("close", &e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.flush_draft(ino.into()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.release_draft(ino.into());
         reply.ok();
     }
 
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match utf8(name).and_then(|n| self.create_draft(parent.into(), n)) {
+            Ok(attr) => reply.created(
+                &Duration::ZERO,
+                &attr,
+                Generation(0),
+                FileHandle(0),
+                fuser::FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno("create", &e)),
+        }
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if tree::is_message_ino(ino.0) {
+        let ino = Ino::from(ino);
+        if !ino.is_dir() {
             return reply.error(Errno::ENOTDIR);
         }
-        match self.listing(ino.0) {
+        match self.listing(ino) {
             Ok(entries) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let fh = self
+                    .next_fh
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.dir_handles.lock().insert(fh, Arc::new(entries));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                reply.opened(FileHandle(fh), fuser::FopenFlags::empty());
             }
             Err(e) => reply.error(errno("opendir", &e)),
         }
@@ -371,7 +384,7 @@ impl Filesystem for ImapFs {
             return reply.error(Errno::EBADF);
         };
         for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
+            if reply.add((*ino).into(), i as u64 + 1, *kind, name) {
                 break;
             }
         }
@@ -384,33 +397,32 @@ impl Filesystem for ImapFs {
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        reply: fuser::ReplyEmpty,
+        reply: ReplyEmpty,
     ) {
         self.dir_handles.lock().remove(&fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        const BSIZE: u64 = 4096;
+        let (blocks, free) = match self.account.quota() {
+            Ok(Some(q)) => (q.limit / BSIZE, q.limit.saturating_sub(q.used) / BSIZE),
+            Ok(None) => (0, 0),
+            Err(e) => {
+                log::debug!("statfs: {e}");
+                (0, 0)
+            }
+        };
+        reply.statfs(blocks, free, free, 0, 0, BSIZE as u32, 255, BSIZE as u32);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if !tree::is_message_ino(ino.0) {
-            return reply.error(Errno::NO_XATTR);
-        }
-        let (mb, validity, uid, meta) = match self.message_meta(ino.0) {
-            Ok(m) => m,
-            Err(e) => return reply.error(e),
-        };
-        let Some(name) = name.to_str() else {
+        // Probes of security.* and system.* (ls -l asks for security.selinux on every file)
+        // are answered here, with no lock and no I/O.
+        let Some(name) = name.to_str().filter(|n| n.starts_with("user.")) else {
             return reply.error(Errno::NO_XATTR);
         };
-        let headers = || {
-            let v = crate::imap::types::UidValidity::new(validity)
-                .ok_or_else(|| Error::Protocol("UIDVALIDITY 0".into()))?;
-            self.account.headers(mb, v, uid)
-        };
-        match xattr::value(name, &meta, uid.get(), validity, headers) {
+        match self.xattr_value(ino.into(), name) {
             Ok(Some(v)) => reply_xattr(reply, size, &v),
             Ok(None) => reply.error(Errno::NO_XATTR),
             Err(e) => reply.error(errno("getxattr", &e)),
@@ -418,38 +430,40 @@ impl Filesystem for ImapFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if !tree::is_message_ino(ino.0) {
-            return reply_xattr(reply, size, &[]);
+        match self.xattr_names(ino.into()) {
+            Ok(names) => reply_xattr(reply, size, &names),
+            Err(e) => reply.error(errno("listxattr", &e)),
         }
-        if let Err(e) = self.message_meta(ino.0) {
-            return reply.error(e);
-        }
-        reply_xattr(reply, size, &xattr::list());
     }
 
-    fn access(
+    fn setxattr(
         &self,
         _req: &Request,
         ino: INodeNo,
-        mask: fuser::AccessFlags,
-        reply: fuser::ReplyEmpty,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
     ) {
-        let _ = ino;
-        if mask.contains(fuser::AccessFlags::W_OK) {
+        match self.set_xattr(ino.into(), name, Some(value)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("setxattr", &e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.set_xattr(ino.into(), name, None) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("removexattr", &e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if self.opts.read_only && mask.contains(fuser::AccessFlags::W_OK) {
             return reply.error(Errno::EROFS);
         }
         reply.ok();
-    }
-}
-
-/// Forward invalidations to the kernel until the filesystem goes away. Runs on its own thread:
-/// calling the notifier from a FUSE callback would deadlock.
-pub fn invalidation_thread(rx: std::sync::mpsc::Receiver<u64>, notifier: fuser::Notifier) {
-    for ino in rx {
-        if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, 0) {
-            // ENOENT: the kernel no longer knows the inode, nothing to drop.
-            log::debug!("invalidating inode {ino:#x}: {e}");
-        }
     }
 }
 

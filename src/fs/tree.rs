@@ -2,10 +2,10 @@
 //!
 //! Directories are mailboxes (and the implied parents of mailboxes the server listed without
 //! their parents). They get inode numbers below 2^32 from [`Tree`], stable for the life of the
-//! mount: a path keeps its number across refreshes. Messages are not stored here at all: a
-//! message's inode is computed as `generation << 32 | uid`, where the generation names a
-//! (mailbox, UIDVALIDITY) pair, so a message inode changes when UIDVALIDITY does and can
-//! never point at another message. Hence `forget` has nothing to free.
+//! mount: a path keeps its number across refreshes, and a renamed folder keeps its number
+//! under the new path ([`Tree::rename_path`]), as the kernel expects. Messages are not stored
+//! here at all: a message's inode is computed from a generation, which names a (mailbox,
+//! UIDVALIDITY) pair, and the UID (see [`crate::fs::inode`]).
 //!
 //! Names: a mailbox component is shown decoded (UTF-8). A `/` inside a component (possible
 //! where the delimiter is `.`) is shown as `%2F` and `%` as `%25`, so the mapping is
@@ -14,21 +14,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::fs::inode::{Ino, ROOT};
 use crate::imap::types::{Uid, UidValidity};
 use crate::store::{MailboxId, MailboxInfo};
-
-pub const ROOT: u64 = 1;
 
 /// One directory.
 #[derive(Debug, Clone)]
 pub struct DirNode {
-    pub parent: u64,
+    pub parent: Ino,
     /// The display name (escaped component).
     pub name: String,
     /// The mailbox behind the directory, and whether it can hold messages.
     pub mailbox: Option<(MailboxId, bool)>,
+    /// The hierarchy delimiter of the mailbox (or of its listed descendants).
+    pub delimiter: Option<char>,
     /// Child directories by display name.
-    pub children: BTreeMap<String, u64>,
+    pub children: BTreeMap<String, Ino>,
     /// Whether the last LIST still had it (or a descendant).
     pub present: bool,
 }
@@ -36,9 +37,12 @@ pub struct DirNode {
 /// Directories by inode, and message generations.
 #[derive(Debug)]
 pub struct Tree {
-    nodes: HashMap<u64, DirNode>,
-    by_path: HashMap<Vec<String>, u64>,
+    nodes: HashMap<Ino, DirNode>,
+    by_path: HashMap<Vec<String>, Ino>,
+    by_mailbox: HashMap<MailboxId, Ino>,
     next_ino: u64,
+    /// The delimiter most mailboxes use (for new top-level folders).
+    delimiter: Option<char>,
     generations: HashMap<(MailboxId, UidValidity), u32>,
     generation_info: Vec<(MailboxId, UidValidity)>,
 }
@@ -49,13 +53,16 @@ impl Default for Tree {
             parent: ROOT,
             name: String::new(),
             mailbox: None,
+            delimiter: None,
             children: BTreeMap::new(),
             present: true,
         };
         Tree {
             nodes: HashMap::from([(ROOT, root)]),
             by_path: HashMap::from([(Vec::new(), ROOT)]),
-            next_ino: ROOT + 1,
+            by_mailbox: HashMap::new(),
+            next_ino: ROOT.0 + 1,
+            delimiter: None,
             generations: HashMap::new(),
             generation_info: Vec::new(),
         }
@@ -77,6 +84,8 @@ impl Tree {
         if let Some(root) = self.nodes.get_mut(&ROOT) {
             root.present = true;
         }
+        self.by_mailbox.clear();
+        self.delimiter = list.iter().find_map(|m| m.delimiter);
         for mb in list {
             let path = split_name(mb.name.as_str(), mb.delimiter);
             if path.iter().any(|c| c.is_empty()) {
@@ -92,7 +101,7 @@ impl Tree {
                 let ino = match self.by_path.get(&key) {
                     Some(&ino) => ino,
                     None => {
-                        let ino = self.next_ino;
+                        let ino = Ino(self.next_ino);
                         self.next_ino += 1;
                         self.by_path.insert(key.clone(), ino);
                         ino
@@ -103,13 +112,19 @@ impl Tree {
                     parent,
                     name: name.clone(),
                     mailbox: None,
+                    delimiter: None,
                     children: BTreeMap::new(),
                     present: true,
                 });
                 node.present = true;
                 node.parent = parent;
+                node.name.clone_from(&name);
+                node.delimiter = node.delimiter.or(mb.delimiter);
                 if depth == path.len() {
-                    node.mailbox = Some((id_of(mb), !mb.noselect));
+                    let id = id_of(mb);
+                    node.mailbox = Some((id, !mb.noselect));
+                    node.delimiter = mb.delimiter;
+                    self.by_mailbox.insert(id, ino);
                 }
                 if let Some(p) = self.nodes.get_mut(&parent) {
                     p.children.insert(name, ino);
@@ -119,8 +134,62 @@ impl Tree {
         }
     }
 
-    pub fn dir(&self, ino: u64) -> Option<&DirNode> {
+    pub fn dir(&self, ino: Ino) -> Option<&DirNode> {
         self.nodes.get(&ino).filter(|n| n.present)
+    }
+
+    /// The directory of a mailbox.
+    pub fn dir_of(&self, mailbox: MailboxId) -> Option<Ino> {
+        self.by_mailbox.get(&mailbox).copied()
+    }
+
+    /// The display components of a directory's path from the root.
+    pub fn path(&self, ino: Ino) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let node = self.dir(at)?;
+            out.push(node.name.clone());
+            at = node.parent;
+            if out.len() > 4096 {
+                return None;
+            }
+        }
+        out.reverse();
+        Some(out)
+    }
+
+    /// The delimiter for a new folder under `parent`.
+    pub fn delimiter_under(&self, parent: Ino) -> Option<char> {
+        self.dir(parent)
+            .and_then(|n| n.delimiter)
+            .or(self.delimiter)
+    }
+
+    /// Every known directory, with its path (for invalidating what a rebuild removed).
+    pub fn present_dirs(&self) -> Vec<(Ino, Ino, String)> {
+        self.nodes
+            .iter()
+            .filter(|(i, n)| n.present && **i != ROOT)
+            .map(|(i, n)| (*i, n.parent, n.name.clone()))
+            .collect()
+    }
+
+    /// A folder was renamed: its directory and every one below keep their inode numbers
+    /// under the new path (the kernel moved its dentries; our numbers must follow).
+    pub fn rename_path(&mut self, from: &[String], to: &[String]) {
+        let moved: Vec<(Vec<String>, Ino)> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| p.starts_with(from))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
+        for (old, ino) in moved {
+            self.by_path.remove(&old);
+            let mut new = to.to_vec();
+            new.extend_from_slice(&old[from.len()..]);
+            self.by_path.insert(new, ino);
+        }
     }
 
     /// The generation number for a mailbox at a UIDVALIDITY (assigned on first use).
@@ -134,23 +203,12 @@ impl Tree {
         g
     }
 
-    /// What a message inode stands for.
-    pub fn message(&self, ino: u64) -> Option<(MailboxId, UidValidity, Uid)> {
-        let g = (ino >> 32) as usize;
-        let uid = Uid::new(ino as u32)?;
-        let &(mb, v) = self.generation_info.get(g.checked_sub(1)?)?;
-        Some((mb, v, uid))
+    /// The mailbox and UIDVALIDITY of a generation.
+    pub fn generation_info(&self, generation: u32) -> Option<(MailboxId, UidValidity)> {
+        self.generation_info
+            .get((generation as usize).checked_sub(1)?)
+            .copied()
     }
-}
-
-/// The inode of message `uid` in generation `generation`.
-pub fn message_ino(generation: u32, uid: Uid) -> u64 {
-    (u64::from(generation) << 32) | u64::from(uid.get())
-}
-
-/// Whether an inode is a message (else a directory).
-pub fn is_message_ino(ino: u64) -> bool {
-    ino >> 32 != 0
 }
 
 /// The file name of a message.
@@ -218,7 +276,13 @@ mod tests {
             name: MailboxName::from_utf8(name, false),
             delimiter: Some('.'),
             noselect,
+            attributes: Vec::new(),
+            subscribed: false,
         }
+    }
+
+    fn id(n: u32) -> MailboxId {
+        MailboxId::new(n).unwrap()
     }
 
     #[test]
@@ -255,13 +319,13 @@ mod tests {
         let mut n = 0;
         t.rebuild(&[info("INBOX", false), info("Lists.rust", false)], |_| {
             n += 1;
-            n
+            id(n)
         });
         let root = t.dir(ROOT).unwrap();
         let lists = root.children["Lists"];
         assert!(t.dir(lists).unwrap().mailbox.is_none());
         let rust = t.dir(lists).unwrap().children["rust"];
-        t.rebuild(&[info("Lists.rust", false)], |_| 9);
+        t.rebuild(&[info("Lists.rust", false)], |_| id(9));
         assert_eq!(t.dir(ROOT).unwrap().children["Lists"], lists);
         assert_eq!(t.dir(lists).unwrap().children["rust"], rust);
         assert!(!t.dir(ROOT).unwrap().children.contains_key("INBOX"));
@@ -272,13 +336,28 @@ mod tests {
         let mut t = Tree::default();
         let v1 = UidValidity::new(1).unwrap();
         let v2 = UidValidity::new(2).unwrap();
-        let g1 = t.generation(3, v1);
-        let g2 = t.generation(3, v2);
+        let g1 = t.generation(id(3), v1);
+        let g2 = t.generation(id(3), v2);
         assert_ne!(g1, g2);
+        assert_eq!(t.generation_info(g2), Some((id(3), v2)));
         let uid = Uid::new(77).unwrap();
-        let ino = message_ino(g2, uid);
-        assert!(is_message_ino(ino));
-        assert_eq!(t.message(ino), Some((3, v2, uid)));
-        assert_ne!(message_ino(g1, uid), ino);
+        assert_ne!(Ino::message(g1, uid), Ino::message(g2, uid));
+    }
+
+    #[test]
+    fn a_renamed_folder_keeps_its_inodes() {
+        let mut t = Tree::default();
+        t.rebuild(&[info("A", false), info("A.b", false)], |m| {
+            id(m.name.as_str().len() as u32)
+        });
+        let a = t.dir(ROOT).unwrap().children["A"];
+        let b = t.dir(a).unwrap().children["b"];
+        t.rename_path(&["A".into()], &["Z".into()]);
+        t.rebuild(&[info("Z", false), info("Z.b", false)], |m| {
+            id(m.name.as_str().len() as u32)
+        });
+        assert_eq!(t.dir(ROOT).unwrap().children["Z"], a);
+        assert_eq!(t.dir(a).unwrap().children["b"], b);
+        assert_eq!(t.path(b).unwrap(), vec!["Z".to_string(), "b".to_string()]);
     }
 }

@@ -1,18 +1,34 @@
-//! Extended attributes of message files: IMAP metadata and decoded headers.
+//! Extended attributes.
 //!
-//! `user.imap.*` come from the mailbox index (no round trip); `user.mail.*` need the header,
-//! fetched once per message with `BODY.PEEK[HEADER]` (or taken from a cached first block) and
-//! then cached. Values are UTF-8 text without a trailing newline.
+//! Messages: `user.imap.flags` (read/write: a list replaces the flags, `+\Flag`/`-\Flag`
+//! add or remove, removing the attribute clears them), `user.imap.uid`,
+//! `user.imap.uidvalidity`, `user.imap.modseq` (CONDSTORE servers), and decoded headers
+//! `user.mail.*`. The `user.imap.*` values come from the index (no round trip); `user.mail.*`
+//! need the header, fetched once per message and cached.
+//!
+//! Folders: `user.imap.messages`, `user.imap.unseen`, `user.imap.uidnext`,
+//! `user.imap.uidvalidity` (STATUS, asked when read), `user.imap.special-use` (from LIST) and
+//! `user.imap.subscribed` (read/write: `1`/`0`, SUBSCRIBE/UNSUBSCRIBE).
+//!
+//! The mount root: `user.imapfs.stats`, what the mount has done (`key=value` lines).
+//!
+//! Values are UTF-8 text without a trailing newline.
 
-use crate::error::Result;
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::fs::inode::{Ino, InoKind, ROOT};
+use crate::fs::ImapFs;
 use crate::imap::types::Flag;
-use crate::store::{Headers, MessageMeta};
+use crate::store::FlagEdit;
 
 /// The attribute names a message file has, in listing order.
-pub const NAMES: &[&str] = &[
+pub const MESSAGE_NAMES: &[&str] = &[
     "user.imap.flags",
     "user.imap.uid",
     "user.imap.uidvalidity",
+    "user.imap.modseq",
     "user.mail.subject",
     "user.mail.from",
     "user.mail.to",
@@ -20,50 +36,193 @@ pub const NAMES: &[&str] = &[
     "user.mail.message-id",
 ];
 
-/// Whether an attribute needs the message header.
-pub fn needs_headers(name: &str) -> bool {
-    name.starts_with("user.mail.")
-}
+/// The attribute names a folder has.
+pub const FOLDER_NAMES: &[&str] = &[
+    "user.imap.messages",
+    "user.imap.unseen",
+    "user.imap.uidnext",
+    "user.imap.uidvalidity",
+    "user.imap.special-use",
+    "user.imap.subscribed",
+];
 
-/// The value of attribute `name`, `None` if the message has no such attribute. `headers` is
-/// called only for `user.mail.*` names.
-pub fn value(
-    name: &str,
-    meta: &MessageMeta,
-    uid: u32,
-    validity: u32,
-    headers: impl FnOnce() -> Result<std::sync::Arc<Headers>>,
-) -> Result<Option<Vec<u8>>> {
-    let text = match name {
-        "user.imap.flags" => {
-            // \Recent is per-session state (and gone in IMAP4rev2): not a property of the mail.
-            let flags = meta.flags.iter().filter(|f| **f != Flag::Recent);
-            Some(flags.map(Flag::as_str).collect::<Vec<_>>().join(" "))
-        }
-        "user.imap.uid" => Some(uid.to_string()),
-        "user.imap.uidvalidity" => Some(validity.to_string()),
-        n if needs_headers(n) => {
-            let h = headers()?;
-            match n {
-                "user.mail.subject" => h.subject.clone(),
-                "user.mail.from" => h.from.clone(),
-                "user.mail.to" => h.to.clone(),
-                "user.mail.date" => h.date.clone(),
-                "user.mail.message-id" => h.message_id.clone(),
+const STATS: &str = "user.imapfs.stats";
+
+impl ImapFs {
+    /// The value of attribute `name`, `None` if the inode has no such attribute.
+    pub(crate) fn xattr_value(&self, ino: Ino, name: &str) -> Result<Option<Vec<u8>>> {
+        let text = match ino.kind() {
+            InoKind::Message { .. } => self.message_xattr(ino, name)?,
+            InoKind::Dir if ino == ROOT && name == STATS => Some(self.stats()),
+            InoKind::Dir => self.folder_xattr(ino, name)?,
+            InoKind::Draft(_) => match name {
+                "user.imap.flags" => self.draft_flags(ino).map(|f| flag_text(&f)),
                 _ => None,
+            },
+        };
+        Ok(text.map(String::into_bytes))
+    }
+
+    fn message_xattr(&self, ino: Ino, name: &str) -> Result<Option<String>> {
+        let (msg, meta) = self.message_of(ino)?;
+        Ok(match name {
+            "user.imap.flags" => Some(flag_text(&meta.flags)),
+            "user.imap.uid" => Some(msg.uid.to_string()),
+            "user.imap.uidvalidity" => Some(msg.validity.to_string()),
+            "user.imap.modseq" => meta.modseq.map(|m| m.0.to_string()),
+            n if n.starts_with("user.mail.") => {
+                let h = self.account.headers(msg)?;
+                match n {
+                    "user.mail.subject" => h.subject.clone(),
+                    "user.mail.from" => h.from.clone(),
+                    "user.mail.to" => h.to.clone(),
+                    "user.mail.date" => h.date.clone(),
+                    "user.mail.message-id" => h.message_id.clone(),
+                    _ => None,
+                }
             }
+            _ => None,
+        })
+    }
+
+    fn folder_xattr(&self, ino: Ino, name: &str) -> Result<Option<String>> {
+        if !FOLDER_NAMES.contains(&name) {
+            return Ok(None);
         }
-        _ => None,
-    };
-    Ok(text.map(String::into_bytes))
+        let Some((id, selectable)) = self.tree.lock().dir(ino).and_then(|n| n.mailbox) else {
+            return Ok(None);
+        };
+        let info = || -> Result<_> {
+            let list = self.account.mailboxes(self.opts.dir_ttl)?;
+            let mb = self.account.require_name(id)?;
+            Ok(list.iter().find(|m| m.name == mb).cloned())
+        };
+        Ok(match name {
+            "user.imap.special-use" => info()?.map(|m| m.special_uses().join(" ")),
+            "user.imap.subscribed" => {
+                info()?.map(|m| if m.subscribed { "1" } else { "0" }.to_string())
+            }
+            _ if !selectable => None,
+            _ => {
+                let st = self.account.status(id)?;
+                let v = match name {
+                    "user.imap.messages" => st.messages,
+                    "user.imap.unseen" => st.unseen,
+                    "user.imap.uidnext" => st.uidnext,
+                    _ => st.uidvalidity,
+                };
+                v.map(|n| n.to_string())
+            }
+        })
+    }
+
+    /// The NUL-separated names, as listxattr returns them.
+    pub(crate) fn xattr_names(&self, ino: Ino) -> Result<Vec<u8>> {
+        let names: Vec<&str> = match ino.kind() {
+            InoKind::Message { .. } => {
+                let (_, meta) = self.message_of(ino)?;
+                MESSAGE_NAMES
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != "user.imap.modseq" || meta.modseq.is_some())
+                    .collect()
+            }
+            InoKind::Draft(_) => vec!["user.imap.flags"],
+            InoKind::Dir => {
+                let mut v = Vec::new();
+                if ino == ROOT {
+                    v.push(STATS);
+                }
+                if self
+                    .tree
+                    .lock()
+                    .dir(ino)
+                    .is_some_and(|n| n.mailbox.is_some())
+                {
+                    v.extend_from_slice(FOLDER_NAMES);
+                }
+                v
+            }
+        };
+        let mut out = Vec::new();
+        for n in names {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// setxattr (`value` given) or removexattr (`None`).
+    pub(crate) fn set_xattr(&self, ino: Ino, name: &OsStr, value: Option<&[u8]>) -> Result<()> {
+        let name = name.to_str().unwrap_or("");
+        let known = MESSAGE_NAMES.contains(&name) || FOLDER_NAMES.contains(&name) || name == STATS;
+        let writable = name == "user.imap.flags" || name == "user.imap.subscribed";
+        if !writable {
+            return Err(if known {
+                Error::NotPermitted(format!("{name} is read-only"))
+            } else {
+                Error::Unsupported(format!("attribute {name}"))
+            });
+        }
+        self.refuse_if_read_only()?;
+        let text = match value {
+            Some(v) => std::str::from_utf8(v)
+                .map_err(|_| Error::InvalidInput(format!("{name}: not UTF-8")))?
+                .trim_end_matches(['\n', '\0']),
+            None => "",
+        };
+        match (ino.kind(), name) {
+            (InoKind::Message { .. }, "user.imap.flags") => {
+                let edit = FlagEdit::parse(text)?;
+                let (msg, _) = self.message_of(ino)?;
+                self.account.set_flags(msg, &edit)?;
+                Ok(())
+            }
+            (InoKind::Draft(_), "user.imap.flags") => {
+                self.edit_draft_flags(ino, &FlagEdit::parse(text)?)
+            }
+            (InoKind::Dir, "user.imap.subscribed") => {
+                let on = match (value.is_some(), text) {
+                    (true, "1" | "yes" | "true") => true,
+                    (false, _) | (true, "0" | "no" | "false") => false,
+                    _ => {
+                        return Err(Error::InvalidInput(
+                            "user.imap.subscribed takes 1 or 0".into(),
+                        ))
+                    }
+                };
+                let (id, _) = self
+                    .tree
+                    .lock()
+                    .dir(ino)
+                    .and_then(|n| n.mailbox)
+                    .ok_or_else(|| Error::NotPermitted("not a folder".into()))?;
+                self.account.set_subscribed(id, on)?;
+                let _ = self.account.mailboxes(Duration::ZERO);
+                Ok(())
+            }
+            _ => Err(Error::Unsupported(format!("attribute {name} here"))),
+        }
+    }
+
+    /// `key=value` lines about what the mount has done.
+    fn stats(&self) -> String {
+        let pool = self.account.pool();
+        format!(
+            "round_trips={}\ncache_bytes={}",
+            pool.round_trips(),
+            self.account.cache_bytes()
+        )
+    }
 }
 
-/// The NUL-separated list of names, as listxattr returns it.
-pub fn list() -> Vec<u8> {
-    let mut out = Vec::new();
-    for n in NAMES {
-        out.extend_from_slice(n.as_bytes());
-        out.push(0);
-    }
-    out
+/// Flags as shown: space-separated, without `\Recent` (per-session state, gone in
+/// IMAP4rev2, not a property of the mail).
+fn flag_text(flags: &[Flag]) -> String {
+    flags
+        .iter()
+        .filter(|f| **f != Flag::Recent)
+        .map(Flag::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -58,6 +58,8 @@ pub struct Selected {
     pub uidnext: Option<Uid>,
     pub exists: u32,
     pub highest_modseq: Option<ModSeq>,
+    /// PERMANENTFLAGS: the flags a STORE can keep (`\*`: new keywords too).
+    pub permanent_flags: Option<Vec<Flag>>,
     /// Set when the server reported expunges or new messages since the last [`Session::take_changed`].
     pub changed: bool,
 }
@@ -238,6 +240,11 @@ impl Session {
         self.decoder.set_utf8(utf8);
     }
 
+    /// Whether mailbox names are UTF-8 on the wire (UTF8=ACCEPT enabled), else modified UTF-7.
+    pub fn utf8(&self) -> bool {
+        self.decoder.utf8()
+    }
+
     pub fn selected(&self) -> Option<&Selected> {
         self.selected.as_ref()
     }
@@ -374,6 +381,7 @@ impl Session {
             uidnext: None,
             exists: 0,
             highest_modseq: None,
+            permanent_flags: None,
             changed: false,
         });
         let mut cmds = vec![cmd];
@@ -647,6 +655,7 @@ impl Session {
                         Some(Code::UidNext(n)) => sel.uidnext = Some(*n),
                         Some(Code::HighestModSeq(m)) => sel.highest_modseq = Some(*m),
                         Some(Code::ReadOnly) => sel.read_only = true,
+                        Some(Code::PermanentFlags(f)) => sel.permanent_flags = Some(f.clone()),
                         _ => {}
                     }
                 }

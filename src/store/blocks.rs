@@ -17,7 +17,7 @@ use crate::imap::types::{Uid, UidValidity};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockKey {
     /// The mailbox's identity for the life of the mount (see `store::MailboxId`).
-    pub mailbox: u32,
+    pub mailbox: crate::store::ids::MailboxId,
     pub validity: UidValidity,
     pub uid: Uid,
     pub block: u64,
@@ -70,7 +70,7 @@ impl BlockCache {
     }
 
     /// Drop every block of one mailbox (its UIDVALIDITY changed, or it was deleted).
-    pub fn forget_mailbox(&self, mailbox: u32) {
+    pub fn forget_mailbox(&self, mailbox: crate::store::ids::MailboxId) {
         let mut inner = self.inner.lock();
         let keys: Vec<BlockKey> = inner
             .lru
@@ -97,7 +97,7 @@ mod tests {
 
     fn key(uid: u32, block: u64) -> BlockKey {
         BlockKey {
-            mailbox: 1,
+            mailbox: crate::store::ids::MailboxId::new(1).unwrap(),
             validity: UidValidity::new(7).unwrap(),
             uid: Uid::new(uid).unwrap(),
             block,
@@ -124,7 +124,7 @@ mod tests {
         let mut other = key(1, 0);
         other.validity = UidValidity::new(8).unwrap();
         assert!(c.get(&other).is_none());
-        c.forget_mailbox(1);
+        c.forget_mailbox(crate::store::ids::MailboxId::new(1).unwrap());
         assert_eq!(c.bytes(), 0);
     }
 }

@@ -132,6 +132,13 @@ pub enum Command {
     },
     Create(MailboxName),
     Delete(MailboxName),
+    Subscribe(MailboxName),
+    Unsubscribe(MailboxName),
+    /// `LSUB reference pattern`: the subscribed mailboxes.
+    Lsub {
+        reference: Vec<u8>,
+        pattern: Vec<u8>,
+    },
     Rename {
         from: MailboxName,
         to: MailboxName,
@@ -401,6 +408,9 @@ impl Command {
             Command::Status { .. } => "STATUS",
             Command::Create(_) => "CREATE",
             Command::Delete(_) => "DELETE",
+            Command::Subscribe(_) => "SUBSCRIBE",
+            Command::Unsubscribe(_) => "UNSUBSCRIBE",
+            Command::Lsub { .. } => "LSUB",
             Command::Rename { .. } => "RENAME",
             Command::Fetch { .. } => "FETCH",
             Command::Store { .. } => "STORE",
@@ -486,8 +496,9 @@ impl Command {
                     w.raw(b")");
                 }
             }
-            Command::List { reference, pattern } => {
-                w.raw(b"LIST ");
+            Command::List { reference, pattern } | Command::Lsub { reference, pattern } => {
+                w.raw(self.name().as_bytes());
+                w.raw(b" ");
                 w.string(reference)?;
                 w.raw(b" ");
                 w.string(pattern)?;
@@ -587,7 +598,11 @@ impl Command {
                 w.raw(b"GETQUOTA ");
                 w.astring(root)?;
             }
-            Command::Create(m) | Command::Delete(m) | Command::GetQuotaRoot(m) => {
+            Command::Create(m)
+            | Command::Delete(m)
+            | Command::Subscribe(m)
+            | Command::Unsubscribe(m)
+            | Command::GetQuotaRoot(m) => {
                 w.raw(self.name().as_bytes());
                 w.raw(b" ");
                 w.mailbox(m)?;

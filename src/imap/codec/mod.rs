@@ -166,6 +166,10 @@ impl ResponseDecoder {
     }
 
     /// Whether mailbox names are UTF-8 on the wire (after `ENABLE UTF8=ACCEPT`).
+    pub fn utf8(&self) -> bool {
+        self.utf8
+    }
+
     pub fn set_utf8(&mut self, utf8: bool) {
         self.utf8 = utf8;
     }

@@ -1,0 +1,114 @@
+//! Telling the kernel what it must forget.
+//!
+//! The kernel caches entries (name -> inode), attributes and pages. When the account changes
+//! (our own writes, a refresh that found other clients' changes), those caches must be
+//! corrected. The notifier may not be called from a FUSE callback or while holding a lock a
+//! callback needs (it deadlocks), so one dedicated thread does it: it receives the store's
+//! [`Change`]s and the filesystem's own [`Invalidation`]s, maps changes to inode numbers
+//! under the tree lock, releases the lock, and only then calls the notifier.
+
+use std::ffi::OsString;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::fs::inode::Ino;
+use crate::fs::tree::{message_file_name, Tree};
+use crate::store::Change;
+
+/// A cache entry the kernel must drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The name `name` in directory `parent` (it may now stand for something else).
+    Entry { parent: Ino, name: OsString },
+    /// The attributes and pages of an inode.
+    Inode(Ino),
+}
+
+/// What the invalidation thread works on.
+#[derive(Debug)]
+pub enum Work {
+    Kernel(Invalidation),
+    Store(Change),
+}
+
+/// The sending side, held by the filesystem.
+#[derive(Default)]
+pub struct Invalidator(Mutex<Option<Sender<Work>>>);
+
+impl Invalidator {
+    pub fn connect(&self, tx: Sender<Work>) {
+        *self.0.lock() = Some(tx);
+    }
+
+    pub fn send(&self, inv: Invalidation) {
+        if let Some(tx) = &*self.0.lock() {
+            let _ = tx.send(Work::Kernel(inv));
+        }
+    }
+}
+
+/// Forward invalidations to the kernel until every sender is gone.
+pub fn run(rx: Receiver<Work>, tree: Arc<Mutex<Tree>>, notifier: fuser::Notifier) {
+    for work in rx {
+        let invs = match work {
+            Work::Kernel(inv) => vec![inv],
+            Work::Store(change) => translate(&tree, &change),
+        };
+        for inv in invs {
+            let r = match &inv {
+                Invalidation::Entry { parent, name } => {
+                    notifier.inval_entry((*parent).into(), name)
+                }
+                Invalidation::Inode(ino) => notifier.inval_inode((*ino).into(), 0, 0),
+            };
+            if let Err(e) = r {
+                // ENOENT: the kernel no longer knows it; nothing to drop.
+                log::debug!("invalidating {inv:?}: {e}");
+            }
+        }
+    }
+}
+
+/// The kernel entries a store change makes stale.
+fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
+    let mut tree = tree.lock();
+    match change {
+        Change::Mailboxes => Vec::new(),
+        Change::Added { mailbox, .. } | Change::Reset { mailbox, .. } => tree
+            .dir_of(*mailbox)
+            .map(Invalidation::Inode)
+            .into_iter()
+            .collect(),
+        Change::Removed {
+            mailbox,
+            validity,
+            uids,
+        } => {
+            let Some(dir) = tree.dir_of(*mailbox) else {
+                return Vec::new();
+            };
+            let generation = tree.generation(*mailbox, *validity);
+            let mut out = vec![Invalidation::Inode(dir)];
+            for uid in uids {
+                out.push(Invalidation::Entry {
+                    parent: dir,
+                    name: message_file_name(*uid).into(),
+                });
+                out.push(Invalidation::Inode(Ino::message(generation, *uid)));
+            }
+            out
+        }
+        Change::Changed {
+            mailbox,
+            validity,
+            uids,
+        } => {
+            let generation = tree.generation(*mailbox, *validity);
+            uids.iter()
+                .map(|u| Invalidation::Inode(Ino::message(generation, *u)))
+                .collect()
+        }
+    }
+}

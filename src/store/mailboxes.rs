@@ -1,0 +1,359 @@
+//! The mailbox list and the commands that change it: LIST (with LSUB for subscriptions),
+//! CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, STATUS and the quota.
+//!
+//! [`Mailboxes`] caches the last listing for a caller-chosen age and gives every mailbox name
+//! a [`MailboxId`] on first sight, stable for the life of the mount. Commands that change the
+//! list are never re-sent blindly: after a broken connection the list is read again to learn
+//! whether the server did it (a CREATE that went through is a success, not an error).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, ListReturn};
+use crate::imap::pool::Retry;
+use crate::imap::types::{MailboxName, StatusItem, Untagged};
+use crate::store::changes::Change;
+use crate::store::ids::MailboxId;
+use crate::store::Account;
+
+/// One mailbox as the server listed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailboxInfo {
+    pub name: MailboxName,
+    pub delimiter: Option<char>,
+    /// `\Noselect` or `\NonExistent`: a directory with no messages.
+    pub noselect: bool,
+    /// The LIST attributes as sent (`\HasChildren`, `\Trash`, ...).
+    pub attributes: Vec<String>,
+    /// Listed by LSUB.
+    pub subscribed: bool,
+}
+
+/// The special uses of RFC 6154.
+const SPECIAL_USES: &[&str] = &[
+    "\\All",
+    "\\Archive",
+    "\\Drafts",
+    "\\Flagged",
+    "\\Junk",
+    "\\Sent",
+    "\\Trash",
+];
+
+impl MailboxInfo {
+    /// The RFC 6154 special uses of the mailbox (`\Sent`, `\Trash`, ...).
+    pub fn special_uses(&self) -> Vec<&'static str> {
+        SPECIAL_USES
+            .iter()
+            .copied()
+            .filter(|u| self.attributes.iter().any(|a| a.eq_ignore_ascii_case(u)))
+            .collect()
+    }
+}
+
+/// STATUS of a mailbox, for directory xattrs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxStatus {
+    pub messages: Option<u32>,
+    pub unseen: Option<u32>,
+    pub uidnext: Option<u32>,
+    pub uidvalidity: Option<u32>,
+}
+
+/// Storage quota in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// The cached list and the name <-> id table.
+#[derive(Default)]
+pub struct Mailboxes {
+    list: Mutex<Option<(Arc<Vec<MailboxInfo>>, Instant)>>,
+    /// One LIST at a time: the others wait and take its result.
+    turn: Mutex<()>,
+    names: Mutex<Names>,
+}
+
+#[derive(Default)]
+struct Names {
+    by_raw: HashMap<Vec<u8>, MailboxId>,
+    by_id: Vec<MailboxName>,
+}
+
+impl Mailboxes {
+    /// The id of a mailbox, assigned on first sight.
+    pub fn id(&self, name: &MailboxName) -> MailboxId {
+        let mut names = self.names.lock();
+        if let Some(&id) = names.by_raw.get(name.raw()) {
+            return id;
+        }
+        names.by_id.push(name.clone());
+        let id = MailboxId::new(names.by_id.len() as u32).expect("ids start at 1");
+        names.by_raw.insert(name.raw().to_vec(), id);
+        id
+    }
+
+    pub fn name(&self, id: MailboxId) -> Option<MailboxName> {
+        self.names.lock().by_id.get(id.get() as usize - 1).cloned()
+    }
+
+    /// Forget the cached list: the next question asks the server.
+    pub fn invalidate(&self) {
+        *self.list.lock() = None;
+    }
+
+    fn fresh(&self, max_age: Duration) -> Option<Arc<Vec<MailboxInfo>>> {
+        match &*self.list.lock() {
+            Some((list, at)) if at.elapsed() < max_age => Some(list.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Account {
+    /// The mailbox list, asking the server if ours is older than `max_age`.
+    pub fn mailboxes(&self, max_age: Duration) -> Result<Arc<Vec<MailboxInfo>>> {
+        let mb = &self.mailboxes;
+        if let Some(list) = mb.fresh(max_age) {
+            return Ok(list);
+        }
+        let _turn = mb.turn.lock();
+        if let Some(list) = mb.fresh(max_age) {
+            return Ok(list);
+        }
+        let list = Arc::new(self.pool.with_session(None, Retry::Idempotent, list_all)?);
+        let old = mb.list.lock().replace((list.clone(), Instant::now()));
+        if old.is_some_and(|(o, _)| *o != *list) {
+            self.changes.send([Change::Mailboxes]);
+        }
+        Ok(list)
+    }
+
+    /// The id of a mailbox, assigned on first sight.
+    pub fn mailbox_id(&self, name: &MailboxName) -> MailboxId {
+        self.mailboxes.id(name)
+    }
+
+    pub fn mailbox_name(&self, id: MailboxId) -> Option<MailboxName> {
+        self.mailboxes.name(id)
+    }
+
+    pub(crate) fn require_name(&self, id: MailboxId) -> Result<MailboxName> {
+        self.mailbox_name(id)
+            .ok_or_else(|| Error::NoMailbox(format!("{id}")))
+    }
+
+    /// A mailbox name typed by the user, encoded as this server wants names (UTF-8 where
+    /// UTF8=ACCEPT is enabled, else modified UTF-7).
+    pub fn new_mailbox_name(&self, name: &str) -> Result<MailboxName> {
+        let utf8 = self
+            .pool
+            .with_session(None, Retry::Idempotent, |s| Ok(s.utf8()))?;
+        Ok(MailboxName::from_utf8(name, utf8))
+    }
+
+    /// The mailbox with a special use (`\Trash`, ...), if the server names one.
+    pub fn special_use_mailbox(&self, usage: &str) -> Result<Option<MailboxName>> {
+        let list = self.mailboxes(Duration::from_secs(60))?;
+        Ok(list
+            .iter()
+            .find(|m| !m.noselect && m.special_uses().contains(&usage))
+            .map(|m| m.name.clone()))
+    }
+
+    /// CREATE. A broken connection is followed by a LIST to learn whether it happened.
+    pub fn create_mailbox(&self, name: &MailboxName) -> Result<()> {
+        let r = self.pool.with_session(None, Retry::Never, |s| {
+            s.run(Command::Create(name.clone())).map(drop)
+        });
+        self.after_list_change(r, || self.exists(name))
+    }
+
+    /// DELETE.
+    pub fn delete_mailbox(&self, id: MailboxId) -> Result<()> {
+        let name = self.require_name(id)?;
+        let r = self.pool.with_session(None, Retry::Never, |s| {
+            s.run(Command::Delete(name.clone())).map(drop)
+        });
+        let r = self.after_list_change(r, || self.exists(&name).map(|e| !e));
+        if r.is_ok() {
+            self.forget_mailbox_content(id);
+        }
+        r
+    }
+
+    /// RENAME; the children follow on the server.
+    pub fn rename_mailbox(&self, id: MailboxId, to: &MailboxName) -> Result<()> {
+        let from = self.require_name(id)?;
+        let r = self.pool.with_session(None, Retry::Never, |s| {
+            s.run(Command::Rename {
+                from: from.clone(),
+                to: to.clone(),
+            })
+            .map(drop)
+        });
+        let r = self.after_list_change(r, || Ok(self.exists(to)? && !self.exists(&from)?));
+        if r.is_ok() {
+            self.forget_mailbox_content(id);
+        }
+        r
+    }
+
+    /// SUBSCRIBE or UNSUBSCRIBE (both idempotent).
+    pub fn set_subscribed(&self, id: MailboxId, on: bool) -> Result<()> {
+        let name = self.require_name(id)?;
+        self.pool.with_session(None, Retry::Idempotent, |s| {
+            let cmd = if on {
+                Command::Subscribe(name.clone())
+            } else {
+                Command::Unsubscribe(name.clone())
+            };
+            s.run(cmd).map(drop)
+        })?;
+        self.mailboxes.invalidate();
+        self.changes.send([Change::Mailboxes]);
+        Ok(())
+    }
+
+    /// STATUS (MESSAGES UNSEEN UIDNEXT UIDVALIDITY).
+    pub fn status(&self, id: MailboxId) -> Result<MailboxStatus> {
+        let name = self.require_name(id)?;
+        let done = self.pool.with_session(None, Retry::Idempotent, |s| {
+            s.run(Command::Status {
+                mailbox: name.clone(),
+                items: vec!["MESSAGES", "UNSEEN", "UIDNEXT", "UIDVALIDITY"],
+            })
+        })?;
+        let mut st = MailboxStatus::default();
+        for u in done.untagged {
+            let Untagged::StatusData { items, .. } = u else {
+                continue;
+            };
+            for item in items {
+                match item {
+                    StatusItem::Messages(n) => st.messages = Some(n),
+                    StatusItem::Unseen(n) => st.unseen = Some(n),
+                    StatusItem::UidNext(n) => st.uidnext = Some(n),
+                    StatusItem::UidValidity(n) => st.uidvalidity = Some(n),
+                    _ => {}
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// The STORAGE quota of INBOX's quota root, if the server has QUOTA and a limit.
+    pub fn quota(&self) -> Result<Option<Quota>> {
+        self.pool.with_session(None, Retry::Idempotent, |s| {
+            if !s.has_capability("QUOTA") {
+                return Ok(None);
+            }
+            let done = s.run(Command::GetQuotaRoot(MailboxName::from_utf8(
+                "INBOX", false,
+            )))?;
+            Ok(done.untagged.iter().find_map(|u| match u {
+                Untagged::Quota { resources, .. } => resources
+                    .iter()
+                    .find(|r| r.name.eq_ignore_ascii_case("STORAGE"))
+                    .map(|r| Quota {
+                        used: r.usage.saturating_mul(1024),
+                        limit: r.limit.saturating_mul(1024),
+                    }),
+                _ => None,
+            }))
+        })
+    }
+
+    /// Whether the server lists `name` now.
+    fn exists(&self, name: &MailboxName) -> Result<bool> {
+        self.mailboxes.invalidate();
+        let list = self.mailboxes(Duration::ZERO)?;
+        Ok(list.iter().any(|m| &m.name == name && !m.noselect))
+    }
+
+    /// The end of a command that changed the list: on success, or when a broken connection
+    /// left us in doubt and `done` (asked on a new connection) says it happened, the list is
+    /// stale and watchers hear of it.
+    fn after_list_change(&self, r: Result<()>, done: impl FnOnce() -> Result<bool>) -> Result<()> {
+        let r = match r {
+            Err(e) if e.is_fatal_to_connection() => {
+                log::warn!("connection lost during a folder change ({e}): checking the result");
+                match done() {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(e),
+                    Err(check) => {
+                        log::warn!("could not check: {check}");
+                        Err(e)
+                    }
+                }
+            }
+            other => other,
+        };
+        self.mailboxes.invalidate();
+        self.changes.send([Change::Mailboxes]);
+        r
+    }
+}
+
+/// LIST "" "*" (with special-use attributes where the server has them) and LSUB, in one
+/// round trip.
+fn list_all(s: &mut crate::imap::session::Session) -> Result<Vec<MailboxInfo>> {
+    let list = if s.has_capability("SPECIAL-USE") && s.has_capability("LIST-EXTENDED") {
+        Command::ListExtended {
+            reference: Vec::new(),
+            pattern: b"*".to_vec(),
+            ret: ListReturn {
+                special_use: true,
+                ..ListReturn::default()
+            },
+        }
+    } else {
+        Command::List {
+            reference: Vec::new(),
+            pattern: b"*".to_vec(),
+        }
+    };
+    let lsub = Command::Lsub {
+        reference: Vec::new(),
+        pattern: b"*".to_vec(),
+    };
+    let mut replies = s.pipeline(&[list, lsub])?.into_iter();
+    let listed = replies
+        .next()
+        .ok_or_else(|| Error::Protocol("no reply to LIST".into()))??;
+    // A server without LSUB (IMAP4rev2 only) still lists; nothing is subscribed then.
+    let subscribed: Vec<MailboxName> = match replies.next() {
+        Some(Ok(done)) => done
+            .untagged
+            .into_iter()
+            .filter_map(|u| match u {
+                Untagged::Lsub(item) => Some(item.name),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut list: Vec<MailboxInfo> = listed
+        .untagged
+        .into_iter()
+        .filter_map(|u| match u {
+            Untagged::List(item) => Some(MailboxInfo {
+                noselect: item.is_noselect(),
+                delimiter: item.delimiter,
+                subscribed: subscribed.contains(&item.name),
+                attributes: item.attributes,
+                name: item.name,
+            }),
+            _ => None,
+        })
+        .collect();
+    list.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    list.dedup_by(|a, b| a.name == b.name);
+    Ok(list)
+}

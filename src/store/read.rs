@@ -1,0 +1,439 @@
+//! Reading messages: open, blocks, readahead, folder walks.
+//!
+//! A message's bytes are fetched in blocks of `block_size` with `BODY.PEEK[]<offset.len>` and
+//! kept in the [`BlockCache`], keyed on (mailbox, UIDVALIDITY, UID, block). A small message is
+//! one block, fetched whole in one round trip; a big one is read block after block, with a
+//! readahead window that doubles while the reader stays sequential; a reader that opens one
+//! message after another (`cat *`, `grep -r`) has the next messages' first blocks fetched in
+//! the same round trip (the walk window also doubles). All blocks of one read go out as one
+//! pipeline.
+//!
+//! Lengths: the listed RFC822.SIZE is a claim. A read whose block comes back short has found
+//! the end of the body: the real length goes into the index ([`IndexChange::BodyLength`]) and
+//! the filesystem hears of it if it differs from what it showed. Until the length is known, a
+//! read is never cut at the listed size: it ends where the body does.
+//!
+//! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
+//! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
+//! A FETCH that returns nothing for a UID is not taken as proof that the message is gone until
+//! the session has synced (NOOP) and asked again: a session whose view predates another
+//! client's APPEND knows nothing of the new UID.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, FetchAttr};
+use crate::imap::pool::Retry;
+use crate::imap::session::Session;
+use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
+use crate::store::blocks::{BlockCache, BlockKey};
+use crate::store::changes::Change;
+use crate::store::ids::{MailboxId, MessageRef};
+use crate::store::index::IndexChange;
+use crate::store::Account;
+
+/// A block fetched from the server: (UID, block number) and its bytes.
+type FetchedBlock = ((Uid, u64), Arc<[u8]>);
+
+const FETCH_STRIPES: usize = 64;
+
+/// Longest gap between two message starts that still counts as walking a folder.
+const WALK_PAUSE: Duration = Duration::from_secs(1);
+
+/// What reading keeps between requests.
+pub struct ReadState {
+    pub(crate) blocks: BlockCache,
+    /// Next block each recently read message is expected to need (sequential detection),
+    /// and its readahead window in blocks.
+    next_block: Mutex<LruCache<(MailboxId, Uid), (u64, u64)>>,
+    /// The message whose start was last read, per mailbox (folder walk detection), and the
+    /// prefetch window in messages.
+    last_started: Mutex<HashMap<MailboxId, (Uid, usize, Instant)>>,
+    /// Locks that serialise fetching per message (striped by mailbox and UID).
+    fetch_turns: Vec<Mutex<()>>,
+}
+
+impl ReadState {
+    pub fn new(cache_size: u64) -> ReadState {
+        ReadState {
+            blocks: BlockCache::new(cache_size),
+            next_block: Mutex::new(LruCache::new(NonZeroUsize::new(1024).expect("non-zero"))),
+            last_started: Mutex::new(HashMap::new()),
+            fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    fn turn(&self, msg: MessageRef) -> &Mutex<()> {
+        let i = (msg.mailbox.get() as usize)
+            .wrapping_mul(31)
+            .wrapping_add(msg.uid.get() as usize)
+            % FETCH_STRIPES;
+        &self.fetch_turns[i]
+    }
+}
+
+impl Account {
+    /// Prepare a message for reading. Returns its exact length when known: from an earlier
+    /// read (no I/O at all), or, for a message listed as one block or less, by fetching that
+    /// block now (the read that follows needs it anyway). `None`: the length is not known
+    /// yet (a big message not read to its end, or a body longer than listed); reads then end
+    /// where the body does.
+    pub fn open_message(&self, msg: MessageRef) -> Result<Option<u64>> {
+        let meta = self
+            .indexes
+            .meta(msg)
+            .ok_or_else(|| Error::NoMessage(format!("UID {} in {}", msg.uid, msg.mailbox)))?;
+        if let Some(len) = meta.body_len {
+            return Ok(Some(len));
+        }
+        if meta.listed_size > self.opts.block_size {
+            return Ok(None);
+        }
+        self.read(msg, 0, self.opts.block_size)?;
+        Ok(self.indexes.meta(msg).and_then(|m| m.body_len))
+    }
+
+    /// Read up to `len` bytes at `offset`. Shorter only at the end of the body.
+    pub fn read(&self, msg: MessageRef, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let meta = self
+            .indexes
+            .meta(msg)
+            .ok_or_else(|| Error::NoMessage(format!("UID {} in {}", msg.uid, msg.mailbox)))?;
+        let end = offset.saturating_add(len);
+        let end = meta.body_len.map_or(end, |l| end.min(l));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        // How far readahead may go: the known length, else the listed one.
+        let known_end = meta.body_len.unwrap_or(meta.listed_size);
+        let bs = self.opts.block_size;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let rs = &self.reading;
+        let key = |block| BlockKey {
+            mailbox: msg.mailbox,
+            validity: msg.validity,
+            uid: msg.uid,
+            block,
+        };
+        let mut have: Vec<Option<Arc<[u8]>>> =
+            (first..=last).map(|b| rs.blocks.get(&key(b))).collect();
+        let cached_all = have.iter().all(Option::is_some);
+        let readahead = self.readahead_window(msg, first, last, cached_all);
+        if !cached_all {
+            // Readers of one message take turns fetching (the kernel sends several reads of
+            // a file at once): the second finds in the cache what the first fetched.
+            let _turn = rs.turn(msg).lock();
+            for (i, b) in (first..=last).enumerate() {
+                if have[i].is_none() {
+                    have[i] = rs.blocks.get(&key(b));
+                }
+            }
+            let required: Vec<(Uid, u64)> = (first..=last)
+                .zip(&have)
+                .filter(|(_, h)| h.is_none())
+                .map(|(b, _)| (msg.uid, b))
+                .collect();
+            if !required.is_empty() {
+                let mut optional = Vec::new();
+                let last_block = known_end.max(1).saturating_sub(1) / bs;
+                for b in last + 1..=(last + readahead).min(last_block) {
+                    if rs.blocks.get(&key(b)).is_none() {
+                        optional.push((msg.uid, b));
+                    }
+                }
+                if first == 0 {
+                    optional.extend(self.walk_prefetch(msg));
+                }
+                let fetched = self.fetch_blocks(msg, &required, &optional)?;
+                for ((u, b), data) in &fetched {
+                    if *u == msg.uid {
+                        if let Some(slot) =
+                            b.checked_sub(first).and_then(|i| have.get_mut(i as usize))
+                        {
+                            *slot = Some(data.clone());
+                        }
+                    }
+                }
+                for ((uid, block), data) in fetched {
+                    self.reading.blocks.insert(
+                        BlockKey {
+                            mailbox: msg.mailbox,
+                            validity: msg.validity,
+                            uid,
+                            block,
+                        },
+                        data,
+                    );
+                }
+            }
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (i, block) in have.iter().enumerate() {
+            let b = first + i as u64;
+            let block_start = b * bs;
+            let Some(data) = block else {
+                return Err(Error::Protocol(format!(
+                    "no data for block {b} of UID {}",
+                    msg.uid
+                )));
+            };
+            let from = offset.max(block_start) - block_start;
+            let to = (end - block_start).min(data.len() as u64);
+            if from < to {
+                out.extend_from_slice(&data[from as usize..to as usize]);
+            }
+            if (data.len() as u64) < bs {
+                // The message ends in this block: its real length is known now.
+                self.learn_length(msg, meta.size(), block_start + data.len() as u64);
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record a message's real length; tell the filesystem if its size changes.
+    fn learn_length(&self, msg: MessageRef, shown: u64, real: u64) {
+        let change = IndexChange::BodyLength {
+            uid: msg.uid,
+            len: real,
+        };
+        if self.indexes.apply(msg.mailbox, msg.validity, change) && real != shown {
+            log::info!(
+                "UID {}: listed as {shown} bytes, BODY[] has {real}",
+                msg.uid
+            );
+            self.changes.send([Change::Changed {
+                mailbox: msg.mailbox,
+                validity: msg.validity,
+                uids: vec![msg.uid],
+            }]);
+        }
+    }
+
+    /// The readahead window for a read of blocks `first..=last`: it opens at the start of a
+    /// message and doubles while the reader stays sequential and needs the server.
+    fn readahead_window(&self, msg: MessageRef, first: u64, last: u64, cached: bool) -> u64 {
+        let o = &self.opts;
+        let cap = (o.cache_size / 4 / o.block_size.max(1)).clamp(1, o.max_readahead_blocks.max(1));
+        let mut nb = self.reading.next_block.lock();
+        let ahead = match nb.get(&(msg.mailbox, msg.uid)) {
+            Some(&(next, w)) if next == first => {
+                if cached {
+                    w
+                } else {
+                    (w * 2).min(cap)
+                }
+            }
+            Some(_) => 0,
+            None if first == 0 => o.readahead_blocks,
+            None => 0,
+        };
+        nb.put(
+            (msg.mailbox, msg.uid),
+            (last + 1, ahead.max(o.readahead_blocks)),
+        );
+        ahead
+    }
+
+    /// When a reader starts message `uid` right after starting another of the same mailbox,
+    /// it is walking the folder: the first blocks of the next messages (in UID order) not yet
+    /// cached, to fetch in the same round trip. The window doubles with every round trip of
+    /// the walk, so a long walk costs a logarithmic number of them.
+    fn walk_prefetch(&self, msg: MessageRef) -> Vec<(Uid, u64)> {
+        let window = {
+            let mut last = self.reading.last_started.lock();
+            // A walk opens the next message right after the last one; a pause ends it.
+            let window = match last.get(&msg.mailbox) {
+                Some(&(prev, _, _)) if prev == msg.uid => return Vec::new(),
+                Some(&(_, w, at)) if at.elapsed() < WALK_PAUSE => w,
+                _ => 0,
+            };
+            let next = if window == 0 {
+                self.opts.prefetch_messages
+            } else {
+                (window * 2).min(self.opts.max_prefetch_messages)
+            };
+            last.insert(msg.mailbox, (msg.uid, next, Instant::now()));
+            window
+        };
+        if window == 0 {
+            return Vec::new();
+        }
+        let Some(index) = self.indexes.get(msg.mailbox) else {
+            return Vec::new();
+        };
+        let index = index.read();
+        if index.validity != msg.validity {
+            return Vec::new();
+        }
+        let bs = self.opts.block_size;
+        let budget = (self.opts.cache_size / 4).max(bs);
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for (&next, meta) in index.messages.range(msg.uid..).skip(1) {
+            let cost = meta.size().min(bs);
+            if out.len() >= window || bytes + cost > budget {
+                break;
+            }
+            let key = BlockKey {
+                mailbox: msg.mailbox,
+                validity: msg.validity,
+                uid: next,
+                block: 0,
+            };
+            if self.reading.blocks.get(&key).is_none() {
+                bytes += cost;
+                out.push((next, 0));
+            }
+        }
+        out
+    }
+
+    /// Fetch blocks in one round trip (pipelined partial FETCHes). Every `required` block (of
+    /// `msg`) must come back, or the whole fetch fails; `optional` ones (readahead, walk) are
+    /// kept when they come.
+    fn fetch_blocks(
+        &self,
+        msg: MessageRef,
+        required: &[(Uid, u64)],
+        optional: &[(Uid, u64)],
+    ) -> Result<Vec<FetchedBlock>> {
+        let name = self.require_name(msg.mailbox)?;
+        let bs = self.opts.block_size;
+        let cmd = |&(u, b): &(Uid, u64)| Command::Fetch {
+            uid: true,
+            set: SequenceSet::single(u.get()),
+            attrs: vec![
+                FetchAttr::Uid,
+                FetchAttr::BodyPeek {
+                    section: String::new(),
+                    partial: Some((b * bs, u32::try_from(bs).unwrap_or(u32::MAX))),
+                },
+            ],
+            changed_since: None,
+        };
+        let cmds: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
+        let result = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
+            check_validity(s, &name, msg.validity)?;
+            let mut out = run_fetches(s, &cmds, required.len(), bs)?;
+            if !out.iter().any(|(k, _)| *k == required[0]) {
+                // Nothing for the message: gone, or appended after this session's last sync
+                // point. Sync, then ask once more for the blocks that are needed.
+                s.run(Command::Noop)?;
+                out.extend(run_fetches(s, &cmds[..required.len()], required.len(), bs)?);
+            }
+            Ok(out)
+        });
+        let out = match result {
+            Err(Error::NoMessage(what)) => {
+                self.forget_message(msg);
+                return Err(Error::NoMessage(what));
+            }
+            other => other?,
+        };
+        if !out.iter().any(|(k, _)| *k == required[0]) {
+            self.forget_message(msg);
+            return Err(Error::NoMessage(format!("UID {} in {name}", msg.uid)));
+        }
+        Ok(out)
+    }
+
+    /// Forget a message the server no longer has.
+    pub(crate) fn forget_message(&self, msg: MessageRef) {
+        if self
+            .indexes
+            .apply(msg.mailbox, msg.validity, IndexChange::Removed(msg.uid))
+        {
+            self.changes.send([Change::Removed {
+                mailbox: msg.mailbox,
+                validity: msg.validity,
+                uids: vec![msg.uid],
+            }]);
+        }
+    }
+}
+
+/// Run block FETCHes as one pipeline; the first `required` must succeed. Returns the blocks
+/// that came back. A NIL body is no data (never an empty block).
+fn run_fetches(
+    s: &mut Session,
+    cmds: &[Command],
+    required: usize,
+    bs: u64,
+) -> Result<Vec<FetchedBlock>> {
+    let mut untagged = Vec::new();
+    for (i, r) in s.pipeline(cmds)?.into_iter().enumerate() {
+        match r {
+            Ok(done) => untagged.extend(done.untagged),
+            Err(e) if i < required => return Err(e),
+            Err(e) => log::debug!("prefetch failed: {e}"),
+        }
+    }
+    let mut out = Vec::new();
+    for u in untagged {
+        let Untagged::Fetch { items, .. } = u else {
+            continue;
+        };
+        let Some(uid) = items.iter().find_map(|i| match i {
+            FetchItem::Uid(u) => Some(*u),
+            _ => None,
+        }) else {
+            continue;
+        };
+        for item in items {
+            let FetchItem::Body {
+                section,
+                origin,
+                data,
+            } = item
+            else {
+                continue;
+            };
+            if !section.is_empty() {
+                continue;
+            }
+            let Some(data) = data else {
+                log::warn!("server answered NIL for the body of UID {uid}");
+                continue;
+            };
+            let origin = origin.unwrap_or(0);
+            if origin % bs != 0 {
+                return Err(Error::Protocol(format!(
+                    "FETCH answered at origin {origin}"
+                )));
+            }
+            if data.len() as u64 > bs {
+                return Err(Error::Protocol("FETCH returned more than was asked".into()));
+            }
+            out.push(((uid, origin / bs), Arc::from(data)));
+        }
+    }
+    Ok(out)
+}
+
+/// EXAMINE `name` (unless selected) and make sure its UIDVALIDITY is `validity`. A session
+/// that selected the mailbox long ago may hold an older generation than the caller: then it
+/// examines afresh before concluding that the caller's generation is gone.
+pub(crate) fn check_validity(
+    s: &mut Session,
+    name: &MailboxName,
+    validity: UidValidity,
+) -> Result<()> {
+    let mut current = s.select(name, true)?.uidvalidity;
+    if current.is_some_and(|v| v != validity) {
+        current = s.reselect(name, true)?.uidvalidity;
+    }
+    match current {
+        Some(v) if v == validity => Ok(()),
+        Some(_) => Err(Error::NoMessage(format!(
+            "{name} was recreated (UIDVALIDITY changed)"
+        ))),
+        None => Err(Error::Protocol(format!("no UIDVALIDITY for {name}"))),
+    }
+}
