@@ -882,3 +882,70 @@ fn responses_to_one_command_are_bounded_in_bytes() {
         .expect("a NOOP after the refused command");
     assert!(done.untagged.is_empty(), "{:?}", done.untagged.len());
 }
+
+#[test]
+fn auto_login_never_sends_a_clear_text_password_without_tls() {
+    // Issue 8, defect 11: `auto` picks CRAM-MD5 where it is all that is safe, and never sends
+    // the password in clear text on a connection without TLS.
+    use imapfs::imap::auth::{login_with, AuthMethod, Secret};
+    use imapfs::imap::session::Session;
+    use imapfs::imap::transport::Transport;
+    for (caps, want) in [
+        ("IMAP4rev1 AUTH=PLAIN", None),
+        ("IMAP4rev1 AUTH=PLAIN AUTH=CRAM-MD5", Some("CRAM-MD5")),
+    ] {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let server = Script::start(Wire::Plain, move |c| {
+            c.send(format!("* OK [CAPABILITY {caps}] plaintext\r\n").as_bytes());
+            while let Some(cmd) = c.command() {
+                let t = &cmd.tag;
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", cmd.verb, cmd.rest));
+                match cmd.verb.as_str() {
+                    // RFC 2195's example challenge; any answer is accepted.
+                    "AUTHENTICATE" => {
+                        c.send(b"+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n");
+                        let _ = c.line();
+                        c.send(format!("{t} OK logged in\r\n").as_bytes());
+                    }
+                    _ => drop(c.answer_basic(&cmd, caps)),
+                }
+            }
+        });
+        let cfg = script::config(&server, Security::StartTls);
+        let transport =
+            Transport::connect("127.0.0.1", server.port, Duration::from_secs(2)).expect("tcp");
+        let (mut s, _) =
+            Session::start(transport, cfg.timeouts.clone(), cfg.limits).expect("greeting");
+        let secret = Secret::new(b"secret".to_vec());
+        let r = login_with(
+            &mut s,
+            AuthMethod::Auto,
+            "tester",
+            &secret,
+            "127.0.0.1",
+            143,
+        );
+        let commands = seen.lock().unwrap().clone();
+        match want {
+            None => assert!(matches!(r, Err(imapfs::Error::Auth(_))), "{caps}: {r:?}"),
+            Some(mechanism) => {
+                r.unwrap_or_else(|e| panic!("{caps}: {e}"));
+                assert!(
+                    commands
+                        .iter()
+                        .any(|c| c == &format!("AUTHENTICATE {mechanism}")),
+                    "{caps}: {commands:?}"
+                );
+            }
+        }
+        assert!(
+            !commands
+                .iter()
+                .any(|c| c.starts_with("LOGIN") || c.contains("PLAIN")),
+            "{caps}: a clear-text password was sent: {commands:?}"
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! [`connect`] is the one entry point: TCP, then implicit TLS or STARTTLS, the greeting, the
 //! capabilities, and a login with the mechanism [`ServerConfig::auth`] names, or by default the
-//! best one offered (AUTHENTICATE PLAIN with SASL-IR, AUTHENTICATE PLAIN, else LOGIN). A
+//! best one offered (AUTHENTICATE PLAIN with SASL-IR, AUTHENTICATE PLAIN, LOGIN unless
+//! LOGINDISABLED, else AUTHENTICATE CRAM-MD5). A
 //! plaintext login is never attempted on a connection without TLS unless the caller explicitly
 //! allowed it, and never when the server says LOGINDISABLED. Credentials live in [`Secret`],
 //! whose `Debug` prints nothing, and are never logged.
@@ -88,7 +89,8 @@ pub struct ServerConfig {
 /// The login mechanism, as chosen by the user (`mechanism` option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMethod {
-    /// AUTHENTICATE PLAIN if offered, else LOGIN.
+    /// Over TLS: AUTHENTICATE PLAIN if offered, else LOGIN unless LOGINDISABLED, else
+    /// AUTHENTICATE CRAM-MD5. Never a clear-text password without TLS or a tunnel.
     #[default]
     Auto,
     /// The LOGIN command (refused when the server says LOGINDISABLED).
@@ -233,7 +235,7 @@ fn finish_login(mut session: Session) -> Result<Session> {
     Ok(session)
 }
 
-/// Log in with the best mechanism the server offers (AUTHENTICATE PLAIN, else LOGIN).
+/// Log in with the best password mechanism the server offers (see [`AuthMethod::Auto`]).
 pub fn login(session: &mut Session, user: &str, password: &Secret) -> Result<()> {
     login_with(session, AuthMethod::Auto, user, password, "", 0)
 }
@@ -250,19 +252,19 @@ pub fn login_with(
     port: u16,
 ) -> Result<()> {
     session.capabilities()?;
+    let method = match method {
+        AuthMethod::Auto => choose_password_method(session)?,
+        other => other,
+    };
+    if matches!(method, AuthMethod::Login | AuthMethod::Plain) && !session.is_protected() {
+        // Only reachable through the library (connect() always has TLS or a tunnel).
+        return Err(Error::Auth(
+            "refusing to send the password in clear text on a connection without TLS".into(),
+        ));
+    }
     let sasl = match method {
-        AuthMethod::Auto => {
-            if session.has_capability("AUTH=PLAIN") {
-                Sasl::plain(user, secret)
-            } else if session.has_capability("LOGINDISABLED") {
-                return Err(Error::Auth(
-                    "the server has disabled LOGIN and offers no usable mechanism".into(),
-                ));
-            } else {
-                return login_command(session, user, secret);
-            }
-        }
-        AuthMethod::Login => {
+        // (Auto was resolved above.)
+        AuthMethod::Auto | AuthMethod::Login => {
             if session.has_capability("LOGINDISABLED") {
                 return Err(Error::Auth(
                     "the server has disabled LOGIN (LOGINDISABLED)".into(),
@@ -284,6 +286,37 @@ pub fn login_with(
     let mut sasl = sasl;
     let result = run_sasl(session, &mut sasl);
     result.map_err(|e| auth_error(e, sasl.server_error()))
+}
+
+/// What `auto` means on this connection: the first of AUTHENTICATE PLAIN, LOGIN (unless
+/// LOGINDISABLED) and AUTHENTICATE CRAM-MD5 that the server offers. Over TLS (or a tunnel)
+/// the first two are as safe as CRAM-MD5 and need no plaintext-equivalent password stored on
+/// the server, so they come first; without TLS only CRAM-MD5, which never sends the password.
+fn choose_password_method(session: &mut Session) -> Result<AuthMethod> {
+    let protected = session.is_protected();
+    if protected && session.has_capability("AUTH=PLAIN") {
+        Ok(AuthMethod::Plain)
+    } else if protected && !session.has_capability("LOGINDISABLED") {
+        Ok(AuthMethod::Login)
+    } else if session.has_capability("AUTH=CRAM-MD5") {
+        Ok(AuthMethod::CramMd5)
+    } else {
+        let offered: Vec<String> = session
+            .capabilities()?
+            .iter()
+            .filter(|c| c.len() > 5 && c[..5].eq_ignore_ascii_case("AUTH="))
+            .map(|c| printable(c).into_owned())
+            .collect();
+        Err(Error::Auth(format!(
+            "the server has disabled LOGIN and offers no password mechanism imapfs can use \
+             here (offered: {})",
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(" ")
+            }
+        )))
+    }
 }
 
 fn login_command(session: &mut Session, user: &str, secret: &Secret) -> Result<()> {

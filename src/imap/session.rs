@@ -263,6 +263,12 @@ impl Session {
         self.done.len()
     }
 
+    /// Whether the connection is protected (TLS, or a tunnel the user chose), so that a
+    /// password may be sent in clear text over it.
+    pub fn is_protected(&self) -> bool {
+        self.transport.is_protected()
+    }
+
     pub fn is_broken(&self) -> bool {
         self.broken
     }
