@@ -263,6 +263,37 @@ impl Session {
         self.done.len()
     }
 
+    /// Take in what the server sent while the session sat unused, without waiting for more
+    /// than a moment, and say whether the session can still serve a command. Untagged data
+    /// (a mailbox update) is kept for the next command as usual; a BYE, the end of the
+    /// stream, or anything else (a completion, a continuation request, half a response)
+    /// means the server has dropped or lost the connection.
+    pub fn check_idle(&mut self) -> bool {
+        // A response in progress may need a moment to arrive whole.
+        let wait = self.timeouts.inactivity.min(Duration::from_millis(200));
+        for _ in 0..1024 {
+            if !self.is_reusable() || self.bye.is_some() {
+                return false;
+            }
+            if self.decoder.buffered() == 0 && !self.transport.readable_now() {
+                return true;
+            }
+            match self.poll_response(Instant::now() + wait, false) {
+                Ok(Some(Response::Untagged(u))) => self.absorb(u),
+                Ok(_) => {
+                    self.fail(Error::Protocol(
+                        "the server sent something unexpected while the connection was idle"
+                            .into(),
+                    ));
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        // Still more: a flood. Let the next command deal with it under its own limits.
+        true
+    }
+
     /// Whether the connection is protected (TLS, or a tunnel the user chose), so that a
     /// password may be sent in clear text over it.
     pub fn is_protected(&self) -> bool {

@@ -345,31 +345,31 @@ impl Transport {
     }
 
     /// Whether bytes (or the end of the stream) are waiting to be read right now, without
-    /// blocking: a check on a connection that sat idle.
+    /// blocking: a check on a connection that sat idle. TLS records that carry nothing to
+    /// read (TLS 1.3 session tickets, key updates) are taken in and do not count.
     pub fn readable_now(&mut self) -> bool {
-        let fd = match &mut self.stream {
-            Stream::Plain(s) => s.as_raw_fd(),
+        match &mut self.stream {
+            Stream::Plain(s) => poll_readable(s.as_raw_fd()),
+            Stream::Tunnel(t) => poll_readable(t.stdout.as_raw_fd()),
             Stream::Tls(t) => {
-                let buffered = t
-                    .conn
-                    .process_new_packets()
-                    .map(|io| io.plaintext_bytes_to_read() > 0 || io.peer_has_closed())
-                    .unwrap_or(true);
-                if buffered {
-                    return true;
+                // Bounded: a peer streaming empty records is "readable" after a while.
+                for _ in 0..64 {
+                    match t.conn.process_new_packets() {
+                        Ok(io) if io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed() => {}
+                        _ => return true, // data, close_notify, or an error the read will report
+                    }
+                    if !poll_readable(t.tcp.as_raw_fd()) {
+                        return false;
+                    }
+                    // The socket has bytes, so this read does not block.
+                    match t.conn.read_tls(&mut t.tcp) {
+                        Ok(0) | Err(_) => return true, // closed or failing: the read will tell
+                        Ok(_) => {}
+                    }
                 }
-                t.tcp.as_raw_fd()
+                true
             }
-            Stream::Tunnel(t) => t.stdout.as_raw_fd(),
-        };
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a zero timeout never blocks.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        n != 0 // ready, or poll itself failed: either way a read will tell
+        }
     }
 
     /// Whether the bytes are protected by TLS (or by a tunnel the user chose).
@@ -514,6 +514,18 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<std::net::Soc
             what: format!("resolving {host}"),
         }),
     }
+}
+
+/// Whether `fd` is readable (or at its end, or in error) right now.
+fn poll_readable(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n != 0 // ready, or poll itself failed: either way a read will tell
 }
 
 /// Wait until `fd` is ready for `events` or `deadline` passes.

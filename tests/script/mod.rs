@@ -320,11 +320,16 @@ impl Conn {
 /// A configuration for logging in to `script` with short timeouts (1 s of silence, 4 s per
 /// command), implicit TLS unless `security` says otherwise.
 pub fn config(script: &Script, security: Security) -> ServerConfig {
+    config_at(script.port, &script.ca_file, security)
+}
+
+/// [`config`] for a port where a script may not run (yet), trusting `ca_file`.
+pub fn config_at(port: u16, ca_file: &std::path::Path, security: Security) -> ServerConfig {
     ServerConfig {
         host: "127.0.0.1".into(),
-        port: script.port,
+        port,
         security,
-        tls: tls_config(Some(&script.ca_file)).expect("tls config"),
+        tls: tls_config(Some(ca_file)).expect("tls config"),
         user: "tester".into(),
         password: Secret::new(b"secret".to_vec()),
         timeouts: Timeouts {
