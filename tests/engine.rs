@@ -429,7 +429,7 @@ fn auto_login_uses_cram_md5_when_it_is_the_only_mechanism() {
         assert!(list_names(&mut s).iter().any(|n| n == b"INBOX"), "{sec:?}");
         s.logout();
         let mut wrong = cfg.clone();
-        wrong.password = Secret::new(b"wrong".to_vec());
+        wrong.credential = Credential::Secret(Secret::new(b"wrong".to_vec()));
         match connect(&wrong) {
             Err(imapfs::Error::Auth(_)) => {}
             Err(e) => panic!("{sec:?} with a wrong password: {e:?}"),

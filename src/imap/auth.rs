@@ -216,6 +216,10 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
         )?,
         None => open_network(cfg, deadline)?,
     };
+    if cfg.security == Security::Plaintext {
+        // The user said so explicitly (--insecure).
+        session.allow_clear_text();
+    }
     session.set_deadline_cap(Some(deadline));
     if !preauth {
         let method = match (&cfg.credential, cfg.auth) {
@@ -336,8 +340,7 @@ pub fn login_with(
         AuthMethod::Auto => choose_password_method(session)?,
         other => other,
     };
-    if matches!(method, AuthMethod::Login | AuthMethod::Plain) && !session.is_protected() {
-        // Only reachable through the library (connect() always has TLS or a tunnel).
+    if matches!(method, AuthMethod::Login | AuthMethod::Plain) && !session.may_send_password() {
         return Err(Error::Auth(
             "refusing to send the password in clear text on a connection without TLS".into(),
         ));
@@ -371,9 +374,10 @@ pub fn login_with(
 /// What `auto` means on this connection: the first of AUTHENTICATE PLAIN, LOGIN (unless
 /// LOGINDISABLED) and AUTHENTICATE CRAM-MD5 that the server offers. Over TLS (or a tunnel)
 /// the first two are as safe as CRAM-MD5 and need no plaintext-equivalent password stored on
-/// the server, so they come first; without TLS only CRAM-MD5, which never sends the password.
+/// the server, so they come first; without TLS (unless the user allowed it, `--insecure`)
+/// only CRAM-MD5, which never sends the password.
 fn choose_password_method(session: &mut Session) -> Result<AuthMethod> {
-    let protected = session.is_protected();
+    let protected = session.may_send_password();
     if protected && session.has_capability("AUTH=PLAIN") {
         Ok(AuthMethod::Plain)
     } else if protected && !session.has_capability("LOGINDISABLED") {

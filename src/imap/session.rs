@@ -96,6 +96,8 @@ pub struct Session {
     /// No command's deadline goes beyond this (see [`Session::set_deadline_cap`]).
     deadline_cap: Option<Instant>,
     limits: Limits,
+    /// See [`Session::allow_clear_text`].
+    clear_text_allowed: bool,
 }
 
 impl Session {
@@ -137,6 +139,7 @@ impl Session {
             reading: true,
             deadline_cap: None,
             limits,
+            clear_text_allowed: false,
         };
         let greeting = loop {
             match s.read_response(deadline)? {
@@ -282,8 +285,7 @@ impl Session {
                 Ok(Some(Response::Untagged(u))) => self.absorb(u),
                 Ok(_) => {
                     self.fail(Error::Protocol(
-                        "the server sent something unexpected while the connection was idle"
-                            .into(),
+                        "the server sent something unexpected while the connection was idle".into(),
                     ));
                     return false;
                 }
@@ -294,10 +296,16 @@ impl Session {
         true
     }
 
-    /// Whether the connection is protected (TLS, or a tunnel the user chose), so that a
-    /// password may be sent in clear text over it.
-    pub fn is_protected(&self) -> bool {
-        self.transport.is_protected()
+    /// Whether a password may be sent in clear text (LOGIN, AUTHENTICATE PLAIN) over this
+    /// connection: it is protected (TLS, or a tunnel the user chose), or the user explicitly
+    /// accepted a connection without TLS ([`Session::allow_clear_text`]).
+    pub fn may_send_password(&self) -> bool {
+        self.transport.is_protected() || self.clear_text_allowed
+    }
+
+    /// Accept sending a password over this connection even without TLS (`--insecure`).
+    pub fn allow_clear_text(&mut self) {
+        self.clear_text_allowed = true;
     }
 
     pub fn is_broken(&self) -> bool {

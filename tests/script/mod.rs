@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use imapfs::imap::auth::{AuthMethod, Secret, Security, ServerConfig};
+use imapfs::imap::auth::{AuthMethod, Credential, Secret, Security, ServerConfig};
 use imapfs::imap::codec::Limits;
 use imapfs::imap::session::Timeouts;
 use imapfs::imap::transport::tls_config;
@@ -331,7 +331,7 @@ pub fn config_at(port: u16, ca_file: &std::path::Path, security: Security) -> Se
         security,
         tls: tls_config(Some(ca_file)).expect("tls config"),
         user: "tester".into(),
-        password: Secret::new(b"secret".to_vec()),
+        credential: Credential::Secret(Secret::new(b"secret".to_vec())),
         timeouts: Timeouts {
             inactivity: Duration::from_secs(1),
             command: Duration::from_secs(4),
