@@ -41,10 +41,11 @@ fn run(cmd: Cmd) -> Result<ExitCode, Error> {
         Cmd::Mount(args) => {
             let resolved = args.resolve()?;
             init_logging(&resolved.settings)?;
+            let opts = resolved.settings.mount_options(args.mountpoint);
+            imapfs::mount::check_mountpoint(&opts.mountpoint, opts.nonempty)?;
             warn_if_insecure(resolved.url.security);
             let credential = resolved.credential()?;
             let server = resolved.server_config(credential)?;
-            let opts = resolved.settings.mount_options(args.mountpoint);
             imapfs::mount::run(server, opts)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -160,8 +160,9 @@ fn start_serving(
 }
 
 /// Check the mount point and return its canonical path: an existing, empty (unless
-/// `nonempty`) directory that is not already a mount point.
-fn check_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf> {
+/// `nonempty`) directory that is not already a mount point. [`run`] checks it again; the CLI
+/// calls this first too, so that nobody types a password for a mount that cannot happen.
+pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {

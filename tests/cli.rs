@@ -425,6 +425,7 @@ fn oauth2_token_command_runs_again_for_each_new_connection() {
     let log = scratch.dir.join("oauth.log");
     let mount = MountOptions::custom(url, server.ca_file.clone(), "")
         .password(None)
+        .rust_log("trace")
         .args(&[
             "--oauth2-token-command",
             &token_command,
@@ -456,6 +457,11 @@ fn oauth2_token_command_runs_again_for_each_new_connection() {
     );
     let tokens = server.distinct_tokens();
     assert!(tokens.len() >= 2, "{tokens:?}");
+    let logged = std::fs::read(&log).unwrap();
+    assert!(
+        common::contains(&logged, b"AUTHENTICATE <credentials hidden>"),
+        "the trace log should show the login, hidden"
+    );
     let mut secrets: Vec<String> = tokens.into_iter().collect();
     secrets.retain(|t| t.starts_with("Tok-"));
     for token in &secrets {
@@ -656,6 +662,28 @@ fn mount_t_fuse_imapfs_works() {
 }
 
 // --- status, man page, completions -------------------------------------------------------------
+
+#[test]
+fn status_prints_the_mounts_statistics() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let mount = Mount::start(&dovecot, &[]).unwrap_or_else(|f| panic!("{f}"));
+    assert!(list(&mount.join("INBOX")).len() > 1);
+    let scratch = Scratch::new();
+    let mut command = imapfs_command(&scratch.config_home);
+    command.arg("status").arg(mount.path());
+    let out = finish(command, RUN);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let rows: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(!rows.is_empty(), "{out:?}");
+    assert!(
+        rows.iter().all(|r| !r.is_empty() && !r[0].contains('=')),
+        "{out:?}"
+    );
+}
 
 #[test]
 fn status_of_a_directory_without_statistics_is_one_line() {

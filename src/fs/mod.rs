@@ -77,6 +77,9 @@ pub struct ImapFs {
     invalidator: Arc<Invalidator>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
     drafts: Mutex<write::Drafts>,
+    /// Attributes of messages just moved away, for the `stat` a program does right after
+    /// `rename` (the source inode is gone from its folder once the move is sent).
+    departed: Mutex<lru::LruCache<Ino, fuser::FileAttr>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
 }
@@ -93,6 +96,9 @@ impl ImapFs {
             invalidator: Arc::new(Invalidator::default()),
             dir_handles: Mutex::new(HashMap::new()),
             drafts: Mutex::new(write::Drafts::default()),
+            departed: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(4096).expect("non-zero"),
+            )),
             next_fh: AtomicU64::new(1),
             owner,
         }
@@ -293,13 +299,13 @@ impl Filesystem for ImapFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.flush_draft(ino.into()) {
+        match self.flush_draft(ino.into(), Some(req.pid())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("close", &e)),
         }
@@ -307,13 +313,13 @@ impl Filesystem for ImapFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.flush_draft(ino.into()) {
+        match self.flush_draft(ino.into(), Some(req.pid())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         }
@@ -335,7 +341,7 @@ impl Filesystem for ImapFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -343,7 +349,7 @@ impl Filesystem for ImapFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match utf8(name).and_then(|n| self.create_draft(parent.into(), n)) {
+        match utf8(name).and_then(|n| self.create_draft(parent.into(), n, req.pid())) {
             Ok(attr) => reply.created(
                 &Duration::ZERO,
                 &attr,

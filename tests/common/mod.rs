@@ -38,6 +38,8 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod servers;
+
 /// The account every test server has.
 pub const USER: &str = "tester";
 /// Distinctive, so a test can assert it never appears in output or logs.
@@ -2349,4 +2351,12 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+impl MountOptions<'_> {
+    /// Runs with `RUST_LOG=level` instead of `debug`.
+    pub fn rust_log(mut self, level: &str) -> Self {
+        self.rust_log = Some(level.to_string());
+        self
+    }
 }
