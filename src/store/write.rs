@@ -433,6 +433,24 @@ impl Account {
         }
     }
 
+    /// Wait until every queued move is sent (unmount).
+    pub fn settle_all(&self) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut st = self.moves.state.lock();
+        while !st.queued.is_empty() || st.flushing {
+            if !st.flushing {
+                drop(st);
+                self.flush_moves();
+                st = self.moves.state.lock();
+                continue;
+            }
+            if self.moves.changed.wait_until(&mut st, deadline).timed_out() {
+                log::warn!("unmounting with {} moves not sent", st.queued.len());
+                return;
+            }
+        }
+    }
+
     /// Send one batch: one move per (source, generation, target).
     fn send_moves(&self, batch: Vec<QueuedMove>) {
         let mut groups: BTreeMap<(MailboxId, u32, MailboxId), Vec<QueuedMove>> = BTreeMap::new();
@@ -613,7 +631,7 @@ impl Account {
             message: bytes,
         };
         let r = self.pool.with_session(None, Retry::Never, |s| {
-            let done = s.run(cmd.clone())?;
+            let done = s.run_ref(&cmd)?;
             Ok(match done.text.code {
                 Some(Code::AppendUid { validity, uids }) => uids
                     .0
