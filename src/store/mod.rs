@@ -37,7 +37,7 @@ pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
-pub use write::{DeleteMode, FlagEdit, NewMessage, QueuedMove};
+pub use write::{DeleteMode, FlagEdit, MessageBody, NewMessage, QueuedMove};
 
 /// Tunables of the store.
 #[derive(Debug, Clone)]

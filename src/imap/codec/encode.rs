@@ -704,6 +704,38 @@ impl Command {
     }
 }
 
+/// The start of an APPEND whose message follows as a literal of `len` bytes sent separately
+/// (streamed from a file): `TAG APPEND mailbox [(flags)] ["date"] {len[+]}` and CRLF. With
+/// `literal_plus` false the caller must wait for the server's `+` before the message.
+pub fn append_prefix(
+    tag: &str,
+    mailbox: &MailboxName,
+    flags: &[Flag],
+    date: Option<&str>,
+    len: u64,
+    literal_plus: bool,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut w = Writer {
+        chunks: Vec::new(),
+        cur: Vec::new(),
+        literal_plus,
+    };
+    w.raw(tag.as_bytes());
+    w.raw(b" APPEND ");
+    w.mailbox(mailbox)?;
+    if !flags.is_empty() {
+        w.raw(b" ");
+        w.flags(flags)?;
+    }
+    if let Some(d) = date {
+        w.raw(b" ");
+        w.string(d.as_bytes())?;
+    }
+    let plus = if literal_plus { "+" } else { "" };
+    w.raw(format!(" {{{len}{plus}}}\r\n").as_bytes());
+    Ok(w.cur)
+}
+
 struct Writer {
     chunks: Vec<Vec<u8>>,
     cur: Vec<u8>,

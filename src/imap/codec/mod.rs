@@ -22,8 +22,8 @@ pub mod mutf7;
 pub mod parse;
 
 pub use encode::{
-    imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, QResync,
-    SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
+    append_prefix, imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn,
+    QResync, SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
 
 use crate::error::printable;

@@ -1,11 +1,16 @@
-//! New messages: APPEND, with the message checked and its line ends made CRLF; after a broken
-//! connection it is looked for by Message-ID before it is ever sent again.
+//! New messages: APPEND, with the message checked and its line ends made CRLF on the way, and
+//! streamed in chunks from its spool file (one pass to scan, one to send: never held whole);
+//! after a broken connection it is looked for by Message-ID before it is ever sent again.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::imap::codec::{imap_date_time, Command, SearchKey};
 use crate::imap::pool::Retry;
+use crate::imap::session::Session;
 use crate::imap::types::{Code, Flag, MailboxName, Uid, UidValidity, Untagged};
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
@@ -16,30 +21,131 @@ use crate::store::Account;
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// The message (RFC 5322); bare LF line ends are sent as CRLF.
-    pub bytes: Vec<u8>,
+    pub body: MessageBody,
     pub flags: Vec<Flag>,
     /// INTERNALDATE, seconds since the epoch; the server's clock when `None`.
     pub date: Option<i64>,
 }
+
+/// The bytes of a new message: in memory, or a spooled file that is streamed to the server
+/// and never held whole.
+#[derive(Debug, Clone)]
+pub enum MessageBody {
+    Bytes(Arc<[u8]>),
+    File { file: Arc<File>, len: u64 },
+}
+
+impl MessageBody {
+    fn len(&self) -> u64 {
+        match self {
+            MessageBody::Bytes(b) => b.len() as u64,
+            MessageBody::File { len, .. } => *len,
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        let want = (buf.len() as u64).min(self.len().saturating_sub(pos)) as usize;
+        match self {
+            MessageBody::Bytes(b) => {
+                let from = pos as usize;
+                buf[..want].copy_from_slice(&b[from..from + want]);
+                Ok(want)
+            }
+            MessageBody::File { file, .. } => file.read_at(&mut buf[..want], pos),
+        }
+    }
+}
+
+/// Unit of reading a message body for the scan and the upload.
+const CHUNK: usize = 256 << 10;
+
+/// The most of a message's start kept to check its header and find its Message-ID.
+const HEADER_SCAN: usize = 64 << 10;
+
+/// What one pass over a message found.
+struct Scan {
+    /// Its length once every bare LF is CRLF: the literal's length.
+    crlf_len: u64,
+    /// Its first bytes (at most [`HEADER_SCAN`]), CRLF already.
+    head: Vec<u8>,
+}
+
+/// Read a message once: refuse NUL bytes, count bare LFs, keep its start.
+fn scan(body: &MessageBody) -> Result<Scan> {
+    let mut buf = vec![0u8; CHUNK];
+    let (mut pos, mut prev, mut bare) = (0u64, 0u8, 0u64);
+    let mut head = Vec::new();
+    loop {
+        let n = body
+            .read_at(&mut buf, pos)
+            .map_err(|e| Error::io("reading the new message", e))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == 0 {
+                return Err(Error::InvalidInput(
+                    "not an RFC 5322 message: it holds a NUL byte".into(),
+                ));
+            }
+            if b == b'\n' && prev != b'\r' {
+                bare += 1;
+            }
+            prev = b;
+        }
+        if head.len() < HEADER_SCAN {
+            let take = n.min(HEADER_SCAN - head.len());
+            head.extend_from_slice(&buf[..take]);
+        }
+        pos += n as u64;
+    }
+    Ok(Scan {
+        crlf_len: pos + bare,
+        head: normalize_line_ends(head),
+    })
+}
+
+/// The message in chunks with bare LFs made CRLF, for [`Session::append_streamed`].
+///
+/// [`Session::append_streamed`]: crate::imap::session::Session::append_streamed
+fn crlf_chunks(body: &MessageBody) -> impl FnMut() -> std::io::Result<Option<Vec<u8>>> + '_ {
+    let (mut pos, mut prev) = (0u64, 0u8);
+    let mut buf = vec![0u8; CHUNK];
+    move || {
+        let n = body.read_at(&mut buf, pos)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        pos += n as u64;
+        let mut out = Vec::with_capacity(n + n / 16);
+        for &b in &buf[..n] {
+            if b == b'\n' && prev != b'\r' {
+                out.push(b'\r');
+            }
+            out.push(b);
+            prev = b;
+        }
+        Ok(Some(out))
+    }
+}
+
+/// How many times a message whose APPEND was cut off is sent again (each time only after a
+/// search by Message-ID found it missing).
+const MAX_RESENDS: usize = 2;
 
 impl Account {
     /// APPEND a new message to a mailbox. Returns its UID when the server says (APPENDUID) or
     /// it can be found by its Message-ID.
     pub fn append(&self, target: MailboxId, msg: NewMessage) -> Result<Option<Uid>> {
         let name = self.require_name(target)?;
-        let bytes = normalize_line_ends(msg.bytes);
-        check_message(&bytes)?;
-        let mid = message_id(&bytes);
-        let len = bytes.len() as u64;
-        let date = msg.date;
-        let cmd = Command::Append {
-            mailbox: name.clone(),
-            flags: msg.flags.clone(),
-            date: date.map(imap_date_time),
-            message: bytes,
-        };
-        let r = self.pool.with_session(None, Retry::Never, |s| {
-            let done = s.run_ref(&cmd)?;
+        let scan = scan(&msg.body)?;
+        check_message(&scan.head)?;
+        let mid = message_id(&scan.head);
+        let len = scan.crlf_len;
+        let date = msg.date.map(imap_date_time);
+        let send = |s: &mut Session| {
+            let mut chunks = crlf_chunks(&msg.body);
+            let done = s.append_streamed(&name, &msg.flags, date.as_deref(), len, &mut chunks)?;
             Ok(match done.text.code {
                 Some(Code::AppendUid { validity, uids }) => uids
                     .0
@@ -48,33 +154,29 @@ impl Account {
                     .map(|u| (validity, u)),
                 _ => None,
             })
-        });
-        let appended = match r {
-            Ok(Some(v)) => Some(v),
-            Ok(None) => self.find_appended(&name, mid.as_deref())?,
-            Err(e) if e.is_fatal_to_connection() => {
-                log::warn!("connection lost during APPEND to {name} ({e}): checking");
-                match mid.as_deref() {
-                    Some(id) => match self.find_appended(&name, Some(id))? {
-                        Some(found) => Some(found),
-                        None => {
-                            log::info!("the message did not arrive: sending it again");
-                            let Command::Append { message, .. } = cmd else {
-                                unreachable!("cmd is an APPEND")
-                            };
-                            let again = NewMessage {
-                                bytes: message,
-                                flags: msg.flags,
-                                date,
-                            };
-                            return self.append(target, again);
-                        }
-                    },
+        };
+        let mut resends = 0;
+        let appended = loop {
+            match self.pool.with_session(None, Retry::Never, send) {
+                Ok(Some(v)) => break Some(v),
+                Ok(None) => break self.find_appended(&name, mid.as_deref())?,
+                Err(e) if e.is_fatal_to_connection() => {
+                    log::warn!("connection lost during APPEND to {name} ({e}): checking");
                     // Without a Message-ID it cannot be told apart: never send twice.
-                    None => return Err(e),
+                    let Some(id) = mid.as_deref() else {
+                        return Err(e);
+                    };
+                    if let Some(found) = self.find_appended(&name, Some(id))? {
+                        break Some(found);
+                    }
+                    if resends == MAX_RESENDS {
+                        return Err(e);
+                    }
+                    resends += 1;
+                    log::info!("the message did not arrive: sending it again");
                 }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let Some((validity, uid)) = appended else {
             self.touch(target);
@@ -83,7 +185,7 @@ impl Account {
         let meta = MessageMeta {
             listed_size: len,
             body_len: Some(len),
-            internal_date: date.unwrap_or_else(now_secs),
+            internal_date: msg.date.unwrap_or_else(now_secs),
             flags: msg.flags,
             modseq: None,
         };

@@ -44,7 +44,7 @@ use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
 use crate::store::index::IndexChange;
 use crate::store::Account;
-pub use append::{message_id, NewMessage};
+pub use append::{message_id, MessageBody, NewMessage};
 pub use moves::{MoveQueue, QueuedMove};
 
 /// What `rm` of a message does.
