@@ -11,6 +11,8 @@
 //! Hard limits (line length, literal size, nesting depth) belong to the decoder: a hostile
 //! server cannot make it allocate beyond them, and exceeding one is a [`DecodeError`].
 //!
+//! Search criteria typed by a user are parsed into [`SearchKey`] values by [`search`].
+//!
 //! Encoding lives in [`encode`]: a [`Command`] becomes one or more byte chunks; between two chunks
 //! the client waits for the server's continuation request (synchronising literals), unless
 //! LITERAL+ lets it send them at once.
@@ -18,11 +20,13 @@
 pub mod encode;
 pub mod mutf7;
 pub mod parse;
+pub mod search;
 
 pub use encode::{
     imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, QResync,
     SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
+pub use search::{parse_criteria, CriteriaError};
 
 use crate::imap::types::Response;
 
