@@ -207,11 +207,13 @@ impl ImapFs {
 
     /// `key=value` lines about what the mount has done.
     fn stats(&self) -> String {
-        let pool = self.account.pool();
+        let traffic = self.account.pool().traffic();
         format!(
-            "round_trips={}\ncache_bytes={}",
-            pool.round_trips(),
-            self.account.cache_bytes()
+            "round_trips={}\ncache_bytes={}\nbytes_received={}\nbytes_sent={}",
+            traffic.round_trips,
+            self.account.cache_bytes(),
+            traffic.bytes_received,
+            traffic.bytes_sent,
         )
     }
 }

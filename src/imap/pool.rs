@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::imap::auth::{connect, ServerConfig};
-use crate::imap::session::Session;
+use crate::imap::session::{Session, Traffic};
 use crate::imap::types::MailboxName;
 
 /// Whether a request may be sent again after the connection broke under it.
@@ -38,6 +38,9 @@ pub struct Pool {
     returned: Condvar,
     /// Round trips of all sessions, counted when each is given back.
     round_trips: std::sync::atomic::AtomicU64,
+    /// Bytes received and sent by all sessions, counted likewise.
+    bytes_received: std::sync::atomic::AtomicU64,
+    bytes_sent: std::sync::atomic::AtomicU64,
 }
 
 struct PoolState {
@@ -58,6 +61,8 @@ impl Pool {
             }),
             returned: Condvar::new(),
             round_trips: std::sync::atomic::AtomicU64::new(0),
+            bytes_received: std::sync::atomic::AtomicU64::new(0),
+            bytes_sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -71,9 +76,9 @@ impl Pool {
         mut f: impl FnMut(&mut Session) -> Result<T>,
     ) -> Result<T> {
         let (mut session, fresh) = self.take(mailbox)?;
-        let before = session.round_trips();
+        let before = session.traffic();
         let mut result = f(&mut session);
-        self.count(session.round_trips() - before);
+        self.count(session.traffic() - before);
         // A pooled connection the server dropped while it sat idle fails at once (BYE, reset):
         // worth one retry. A timeout is not: the server is there but slow, and retrying
         // would double the wait.
@@ -91,7 +96,7 @@ impl Pool {
             let (s, _) = self.open_new()?;
             session = s;
             result = f(&mut session);
-            self.count(session.round_trips());
+            self.count(session.traffic());
         }
         self.give_back(session);
         result
@@ -102,9 +107,21 @@ impl Pool {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn count(&self, n: u64) {
-        self.round_trips
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    /// Round trips and bytes of all sessions so far.
+    pub fn traffic(&self) -> Traffic {
+        use std::sync::atomic::Ordering::Relaxed;
+        Traffic {
+            round_trips: self.round_trips.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+        }
+    }
+
+    fn count(&self, t: Traffic) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.round_trips.fetch_add(t.round_trips, Relaxed);
+        self.bytes_received.fetch_add(t.bytes_received, Relaxed);
+        self.bytes_sent.fetch_add(t.bytes_sent, Relaxed);
     }
 
     /// Close every idle connection (on unmount).

@@ -45,6 +45,29 @@ impl Default for Timeouts {
     }
 }
 
+/// What a session (or a whole pool) has exchanged with the server: for tests, benchmarks and
+/// the mount's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Times the client turned from reading to writing (pipelined commands count once).
+    pub round_trips: u64,
+    /// Bytes read from the connection (IMAP bytes, after TLS).
+    pub bytes_received: u64,
+    /// Bytes written to the connection.
+    pub bytes_sent: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, before: Traffic) -> Traffic {
+        Traffic {
+            round_trips: self.round_trips - before.round_trips,
+            bytes_received: self.bytes_received - before.bytes_received,
+            bytes_sent: self.bytes_sent - before.bytes_sent,
+        }
+    }
+}
+
 /// The completion of a command: its untagged data, and the tagged status text.
 #[derive(Debug, Clone)]
 pub struct Completed {
@@ -87,6 +110,9 @@ pub struct Session {
     /// Round trips: times the client turned from reading to writing (pipelined commands
     /// count once), for tests and benchmarks.
     round_trips: u64,
+    /// Bytes read from and written to the transport (after TLS), for tests and benchmarks.
+    bytes_received: u64,
+    bytes_sent: u64,
     /// Whether the last socket operation was a read (or nothing yet).
     reading: bool,
 }
@@ -113,6 +139,8 @@ impl Session {
             broken: false,
             read_buf: vec![0; 64 * 1024],
             round_trips: 0,
+            bytes_received: 0,
+            bytes_sent: 0,
             reading: true,
         };
         let deadline = Instant::now() + s.timeouts.inactivity;
@@ -207,6 +235,15 @@ impl Session {
 
     pub fn round_trips(&self) -> u64 {
         self.round_trips
+    }
+
+    /// Round trips and bytes exchanged so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            round_trips: self.round_trips,
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
+        }
     }
 
     /// Run one command to completion.
@@ -608,6 +645,7 @@ impl Session {
                     .unwrap_or_else(|| "connection closed by the server".into());
                 return Err(self.fail(Error::Bye(why)));
             }
+            self.bytes_received += n as u64;
             self.decoder.feed(&self.read_buf[..n]);
         }
     }
@@ -617,6 +655,7 @@ impl Session {
             self.round_trips += 1;
             self.reading = false;
         }
+        self.bytes_sent += data.len() as u64;
         match self.transport.write_all(data, deadline) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(e)),
