@@ -13,6 +13,7 @@
 //! - [`read`]: open, blocks, readahead, folder walks, over the [`blocks`] cache;
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
+//! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
 //! - [`changes`]: the feed of [`Change`]s that the filesystem turns into kernel
 //!   invalidations (the store never calls the filesystem).
 //!
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod index;
 pub mod mailboxes;
 pub mod read;
+pub mod search;
 pub mod sync;
 pub mod write;
 
@@ -37,6 +39,7 @@ pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
+pub use search::SearchHits;
 pub use write::{DeleteMode, FlagEdit, NewMessage, QueuedMove};
 
 /// Tunables of the store.
@@ -88,6 +91,8 @@ pub struct Account {
     moves: write::MoveQueue,
     /// Locks that serialise index refreshes per mailbox (striped by mailbox).
     refresh_turns: Vec<Mutex<()>>,
+    /// Searches run (views; for statistics).
+    searches: std::sync::atomic::AtomicU64,
 }
 
 impl Account {
@@ -101,6 +106,7 @@ impl Account {
             changes: ChangeFeed::default(),
             moves: write::MoveQueue::default(),
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
+            searches: std::sync::atomic::AtomicU64::new(0),
             opts,
         }
     }
@@ -116,6 +122,12 @@ impl Account {
     /// Hear about changes to the account (see [`Change`]).
     pub fn subscribe(&self) -> std::sync::mpsc::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    /// A counter of the changes heard about `mailbox` (`None`: about anything); see
+    /// [`ChangeFeed::epoch`].
+    pub fn change_epoch(&self, mailbox: Option<MailboxId>) -> u64 {
+        self.changes.epoch(mailbox)
     }
 
     /// Bytes of message content in the block cache.
