@@ -49,7 +49,7 @@ pub enum Error {
     NotPermitted(String),
     /// The mount is read-only.
     ReadOnly,
-    /// Another client changed the thing meanwhile; our change was not made (EAGAIN).
+    /// Another client changed the thing meanwhile; our change was not made (EBUSY).
     Conflict(String),
     /// The folder still holds messages or folders.
     NotEmpty(String),
@@ -98,7 +98,9 @@ impl Error {
             Error::NoMailbox(_) | Error::NoMessage(_) | Error::NoEntry(_) => libc::ENOENT,
             Error::NotPermitted(_) => libc::EPERM,
             Error::ReadOnly => libc::EROFS,
-            Error::Conflict(_) => libc::EAGAIN,
+            // Not EAGAIN: the kernel's FUSE setxattr path turns that into EOPNOTSUPP (seen
+            // on Linux 6.18), which would read as "flags not supported".
+            Error::Conflict(_) => libc::EBUSY,
             Error::NotEmpty(_) => libc::ENOTEMPTY,
             Error::AlreadyExists(_) => libc::EEXIST,
             Error::Unsupported(_) => libc::ENOTSUP,

@@ -11,9 +11,14 @@
 //!   index keyed on UIDVALIDITY, a pool of sessions and a byte-bounded LRU block cache whose
 //!   keys include UIDVALIDITY, so a cached byte can never belong to another message.
 //! - [`fs`]: the FUSE adapter: inodes, names, attributes, xattrs, errno mapping.
-//! - [`config`]: the account URL and mount options, built by the CLI in `main.rs`.
+//! - [`config`]: accounts (URL or config file), options, password sources.
+//! - [`cli`]: the command line's shape (clap) and its resolution into settings; `main.rs`
+//!   runs it. [`check`]: the `imapfs check` probe, on the engine alone.
+//! - [`mount`]: mount point checks, daemonising, serving until unmounted.
 //! - [`error`]: the crate's error enum and its mapping to errno and exit codes.
 
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fs;

@@ -1,96 +1,34 @@
-//! The `imapfs` command line: parse arguments, build the configuration, run.
+//! The `imapfs` command: parse the command line (src/cli.rs), run it, print what it found and
+//! exit with the code [`Error::exit_code`] gives (sysexits.h). Every failure is one line on
+//! stderr, `imapfs: ...`.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 
-use imapfs::config::{parse_account_url, parse_size, read_password, MountOptions, PasswordSource};
-use imapfs::imap::auth::{AuthMethod, ServerConfig};
-use imapfs::imap::codec::Limits;
-use imapfs::imap::session::Timeouts;
-use imapfs::imap::transport::tls_config;
+use imapfs::check::{Report, USED_EXTENSIONS};
+use imapfs::cli::{helper_form, Cli, Cmd};
+use imapfs::config::Settings;
+use imapfs::imap::auth::Security;
 use imapfs::Error;
 
-#[derive(Parser)]
-#[command(
-    name = "imapfs",
-    version,
-    about = "Mount an IMAP mail account as a filesystem"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Mount an account: imapfs mount imaps://user@host[:port] MOUNTPOINT
-    ///
-    /// The password comes from IMAPFS_PASSWORD, --password-command, or a prompt.
-    Mount {
-        /// imaps://user@host[:port] (TLS) or imap://user@host[:port] (STARTTLS)
-        url: String,
-        mountpoint: PathBuf,
-        /// Trust only the CA certificates in this PEM file (instead of the system's)
-        #[arg(long, value_name = "FILE")]
-        ca_file: Option<PathBuf>,
-        /// Memory for cached message content, e.g. 256M or 1G
-        #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
-        cache_size: u64,
-        /// Stay in the foreground (logs go to stderr)
-        #[arg(short, long)]
-        foreground: bool,
-        /// Seconds without an answer from the server before an operation fails
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
-        timeout: u64,
-        /// Seconds a directory listing is trusted before asking the server again
-        #[arg(long, value_name = "SECS", default_value_t = 10)]
-        dir_ttl: u64,
-        /// Most connections to open to the server
-        #[arg(long, value_name = "N", default_value_t = 4)]
-        connections: usize,
-        /// Run this shell command and use the first line it prints as the password
-        #[arg(long, value_name = "CMD")]
-        password_command: Option<String>,
-        /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
-        #[arg(long)]
-        allow_other: bool,
-        /// Login mechanism: auto, login, plain, cram-md5, xoauth2 or oauthbearer (for the
-        /// OAuth ones the password is the access token, e.g. from --password-command)
-        #[arg(long, value_name = "MECH", default_value = "auto", value_parser = parse_auth)]
-        auth: AuthMethod,
-        /// Speak IMAP over the stdin/stdout of this shell command instead of a TCP
-        /// connection, e.g. 'ssh mailhost /usr/lib/dovecot/imap' (a PREAUTH tunnel)
-        #[arg(long, value_name = "CMD")]
-        tunnel: Option<String>,
-        /// Largest literal accepted from the server (a bigger one is refused and the
-        /// connection dropped), e.g. 64M
-        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
-        max_literal: u64,
-        /// Append log lines to this file (they go to stderr otherwise, which a daemon has
-        /// closed); the level comes from RUST_LOG (error, warn, info, debug, trace)
-        #[arg(long, value_name = "FILE")]
-        log_file: Option<PathBuf>,
-    },
-    /// Unmount a mount point (same as fusermount3 -u)
-    Umount { mountpoint: PathBuf },
-}
+/// The extended attribute of a mount's root that holds its statistics.
+const STATS_XATTR: &str = "user.imapfs.stats";
 
 fn main() -> ExitCode {
     limit_malloc_retention();
-    let cli = Cli::parse();
-    let log_file = match &cli.command {
-        Cmd::Mount { log_file, .. } => log_file.clone(),
-        Cmd::Umount { .. } => None,
+    let cli = match Cli::try_parse_from(helper_form(std::env::args_os().collect())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; a usage error is EX_USAGE.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
     };
-    if let Err(e) = init_logging(log_file.as_deref()) {
-        eprintln!("imapfs: {e}");
-        return ExitCode::from(e.exit_code() as u8);
-    }
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("imapfs: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -98,15 +36,179 @@ fn main() -> ExitCode {
     }
 }
 
-/// Log to stderr, or to `file` (which survives daemonising). Level from RUST_LOG, default warn.
-fn init_logging(file: Option<&std::path::Path>) -> Result<(), Error> {
+fn run(cmd: Cmd) -> Result<ExitCode, Error> {
+    match cmd {
+        Cmd::Mount(args) => {
+            let resolved = args.resolve()?;
+            init_logging(&resolved.settings)?;
+            let opts = resolved.settings.mount_options(args.mountpoint);
+            imapfs::mount::check_mountpoint(&opts.mountpoint, opts.nonempty)?;
+            warn_if_insecure(resolved.url.security);
+            let credential = resolved.credential()?;
+            let server = resolved.server_config(credential)?;
+            imapfs::mount::run(server, opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check(args) => {
+            let resolved = args.resolve()?;
+            init_logging(&resolved.settings)?;
+            warn_if_insecure(resolved.url.security);
+            let credential = resolved.credential()?;
+            let server = resolved.server_config(credential)?;
+            let report = imapfs::check::check(&server)?;
+            let where_ = format!(
+                "{}:{} ({}) as {}",
+                server.host,
+                server.port,
+                match server.security {
+                    Security::Tls => "TLS",
+                    Security::StartTls => "STARTTLS",
+                    _ => "no TLS",
+                },
+                server.user
+            );
+            print_report(&where_, &report);
+            if report.usable() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("imapfs: the account is not usable: INBOX does not answer STATUS");
+                Ok(ExitCode::from(76))
+            }
+        }
+        Cmd::Umount { mountpoint } => {
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mountpoint)
+                .status()
+                .map_err(|e| Error::Config(format!("cannot run fusermount3: {e}")))?;
+            if status.success() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(Error::Config(format!(
+                    "fusermount3 -u {} failed",
+                    mountpoint.display()
+                )))
+            }
+        }
+        Cmd::Status { mountpoint } => {
+            let stats = read_stats(&mountpoint)?;
+            let mut out = std::io::stdout().lock();
+            let width = stats.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (key, value) in stats {
+                let _ = writeln!(out, "{key:width$}  {value}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "imapfs", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn warn_if_insecure(security: Security) {
+    if security == Security::Plaintext {
+        eprintln!(
+            "imapfs: warning: --insecure: no TLS, the password and the mail cross the network \
+             in clear text"
+        );
+    }
+}
+
+fn print_report(where_: &str, r: &Report) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "server:        {where_}");
+    if let Some(g) = &r.greeting {
+        let _ = writeln!(out, "greeting:      {g}");
+    }
+    let _ = writeln!(out, "capabilities:  {}", r.capabilities.join(" "));
+    if r.quota.is_empty() {
+        let what = if r.has("QUOTA") {
+            "none set"
+        } else {
+            "not offered"
+        };
+        let _ = writeln!(out, "quota:         {what}");
+    }
+    for (root, resources) in &r.quota {
+        let parts: Vec<String> = resources
+            .iter()
+            .map(|q| match q.name.to_ascii_uppercase().as_str() {
+                "STORAGE" => format!("STORAGE {} of {} KiB", q.usage, q.limit),
+                _ => format!("{} {} of {}", q.name, q.usage, q.limit),
+            })
+            .collect();
+        let root = if root.is_empty() { "\"\"" } else { root };
+        let _ = writeln!(out, "quota:         {root}: {}", parts.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "folders:       {} ({} with messages)",
+        r.folders, r.selectable
+    );
+    let _ = writeln!(out, "messages:      {}", r.messages);
+    for (name, why) in &r.status_failures {
+        let _ = writeln!(out, "unreadable:    {name}: {why}");
+    }
+    for (cap, what) in USED_EXTENSIONS {
+        let used = if r.has(cap) { "yes" } else { "no " };
+        let _ = writeln!(out, "uses {cap:10} {used}  {what}");
+    }
+    let usable = if r.usable() { "yes" } else { "no" };
+    let _ = writeln!(out, "usable:        {usable}");
+}
+
+/// The `key=value` lines of the mount root's statistics attribute.
+fn read_stats(mountpoint: &Path) -> Result<Vec<(String, String)>, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = mountpoint.display();
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| Error::Config(format!("{shown}: a path with a NUL byte")))?;
+    let name = std::ffi::CString::new(STATS_XATTR).unwrap_or_default();
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Error::Config(format!(
+                "{shown} has no imapfs statistics (not an imapfs mount, or an imapfs without them)"
+            )),
+            _ => Error::Config(format!("{shown}: {e}")),
+        });
+    }
+    buf.truncate(n as usize);
+    Ok(String::from_utf8_lossy(&buf)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (l.trim().to_string(), String::new()),
+        })
+        .collect())
+}
+
+/// Log to stderr, or to the log file (created 0600; it survives daemonising). The level comes
+/// from RUST_LOG, else `debug` with --debug, else `warn`.
+fn init_logging(settings: &Settings) -> Result<(), Error> {
+    let default = if settings.debug { "debug" } else { "warn" };
     let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
     builder.format_timestamp_millis();
-    if let Some(path) = file {
+    if let Some(path) = &settings.log_file {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| Error::Config(format!("cannot open log file {}: {e}", path.display())))?;
         builder.target(env_logger::Target::Pipe(Box::new(f)));
@@ -124,92 +226,5 @@ fn limit_malloc_retention() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
-}
-
-fn parse_auth(s: &str) -> Result<AuthMethod, String> {
-    AuthMethod::parse(s).ok_or_else(|| {
-        format!("unknown mechanism `{s}` (auto, login, plain, cram-md5, xoauth2, oauthbearer)")
-    })
-}
-
-fn run(cmd: Cmd) -> Result<(), Error> {
-    match cmd {
-        Cmd::Mount {
-            url,
-            mountpoint,
-            ca_file,
-            cache_size,
-            foreground,
-            timeout,
-            dir_ttl,
-            connections,
-            password_command,
-            allow_other,
-            auth,
-            tunnel,
-            log_file: _,
-            max_literal,
-        } => {
-            let account = parse_account_url(&url)?;
-            let tls = tls_config(ca_file.as_deref())?;
-            let source = match password_command {
-                Some(c) => PasswordSource::Command(c),
-                None => PasswordSource::EnvOrPrompt,
-            };
-            // A PREAUTH tunnel needs no password; ask for one only if a password source is
-            // there or no tunnel is used (a tunnel that does want one gets an empty one).
-            let password = if tunnel.is_some()
-                && matches!(source, PasswordSource::EnvOrPrompt)
-                && std::env::var_os("IMAPFS_PASSWORD").is_none()
-            {
-                imapfs::imap::auth::Secret::default()
-            } else {
-                read_password(&source, &account.user, &account.host)?
-            };
-            let timeouts = Timeouts {
-                inactivity: Duration::from_secs(timeout.max(1)),
-                command: Duration::from_secs(timeout.max(1) * 10),
-            };
-            let server = ServerConfig {
-                host: account.host,
-                port: account.port,
-                security: account.security,
-                tls,
-                user: account.user,
-                password,
-                timeouts,
-                limits: Limits {
-                    max_literal,
-                    ..Limits::default()
-                },
-                auth,
-                tunnel,
-            };
-            let opts = MountOptions {
-                mountpoint,
-                foreground,
-                cache_size,
-                dir_ttl: Duration::from_secs(dir_ttl),
-                connections: connections.max(1),
-                allow_other,
-            };
-            imapfs::mount::run(server, opts)
-        }
-        Cmd::Umount { mountpoint } => {
-            let status = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg(&mountpoint)
-                .status()
-                .map_err(|e| Error::Config(format!("cannot run fusermount3: {e}")))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(Error::Config(format!(
-                    "fusermount3 -u {} failed",
-                    mountpoint.display()
-                )))
-            }
-        }
     }
 }

@@ -4,36 +4,35 @@
 //! server or a certificate that does not verify ends `imapfs mount` with one line and nothing
 //! mounted. Without `--foreground` the process then forks: the child mounts and reports success
 //! or the mount error through a pipe, and the parent exits only once it knows, with the child's
-//! verdict. SIGINT, SIGTERM and SIGHUP unmount cleanly; an external `fusermount3 -u` ends the
-//! serving thread, which the main thread notices.
+//! verdict and exit code. SIGINT, SIGTERM and SIGHUP unmount cleanly, lazily (detached) if the
+//! mount is busy, so that the daemon never exits leaving a dead mount ("Transport endpoint is
+//! not connected"); an external `fusermount3 -u` ends the serving thread, which the main thread
+//! notices.
+//!
+//! Before anything else the mount point is checked: it must exist, be a directory, be empty
+//! (unless `nonempty`) and not be a mount point already, so that a second `imapfs mount` on
+//! the same place fails with one line and leaves the first mount alone.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{Config as FuseConfig, MountOption, SessionACL};
+use fuser::{BackgroundSession, Config as FuseConfig, MountOption, SessionACL};
 
 use crate::config::MountOptions;
 use crate::error::{Error, Result};
 use crate::fs::{FsOptions, ImapFs};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::pool::Pool;
+use crate::imap::session::Session;
 use crate::store::{Account, StoreOptions};
 
 /// Mount the account and serve it until unmounted. Returns once the mount is gone.
 pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
-    if !opts.mountpoint.is_dir() {
-        return Err(Error::Config(format!(
-            "mount point {} is not a directory",
-            opts.mountpoint.display()
-        )));
-    }
     // Absolute, so that unmounting still finds it after the daemon leaves its directory.
-    opts.mountpoint = opts
-        .mountpoint
-        .canonicalize()
-        .map_err(|e| Error::Config(format!("mount point {}: {e}", opts.mountpoint.display())))?;
+    opts.mountpoint = check_mountpoint(&opts.mountpoint, opts.nonempty)?;
     let first = connect(&server)?;
     // Shown in the mount table. Mount options are comma-separated: keep only safe characters
     // so that a user name cannot smuggle in an option.
@@ -59,57 +58,17 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         Some(daemonize()?)
     };
     block_signals();
-    let pool = Pool::new(server, opts.connections, Some(first));
-    let store_opts = StoreOptions {
-        cache_size: opts.cache_size,
-        ..StoreOptions::default()
-    };
-    let account = Arc::new(Account::new(pool, store_opts));
-    let fs_opts = FsOptions {
-        dir_ttl: opts.dir_ttl,
-        ..FsOptions::default()
-    };
-    let fs = ImapFs::new(account.clone(), fs_opts);
-    let (invalidations, tree) = fs
-        .invalidation_channel()
-        .map_err(|e| Error::io("starting the change thread", e))?;
-
-    let mut cfg = FuseConfig::default();
-    cfg.mount_options = vec![
-        MountOption::FSName(fsname),
-        MountOption::Subtype("imapfs".into()),
-        MountOption::RO,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoExec,
-        MountOption::NoAtime,
-        MountOption::DefaultPermissions,
-    ];
-    if opts.allow_other {
-        cfg.acl = SessionACL::All;
-    }
-    cfg.n_threads = Some(opts.connections.clamp(2, 8));
-    let session = match fuser::Session::new(fs, &opts.mountpoint, &cfg) {
-        Ok(s) => s,
+    let (bg, account) = match start_serving(server, &opts, first, fsname) {
+        Ok(started) => started,
         Err(e) => {
-            let err = Error::Config(format!(
-                "cannot mount on {}: {e}",
-                opts.mountpoint.display()
-            ));
             if let Some(fd) = notify {
-                report(fd, Err(&err));
+                // The parent prints it; the child's own stderr would say it twice.
+                report(fd, Err(&e));
+                detach_stdio();
             }
-            return Err(err);
+            return Err(e);
         }
     };
-    let bg = session
-        .spawn()
-        .map_err(|e| Error::io("starting the FUSE session", e))?;
-    let notifier = bg.notifier();
-    std::thread::Builder::new()
-        .name("invalidate".into())
-        .spawn(move || crate::fs::invalidate::run(invalidations, tree, notifier))
-        .map_err(|e| Error::io("starting the invalidation thread", e))?;
     log::info!("mounted on {}", opts.mountpoint.display());
     if let Some(fd) = notify {
         report(fd, Ok(()));
@@ -126,12 +85,176 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         if let Some(sig) = wait_signal(Duration::from_millis(500)) {
             log::info!("signal {sig}: unmounting");
             if let Err(e) = bg.umount_and_join() {
-                log::warn!("unmount: {e}");
+                // Busy (a process has its cwd or a file open inside): as root fuser's
+                // umount(2) has no MNT_DETACH and fails with EBUSY. Detach lazily rather
+                // than exit and leave a dead mount behind.
+                log::warn!("unmount: {e}; detaching lazily");
+                lazy_unmount(&opts.mountpoint)?;
             }
             break;
         }
     }
     account.pool().close_all();
+    Ok(())
+}
+
+/// Build the store and the filesystem, mount, and start the serving threads.
+fn start_serving(
+    server: ServerConfig,
+    opts: &MountOptions,
+    first: Session,
+    fsname: String,
+) -> Result<(BackgroundSession, Arc<Account>)> {
+    let pool = Pool::new(server, opts.connections, Some(first));
+    let store_opts = StoreOptions {
+        cache_size: opts.cache_size,
+        delete: opts.delete,
+        ..StoreOptions::default()
+    };
+    let account = Arc::new(Account::new(pool, store_opts));
+    let fs_opts = FsOptions {
+        dir_ttl: opts.dir_ttl,
+        read_only: opts.read_only,
+        subscribed_only: opts.subscribed_only,
+        ..FsOptions::default()
+    };
+    let fs = ImapFs::new(account.clone(), fs_opts);
+    let (invalidations, tree) = fs
+        .invalidation_channel()
+        .map_err(|e| Error::io("starting the change thread", e))?;
+
+    let mut cfg = FuseConfig::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(fsname),
+        MountOption::Subtype("imapfs".into()),
+        if opts.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    if opts.allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    cfg.n_threads = Some(opts.connections.clamp(2, 8));
+    let session = fuser::Session::new(fs, &opts.mountpoint, &cfg).map_err(|e| {
+        Error::Config(format!(
+            "cannot mount on {}: {e}",
+            opts.mountpoint.display()
+        ))
+    })?;
+    let bg = session
+        .spawn()
+        .map_err(|e| Error::io("starting the FUSE session", e))?;
+    let notifier = bg.notifier();
+    std::thread::Builder::new()
+        .name("invalidate".into())
+        .spawn(move || crate::fs::invalidate::run(invalidations, tree, notifier))
+        .map_err(|e| Error::io("starting the invalidation thread", e))?;
+    Ok((bg, account))
+}
+
+/// Check the mount point and return its canonical path: an existing, empty (unless
+/// `nonempty`) directory that is not already a mount point. [`run`] checks it again; the CLI
+/// calls this first too, so that nobody types a password for a mount that cannot happen.
+pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::Config(format!("mount point {shown} does not exist"))
+        }
+        _ if e.raw_os_error() == Some(libc::ENOTCONN) => Error::Config(format!(
+            "mount point {shown} is a dead mount (its server is gone); \
+             unmount it first: fusermount3 -u {shown}"
+        )),
+        _ => Error::Config(format!("mount point {shown}: {e}")),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Config(format!(
+            "mount point {shown} is not a directory"
+        )));
+    }
+    let absolute = path
+        .canonicalize()
+        .map_err(|e| Error::Config(format!("mount point {shown}: {e}")))?;
+    if is_mount_point(&absolute) {
+        return Err(Error::Config(format!(
+            "{shown} is already a mount point (unmount it first: fusermount3 -u {shown})"
+        )));
+    }
+    if !nonempty {
+        let mut entries = std::fs::read_dir(&absolute)
+            .map_err(|e| Error::Config(format!("mount point {shown}: {e}")))?;
+        if entries.next().is_some() {
+            return Err(Error::Config(format!(
+                "mount point {shown} is not empty (-o nonempty mounts over it anyway)"
+            )));
+        }
+    }
+    Ok(absolute)
+}
+
+/// Whether /proc/self/mountinfo lists `path` (canonical) as a mount point.
+pub fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let wanted = path.as_os_str().as_bytes();
+    std::fs::read("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .any(|field| unescape_mountinfo(field) == wanted)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|_| field[i] == b'\\')
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match octal {
+            Some(b) => {
+                out.push(b);
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Detach a busy mount: umount2(MNT_DETACH) (root), else `fusermount3 -u -z`. Fails only if
+/// the mount is still there afterwards.
+fn lazy_unmount(mountpoint: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+    }
+    let status = std::process::Command::new("fusermount3")
+        .args(["-u", "-z", "--"])
+        .arg(mountpoint)
+        .stdin(std::process::Stdio::null())
+        .status();
+    if is_mount_point(mountpoint) {
+        return Err(Error::Config(format!(
+            "cannot unmount {} ({status:?})",
+            mountpoint.display()
+        )));
+    }
     Ok(())
 }
 
@@ -159,26 +282,42 @@ fn daemonize() -> Result<OwnedFd> {
             drop(wr);
             let mut verdict = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut verdict);
-            if verdict == "ok" {
-                std::process::exit(0);
-            }
-            let msg = if verdict.is_empty() {
-                "the mount process died".into()
-            } else {
-                verdict
+            let (code, msg) = match read_verdict(&verdict) {
+                Ok(()) => std::process::exit(0),
+                Err(failure) => failure,
             };
             eprintln!("imapfs: {msg}");
-            std::process::exit(69);
+            std::process::exit(code);
         }
     }
 }
 
 fn report(fd: OwnedFd, result: std::result::Result<(), &Error>) {
-    let mut f = std::fs::File::from(fd);
-    let _ = match result {
-        Ok(()) => f.write_all(b"ok"),
-        Err(e) => f.write_all(e.to_string().as_bytes()),
-    };
+    let _ = std::fs::File::from(fd).write_all(verdict(result).as_bytes());
+}
+
+/// What the child tells the parent: `ok`, or its exit code and the error line, so that the
+/// parent exits as the child would have (64 for a configuration error, not always 69).
+fn verdict(result: std::result::Result<(), &Error>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("{} {e}", e.exit_code()),
+    }
+}
+
+/// The parent's reading of [`verdict`]; nothing at all means the child died.
+fn read_verdict(verdict: &str) -> std::result::Result<(), (i32, String)> {
+    if verdict == "ok" {
+        return Ok(());
+    }
+    match verdict.split_once(' ') {
+        Some((code, msg)) => match code.parse::<u8>() {
+            Ok(code) if code != 0 => Err((i32::from(code), msg.to_string())),
+            _ => Err((69, verdict.to_string())),
+        },
+        None if verdict.is_empty() => Err((69, "the mount process died".into())),
+        None => Err((69, verdict.to_string())),
+    }
 }
 
 fn detach_stdio() {
@@ -225,4 +364,29 @@ fn wait_signal(timeout: Duration) -> Option<i32> {
     // SAFETY: valid set and timespec; no siginfo wanted.
     let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (sig > 0).then_some(sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8: the parent exited 69 for every failure of the child, although a
+    /// configuration error is 64.
+    #[test]
+    fn verdict_carries_the_childs_exit_code() {
+        let config = Error::Config("cannot mount on /mnt: Permission denied".into());
+        assert_eq!(
+            read_verdict(&verdict(Err(&config))),
+            Err((64, "cannot mount on /mnt: Permission denied".into()))
+        );
+        let auth = Error::Auth("Authentication failed.".into());
+        assert_eq!(read_verdict(&verdict(Err(&auth))).unwrap_err().0, 77);
+        assert_eq!(read_verdict(&verdict(Ok(()))), Ok(()));
+        assert_eq!(read_verdict("").unwrap_err().0, 69);
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(b"/tmp/a\\040b\\134c"), b"/tmp/a b\\c");
+    }
 }

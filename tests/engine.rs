@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Dovecot, Seed};
-use imapfs::imap::auth::{connect, AuthMethod, Secret, Security, ServerConfig};
+use imapfs::imap::auth::{connect, AuthMethod, Credential, Secret, Security, ServerConfig};
 use imapfs::imap::codec::{Command, Limits};
 use imapfs::imap::pool::Pool;
 use imapfs::imap::session::Timeouts;
@@ -25,7 +25,7 @@ fn server(d: &Dovecot, security: Security) -> ServerConfig {
         security,
         tls: tls_config(Some(&d.ca_file)).unwrap(),
         user: d.user.clone(),
-        password: Secret::new(d.password.clone().into_bytes()),
+        credential: Credential::Secret(Secret::new(d.password.clone().into_bytes())),
         timeouts: Timeouts {
             inactivity: Duration::from_secs(10),
             command: Duration::from_secs(60),
@@ -200,7 +200,7 @@ fn hostile_mailbox_names_reach_the_server_exactly_or_not_at_all() {
 fn wrong_password_is_an_auth_error_with_the_servers_words() {
     let d = Dovecot::start(&Seed::new());
     let mut cfg = server(&d, Security::Tls);
-    cfg.password = Secret::new(b"not-the-password".to_vec());
+    cfg.credential = Credential::Secret(Secret::new(b"not-the-password".to_vec()));
     let e = match connect(&cfg) {
         Ok(_) => panic!("logged in with a wrong password"),
         Err(e) => e,
@@ -328,7 +328,7 @@ fn every_password_mechanism_dovecot_offers_logs_in() {
             "{method:?}"
         );
         s.logout();
-        cfg.password = Secret::new(b"wrong".to_vec());
+        cfg.credential = Credential::Secret(Secret::new(b"wrong".to_vec()));
         match connect(&cfg) {
             Err(imapfs::Error::Auth(_)) => {}
             Err(e) => panic!("{method:?} with a wrong password: {e:?}"),

@@ -80,6 +80,9 @@ pub struct ImapFs {
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
     drafts: Mutex<write::Drafts>,
     views: views::Views,
+    /// Attributes of messages just moved away, for the `stat` a program does right after
+    /// `rename` (the source inode is gone from its folder once the move is sent).
+    departed: Mutex<lru::LruCache<Ino, fuser::FileAttr>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
 }
@@ -97,6 +100,9 @@ impl ImapFs {
             dir_handles: Mutex::new(HashMap::new()),
             drafts: Mutex::new(write::Drafts::default()),
             views: views::Views::default(),
+            departed: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(4096).expect("non-zero"),
+            )),
             next_fh: AtomicU64::new(1),
             owner,
         }
@@ -323,13 +329,13 @@ impl Filesystem for ImapFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.flush_draft(ino.into()) {
+        match self.flush_draft(ino.into(), Some(req.pid())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("close", &e)),
         }
@@ -337,13 +343,13 @@ impl Filesystem for ImapFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.flush_draft(ino.into()) {
+        match self.flush_draft(ino.into(), Some(req.pid())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         }
@@ -365,7 +371,7 @@ impl Filesystem for ImapFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -375,7 +381,7 @@ impl Filesystem for ImapFs {
     ) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
-            self.create_draft(parent.into(), n)
+            self.create_draft(parent.into(), n, req.pid())
         });
         match r {
             Ok(attr) => reply.created(

@@ -1,9 +1,10 @@
 //! The reading half of the filesystem: names, attributes, listings, open and read.
 //!
 //! Directories come from the mailbox list ([`ImapFs::sync_tree`] rebuilds the tree when the
-//! store's list is newer), message files from each mailbox's index. Before a mailbox's
-//! messages are looked at, moves still queued for it are sent ([`Account::settle`]), so a
-//! listing right after `mv` is exact.
+//! store's list is newer), message files from each mailbox's index. Before a mailbox is
+//! listed, moves still queued for it are sent ([`Account::settle`]), so a listing right after
+//! `mv` is exact; a lookup does not wait (the kernel looks up the target name of every
+//! rename) but treats a message queued to move away as gone.
 //!
 //! [`Account::settle`]: crate::store::Account::settle
 
@@ -81,7 +82,8 @@ impl ImapFs {
         ) else {
             return Err(Error::NoEntry(name.into()));
         };
-        self.account.settle(mb);
+        // No settle here: the kernel looks up the target name of every rename, and waiting
+        // for queued moves would send them one by one.
         let index = self.account.index(mb, self.opts.dir_ttl)?;
         let (validity, meta) = {
             let ix = index.read();
@@ -92,6 +94,14 @@ impl ImapFs {
                 .ok_or_else(|| Error::NoEntry(name.into()))?;
             (ix.validity, meta)
         };
+        let msg = MessageRef {
+            mailbox: mb,
+            validity,
+            uid,
+        };
+        if self.account.is_moving(msg) {
+            return Err(Error::NoEntry(name.into()));
+        }
         let generation = self.tree.lock().generation(mb, validity);
         let ino = Ino::message(generation, uid);
         Ok((self.message_attr(ino, &meta), self.opts.message_ttl))
@@ -106,10 +116,13 @@ impl ImapFs {
                 }
                 Ok((self.dir_attr(ino), DIR_ATTR_TTL))
             }
-            InoKind::Message { .. } => {
-                let (_, meta) = self.message_of(ino)?;
-                Ok((self.message_attr(ino, &meta), self.opts.message_ttl))
-            }
+            InoKind::Message { .. } => match self.message_of(ino) {
+                Ok((_, meta)) => Ok((self.message_attr(ino, &meta), self.opts.message_ttl)),
+                Err(e) => match self.departed.lock().get(&ino) {
+                    Some(attr) => Ok((*attr, Duration::ZERO)),
+                    None => Err(e),
+                },
+            },
             InoKind::Draft(_) => self
                 .draft_attr(ino)
                 .map(|a| (a, Duration::ZERO))

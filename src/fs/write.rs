@@ -53,6 +53,11 @@ pub struct Drafts {
 }
 
 struct Draft {
+    /// The process that created it: only its closes send the message. A child that
+    /// inherited the descriptor (fork, then exec closing it) also flushes.
+    owner: Option<u32>,
+    /// APPENDed: no more writes.
+    sealed: bool,
     parent: Ino,
     mailbox: MailboxId,
     /// Its name while it is being written; `None` once APPENDed or failed (hidden).
@@ -97,7 +102,7 @@ impl ImapFs {
     }
 
     /// `create`: a new draft in a folder that holds messages.
-    pub(crate) fn create_draft(&self, parent: Ino, name: &str) -> Result<FileAttr> {
+    pub(crate) fn create_draft(&self, parent: Ino, name: &str, pid: u32) -> Result<FileAttr> {
         self.refuse_if_read_only()?;
         let Some(mailbox) = self.selectable_mailbox(parent) else {
             return Err(Error::NotPermitted(
@@ -112,6 +117,8 @@ impl ImapFs {
         drafts.next = drafts.next.wrapping_add(1).max(1);
         let ino = Ino::draft(drafts.next);
         let d = Draft {
+            owner: thread_group(pid),
+            sealed: false,
             parent,
             mailbox,
             name: Some(name.to_string()),
@@ -136,6 +143,11 @@ impl ImapFs {
             .by_ino
             .get_mut(&ino)
             .ok_or_else(|| Error::NoEntry("draft".into()))?;
+        if d.sealed {
+            return Err(Error::NotPermitted(
+                "the message was stored when the file was closed; it is immutable now".into(),
+            ));
+        }
         let end = offset.saturating_add(data.len() as u64);
         if end > MAX_DRAFT {
             return Err(Error::InvalidInput(format!(
@@ -166,8 +178,10 @@ impl ImapFs {
         Ok(buf)
     }
 
-    /// `flush` (every close): APPEND a draft that has unsent content. Its error is close()'s.
-    pub(crate) fn flush_draft(&self, ino: Ino) -> Result<()> {
+    /// `flush` (a close) or `fsync` by process `pid`: APPEND a draft that has unsent content,
+    /// if `pid` belongs to the process that created it (`None`: at release, whoever). The
+    /// APPEND's error is close()'s.
+    pub(crate) fn flush_draft(&self, ino: Ino, pid: Option<u32>) -> Result<()> {
         if !matches!(ino.kind(), InoKind::Draft(_)) {
             return Ok(());
         }
@@ -176,10 +190,16 @@ impl ImapFs {
             let Some(d) = drafts.by_ino.get_mut(&ino) else {
                 return Ok(());
             };
-            if !d.dirty || d.name.is_none() {
+            if !d.dirty || d.name.is_none() || d.sealed {
                 return Ok(());
             }
+            if let Some(pid) = pid {
+                if d.owner.is_some() && thread_group(pid) != d.owner {
+                    return Ok(());
+                }
+            }
             d.dirty = false;
+            d.sealed = true;
             (
                 d.file.clone(),
                 d.len,
@@ -195,7 +215,6 @@ impl ImapFs {
             .read_exact_at(&mut bytes, 0)
             .map_err(|e| Error::io("reading the spool file", e))
             .and_then(|()| {
-                self.account.settle(mailbox);
                 self.account.append(
                     mailbox,
                     NewMessage {
@@ -221,7 +240,7 @@ impl ImapFs {
         if !matches!(ino.kind(), InoKind::Draft(_)) {
             return;
         }
-        if let Err(e) = self.flush_draft(ino) {
+        if let Err(e) = self.flush_draft(ino, None) {
             log::warn!("new message not stored: {e}");
         }
         self.drafts.lock().by_ino.remove(&ino);
@@ -334,13 +353,13 @@ impl ImapFs {
     pub(crate) fn remove_dir(&self, parent: Ino, name: &str) -> Result<()> {
         self.refuse_if_read_only()?;
         self.sync_tree()?;
-        let node = self
-            .tree
-            .lock()
-            .dir(parent)
-            .and_then(|n| n.children.get(name).copied())
-            .and_then(|c| self.tree.lock().dir(c).cloned())
-            .ok_or_else(|| Error::NoEntry(name.into()))?;
+        let node = {
+            let tree = self.tree.lock();
+            tree.dir(parent)
+                .and_then(|n| n.children.get(name).copied())
+                .and_then(|c| tree.dir(c).cloned())
+        }
+        .ok_or_else(|| Error::NoEntry(name.into()))?;
         if !node.children.is_empty() {
             return Err(Error::NotEmpty(format!("{name} holds folders")));
         }
@@ -382,7 +401,6 @@ impl ImapFs {
             return Err(Error::NoEntry(name.into()));
         }
         let (_, msg) = self.message_named(parent, name)?;
-        self.account.settle(msg.mailbox);
         self.account.delete_message(msg)
     }
 
@@ -414,7 +432,7 @@ impl ImapFs {
             self.rename_dir(dir, newparent, newname, flags)?;
             return Ok(Renamed::Done);
         }
-        let (_, msg) = self.message_named(parent, name)?;
+        let (ino, msg) = self.message_named(parent, name)?;
         if newparent == parent {
             return Err(Error::NotPermitted(
                 "a message's name is its UID: it cannot be renamed within its folder".into(),
@@ -423,10 +441,11 @@ impl ImapFs {
         let target = self.selectable_mailbox(newparent).ok_or_else(|| {
             Error::NotPermitted("messages can only move into a folder that holds messages".into())
         })?;
-        if flags.contains(RenameFlags::RENAME_NOREPLACE)
-            && self.lookup_entry(newparent, newname).is_ok()
-        {
-            return Err(Error::AlreadyExists(newname.into()));
+        // RENAME_NOREPLACE needs no check: a move replaces nothing in the target. The
+        // message arrives under its new UID's name; a message the target may have under
+        // `newname` stays as it is.
+        if let Ok((attr, _)) = self.attr_of(ino) {
+            self.departed.lock().put(ino, attr);
         }
         let invalidator: Arc<Invalidator> = self.invalidator.clone();
         let stale = (newparent, newname.to_string());
@@ -563,6 +582,15 @@ impl ImapFs {
         let full = parts.join(&delimiter.map(String::from).unwrap_or_default());
         self.account.new_mailbox_name(&full)
     }
+}
+
+/// The thread group (process) of a thread id, from /proc.
+fn thread_group(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// An unlinked temporary file to spool a new message to.

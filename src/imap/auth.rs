@@ -5,13 +5,14 @@
 //! capabilities, and a login with the mechanism [`ServerConfig::auth`] names, or by default the
 //! best one offered (AUTHENTICATE PLAIN with SASL-IR, AUTHENTICATE PLAIN, else LOGIN). A
 //! plaintext login is never attempted on a connection without TLS unless the caller explicitly
-//! allowed it, and never when the server says LOGINDISABLED. Credentials live in [`Secret`],
+//! allowed it ([`Security::Plaintext`]), and never when the server says LOGINDISABLED. Credentials live in [`Secret`],
 //! whose `Debug` prints nothing, and are never logged.
 //!
 //! The SASL mechanisms (PLAIN, CRAM-MD5, XOAUTH2, OAUTHBEARER) are small sans-I/O state
 //! machines ([`Sasl`]): given the server's decoded challenge they say what to answer, so their
 //! wire form is tested without a socket. One loop ([`login_with`]) drives any of them over a
-//! session. For the bearer-token mechanisms the token is the password [`Secret`]; when the
+//! session. For the bearer-token mechanisms the token is the [`Credential`]: a fixed secret,
+//! or a command run for every new connection so that each gets a fresh token; when the
 //! server rejects it, its error challenge (base64 JSON) is answered as the mechanism requires
 //! and its text is carried into the error the user sees.
 
@@ -64,6 +65,55 @@ pub enum Security {
     Tls,
     /// Plain TCP upgraded with STARTTLS before login (`imap://`, port 143).
     StartTls,
+    /// Plain TCP and no TLS at all (`imap://` with `--insecure`): the password and the mail
+    /// cross the network readable by anyone on the path.
+    Plaintext,
+}
+
+/// What proves who we are: a secret known in advance, or a command that prints a fresh
+/// OAuth 2 access token, run again for each new connection (tokens expire within the hour).
+#[derive(Clone)]
+pub enum Credential {
+    /// A password, or a token that does not change.
+    Secret(Secret),
+    /// A shell command whose first output line is an access token.
+    TokenCommand(String),
+}
+
+impl Credential {
+    /// The secret to log in with now (runs the token command).
+    pub fn obtain(&self) -> Result<Secret> {
+        match self {
+            Credential::Secret(s) => Ok(s.clone()),
+            Credential::TokenCommand(cmd) => run_secret_command(cmd, "OAuth2 token command"),
+        }
+    }
+}
+
+/// Run `cmd` through `sh -c` and take the first line of its output (without the line end).
+/// `what` names it in errors; the command text is not shown (it may hold a secret).
+pub fn run_secret_command(cmd: &str, what: &str) -> Result<Secret> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Config(format!("cannot run the {what}: {e}")))?;
+    let stdout = Secret::new(out.stdout);
+    if !out.status.success() {
+        return Err(Error::Config(format!("the {what} failed ({})", out.status)));
+    }
+    let line = stdout
+        .expose()
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(Error::Config(format!("the {what} printed nothing")));
+    }
+    Ok(Secret::new(line.to_vec()))
 }
 
 /// Everything needed to open an authenticated session.
@@ -74,7 +124,7 @@ pub struct ServerConfig {
     pub security: Security,
     pub tls: Arc<rustls::ClientConfig>,
     pub user: String,
-    pub password: Secret,
+    pub credential: Credential,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Which login mechanism to use; [`AuthMethod::Auto`] picks the best plain-password one.
@@ -162,16 +212,43 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
         None => open_network(cfg)?,
     };
     if !preauth {
+        let method = match (&cfg.credential, cfg.auth) {
+            (Credential::TokenCommand(_), AuthMethod::Auto) => oauth_method(&mut session)?,
+            (_, method) => method,
+        };
+        if matches!(cfg.credential, Credential::TokenCommand(_)) {
+            log::debug!("running the OAuth2 token command for a new connection");
+        }
+        let secret = cfg.credential.obtain()?;
+        log::debug!(
+            "logging in to {}:{} as {} ({method:?})",
+            cfg.host,
+            cfg.port,
+            cfg.user
+        );
         login_with(
             &mut session,
-            cfg.auth,
+            method,
             &cfg.user,
-            &cfg.password,
+            &secret,
             &cfg.host,
             cfg.port,
         )?;
     }
     finish_login(session)
+}
+
+/// The bearer-token mechanism to use with a token command: XOAUTH2, else OAUTHBEARER.
+fn oauth_method(session: &mut Session) -> Result<AuthMethod> {
+    for method in [AuthMethod::XOAuth2, AuthMethod::OAuthBearer] {
+        let name = method.sasl_name().unwrap_or_default();
+        if session.has_capability(&format!("AUTH={name}")) {
+            return Ok(method);
+        }
+    }
+    Err(Error::Auth(
+        "the server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER for the OAuth2 token".into(),
+    ))
 }
 
 /// TCP, then implicit TLS or STARTTLS: a session ready to log in, and whether the greeting
@@ -193,7 +270,10 @@ fn open_network(cfg: &ServerConfig) -> Result<(Session, bool)> {
         }
         if !session.has_capability("STARTTLS") {
             return Err(Error::Tls {
-                message: format!("{} does not offer STARTTLS; use imaps://", cfg.host),
+                message: format!(
+                    "{} does not offer STARTTLS; use imaps://, or --insecure to log in without TLS",
+                    cfg.host
+                ),
                 certificate: false,
             });
         }

@@ -5,6 +5,8 @@
 //! session. TLS is either implicit (`imaps://`, the handshake right after connect) or started
 //! later with [`Transport::start_tls`] (STARTTLS). A certificate that does not verify is reported
 //! as such ([`Error::Tls`] with `certificate: true`), so the CLI can say so in one line.
+//! Certificates are checked against the system roots or a CA file ([`tls_config`]), or pinned
+//! by their SHA-256 fingerprint alone ([`tls_config_pinned`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -80,6 +82,141 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<ClientConfig>
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// A SHA-256 certificate fingerprint, as `--tls-fingerprint sha256:HEX` gives it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// Parse `sha256:HEX`; the prefix is optional, and the hex may be in either case and
+    /// separated by colons (as `openssl x509 -fingerprint -sha256` prints it).
+    pub fn parse(s: &str) -> std::result::Result<Fingerprint, String> {
+        let s = s.trim();
+        let hex = match s.split_once(':') {
+            Some((algo, rest)) if algo.eq_ignore_ascii_case("sha256") => rest,
+            Some((algo, _)) if algo.len() > 2 => {
+                return Err(format!(
+                    "only sha256 fingerprints are supported, not {algo}"
+                ))
+            }
+            _ => s,
+        };
+        let digits: Vec<u8> = hex.bytes().filter(|&b| b != b':').collect();
+        let mut out = [0u8; 32];
+        let value = |d: u8| (d as char).to_digit(16);
+        if digits.len() != 64 || digits.iter().any(|&d| value(d).is_none()) {
+            return Err("expected sha256: and 64 hex digits".into());
+        }
+        for (i, pair) in digits.chunks(2).enumerate() {
+            out[i] = (value(pair[0]).unwrap_or(0) * 16 + value(pair[1]).unwrap_or(0)) as u8;
+        }
+        Ok(Fingerprint(out))
+    }
+
+    /// The fingerprint of a DER certificate.
+    pub fn of(der: &[u8]) -> Fingerprint {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Fingerprint(out)
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sha256:")?;
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// A TLS configuration that accepts exactly the server certificate whose SHA-256 is
+/// `fingerprint`, whoever signed it and whatever names it holds; the handshake signature is
+/// still checked against that certificate's key, so only the holder of its private key passes.
+pub fn tls_config_pinned(fingerprint: Fingerprint) -> Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(FingerprintPin {
+        expected: fingerprint,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct FingerprintPin {
+    expected: Fingerprint,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+/// The server's certificate is not the pinned one.
+#[derive(Debug)]
+struct FingerprintMismatch(Fingerprint);
+
+impl std::fmt::Display for FingerprintMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "its fingerprint is {}, not the one given with --tls-fingerprint",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for FingerprintMismatch {}
+
+impl ServerCertVerifier for FingerprintPin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let presented = Fingerprint::of(end_entity.as_ref());
+        if presented == self.expected {
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(rustls::OtherError(Arc::new(FingerprintMismatch(
+                presented,
+            )))),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// WebPKI verification, plus exact matches of certificates the user pinned with --ca-file.
@@ -437,6 +574,7 @@ fn certificate_problem(c: &rustls::CertificateError, peer: &str) -> String {
         C::Expired | C::ExpiredContext { .. } => "it has expired".to_string(),
         C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_string(),
         C::Revoked => "it has been revoked".to_string(),
+        C::Other(o) if o.0.downcast_ref::<FingerprintMismatch>().is_some() => o.0.to_string(),
         C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
             "the server presents a CA certificate as its own (pin it with --ca-file)".to_string()
         }

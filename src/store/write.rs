@@ -138,6 +138,8 @@ struct MoveState {
     queued: Vec<QueuedMove>,
     /// Mailboxes touched by the batch being sent.
     in_flight: Vec<MailboxId>,
+    /// The messages of the batch being sent.
+    moving: Vec<MessageRef>,
     flushing: bool,
     last_queued: Option<Instant>,
 }
@@ -192,10 +194,14 @@ impl Account {
             }
             if modified || latest.is_none() {
                 // Lost a race, or the server sent no FETCH: ask what the flags are now.
+                let mut attrs = vec![FetchAttr::Uid, FetchAttr::Flags];
+                if condstore {
+                    attrs.push(FetchAttr::ModSeq);
+                }
                 let now = s.run(Command::Fetch {
                     uid: true,
                     set: set.clone(),
-                    attrs: vec![FetchAttr::Uid, FetchAttr::Flags],
+                    attrs,
                     changed_since: None,
                 })?;
                 latest = flags_of(&now.untagged, msg.uid);
@@ -382,15 +388,24 @@ impl Account {
                 .iter()
                 .flat_map(|m| [m.msg.mailbox, m.target])
                 .collect();
+            st.moving = batch.iter().map(|m| m.msg).collect();
             drop(st);
             self.send_moves(batch);
             st = self.moves.state.lock();
             st.in_flight.clear();
+            st.moving.clear();
             self.moves.changed.notify_all();
         }
         st.flushing = false;
         drop(st);
         self.moves.changed.notify_all();
+    }
+
+    /// Whether a message is queued to move away (or moving now): it is no longer in its
+    /// folder as far as names go.
+    pub fn is_moving(&self, msg: MessageRef) -> bool {
+        let st = self.moves.state.lock();
+        st.queued.iter().any(|m| m.msg == msg) || st.moving.contains(&msg)
     }
 
     /// Wait until no queued or running move touches `mailbox`.

@@ -2278,3 +2278,83 @@ def main():
 
 main()
 "#;
+
+// ---------------------------------------------------------------------------------------------
+// The imapfs command line (tests/cli.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// `imapfs` with a clean environment: no password, log level or certificate variables from
+/// the caller, and `config_home` as `XDG_CONFIG_HOME` (it need not exist), so that the
+/// user's own config file is never read.
+pub fn imapfs_command(config_home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_imapfs"));
+    command
+        .env_remove("IMAPFS_PASSWORD")
+        .env_remove("RUST_LOG")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .env("XDG_CONFIG_HOME", config_home);
+    command
+}
+
+/// What a finished command said.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The exit code (panics if a signal ended the process).
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
+    }
+}
+
+/// Runs `command` with stdin closed and a deadline (panics when it passes).
+pub fn finish(command: Command, timeout: Duration) -> Finished {
+    let output = run_command(command, None, timeout).unwrap_or_else(|e| panic!("{e}"));
+    Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The one non-empty line of `text`; panics if there are none or several.
+pub fn single_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{text}");
+    lines[0].to_string()
+}
+
+/// The ids of the processes whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            if contains(&cmdline, needle.as_bytes()) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+impl MountOptions<'_> {
+    /// Runs with `RUST_LOG=level` instead of `debug`.
+    pub fn rust_log(mut self, level: &str) -> Self {
+        self.rust_log = Some(level.to_string());
+        self
+    }
+}
