@@ -107,9 +107,7 @@ impl Ino {
                 uid,
                 index,
             } => {
-                if generation == 0
-                    || generation > MAX_PARTS_GENERATION
-                    || index >= MAX_PART_ENTRIES
+                if generation == 0 || generation > MAX_PARTS_GENERATION || index >= MAX_PART_ENTRIES
                 {
                     return None;
                 }

@@ -164,7 +164,10 @@ impl Tree {
         let mut out: Vec<(MailboxId, Vec<String>)> = self
             .by_mailbox
             .iter()
-            .filter(|(_, ino)| self.dir(**ino).is_some_and(|n| n.mailbox.is_some_and(|m| m.1)))
+            .filter(|(_, ino)| {
+                self.dir(**ino)
+                    .is_some_and(|n| n.mailbox.is_some_and(|m| m.1))
+            })
             .filter_map(|(id, ino)| Some((*id, self.path(*ino)?)))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
@@ -250,7 +253,12 @@ pub fn split_name(name: &str, delimiter: Option<char>) -> Vec<String> {
 pub fn escape_component(c: &str) -> String {
     let mut s = c.replace('%', "%25").replace('/', "%2F");
     // `.search` and `.parts` are the views' names (crate::fs::views).
-    if s == "." || s == ".." || s == ".search" || s == ".parts" || parse_message_file_name(&s).is_some() {
+    if s == "."
+        || s == ".."
+        || s == ".search"
+        || s == ".parts"
+        || parse_message_file_name(&s).is_some()
+    {
         s = s.replace('.', "%2E");
     }
     s

@@ -250,9 +250,8 @@ impl ImapFs {
         if !self.search_root_exists(dir) {
             return Err(Error::NoEntry(SEARCH_DIR.into()));
         }
-        let keys = parse_criteria(criteria).map_err(|e| {
-            Error::InvalidInput(format!("search criteria {criteria:?}: {e}"))
-        })?;
+        let keys = parse_criteria(criteria)
+            .map_err(|e| Error::InvalidInput(format!("search criteria {criteria:?}: {e}")))?;
         let id = {
             let mut t = self.views.search.lock();
             match t.by_key.get(&(dir, criteria.to_string())).copied() {
@@ -314,7 +313,11 @@ impl ImapFs {
         if let Some(old) = old {
             // The kernel may hold entries for links this run no longer has.
             let result = view_ino(ViewIno::SearchResult(id))?;
-            for l in old.links.iter().filter(|l| !run.by_name.contains_key(&l.name)) {
+            for l in old
+                .links
+                .iter()
+                .filter(|l| !run.by_name.contains_key(&l.name))
+            {
                 self.invalidate(Invalidation::Entry {
                     parent: result,
                     name: l.name.clone().into(),
@@ -402,7 +405,13 @@ impl ImapFs {
             .account
             .message_meta(link.message)
             .map_or(UNIX_EPOCH, |m| unix_time(m.internal_date));
-        self.attr(ino, FileType::Symlink, 0o777, link.target.len() as u64, time)
+        self.attr(
+            ino,
+            FileType::Symlink,
+            0o777,
+            link.target.len() as u64,
+            time,
+        )
     }
 }
 

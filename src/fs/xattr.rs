@@ -217,11 +217,12 @@ impl ImapFs {
     fn stats(&self) -> String {
         let traffic = self.account.pool().traffic();
         format!(
-            "round_trips={}\ncache_bytes={}\nbytes_received={}\nbytes_sent={}",
+            "round_trips={}\ncache_bytes={}\nbytes_received={}\nbytes_sent={}\nsearches={}",
             traffic.round_trips,
             self.account.cache_bytes(),
             traffic.bytes_received,
             traffic.bytes_sent,
+            self.account.searches_run(),
         )
     }
 }

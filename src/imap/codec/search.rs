@@ -68,9 +68,7 @@ impl SearchDate {
         const MONTHS: [&str; 12] = [
             "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
         ];
-        let m = MONTHS
-            .iter()
-            .position(|m| m.eq_ignore_ascii_case(b))?;
+        let m = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(b))?;
         let (d, y) = (num(a, 2)?, num(c, 4)?);
         if c.len() != 4 {
             return None;
@@ -176,7 +174,11 @@ fn quoted(
             Some((_, '"')) => return Ok(s),
             Some((j, '\\')) => match chars.next() {
                 Some((_, c @ ('"' | '\\'))) => s.push(c),
-                _ => return Err(err(format!("only \\\" and \\\\ may follow `\\` (byte {j})"))),
+                _ => {
+                    return Err(err(format!(
+                        "only \\\" and \\\\ may follow `\\` (byte {j})"
+                    )))
+                }
             },
             Some((_, c)) => s.push(c),
         }
@@ -297,13 +299,17 @@ impl Parser {
             "UID" => {
                 let w = self.word(&upper)?;
                 SearchKey::Uid(sequence_set(&w).ok_or_else(|| {
-                    err(format!("UID takes a set of UIDs like 1:10,15,20:*, not `{w}`"))
+                    err(format!(
+                        "UID takes a set of UIDs like 1:10,15,20:*, not `{w}`"
+                    ))
                 })?)
             }
             "HEADER" => {
                 let field = self.string(&upper)?;
                 let valid = !field.is_empty()
-                    && field.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b':');
+                    && field
+                        .iter()
+                        .all(|&b| (0x21..0x7f).contains(&b) && b != b':');
                 if !valid {
                     return Err(err("HEADER takes a header field name, then a string"));
                 }
@@ -523,11 +529,29 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(SearchDate::parse("1-Nov-2026"), SearchDate::new(2026, 11, 1));
-        assert_eq!(SearchDate::parse("01-NOV-2026"), SearchDate::new(2026, 11, 1));
-        assert_eq!(SearchDate::parse("2026-11-01"), SearchDate::new(2026, 11, 1));
-        assert_eq!(SearchDate::parse("2024-02-29"), SearchDate::new(2024, 2, 29));
-        for bad in ["2023-02-29", "1-Nov-26", "Nov-1-2026", "1-Nov-2026-x", "+1-Nov-2026"] {
+        assert_eq!(
+            SearchDate::parse("1-Nov-2026"),
+            SearchDate::new(2026, 11, 1)
+        );
+        assert_eq!(
+            SearchDate::parse("01-NOV-2026"),
+            SearchDate::new(2026, 11, 1)
+        );
+        assert_eq!(
+            SearchDate::parse("2026-11-01"),
+            SearchDate::new(2026, 11, 1)
+        );
+        assert_eq!(
+            SearchDate::parse("2024-02-29"),
+            SearchDate::new(2024, 2, 29)
+        );
+        for bad in [
+            "2023-02-29",
+            "1-Nov-26",
+            "Nov-1-2026",
+            "1-Nov-2026-x",
+            "+1-Nov-2026",
+        ] {
             assert_eq!(SearchDate::parse(bad), None, "{bad}");
         }
     }
