@@ -73,19 +73,6 @@ pub enum ViewIno {
     },
 }
 
-impl ViewIno {
-    /// Whether the view inode is a directory.
-    pub fn is_dir(self) -> bool {
-        match self {
-            ViewIno::SearchRoot(_) | ViewIno::PartsRoot(_) | ViewIno::SearchResult(_) => true,
-            ViewIno::SearchLink { .. } => false,
-            // Entries other than the message's own directory may be directories too (nested
-            // messages): only the parts table knows.
-            ViewIno::Part { index, .. } => index == 0,
-        }
-    }
-}
-
 impl Ino {
     pub fn message(generation: u32, uid: Uid) -> Ino {
         debug_assert!(generation != 0 && generation <= MAX_MESSAGE_GENERATION);

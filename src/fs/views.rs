@@ -20,7 +20,19 @@
 //! The table of results and runs is bounded ([`MAX_RESULTS`], [`MAX_RUNS`]); an evicted
 //! result is simply searched again at its next lookup.
 //!
+//! # `.parts`
+//!
+//! Every folder that holds messages has a `.parts` directory, listing one directory per
+//! message (`.parts/<UID>/`); what is in it comes from the store's [`PartTree`] (fetched when
+//! first needed, see [`crate::store::mime`]): `header`, `text`, one file per leaf part
+//! (`<section>-<filename>` or `<section>.<ext>`) and one directory per attached message. A
+//! part's inode is computed from the message's generation, its UID and the entry's index in
+//! the tree, so nothing is stored per part here. Part files have their exact decoded size in
+//! `stat`, are opened with `FOPEN_KEEP_CACHE` (they never change) and carry
+//! `user.mime.type`, `user.mime.charset` and `user.mime.filename`.
+//!
 //! [`parse_criteria`]: crate::imap::codec::parse_criteria
+//! [`PartTree`]: crate::store::PartTree
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -36,10 +48,11 @@ use crate::error::{Error, Result};
 use crate::fs::inode::{Ino, InoKind, ViewIno, ROOT};
 use crate::fs::invalidate::Invalidation;
 use crate::fs::read::unix_time;
-use crate::fs::tree::message_file_name;
+use crate::fs::tree::{message_file_name, parse_message_file_name};
 use crate::fs::{ImapFs, Listing};
 use crate::imap::codec::{parse_criteria, SearchKey};
-use crate::store::{MailboxId, MessageRef};
+use crate::imap::types::Uid;
+use crate::store::{MailboxId, MessageRef, PartKind, PartTree};
 
 /// The name of the search view in every folder and at the root.
 pub const SEARCH_DIR: &str = ".search";
@@ -50,6 +63,10 @@ pub const PARTS_DIR: &str = ".parts";
 pub const MAX_RESULTS: usize = 1024;
 /// Search runs kept, each with its links (a kernel may still hold the links of an old run).
 pub const MAX_RUNS: usize = 256;
+
+// A message's parts tree and the inode numbering agree on how many entries there can be.
+const _: () =
+    assert!(crate::store::mime::MAX_PART_NODES == crate::fs::inode::MAX_PART_ENTRIES as usize);
 
 /// Attribute lifetime of the views' directories.
 const VIEW_DIR_TTL: Duration = Duration::from_secs(1);
@@ -156,7 +173,25 @@ impl ImapFs {
                 let link = self.link(run, index)?;
                 Ok((self.link_attr(ino, &link), self.opts.dir_ttl))
             }
-            ViewIno::Part { .. } => Err(Error::NoEntry("parts".into())),
+            ViewIno::Part {
+                generation,
+                uid,
+                index: 0,
+            } => {
+                self.part_message(generation, uid)?;
+                Ok((self.dir_attr(ino), self.opts.message_ttl))
+            }
+            ViewIno::Part {
+                generation,
+                uid,
+                index,
+            } => {
+                let (msg, tree) = self.part_tree(generation, uid)?;
+                Ok((
+                    self.part_attr(ino, msg, &tree, index)?,
+                    self.opts.message_ttl,
+                ))
+            }
             _ => Err(Error::NoEntry(format!("view inode {:#x}", ino.0))),
         }
     }
@@ -184,6 +219,61 @@ impl ImapFs {
                 }
                 Ok(out)
             }
+            ViewIno::PartsRoot(dir) => {
+                let mb = self
+                    .selectable_mailbox(dir)
+                    .ok_or_else(|| Error::NoEntry(PARTS_DIR.into()))?;
+                self.account.settle(mb);
+                let index = self.account.index(mb, self.opts.dir_ttl)?;
+                let (validity, uids): (_, Vec<Uid>) = {
+                    let ix = index.read();
+                    (ix.validity, ix.messages.keys().copied().collect())
+                };
+                let generation = self.tree.lock().generation(mb, validity);
+                let mut out = dot(dir);
+                for uid in uids {
+                    if let Some(ino) = Ino::view(ViewIno::Part {
+                        generation,
+                        uid,
+                        index: 0,
+                    }) {
+                        out.push((ino, FileType::Directory, OsString::from(uid.to_string())));
+                    }
+                }
+                Ok(out)
+            }
+            ViewIno::Part {
+                generation,
+                uid,
+                index,
+            } => {
+                let (msg, tree) = self.part_tree(generation, uid)?;
+                let PartKind::Dir { children, .. } = &tree.node(index)?.kind else {
+                    return Err(Error::InvalidInput("not a directory".into()));
+                };
+                let parent = if index == 0 {
+                    let dir = self.tree.lock().dir_of(msg.mailbox);
+                    view_ino(ViewIno::PartsRoot(dir.ok_or_else(|| {
+                        Error::NoEntry(format!("folder of {}", msg.mailbox))
+                    })?))?
+                } else {
+                    part_ino(generation, uid, tree.node(index)?.parent)?
+                };
+                let mut out = dot(parent);
+                for &c in children {
+                    let node = tree.node(c)?;
+                    let kind = match node.kind {
+                        PartKind::Dir { .. } => FileType::Directory,
+                        _ => FileType::RegularFile,
+                    };
+                    out.push((
+                        part_ino(generation, uid, c)?,
+                        kind,
+                        OsString::from(&node.name),
+                    ));
+                }
+                Ok(out)
+            }
             _ => Err(Error::InvalidInput("not a directory".into())),
         }
     }
@@ -194,14 +284,33 @@ impl ImapFs {
             return Err(Error::ReadOnly);
         }
         match v {
-            ViewIno::Part { .. } => Err(Error::NoEntry("parts".into())),
-            _ => Err(Error::InvalidInput("not a regular file".into())),
+            ViewIno::Part {
+                generation,
+                uid,
+                index,
+            } if index > 0 => {
+                let (_, tree) = self.part_tree(generation, uid)?;
+                match tree.node(index)?.kind {
+                    PartKind::Dir { .. } => Err(Error::NotPermitted("is a directory".into())),
+                    // A part never changes: the kernel may keep its pages.
+                    _ => Ok(FopenFlags::FOPEN_KEEP_CACHE),
+                }
+            }
+            _ => Err(Error::NotPermitted("not a regular file".into())),
         }
     }
 
-    pub(crate) fn view_read(&self, v: ViewIno, _offset: u64, _size: u32) -> Result<Vec<u8>> {
+    pub(crate) fn view_read(&self, v: ViewIno, offset: u64, size: u32) -> Result<Vec<u8>> {
         match v {
-            ViewIno::Part { .. } => Err(Error::NoEntry("parts".into())),
+            ViewIno::Part {
+                generation,
+                uid,
+                index,
+            } => {
+                let (msg, tree) = self.part_tree(generation, uid)?;
+                self.account
+                    .read_part(msg, &tree, index, offset, u64::from(size))
+            }
             _ => Err(Error::InvalidInput("not a regular file".into())),
         }
     }
@@ -216,14 +325,57 @@ impl ImapFs {
         }
     }
 
-    /// An extended attribute of a view inode.
-    pub(crate) fn view_xattr(&self, _v: ViewIno, _name: &str) -> Result<Option<String>> {
-        Ok(None)
+    /// An extended attribute of a view inode: `user.mime.*` of part files.
+    pub(crate) fn view_xattr(&self, v: ViewIno, name: &str) -> Result<Option<String>> {
+        let ViewIno::Part {
+            generation,
+            uid,
+            index,
+        } = v
+        else {
+            return Ok(None);
+        };
+        if index == 0 || !PART_XATTRS.contains(&name) {
+            return Ok(None);
+        }
+        let (_, tree) = self.part_tree(generation, uid)?;
+        let Some(info) = tree.info(index) else {
+            return Ok(None);
+        };
+        Ok(match name {
+            "user.mime.type" => Some(info.mime_type),
+            "user.mime.charset" => info.charset,
+            _ => info
+                .filename
+                .map(|f| f.chars().filter(|c| !c.is_control()).collect()),
+        })
     }
 
     /// The extended attribute names of a view inode.
-    pub(crate) fn view_xattr_names(&self, _v: ViewIno) -> Result<Vec<&'static str>> {
-        Ok(Vec::new())
+    pub(crate) fn view_xattr_names(&self, v: ViewIno) -> Result<Vec<&'static str>> {
+        let ViewIno::Part {
+            generation,
+            uid,
+            index,
+        } = v
+        else {
+            return Ok(Vec::new());
+        };
+        if index == 0 {
+            return Ok(Vec::new());
+        }
+        let (_, tree) = self.part_tree(generation, uid)?;
+        let Some(info) = tree.info(index) else {
+            return Ok(Vec::new());
+        };
+        let mut names = vec!["user.mime.type"];
+        if info.charset.is_some() {
+            names.push("user.mime.charset");
+        }
+        if info.filename.is_some() {
+            names.push("user.mime.filename");
+        }
+        Ok(names)
     }
 
     // ----- search -----
@@ -241,8 +393,91 @@ impl ImapFs {
                 let link = &run.links[index as usize];
                 Ok((self.link_attr(ino, link), self.opts.dir_ttl))
             }
+            ViewIno::PartsRoot(dir) => self.lookup_parts_message(dir, name),
+            ViewIno::Part {
+                generation,
+                uid,
+                index,
+            } => {
+                let (msg, tree) = self.part_tree(generation, uid)?;
+                let child = tree
+                    .child(index, name)
+                    .ok_or_else(|| Error::NoEntry(name.into()))?;
+                let ino = part_ino(generation, uid, child)?;
+                Ok((
+                    self.part_attr(ino, msg, &tree, child)?,
+                    self.opts.message_ttl,
+                ))
+            }
             _ => Err(Error::NoEntry(name.into())),
         }
+    }
+
+    // ----- parts -----
+
+    /// `DIR/.parts/<UID>`: the message must be in the folder; nothing is fetched yet.
+    fn lookup_parts_message(&self, dir: Ino, name: &str) -> Result<(FileAttr, Duration)> {
+        let mb = self
+            .selectable_mailbox(dir)
+            .ok_or_else(|| Error::NoEntry(PARTS_DIR.into()))?;
+        let uid = parse_message_file_name(&format!("{name}.eml"))
+            .ok_or_else(|| Error::NoEntry(name.into()))?;
+        self.account.settle(mb);
+        let index = self.account.index(mb, self.opts.dir_ttl)?;
+        let validity = {
+            let ix = index.read();
+            if !ix.messages.contains_key(&uid) {
+                return Err(Error::NoEntry(name.into()));
+            }
+            ix.validity
+        };
+        let generation = self.tree.lock().generation(mb, validity);
+        let ino = part_ino(generation, uid, 0)?;
+        Ok((self.dir_attr(ino), self.opts.message_ttl))
+    }
+
+    /// The message of a part inode (from the cached index: no round trip).
+    fn part_message(&self, generation: u32, uid: Uid) -> Result<MessageRef> {
+        let (mailbox, validity) = self
+            .tree
+            .lock()
+            .generation_info(generation)
+            .ok_or_else(|| Error::NoEntry(format!("generation {generation}")))?;
+        let msg = MessageRef {
+            mailbox,
+            validity,
+            uid,
+        };
+        if self.account.message_meta(msg).is_none() {
+            return Err(Error::NoMessage(format!("UID {uid}")));
+        }
+        Ok(msg)
+    }
+
+    /// The message of a part inode and its parts (fetched when first needed).
+    fn part_tree(&self, generation: u32, uid: Uid) -> Result<(MessageRef, Arc<PartTree>)> {
+        let msg = self.part_message(generation, uid)?;
+        Ok((msg, self.account.message_parts(msg)?))
+    }
+
+    fn part_attr(
+        &self,
+        ino: Ino,
+        msg: MessageRef,
+        tree: &PartTree,
+        index: u16,
+    ) -> Result<FileAttr> {
+        let time = self
+            .account
+            .message_meta(msg)
+            .map_or(UNIX_EPOCH, |m| unix_time(m.internal_date));
+        Ok(match tree.node(index)?.kind {
+            PartKind::Dir { .. } => self.attr(ino, FileType::Directory, 0o555, 0, time),
+            _ => {
+                let size = self.account.part_size(msg, tree, index)?;
+                self.attr(ino, FileType::RegularFile, 0o444, size, time)
+            }
+        })
     }
 
     /// `DIR/.search/<criteria>`: parse, then search (or take a fresh enough earlier run).
@@ -430,6 +665,23 @@ impl SearchTable {
         }
         id
     }
+}
+
+/// The attribute names of part files.
+const PART_XATTRS: &[&str] = &["user.mime.type", "user.mime.charset", "user.mime.filename"];
+
+/// The inode of entry `index` of a message's parts.
+fn part_ino(generation: u32, uid: Uid, index: u16) -> Result<Ino> {
+    Ino::view(ViewIno::Part {
+        generation,
+        uid,
+        index,
+    })
+    .ok_or_else(|| {
+        Error::Unsupported(format!(
+            "parts of UID {uid}: generation {generation} or entry {index} beyond the inode numbering"
+        ))
+    })
 }
 
 /// The number of a view inode; an error if it has none (see [`Ino::view`]).

@@ -217,12 +217,13 @@ impl ImapFs {
     fn stats(&self) -> String {
         let traffic = self.account.pool().traffic();
         format!(
-            "round_trips={}\ncache_bytes={}\nbytes_received={}\nbytes_sent={}\nsearches={}",
+            "round_trips={}\ncache_bytes={}\nbytes_received={}\nbytes_sent={}\nsearches={}\npart_trees={}",
             traffic.round_trips,
             self.account.cache_bytes(),
             traffic.bytes_received,
             traffic.bytes_sent,
             self.account.searches_run(),
+            self.account.part_trees_built(),
         )
     }
 }

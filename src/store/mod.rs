@@ -14,6 +14,8 @@
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
 //! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
+//! - [`mime`]: a message's MIME parts from BODYSTRUCTURE, fetched and decoded part by part
+//!   (the `.parts` view);
 //! - [`changes`]: the feed of [`Change`]s that the filesystem turns into kernel
 //!   invalidations (the store never calls the filesystem).
 //!
@@ -26,6 +28,7 @@ pub mod headers;
 pub mod ids;
 pub mod index;
 pub mod mailboxes;
+pub mod mime;
 pub mod read;
 pub mod search;
 pub mod sync;
@@ -39,6 +42,7 @@ pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
+pub use mime::{PartInfo, PartKind, PartNode, PartTree};
 pub use search::SearchHits;
 pub use write::{DeleteMode, FlagEdit, NewMessage, QueuedMove};
 
@@ -91,6 +95,8 @@ pub struct Account {
     moves: write::MoveQueue,
     /// Locks that serialise index refreshes per mailbox (striped by mailbox).
     refresh_turns: Vec<Mutex<()>>,
+    /// Parts trees and decoded parts (the `.parts` view).
+    parts: mime::PartState,
     /// Searches run (views; for statistics).
     searches: std::sync::atomic::AtomicU64,
 }
@@ -107,6 +113,7 @@ impl Account {
             moves: write::MoveQueue::default(),
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
             searches: std::sync::atomic::AtomicU64::new(0),
+            parts: mime::PartState::new((opts.cache_size / 4).max(8 << 20)),
             opts,
         }
     }

@@ -2365,6 +2365,8 @@ def cmd_parts(m, folder_hex, uid):
         # attached messages.
         found = {}
         def look(p):
+            if p.get_content_type() == 'message/rfc822':
+                return
             if p.is_multipart():
                 for sub in p.get_payload():
                     look(sub)
@@ -2385,11 +2387,12 @@ def cmd_parts(m, folder_hex, uid):
         else:
             part(inner, prefix + '.1' if prefix else '1')
     def part(p, section):
-        if p.is_multipart():
+        # A message/rfc822 part counts as multipart to Python (its payload is a list).
+        if p.get_content_type() == 'message/rfc822':
+            message(p.get_payload()[0], section)
+        elif p.is_multipart():
             for i, sub in enumerate(p.get_payload(), 1):
                 part(sub, '%s.%d' % (section, i))
-        elif p.get_content_type() == 'message/rfc822':
-            message(p.get_payload()[0], section)
         else:
             name = p.get_filename()
             out.append('leaf\t%s\t%s\t%s\t%s\t%s' % (

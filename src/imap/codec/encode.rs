@@ -94,6 +94,14 @@ pub enum FetchAttr {
         section: String,
         partial: Option<(u64, u32)>,
     },
+    /// `BINARY.PEEK[section]<offset.len>` (RFC 3516): a part with its content transfer
+    /// encoding undone by the server; the section is a part number (`2`, `3.1`).
+    BinaryPeek {
+        section: String,
+        partial: Option<(u64, u32)>,
+    },
+    /// `BINARY.SIZE[section]` (RFC 3516): the decoded size of a part.
+    BinarySize(String),
 }
 
 /// A client command (without its tag).
@@ -971,8 +979,32 @@ impl Writer {
                     self.raw(format!("<{off}.{len}>").as_bytes());
                 }
             }
+            FetchAttr::BinaryPeek { section, partial } => {
+                part_number(section)?;
+                self.raw(format!("BINARY.PEEK[{section}]").as_bytes());
+                if let Some((off, len)) = partial {
+                    self.raw(format!("<{off}.{len}>").as_bytes());
+                }
+            }
+            FetchAttr::BinarySize(section) => {
+                part_number(section)?;
+                self.raw(format!("BINARY.SIZE[{section}]").as_bytes());
+            }
         }
         Ok(())
+    }
+}
+
+/// A BINARY section must be a part number: `1`, `2.3` (no `HEADER`, no empty section).
+fn part_number(section: &str) -> Result<(), EncodeError> {
+    let ok = !section.is_empty()
+        && section
+            .split('.')
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EncodeError::Invalid(format!("BINARY section `{section}`")))
     }
 }
 
@@ -1094,5 +1126,34 @@ mod tests {
             changed_since: None,
         };
         assert!(f.encode("A1", false).is_err());
+        for bad in ["", "HEADER", "1.", "0", "1.a", "1]"] {
+            let f = Command::Fetch {
+                uid: true,
+                set: SequenceSet::single(1),
+                attrs: vec![FetchAttr::BinarySize(bad.into())],
+                changed_since: None,
+            };
+            assert!(f.encode("A1", false).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn binary_fetch() {
+        let f = Command::Fetch {
+            uid: true,
+            set: SequenceSet::single(9),
+            attrs: vec![
+                FetchAttr::BinarySize("2".into()),
+                FetchAttr::BinaryPeek {
+                    section: "3.1".into(),
+                    partial: Some((1024, 512)),
+                },
+            ],
+            changed_since: None,
+        };
+        assert_eq!(
+            one(&f),
+            "A1 UID FETCH 9 (BINARY.SIZE[2] BINARY.PEEK[3.1]<1024.512>)\r\n"
+        );
     }
 }
