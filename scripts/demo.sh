@@ -236,6 +236,23 @@ say getfattr --only-values -n user.mail.subject demo-mail/INBOX/5.eml
 getfattr --only-values -n user.mail.subject demo-mail/INBOX/5.eml
 echo
 
+# Changing mail: a flag, a new folder, a move, a new message, a removal.
+say setfattr -n user.imap.flags -v '+\\Flagged' demo-mail/INBOX/5.eml
+setfattr -n user.imap.flags -v '+\Flagged' demo-mail/INBOX/5.eml
+getfattr --only-values -n user.imap.flags demo-mail/INBOX/5.eml
+echo
+say mkdir demo-mail/Later
+mkdir demo-mail/Later
+say mv demo-mail/INBOX/5.eml demo-mail/INBOX/6.eml demo-mail/Later/
+mv demo-mail/INBOX/5.eml demo-mail/INBOX/6.eml demo-mail/Later/
+ls -l demo-mail/Later
+say "printf 'Subject: note to self\\n\\nwritten with printf\\n' > demo-mail/Later/note.eml"
+printf 'Subject: note to self\nMessage-ID: <demo.note@imapfs.example>\n\nwritten with printf\n' > demo-mail/Later/note.eml
+ls -l demo-mail/Later
+say rm demo-mail/INBOX/1.eml
+rm demo-mail/INBOX/1.eml
+ls demo-mail/INBOX
+
 cat <<EOF
 
 The demo account stays mounted at ./demo-mail. When you are done:

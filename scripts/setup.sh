@@ -7,6 +7,11 @@
 #   attr           getfattr/setfattr, to look at the xattrs
 #   python3        the independent IMAP client the tests compare against (imaplib)
 #
+# Then scripts/servers.sh: GNU mailutils imap4d, Courier-IMAP and Cyrus IMAP for
+# tests/compat.rs, unpacked privately beside dovecot-imapd (their packages conflict with it);
+# free when they are already there. As root a failure there is fatal; otherwise it is a
+# warning and tests/compat.rs says which servers it skips and why.
+#
 # apt-get update runs only when something is missing. If Debian's package starts the system
 # dovecot service, it is stopped and disabled again: the tests never use it, and an IMAP
 # server left listening on 143/993 is not what anyone asked for. A dovecot that was already
@@ -95,4 +100,10 @@ done
 
 if [ ! -e /dev/fuse ]; then
     echo "setup.sh: warning: /dev/fuse does not exist; mounting will fail (modprobe fuse?)" >&2
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    "$(dirname "$0")/servers.sh" || die "installing the test IMAP servers failed"
+elif ! "$(dirname "$0")/servers.sh" 2>/dev/null; then
+    echo "setup.sh: warning: the other test IMAP servers are missing (run scripts/servers.sh as root); tests/compat.rs will skip them" >&2
 fi

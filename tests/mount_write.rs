@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{run, wait_for, Dovecot, Mount, Seed};
+use common::{run, wait_for, Dovecot, Mount, MountOptions, Seed};
 
 /// Deadline for one external command.
 const QUICK: Duration = Duration::from_secs(30);
@@ -31,6 +31,24 @@ fn mounted_with(extra_conf: &str, args: &[&str]) -> Fixture {
 
 fn mounted() -> Fixture {
     mounted_with("", &[])
+}
+
+/// A temporary directory removed when the test ends, whatever way it ends.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(kind: &str) -> TempDir {
+        TempDir(common::unique_temp_dir(kind))
+    }
+    fn join(&self, name: impl AsRef<Path>) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Dovecot with a Trash folder marked `\Trash` and a storage quota.
@@ -306,7 +324,7 @@ fn mv_moves_messages_between_folders_byte_for_byte() {
 #[test]
 fn cp_of_a_file_appends_a_message_with_flags_date_and_crlf() {
     let fx = mounted();
-    let dir = common::unique_temp_dir("cp-src");
+    let dir = TempDir::new("cp-src");
     let src = dir.join("note.eml");
     // Bare LF line ends: sent as CRLF.
     fs::write(
@@ -578,7 +596,7 @@ fn stat_round_trips(mount: &Mount) -> u64 {
 fn cp_and_mv_of_a_thousand_messages() {
     let fx = mounted();
     let n = 1000;
-    let dir = common::unique_temp_dir("many");
+    let dir = TempDir::new("many");
     for i in 0..n {
         fs::write(
             dir.join(format!("m{i:04}.eml")),
@@ -651,4 +669,218 @@ fn cp_and_mv_of_a_thousand_messages() {
     wait_for("the mount to stay up", QUICK, || {
         fx.mount.is_mounted().then_some(())
     });
+}
+
+// --- read-only and subscribed views ---------------------------------------------------------------
+
+#[test]
+fn a_read_only_mount_refuses_every_change_with_erofs() {
+    let fx = mounted_with("", &["-o", "ro"]);
+    let m = |p: &str| fx.mount.join(p).to_string_lossy().into_owned();
+    let file = fx.mount.join("INBOX/1.eml");
+    assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o444);
+    for cmd in [
+        vec!["rm".to_string(), m("INBOX/1.eml")],
+        vec!["mv".into(), m("INBOX/1.eml"), m("Archive/")],
+        vec!["mkdir".into(), m("New")],
+        vec!["rmdir".into(), m("Empty")],
+        vec![
+            "setfattr".into(),
+            "-n".into(),
+            "user.imap.flags".into(),
+            "-v".into(),
+            "\\Seen".into(),
+            m("INBOX/1.eml"),
+        ],
+        vec!["touch".into(), m("INBOX/new.eml")],
+    ] {
+        let out = run(&cmd, QUICK);
+        assert!(!out.status.success(), "{cmd:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Read-only file system"), "{cmd:?}: {err}");
+    }
+    assert_eq!(fx.dovecot.oracle_meta("INBOX").len(), 10);
+    assert_eq!(fx.dovecot.oracle_flags("INBOX", 1), ["\\Seen"]);
+}
+
+#[test]
+fn the_subscribed_option_shows_only_subscribed_folders_and_their_parents() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let plain = Mount::start(&dovecot, &[]).unwrap_or_else(|f| panic!("{f}"));
+    for dir in ["Lists/rust", "Archive"] {
+        let p = plain.join(dir);
+        ok(&[
+            "setfattr",
+            "-n",
+            "user.imap.subscribed",
+            "-v",
+            "1",
+            &p.to_string_lossy(),
+        ]);
+    }
+    drop(plain);
+    let mount = Mount::start(&dovecot, &["-o", "subscribed"]).unwrap_or_else(|f| panic!("{f}"));
+    let top = names(mount.path());
+    assert_eq!(
+        top,
+        ["Archive", "INBOX", "Lists"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(
+        names(&mount.join("Lists")),
+        ["rust".to_string()].into_iter().collect()
+    );
+    assert!(!names(&mount.join("Archive")).contains("2024"));
+}
+
+// --- cut connections --------------------------------------------------------------------------------
+
+/// A TCP proxy to Dovecot's plaintext port that cuts the connection once: after the client
+/// sent a command containing `trigger` and the server answered it, the answer is dropped and
+/// both sides are closed, so the client cannot know whether the server did it.
+struct CuttingProxy {
+    port: u16,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(server_port: u16, trigger: &'static [u8]) -> CuttingProxy {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(true));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let cuts2 = cuts.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                    return;
+                };
+                let cut_next_reply = Arc::new(AtomicBool::new(false));
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (armed, flag, cuts) = (armed.clone(), cut_next_reply.clone(), cuts2.clone());
+                // client -> server: watch for the trigger.
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let (mut from, mut to) = (c2, s2);
+                    let mut buf = vec![0u8; 65536];
+                    let mut seen: Vec<u8> = Vec::new();
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.len() > 4096 {
+                            seen.drain(..seen.len() - 4096);
+                        }
+                        if armed.load(Ordering::SeqCst)
+                            && seen.windows(trigger.len()).any(|w| w == trigger)
+                        {
+                            armed.store(false, Ordering::SeqCst);
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+                // server -> client: drop the reply after the trigger, and cut.
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let (mut from, mut to) = (server, client);
+                    let mut buf = vec![0u8; 65536];
+                    let mut pending: Vec<u8> = Vec::new();
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut_next_reply.load(Ordering::SeqCst) {
+                            // Wait for a tagged completion (a line starting with a tag).
+                            pending.extend_from_slice(&buf[..n]);
+                            let tagged = pending.split(|&b| b == b'\n').any(|l| {
+                                l.first().is_some_and(|c| c.is_ascii_alphabetic())
+                                    && l.windows(4).any(|w| w == b" OK " || w == b" NO ")
+                            });
+                            if tagged {
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                let _ = to.shutdown(Shutdown::Both);
+                                let _ = from.shutdown(Shutdown::Both);
+                                break;
+                            }
+                            continue;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { port, cuts }
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn mount_through(dovecot: &Dovecot, proxy: &CuttingProxy) -> Mount {
+    MountOptions::new(dovecot)
+        .url(format!("imap://{}@127.0.0.1:{}", dovecot.user, proxy.port))
+        .args(&["--insecure"])
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"))
+}
+
+#[test]
+fn a_cut_between_copy_and_the_removal_of_the_source_loses_nothing() {
+    // No MOVE advertised: the mount moves with UID COPY, then removes the source.
+    let dovecot = Dovecot::start_with(
+        Seed::standard(),
+        "imap_capability = IMAP4rev1 LITERAL+ UIDPLUS CONDSTORE IDLE",
+    );
+    let proxy = CuttingProxy::start(dovecot.imap_port, b"UID COPY");
+    let mount = mount_through(&dovecot, &proxy);
+    let original = dovecot.oracle_fetch("INBOX", 9);
+    let before = dovecot.oracle_fetch_all("Archive").len();
+    ok(&[
+        "mv",
+        &mount.join("INBOX/9.eml").to_string_lossy(),
+        &mount.join("Archive/").to_string_lossy(),
+    ]);
+    // The listing waits for the move: afterwards the server has exactly one copy.
+    let listed = messages(&mount.join("Archive"));
+    assert_eq!(proxy.cuts(), 1, "the proxy never cut the COPY");
+    let archive = dovecot.oracle_fetch_all("Archive");
+    assert_eq!(archive.len(), before + 1, "{listed:?}");
+    assert_eq!(archive.values().filter(|b| **b == original).count(), 1);
+    assert!(!dovecot.oracle_meta("INBOX").contains_key(&9));
+    assert_eq!(listed, uid_names(archive.keys().copied()));
+}
+
+#[test]
+fn a_cut_after_append_reached_the_server_stores_it_once() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let proxy = CuttingProxy::start(dovecot.imap_port, b"APPEND");
+    let mount = mount_through(&dovecot, &proxy);
+    let before = dovecot.oracle_fetch_all("Archive").len();
+    let message = b"Subject: cut\r\nMessage-ID: <cut.1@imapfs.test>\r\n\r\nbody\r\n";
+    let path = mount.join("Archive/cut.eml");
+    fs::write(&path, message).expect("close after a cut APPEND succeeds once checked");
+    assert_eq!(proxy.cuts(), 1, "the proxy never cut the APPEND");
+    let archive = dovecot.oracle_fetch_all("Archive");
+    assert_eq!(archive.len(), before + 1);
+    assert_eq!(
+        archive.values().filter(|b| b.as_slice() == message).count(),
+        1
+    );
 }

@@ -190,7 +190,9 @@ impl ImapFs {
             let Some(d) = drafts.by_ino.get_mut(&ino) else {
                 return Ok(());
             };
-            if !d.dirty || d.name.is_none() || d.sealed {
+            // An empty draft is not sent: a shell's `> file` opens, dup2()s and closes the
+            // first descriptor (a flush) before anything is written.
+            if !d.dirty || d.name.is_none() || d.sealed || d.len == 0 {
                 return Ok(());
             }
             if let Some(pid) = pid {

@@ -286,6 +286,22 @@ impl Session {
         self.reselect(mailbox, read_only)
     }
 
+    /// Leave the selected mailbox without expunging anything: UNSELECT where offered, else
+    /// EXAMINE of INBOX (never CLOSE, which expunges). Servers refuse to DELETE or RENAME a
+    /// mailbox a session has open (Courier).
+    pub fn unselect(&mut self) -> Result<()> {
+        if self.selected.is_none() {
+            return Ok(());
+        }
+        if self.has_capability("UNSELECT") {
+            self.run(Command::Unselect)?;
+            self.selected = None;
+            return Ok(());
+        }
+        self.reselect(&MailboxName::from_utf8("INBOX", false), true)
+            .map(drop)
+    }
+
     /// Select or examine a mailbox even if it is selected already: the way to learn its
     /// current UIDVALIDITY (another client may have deleted and recreated it meanwhile).
     pub fn reselect(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {

@@ -178,7 +178,8 @@ impl Account {
     /// DELETE.
     pub fn delete_mailbox(&self, id: MailboxId) -> Result<()> {
         let name = self.require_name(id)?;
-        let r = self.pool.with_session(None, Retry::Never, |s| {
+        let r = self.pool.with_session(Some(&name), Retry::Never, |s| {
+            leave(s, &name)?;
             s.run(Command::Delete(name.clone())).map(drop)
         });
         let r = self.after_list_change(r, || self.exists(&name).map(|e| !e));
@@ -191,7 +192,8 @@ impl Account {
     /// RENAME; the children follow on the server.
     pub fn rename_mailbox(&self, id: MailboxId, to: &MailboxName) -> Result<()> {
         let from = self.require_name(id)?;
-        let r = self.pool.with_session(None, Retry::Never, |s| {
+        let r = self.pool.with_session(Some(&from), Retry::Never, |s| {
+            leave(s, &from)?;
             s.run(Command::Rename {
                 from: from.clone(),
                 to: to.clone(),
@@ -299,6 +301,14 @@ impl Account {
         self.changes.send([Change::Mailboxes]);
         r
     }
+}
+
+/// Make sure `s` does not have `name` open (a DELETE or RENAME of it follows).
+fn leave(s: &mut crate::imap::session::Session, name: &MailboxName) -> Result<()> {
+    if s.selected().is_some_and(|sel| &sel.mailbox == name) {
+        s.unselect()?;
+    }
+    Ok(())
 }
 
 /// LIST "" "*" (with special-use attributes where the server has them) and LSUB, in one

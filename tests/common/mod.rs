@@ -38,6 +38,8 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod servers;
+
 /// The account every test server has.
 pub const USER: &str = "tester";
 /// Distinctive, so a test can assert it never appears in output or logs.

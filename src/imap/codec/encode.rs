@@ -110,6 +110,7 @@ pub enum FetchAttr {
 pub enum Command {
     Capability,
     Noop,
+
     Logout,
     StartTls,
     Login {
