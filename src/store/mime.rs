@@ -53,10 +53,14 @@ pub const MAX_PART_NODES: usize = 0x800;
 pub const MAX_NAME_BYTES: usize = 200;
 
 /// A text part up to this size (encoded) is fetched with the tree.
-const TEXT_PREFETCH: u64 = 1 << 20;
+const TEXT_PREFETCH: u64 = 64 << 10;
+
+/// The `text` of a message is kept with its tree up to this size (a longer one is made again
+/// from the cached part blocks when read).
+const TEXT_KEPT: usize = 1 << 20;
 
 /// Trees kept.
-const TREES: usize = 512;
+const TREES: usize = 256;
 
 /// Blocks fetched ahead of a reader within a part, in the same round trip.
 const PART_READAHEAD: u64 = 4;
@@ -266,6 +270,9 @@ impl Account {
             PartKind::Text { .. } => Ok(slice(&self.text(msg, tree, index)?)),
             PartKind::Leaf(l) => {
                 if !tree.binary && !identity(&l.encoding) {
+                    if let Some(data) = self.cached_range(msg, index, l, offset, len) {
+                        return Ok(data);
+                    }
                     return Ok(slice(&self.decode_locally(msg, tree, index, l)?));
                 }
                 self.read_leaf_blocks(msg, tree, index, l, offset, len)
@@ -336,6 +343,36 @@ impl Account {
             }
         }
         Ok(out)
+    }
+
+    /// A range of a leaf of known size from cached blocks alone (`None` if one is missing).
+    fn cached_range(
+        &self,
+        msg: MessageRef,
+        index: u16,
+        leaf: &Leaf,
+        offset: u64,
+        len: u64,
+    ) -> Option<Vec<u8>> {
+        let size = *leaf.size.get()?;
+        let end = offset.saturating_add(len).min(size);
+        if offset >= end {
+            return Some(Vec::new());
+        }
+        let bs = self.opts.block_size.max(1);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for b in offset / bs..=(end - 1) / bs {
+            let data = self.parts.blocks.get(&PartBlock {
+                msg,
+                node: index,
+                block: b,
+            })?;
+            let start = b * bs;
+            let from = (offset.max(start) - start) as usize;
+            let to = ((end - start) as usize).min(data.len());
+            out.extend_from_slice(data.get(from..to)?);
+        }
+        Some(out)
     }
 
     /// Fetch blocks of a leaf in one pipeline; the first must come back.
@@ -492,7 +529,11 @@ impl Account {
         if *html {
             text = mail_parser::decoders::html::html_to_text(&text);
         }
-        Ok(content.get_or_init(|| Arc::from(text.into_bytes())).clone())
+        let text: Arc<[u8]> = Arc::from(text.into_bytes());
+        if text.len() <= TEXT_KEPT {
+            let _ = content.set(text.clone());
+        }
+        Ok(text)
     }
 }
 
