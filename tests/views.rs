@@ -863,3 +863,28 @@ fn parts_and_search_without_binary_and_esearch() {
     assert_eq!(got, dovecot.oracle_search("Mime", "TEXT", Some("Köln")));
     assert_eq!(got, vec![1]);
 }
+
+#[test]
+fn another_clients_change_shows_once_dir_ttl_passed() {
+    let dovecot = Dovecot::start(&search_seed());
+    let mount = Mount::start(&dovecot, &["--dir-ttl", "1", "--idle", "no"])
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(result_uids(&mount, "INBOX", "FLAGGED").unwrap(), vec![3, 6]);
+    dovecot.oracle_store("INBOX", 2, "+FLAGS", &["\\Flagged"]);
+    common::wait_for("the search to see the new flag", QUICK, || {
+        (result_uids(&mount, "INBOX", "FLAGGED").unwrap() == vec![2, 3, 6]).then_some(())
+    });
+    // New mail is found too, and its link resolves (the index learns of it first).
+    let uid = dovecot.oracle_append(
+        "INBOX",
+        b"From: zed@example.org\r\nSubject: late\r\n\r\nhi\r\n",
+    );
+    common::wait_for("the search to find new mail", QUICK, || {
+        result_uids(&mount, "INBOX", "FROM zed")
+            .unwrap()
+            .contains(&uid)
+            .then_some(())
+    });
+    let link = mount.join(format!("INBOX/.search/FROM zed/{uid}.eml"));
+    assert_eq!(fs::read(link).unwrap(), dovecot.oracle_fetch("INBOX", uid));
+}

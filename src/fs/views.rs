@@ -158,16 +158,16 @@ impl ImapFs {
         let ino = view_ino(v)?;
         match v {
             ViewIno::SearchRoot(dir) if self.search_root_exists(dir) => {
-                Ok((self.dir_attr(ino), VIEW_DIR_TTL))
+                Ok((self.view_dir_attr(ino), VIEW_DIR_TTL))
             }
             ViewIno::PartsRoot(dir) if self.selectable_mailbox(dir).is_some() => {
-                Ok((self.dir_attr(ino), VIEW_DIR_TTL))
+                Ok((self.view_dir_attr(ino), VIEW_DIR_TTL))
             }
             ViewIno::SearchResult(id) => {
                 if self.views.search.lock().results.peek(&id).is_none() {
                     return Err(Error::NoEntry(format!("search result {id}")));
                 }
-                Ok((self.dir_attr(ino), VIEW_DIR_TTL))
+                Ok((self.view_dir_attr(ino), VIEW_DIR_TTL))
             }
             ViewIno::SearchLink { run, index } => {
                 let link = self.link(run, index)?;
@@ -179,7 +179,7 @@ impl ImapFs {
                 index: 0,
             } => {
                 self.part_message(generation, uid)?;
-                Ok((self.dir_attr(ino), self.opts.message_ttl))
+                Ok((self.view_dir_attr(ino), self.opts.message_ttl))
             }
             ViewIno::Part {
                 generation,
@@ -433,7 +433,7 @@ impl ImapFs {
         };
         let generation = self.tree.lock().generation(mb, validity);
         let ino = part_ino(generation, uid, 0)?;
-        Ok((self.dir_attr(ino), self.opts.message_ttl))
+        Ok((self.view_dir_attr(ino), self.opts.message_ttl))
     }
 
     /// The message of a part inode (from the cached index: no round trip).
@@ -458,6 +458,11 @@ impl ImapFs {
     fn part_tree(&self, generation: u32, uid: Uid) -> Result<(MessageRef, Arc<PartTree>)> {
         let msg = self.part_message(generation, uid)?;
         Ok((msg, self.account.message_parts(msg)?))
+    }
+
+    /// A view directory: read-only, like everything in the views.
+    fn view_dir_attr(&self, ino: Ino) -> FileAttr {
+        self.attr(ino, FileType::Directory, 0o555, 0, UNIX_EPOCH)
     }
 
     fn part_attr(
@@ -501,7 +506,7 @@ impl ImapFs {
         };
         self.fresh_run(id)?;
         let ino = view_ino(ViewIno::SearchResult(id))?;
-        Ok((self.dir_attr(ino), VIEW_DIR_TTL))
+        Ok((self.view_dir_attr(ino), VIEW_DIR_TTL))
     }
 
     /// The result's current run, searching again if it is older than `dir_ttl` or its
