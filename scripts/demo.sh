@@ -277,7 +277,7 @@ mkdir demo-mail/Later
 say mv demo-mail/INBOX/5.eml demo-mail/INBOX/6.eml demo-mail/Later/
 mv demo-mail/INBOX/5.eml demo-mail/INBOX/6.eml demo-mail/Later/
 ls -l demo-mail/Later
-say "printf 'Subject: note to self\\n\\nwritten with printf\\n' > demo-mail/Later/note.eml"
+say "printf 'Subject: note to self\\nMessage-ID: <demo.note@imapfs.example>\\n\\nwritten with printf\\n' > demo-mail/Later/note.eml"
 printf 'Subject: note to self\nMessage-ID: <demo.note@imapfs.example>\n\nwritten with printf\n' > demo-mail/Later/note.eml
 ls -l demo-mail/Later
 say rm demo-mail/INBOX/1.eml

@@ -215,16 +215,29 @@ impl ImapFs {
 
     /// `key=value` lines about what the mount has done.
     fn stats(&self) -> String {
-        let traffic = self.account.pool().traffic();
-        format!(
-            "round_trips={}\ncache_bytes={}\nbytes_received={}\nbytes_sent={}\nsearches={}\npart_trees={}",
-            traffic.round_trips,
-            self.account.cache_bytes(),
-            traffic.bytes_received,
-            traffic.bytes_sent,
-            self.account.searches_run(),
-            self.account.part_trees_built(),
-        )
+        let p = self.account.pool().stats();
+        let (cache_bytes, hits, misses) = self.account.cache_stats();
+        let mut lines = vec![
+            format!("connections_open={}", p.open),
+            format!("connections_idle={}", p.idle),
+            format!("connections_opened={}", p.connections_opened),
+            format!("connect_failures={}", p.connect_failures),
+            format!("round_trips={}", p.round_trips),
+            format!("bytes_read={}", p.bytes_read),
+            format!("cache_bytes={cache_bytes}"),
+            format!("cache_hits={hits}"),
+            format!("cache_misses={misses}"),
+            format!("errors={}", p.errors),
+            format!("searches={}", self.account.searches_run()),
+            format!("part_trees={}", self.account.part_trees_built()),
+        ];
+        if let Some(e) = p.last_error {
+            lines.push(format!("last_error={}", e.replace('\n', " ")));
+        }
+        if let Some(d) = p.unreachable_for {
+            lines.push(format!("unreachable_for_secs={}", d.as_secs()));
+        }
+        lines.join("\n")
     }
 }
 

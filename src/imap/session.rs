@@ -8,24 +8,21 @@
 //! the selected mailbox (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY) are also applied to
 //! [`Selected`], wherever they arrive.
 //!
-//! Every read has a deadline: the session's inactivity timeout, renewed while bytes keep
-//! arriving, and never beyond the command's overall deadline. After a fatal error (I/O, timeout,
-//! undecodable stream, BYE) the session is marked broken and must be dropped.
+//! Every command has one deadline, [`Timeouts::command`] from when it is sent, for its writes
+//! and its reply together (a pipeline shares one), optionally capped further by
+//! [`Session::set_deadline_cap`] (the whole login shares one). Within it, every read also waits
+//! at most the inactivity timeout, renewed while bytes keep arriving (over TLS: while records
+//! keep arriving). The transport enforces each deadline per socket call, so a trickling peer
+//! cannot stretch it. After a fatal error (I/O, timeout, undecodable stream, BYE) the session
+//! is marked broken and must be dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder, SelectSync};
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
-
-/// Most untagged responses kept for one command (a listing of a huge mailbox stays far
-/// below; a flooding server does not get to exhaust memory).
-const MAX_PENDING_UNTAGGED: usize = 5_000_000;
-
-/// Most completions kept for tags not yet waited for.
-const MAX_STRAY_COMPLETIONS: usize = 1024;
 
 /// What a session needs to know about the connection.
 #[derive(Debug, Clone)]
@@ -41,29 +38,6 @@ impl Default for Timeouts {
         Timeouts {
             inactivity: Duration::from_secs(30),
             command: Duration::from_secs(300),
-        }
-    }
-}
-
-/// What a session (or a whole pool) has exchanged with the server: for tests, benchmarks and
-/// the mount's statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Traffic {
-    /// Times the client turned from reading to writing (pipelined commands count once).
-    pub round_trips: u64,
-    /// Bytes read from the connection (IMAP bytes, after TLS).
-    pub bytes_received: u64,
-    /// Bytes written to the connection.
-    pub bytes_sent: u64,
-}
-
-impl std::ops::Sub for Traffic {
-    type Output = Traffic;
-    fn sub(self, before: Traffic) -> Traffic {
-        Traffic {
-            round_trips: self.round_trips - before.round_trips,
-            bytes_received: self.bytes_received - before.bytes_received,
-            bytes_sent: self.bytes_sent - before.bytes_sent,
         }
     }
 }
@@ -100,7 +74,14 @@ pub struct Session {
     selected: Option<Selected>,
     /// Untagged responses not yet handed to a waiter.
     untagged: Vec<Untagged>,
-    /// Tagged completions that arrived while waiting for another tag.
+    /// What `untagged` costs, by [`Limits::held_cost`]; at most [`Limits::backlog_cap`].
+    untagged_bytes: u64,
+    /// Untagged responses were dropped since the last completion: over the backlog cap.
+    overflowed: bool,
+    /// Tags sent whose completion no waiter has taken yet (some may be in `done`).
+    in_flight: HashSet<String>,
+    /// Tagged completions that arrived while waiting for another tag. Only ever holds tags
+    /// of `in_flight`: a completion for any other tag is a protocol violation.
     done: HashMap<String, Tagged>,
     /// A recoverable decode error seen since the last completion.
     malformed: Option<DecodeError>,
@@ -110,11 +91,13 @@ pub struct Session {
     /// Round trips: times the client turned from reading to writing (pipelined commands
     /// count once), for tests and benchmarks.
     round_trips: u64,
-    /// Bytes read from and written to the transport (after TLS), for tests and benchmarks.
-    bytes_received: u64,
-    bytes_sent: u64,
     /// Whether the last socket operation was a read (or nothing yet).
     reading: bool,
+    /// No command's deadline goes beyond this (see [`Session::set_deadline_cap`]).
+    deadline_cap: Option<Instant>,
+    limits: Limits,
+    /// See [`Session::allow_clear_text`].
+    clear_text_allowed: bool,
 }
 
 impl Session {
@@ -125,6 +108,17 @@ impl Session {
         timeouts: Timeouts,
         limits: Limits,
     ) -> Result<(Session, bool)> {
+        let deadline = Instant::now() + timeouts.inactivity;
+        Session::start_before(transport, timeouts, limits, deadline)
+    }
+
+    /// [`Session::start`], with the greeting due before `deadline`.
+    pub fn start_before(
+        transport: Transport,
+        timeouts: Timeouts,
+        limits: Limits,
+        deadline: Instant,
+    ) -> Result<(Session, bool)> {
         let mut s = Session {
             transport,
             decoder: ResponseDecoder::new(limits),
@@ -133,17 +127,20 @@ impl Session {
             capabilities: Vec::new(),
             selected: None,
             untagged: Vec::new(),
+            untagged_bytes: 0,
+            overflowed: false,
+            in_flight: HashSet::new(),
             done: HashMap::new(),
             malformed: None,
             bye: None,
             broken: false,
             read_buf: vec![0; 64 * 1024],
             round_trips: 0,
-            bytes_received: 0,
-            bytes_sent: 0,
             reading: true,
+            deadline_cap: None,
+            limits,
+            clear_text_allowed: false,
         };
-        let deadline = Instant::now() + s.timeouts.inactivity;
         let greeting = loop {
             match s.read_response(deadline)? {
                 Response::Untagged(Untagged::Status { status, text }) => break (status, text),
@@ -165,20 +162,60 @@ impl Session {
         }
     }
 
-    /// Upgrade the connection with STARTTLS. The capabilities are forgotten (RFC 3501 §6.2.1).
+    /// Upgrade the connection with STARTTLS (RFC 3501 section 6.2.1, RFC 2595 section 3.1).
+    ///
+    /// Nothing received before the handshake can be trusted: a man in the middle can add to
+    /// the plaintext stream at will. So the only response accepted to STARTTLS is its own
+    /// tagged OK, with nothing after it, and every piece of state learnt before TLS
+    /// (capabilities, kept completions, untagged data, BYE text, decoder buffer) is dropped
+    /// once the handshake is done.
     pub fn start_tls(
         mut self,
         config: std::sync::Arc<rustls::ClientConfig>,
         host: &str,
     ) -> Result<Session> {
-        self.run(Command::StartTls)?;
+        if self.bye.is_some() || !self.in_flight.is_empty() || self.malformed.is_some() {
+            return Err(self.fail(Error::Protocol(
+                "unexpected responses from the server before STARTTLS".into(),
+            )));
+        }
+        let deadline = self.command_deadline();
+        let tag = self.send_before(&Command::StartTls, deadline)?;
+        match self.read_response(deadline)? {
+            Response::Tagged(t) if t.tag == tag && self.malformed.is_none() => {
+                self.complete(t, "STARTTLS")?;
+            }
+            other => {
+                let what = match other {
+                    Response::Tagged(_) if self.malformed.is_some() => "an undecodable line",
+                    Response::Tagged(_) => "a reply to another command",
+                    Response::Untagged(_) => "an untagged response",
+                    Response::Continue(_) => "a continuation request",
+                };
+                return Err(self.fail(Error::Protocol(format!(
+                    "the server sent {what} before the STARTTLS completion; refusing to go on \
+                     (a man in the middle may be tampering with the connection)"
+                ))));
+            }
+        }
         if self.decoder.buffered() > 0 {
             // Bytes after the OK, before TLS: a man in the middle injecting plaintext.
-            return Err(Error::Protocol("server sent data after STARTTLS OK".into()));
+            return Err(self.fail(Error::Protocol("server sent data after STARTTLS OK".into())));
         }
-        let deadline = Instant::now() + self.timeouts.inactivity;
+        let deadline = self
+            .command_deadline()
+            .min(Instant::now() + self.timeouts.inactivity);
         self.transport = self.transport.start_tls(config, host, deadline)?;
+        self.decoder = ResponseDecoder::new(self.limits);
         self.capabilities.clear();
+        self.selected = None;
+        self.untagged.clear();
+        self.untagged_bytes = 0;
+        self.overflowed = false;
+        self.in_flight.clear();
+        self.done.clear();
+        self.malformed = None;
+        self.bye = None;
         Ok(self)
     }
 
@@ -229,40 +266,108 @@ impl Session {
         self.done.len()
     }
 
+    /// Take in what the server sent while the session sat unused, without waiting for more
+    /// than a moment, and say whether the session can still serve a command. Untagged data
+    /// (a mailbox update) is kept for the next command as usual; a BYE, the end of the
+    /// stream, or anything else (a completion, a continuation request, half a response)
+    /// means the server has dropped or lost the connection.
+    pub fn check_idle(&mut self) -> bool {
+        // A response in progress may need a moment to arrive whole.
+        let wait = self.timeouts.inactivity.min(Duration::from_millis(200));
+        for _ in 0..1024 {
+            if !self.is_reusable() || self.bye.is_some() {
+                return false;
+            }
+            if self.decoder.buffered() == 0 && !self.transport.readable_now() {
+                return true;
+            }
+            match self.poll_response(Instant::now() + wait, false) {
+                Ok(Some(Response::Untagged(u))) => self.absorb(u),
+                Ok(_) => {
+                    self.fail(Error::Protocol(
+                        "the server sent something unexpected while the connection was idle".into(),
+                    ));
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        // Still more: a flood. Let the next command deal with it under its own limits.
+        true
+    }
+
+    /// Whether a password may be sent in clear text (LOGIN, AUTHENTICATE PLAIN) over this
+    /// connection: it is protected (TLS, or a tunnel the user chose), or the user explicitly
+    /// accepted a connection without TLS ([`Session::allow_clear_text`]).
+    pub fn may_send_password(&self) -> bool {
+        self.transport.is_protected() || self.clear_text_allowed
+    }
+
+    /// Accept sending a password over this connection even without TLS (`--insecure`).
+    pub fn allow_clear_text(&mut self) {
+        self.clear_text_allowed = true;
+    }
+
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// Whether the session can serve another user: not broken, and no command of the last
+    /// one still in flight (its reply would land in the next user's command).
+    pub fn is_reusable(&self) -> bool {
+        !self.broken && self.in_flight.is_empty()
     }
 
     pub fn round_trips(&self) -> u64 {
         self.round_trips
     }
 
-    /// Round trips and bytes exchanged so far.
-    pub fn traffic(&self) -> Traffic {
-        Traffic {
-            round_trips: self.round_trips,
-            bytes_received: self.bytes_received,
-            bytes_sent: self.bytes_sent,
-        }
+    /// Bytes received from the server so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.transport.bytes_read()
+    }
+
+    /// Let no command end later than `cap` (`None`: each command has its own
+    /// [`Timeouts::command`]). Used to bound a whole exchange of several commands, such as
+    /// the login.
+    pub fn set_deadline_cap(&mut self, cap: Option<Instant>) {
+        self.deadline_cap = cap;
+    }
+
+    /// The deadline of a command starting now.
+    fn command_deadline(&self) -> Instant {
+        let own = Instant::now() + self.timeouts.command;
+        self.deadline_cap.map_or(own, |cap| cap.min(own))
     }
 
     /// Run one command to completion.
     pub fn run(&mut self, cmd: Command) -> Result<Completed> {
-        let tag = self.send(&cmd)?;
-        self.wait(&tag, cmd.name())
+        let deadline = self.command_deadline();
+        let tag = self.send_before(&cmd, deadline)?;
+        self.wait_before(&tag, cmd.name(), deadline)
     }
 
     /// Send several commands at once and wait for all: one round trip instead of N. Each
     /// completion holds the untagged data that arrived after the previous one and before it.
+    /// The whole pipeline has one command deadline.
     pub fn pipeline(&mut self, cmds: &[Command]) -> Result<Vec<Result<Completed>>> {
+        let deadline = self.command_deadline();
         let mut tags = Vec::with_capacity(cmds.len());
         for c in cmds {
-            tags.push((self.send(c)?, c.name()));
+            tags.push((self.send_before(c, deadline)?, c.name()));
         }
         let mut out = Vec::with_capacity(cmds.len());
         for (tag, name) in tags {
-            match self.wait(&tag, name) {
-                Err(e) if e.is_fatal_to_connection() => return Err(e),
+            match self.wait_before(&tag, name, deadline) {
+                // The commands after this one are still in flight: nobody will wait for their
+                // replies, so the connection cannot be used again.
+                Err(e) if e.is_fatal_to_connection() => {
+                    return Err(if self.in_flight.is_empty() {
+                        e
+                    } else {
+                        self.fail(e)
+                    })
+                }
                 r => out.push(r),
             }
         }
@@ -369,11 +474,17 @@ impl Session {
 
     /// Send a command (handling synchronising literals) and return its tag.
     pub fn send(&mut self, cmd: &Command) -> Result<String> {
+        let deadline = self.command_deadline();
+        self.send_before(cmd, deadline)
+    }
+
+    fn send_before(&mut self, cmd: &Command, deadline: Instant) -> Result<String> {
         if self.broken {
             return Err(Error::Protocol("connection is broken".into()));
         }
         let tag = format!("A{}", self.next_tag);
         self.next_tag += 1;
+        self.in_flight.insert(tag.clone());
         let literal_plus = self
             .capabilities
             .iter()
@@ -386,7 +497,6 @@ impl Session {
         } else {
             log::trace!("C: {tag} {} <credentials hidden>", cmd.name());
         }
-        let deadline = Instant::now() + self.timeouts.command;
         let n = enc.chunks.len();
         for (i, chunk) in enc.chunks.iter().enumerate() {
             self.write(chunk, deadline)?;
@@ -399,16 +509,23 @@ impl Session {
 
     /// Wait for `tag` to complete, collecting untagged data on the way.
     pub fn wait(&mut self, tag: &str, name: &'static str) -> Result<Completed> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
+        self.wait_before(tag, name, deadline)
+    }
+
+    fn wait_before(
+        &mut self,
+        tag: &str,
+        name: &'static str,
+        deadline: Instant,
+    ) -> Result<Completed> {
         let tagged = loop {
             if let Some(t) = self.done.remove(tag) {
                 break t;
             }
             match self.read_response(deadline)? {
                 Response::Tagged(t) if t.tag == tag => break t,
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
                 Response::Continue(_) => {
                     return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
@@ -419,12 +536,30 @@ impl Session {
     }
 
     fn complete(&mut self, t: Tagged, name: &'static str) -> Result<Completed> {
+        self.in_flight.remove(&t.tag);
         if let Some(Code::Capability(caps)) = &t.text.code {
             self.capabilities = caps.clone();
         }
         let untagged = std::mem::take(&mut self.untagged);
+        self.untagged_bytes = 0;
+        if std::mem::take(&mut self.overflowed) {
+            // The stream is intact (every response was decoded, then dropped): only this
+            // command fails.
+            self.malformed = None;
+            return Err(Error::TooLarge {
+                what: "the responses to one command",
+                limit: self.limits.backlog_cap(),
+            });
+        }
         if let Some(e) = self.malformed.take() {
-            return Err(Error::Protocol(e.to_string()));
+            let e = Error::Protocol(e.to_string());
+            // With other commands in flight the bad frame may have been part of their reply,
+            // which would then look complete but lack it: drop the connection.
+            return Err(if self.in_flight.is_empty() {
+                e
+            } else {
+                self.fail(e)
+            });
         }
         match t.status {
             Status::Ok => Ok(Completed {
@@ -459,9 +594,7 @@ impl Session {
                         ))
                     });
                 }
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
             }
         }
@@ -469,7 +602,7 @@ impl Session {
 
     /// Send raw bytes (a SASL response line) without a tag.
     pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         self.write(line, deadline)?;
         self.write(b"\r\n", deadline)
     }
@@ -477,10 +610,13 @@ impl Session {
     /// Read the next response (for SASL exchanges and IDLE): untagged data is absorbed and
     /// also returned.
     pub fn next_response(&mut self) -> Result<Response> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         let r = self.read_response(deadline)?;
-        if let Response::Untagged(u) = &r {
-            self.observe(u);
+        match &r {
+            Response::Untagged(u) => self.observe(u),
+            // The caller takes this completion itself.
+            Response::Tagged(t) => drop(self.in_flight.remove(&t.tag)),
+            Response::Continue(_) => {}
         }
         Ok(r)
     }
@@ -489,7 +625,9 @@ impl Session {
     /// Returns the untagged responses received (empty if nothing happened).
     pub fn idle(&mut self, max: Duration) -> Result<Vec<Untagged>> {
         let tag = self.send(&Command::Idle)?;
-        let deadline = Instant::now() + self.timeouts.inactivity;
+        let deadline = self
+            .command_deadline()
+            .min(Instant::now() + self.timeouts.inactivity);
         loop {
             match self.read_response(deadline)? {
                 Response::Continue(_) => break,
@@ -497,9 +635,7 @@ impl Session {
                     // Refused (or ended at once): report it as the command's failure.
                     return self.complete(t, "IDLE").map(|c| c.untagged);
                 }
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
             }
         }
@@ -519,9 +655,9 @@ impl Session {
                 }
             }
         }
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         self.write(b"DONE\r\n", deadline)?;
-        self.wait(&tag, "IDLE").map(|c| c.untagged)
+        self.wait_before(&tag, "IDLE", deadline).map(|c| c.untagged)
     }
 
     /// Say LOGOUT, briefly; errors are irrelevant at this point.
@@ -532,29 +668,32 @@ impl Session {
         self.transport.shutdown();
     }
 
+    /// Apply an untagged response and keep it for the waiter, within the backlog cap: past
+    /// it, responses are still applied to the mailbox state but dropped, and the command
+    /// they belong to fails with [`Error::TooLarge`].
     fn absorb(&mut self, u: Untagged) {
         self.observe(&u);
-        if self.untagged.len() >= MAX_PENDING_UNTAGGED {
-            // A server flooding one command with responses: fail the command, keep memory.
-            self.malformed.get_or_insert(DecodeError::Malformed {
-                reason: format!("more than {MAX_PENDING_UNTAGGED} responses to one command"),
-                excerpt: String::new(),
-            });
+        let cost = Limits::held_cost(self.decoder.last_frame_len() as u64);
+        if self.overflowed || self.untagged_bytes + cost > self.limits.backlog_cap() {
+            if !self.overflowed {
+                log::warn!(
+                    "the server's responses to one command exceed {} bytes; dropping them",
+                    self.limits.backlog_cap()
+                );
+            }
+            self.overflowed = true;
+            self.untagged.clear();
+            self.untagged_bytes = 0;
             return;
         }
+        self.untagged_bytes += cost;
         self.untagged.push(u);
     }
 
-    /// Keep the completion of a command someone else waits for (pipelining). A server that
-    /// completes commands nobody sent, again and again, is cut off.
-    fn keep_completion(&mut self, t: Tagged) -> Result<()> {
-        if self.done.len() >= MAX_STRAY_COMPLETIONS {
-            return Err(self.fail(Error::Protocol(
-                "server completes commands never sent".into(),
-            )));
-        }
+    /// Keep the completion of a command someone else waits for (pipelining). Only tags in
+    /// flight get here (see [`Session::poll_response`]), so this is bounded by what we sent.
+    fn keep_completion(&mut self, t: Tagged) {
         self.done.insert(t.tag.clone(), t);
-        Ok(())
     }
 
     /// Apply an untagged response to the connection and mailbox state.
@@ -582,7 +721,7 @@ impl Session {
                     }
                 }
                 if text.code == Some(Code::Alert) {
-                    log::warn!("server alert: {}", text.text);
+                    log::warn!("server alert: {}", printable(&text.text));
                 }
             }
             Untagged::Exists(n) => {
@@ -620,6 +759,16 @@ impl Session {
         self.reading = true;
         loop {
             match self.decoder.next_response() {
+                Ok(Some(Response::Tagged(t)))
+                    if !self.in_flight.contains(&t.tag) || self.done.contains_key(&t.tag) =>
+                {
+                    // A completion for a command never sent (or completed twice): injected,
+                    // or a server that lost track. Either way its replies cannot be matched.
+                    return Err(self.fail(Error::Protocol(format!(
+                        "the server completed a command that was not in flight ({})",
+                        crate::imap::codec::parse::excerpt(t.tag.as_bytes())
+                    ))));
+                }
                 Ok(Some(r)) => {
                     log_response(&r);
                     return Ok(Some(r));
@@ -661,7 +810,6 @@ impl Session {
                     .unwrap_or_else(|| "connection closed by the server".into());
                 return Err(self.fail(Error::Bye(why)));
             }
-            self.bytes_received += n as u64;
             self.decoder.feed(&self.read_buf[..n]);
         }
     }
@@ -671,7 +819,6 @@ impl Session {
             self.round_trips += 1;
             self.reading = false;
         }
-        self.bytes_sent += data.len() as u64;
         match self.transport.write_all(data, deadline) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(e)),

@@ -137,9 +137,15 @@ impl Account {
         self.changes.epoch(mailbox)
     }
 
-    /// Bytes of message content in the block cache.
-    pub fn cache_bytes(&self) -> u64 {
-        self.reading.blocks.bytes()
+    /// Bytes of message content in the block cache, and the blocks reads found in it and
+    /// had to fetch.
+    pub fn cache_stats(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.reading.blocks.bytes(),
+            self.reading.hits.load(Relaxed),
+            self.reading.misses.load(Relaxed),
+        )
     }
 
     /// The metadata of a message from what we hold (no I/O).

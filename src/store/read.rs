@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,9 @@ pub struct ReadState {
     last_started: Mutex<HashMap<MailboxId, (Uid, usize, Instant)>>,
     /// Locks that serialise fetching per message (striped by mailbox and UID).
     fetch_turns: Vec<Mutex<()>>,
+    /// Blocks that reads found in the cache, and that they had to fetch.
+    pub(crate) hits: std::sync::atomic::AtomicU64,
+    pub(crate) misses: std::sync::atomic::AtomicU64,
 }
 
 impl ReadState {
@@ -66,6 +70,8 @@ impl ReadState {
             next_block: Mutex::new(LruCache::new(NonZeroUsize::new(1024).expect("non-zero"))),
             last_started: Mutex::new(HashMap::new()),
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
+            hits: Default::default(),
+            misses: Default::default(),
         }
     }
 
@@ -123,7 +129,11 @@ impl Account {
         };
         let mut have: Vec<Option<Arc<[u8]>>> =
             (first..=last).map(|b| rs.blocks.get(&key(b))).collect();
-        let cached_all = have.iter().all(Option::is_some);
+        let cached = have.iter().filter(|h| h.is_some()).count() as u64;
+        rs.hits.fetch_add(cached, Ordering::Relaxed);
+        rs.misses
+            .fetch_add(have.len() as u64 - cached, Ordering::Relaxed);
+        let cached_all = cached == have.len() as u64;
         let readahead = self.readahead_window(msg, first, last, cached_all);
         if !cached_all {
             // Readers of one message take turns fetching (the kernel sends several reads of
