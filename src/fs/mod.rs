@@ -164,6 +164,11 @@ impl Filesystem for ImapFs {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        // Moves answered but still queued are sent before the mount goes away.
+        self.account.settle_all();
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match utf8(name).and_then(|n| self.lookup_entry(parent.into(), n)) {
             Ok((attr, ttl)) => {

@@ -342,8 +342,13 @@ impl Session {
 
     /// Run one command to completion.
     pub fn run(&mut self, cmd: Command) -> Result<Completed> {
+        self.run_ref(&cmd)
+    }
+
+    /// [`Session::run`] without giving the command up (an APPEND's message is not copied).
+    pub fn run_ref(&mut self, cmd: &Command) -> Result<Completed> {
         let deadline = self.command_deadline();
-        let tag = self.send_before(&cmd, deadline)?;
+        let tag = self.send_before(cmd, deadline)?;
         self.wait_before(&tag, cmd.name(), deadline)
     }
 
