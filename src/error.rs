@@ -1,6 +1,12 @@
 //! The crate's one error type, an enum of causes, and the one place that maps causes to errno
 //! values (for the filesystem) and to exit codes (for the CLI).
+//!
+//! Server text (greeting, BYE, ALERT, NO and BAD texts, excerpts of bad frames, mailbox names)
+//! is untrusted: an escape sequence in it could drive the user's terminal when it is logged or
+//! printed. [`printable`] is the one filter for it: every `Display` here passes its text
+//! through it, and so does every log line of the engine that quotes the server.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::imap::types::{Code, ResponseText};
@@ -25,6 +31,10 @@ pub enum Error {
         command: &'static str,
         text: ResponseText,
     },
+    /// The server sent more than the engine holds for one command (see
+    /// [`Limits`](crate::imap::codec::Limits)); what it sent was dropped and the connection
+    /// goes on.
+    TooLarge { what: &'static str, limit: u64 },
     /// The server answered BAD.
     Bad {
         command: &'static str,
@@ -59,6 +69,12 @@ pub enum Error {
     Unsupported(String),
     /// A configuration problem (bad URL, unreadable CA file, ...).
     Config(String),
+    /// The server could not be reached lately and the pool is waiting before it tries again;
+    /// `error` is the last connection error, `retry_in` the time left until the next attempt.
+    Unavailable {
+        error: String,
+        retry_in: std::time::Duration,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -126,7 +142,10 @@ impl Error {
         match self {
             Error::Config(_) | Error::InvalidInput(_) => 64, // EX_USAGE
             Error::Auth(_) => 77,                            // EX_NOPERM
-            Error::Io { .. } | Error::Timeout { .. } | Error::Tls { .. } => 69, // EX_UNAVAILABLE
+            Error::Io { .. }
+            | Error::Timeout { .. }
+            | Error::Tls { .. }
+            | Error::Unavailable { .. } => 69, // EX_UNAVAILABLE
             _ => 76,                                         // EX_PROTOCOL
         }
     }
@@ -134,43 +153,101 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every text below may hold server bytes (or names the server chose): filtered.
         match self {
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Io { context, source } => {
+                write!(
+                    f,
+                    "{}: {}",
+                    printable(context),
+                    printable(&source.to_string())
+                )
+            }
             Error::Tls {
                 message,
                 certificate: true,
             } => {
-                write!(f, "TLS certificate verification failed: {message}")
+                write!(
+                    f,
+                    "TLS certificate verification failed: {}",
+                    printable(message)
+                )
             }
-            Error::Tls { message, .. } => write!(f, "TLS error: {message}"),
-            Error::Timeout { what } => write!(f, "timed out: {what}"),
-            Error::Protocol(m) => write!(f, "protocol error: {m}"),
+            Error::Tls { message, .. } => write!(f, "TLS error: {}", printable(message)),
+            Error::Timeout { what } => write!(f, "timed out: {}", printable(what)),
+            Error::Protocol(m) => write!(f, "protocol error: {}", printable(m)),
+            Error::TooLarge { what, limit } => {
+                write!(f, "{what} exceeded the limit of {limit} bytes")
+            }
             Error::No { command, text } => write!(f, "server refused {command}: {}", show(text)),
             Error::Bad { command, text } => write!(f, "server rejected {command}: {}", show(text)),
-            Error::Bye(m) => write!(f, "server closed the connection: {m}"),
-            Error::Auth(m) => write!(f, "authentication failed: {m}"),
-            Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
-            Error::NoMailbox(m) => write!(f, "no such mailbox: {m}"),
-            Error::NoMessage(m) => write!(f, "no such message: {m}"),
-            Error::NoEntry(m) => write!(f, "no such file or directory: {m}"),
-            Error::NotPermitted(m) => write!(f, "not permitted: {m}"),
+            Error::Bye(m) => write!(f, "server closed the connection: {}", printable(m)),
+            Error::Auth(m) => write!(f, "authentication failed: {}", printable(m)),
+            Error::InvalidInput(m) => write!(f, "invalid input: {}", printable(m)),
+            Error::NoMailbox(m) => write!(f, "no such mailbox: {}", printable(m)),
+            Error::NoMessage(m) => write!(f, "no such message: {}", printable(m)),
+            Error::NoEntry(m) => write!(f, "no such file or directory: {}", printable(m)),
+            Error::NotPermitted(m) => write!(f, "not permitted: {}", printable(m)),
             Error::ReadOnly => write!(f, "the mount is read-only"),
-            Error::Conflict(m) => write!(f, "changed meanwhile by another client: {m}"),
-            Error::NotEmpty(m) => write!(f, "not empty: {m}"),
-            Error::AlreadyExists(m) => write!(f, "already exists: {m}"),
-            Error::Unsupported(m) => write!(f, "not supported: {m}"),
-            Error::Config(m) => write!(f, "{m}"),
+            Error::Conflict(m) => {
+                write!(f, "changed meanwhile by another client: {}", printable(m))
+            }
+            Error::NotEmpty(m) => write!(f, "not empty: {}", printable(m)),
+            Error::AlreadyExists(m) => write!(f, "already exists: {}", printable(m)),
+            Error::Unsupported(m) => write!(f, "not supported: {}", printable(m)),
+            Error::Config(m) => write!(f, "{}", printable(m)),
+            Error::Unavailable { error, retry_in } => write!(
+                f,
+                "server unavailable, next attempt in {:.1} s (last error: {})",
+                retry_in.as_secs_f64(),
+                printable(error)
+            ),
         }
     }
 }
 
 fn show(t: &ResponseText) -> String {
-    // Server text may hold control characters: never let them reach a terminal raw.
-    let clean: String = t.text.chars().filter(|c| !c.is_control()).collect();
     match &t.code {
-        Some(c) => format!("[{c:?}] {clean}"),
-        None => clean,
+        Some(c) => format!("[{}] {}", printable(&format!("{c:?}")), printable(&t.text)),
+        None => printable(&t.text).into_owned(),
     }
+}
+
+/// `text` made safe to print on a terminal or in a log: every control character (C0, DEL,
+/// C1, including ESC, CR and LF) and every invisible formatting character that can reorder
+/// what is shown (bidirectional overrides, zero-width characters) becomes a visible escape,
+/// `\xNN` or `\u{NNNN}`. Everything else, non-ASCII letters included, is kept as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !needs_escape(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`printable`] for bytes that may not be UTF-8 (invalid sequences become U+FFFD).
+pub fn printable_bytes(bytes: &[u8]) -> String {
+    printable(&String::from_utf8_lossy(bytes)).into_owned()
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}'   // zero-width space/joiners, LRM, RLM
+            | '\u{202a}'..='\u{202e}' // bidirectional embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // bidirectional isolates
+            | '\u{feff}'               // zero-width no-break space
+        )
 }
 
 impl std::error::Error for Error {
@@ -179,5 +256,40 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_what_could_drive_a_terminal() {
+        assert!(matches!(
+            printable("plain \u{dc}mlaut text"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("a\x1b]0;owned\x07\x1b[2Jb\r\n\u{9b}c\u{202e}d\x7f"),
+            "a\\x1b]0;owned\\x07\\x1b[2Jb\\x0d\\x0a\\x9bc\\u{202e}d\\x7f"
+        );
+        assert_eq!(printable_bytes(b"x\xff\x1by"), "x\u{fffd}\\x1by");
+    }
+
+    #[test]
+    fn server_text_in_errors_is_printable() {
+        let e = Error::Bye("bye\x1b[31m red".into());
+        assert_eq!(
+            e.to_string(),
+            "server closed the connection: bye\\x1b[31m red"
+        );
+        let e = Error::No {
+            command: "SELECT",
+            text: ResponseText {
+                code: Some(Code::Alert),
+                text: "\x1b[2Jgone".into(),
+            },
+        };
+        assert_eq!(e.to_string(), "server refused SELECT: [Alert] \\x1b[2Jgone");
     }
 }

@@ -283,6 +283,7 @@ fn mutants_never_panic_nor_allocate_from_announced_lengths() {
         max_line: 4096,
         max_literal: 64 << 10,
         max_depth: 16,
+        ..Limits::default()
     };
     let mut outcomes = [0usize; 3]; // clean ends, recoverable errors seen, fatal errors
     for case in 0..cases {

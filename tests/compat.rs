@@ -413,7 +413,7 @@ fn append_and_copy_report_uids() {
 
 /// mailutils' maildir ignores APPEND's flags and date: the message arrives in `new/` with no
 /// flags, INTERNALDATE is the time of delivery, and until a read-write SELECT moves it to
-/// `cur/` every EXAMINE gives it a new UID.
+/// `cur/` an EXAMINE may give it a new UID (seen in most runs, not all).
 #[test]
 fn mailutils_append_drops_flags_and_date_and_renumbers() {
     let Some((server, _)) = start(ServerKind::Mailutils) else {
@@ -424,9 +424,11 @@ fn mailutils_append_drops_flags_and_date_and_renumbers() {
     assert_eq!(append.status, "OK");
     let uids = |ex: &[Exchange]| ex[1].untagged.clone();
     let first = server.oracle_session(&["EXAMINE \"Empty\"", "UID FETCH 1:* (UID FLAGS)"]);
-    let second = server.oracle_session(&["EXAMINE \"Empty\"", "UID FETCH 1:* (UID FLAGS)"]);
-    assert_eq!(uids(&first), ["* 1 FETCH (UID 1 FLAGS (\\\\Recent))"]);
-    assert_eq!(uids(&second), ["* 1 FETCH (UID 2 FLAGS (\\\\Recent))"]);
+    // The flags asked for are gone. (Whether the next EXAMINE renumbers the message depends
+    // on timing: seen both ways here, so it is not asserted.)
+    let listed = uids(&first);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].ends_with("FLAGS (\\\\Recent))"), "{listed:?}");
     // A read-write SELECT settles it.
     let settled = server.oracle_session(&["SELECT \"Empty\"", "UID FETCH 1:* (UID)"]);
     let again = server.oracle_session(&["EXAMINE \"Empty\"", "UID FETCH 1:* (UID)"]);

@@ -167,6 +167,26 @@ fn writes_are_safe(kind: ServerKind) {
         );
     }
 
+    // A keyword where PERMANENTFLAGS has none (mailutils keeps no keywords): EPERM, not a
+    // silent success.
+    if kind == ServerKind::Mailutils {
+        let r = errno_of(&[
+            "setfattr",
+            "-n",
+            "user.imap.flags",
+            "-v",
+            "+$Work",
+            &p(&inbox.join("2.eml")),
+        ]);
+        cell(
+            "keyword-refused",
+            match r {
+                Some(e) if e.contains("Operation not permitted") => Ok("refused"),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+
     // mkdir and rmdir of an empty folder.
     let newdir = archive.join("Fresh");
     let made = errno_of(&["mkdir", &p(&newdir)]);

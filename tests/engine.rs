@@ -390,3 +390,50 @@ fn non_ascii_names_decode_whether_or_not_utf8_accept_is_enabled() {
         assert!(sel.exists > 0, "{extra:?}");
     }
 }
+
+#[test]
+fn auto_login_uses_cram_md5_when_it_is_the_only_mechanism() {
+    // Issue 8, defect 11: `--auth auto` against a server whose only mechanism is CRAM-MD5
+    // (LOGIN disabled) failed instead of using CRAM-MD5.
+    let d = Dovecot::start_with(
+        &Seed::new(),
+        "auth_mechanisms = cram-md5\nauth_failure_delay = 0",
+    );
+    for sec in [Security::Tls, Security::StartTls] {
+        let cfg = server(&d, sec);
+        // The premise: over TLS too, this server offers CRAM-MD5 and has disabled LOGIN.
+        let mut probe = imapfs::imap::session::Session::start(
+            imapfs::imap::transport::Transport::connect(
+                "127.0.0.1",
+                d.imaps_port,
+                cfg.timeouts.inactivity,
+            )
+            .unwrap()
+            .start_tls(
+                cfg.tls.clone(),
+                "127.0.0.1",
+                std::time::Instant::now() + cfg.timeouts.inactivity,
+            )
+            .unwrap(),
+            cfg.timeouts.clone(),
+            Limits::default(),
+        )
+        .unwrap()
+        .0;
+        let caps = probe.capabilities().unwrap().to_vec();
+        assert!(caps.iter().any(|c| c == "AUTH=CRAM-MD5"), "{caps:?}");
+        assert!(caps.iter().any(|c| c == "LOGINDISABLED"), "{caps:?}");
+        assert!(!caps.iter().any(|c| c == "AUTH=PLAIN"), "{caps:?}");
+
+        let mut s = connect(&cfg).unwrap_or_else(|e| panic!("{sec:?}: {e}"));
+        assert!(list_names(&mut s).iter().any(|n| n == b"INBOX"), "{sec:?}");
+        s.logout();
+        let mut wrong = cfg.clone();
+        wrong.credential = Credential::Secret(Secret::new(b"wrong".to_vec()));
+        match connect(&wrong) {
+            Err(imapfs::Error::Auth(_)) => {}
+            Err(e) => panic!("{sec:?} with a wrong password: {e:?}"),
+            Ok(_) => panic!("{sec:?}: logged in with a wrong password"),
+        }
+    }
+}

@@ -2,8 +2,13 @@
 //! announced as 4 GiB, a stall in the middle of a literal, BYE in the middle of a FETCH.
 //! Through a real mount each must give EIO within the timeout, and the mount must work again
 //! once the server behaves.
+//!
+//! The engine-level tests further down talk to [`script::Script`] servers with the library
+//! directly: a man in the middle before STARTTLS, a malformed frame inside a pipeline, a peer
+//! trickling bytes, responses too large to hold, terminal escapes in server text.
 
 mod common;
+mod script;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -523,4 +528,424 @@ fn the_literal_cap_is_configurable() {
         "{}",
         common::tail(&mount.log(), 20)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine-level defects (issue 8), against scripted servers
+// ---------------------------------------------------------------------------------------------
+
+use imapfs::imap::auth::{connect, Security};
+use imapfs::imap::codec::Command;
+use script::{Script, Wire};
+
+/// Capabilities of a well-behaved scripted server.
+const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+";
+
+/// Terminal escapes a hostile server could put in its text: set the window title, clear the
+/// screen, ring the bell, reverse the text direction.
+const ESCAPES: &str = "\x1b]0;owned\x07\x1b[2J\x1b[31m\u{202e}";
+
+fn assert_printable(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{what} reaches the terminal raw: {text:?}"
+    );
+}
+
+#[test]
+fn server_text_with_terminal_escapes_is_filtered_in_errors_and_logs() {
+    // Issue 8, defect 12: a plaintext greeting, a BYE, an ALERT and a NO text drove the
+    // terminal of whoever read the error or the log.
+    script::capture_logs();
+    let greeting = Script::start(Wire::Plain, |c| {
+        c.send(format!("* BYE {ESCAPES}go away greeting\r\n").as_bytes());
+    });
+    let err = match connect(&script::config(&greeting, Security::StartTls)) {
+        Ok(_) => panic!("connected despite a BYE greeting"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("go away greeting"), "{err}");
+    assert_printable("a BYE greeting", &err.to_string());
+
+    let chatty = Script::start(Wire::Tls, |c| {
+        c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+        while let Some(cmd) = c.command() {
+            if cmd.verb == "EXAMINE" {
+                let t = &cmd.tag;
+                c.send(
+                    format!("* OK [ALERT] {ESCAPES}alert-7781\r\n{t} NO {ESCAPES}refused-7781\r\n")
+                        .as_bytes(),
+                );
+            } else if !c.answer_basic(&cmd, CAPS) {
+                c.send(format!("{} BAD {ESCAPES}what\r\n", cmd.tag).as_bytes());
+            }
+        }
+    });
+    let mut s = connect(&script::config(&chatty, Security::Tls)).expect("connect");
+    let name = imapfs::imap::types::MailboxName::from_utf8("INBOX", false);
+    let err = s
+        .select(&name, true)
+        .expect_err("the server refused SELECT");
+    assert!(err.to_string().contains("refused-7781"), "{err}");
+    assert_printable("a NO text", &err.to_string());
+    let alerts = script::logged("alert-7781");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_printable("an ALERT in the log", &alerts[0].1);
+}
+
+/// Run `f` on a helper thread; its result, or `None` if it took longer than `limit` (the
+/// thread is then abandoned; the scripts stop when the test ends).
+fn finish_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn a_peer_trickling_tls_bytes_cannot_hold_a_command_beyond_its_deadline() {
+    // Issue 8, defect 9: TLS reads honoured only a per-syscall timeout, so a peer sending one
+    // byte of a TLS record every so often (never silent for a whole inactivity timeout) held a
+    // command for as long as it liked. Trickled as bytes of one record (nothing decrypts until
+    // the record is whole) and as one record per byte (the command's deadline must still hold).
+    for one_record in [true, false] {
+        let server = Script::start(Wire::Tls, move |c| {
+            c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+            while let Some(cmd) = c.command() {
+                if cmd.verb != "NOOP" {
+                    c.answer_basic(&cmd, CAPS);
+                    continue;
+                }
+                let reply = format!("* OK {}\r\n{} OK done\r\n", "x".repeat(200), cmd.tag);
+                if one_record {
+                    let sealed = c.seal(reply.as_bytes());
+                    c.trickle(&sealed, Duration::from_millis(300));
+                } else {
+                    for b in reply.bytes() {
+                        if c.stopping() {
+                            return;
+                        }
+                        c.send(&[b]);
+                        thread::sleep(Duration::from_millis(300));
+                    }
+                }
+            }
+        });
+        let cfg = script::config(&server, Security::Tls);
+        let command = cfg.timeouts.command;
+        let mut s = connect(&cfg).expect("connect");
+        let started = Instant::now();
+        let r = finish_within(Duration::from_secs(30), move || {
+            s.run(Command::Noop).map(drop)
+        })
+        .unwrap_or_else(|| panic!("one record {one_record}: NOOP still running after 30 s"));
+        let took = started.elapsed();
+        assert!(
+            matches!(r, Err(imapfs::Error::Timeout { .. })),
+            "one record {one_record}: {r:?}"
+        );
+        assert!(
+            took < command + Duration::from_secs(2),
+            "one record {one_record}: took {took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_trickling_its_tls_handshake_cannot_hold_the_connect_beyond_its_deadline() {
+    // Issue 8, defect 9 (the handshake): the same trickle during the TLS handshake.
+    let server = Script::start(Wire::Plain, |c| {
+        let mut tls = rustls::ServerConnection::new(c.tls_config()).expect("server connection");
+        let tcp = c.tcp().try_clone().expect("clone");
+        while !c.stopping() {
+            if tls.wants_write() {
+                let mut flight = Vec::new();
+                while tls.wants_write() {
+                    tls.write_tls(&mut flight).expect("write_tls");
+                }
+                c.trickle(&flight, Duration::from_millis(300));
+                return;
+            }
+            match tls.read_tls(&mut &tcp) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if tls.process_new_packets().is_err() {
+                        return;
+                    }
+                }
+                Err(_) => {} // the 100 ms read timeout: look at the stop flag again
+            }
+        }
+    });
+    let cfg = script::config(&server, Security::Tls);
+    let command = cfg.timeouts.command;
+    let started = Instant::now();
+    let r = finish_within(Duration::from_secs(30), move || connect(&cfg).map(drop))
+        .expect("connect still running after 30 s");
+    let took = started.elapsed();
+    assert!(matches!(r, Err(imapfs::Error::Timeout { .. })), "{r:?}");
+    assert!(took < command + Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn starttls_refuses_replies_injected_before_the_handshake() {
+    // Issue 8, defect 5: a man in the middle before STARTTLS completed could inject tagged
+    // replies for tags not yet sent (kept for later), a BYE text or capabilities; after TLS
+    // they answered the client's CAPABILITY, choosing the capabilities.
+    let injections = [
+        // (where, what): "starttls" = in the reply to STARTTLS, before its OK;
+        // "capability" = in the reply to the CAPABILITY asked before STARTTLS.
+        // Tags: A1 CAPABILITY, A2 STARTTLS, then A3 CAPABILITY and A4 the login after TLS.
+        ("starttls", "A3 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\nA4 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\n"),
+        ("starttls", "* BYE injected\r\n"),
+        ("starttls", "* CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED\r\n"),
+        ("capability", "A3 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\nA4 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN X-INJECTED] chosen\r\n"),
+        ("capability", "* BYE injected\r\n"),
+    ];
+    for (place, injected) in injections {
+        let logins = Arc::new(AtomicUsize::new(0));
+        let seen = logins.clone();
+        let server = Script::start(Wire::Plain, move |c| {
+            let plain_caps = "IMAP4rev1 STARTTLS LOGINDISABLED";
+            c.send(b"* OK hi\r\n");
+            while let Some(cmd) = c.command() {
+                let t = &cmd.tag;
+                match cmd.verb.as_str() {
+                    "CAPABILITY" if place == "capability" => c.send(
+                        format!("* CAPABILITY {plain_caps}\r\n{injected}{t} OK done\r\n")
+                            .as_bytes(),
+                    ),
+                    "CAPABILITY" => {
+                        c.send(format!("* CAPABILITY {plain_caps}\r\n{t} OK done\r\n").as_bytes())
+                    }
+                    "STARTTLS" => {
+                        let extra = if place == "starttls" { injected } else { "" };
+                        c.send(format!("{extra}{t} OK begin TLS\r\n").as_bytes());
+                        c.start_tls();
+                        break;
+                    }
+                    _ => c.send(format!("{t} BAD not before TLS\r\n").as_bytes()),
+                }
+            }
+            // After TLS: the real server, which never offers X-INJECTED.
+            while let Some(cmd) = c.command() {
+                if matches!(cmd.verb.as_str(), "LOGIN" | "AUTHENTICATE") {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                c.answer_basic(&cmd, CAPS);
+            }
+        });
+        let what = format!("{place}: {injected:?}");
+        match connect(&script::config(&server, Security::StartTls)) {
+            Ok(mut s) => panic!(
+                "{what}: accepted; capabilities {:?}",
+                s.capabilities().map(|c| c.to_vec())
+            ),
+            Err(imapfs::Error::Protocol(m)) => assert!(!m.is_empty(), "{what}"),
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+        assert_eq!(
+            logins.load(Ordering::SeqCst),
+            0,
+            "{what}: credentials were sent"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_frame_inside_a_pipeline_does_not_leak_replies_into_the_next_command() {
+    // Issue 8, defect 8: after a malformed frame the pipeline returned with a command still in
+    // flight, the session went back to the pool, and that command's reply landed in the next
+    // user's command.
+    let server = Script::start(Wire::Tls, |c| {
+        c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+        // The first connection misbehaves; a new one is well-behaved.
+        let mut noops = if c.index == 0 { 0 } else { 2 };
+        while let Some(cmd) = c.command() {
+            let t = &cmd.tag;
+            if cmd.verb == "NOOP" {
+                noops += 1;
+                match noops {
+                    1 => {
+                        c.send(b"\x00\xff garbage (((\r\n");
+                        c.send(format!("{t} OK done\r\n").as_bytes());
+                    }
+                    2 => c.send(format!("* 99 EXISTS\r\n{t} OK done\r\n").as_bytes()),
+                    _ => c.send(format!("{t} OK done\r\n").as_bytes()),
+                }
+            } else {
+                c.answer_basic(&cmd, CAPS);
+            }
+        }
+    });
+    let pool = imapfs::imap::pool::Pool::new(script::config(&server, Security::Tls), 1, None);
+    let first = pool.with_session(None, imapfs::imap::pool::Retry::Never, |s| {
+        s.pipeline(&[Command::Noop, Command::Noop])
+    });
+    assert!(
+        first.is_err(),
+        "the malformed frame went unnoticed: {first:?}"
+    );
+    let second = pool
+        .with_session(None, imapfs::imap::pool::Retry::Never, |s| {
+            s.run(Command::Noop)
+        })
+        .expect("a NOOP after the failed pipeline");
+    assert!(
+        second.untagged.is_empty(),
+        "the next command received another command's data: {:?}",
+        second.untagged
+    );
+    assert_eq!(
+        server.accepted(),
+        2,
+        "the session with a command in flight was reused"
+    );
+}
+
+/// A scripted server that answers its first NOOP with `responses` FETCH responses of
+/// `literals` literals of 1 MiB each; other NOOPs plainly.
+fn flooding_server(responses: usize, literals: usize) -> Script {
+    Script::start(Wire::Tls, move |c| {
+        c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+        let mut flooded = false;
+        while let Some(cmd) = c.command() {
+            if cmd.verb != "NOOP" {
+                c.answer_basic(&cmd, CAPS);
+                continue;
+            }
+            if !flooded {
+                flooded = true;
+                let block = vec![b'x'; 1 << 20];
+                for seq in 1..=responses {
+                    c.send(format!("* {seq} FETCH (UID {seq}").as_bytes());
+                    for part in 1..=literals {
+                        c.send(format!(" BODY[{part}] {{{}}}\r\n", block.len()).as_bytes());
+                        c.send(&block);
+                    }
+                    c.send(b")\r\n");
+                    if c.stopping() {
+                        return;
+                    }
+                }
+            }
+            c.send(format!("{} OK done\r\n", cmd.tag).as_bytes());
+        }
+    })
+}
+
+#[test]
+fn a_response_of_many_literals_is_refused_before_it_exhausts_memory() {
+    // Issue 8, defect 10: each literal was capped, but not their number: one FETCH response
+    // of many 64 MiB literals could take any amount of memory.
+    let server = flooding_server(1, 24);
+    let mut cfg = script::config(&server, Security::Tls);
+    cfg.limits.max_literal = 1 << 20;
+    let mut s = connect(&cfg).expect("connect");
+    match s.run(Command::Noop) {
+        Err(imapfs::Error::Protocol(m)) => assert!(m.contains("larger than"), "{m}"),
+        other => panic!(
+            "a 24 MiB response was accepted: {:?}",
+            other.map(|d| d.untagged.len())
+        ),
+    }
+    assert!(
+        s.is_broken(),
+        "the stream cannot be followed past a refused response"
+    );
+}
+
+#[test]
+fn responses_to_one_command_are_bounded_in_bytes() {
+    // Issue 8, defect 10: the responses held for one command were capped by count (5,000,000),
+    // not bytes: 5,000,000 responses of 64 MiB each were acceptable.
+    let server = flooding_server(16, 1);
+    let mut cfg = script::config(&server, Security::Tls);
+    cfg.limits.max_literal = 1 << 20;
+    cfg.limits.max_backlog = Some(8 << 20);
+    let mut s = connect(&cfg).expect("connect");
+    match s.run(Command::Noop) {
+        Err(imapfs::Error::TooLarge { limit, .. }) => assert_eq!(limit, 8 << 20),
+        other => panic!(
+            "16 MiB of responses were kept: {:?}",
+            other.map(|d| d.untagged.len())
+        ),
+    }
+    // The stream stayed in step: the connection goes on.
+    assert!(!s.is_broken());
+    let done = s
+        .run(Command::Noop)
+        .expect("a NOOP after the refused command");
+    assert!(done.untagged.is_empty(), "{:?}", done.untagged.len());
+}
+
+#[test]
+fn auto_login_never_sends_a_clear_text_password_without_tls() {
+    // Issue 8, defect 11: `auto` picks CRAM-MD5 where it is all that is safe, and never sends
+    // the password in clear text on a connection without TLS.
+    use imapfs::imap::auth::{login_with, AuthMethod, Secret};
+    use imapfs::imap::session::Session;
+    use imapfs::imap::transport::Transport;
+    for (caps, want) in [
+        ("IMAP4rev1 AUTH=PLAIN", None),
+        ("IMAP4rev1 AUTH=PLAIN AUTH=CRAM-MD5", Some("CRAM-MD5")),
+    ] {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let server = Script::start(Wire::Plain, move |c| {
+            c.send(format!("* OK [CAPABILITY {caps}] plaintext\r\n").as_bytes());
+            while let Some(cmd) = c.command() {
+                let t = &cmd.tag;
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", cmd.verb, cmd.rest));
+                match cmd.verb.as_str() {
+                    // RFC 2195's example challenge; any answer is accepted.
+                    "AUTHENTICATE" => {
+                        c.send(b"+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n");
+                        let _ = c.line();
+                        c.send(format!("{t} OK logged in\r\n").as_bytes());
+                    }
+                    _ => drop(c.answer_basic(&cmd, caps)),
+                }
+            }
+        });
+        let cfg = script::config(&server, Security::StartTls);
+        let transport =
+            Transport::connect("127.0.0.1", server.port, Duration::from_secs(2)).expect("tcp");
+        let (mut s, _) =
+            Session::start(transport, cfg.timeouts.clone(), cfg.limits).expect("greeting");
+        let secret = Secret::new(b"secret".to_vec());
+        let r = login_with(
+            &mut s,
+            AuthMethod::Auto,
+            "tester",
+            &secret,
+            "127.0.0.1",
+            143,
+        );
+        let commands = seen.lock().unwrap().clone();
+        match want {
+            None => assert!(matches!(r, Err(imapfs::Error::Auth(_))), "{caps}: {r:?}"),
+            Some(mechanism) => {
+                r.unwrap_or_else(|e| panic!("{caps}: {e}"));
+                assert!(
+                    commands
+                        .iter()
+                        .any(|c| c == &format!("AUTHENTICATE {mechanism}")),
+                    "{caps}: {commands:?}"
+                );
+            }
+        }
+        assert!(
+            !commands
+                .iter()
+                .any(|c| c.starts_with("LOGIN") || c.contains("PLAIN")),
+            "{caps}: a clear-text password was sent: {commands:?}"
+        );
+    }
 }

@@ -503,7 +503,10 @@ fn mkdir_rmdir_and_mv_of_folders() {
         &["rmdir", &fx.mount.join("Archive").to_string_lossy()],
         "not empty",
     );
-    fails_with(&["rmdir", &fx.mount.join("INBOX").to_string_lossy()], "");
+    fails_with(
+        &["rmdir", &fx.mount.join("INBOX").to_string_lossy()],
+        "Operation not permitted",
+    );
     assert!(list().contains("INBOX"));
 
     // Rename: children follow, the renamed directory stays usable.
@@ -885,4 +888,84 @@ fn a_cut_after_append_reached_the_server_stores_it_once() {
         archive.values().filter(|b| b.as_slice() == message).count(),
         1
     );
+}
+
+#[test]
+fn without_uidplus_rm_moves_to_trash_and_never_expunges_others() {
+    // UIDPLUS hidden (Dovecot still has MOVE and a \Trash folder): no UID EXPUNGE, so the
+    // only removal that cannot hit other messages is a MOVE to Trash.
+    let conf = format!(
+        "{TRASH_AND_QUOTA}imap_capability = IMAP4rev1 LITERAL+ MOVE CONDSTORE SPECIAL-USE LIST-EXTENDED IDLE\n"
+    );
+    let fx = mounted_with(&conf, &[]);
+    fx.dovecot
+        .oracle_store("INBOX", 2, "+FLAGS", &["\\Deleted"]);
+    let original = fx.dovecot.oracle_fetch("INBOX", 6);
+    ok(&["rm", &fx.mount.join("INBOX/6.eml").to_string_lossy()]);
+    let inbox = fx.dovecot.oracle_meta("INBOX");
+    assert!(!inbox.contains_key(&6));
+    assert!(
+        inbox.contains_key(&2),
+        "a message another client marked \\Deleted was expunged"
+    );
+    let trash = fx.dovecot.oracle_fetch_all("Trash");
+    assert_eq!(trash.values().filter(|b| **b == original).count(), 1);
+    // In Trash itself there is nowhere safer to go: refused, and the log says why.
+    let (&uid, _) = trash.iter().next().unwrap();
+    fails_with(
+        &[
+            "rm",
+            &fx.mount.join(format!("Trash/{uid}.eml")).to_string_lossy(),
+        ],
+        "Operation not permitted",
+    );
+    assert!(fx.mount.log().contains("no UIDPLUS"), "{}", fx.mount.log());
+    assert_eq!(fx.dovecot.oracle_fetch_all("Trash").len(), 1);
+}
+
+#[test]
+fn a_large_new_message_is_streamed_byte_exact_without_literal_plus() {
+    // No LITERAL+: the APPEND waits for the server's `+` before the streamed message.
+    let fx = mounted_with(
+        "imap_capability = IMAP4rev1 UIDPLUS MOVE CONDSTORE IDLE",
+        &[],
+    );
+    let dir = TempDir::new("big-src");
+    let src = dir.join("big.eml");
+    let mut body = b"Subject: big\nMessage-ID: <big.1@imapfs.test>\n\n".to_vec();
+    let mut rng = common::Rng::new(7);
+    while body.len() < 12 << 20 {
+        let n = rng.range(10, 200);
+        body.extend((0..n).map(|_| b'a' + rng.below(26) as u8));
+        body.push(b'\n');
+    }
+    fs::write(&src, &body).unwrap();
+    ok(&[
+        "cp",
+        &src.to_string_lossy(),
+        &fx.mount.join("Archive").to_string_lossy(),
+    ]);
+    let expected: Vec<u8> = body
+        .iter()
+        .flat_map(|&b| {
+            if b == b'\n' {
+                vec![b'\r', b'\n']
+            } else {
+                vec![b]
+            }
+        })
+        .collect();
+    let archive = fx.dovecot.oracle_fetch_all("Archive");
+    let found: Vec<&u32> = archive
+        .iter()
+        .filter(|(_, b)| **b == expected)
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "the 12 MB message did not arrive byte for byte"
+    );
+    let path = fx.mount.join(format!("Archive/{}.eml", found[0]));
+    assert_eq!(fs::metadata(&path).unwrap().len(), expected.len() as u64);
 }

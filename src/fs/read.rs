@@ -57,6 +57,10 @@ impl ImapFs {
 
     /// The entry for `name` in directory `parent`, with its attribute TTL.
     pub(crate) fn lookup_entry(&self, parent: Ino, name: &str) -> Result<(FileAttr, Duration)> {
+        // Hook: `.search`, `.parts` and everything below them (fs::views).
+        if let Some(r) = self.view_lookup(parent, name) {
+            return r;
+        }
         if let Some(attr) = self.draft_by_name(parent, name) {
             return Ok((attr, Duration::ZERO));
         }
@@ -148,12 +152,18 @@ impl ImapFs {
                 .draft_attr(ino)
                 .map(|a| (a, Duration::ZERO))
                 .ok_or_else(|| Error::NoEntry("draft".into())),
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_attr(v),
         }
     }
 
     /// The entries of a directory with their attributes: `.`, `..`, child mailboxes, then
     /// messages by UID, then files being written.
     pub(crate) fn listing(&self, ino: Ino) -> Result<Listing> {
+        // Hook: fs::views.
+        if let InoKind::View(v) = ino.kind() {
+            return self.view_listing(v);
+        }
         self.sync_tree()?;
         let (parent, children, mailbox) = {
             let tree = self.tree.lock();
@@ -213,6 +223,8 @@ impl ImapFs {
     pub(crate) fn open_file(&self, ino: Ino, flags: OpenFlags) -> Result<FopenFlags> {
         match ino.kind() {
             InoKind::Dir => Err(Error::NotPermitted("is a directory".into())),
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_open(v, flags),
             InoKind::Draft(_) => {
                 self.draft_attr(ino)
                     .ok_or_else(|| Error::NoEntry("draft".into()))?;
@@ -246,6 +258,8 @@ impl ImapFs {
                 self.account.read(msg, offset, u64::from(size))
             }
             InoKind::Dir => Err(Error::InvalidInput("a directory".into())),
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_read(v, offset, size),
         }
     }
 

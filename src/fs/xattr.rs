@@ -59,6 +59,8 @@ impl ImapFs {
                 "user.imap.flags" => self.draft_flags(ino).map(|f| flag_text(&f)),
                 _ => None,
             },
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_xattr(v, name)?,
         };
         Ok(text.map(String::into_bytes))
     }
@@ -128,6 +130,8 @@ impl ImapFs {
                     .collect()
             }
             InoKind::Draft(_) => vec!["user.imap.flags"],
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_xattr_names(v)?,
             InoKind::Dir => {
                 let mut v = Vec::new();
                 if ino == ROOT {
@@ -154,6 +158,10 @@ impl ImapFs {
 
     /// setxattr (`value` given) or removexattr (`None`).
     pub(crate) fn set_xattr(&self, ino: Ino, name: &OsStr, value: Option<&[u8]>) -> Result<()> {
+        // Hook: the views are read-only (fs::views).
+        if ino.is_view() {
+            return Err(Error::ReadOnly);
+        }
         let name = name.to_str().unwrap_or("");
         let known = MESSAGE_NAMES.contains(&name) || FOLDER_NAMES.contains(&name) || name == STATS;
         let writable = name == "user.imap.flags" || name == "user.imap.subscribed";
@@ -207,16 +215,34 @@ impl ImapFs {
 
     /// `key=value` lines about what the mount has done.
     fn stats(&self) -> String {
-        let pool = self.account.pool();
+        let p = self.account.pool().stats();
+        let (cache_bytes, hits, misses) = self.account.cache_stats();
         let (full, incremental) = self.account.sync_counts();
-        format!(
-            "round_trips={}\ncache_bytes={}\nlistings_full={full}\n\
-             listings_incremental={incremental}\nwatching={}\nstreams={}",
-            pool.round_trips(),
-            self.account.cache_bytes(),
-            u8::from(self.account.is_live()),
-            self.account.streams_started(),
-        )
+        let mut lines = vec![
+            format!("connections_open={}", p.open),
+            format!("connections_idle={}", p.idle),
+            format!("connections_opened={}", p.connections_opened),
+            format!("connect_failures={}", p.connect_failures),
+            format!("round_trips={}", p.round_trips),
+            format!("bytes_read={}", p.bytes_read),
+            format!("cache_bytes={cache_bytes}"),
+            format!("cache_hits={hits}"),
+            format!("cache_misses={misses}"),
+            format!("errors={}", p.errors),
+            format!("searches={}", self.account.searches_run()),
+            format!("part_trees={}", self.account.part_trees_built()),
+            format!("listings_full={full}"),
+            format!("listings_incremental={incremental}"),
+            format!("watching={}", u8::from(self.account.is_live())),
+            format!("streams={}", self.account.streams_started()),
+        ];
+        if let Some(e) = p.last_error {
+            lines.push(format!("last_error={}", e.replace('\n', " ")));
+        }
+        if let Some(d) = p.unreachable_for {
+            lines.push(format!("unreachable_for_secs={}", d.as_secs()));
+        }
+        lines.join("\n")
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! [`connect`] is the one entry point: TCP, then implicit TLS or STARTTLS, the greeting, the
 //! capabilities, and a login with the mechanism [`ServerConfig::auth`] names, or by default the
-//! best one offered (AUTHENTICATE PLAIN with SASL-IR, AUTHENTICATE PLAIN, else LOGIN). A
+//! best one offered (AUTHENTICATE PLAIN with SASL-IR, AUTHENTICATE PLAIN, LOGIN unless
+//! LOGINDISABLED, else AUTHENTICATE CRAM-MD5). A
 //! plaintext login is never attempted on a connection without TLS unless the caller explicitly
 //! allowed it ([`Security::Plaintext`]), and never when the server says LOGINDISABLED. Credentials live in [`Secret`],
 //! whose `Debug` prints nothing, and are never logged.
@@ -18,12 +19,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, printable_bytes, Error, Result};
 use crate::imap::codec::{Command, Limits};
 use crate::imap::session::{Session, Timeouts};
 use crate::imap::transport::Transport;
@@ -138,7 +139,8 @@ pub struct ServerConfig {
 /// The login mechanism, as chosen by the user (`mechanism` option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMethod {
-    /// AUTHENTICATE PLAIN if offered, else LOGIN.
+    /// Over TLS: AUTHENTICATE PLAIN if offered, else LOGIN unless LOGINDISABLED, else
+    /// AUTHENTICATE CRAM-MD5. Never a clear-text password without TLS or a tunnel.
     #[default]
     Auto,
     /// The LOGIN command (refused when the server says LOGINDISABLED).
@@ -201,16 +203,24 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
-/// Open a connection and log in.
+/// Open a connection and log in, all of it (TCP, TLS handshake, greeting, STARTTLS, login,
+/// capabilities) within one [`Timeouts::command`](crate::imap::session::Timeouts::command).
 pub fn connect(cfg: &ServerConfig) -> Result<Session> {
+    let deadline = Instant::now() + cfg.timeouts.command;
     let (mut session, preauth) = match &cfg.tunnel {
-        Some(command) => Session::start(
+        Some(command) => Session::start_before(
             Transport::tunnel(command)?,
             cfg.timeouts.clone(),
             cfg.limits,
+            deadline.min(Instant::now() + cfg.timeouts.inactivity),
         )?,
-        None => open_network(cfg)?,
+        None => open_network(cfg, deadline)?,
     };
+    if cfg.security == Security::Plaintext {
+        // The user said so explicitly (--insecure).
+        session.allow_clear_text();
+    }
+    session.set_deadline_cap(Some(deadline));
     if !preauth {
         let method = match (&cfg.credential, cfg.auth) {
             (Credential::TokenCommand(_), AuthMethod::Auto) => oauth_method(&mut session)?,
@@ -235,7 +245,9 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
             cfg.port,
         )?;
     }
-    finish_login(session)
+    let mut session = finish_login(session)?;
+    session.set_deadline_cap(None);
+    Ok(session)
 }
 
 /// The bearer-token mechanism to use with a token command: XOAUTH2, else OAUTHBEARER.
@@ -253,14 +265,19 @@ fn oauth_method(session: &mut Session) -> Result<AuthMethod> {
 
 /// TCP, then implicit TLS or STARTTLS: a session ready to log in, and whether the greeting
 /// was PREAUTH (accepted only over TLS).
-fn open_network(cfg: &ServerConfig) -> Result<(Session, bool)> {
-    let connect_timeout = cfg.timeouts.inactivity.min(Duration::from_secs(30));
+fn open_network(cfg: &ServerConfig, deadline: Instant) -> Result<(Session, bool)> {
+    // Each step may also take at most the inactivity timeout.
+    let step = || deadline.min(Instant::now() + cfg.timeouts.inactivity);
+    let connect_timeout = step()
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_secs(30));
     let mut transport = Transport::connect(&cfg.host, cfg.port, connect_timeout)?;
     if cfg.security == Security::Tls {
-        let deadline = std::time::Instant::now() + cfg.timeouts.inactivity;
-        transport = transport.start_tls(cfg.tls.clone(), &cfg.host, deadline)?;
+        transport = transport.start_tls(cfg.tls.clone(), &cfg.host, step())?;
     }
-    let (mut session, preauth) = Session::start(transport, cfg.timeouts.clone(), cfg.limits)?;
+    let (mut session, preauth) =
+        Session::start_before(transport, cfg.timeouts.clone(), cfg.limits, step())?;
+    session.set_deadline_cap(Some(deadline));
     if cfg.security == Security::StartTls {
         if preauth {
             return Err(Error::Protocol(
@@ -268,6 +285,8 @@ fn open_network(cfg: &ServerConfig) -> Result<(Session, bool)> {
                     .into(),
             ));
         }
+        // Asked explicitly so that a failure (a tampered reply) is reported as itself.
+        session.capabilities()?;
         if !session.has_capability("STARTTLS") {
             return Err(Error::Tls {
                 message: format!(
@@ -305,7 +324,7 @@ fn finish_login(mut session: Session) -> Result<Session> {
     Ok(session)
 }
 
-/// Log in with the best mechanism the server offers (AUTHENTICATE PLAIN, else LOGIN).
+/// Log in with the best password mechanism the server offers (see [`AuthMethod::Auto`]).
 pub fn login(session: &mut Session, user: &str, password: &Secret) -> Result<()> {
     login_with(session, AuthMethod::Auto, user, password, "", 0)
 }
@@ -321,19 +340,19 @@ pub fn login_with(
     host: &str,
     port: u16,
 ) -> Result<()> {
+    session.capabilities()?;
+    let method = match method {
+        AuthMethod::Auto => choose_password_method(session)?,
+        other => other,
+    };
+    if matches!(method, AuthMethod::Login | AuthMethod::Plain) && !session.may_send_password() {
+        return Err(Error::Auth(
+            "refusing to send the password in clear text on a connection without TLS".into(),
+        ));
+    }
     let sasl = match method {
-        AuthMethod::Auto => {
-            if session.has_capability("AUTH=PLAIN") {
-                Sasl::plain(user, secret)
-            } else if session.has_capability("LOGINDISABLED") {
-                return Err(Error::Auth(
-                    "the server has disabled LOGIN and offers no usable mechanism".into(),
-                ));
-            } else {
-                return login_command(session, user, secret);
-            }
-        }
-        AuthMethod::Login => {
+        // (Auto was resolved above.)
+        AuthMethod::Auto | AuthMethod::Login => {
             if session.has_capability("LOGINDISABLED") {
                 return Err(Error::Auth(
                     "the server has disabled LOGIN (LOGINDISABLED)".into(),
@@ -357,6 +376,38 @@ pub fn login_with(
     result.map_err(|e| auth_error(e, sasl.server_error()))
 }
 
+/// What `auto` means on this connection: the first of AUTHENTICATE PLAIN, LOGIN (unless
+/// LOGINDISABLED) and AUTHENTICATE CRAM-MD5 that the server offers. Over TLS (or a tunnel)
+/// the first two are as safe as CRAM-MD5 and need no plaintext-equivalent password stored on
+/// the server, so they come first; without TLS (unless the user allowed it, `--insecure`)
+/// only CRAM-MD5, which never sends the password.
+fn choose_password_method(session: &mut Session) -> Result<AuthMethod> {
+    let protected = session.may_send_password();
+    if protected && session.has_capability("AUTH=PLAIN") {
+        Ok(AuthMethod::Plain)
+    } else if protected && !session.has_capability("LOGINDISABLED") {
+        Ok(AuthMethod::Login)
+    } else if session.has_capability("AUTH=CRAM-MD5") {
+        Ok(AuthMethod::CramMd5)
+    } else {
+        let offered: Vec<String> = session
+            .capabilities()?
+            .iter()
+            .filter(|c| c.len() > 5 && c[..5].eq_ignore_ascii_case("AUTH="))
+            .map(|c| printable(c).into_owned())
+            .collect();
+        Err(Error::Auth(format!(
+            "the server has disabled LOGIN and offers no password mechanism imapfs can use \
+             here (offered: {})",
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(" ")
+            }
+        )))
+    }
+}
+
 fn login_command(session: &mut Session, user: &str, secret: &Secret) -> Result<()> {
     let cmd = Command::Login {
         user: user.as_bytes().to_vec(),
@@ -369,7 +420,7 @@ fn login_command(session: &mut Session, user: &str, secret: &Secret) -> Result<(
 fn auth_error(e: Error, detail: Option<String>) -> Error {
     match e {
         Error::No { text, .. } | Error::Bad { text, .. } => {
-            let words: String = text.text.chars().filter(|c| !c.is_control()).collect();
+            let words = printable(&text.text).into_owned();
             let words = if words.is_empty() {
                 "rejected by the server".to_string()
             } else {
@@ -566,11 +617,7 @@ impl Sasl {
             SaslKind::XOAuth2 { .. } | SaslKind::OAuthBearer { .. } => {
                 // The token was refused: the challenge is a JSON error report. Keep it for
                 // the user and answer as the mechanism requires, so the server sends its NO.
-                let report: String = String::from_utf8_lossy(challenge)
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(512)
-                    .collect();
+                let report: String = printable_bytes(challenge).chars().take(512).collect();
                 self.server_error = Some(report);
                 if matches!(self.kind, SaslKind::XOAuth2 { .. }) {
                     Some(Secret::new(Vec::new()))

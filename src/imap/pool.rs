@@ -4,17 +4,39 @@
 //! exchange with [`Pool::with_session`] and gives it back. The pool prefers a session that has
 //! the wanted mailbox selected already (saving an EXAMINE and Dovecot's folder rescan), opens a
 //! new connection while under its limit, and otherwise waits, with a deadline, for one to come
-//! back. A session that failed fatally is dropped, never reused. Each request says whether it
-//! may be sent again ([`Retry`]): an idempotent one (a FETCH, a LIST) that failed on a pooled
-//! connection (the server may have closed it while idle) is retried once on a fresh one; a
-//! request that changes the mailbox (APPEND, COPY, MOVE, EXPUNGE, CREATE, RENAME, DELETE) is
-//! never re-sent blindly: the caller gets the error and must find out what the server did.
+//! back. An idle session is checked before it is lent ([`Session::check_idle`]: a BYE or a
+//! closed socket that arrived while it sat unused), and a session that failed fatally or still
+//! has commands in flight is dropped, never reused.
+//!
+//! Each request says whether it may be sent again ([`Retry`]): an idempotent one (a FETCH, a
+//! LIST) that failed on a pooled connection (the server may have closed it while idle) is
+//! retried on another idle session that passes the check, or a new connection, until it has
+//! failed on a new connection at most (so at most `max` + 1 runs); a request
+//! that changes the mailbox (APPEND, COPY, MOVE, EXPUNGE, CREATE, RENAME, DELETE) is never
+//! re-sent blindly: the caller gets the error and must find out what the server did.
+//!
+//! Accounting: `open` counts every session that exists or is being opened (idle, lent out,
+//! connecting) and never exceeds `max`. Every change to it or to the idle list wakes *all*
+//! waiters ([`Condvar::notify_all`]), which re-check what they wait for; with a handful of
+//! connections that costs nothing and no wake-up can go to a waiter that cannot use it.
+//!
+//! Outages: when opening a connection fails, the pool enters back-off (0.5 s doubling up to
+//! 30 s, with jitter) and logs the outage once. Until the back-off ends, a request that needs
+//! a new connection and has no session to wait for fails at once with
+//! [`Error::Unavailable`] (the last connection error) instead of queueing; the first request
+//! after it tries once more, while the others keep failing fast. The first success ends the
+//! outage and is logged once. There is no background reconnection: attempts follow demand.
+//!
+//! [`Pool::stats`] gives counters for a status view ([`PoolStats`]).
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::session::Session;
 use crate::imap::types::MailboxName;
@@ -30,20 +52,71 @@ pub enum Retry {
     Never,
 }
 
+/// What the pool has done so far, for a status view. Counters only grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Times a session turned from reading to writing (pipelined commands count once).
+    pub round_trips: u64,
+    /// Connections opened and logged in (the first one included).
+    pub connections_opened: u64,
+    /// Attempts to open a connection that failed.
+    pub connect_failures: u64,
+    /// Bytes received from the server (the IMAP stream, after TLS).
+    pub bytes_read: u64,
+    /// Requests that failed for a reason of the connection or the server as a whole (I/O,
+    /// TLS, timeout, protocol, BYE, too large, unreachable, login); a NO or BAD answer to a
+    /// valid request is not counted.
+    pub errors: u64,
+    /// The text of the last of those errors (printable; no credentials).
+    pub last_error: Option<String>,
+    /// Connections open now (idle, in use or being opened).
+    pub open: usize,
+    /// Of those, idle in the pool.
+    pub idle: usize,
+    /// While the server cannot be reached: for how long already.
+    pub unreachable_for: Option<Duration>,
+}
+
 /// A bounded set of sessions to one account.
 pub struct Pool {
     config: ServerConfig,
     max: usize,
     state: Mutex<PoolState>,
-    returned: Condvar,
-    /// Round trips of all sessions, counted when each is given back.
-    round_trips: std::sync::atomic::AtomicU64,
+    /// Signalled (to all) whenever `open`, `idle` or `outage` changes.
+    changed: Condvar,
+    round_trips: AtomicU64,
+    bytes_read: AtomicU64,
+    opened: AtomicU64,
+    connect_failures: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
 }
 
 struct PoolState {
     idle: Vec<Session>,
+    /// Sessions that exist or are being opened: idle + lent out + `connecting`.
     open: usize,
+    /// Connections being opened right now.
+    connecting: usize,
+    outage: Option<Outage>,
 }
+
+/// The server could not be reached lately.
+struct Outage {
+    since: Instant,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// No new attempt before this.
+    retry_at: Instant,
+    /// The last connection error, printable.
+    error: String,
+}
+
+/// First back-off after a failed connection attempt; doubles with each further failure.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Longest back-off.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 impl Pool {
     /// A pool that opens at most `max` connections; `first` is an already open session.
@@ -55,45 +128,33 @@ impl Pool {
             state: Mutex::new(PoolState {
                 idle: first.into_iter().collect(),
                 open,
+                connecting: 0,
+                outage: None,
             }),
-            returned: Condvar::new(),
-            round_trips: std::sync::atomic::AtomicU64::new(0),
+            changed: Condvar::new(),
+            round_trips: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            opened: AtomicU64::new(open as u64),
+            connect_failures: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
         }
     }
 
     /// Run `f` on a session, preferably one with `mailbox` selected. With
-    /// [`Retry::Idempotent`], `f` runs again on a new connection after the pooled one turned
-    /// out to be dropped; with [`Retry::Never`] the failure is returned as it is.
+    /// [`Retry::Idempotent`], `f` runs again on another session after a pooled one turned out
+    /// to be dropped (see the module documentation); with [`Retry::Never`] the failure is
+    /// returned as it is.
     pub fn with_session<T>(
         &self,
         mailbox: Option<&MailboxName>,
         retry: Retry,
         mut f: impl FnMut(&mut Session) -> Result<T>,
     ) -> Result<T> {
-        let (mut session, fresh) = self.take(mailbox)?;
-        let before = session.round_trips();
-        let mut result = f(&mut session);
-        self.count(session.round_trips() - before);
-        // A pooled connection the server dropped while it sat idle fails at once (BYE, reset):
-        // worth one retry. A timeout is not: the server is there but slow, and retrying
-        // would double the wait.
-        let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
-        if retry == Retry::Idempotent && !fresh && session.is_broken() && dropped {
-            log::info!(
-                "retrying on a new connection after: {}",
-                result
-                    .as_ref()
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default()
-            );
-            self.give_back(session);
-            let (s, _) = self.open_new()?;
-            session = s;
-            result = f(&mut session);
-            self.count(session.round_trips());
+        let result = self.lend(mailbox, retry, &mut f);
+        if let Err(e) = &result {
+            self.note_error(e);
         }
-        self.give_back(session);
         result
     }
 
@@ -104,12 +165,27 @@ impl Pool {
 
     /// Round trips made by all sessions so far (for tests and benchmarks).
     pub fn round_trips(&self) -> u64 {
-        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+        self.round_trips.load(Ordering::Relaxed)
     }
 
-    fn count(&self, n: u64) {
-        self.round_trips
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    /// Counters for a status view.
+    pub fn stats(&self) -> PoolStats {
+        let (open, idle, unreachable_for) = {
+            let st = self.state.lock();
+            let since = st.outage.as_ref().map(|o| o.since.elapsed());
+            (st.open, st.idle.len(), since)
+        };
+        PoolStats {
+            round_trips: self.round_trips.load(Ordering::Relaxed),
+            connections_opened: self.opened.load(Ordering::Relaxed),
+            connect_failures: self.connect_failures.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().clone(),
+            open,
+            idle,
+            unreachable_for,
+        }
     }
 
     /// A session of its own for a long-lived task (the watcher's IDLE / NOTIFY): opened with
@@ -122,77 +198,242 @@ impl Pool {
     /// Close every idle connection (on unmount).
     pub fn close_all(&self) {
         let idle = std::mem::take(&mut self.state.lock().idle);
+        let n = idle.len();
         for s in idle {
             s.logout();
-            self.state.lock().open -= 1;
         }
+        self.state.lock().open -= n;
+        self.changed.notify_all();
     }
 
-    fn take(&self, mailbox: Option<&MailboxName>) -> Result<(Session, bool)> {
+    fn lend<T>(
+        &self,
+        mailbox: Option<&MailboxName>,
+        retry: Retry,
+        f: &mut impl FnMut(&mut Session) -> Result<T>,
+    ) -> Result<T> {
+        let (mut session, mut fresh) = self.acquire(mailbox)?;
+        let mut result = self.run_on(&mut session, f);
+        // A pooled connection the server dropped while it sat idle fails at once (BYE, reset)
+        // and is worth a retry, on another idle session or a new connection; other idle ones
+        // may have been dropped too without our knowing yet, so this goes on until the request
+        // failed on a new connection (at most `max` + 1 runs: every failed session is gone).
+        // A timeout is not retried: the server is there but slow, and retrying would double
+        // the wait.
+        loop {
+            let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
+            if retry == Retry::Never || fresh || !session.is_broken() || !dropped {
+                break;
+            }
+            if let Err(e) = &result {
+                log::info!("retrying on another connection after: {e}");
+            }
+            self.give_back(session);
+            (session, fresh) = self.acquire(mailbox)?;
+            result = self.run_on(&mut session, f);
+        }
+        self.give_back(session);
+        result
+    }
+
+    fn run_on<T>(
+        &self,
+        session: &mut Session,
+        f: &mut impl FnMut(&mut Session) -> Result<T>,
+    ) -> Result<T> {
+        let (trips, bytes) = (session.round_trips(), session.bytes_read());
+        let result = f(session);
+        self.round_trips
+            .fetch_add(session.round_trips() - trips, Ordering::Relaxed);
+        self.bytes_read
+            .fetch_add(session.bytes_read() - bytes, Ordering::Relaxed);
+        result
+    }
+
+    /// A session to use: an idle one that passes [`Session::check_idle`] (preferably on
+    /// `mailbox`), else a new connection while under the limit, else the first one given
+    /// back within the command timeout. Whether it is new is returned too.
+    fn acquire(&self, mailbox: Option<&MailboxName>) -> Result<(Session, bool)> {
         let deadline = Instant::now() + self.config.timeouts.command;
         let mut st = self.state.lock();
         loop {
-            if !st.idle.is_empty() {
-                let pos = mailbox
-                    .and_then(|m| {
-                        st.idle
-                            .iter()
-                            .rposition(|s| s.selected().is_some_and(|sel| &sel.mailbox == m))
-                    })
-                    .unwrap_or(st.idle.len() - 1);
-                return Ok((st.idle.swap_remove(pos), false));
+            if let Some(pos) = preferred(&st.idle, mailbox) {
+                let mut session = st.idle.swap_remove(pos);
+                drop(st);
+                if session.check_idle() {
+                    return Ok((session, false));
+                }
+                log::debug!("dropping an idle connection the server closed");
+                drop(session);
+                st = self.state.lock();
+                st.open -= 1;
+                self.changed.notify_all();
+                continue;
             }
             if st.open < self.max {
-                st.open += 1;
-                drop(st);
-                return match connect(&self.config) {
-                    Ok(s) => Ok((s, true)),
-                    Err(e) => {
-                        self.state.lock().open -= 1;
-                        self.returned.notify_one();
-                        Err(e)
-                    }
-                };
+                let now = Instant::now();
+                let backing_off = st
+                    .outage
+                    .as_ref()
+                    .is_some_and(|o| now < o.retry_at || st.connecting > 0);
+                if !backing_off {
+                    st.open += 1;
+                    st.connecting += 1;
+                    drop(st);
+                    return self.open_connection().map(|s| (s, true));
+                }
+                if st.open == st.connecting {
+                    // Nothing to wait for: no session exists that could come back.
+                    return Err(unavailable(st.outage.as_ref(), now));
+                }
             }
-            if self.returned.wait_until(&mut st, deadline).timed_out() {
-                return Err(Error::Timeout {
-                    what: "a free connection to the server".into(),
+            // Wake for a session given back, or when the back-off ends.
+            let wake = st
+                .outage
+                .as_ref()
+                .map_or(deadline, |o| o.retry_at.min(deadline));
+            self.changed.wait_until(&mut st, wake);
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match &st.outage {
+                    Some(o) => unavailable(Some(o), now),
+                    None => Error::Timeout {
+                        what: "a free connection to the server".into(),
+                    },
                 });
             }
         }
     }
 
-    fn open_new(&self) -> Result<(Session, bool)> {
-        // The broken session was already given back (and counted out); open a replacement.
+    /// Connect and log in (a slot in `open` and `connecting` is already taken), keeping the
+    /// outage state and the counters.
+    fn open_connection(&self) -> Result<Session> {
+        let result = connect(&self.config);
         let mut st = self.state.lock();
-        let deadline = Instant::now() + Duration::from_secs(1).max(self.config.timeouts.inactivity);
-        while st.open >= self.max {
-            if self.returned.wait_until(&mut st, deadline).timed_out() {
-                return Err(Error::Timeout {
-                    what: "a free connection to the server".into(),
-                });
+        st.connecting -= 1;
+        match &result {
+            Ok(_) => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                if let Some(o) = st.outage.take() {
+                    log::info!(
+                        "{}:{} reachable again after {:.1} s ({} failed attempts)",
+                        self.config.host,
+                        self.config.port,
+                        o.since.elapsed().as_secs_f64(),
+                        o.failures
+                    );
+                }
             }
-        }
-        st.open += 1;
-        drop(st);
-        match connect(&self.config) {
-            Ok(s) => Ok((s, true)),
             Err(e) => {
-                self.state.lock().open -= 1;
-                self.returned.notify_one();
-                Err(e)
+                st.open -= 1;
+                self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                let error = printable(&e.to_string()).into_owned();
+                match &mut st.outage {
+                    Some(o) => {
+                        o.failures += 1;
+                        o.retry_at = now + backoff(o.failures);
+                        log::debug!("connection attempt {} failed: {error}", o.failures);
+                        o.error = error;
+                    }
+                    None => {
+                        log::warn!(
+                            "cannot connect to {}:{}: {error}; requests fail until it can be \
+                             reached again (retrying with back-off)",
+                            self.config.host,
+                            self.config.port
+                        );
+                        st.outage = Some(Outage {
+                            since: now,
+                            failures: 1,
+                            retry_at: now + backoff(1),
+                            error,
+                        });
+                    }
+                }
             }
         }
+        drop(st);
+        self.changed.notify_all();
+        result
     }
 
     fn give_back(&self, session: Session) {
         let mut st = self.state.lock();
-        if session.is_broken() {
-            st.open -= 1;
-        } else {
+        let dropped = if session.is_reusable() {
             st.idle.push(session);
-        }
+            None
+        } else {
+            st.open -= 1;
+            Some(session)
+        };
         drop(st);
-        self.returned.notify_one();
+        self.changed.notify_all();
+        drop(dropped); // closes the socket, outside the lock
+    }
+
+    fn note_error(&self, e: &Error) {
+        let counts = e.is_fatal_to_connection()
+            || matches!(
+                e,
+                Error::Unavailable { .. } | Error::Auth(_) | Error::TooLarge { .. }
+            );
+        if counts {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock() = Some(printable(&e.to_string()).into_owned());
+        }
+    }
+}
+
+/// The idle session to lend: the last given back with `mailbox` selected, else the last given
+/// back (the most likely to be alive).
+fn preferred(idle: &[Session], mailbox: Option<&MailboxName>) -> Option<usize> {
+    let last = idle.len().checked_sub(1)?;
+    let on_mailbox = mailbox.and_then(|m| {
+        idle.iter()
+            .rposition(|s| s.selected().is_some_and(|sel| &sel.mailbox == m))
+    });
+    Some(on_mailbox.unwrap_or(last))
+}
+
+fn unavailable(outage: Option<&Outage>, now: Instant) -> Error {
+    match outage {
+        Some(o) => Error::Unavailable {
+            error: o.error.clone(),
+            retry_in: o.retry_at.saturating_duration_since(now),
+        },
+        None => Error::Timeout {
+            what: "a free connection to the server".into(),
+        },
+    }
+}
+
+/// The wait after the `failures`-th failed attempt in a row: [`BACKOFF_START`] doubling up to
+/// [`BACKOFF_MAX`], then a random 50-100 % of it, so that many clients of one server (or many
+/// mounts) do not retry in step.
+fn backoff(failures: u32) -> Duration {
+    let doubled = BACKOFF_START.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let full = doubled.min(BACKOFF_MAX);
+    // A random fraction in [0.5, 1): RandomState is seeded randomly per process and counter.
+    let r = RandomState::new().build_hasher().finish();
+    let fraction = 0.5 + (r >> 11) as f64 / (1u64 << 54) as f64;
+    full.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter() {
+        for (failures, full) in [(1, 0.5), (2, 1.0), (3, 2.0), (7, 30.0), (40, 30.0)] {
+            for _ in 0..50 {
+                let d = backoff(failures).as_secs_f64();
+                assert!(d >= full * 0.5 && d < full, "{failures}: {d}");
+            }
+        }
+        let spread: std::collections::HashSet<u128> =
+            (0..20).map(|_| backoff(3).as_micros()).collect();
+        assert!(spread.len() > 10, "no jitter: {spread:?}");
     }
 }

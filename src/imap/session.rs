@@ -8,24 +8,21 @@
 //! the selected mailbox (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY) are also applied to
 //! [`Selected`], wherever they arrive.
 //!
-//! Every read has a deadline: the session's inactivity timeout, renewed while bytes keep
-//! arriving, and never beyond the command's overall deadline. After a fatal error (I/O, timeout,
-//! undecodable stream, BYE) the session is marked broken and must be dropped.
+//! Every command has one deadline, [`Timeouts::command`] from when it is sent, for its writes
+//! and its reply together (a pipeline shares one), optionally capped further by
+//! [`Session::set_deadline_cap`] (the whole login shares one). Within it, every read also waits
+//! at most the inactivity timeout, renewed while bytes keep arriving (over TLS: while records
+//! keep arriving). The transport enforces each deadline per socket call, so a trickling peer
+//! cannot stretch it. After a fatal error (I/O, timeout, undecodable stream, BYE) the session
+//! is marked broken and must be dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder, SelectSync};
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
-
-/// Most untagged responses kept for one command (a listing of a huge mailbox stays far
-/// below; a flooding server does not get to exhaust memory).
-const MAX_PENDING_UNTAGGED: usize = 5_000_000;
-
-/// Most completions kept for tags not yet waited for.
-const MAX_STRAY_COMPLETIONS: usize = 1024;
 
 /// What a session needs to know about the connection.
 #[derive(Debug, Clone)]
@@ -79,7 +76,14 @@ pub struct Session {
     selected: Option<Selected>,
     /// Untagged responses not yet handed to a waiter.
     untagged: Vec<Untagged>,
-    /// Tagged completions that arrived while waiting for another tag.
+    /// What `untagged` costs, by [`Limits::held_cost`]; at most [`Limits::backlog_cap`].
+    untagged_bytes: u64,
+    /// Untagged responses were dropped since the last completion: over the backlog cap.
+    overflowed: bool,
+    /// Tags sent whose completion no waiter has taken yet (some may be in `done`).
+    in_flight: HashSet<String>,
+    /// Tagged completions that arrived while waiting for another tag. Only ever holds tags
+    /// of `in_flight`: a completion for any other tag is a protocol violation.
     done: HashMap<String, Tagged>,
     /// A recoverable decode error seen since the last completion.
     malformed: Option<DecodeError>,
@@ -91,6 +95,11 @@ pub struct Session {
     round_trips: u64,
     /// Whether the last socket operation was a read (or nothing yet).
     reading: bool,
+    /// No command's deadline goes beyond this (see [`Session::set_deadline_cap`]).
+    deadline_cap: Option<Instant>,
+    limits: Limits,
+    /// See [`Session::allow_clear_text`].
+    clear_text_allowed: bool,
 }
 
 impl Session {
@@ -101,6 +110,17 @@ impl Session {
         timeouts: Timeouts,
         limits: Limits,
     ) -> Result<(Session, bool)> {
+        let deadline = Instant::now() + timeouts.inactivity;
+        Session::start_before(transport, timeouts, limits, deadline)
+    }
+
+    /// [`Session::start`], with the greeting due before `deadline`.
+    pub fn start_before(
+        transport: Transport,
+        timeouts: Timeouts,
+        limits: Limits,
+        deadline: Instant,
+    ) -> Result<(Session, bool)> {
         let mut s = Session {
             transport,
             decoder: ResponseDecoder::new(limits),
@@ -110,6 +130,9 @@ impl Session {
             enabled: Vec::new(),
             selected: None,
             untagged: Vec::new(),
+            untagged_bytes: 0,
+            overflowed: false,
+            in_flight: HashSet::new(),
             done: HashMap::new(),
             malformed: None,
             bye: None,
@@ -117,8 +140,10 @@ impl Session {
             read_buf: vec![0; 64 * 1024],
             round_trips: 0,
             reading: true,
+            deadline_cap: None,
+            limits,
+            clear_text_allowed: false,
         };
-        let deadline = Instant::now() + s.timeouts.inactivity;
         let greeting = loop {
             match s.read_response(deadline)? {
                 Response::Untagged(Untagged::Status { status, text }) => break (status, text),
@@ -140,20 +165,60 @@ impl Session {
         }
     }
 
-    /// Upgrade the connection with STARTTLS. The capabilities are forgotten (RFC 3501 §6.2.1).
+    /// Upgrade the connection with STARTTLS (RFC 3501 section 6.2.1, RFC 2595 section 3.1).
+    ///
+    /// Nothing received before the handshake can be trusted: a man in the middle can add to
+    /// the plaintext stream at will. So the only response accepted to STARTTLS is its own
+    /// tagged OK, with nothing after it, and every piece of state learnt before TLS
+    /// (capabilities, kept completions, untagged data, BYE text, decoder buffer) is dropped
+    /// once the handshake is done.
     pub fn start_tls(
         mut self,
         config: std::sync::Arc<rustls::ClientConfig>,
         host: &str,
     ) -> Result<Session> {
-        self.run(Command::StartTls)?;
+        if self.bye.is_some() || !self.in_flight.is_empty() || self.malformed.is_some() {
+            return Err(self.fail(Error::Protocol(
+                "unexpected responses from the server before STARTTLS".into(),
+            )));
+        }
+        let deadline = self.command_deadline();
+        let tag = self.send_before(&Command::StartTls, deadline)?;
+        match self.read_response(deadline)? {
+            Response::Tagged(t) if t.tag == tag && self.malformed.is_none() => {
+                self.complete(t, "STARTTLS")?;
+            }
+            other => {
+                let what = match other {
+                    Response::Tagged(_) if self.malformed.is_some() => "an undecodable line",
+                    Response::Tagged(_) => "a reply to another command",
+                    Response::Untagged(_) => "an untagged response",
+                    Response::Continue(_) => "a continuation request",
+                };
+                return Err(self.fail(Error::Protocol(format!(
+                    "the server sent {what} before the STARTTLS completion; refusing to go on \
+                     (a man in the middle may be tampering with the connection)"
+                ))));
+            }
+        }
         if self.decoder.buffered() > 0 {
             // Bytes after the OK, before TLS: a man in the middle injecting plaintext.
-            return Err(Error::Protocol("server sent data after STARTTLS OK".into()));
+            return Err(self.fail(Error::Protocol("server sent data after STARTTLS OK".into())));
         }
-        let deadline = Instant::now() + self.timeouts.inactivity;
+        let deadline = self
+            .command_deadline()
+            .min(Instant::now() + self.timeouts.inactivity);
         self.transport = self.transport.start_tls(config, host, deadline)?;
+        self.decoder = ResponseDecoder::new(self.limits);
         self.capabilities.clear();
+        self.selected = None;
+        self.untagged.clear();
+        self.untagged_bytes = 0;
+        self.overflowed = false;
+        self.in_flight.clear();
+        self.done.clear();
+        self.malformed = None;
+        self.bye = None;
         Ok(self)
     }
 
@@ -210,31 +275,113 @@ impl Session {
         self.done.len()
     }
 
+    /// Take in what the server sent while the session sat unused, without waiting for more
+    /// than a moment, and say whether the session can still serve a command. Untagged data
+    /// (a mailbox update) is kept for the next command as usual; a BYE, the end of the
+    /// stream, or anything else (a completion, a continuation request, half a response)
+    /// means the server has dropped or lost the connection.
+    pub fn check_idle(&mut self) -> bool {
+        // A response in progress may need a moment to arrive whole.
+        let wait = self.timeouts.inactivity.min(Duration::from_millis(200));
+        for _ in 0..1024 {
+            if !self.is_reusable() || self.bye.is_some() {
+                return false;
+            }
+            if self.decoder.buffered() == 0 && !self.transport.readable_now() {
+                return true;
+            }
+            match self.poll_response(Instant::now() + wait, false) {
+                Ok(Some(Response::Untagged(u))) => self.absorb(u),
+                Ok(_) => {
+                    self.fail(Error::Protocol(
+                        "the server sent something unexpected while the connection was idle".into(),
+                    ));
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+        // Still more: a flood. Let the next command deal with it under its own limits.
+        true
+    }
+
+    /// Whether a password may be sent in clear text (LOGIN, AUTHENTICATE PLAIN) over this
+    /// connection: it is protected (TLS, or a tunnel the user chose), or the user explicitly
+    /// accepted a connection without TLS ([`Session::allow_clear_text`]).
+    pub fn may_send_password(&self) -> bool {
+        self.transport.is_protected() || self.clear_text_allowed
+    }
+
+    /// Accept sending a password over this connection even without TLS (`--insecure`).
+    pub fn allow_clear_text(&mut self) {
+        self.clear_text_allowed = true;
+    }
+
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// Whether the session can serve another user: not broken, and no command of the last
+    /// one still in flight (its reply would land in the next user's command).
+    pub fn is_reusable(&self) -> bool {
+        !self.broken && self.in_flight.is_empty()
     }
 
     pub fn round_trips(&self) -> u64 {
         self.round_trips
     }
 
+    /// Bytes received from the server so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.transport.bytes_read()
+    }
+
+    /// Let no command end later than `cap` (`None`: each command has its own
+    /// [`Timeouts::command`]). Used to bound a whole exchange of several commands, such as
+    /// the login.
+    pub fn set_deadline_cap(&mut self, cap: Option<Instant>) {
+        self.deadline_cap = cap;
+    }
+
+    /// The deadline of a command starting now.
+    fn command_deadline(&self) -> Instant {
+        let own = Instant::now() + self.timeouts.command;
+        self.deadline_cap.map_or(own, |cap| cap.min(own))
+    }
+
     /// Run one command to completion.
     pub fn run(&mut self, cmd: Command) -> Result<Completed> {
-        let tag = self.send(&cmd)?;
-        self.wait(&tag, cmd.name())
+        self.run_ref(&cmd)
+    }
+
+    /// [`Session::run`] without giving the command up (an APPEND's message is not copied).
+    pub fn run_ref(&mut self, cmd: &Command) -> Result<Completed> {
+        let deadline = self.command_deadline();
+        let tag = self.send_before(cmd, deadline)?;
+        self.wait_before(&tag, cmd.name(), deadline)
     }
 
     /// Send several commands at once and wait for all: one round trip instead of N. Each
     /// completion holds the untagged data that arrived after the previous one and before it.
+    /// The whole pipeline has one command deadline.
     pub fn pipeline(&mut self, cmds: &[Command]) -> Result<Vec<Result<Completed>>> {
+        let deadline = self.command_deadline();
         let mut tags = Vec::with_capacity(cmds.len());
         for c in cmds {
-            tags.push((self.send(c)?, c.name()));
+            tags.push((self.send_before(c, deadline)?, c.name()));
         }
         let mut out = Vec::with_capacity(cmds.len());
         for (tag, name) in tags {
-            match self.wait(&tag, name) {
-                Err(e) if e.is_fatal_to_connection() => return Err(e),
+            match self.wait_before(&tag, name, deadline) {
+                // The commands after this one are still in flight: nobody will wait for their
+                // replies, so the connection cannot be used again.
+                Err(e) if e.is_fatal_to_connection() => {
+                    return Err(if self.in_flight.is_empty() {
+                        e
+                    } else {
+                        self.fail(e)
+                    })
+                }
                 r => out.push(r),
             }
         }
@@ -357,11 +504,17 @@ impl Session {
 
     /// Send a command (handling synchronising literals) and return its tag.
     pub fn send(&mut self, cmd: &Command) -> Result<String> {
+        let deadline = self.command_deadline();
+        self.send_before(cmd, deadline)
+    }
+
+    fn send_before(&mut self, cmd: &Command, deadline: Instant) -> Result<String> {
         if self.broken {
             return Err(Error::Protocol("connection is broken".into()));
         }
         let tag = format!("A{}", self.next_tag);
         self.next_tag += 1;
+        self.in_flight.insert(tag.clone());
         let literal_plus = self
             .capabilities
             .iter()
@@ -374,7 +527,6 @@ impl Session {
         } else {
             log::trace!("C: {tag} {} <credentials hidden>", cmd.name());
         }
-        let deadline = Instant::now() + self.timeouts.command;
         let n = enc.chunks.len();
         for (i, chunk) in enc.chunks.iter().enumerate() {
             self.write(chunk, deadline)?;
@@ -385,18 +537,77 @@ impl Session {
         Ok(tag)
     }
 
+    /// APPEND a message of `len` bytes that `next` hands over in chunks (from a spooled file),
+    /// so it is never held whole in memory. A chunk source that fails, or that yields more or
+    /// fewer bytes than `len`, leaves the literal unfinished: the connection is dropped.
+    pub fn append_streamed(
+        &mut self,
+        mailbox: &MailboxName,
+        flags: &[Flag],
+        date: Option<&str>,
+        len: u64,
+        next: &mut dyn FnMut() -> std::io::Result<Option<Vec<u8>>>,
+    ) -> Result<Completed> {
+        if self.broken {
+            return Err(Error::Protocol("connection is broken".into()));
+        }
+        let deadline = self.command_deadline();
+        let tag = format!("A{}", self.next_tag);
+        self.next_tag += 1;
+        let literal_plus = self
+            .capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("LITERAL+"));
+        let prefix =
+            crate::imap::codec::append_prefix(&tag, mailbox, flags, date, len, literal_plus)
+                .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        self.in_flight.insert(tag.clone());
+        log::trace!("C: {}", crate::imap::codec::parse::excerpt(&prefix));
+        self.write(&prefix, deadline)?;
+        if !literal_plus {
+            self.wait_continuation(&tag, "APPEND", deadline)?;
+        }
+        let mut sent = 0u64;
+        loop {
+            let chunk = match next() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(self.fail(Error::io("reading the message to append", e))),
+            };
+            sent += chunk.len() as u64;
+            if sent > len {
+                return Err(self.fail(Error::Protocol("the message grew while it was sent".into())));
+            }
+            self.write(&chunk, deadline)?;
+        }
+        if sent != len {
+            return Err(self.fail(Error::Protocol(
+                "the message shrank while it was sent".into(),
+            )));
+        }
+        self.write(b"\r\n", deadline)?;
+        self.wait_before(&tag, "APPEND", deadline)
+    }
+
     /// Wait for `tag` to complete, collecting untagged data on the way.
     pub fn wait(&mut self, tag: &str, name: &'static str) -> Result<Completed> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
+        self.wait_before(tag, name, deadline)
+    }
+
+    fn wait_before(
+        &mut self,
+        tag: &str,
+        name: &'static str,
+        deadline: Instant,
+    ) -> Result<Completed> {
         let tagged = loop {
             if let Some(t) = self.done.remove(tag) {
                 break t;
             }
             match self.read_response(deadline)? {
                 Response::Tagged(t) if t.tag == tag => break t,
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
                 Response::Continue(_) => {
                     return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
@@ -416,16 +627,14 @@ impl Session {
         name: &'static str,
         mut each: impl FnMut(Untagged),
     ) -> Result<Completed> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         let tagged = loop {
             if let Some(t) = self.done.remove(tag) {
                 break t;
             }
             match self.read_response(deadline)? {
                 Response::Tagged(t) if t.tag == tag => break t,
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => {
                     self.observe(&u);
                     each(u);
@@ -439,12 +648,30 @@ impl Session {
     }
 
     fn complete(&mut self, t: Tagged, name: &'static str) -> Result<Completed> {
+        self.in_flight.remove(&t.tag);
         if let Some(Code::Capability(caps)) = &t.text.code {
             self.capabilities = caps.clone();
         }
         let untagged = std::mem::take(&mut self.untagged);
+        self.untagged_bytes = 0;
+        if std::mem::take(&mut self.overflowed) {
+            // The stream is intact (every response was decoded, then dropped): only this
+            // command fails.
+            self.malformed = None;
+            return Err(Error::TooLarge {
+                what: "the responses to one command",
+                limit: self.limits.backlog_cap(),
+            });
+        }
         if let Some(e) = self.malformed.take() {
-            return Err(Error::Protocol(e.to_string()));
+            let e = Error::Protocol(e.to_string());
+            // With other commands in flight the bad frame may have been part of their reply,
+            // which would then look complete but lack it: drop the connection.
+            return Err(if self.in_flight.is_empty() {
+                e
+            } else {
+                self.fail(e)
+            });
         }
         match t.status {
             Status::Ok => Ok(Completed {
@@ -479,9 +706,7 @@ impl Session {
                         ))
                     });
                 }
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
             }
         }
@@ -489,7 +714,7 @@ impl Session {
 
     /// Send raw bytes (a SASL response line) without a tag.
     pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         self.write(line, deadline)?;
         self.write(b"\r\n", deadline)
     }
@@ -497,10 +722,13 @@ impl Session {
     /// Read the next response (for SASL exchanges and IDLE): untagged data is absorbed and
     /// also returned.
     pub fn next_response(&mut self) -> Result<Response> {
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         let r = self.read_response(deadline)?;
-        if let Response::Untagged(u) = &r {
-            self.observe(u);
+        match &r {
+            Response::Untagged(u) => self.observe(u),
+            // The caller takes this completion itself.
+            Response::Tagged(t) => drop(self.in_flight.remove(&t.tag)),
+            Response::Continue(_) => {}
         }
         Ok(r)
     }
@@ -509,7 +737,9 @@ impl Session {
     /// Returns the untagged responses received (empty if nothing happened).
     pub fn idle(&mut self, max: Duration) -> Result<Vec<Untagged>> {
         let tag = self.send(&Command::Idle)?;
-        let deadline = Instant::now() + self.timeouts.inactivity;
+        let deadline = self
+            .command_deadline()
+            .min(Instant::now() + self.timeouts.inactivity);
         loop {
             match self.read_response(deadline)? {
                 Response::Continue(_) => break,
@@ -517,9 +747,7 @@ impl Session {
                     // Refused (or ended at once): report it as the command's failure.
                     return self.complete(t, "IDLE").map(|c| c.untagged);
                 }
-                Response::Tagged(t) => {
-                    self.keep_completion(t)?;
-                }
+                Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
             }
         }
@@ -539,9 +767,9 @@ impl Session {
                 }
             }
         }
-        let deadline = Instant::now() + self.timeouts.command;
+        let deadline = self.command_deadline();
         self.write(b"DONE\r\n", deadline)?;
-        self.wait(&tag, "IDLE").map(|c| c.untagged)
+        self.wait_before(&tag, "IDLE", deadline).map(|c| c.untagged)
     }
 
     /// Say LOGOUT, briefly; errors are irrelevant at this point.
@@ -552,29 +780,32 @@ impl Session {
         self.transport.shutdown();
     }
 
+    /// Apply an untagged response and keep it for the waiter, within the backlog cap: past
+    /// it, responses are still applied to the mailbox state but dropped, and the command
+    /// they belong to fails with [`Error::TooLarge`].
     fn absorb(&mut self, u: Untagged) {
         self.observe(&u);
-        if self.untagged.len() >= MAX_PENDING_UNTAGGED {
-            // A server flooding one command with responses: fail the command, keep memory.
-            self.malformed.get_or_insert(DecodeError::Malformed {
-                reason: format!("more than {MAX_PENDING_UNTAGGED} responses to one command"),
-                excerpt: String::new(),
-            });
+        let cost = Limits::held_cost(self.decoder.last_frame_len() as u64);
+        if self.overflowed || self.untagged_bytes + cost > self.limits.backlog_cap() {
+            if !self.overflowed {
+                log::warn!(
+                    "the server's responses to one command exceed {} bytes; dropping them",
+                    self.limits.backlog_cap()
+                );
+            }
+            self.overflowed = true;
+            self.untagged.clear();
+            self.untagged_bytes = 0;
             return;
         }
+        self.untagged_bytes += cost;
         self.untagged.push(u);
     }
 
-    /// Keep the completion of a command someone else waits for (pipelining). A server that
-    /// completes commands nobody sent, again and again, is cut off.
-    fn keep_completion(&mut self, t: Tagged) -> Result<()> {
-        if self.done.len() >= MAX_STRAY_COMPLETIONS {
-            return Err(self.fail(Error::Protocol(
-                "server completes commands never sent".into(),
-            )));
-        }
+    /// Keep the completion of a command someone else waits for (pipelining). Only tags in
+    /// flight get here (see [`Session::poll_response`]), so this is bounded by what we sent.
+    fn keep_completion(&mut self, t: Tagged) {
         self.done.insert(t.tag.clone(), t);
-        Ok(())
     }
 
     /// Apply an untagged response to the connection and mailbox state.
@@ -602,7 +833,7 @@ impl Session {
                     }
                 }
                 if text.code == Some(Code::Alert) {
-                    log::warn!("server alert: {}", text.text);
+                    log::warn!("server alert: {}", printable(&text.text));
                 }
             }
             Untagged::Exists(n) => {
@@ -656,6 +887,16 @@ impl Session {
         self.reading = true;
         loop {
             match self.decoder.next_response() {
+                Ok(Some(Response::Tagged(t)))
+                    if !self.in_flight.contains(&t.tag) || self.done.contains_key(&t.tag) =>
+                {
+                    // A completion for a command never sent (or completed twice): injected,
+                    // or a server that lost track. Either way its replies cannot be matched.
+                    return Err(self.fail(Error::Protocol(format!(
+                        "the server completed a command that was not in flight ({})",
+                        crate::imap::codec::parse::excerpt(t.tag.as_bytes())
+                    ))));
+                }
                 Ok(Some(r)) => {
                     log_response(&r);
                     return Ok(Some(r));

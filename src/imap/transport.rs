@@ -21,7 +21,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    StreamOwned,
 };
 
 use crate::error::{Error, Result};
@@ -281,8 +280,17 @@ impl ServerCertVerifier for PinnedOrWebPki {
 
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<Tls>),
     Tunnel(Box<Tunnel>),
+}
+
+/// A TLS connection driven by hand (`read_tls` / `process_new_packets` / `write_tls`), one
+/// socket call at a time, so that the deadline is checked before every call. (rustls's
+/// `Stream` loops over socket calls internally, each with a fresh socket timeout: a peer
+/// sending one byte of a record now and then could hold it indefinitely.)
+struct Tls {
+    conn: ClientConnection,
+    tcp: TcpStream,
 }
 
 /// A command whose stdin and stdout carry the IMAP stream (`ssh host /usr/lib/dovecot/imap`).
@@ -300,9 +308,16 @@ impl Drop for Tunnel {
 }
 
 /// A connected byte stream with deadlines.
+///
+/// Invariant: no call returns later than the deadline it was given (give or take one
+/// scheduling delay). Every blocking socket call is made with the time left until the
+/// deadline as its timeout, and the deadline is checked again before the next call, so a
+/// peer that trickles bytes cannot stretch a read, a write or a TLS handshake.
 pub struct Transport {
     stream: Stream,
     peer: String,
+    /// Bytes handed to the reader so far (IMAP bytes, after TLS).
+    bytes_read: u64,
 }
 
 impl Transport {
@@ -323,6 +338,7 @@ impl Transport {
                     return Ok(Transport {
                         stream: Stream::Plain(tcp),
                         peer,
+                        bytes_read: 0,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -359,6 +375,7 @@ impl Transport {
                 stdout,
             })),
             peer: "the tunnel".into(),
+            bytes_read: 0,
         })
     }
 
@@ -369,62 +386,84 @@ impl Transport {
         host: &str,
         deadline: Instant,
     ) -> Result<Transport> {
-        let Stream::Plain(mut tcp) = self.stream else {
+        let Stream::Plain(tcp) = self.stream else {
             return Err(Error::Protocol("TLS is already active".into()));
         };
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| Error::Config(format!("`{host}` is not a valid TLS server name")))?;
-        let mut conn = ClientConnection::new(config, name).map_err(|e| Error::Tls {
+        let conn = ClientConnection::new(config, name).map_err(|e| Error::Tls {
             message: e.to_string(),
             certificate: false,
         })?;
-        while conn.is_handshaking() {
-            set_timeouts(&tcp, deadline, &self.peer)?;
-            if let Err(e) = conn.complete_io(&mut tcp) {
-                return Err(tls_error(e, &self.peer));
+        let mut tls = Tls { conn, tcp };
+        let during = |e: Error| match e {
+            Error::Timeout { .. } => Error::Timeout {
+                what: format!("the TLS handshake with {}", self.peer),
+            },
+            Error::Bye(_) => Error::Tls {
+                message: format!(
+                    "{} closed the connection during the TLS handshake",
+                    self.peer
+                ),
+                certificate: false,
+            },
+            other => other,
+        };
+        while tls.conn.is_handshaking() {
+            tls.flush(deadline, &self.peer).map_err(during)?;
+            if tls.conn.is_handshaking() && tls.conn.wants_read() {
+                tls.fill(deadline, &self.peer).map_err(during)?;
             }
         }
+        // The client's last flight (TLS 1.3 Finished) goes out now, not with the first command.
+        tls.flush(deadline, &self.peer).map_err(during)?;
         Ok(Transport {
-            stream: Stream::Tls(Box::new(StreamOwned::new(conn, tcp))),
+            stream: Stream::Tls(Box::new(tls)),
             peer: self.peer,
+            bytes_read: self.bytes_read,
         })
     }
 
     /// Read some bytes, waiting until `deadline` at most. `Ok(0)` means the server closed.
     pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize> {
-        let r = match &mut self.stream {
+        let n = match &mut self.stream {
             Stream::Plain(s) => {
-                set_timeouts(s, deadline, &self.peer)?;
-                s.read(buf)
+                set_read_timeout(s, deadline, &self.peer)?;
+                match s.read(buf) {
+                    Ok(n) => n,
+                    Err(e) => return Err(read_error(e, &self.peer)),
+                }
             }
-            Stream::Tls(s) => {
-                set_timeouts(s.get_ref(), deadline, &self.peer)?;
-                s.read(buf)
-            }
+            Stream::Tls(t) => t.read(buf, deadline, &self.peer)?,
             Stream::Tunnel(t) => {
                 wait_fd(t.stdout.as_raw_fd(), libc::POLLIN, deadline, &self.peer)?;
-                t.stdout.read(buf)
+                match t.stdout.read(buf) {
+                    Ok(n) => n,
+                    Err(e) => return Err(read_error(e, &self.peer)),
+                }
             }
         };
-        match r {
-            Ok(n) => Ok(n),
-            // A peer that closes without close_notify: treat as EOF, the session reports it.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
-            Err(e) => Err(self.read_error(e)),
-        }
+        self.bytes_read += n as u64;
+        Ok(n)
     }
 
     /// Write all of `data` before `deadline`.
     pub fn write_all(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
-        let r = match &mut self.stream {
+        match &mut self.stream {
             Stream::Plain(s) => {
-                set_timeouts(s, deadline, &self.peer)?;
-                s.write_all(data).and_then(|_| s.flush())
+                let mut rest = data;
+                while !rest.is_empty() {
+                    set_write_timeout(s, deadline, &self.peer)?;
+                    match s.write(rest) {
+                        Ok(0) => return Err(Error::Bye(format!("{} stopped reading", self.peer))),
+                        Ok(n) => rest = &rest[n..],
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io(format!("sending to {}", self.peer), e)),
+                    }
+                }
+                Ok(())
             }
-            Stream::Tls(s) => {
-                set_timeouts(s.get_ref(), deadline, &self.peer)?;
-                s.write_all(data).and_then(|_| s.flush())
-            }
+            Stream::Tls(t) => t.write_all(data, deadline, &self.peer),
             Stream::Tunnel(t) => {
                 let mut rest = data;
                 while !rest.is_empty() {
@@ -439,28 +478,142 @@ impl Transport {
                 }
                 Ok(())
             }
-        };
-        r.map_err(|e| Error::io(format!("sending to {}", self.peer), e))
+        }
+    }
+
+    /// Whether bytes (or the end of the stream) are waiting to be read right now, without
+    /// blocking: a check on a connection that sat idle. TLS records that carry nothing to
+    /// read (TLS 1.3 session tickets, key updates) are taken in and do not count.
+    pub fn readable_now(&mut self) -> bool {
+        match &mut self.stream {
+            Stream::Plain(s) => poll_readable(s.as_raw_fd()),
+            Stream::Tunnel(t) => poll_readable(t.stdout.as_raw_fd()),
+            Stream::Tls(t) => {
+                // Bounded: a peer streaming empty records is "readable" after a while.
+                for _ in 0..64 {
+                    match t.conn.process_new_packets() {
+                        Ok(io) if io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed() => {}
+                        _ => return true, // data, close_notify, or an error the read will report
+                    }
+                    if !poll_readable(t.tcp.as_raw_fd()) {
+                        return false;
+                    }
+                    // The socket has bytes, so this read does not block.
+                    match t.conn.read_tls(&mut t.tcp) {
+                        Ok(0) | Err(_) => return true, // closed or failing: the read will tell
+                        Ok(_) => {}
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether the bytes are protected by TLS (or by a tunnel the user chose).
+    pub fn is_protected(&self) -> bool {
+        !matches!(self.stream, Stream::Plain(_))
+    }
+
+    /// Bytes read so far (the IMAP stream, after TLS).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// Close the connection in both directions (used to abort a stuck connection).
     pub fn shutdown(&mut self) {
         match &mut self.stream {
             Stream::Plain(s) => drop(s.shutdown(std::net::Shutdown::Both)),
-            Stream::Tls(s) => drop(s.get_ref().shutdown(std::net::Shutdown::Both)),
+            Stream::Tls(t) => drop(t.tcp.shutdown(std::net::Shutdown::Both)),
             Stream::Tunnel(t) => drop(t.child.kill()),
         }
     }
+}
 
-    fn read_error(&self, e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Error::Bye(format!("{} closed", self.peer));
+impl Tls {
+    /// Decrypted bytes into `buf`, reading records until some arrive or `deadline` passes.
+    fn read(&mut self, buf: &mut [u8], deadline: Instant, peer: &str) -> Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n), // 0: the server sent close_notify
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // A peer that closes without close_notify: EOF, the session reports it.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(read_error(e, peer)),
+            }
+            // Alerts or key updates rustls wants to answer go out first.
+            self.flush(deadline, peer)?;
+            match self.fill(deadline, peer) {
+                Ok(()) => {}
+                Err(Error::Bye(_)) => return Ok(0),
+                Err(e) => return Err(e),
+            }
         }
-        if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
-            return tls_error(e, &self.peer);
-        }
-        Error::io(format!("reading from {}", self.peer), e)
     }
+
+    /// Encrypt and send all of `data`, then everything rustls holds, before `deadline`.
+    fn write_all(&mut self, data: &[u8], deadline: Instant, peer: &str) -> Result<()> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self
+                .conn
+                .writer()
+                .write(rest)
+                .map_err(|e| Error::io(format!("sending to {peer}"), e))?;
+            rest = &rest[n..];
+            self.flush(deadline, peer)?;
+        }
+        self.flush(deadline, peer)
+    }
+
+    /// One socket read of TLS records (at most until `deadline`), then decrypt them.
+    /// The end of the TCP stream is [`Error::Bye`].
+    fn fill(&mut self, deadline: Instant, peer: &str) -> Result<()> {
+        set_read_timeout(&self.tcp, deadline, peer)?;
+        let n = loop {
+            match self.conn.read_tls(&mut self.tcp) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_error(e, peer)),
+            }
+        };
+        let state = self.conn.process_new_packets();
+        if let Err(e) = state {
+            // Tell the peer why (best effort), then report the TLS error.
+            let _ = self.flush(deadline, peer);
+            return Err(tls_error(
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                peer,
+            ));
+        }
+        if n == 0 {
+            return Err(Error::Bye(format!("{peer} closed the connection")));
+        }
+        Ok(())
+    }
+
+    /// Send what rustls has queued, one socket write at a time, before `deadline`.
+    fn flush(&mut self, deadline: Instant, peer: &str) -> Result<()> {
+        while self.conn.wants_write() {
+            set_write_timeout(&self.tcp, deadline, peer)?;
+            match self.conn.write_tls(&mut self.tcp) {
+                Ok(0) => return Err(Error::Bye(format!("{peer} stopped reading"))),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("sending to {peer}"), e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_error(e: std::io::Error, peer: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return Error::Bye(format!("{peer} closed"));
+    }
+    if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+        return tls_error(e, peer);
+    }
+    Error::io(format!("reading from {peer}"), e)
 }
 
 /// Resolve `host` within `timeout`. getaddrinfo has no timeout of its own, so it runs on a
@@ -498,6 +651,18 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<std::net::Soc
             what: format!("resolving {host}"),
         }),
     }
+}
+
+/// Whether `fd` is readable (or at its end, or in error) right now.
+fn poll_readable(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n != 0 // ready, or poll itself failed: either way a read will tell
 }
 
 /// Wait until `fd` is ready for `events` or `deadline` passes.
@@ -545,18 +710,26 @@ fn set_nonblocking(fd: RawFd) -> Result<()> {
     }
 }
 
-fn set_timeouts(tcp: &TcpStream, deadline: Instant, peer: &str) -> Result<()> {
+fn set_read_timeout(tcp: &TcpStream, deadline: Instant, peer: &str) -> Result<()> {
+    tcp.set_read_timeout(Some(time_left(deadline, peer)?))
+        .map_err(|e| Error::io("setting a socket timeout", e))
+}
+
+fn set_write_timeout(tcp: &TcpStream, deadline: Instant, peer: &str) -> Result<()> {
+    tcp.set_write_timeout(Some(time_left(deadline, peer)?))
+        .map_err(|e| Error::io("setting a socket timeout", e))
+}
+
+/// The time until `deadline`, or [`Error::Timeout`] if it has passed.
+fn time_left(deadline: Instant, peer: &str) -> Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(Error::Timeout {
             what: format!("waiting for {peer}"),
         });
     }
-    tcp.set_read_timeout(Some(left))
-        .map_err(|e| Error::io("setting a socket timeout", e))?;
-    tcp.set_write_timeout(Some(left))
-        .map_err(|e| Error::io("setting a socket timeout", e))?;
-    Ok(())
+    // Below a microsecond the kernel would round the timeout to 0, which means "forever".
+    Ok(left.max(Duration::from_micros(1)))
 }
 
 /// A certificate problem in words a user can act on.

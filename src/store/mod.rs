@@ -19,6 +19,9 @@
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
+//! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
+//! - [`mime`]: a message's MIME parts from BODYSTRUCTURE, fetched and decoded part by part
+//!   (the `.parts` view);
 //! - [`changes`]: the feed of [`Change`]s that the filesystem turns into kernel
 //!   invalidations (the store never calls the filesystem).
 //!
@@ -31,8 +34,10 @@ pub mod headers;
 pub mod ids;
 pub mod index;
 pub mod mailboxes;
+pub mod mime;
 pub mod persist;
 pub mod read;
+pub mod search;
 pub mod stream;
 pub mod sync;
 pub mod watch;
@@ -46,8 +51,10 @@ pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
+pub use mime::{PartInfo, PartKind, PartNode, PartTree};
 pub use persist::PersistOptions;
-pub use write::{DeleteMode, FlagEdit, NewMessage, QueuedMove};
+pub use search::SearchHits;
+pub use write::{DeleteMode, FlagEdit, MessageBody, NewMessage, QueuedMove};
 
 /// Tunables of the store.
 #[derive(Debug, Clone)]
@@ -111,6 +118,10 @@ pub struct Account {
     /// The account itself, once shared ([`Account::shared`]): what background threads (the
     /// streams of [`stream`]) hold on to.
     me: std::sync::Weak<Account>,
+    /// Parts trees and decoded parts (the `.parts` view).
+    parts: mime::PartState,
+    /// Searches run (views; for statistics).
+    searches: std::sync::atomic::AtomicU64,
 }
 
 impl Account {
@@ -128,6 +139,8 @@ impl Account {
             sync_stats: sync::SyncStats::default(),
             saved: persist::Saved::default(),
             me: std::sync::Weak::new(),
+            searches: std::sync::atomic::AtomicU64::new(0),
+            parts: mime::PartState::new((opts.cache_size / 4).max(8 << 20)),
             opts,
         }
     }
@@ -170,9 +183,21 @@ impl Account {
         )
     }
 
-    /// Bytes of message content in the block cache.
-    pub fn cache_bytes(&self) -> u64 {
-        self.reading.blocks.bytes()
+    /// A counter of the changes heard about `mailbox` (`None`: about anything); see
+    /// [`ChangeFeed::epoch`].
+    pub fn change_epoch(&self, mailbox: Option<MailboxId>) -> u64 {
+        self.changes.epoch(mailbox)
+    }
+
+    /// Bytes of message content in the block cache, and the blocks reads found in it and
+    /// had to fetch.
+    pub fn cache_stats(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.reading.blocks.bytes(),
+            self.reading.hits.load(Relaxed),
+            self.reading.misses.load(Relaxed),
+        )
     }
 
     /// The metadata of a message from what we hold (no I/O).

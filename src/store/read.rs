@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ pub struct ReadState {
     fetch_turns: Vec<Mutex<()>>,
     /// Folder walks and the streams that fetch ahead of them.
     pub(crate) streams: crate::store::stream::Streams,
+    /// Blocks that reads found in the cache, and that they had to fetch.
+    pub(crate) hits: std::sync::atomic::AtomicU64,
+    pub(crate) misses: std::sync::atomic::AtomicU64,
 }
 
 impl ReadState {
@@ -73,6 +77,8 @@ impl ReadState {
             last_started: Mutex::new(HashMap::new()),
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
             streams: crate::store::stream::Streams::default(),
+            hits: Default::default(),
+            misses: Default::default(),
         }
     }
 
@@ -139,7 +145,11 @@ impl Account {
                 }
             }
         }
-        let cached_all = have.iter().all(Option::is_some);
+        let cached = have.iter().filter(|h| h.is_some()).count() as u64;
+        rs.hits.fetch_add(cached, Ordering::Relaxed);
+        rs.misses
+            .fetch_add(have.len() as u64 - cached, Ordering::Relaxed);
+        let cached_all = cached == have.len() as u64;
         let readahead = self.readahead_window(msg, first, last, cached_all);
         if !cached_all {
             // Readers of one message take turns fetching (the kernel sends several reads of

@@ -8,8 +8,12 @@
 //! never has to deal with missing input. A frame that does not parse is reported and dropped:
 //! framing is still known, so the stream stays usable.
 //!
-//! Hard limits (line length, literal size, nesting depth) belong to the decoder: a hostile
-//! server cannot make it allocate beyond them, and exceeding one is a [`DecodeError`].
+//! Hard limits (line length, literal size, size of one whole response, nesting depth) belong
+//! to the decoder: a hostile server cannot make it allocate beyond them, and exceeding one is a
+//! [`DecodeError`]. All of them are in bytes (see [`Limits`]); the session adds one more, the
+//! bytes of responses it holds for one command ([`Limits::backlog_cap`]).
+//!
+//! Search criteria typed by a user are parsed into [`SearchKey`] values by [`search`].
 //!
 //! Encoding lives in [`encode`]: a [`Command`] becomes one or more byte chunks; between two chunks
 //! the client waits for the server's continuation request (synchronising literals), unless
@@ -18,15 +22,25 @@
 pub mod encode;
 pub mod mutf7;
 pub mod parse;
+pub mod search;
 
 pub use encode::{
-    imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, NotifyEvent,
-    NotifyFilter, QResync, SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
+    append_prefix, imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn,
+    NotifyEvent, NotifyFilter, QResync, SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
+pub use search::{parse_criteria, CriteriaError};
 
+use crate::error::printable;
 use crate::imap::types::Response;
 
 /// Bounds that keep a hostile or broken server from exhausting memory or stack.
+///
+/// Memory per connection is bounded in bytes at two levels: one response (a frame: its lines
+/// and literals together, [`Limits::response_cap`]) while it is being received, and all the
+/// responses held for one command until it completes ([`Limits::backlog_cap`]). A response
+/// over its cap is a fatal [`DecodeError`] (the stream cannot be followed without holding it);
+/// a command whose responses exceed the backlog fails with
+/// [`Error::TooLarge`](crate::error::Error::TooLarge) and the connection goes on.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Longest line (the text between two literals or CRLFs) accepted.
@@ -35,6 +49,13 @@ pub struct Limits {
     pub max_literal: u64,
     /// Deepest nesting of parenthesised lists accepted.
     pub max_depth: usize,
+    /// Largest response (all its lines and literals) accepted; `None`: two literals of
+    /// `max_literal` and a line.
+    pub max_response: Option<u64>,
+    /// Most bytes of responses held for one command; `None`: 1 GiB (a listing of a million
+    /// messages needs about 600 MiB by the count of [`Limits::held_cost`]). Never below one
+    /// response.
+    pub max_backlog: Option<u64>,
 }
 
 impl Default for Limits {
@@ -45,7 +66,34 @@ impl Default for Limits {
             // near this, so a larger literal is a broken or hostile server.
             max_literal: 64 << 20,
             max_depth: 64,
+            max_response: None,
+            max_backlog: None,
         }
+    }
+}
+
+impl Limits {
+    /// The largest response accepted, in bytes.
+    pub fn response_cap(&self) -> u64 {
+        self.max_response.unwrap_or_else(|| {
+            self.max_literal
+                .saturating_mul(2)
+                .saturating_add(self.max_line as u64)
+        })
+    }
+
+    /// The most bytes of responses held for one command, as counted by [`Limits::held_cost`].
+    pub fn backlog_cap(&self) -> u64 {
+        self.max_backlog
+            .unwrap_or(1 << 30)
+            .max(Limits::held_cost(self.response_cap()))
+    }
+
+    /// What holding a decoded response of `frame_len` bytes on the wire costs: its bytes plus
+    /// the decoded values around them (enum, item vectors, small strings), which dominate for
+    /// the small responses of a listing.
+    pub fn held_cost(frame_len: u64) -> u64 {
+        frame_len.saturating_add(512)
     }
 }
 
@@ -56,6 +104,8 @@ pub enum DecodeError {
     LineTooLong { limit: usize },
     /// A literal larger than [`Limits::max_literal`]; the stream cannot be resynchronised.
     LiteralTooLarge { announced: u64, limit: u64 },
+    /// A response larger than [`Limits::response_cap`]; the stream cannot be resynchronised.
+    ResponseTooLarge { limit: u64 },
     /// A complete frame that is not a valid response. It was dropped; the stream goes on.
     Malformed { reason: String, excerpt: String },
 }
@@ -79,7 +129,11 @@ impl std::fmt::Display for DecodeError {
                     "server announced a {announced}-byte literal (limit {limit})"
                 )
             }
+            DecodeError::ResponseTooLarge { limit } => {
+                write!(f, "server sent a response larger than {limit} bytes")
+            }
             DecodeError::Malformed { reason, excerpt } => {
+                let (reason, excerpt) = (printable(reason), printable(excerpt));
                 write!(f, "malformed server response ({reason}): {excerpt}")
             }
         }
@@ -98,6 +152,8 @@ pub struct ResponseDecoder {
     line_start: usize,
     limits: Limits,
     utf8: bool,
+    /// Length of the last frame returned (or dropped as malformed).
+    last_len: usize,
 }
 
 impl ResponseDecoder {
@@ -109,6 +165,7 @@ impl ResponseDecoder {
             line_start: 0,
             limits,
             utf8: false,
+            last_len: 0,
         }
     }
 
@@ -129,6 +186,11 @@ impl ResponseDecoder {
     /// Bytes buffered but not yet part of a returned response.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
+    }
+
+    /// The length on the wire of the last response returned (or dropped as malformed).
+    pub fn last_frame_len(&self) -> usize {
+        self.last_len
     }
 
     /// Bytes the decoder holds allocated. It only ever grows with bytes fed (never with a
@@ -158,6 +220,11 @@ impl ResponseDecoder {
                     limit: self.limits.max_line,
                 });
             }
+            if (eol + 1 - self.start) as u64 > self.limits.response_cap() {
+                return Err(DecodeError::ResponseTooLarge {
+                    limit: self.limits.response_cap(),
+                });
+            }
             let first_line = self.line_start == self.start;
             let line = &self.buf[self.line_start..eol];
             let literal = if first_line && is_text_response(line) {
@@ -174,12 +241,20 @@ impl ResponseDecoder {
                         });
                     }
                     // Cannot overflow: n is bounded by max_literal.
-                    self.scan = eol + 1 + n as usize;
+                    let end = eol + 1 + n as usize;
+                    // Refused when announced, before its bytes are buffered.
+                    if (end - self.start) as u64 > self.limits.response_cap() {
+                        return Err(DecodeError::ResponseTooLarge {
+                            limit: self.limits.response_cap(),
+                        });
+                    }
+                    self.scan = end;
                     self.line_start = self.scan;
                 }
                 None => {
                     let frame = &self.buf[self.start..=eol];
                     let result = parse::parse_response(frame, self.limits.max_depth, self.utf8);
+                    self.last_len = frame.len();
                     self.start = eol + 1;
                     self.scan = self.start;
                     self.line_start = self.start;
@@ -322,6 +397,29 @@ mod tests {
             d.next_response(),
             Err(DecodeError::LiteralTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_response_of_many_literals_is_refused_when_it_outgrows_its_cap() {
+        let limits = Limits {
+            max_literal: 100,
+            max_response: Some(250),
+            ..Limits::default()
+        };
+        let mut d = ResponseDecoder::new(limits);
+        // Two literals of 100 bytes fit; the third is refused when announced.
+        d.feed(b"* 1 FETCH (BODY[1] {100}\r\n");
+        d.feed(&[b'a'; 100]);
+        d.feed(b" BODY[2] {100}\r\n");
+        d.feed(&[b'b'; 100]);
+        assert_eq!(d.next_response(), Ok(None));
+        d.feed(b" BODY[3] {100}\r\n");
+        assert_eq!(
+            d.next_response(),
+            Err(DecodeError::ResponseTooLarge { limit: 250 })
+        );
+        assert_eq!(Limits::default().response_cap(), (128 << 20) + (1 << 20));
+        assert_eq!(Limits::default().backlog_cap(), 1 << 30);
     }
 
     #[test]
