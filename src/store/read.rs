@@ -102,10 +102,16 @@ impl Account {
             .indexes
             .meta(msg)
             .ok_or_else(|| Error::NoMessage(format!("UID {} in {}", msg.uid, msg.mailbox)))?;
+        // Opening is where a walk shows first (a stream steers by it).
+        self.note_message_start(msg);
         if let Some(len) = meta.body_len {
             return Ok(Some(len));
         }
         if meta.listed_size > self.opts.block_size {
+            // A stream may be bringing it whole: then its length is known in a moment.
+            if self.wait_for_stream(msg) {
+                return Ok(self.indexes.meta(msg).and_then(|m| m.body_len));
+            }
             return Ok(None);
         }
         self.read(msg, 0, self.opts.block_size)?;
@@ -224,7 +230,7 @@ impl Account {
     }
 
     /// Record a message's real length; tell the filesystem if its size changes.
-    fn learn_length(&self, msg: MessageRef, shown: u64, real: u64) {
+    pub(crate) fn learn_length(&self, msg: MessageRef, shown: u64, real: u64) {
         let change = IndexChange::BodyLength {
             uid: msg.uid,
             len: real,

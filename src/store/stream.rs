@@ -2,9 +2,11 @@
 //!
 //! When a reader starts one message after another of the same folder (`cat *.eml`,
 //! `grep -r`), in UID order (readdir order) or in file name order (a shell glob), a stream
-//! thread takes a pool connection and fetches the first block of the next messages in that
-//! order into the block cache, with `UID FETCH set (UID BODY.PEEK[]<0.block>)` commands two
-//! deep in flight, each response going into the cache as soon as it is decoded. So the
+//! thread takes a pool connection and fetches the next messages in that order into the block
+//! cache: whole (`UID FETCH set (UID BODY.PEEK[])`) up to [`WHOLE_MAX`], so that their exact
+//! length is known before they are opened and the kernel may keep their pages, and the first
+//! block (`BODY.PEEK[]<0.block>`) of bigger ones. Two batches are in flight, and each response
+//! goes into the cache as soon as it is decoded. So the
 //! network, TLS decryption and parsing (stream thread) overlap with the copies to the kernel
 //! (FUSE threads): the reader finds its blocks waiting, or waits for one already on its way
 //! ([`Account::wait_for_stream`]) instead of asking for it again.
@@ -16,8 +18,8 @@
 //! connections, so that other requests always find a connection; readers of different folders
 //! get streams on different connections.
 //!
-//! Rest of a big message: its first block comes with the stream, the others with the
-//! reader's own sequential readahead (`read`), on another connection.
+//! Rest of a message over [`WHOLE_MAX`]: its first block comes with the stream, the others
+//! with the reader's own sequential readahead (`read`), on another connection.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,14 +28,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
 use crate::imap::session::Session;
-use crate::imap::types::{MailboxName, SequenceSet, Uid, UidValidity};
+use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
 use crate::store::blocks::BlockKey;
 use crate::store::ids::{MailboxId, MessageRef};
-use crate::store::read::{blocks_of, check_validity};
+use crate::store::read::check_validity;
 use crate::store::Account;
 
 /// A reader that starts no message for this long has stopped walking: its stream ends.
@@ -45,10 +47,13 @@ const WALK_GAP: Duration = Duration::from_secs(1);
 /// Longest a reader waits for a block a stream has on its way before asking itself.
 const READER_WAIT: Duration = Duration::from_secs(10);
 
-/// Most bytes (first blocks) one streamed FETCH asks for; two are in flight.
+/// Messages up to this size are streamed whole (bigger ones: their first block).
+pub const WHOLE_MAX: u64 = 4 << 20;
+
+/// Most bytes one streamed batch asks for; two batches are in flight.
 const BATCH_BYTES: u64 = 8 << 20;
 
-/// Most messages one streamed FETCH asks for.
+/// Most messages one streamed batch asks for.
 const BATCH_MESSAGES: usize = 512;
 
 /// In which order a reader walks a folder.
@@ -80,8 +85,10 @@ struct Stream {
     plan: Vec<Uid>,
     /// Position of each planned message.
     pos_of: HashMap<Uid, usize>,
-    /// `ahead[i]`: bytes of first blocks of `plan[..i]`.
+    /// `ahead[i]`: bytes the stream fetches for `plan[..i]`.
     ahead: Vec<u64>,
+    /// Whether `plan[i]` is fetched whole (else its first block).
+    whole: Vec<bool>,
     /// Plan position of the message the reader started last (`usize::MAX`: none yet).
     reader: AtomicUsize,
     /// Plan positions below this have been asked for (or skipped).
@@ -207,22 +214,28 @@ impl Account {
 
     fn new_stream(&self, msg: MessageRef, plan: Vec<Uid>) -> Stream {
         let bs = self.opts.block_size;
+        let whole_max = WHOLE_MAX.max(bs);
         let mut ahead = Vec::with_capacity(plan.len() + 1);
+        let mut whole = Vec::with_capacity(plan.len());
         ahead.push(0u64);
         let mut total = 0;
         if let Some(ix) = self.indexes.get(msg.mailbox) {
             let ix = ix.read();
             for u in &plan {
-                total += ix.messages.get(u).map_or(0, |m| m.size().min(bs));
+                let size = ix.messages.get(u).map_or(0, |m| m.size());
+                whole.push(size <= whole_max);
+                total += if size <= whole_max { size } else { bs };
                 ahead.push(total);
             }
         }
         ahead.resize(plan.len() + 1, total);
+        whole.resize(plan.len(), false);
         Stream {
             validity: msg.validity,
             pos_of: plan.iter().enumerate().map(|(i, u)| (*u, i)).collect(),
             plan,
             ahead,
+            whole,
             reader: AtomicUsize::new(usize::MAX),
             sent: AtomicUsize::new(0),
             answered: AtomicUsize::new(0),
@@ -311,7 +324,7 @@ fn run(account: Weak<Account>, mailbox: MailboxId, stream: Arc<Stream>) {
     }
 }
 
-/// Fetch the plan's first blocks on `s`, two commands deep, within the budget ahead of the
+/// Fetch the plan's messages on `s`, two batches deep, within the budget ahead of the
 /// reader, until the plan ends, the reader stalls or leaves, or the account goes.
 fn stream_on(
     account: &Weak<Account>,
@@ -321,25 +334,30 @@ fn stream_on(
     stream: &Stream,
 ) -> Result<()> {
     check_validity(s, name, stream.validity)?;
+    // Commands out, each with the plan position answered once it completes.
     let mut in_flight: VecDeque<(String, usize)> = VecDeque::new();
     loop {
         let Some(a) = account.upgrade() else {
             return Ok(());
         };
         let bs = a.opts.block_size;
-        let budget = (a.opts.cache_size / 4).max(bs);
+        let budget = (a.opts.cache_size / 4).max(WHOLE_MAX);
         let alive = stream.alive.load(Ordering::Relaxed);
         // Messages the reader already passed are not fetched any more.
         let reader = stream.reader.load(Ordering::Relaxed);
         let base = if reader == usize::MAX { 0 } else { reader + 1 };
         let from = stream.sent.load(Ordering::Relaxed).max(base);
-        let (to, uids) = if alive {
+        let (to, whole, first) = if alive && in_flight.len() < 4 {
             next_batch(&a, stream, mailbox, from, base, budget)
         } else {
-            (from, Vec::new())
+            (from, Vec::new(), Vec::new())
         };
         stream.sent.store(to, Ordering::Relaxed);
-        if !uids.is_empty() {
+        let sent = !whole.is_empty() || !first.is_empty();
+        for (uids, partial) in [(whole, None), (first, Some(bs))] {
+            if uids.is_empty() {
+                continue;
+            }
             let cmd = Command::Fetch {
                 uid: true,
                 set: SequenceSet::from_numbers(uids.iter().map(|u| u.get())),
@@ -347,16 +365,17 @@ fn stream_on(
                     FetchAttr::Uid,
                     FetchAttr::BodyPeek {
                         section: String::new(),
-                        partial: Some((0, u32::try_from(bs).unwrap_or(u32::MAX))),
+                        partial: partial.map(|bs| (0, u32::try_from(bs).unwrap_or(u32::MAX))),
                     },
                 ],
                 changed_since: None,
             };
             in_flight.push_back((s.send(&cmd)?, to));
-            if in_flight.len() < 2 && to < stream.plan.len() {
-                continue; // a second command out before waiting for the first
-            }
-        } else if to > from {
+        }
+        if sent && in_flight.len() < 3 && to < stream.plan.len() {
+            continue; // the next batch out before waiting for this one
+        }
+        if !sent && to > from {
             // Everything in this stretch was cached already.
             if in_flight.is_empty() {
                 stream.answered.fetch_max(to, Ordering::Relaxed);
@@ -366,23 +385,11 @@ fn stream_on(
         }
         if let Some((tag, end)) = in_flight.pop_front() {
             let streams = &a.reading.streams;
-            let validity = stream.validity;
             let mut failed = None;
-            let done = s.wait_each(&tag, "FETCH", |u| match blocks_of(u, bs) {
-                Ok(blocks) if blocks.is_empty() => {}
-                Ok(blocks) => {
-                    for ((uid, block), data) in blocks {
-                        let key = BlockKey {
-                            mailbox,
-                            validity,
-                            uid,
-                            block,
-                        };
-                        a.reading.blocks.insert(key, data);
-                    }
-                    streams.landed.notify_all();
+            let done = s.wait_each(&tag, "FETCH", |u| {
+                if let Err(e) = land(&a, mailbox, stream.validity, u) {
+                    failed.get_or_insert(e);
                 }
-                Err(e) => failed = Some(e),
             });
             stream.answered.fetch_max(end, Ordering::Relaxed);
             streams.landed.notify_all();
@@ -405,9 +412,75 @@ fn stream_on(
     }
 }
 
+/// Put what one streamed FETCH response brought into the cache: a whole body as blocks (its
+/// length learned first, so that a reader who sees the blocks also knows it), or a first
+/// block (which gives the length too when it is short).
+fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> Result<()> {
+    let Untagged::Fetch { items, .. } = u else {
+        return Ok(());
+    };
+    let Some(uid) = items.iter().find_map(|i| match i {
+        FetchItem::Uid(u) => Some(*u),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let bs = a.opts.block_size;
+    let msg = MessageRef {
+        mailbox,
+        validity,
+        uid,
+    };
+    for item in items {
+        let FetchItem::Body {
+            section,
+            origin,
+            data,
+        } = item
+        else {
+            continue;
+        };
+        if !section.is_empty() {
+            continue;
+        }
+        let Some(data) = data else {
+            log::warn!("server answered NIL for the body of UID {uid}");
+            continue;
+        };
+        let blocks: Vec<&[u8]> = match origin {
+            None if data.is_empty() => vec![&data[..]],
+            None => data.chunks(bs as usize).collect(),
+            Some(0) if data.len() as u64 <= bs => vec![&data[..]],
+            Some(_) => {
+                return Err(Error::Protocol(
+                    "a streamed FETCH answered with another part of the body".into(),
+                ))
+            }
+        };
+        let complete = origin.is_none() || (data.len() as u64) < bs;
+        if complete {
+            if let Some(meta) = a.indexes.meta(msg) {
+                a.learn_length(msg, meta.size(), data.len() as u64);
+            }
+        }
+        for (i, b) in blocks.into_iter().enumerate() {
+            let key = BlockKey {
+                mailbox,
+                validity,
+                uid,
+                block: i as u64,
+            };
+            a.reading.blocks.insert(key, Arc::from(b));
+        }
+        a.reading.streams.landed.notify_all();
+    }
+    Ok(())
+}
+
 /// The next messages to ask for from plan position `from`: those not cached, within the
 /// budget ahead of the reader (whose next message is at `base`) and one batch's bounds.
-/// Returns the position after the batch and its UIDs.
+/// Returns the position after the batch, the messages to fetch whole and those to fetch the
+/// first block of.
 fn next_batch(
     a: &Account,
     stream: &Stream,
@@ -415,11 +488,11 @@ fn next_batch(
     from: usize,
     base: usize,
     budget: u64,
-) -> (usize, Vec<Uid>) {
+) -> (usize, Vec<Uid>, Vec<Uid>) {
     let mut to = from;
-    let mut uids = Vec::new();
+    let (mut whole, mut first) = (Vec::new(), Vec::new());
     let mut bytes = 0;
-    while to < stream.plan.len() && uids.len() < BATCH_MESSAGES {
+    while to < stream.plan.len() && whole.len() + first.len() < BATCH_MESSAGES {
         let cost = stream.ahead[to + 1] - stream.ahead[to];
         let ahead = stream.ahead[to + 1] - stream.ahead[base.min(to)];
         if ahead > budget || (bytes > 0 && bytes + cost > BATCH_BYTES) {
@@ -433,10 +506,14 @@ fn next_batch(
             block: 0,
         };
         if !a.reading.blocks.contains(&key) {
-            uids.push(uid);
+            if stream.whole[to] {
+                whole.push(uid);
+            } else {
+                first.push(uid);
+            }
             bytes += cost;
         }
         to += 1;
     }
-    (to, uids)
+    (to, whole, first)
 }

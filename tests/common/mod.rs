@@ -65,6 +65,10 @@ const ORACLE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, Default)]
 pub struct Seed {
     folders: Vec<SeedFolder>,
+    /// Name message files as Dovecot names what it delivers, with `,S=size,W=vsize`: then
+    /// a new session's first access to a big folder need not look at every file (the
+    /// benchmark wants this; tests keep the plain names).
+    pub size_hints: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1380,8 +1384,20 @@ fn write_maildir(root: &Path, seed: &Seed) {
                 l.sort_unstable();
                 l.into_iter().collect()
             };
+            let hints = if seed.size_hints {
+                let bare_lf = message
+                    .bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &b)| b == b'\n' && (i == 0 || message.bytes[i - 1] != b'\r'))
+                    .count();
+                let len = message.bytes.len();
+                format!(",S={len},W={}", len + bare_lf)
+            } else {
+                String::new()
+            };
             let name = format!(
-                "{}.M{:06}P1.imapfs-seed:2,{letters}",
+                "{}.M{:06}P1.imapfs-seed{hints}:2,{letters}",
                 1_500_000_000 + u64::from(message.uid),
                 message.uid
             );

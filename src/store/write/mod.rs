@@ -34,7 +34,6 @@ mod flags;
 mod moves;
 mod remove;
 
-
 use crate::error::{Error, Result};
 use crate::imap::pool::Retry;
 use crate::imap::session::{Selected, Session};
