@@ -270,7 +270,7 @@ fn raw(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
     let took = t.elapsed();
     assert!(
         out.status.success(),
-        "raw client: {}",
+        "raw client ({folder} {what}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     took
@@ -290,8 +290,8 @@ fn mbsync(d: &Dovecot, port: u16, folder: &str) -> Option<Duration> {
     let local = dir.join("mail");
     std::fs::create_dir(&local).unwrap();
     let text = format!(
-        "IMAPAccount bench\nHost 127.0.0.1\nPort {port}\nUser {}\nPass {}\nSSLType IMAPS\n\
-         CertificateFile {}\nAuthMechs LOGIN\n\nFSync no\n\nIMAPStore remote\nAccount bench\n\n\
+        "FSync no\n\nIMAPAccount bench\nHost 127.0.0.1\nPort {port}\nUser {}\nPass {}\n\
+         SSLType IMAPS\nCertificateFile {}\nAuthMechs LOGIN\n\nIMAPStore remote\nAccount bench\n\n\
          MaildirStore local\nPath {}/\nInbox {}/INBOX\n\n\
          Channel bench\nFar :remote:\nNear :local:\nPatterns {folder}\nCreate Near\nSync Pull\n\
          SyncState *\n",
