@@ -261,6 +261,12 @@ print(n)
 "#;
 
 fn raw(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
+    // One retry: a loaded machine sometimes drops a fresh connection during TLS setup.
+    std::panic::catch_unwind(|| raw_once(d, port, folder, what))
+        .unwrap_or_else(|_| raw_once(d, port, folder, what))
+}
+
+fn raw_once(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
     let mut cmd = std::process::Command::new("python3");
     cmd.args(["-c", RAW_CLIENT, &port.to_string(), folder, what])
         .env("RAW_USER", &d.user)
