@@ -24,6 +24,9 @@ pub enum Invalidation {
     Entry { parent: Ino, name: OsString },
     /// The attributes and pages of an inode.
     Inode(Ino),
+    /// Only the attributes of an inode (a message's flags or size changed; its bytes did not,
+    /// so the kernel keeps its pages).
+    Attr(Ino),
 }
 
 /// What the invalidation thread works on.
@@ -62,6 +65,7 @@ pub fn run(rx: Receiver<Work>, tree: Arc<Mutex<Tree>>, notifier: fuser::Notifier
                     notifier.inval_entry((*parent).into(), name)
                 }
                 Invalidation::Inode(ino) => notifier.inval_inode((*ino).into(), 0, 0),
+                Invalidation::Attr(ino) => notifier.inval_inode((*ino).into(), -1, 0),
             };
             if let Err(e) = r {
                 // ENOENT: the kernel no longer knows it; nothing to drop.
@@ -122,7 +126,7 @@ fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
         } => {
             let generation = tree.generation(*mailbox, *validity);
             uids.iter()
-                .map(|u| Invalidation::Inode(Ino::message(generation, *u)))
+                .map(|u| Invalidation::Attr(Ino::message(generation, *u)))
                 .collect()
         }
     }

@@ -64,6 +64,9 @@ pub struct ReadState {
     fetch_turns: Vec<Mutex<()>>,
     /// Folder walks and the streams that fetch ahead of them.
     pub(crate) streams: crate::store::stream::Streams,
+    /// Messages read to their end in this mount (the kernel was then told their exact length
+    /// and keeps their pages): a stream does not fetch them again.
+    pub(crate) read_through: Mutex<std::collections::HashSet<MessageRef>>,
     /// Blocks that reads found in the cache, and that they had to fetch.
     pub(crate) hits: std::sync::atomic::AtomicU64,
     pub(crate) misses: std::sync::atomic::AtomicU64,
@@ -77,6 +80,7 @@ impl ReadState {
             last_started: Mutex::new(HashMap::new()),
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
             streams: crate::store::stream::Streams::default(),
+            read_through: Mutex::new(std::collections::HashSet::new()),
             hits: Default::default(),
             misses: Default::default(),
         }
@@ -103,7 +107,8 @@ impl Account {
             .meta(msg)
             .ok_or_else(|| Error::NoMessage(format!("UID {} in {}", msg.uid, msg.mailbox)))?;
         // Opening is where a walk shows first (a stream steers by it).
-        self.note_message_start(msg);
+        let at_hand = self.reading.read_through.lock().contains(&msg);
+        self.note_message_start(msg, !at_hand);
         if let Some(len) = meta.body_len {
             return Ok(Some(len));
         }
@@ -140,9 +145,9 @@ impl Account {
             uid: msg.uid,
             block,
         };
-        let streaming = offset == 0 && self.note_message_start(msg);
         let mut have: Vec<Option<Arc<[u8]>>> =
             (first..=last).map(|b| rs.blocks.get(&key(b))).collect();
+        let streaming = offset == 0 && self.note_message_start(msg, have[0].is_none());
         if first == 0 && have[0].is_none() && self.wait_for_stream(msg) {
             // A stream was bringing the first block: take what it brought.
             for (i, b) in (first..=last).enumerate() {
@@ -231,6 +236,7 @@ impl Account {
 
     /// Record a message's real length; tell the filesystem if its size changes.
     pub(crate) fn learn_length(&self, msg: MessageRef, shown: u64, real: u64) {
+        self.reading.read_through.lock().insert(msg);
         let change = IndexChange::BodyLength {
             uid: msg.uid,
             len: real,

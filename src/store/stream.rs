@@ -100,10 +100,11 @@ struct Stream {
 }
 
 impl Account {
-    /// A reader starts reading `msg` at offset 0: follow its walk, and start or steer the
-    /// folder's stream. Returns whether a stream is bringing the folder's messages (the
-    /// caller then does no walk prefetch of its own).
-    pub(crate) fn note_message_start(&self, msg: MessageRef) -> bool {
+    /// A reader starts reading `msg` (opens it, or reads at offset 0): follow its walk, steer
+    /// the folder's stream, and start one if the reader needs the server (`missing`: the
+    /// message is not at hand). Returns whether a stream is bringing the folder's messages
+    /// (the caller then does no walk prefetch of its own).
+    pub(crate) fn note_message_start(&self, msg: MessageRef, missing: bool) -> bool {
         let streams = &self.reading.streams;
         let previous = streams
             .walks
@@ -139,6 +140,9 @@ impl Account {
         let Some((prev, at)) = previous else {
             return false;
         };
+        if !missing {
+            return false;
+        }
         if prev == msg.uid || at.elapsed() > WALK_GAP {
             return false;
         }
@@ -505,7 +509,12 @@ fn next_batch(
             uid,
             block: 0,
         };
-        if !a.reading.blocks.contains(&key) {
+        let msg = MessageRef {
+            mailbox,
+            validity: stream.validity,
+            uid,
+        };
+        if !a.reading.blocks.contains(&key) && !a.reading.read_through.lock().contains(&msg) {
             if stream.whole[to] {
                 whole.push(uid);
             } else {
