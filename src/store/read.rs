@@ -15,6 +15,9 @@
 //!
 //! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
 //! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
+//! A `NIL` body is never an empty block: for a block the read needs it is a failure (EIO;
+//! the server answered for the UID, so the message is not taken for gone), for a block
+//! fetched ahead it is simply not kept.
 //! A FETCH that returns nothing for a UID is not taken as proof that the message is gone until
 //! the session has synced (NOOP) and asked again: a session whose view predates another
 //! client's APPEND knows nothing of the new UID.
@@ -331,12 +334,12 @@ impl Account {
         let cmds: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
         let result = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
             check_validity(s, &name, msg.validity)?;
-            let mut out = run_fetches(s, &cmds, required.len(), bs)?;
+            let mut out = run_fetches(s, &cmds, required, bs)?;
             if !out.iter().any(|(k, _)| *k == required[0]) {
                 // Nothing for the message: gone, or appended after this session's last sync
                 // point. Sync, then ask once more for the blocks that are needed.
                 s.run(Command::Noop)?;
-                out.extend(run_fetches(s, &cmds[..required.len()], required.len(), bs)?);
+                out.extend(run_fetches(s, &cmds[..required.len()], required, bs)?);
             }
             Ok(out)
         });
@@ -369,19 +372,21 @@ impl Account {
     }
 }
 
-/// Run block FETCHes as one pipeline; the first `required` must succeed. Returns the blocks
-/// that came back. A NIL body is no data (never an empty block).
+/// Run block FETCHes as one pipeline; the first `required.len()` commands fetch the blocks
+/// `required` and must succeed. Returns the blocks that came back. A NIL body is no data
+/// (never an empty block): for a required block it fails the fetch, since the server still
+/// has the message (it answered for its UID) but would not give the bytes.
 fn run_fetches(
     s: &mut Session,
     cmds: &[Command],
-    required: usize,
+    required: &[(Uid, u64)],
     bs: u64,
 ) -> Result<Vec<FetchedBlock>> {
     let mut untagged = Vec::new();
     for (i, r) in s.pipeline(cmds)?.into_iter().enumerate() {
         match r {
             Ok(done) => untagged.extend(done.untagged),
-            Err(e) if i < required => return Err(e),
+            Err(e) if i < required.len() => return Err(e),
             Err(e) => log::debug!("prefetch failed: {e}"),
         }
     }
@@ -408,11 +413,16 @@ fn run_fetches(
             if !section.is_empty() {
                 continue;
             }
+            let origin = origin.unwrap_or(0);
             let Some(data) = data else {
-                log::warn!("server answered NIL for the body of UID {uid}");
+                if required.contains(&(uid, origin / bs)) {
+                    return Err(Error::Protocol(format!(
+                        "the server answered NIL for the body of UID {uid} at {origin}"
+                    )));
+                }
+                log::debug!("server answered NIL for the body of UID {uid} (fetched ahead)");
                 continue;
             };
-            let origin = origin.unwrap_or(0);
             if origin % bs != 0 {
                 return Err(Error::Protocol(format!(
                     "FETCH answered at origin {origin}"
