@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A two-minute tour: build imapfs, start a throwaway Dovecot with sample mail on a free loopback
 # port (everything under ./.demo), mount it at ./demo-mail and look around with ls, cat, grep
-# and getfattr. Running it again first tears down what the previous run left.
+# and getfattr, search on the server through .search and save an attachment from .parts, then
+# change some mail. Running it again first tears down what the previous run left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -144,10 +145,24 @@ for folder, subjects in FOLDERS.items():
             'Date: ' + email.utils.formatdate(t),
             'Message-ID: <demo.%d.%d@imapfs.example>' % (int(t), i),
             'MIME-Version: 1.0',
-            'Content-Type: text/plain; charset=utf-8',
-            'Content-Transfer-Encoding: 8bit',
         ]
-        body = '\r\n'.join(headers) + '\r\n\r\n' + '\r\n'.join(lines) + '\r\n'
+        text = '\r\n'.join(lines) + '\r\n'
+        if subject == 'Your invoice #1042':
+            # One message with an attachment, for the .parts view.
+            pdf = b'%PDF-1.4\n% demo invoice 1042\n' + bytes(rng.randrange(256) for _ in range(3000)) + b'\n%%EOF\n'
+            b64 = base64.encodebytes(pdf).decode().replace('\n', '\r\n')
+            headers.append('Content-Type: multipart/mixed; boundary="demo-boundary"')
+            body = ('\r\n'.join(headers) + '\r\n\r\n--demo-boundary\r\n'
+                    'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'
+                    + text + '--demo-boundary\r\n'
+                    'Content-Type: application/pdf; name="invoice-1042.pdf"\r\n'
+                    'Content-Disposition: attachment; filename="invoice-1042.pdf"\r\n'
+                    'Content-Transfer-Encoding: base64\r\n\r\n' + b64 + '--demo-boundary--\r\n')
+            with open(os.path.join(root, '..', 'invoice-1042.pdf'), 'wb') as f:
+                f.write(pdf)
+        else:
+            headers += ['Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: 8bit']
+            body = '\r\n'.join(headers) + '\r\n\r\n' + text
         flags = FLAGS[(i + len(folder)) % len(FLAGS)]
         path = os.path.join(d, 'cur', '%d.M%06dP1.demo:2,%s' % (1500000000 + i, i, flags))
         with open(path, 'wb') as f:
@@ -235,6 +250,22 @@ getfattr -d -m - demo-mail/INBOX/5.eml
 say getfattr --only-values -n user.mail.subject demo-mail/INBOX/5.eml
 getfattr --only-values -n user.mail.subject demo-mail/INBOX/5.eml
 echo
+
+# The views: server-side search as directories, attachments as files. Neither is listed by
+# ls -a, find or grep -r; they appear when named.
+say ls -l "demo-mail/INBOX/.search/SUBJECT invoice"
+ls -l "demo-mail/INBOX/.search/SUBJECT invoice"
+say ls "demo-mail/.search/from:alice since:2000-01-01"
+ls "demo-mail/.search/from:alice since:2000-01-01"
+say grep -l attached "demo-mail/INBOX/.search/TEXT invoice/"*
+grep -l attached "demo-mail/INBOX/.search/TEXT invoice/"* || true
+say ls -l demo-mail/INBOX/.parts/4
+ls -l demo-mail/INBOX/.parts/4
+say getfattr -d demo-mail/INBOX/.parts/4/2-invoice-1042.pdf
+getfattr -d demo-mail/INBOX/.parts/4/2-invoice-1042.pdf
+say cp demo-mail/INBOX/.parts/4/2-invoice-1042.pdf .demo/saved.pdf
+cp demo-mail/INBOX/.parts/4/2-invoice-1042.pdf "$DEMO/saved.pdf"
+cmp "$DEMO/saved.pdf" "$DEMO/invoice-1042.pdf" && echo "saved.pdf is the attachment, byte for byte"
 
 # Changing mail: a flag, a new folder, a move, a new message, a removal.
 say setfattr -n user.imap.flags -v '+\\Flagged' demo-mail/INBOX/5.eml

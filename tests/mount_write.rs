@@ -920,3 +920,50 @@ fn without_uidplus_rm_moves_to_trash_and_never_expunges_others() {
     assert!(fx.mount.log().contains("no UIDPLUS"), "{}", fx.mount.log());
     assert_eq!(fx.dovecot.oracle_fetch_all("Trash").len(), 1);
 }
+
+#[test]
+fn a_large_new_message_is_streamed_byte_exact_without_literal_plus() {
+    // No LITERAL+: the APPEND waits for the server's `+` before the streamed message.
+    let fx = mounted_with(
+        "imap_capability = IMAP4rev1 UIDPLUS MOVE CONDSTORE IDLE",
+        &[],
+    );
+    let dir = TempDir::new("big-src");
+    let src = dir.join("big.eml");
+    let mut body = b"Subject: big\nMessage-ID: <big.1@imapfs.test>\n\n".to_vec();
+    let mut rng = common::Rng::new(7);
+    while body.len() < 12 << 20 {
+        let n = rng.range(10, 200);
+        body.extend((0..n).map(|_| b'a' + rng.below(26) as u8));
+        body.push(b'\n');
+    }
+    fs::write(&src, &body).unwrap();
+    ok(&[
+        "cp",
+        &src.to_string_lossy(),
+        &fx.mount.join("Archive").to_string_lossy(),
+    ]);
+    let expected: Vec<u8> = body
+        .iter()
+        .flat_map(|&b| {
+            if b == b'\n' {
+                vec![b'\r', b'\n']
+            } else {
+                vec![b]
+            }
+        })
+        .collect();
+    let archive = fx.dovecot.oracle_fetch_all("Archive");
+    let found: Vec<&u32> = archive
+        .iter()
+        .filter(|(_, b)| **b == expected)
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "the 12 MB message did not arrive byte for byte"
+    );
+    let path = fx.mount.join(format!("Archive/{}.eml", found[0]));
+    assert_eq!(fs::metadata(&path).unwrap().len(), expected.len() as u64);
+}

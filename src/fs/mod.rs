@@ -8,6 +8,7 @@
 //! - [`read`]: lookup, attributes, listings, open and read;
 //! - [`write`]: rm, mv, mkdir, rmdir, new files (drafts APPENDed on close), setattr;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
+//! - [`views`]: the read-only, unlisted `.search` and `.parts` directories;
 //! - [`invalidate`]: the thread that tells the kernel what to forget.
 //!
 //! Message files never change content, so they are opened with `FOPEN_KEEP_CACHE` and long
@@ -18,6 +19,7 @@ pub mod inode;
 pub mod invalidate;
 pub mod read;
 pub mod tree;
+pub mod views;
 pub mod write;
 pub mod xattr;
 
@@ -77,6 +79,7 @@ pub struct ImapFs {
     invalidator: Arc<Invalidator>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
     drafts: Mutex<write::Drafts>,
+    views: views::Views,
     /// Attributes of messages just moved away, for the `stat` a program does right after
     /// `rename` (the source inode is gone from its folder once the move is sent).
     departed: Mutex<lru::LruCache<Ino, fuser::FileAttr>>,
@@ -96,6 +99,7 @@ impl ImapFs {
             invalidator: Arc::new(Invalidator::default()),
             dir_handles: Mutex::new(HashMap::new()),
             drafts: Mutex::new(write::Drafts::default()),
+            views: views::Views::default(),
             departed: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(4096).expect("non-zero"),
             )),
@@ -160,6 +164,11 @@ impl Filesystem for ImapFs {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        // Moves answered but still queued are sent before the mount goes away.
+        self.account.settle_all();
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match utf8(name).and_then(|n| self.lookup_entry(parent.into(), n)) {
             Ok((attr, ttl)) => {
@@ -209,7 +218,11 @@ impl Filesystem for ImapFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match utf8(name).and_then(|n| self.make_dir(parent.into(), n)) {
+        let r = utf8(name).and_then(|n| {
+            self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            self.make_dir(parent.into(), n)
+        });
+        match r {
             Ok((attr, ttl)) => {
                 reply.entry_with_ttls(&ttl, &self.opts.dir_ttl, &attr, Generation(0))
             }
@@ -218,14 +231,22 @@ impl Filesystem for ImapFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match utf8(name).and_then(|n| self.remove_file(parent.into(), n)) {
+        let r = utf8(name).and_then(|n| {
+            self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            self.remove_file(parent.into(), n)
+        });
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("unlink", &e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match utf8(name).and_then(|n| self.remove_dir(parent.into(), n)) {
+        let r = utf8(name).and_then(|n| {
+            self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            self.remove_dir(parent.into(), n)
+        });
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rmdir", &e)),
         }
@@ -241,7 +262,13 @@ impl Filesystem for ImapFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let names = utf8(name).and_then(|a| Ok((a, utf8(newname)?)));
+        let names = utf8(name).and_then(|a| {
+            let b = utf8(newname)?;
+            // Hook: fs::views.
+            self.refuse_in_views(parent.into(), a)?;
+            self.refuse_in_views(newparent.into(), b)?;
+            Ok((a, b))
+        });
         let r = names
             .and_then(|(a, b)| self.rename_entry(parent.into(), a, newparent.into(), b, flags));
         match r {
@@ -252,6 +279,14 @@ impl Filesystem for ImapFs {
                 self.account.flush_moves();
             }
             Err(e) => reply.error(errno("rename", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        // Hook: the search results' symlinks (fs::views).
+        match self.view_readlink(ino.into()) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno("readlink", &e)),
         }
     }
 
@@ -349,7 +384,11 @@ impl Filesystem for ImapFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match utf8(name).and_then(|n| self.create_draft(parent.into(), n, req.pid())) {
+        let r = utf8(name).and_then(|n| {
+            self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            self.create_draft(parent.into(), n, req.pid())
+        });
+        match r {
             Ok(attr) => reply.created(
                 &Duration::ZERO,
                 &attr,
@@ -363,7 +402,7 @@ impl Filesystem for ImapFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let ino = Ino::from(ino);
-        if !ino.is_dir() {
+        if !ino.is_dir() && !ino.is_view() {
             return reply.error(Errno::ENOTDIR);
         }
         match self.listing(ino) {

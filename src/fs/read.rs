@@ -60,6 +60,10 @@ impl ImapFs {
 
     /// The entry for `name` in directory `parent`, with its attribute TTL.
     pub(crate) fn lookup_entry(&self, parent: Ino, name: &str) -> Result<(FileAttr, Duration)> {
+        // Hook: `.search`, `.parts` and everything below them (fs::views).
+        if let Some(r) = self.view_lookup(parent, name) {
+            return r;
+        }
         if let Some(attr) = self.draft_by_name(parent, name) {
             return Ok((attr, Duration::ZERO));
         }
@@ -123,11 +127,17 @@ impl ImapFs {
                 .draft_attr(ino)
                 .map(|a| (a, Duration::ZERO))
                 .ok_or_else(|| Error::NoEntry("draft".into())),
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_attr(v),
         }
     }
 
     /// The entries of a directory: `.`, `..`, child mailboxes, then messages by UID.
     pub(crate) fn listing(&self, ino: Ino) -> Result<Listing> {
+        // Hook: fs::views.
+        if let InoKind::View(v) = ino.kind() {
+            return self.view_listing(v);
+        }
         self.sync_tree()?;
         let (parent, children, mailbox) = {
             let tree = self.tree.lock();
@@ -167,6 +177,8 @@ impl ImapFs {
     pub(crate) fn open_file(&self, ino: Ino, flags: OpenFlags) -> Result<FopenFlags> {
         match ino.kind() {
             InoKind::Dir => Err(Error::NotPermitted("is a directory".into())),
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_open(v, flags),
             InoKind::Draft(_) => {
                 self.draft_attr(ino)
                     .ok_or_else(|| Error::NoEntry("draft".into()))?;
@@ -200,6 +212,8 @@ impl ImapFs {
                 self.account.read(msg, offset, u64::from(size))
             }
             InoKind::Dir => Err(Error::InvalidInput("a directory".into())),
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_read(v, offset, size),
         }
     }
 

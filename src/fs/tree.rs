@@ -9,8 +9,8 @@
 //!
 //! Names: a mailbox component is shown decoded (UTF-8). A `/` inside a component (possible
 //! where the delimiter is `.`) is shown as `%2F` and `%` as `%25`, so the mapping is
-//! reversible; a component that would read as a message file name (`123.eml`) or as `.`/`..`
-//! has its dots escaped as `%2E`.
+//! reversible; a component that would read as a message file name (`123.eml`), as `.`/`..`
+//! or as a view's name (`.search`, `.parts`) has its dots escaped as `%2E`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -159,6 +159,21 @@ impl Tree {
         Some(out)
     }
 
+    /// Every folder that holds messages, with its display path (for searching them all).
+    pub fn selectable_folders(&self) -> Vec<(MailboxId, Vec<String>)> {
+        let mut out: Vec<(MailboxId, Vec<String>)> = self
+            .by_mailbox
+            .iter()
+            .filter(|(_, ino)| {
+                self.dir(**ino)
+                    .is_some_and(|n| n.mailbox.is_some_and(|m| m.1))
+            })
+            .filter_map(|(id, ino)| Some((*id, self.path(*ino)?)))
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
     /// The delimiter for a new folder under `parent`.
     pub fn delimiter_under(&self, parent: Ino) -> Option<char> {
         self.dir(parent)
@@ -237,7 +252,13 @@ pub fn split_name(name: &str, delimiter: Option<char>) -> Vec<String> {
 /// Escape one mailbox name component for display as a file name.
 pub fn escape_component(c: &str) -> String {
     let mut s = c.replace('%', "%25").replace('/', "%2F");
-    if s == "." || s == ".." || parse_message_file_name(&s).is_some() {
+    // `.search` and `.parts` are the views' names (crate::fs::views).
+    if s == "."
+        || s == ".."
+        || s == ".search"
+        || s == ".parts"
+        || parse_message_file_name(&s).is_some()
+    {
         s = s.replace('.', "%2E");
     }
     s
@@ -294,6 +315,8 @@ mod tests {
             "123.eml",
             ".",
             "..",
+            ".search",
+            ".parts",
             "R&D",
             "\u{dc}ber",
         ] {

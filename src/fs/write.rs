@@ -11,8 +11,9 @@
 //!   delimiter is refused (EINVAL).
 //! - A new file is a *draft*: spooled to an unlinked temporary file while it is written, and
 //!   APPENDed when it is closed (flush), with the flags set on it by `setfattr` and the mtime
-//!   set by `touch -d`/`cp -p` as INTERNALDATE. The APPEND's error is `close()`'s error, and a
-//!   draft that failed is gone. Afterwards the message shows under its new UID's name.
+//!   set by `touch -d`/`cp -p` as INTERNALDATE; the spool file is streamed to the server, never
+//!   read into memory whole. The APPEND's error is `close()`'s error, and a draft that failed
+//!   is gone. Afterwards the message shows under its new UID's name.
 //!
 //! [`Account::delete_message`]: crate::store::Account::delete_message
 //! [`Account::queue_move`]: crate::store::Account::queue_move
@@ -33,7 +34,7 @@ use crate::fs::read::unix_time;
 use crate::fs::tree::{parse_message_file_name, unescape_component};
 use crate::fs::ImapFs;
 use crate::imap::types::{Flag, MailboxName};
-use crate::store::{FlagEdit, MailboxId, NewMessage, QueuedMove};
+use crate::store::{FlagEdit, MailboxId, MessageBody, NewMessage, QueuedMove};
 
 /// Largest new message accepted (servers refuse far smaller ones).
 const MAX_DRAFT: u64 = 1 << 30;
@@ -212,20 +213,14 @@ impl ImapFs {
                 d.mtime,
             )
         };
-        let mut bytes = vec![0; len as usize];
-        let r = file
-            .read_exact_at(&mut bytes, 0)
-            .map_err(|e| Error::io("reading the spool file", e))
-            .and_then(|()| {
-                self.account.append(
-                    mailbox,
-                    NewMessage {
-                        bytes,
-                        flags,
-                        date: mtime,
-                    },
-                )
-            });
+        let r = self.account.append(
+            mailbox,
+            NewMessage {
+                body: MessageBody::File { file, len },
+                flags,
+                date: mtime,
+            },
+        );
         // Appended or failed, the draft's name is gone: the message shows under its UID.
         if let Some(name) = name {
             self.invalidate(Invalidation::Entry {

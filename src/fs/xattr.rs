@@ -59,6 +59,8 @@ impl ImapFs {
                 "user.imap.flags" => self.draft_flags(ino).map(|f| flag_text(&f)),
                 _ => None,
             },
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_xattr(v, name)?,
         };
         Ok(text.map(String::into_bytes))
     }
@@ -128,6 +130,8 @@ impl ImapFs {
                     .collect()
             }
             InoKind::Draft(_) => vec!["user.imap.flags"],
+            // Hook: fs::views.
+            InoKind::View(v) => self.view_xattr_names(v)?,
             InoKind::Dir => {
                 let mut v = Vec::new();
                 if ino == ROOT {
@@ -154,6 +158,10 @@ impl ImapFs {
 
     /// setxattr (`value` given) or removexattr (`None`).
     pub(crate) fn set_xattr(&self, ino: Ino, name: &OsStr, value: Option<&[u8]>) -> Result<()> {
+        // Hook: the views are read-only (fs::views).
+        if ino.is_view() {
+            return Err(Error::ReadOnly);
+        }
         let name = name.to_str().unwrap_or("");
         let known = MESSAGE_NAMES.contains(&name) || FOLDER_NAMES.contains(&name) || name == STATS;
         let writable = name == "user.imap.flags" || name == "user.imap.subscribed";
@@ -220,6 +228,8 @@ impl ImapFs {
             format!("cache_hits={hits}"),
             format!("cache_misses={misses}"),
             format!("errors={}", p.errors),
+            format!("searches={}", self.account.searches_run()),
+            format!("part_trees={}", self.account.part_trees_built()),
         ];
         if let Some(e) = p.last_error {
             lines.push(format!("last_error={}", e.replace('\n', " ")));

@@ -342,8 +342,13 @@ impl Session {
 
     /// Run one command to completion.
     pub fn run(&mut self, cmd: Command) -> Result<Completed> {
+        self.run_ref(&cmd)
+    }
+
+    /// [`Session::run`] without giving the command up (an APPEND's message is not copied).
+    pub fn run_ref(&mut self, cmd: &Command) -> Result<Completed> {
         let deadline = self.command_deadline();
-        let tag = self.send_before(&cmd, deadline)?;
+        let tag = self.send_before(cmd, deadline)?;
         self.wait_before(&tag, cmd.name(), deadline)
     }
 
@@ -505,6 +510,58 @@ impl Session {
             }
         }
         Ok(tag)
+    }
+
+    /// APPEND a message of `len` bytes that `next` hands over in chunks (from a spooled file),
+    /// so it is never held whole in memory. A chunk source that fails, or that yields more or
+    /// fewer bytes than `len`, leaves the literal unfinished: the connection is dropped.
+    pub fn append_streamed(
+        &mut self,
+        mailbox: &MailboxName,
+        flags: &[Flag],
+        date: Option<&str>,
+        len: u64,
+        next: &mut dyn FnMut() -> std::io::Result<Option<Vec<u8>>>,
+    ) -> Result<Completed> {
+        if self.broken {
+            return Err(Error::Protocol("connection is broken".into()));
+        }
+        let deadline = self.command_deadline();
+        let tag = format!("A{}", self.next_tag);
+        self.next_tag += 1;
+        let literal_plus = self
+            .capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("LITERAL+"));
+        let prefix =
+            crate::imap::codec::append_prefix(&tag, mailbox, flags, date, len, literal_plus)
+                .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        self.in_flight.insert(tag.clone());
+        log::trace!("C: {}", crate::imap::codec::parse::excerpt(&prefix));
+        self.write(&prefix, deadline)?;
+        if !literal_plus {
+            self.wait_continuation(&tag, "APPEND", deadline)?;
+        }
+        let mut sent = 0u64;
+        loop {
+            let chunk = match next() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(self.fail(Error::io("reading the message to append", e))),
+            };
+            sent += chunk.len() as u64;
+            if sent > len {
+                return Err(self.fail(Error::Protocol("the message grew while it was sent".into())));
+            }
+            self.write(&chunk, deadline)?;
+        }
+        if sent != len {
+            return Err(self.fail(Error::Protocol(
+                "the message shrank while it was sent".into(),
+            )));
+        }
+        self.write(b"\r\n", deadline)?;
+        self.wait_before(&tag, "APPEND", deadline)
     }
 
     /// Wait for `tag` to complete, collecting untagged data on the way.

@@ -189,9 +189,11 @@ impl MailboxName {
     }
 }
 
+/// For logs and errors: control characters a server may have put in a name are escaped
+/// (the filesystem uses [`MailboxName::as_str`]).
 impl fmt::Display for MailboxName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.decoded)
+        f.write_str(&crate::error::printable(&self.decoded))
     }
 }
 

@@ -5,7 +5,11 @@
 //! ever be served for the message it was read from: when UIDVALIDITY changes, every old key
 //! simply stops being asked for and ages out. Blocks are shared as `Arc<[u8]>`, so a reader
 //! holds its block while the cache evicts it.
+//!
+//! The cache is generic over its key: the decoded MIME parts of [`crate::store::mime`] keep
+//! their blocks in a second instance, keyed by part.
 
+use std::hash::Hash;
 use std::sync::Arc;
 
 use lru::LruCache;
@@ -24,18 +28,18 @@ pub struct BlockKey {
 }
 
 /// A byte-bounded LRU cache of blocks.
-pub struct BlockCache {
-    inner: Mutex<Inner>,
+pub struct BlockCache<K: Hash + Eq = BlockKey> {
+    inner: Mutex<Inner<K>>,
     capacity: u64,
 }
 
-struct Inner {
-    lru: LruCache<BlockKey, Arc<[u8]>>,
+struct Inner<K: Hash + Eq> {
+    lru: LruCache<K, Arc<[u8]>>,
     bytes: u64,
 }
 
-impl BlockCache {
-    pub fn new(capacity: u64) -> BlockCache {
+impl<K: Hash + Eq> BlockCache<K> {
+    pub fn new(capacity: u64) -> BlockCache<K> {
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
@@ -45,13 +49,13 @@ impl BlockCache {
         }
     }
 
-    pub fn get(&self, key: &BlockKey) -> Option<Arc<[u8]>> {
+    pub fn get(&self, key: &K) -> Option<Arc<[u8]>> {
         self.inner.lock().lru.get(key).cloned()
     }
 
     /// Insert a block, evicting the least recently used ones beyond the capacity. A block
     /// larger than the whole capacity is not kept.
-    pub fn insert(&self, key: BlockKey, data: Arc<[u8]>) {
+    pub fn insert(&self, key: K, data: Arc<[u8]>) {
         let len = data.len() as u64;
         if len > self.capacity {
             return;
@@ -69,6 +73,13 @@ impl BlockCache {
         }
     }
 
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.inner.lock().bytes
+    }
+}
+
+impl BlockCache<BlockKey> {
     /// Drop every block of one mailbox (its UIDVALIDITY changed, or it was deleted).
     pub fn forget_mailbox(&self, mailbox: crate::store::ids::MailboxId) {
         let mut inner = self.inner.lock();
@@ -83,11 +94,6 @@ impl BlockCache {
                 inner.bytes -= old.len() as u64;
             }
         }
-    }
-
-    /// Bytes held now.
-    pub fn bytes(&self) -> u64 {
-        self.inner.lock().bytes
     }
 }
 
@@ -106,7 +112,7 @@ mod tests {
 
     #[test]
     fn stays_within_capacity_and_evicts_oldest() {
-        let c = BlockCache::new(100);
+        let c: BlockCache = BlockCache::new(100);
         for i in 0..10 {
             c.insert(key(1, i), Arc::from(vec![0u8; 30]));
             assert!(c.bytes() <= 100);
@@ -119,7 +125,7 @@ mod tests {
 
     #[test]
     fn validity_is_part_of_the_key() {
-        let c = BlockCache::new(100);
+        let c: BlockCache = BlockCache::new(100);
         c.insert(key(1, 0), Arc::from(vec![1u8; 3]));
         let mut other = key(1, 0);
         other.validity = UidValidity::new(8).unwrap();

@@ -4,7 +4,12 @@
 //! found new or expunged messages, a write of ours moved a message, another client renamed a
 //! folder), it sends a [`Change`] to every subscriber of its [`ChangeFeed`]; the filesystem's
 //! invalidation thread turns each into kernel cache invalidations.
+//!
+//! The feed also counts changes per mailbox ([`ChangeFeed::epoch`]): whoever derived
+//! something from a mailbox (a search result) can tell whether it may be stale without
+//! subscribing and draining a channel.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
 use parking_lot::Mutex;
@@ -42,10 +47,25 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The mailbox the change is about (`None`: the mailbox list).
+    pub fn mailbox(&self) -> Option<MailboxId> {
+        match self {
+            Change::Mailboxes => None,
+            Change::Added { mailbox, .. }
+            | Change::Removed { mailbox, .. }
+            | Change::Changed { mailbox, .. }
+            | Change::Reset { mailbox, .. } => Some(*mailbox),
+        }
+    }
+}
+
 /// Subscribers of changes.
 #[derive(Default)]
 pub struct ChangeFeed {
     subscribers: Mutex<Vec<Sender<Change>>>,
+    /// Changes sent so far, per mailbox and in all (see [`ChangeFeed::epoch`]).
+    epochs: Mutex<(HashMap<MailboxId, u64>, u64)>,
 }
 
 impl ChangeFeed {
@@ -60,7 +80,24 @@ impl ChangeFeed {
         let mut subs = self.subscribers.lock();
         for c in changes {
             log::debug!("change: {c:?}");
+            {
+                let mut epochs = self.epochs.lock();
+                epochs.1 += 1;
+                if let Some(m) = c.mailbox() {
+                    *epochs.0.entry(m).or_default() += 1;
+                }
+            }
             subs.retain(|s| s.send(c.clone()).is_ok());
+        }
+    }
+
+    /// How many changes were sent about `mailbox` (`None`: about anything, the mailbox list
+    /// included). Equal epochs mean nothing changed in between.
+    pub fn epoch(&self, mailbox: Option<MailboxId>) -> u64 {
+        let epochs = self.epochs.lock();
+        match mailbox {
+            Some(m) => epochs.0.get(&m).copied().unwrap_or(0),
+            None => epochs.1,
         }
     }
 }

@@ -13,6 +13,9 @@
 //! - [`read`]: open, blocks, readahead, folder walks, over the [`blocks`] cache;
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
+//! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
+//! - [`mime`]: a message's MIME parts from BODYSTRUCTURE, fetched and decoded part by part
+//!   (the `.parts` view);
 //! - [`changes`]: the feed of [`Change`]s that the filesystem turns into kernel
 //!   invalidations (the store never calls the filesystem).
 //!
@@ -25,7 +28,9 @@ pub mod headers;
 pub mod ids;
 pub mod index;
 pub mod mailboxes;
+pub mod mime;
 pub mod read;
+pub mod search;
 pub mod sync;
 pub mod write;
 
@@ -37,7 +42,9 @@ pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
-pub use write::{DeleteMode, FlagEdit, NewMessage, QueuedMove};
+pub use mime::{PartInfo, PartKind, PartNode, PartTree};
+pub use search::SearchHits;
+pub use write::{DeleteMode, FlagEdit, MessageBody, NewMessage, QueuedMove};
 
 /// Tunables of the store.
 #[derive(Debug, Clone)]
@@ -88,6 +95,10 @@ pub struct Account {
     moves: write::MoveQueue,
     /// Locks that serialise index refreshes per mailbox (striped by mailbox).
     refresh_turns: Vec<Mutex<()>>,
+    /// Parts trees and decoded parts (the `.parts` view).
+    parts: mime::PartState,
+    /// Searches run (views; for statistics).
+    searches: std::sync::atomic::AtomicU64,
 }
 
 impl Account {
@@ -101,6 +112,8 @@ impl Account {
             changes: ChangeFeed::default(),
             moves: write::MoveQueue::default(),
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
+            searches: std::sync::atomic::AtomicU64::new(0),
+            parts: mime::PartState::new((opts.cache_size / 4).max(8 << 20)),
             opts,
         }
     }
@@ -116,6 +129,12 @@ impl Account {
     /// Hear about changes to the account (see [`Change`]).
     pub fn subscribe(&self) -> std::sync::mpsc::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    /// A counter of the changes heard about `mailbox` (`None`: about anything); see
+    /// [`ChangeFeed::epoch`].
+    pub fn change_epoch(&self, mailbox: Option<MailboxId>) -> u64 {
+        self.changes.epoch(mailbox)
     }
 
     /// Bytes of message content in the block cache, and the blocks reads found in it and

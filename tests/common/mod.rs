@@ -759,6 +759,31 @@ pub struct OracleMeta {
     pub flags: Vec<String>,
 }
 
+/// One leaf part as the oracle decoded it (transfer encoding undone, charset untouched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OraclePart {
+    /// The IMAP section number (`1`, `2.1`, `3.1.2`).
+    pub section: String,
+    /// `type/subtype`, lower case.
+    pub content_type: String,
+    pub charset: Option<String>,
+    /// `get_filename()`: RFC 2231 and RFC 2047 decoded.
+    pub filename: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// What the oracle says about a message's parts. Keys are the section of the message the
+/// header or text belongs to: `""` for the message itself, `"3"` for a message/rfc822 at 3.
+#[derive(Debug, Clone, Default)]
+pub struct OracleParts {
+    pub leaves: Vec<OraclePart>,
+    /// `BODY[HEADER]` / `BODY[n.HEADER]`.
+    pub headers: BTreeMap<String, Vec<u8>>,
+    /// The first text/plain (or else text/html) part that is not an attachment, outside
+    /// nested messages: its content type and `get_content()` as UTF-8.
+    pub texts: BTreeMap<String, (String, Vec<u8>)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OracleStatus {
     pub uidvalidity: u32,
@@ -1099,6 +1124,64 @@ impl Dovecot {
             .trim()
             .parse()
             .expect("APPENDUID uid")
+    }
+
+    /// `UID SEARCH criteria` as Python's imaplib sends it: `criteria` is IMAP syntax sent as
+    /// it is; `literal`, if given, is appended as a literal after `CHARSET UTF-8 criteria`
+    /// (for a non-ASCII term, which must then come last). The UIDs, ascending.
+    pub fn oracle_search(&self, folder: &str, criteria: &str, literal: Option<&str>) -> Vec<u32> {
+        let mut args = vec![
+            "search".to_string(),
+            hex_encode(folder.as_bytes()),
+            hex_encode(criteria.as_bytes()),
+        ];
+        if let Some(l) = literal {
+            args.push(hex_encode(l.as_bytes()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.oracle(&args, None);
+        String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .map(|n| n.parse().expect("uid"))
+            .collect()
+    }
+
+    /// The MIME parts of one message, decoded by Python's `email` package (policy `default`)
+    /// from the `BODY[]` imaplib fetched: see [`OracleParts`].
+    pub fn oracle_parts(&self, folder: &str, uid: u32) -> OracleParts {
+        let out = self.oracle(
+            &["parts", &hex_encode(folder.as_bytes()), &uid.to_string()],
+            None,
+        );
+        let mut parts = OracleParts::default();
+        for line in String::from_utf8(out).expect("UTF-8").lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let section = if f[1] == "-" {
+                String::new()
+            } else {
+                f[1].to_string()
+            };
+            match f[0] {
+                "leaf" => parts.leaves.push(OraclePart {
+                    section,
+                    content_type: f[2].to_string(),
+                    charset: (f[3] != "-").then(|| f[3].to_string()),
+                    filename: (f[4] != "-")
+                        .then(|| String::from_utf8(hex_decode(f[4])).expect("UTF-8 filename")),
+                    data: hex_decode(f[5]),
+                }),
+                "header" => {
+                    parts.headers.insert(section, hex_decode(f[2]));
+                }
+                "text" => {
+                    parts
+                        .texts
+                        .insert(section, (f[2].to_string(), hex_decode(f[3])));
+                }
+                other => panic!("oracle parts: unknown line kind {other:?}"),
+            }
+        }
+        parts
     }
 
     /// `CREATE folder`.
@@ -2122,6 +2205,7 @@ fn parse_pairs(out: &[u8]) -> Vec<(String, String)> {
 
 /// Commands: `list`, `fetch F UIDS`, `sha256 F`, `meta F`, `status F`, `expunge F UID`,
 /// `store F UID OP FLAGS`, `append F FLAGS` (message on stdin), `create F`, `delete F`,
+/// `search F CRITERIA [LITERAL]` (both hex), `parts F UID` (Python's `email` package),
 /// `greeting-tls CA PORT`, `starttls CA`. `F` is a folder name as hex of its UTF-8.
 const ORACLE_PY: &str = r#"
 import base64, datetime, hashlib, imaplib, os, re, ssl, sys
@@ -2253,6 +2337,72 @@ def cmd_append(m, folder_hex, flags):
     message = sys.stdin.buffer.read()
     data = check(m.append(mailbox(folder_hex), '(%s)' % flags if flags else None, None, message), 'APPEND')
     print(re.search(rb'APPENDUID \d+ (\d+)', data[0]).group(1).decode())
+
+def cmd_search(m, folder_hex, criteria_hex, literal_hex=None):
+    select(m, folder_hex)
+    criteria = bytes.fromhex(criteria_hex).decode()
+    if literal_hex is not None:
+        m.literal = bytes.fromhex(literal_hex)
+        data = check(m.uid('SEARCH', 'CHARSET', 'UTF-8', criteria), 'SEARCH')
+    else:
+        data = check(m.uid('SEARCH', criteria), 'SEARCH')
+    print(' '.join(sorted((data[0] or b'').decode().split(), key=int)))
+
+def fetch_section(m, uid, section):
+    for item in check(m.uid('FETCH', uid, '(BODY.PEEK[%s])' % section), 'FETCH'):
+        if isinstance(item, tuple):
+            return item[1]
+    sys.exit('oracle: no BODY[%s] for uid %s' % (section, uid))
+
+def cmd_parts(m, folder_hex, uid):
+    import email, email.policy
+    select(m, folder_hex)
+    raw = fetch_section(m, uid, '')
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    out = []
+    def dash(s):
+        return s if s else '-'
+    def text_of(message):
+        # The first text/plain, else text/html, that is not an attachment; not inside
+        # attached messages.
+        found = {}
+        def look(p):
+            if p.get_content_type() == 'message/rfc822':
+                return
+            if p.is_multipart():
+                for sub in p.get_payload():
+                    look(sub)
+            elif p.get_content_maintype() == 'text' and p.get_content_disposition() != 'attachment':
+                found.setdefault(p.get_content_subtype(), p)
+        look(message)
+        return found.get('plain') or found.get('html')
+    def message(inner, prefix):
+        header_section = prefix + '.HEADER' if prefix else 'HEADER'
+        out.append('header\t%s\t%s' % (dash(prefix), fetch_section(m, uid, header_section).hex()))
+        t = text_of(inner)
+        if t is not None:
+            out.append('text\t%s\t%s\t%s' % (dash(prefix), t.get_content_type(),
+                                              t.get_content().encode('utf-8').hex()))
+        if inner.is_multipart():
+            for i, sub in enumerate(inner.get_payload(), 1):
+                part(sub, '%s.%d' % (prefix, i) if prefix else str(i))
+        else:
+            part(inner, prefix + '.1' if prefix else '1')
+    def part(p, section):
+        # A message/rfc822 part counts as multipart to Python (its payload is a list).
+        if p.get_content_type() == 'message/rfc822':
+            message(p.get_payload()[0], section)
+        elif p.is_multipart():
+            for i, sub in enumerate(p.get_payload(), 1):
+                part(sub, '%s.%d' % (section, i))
+        else:
+            name = p.get_filename()
+            out.append('leaf\t%s\t%s\t%s\t%s\t%s' % (
+                section, p.get_content_type(), dash(p.get_content_charset()),
+                name.encode('utf-8').hex() if name else '-',
+                (p.get_payload(decode=True) or b'').hex()))
+    message(msg, '')
+    sys.stdout.write(''.join(line + '\n' for line in out))
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]

@@ -94,6 +94,14 @@ pub enum FetchAttr {
         section: String,
         partial: Option<(u64, u32)>,
     },
+    /// `BINARY.PEEK[section]<offset.len>` (RFC 3516): a part with its content transfer
+    /// encoding undone by the server; the section is a part number (`2`, `3.1`).
+    BinaryPeek {
+        section: String,
+        partial: Option<(u64, u32)>,
+    },
+    /// `BINARY.SIZE[section]` (RFC 3516): the decoded size of a part.
+    BinarySize(String),
 }
 
 /// A client command (without its tag).
@@ -239,7 +247,8 @@ pub struct ListReturn {
     pub status: Vec<&'static str>,
 }
 
-/// A SEARCH criterion. Strings from the user travel as [`AString`] (atom, quoted or literal).
+/// A SEARCH criterion (RFC 3501 section 6.4.4, RFC 7162 MODSEQ). Strings from the user travel
+/// as [`AString`] (atom, quoted or literal); a keyword must be an atom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SearchKey {
@@ -252,21 +261,55 @@ pub enum SearchKey {
     Since(SearchDate),
     /// Internal date before the day.
     Before(SearchDate),
+    /// Internal date on the day.
+    On(SearchDate),
+    /// Date: header on or after the day.
+    SentSince(SearchDate),
+    /// Date: header before the day.
+    SentBefore(SearchDate),
+    /// Date: header on the day.
+    SentOn(SearchDate),
     /// `TEXT string`: header or body contains the string.
     Text(Vec<u8>),
+    /// `BODY string`: the body contains the string.
+    Body(Vec<u8>),
+    From(Vec<u8>),
+    To(Vec<u8>),
+    Cc(Vec<u8>),
+    Bcc(Vec<u8>),
+    Subject(Vec<u8>),
     /// `HEADER field-name string`.
     Header {
         field: Vec<u8>,
         value: Vec<u8>,
     },
+    /// `KEYWORD flag`: the keyword (an atom without backslash) is set.
+    Keyword(String),
+    /// `UNKEYWORD flag`.
+    Unkeyword(String),
+    /// RFC822.SIZE larger than n.
+    Larger(u64),
+    /// RFC822.SIZE smaller than n.
+    Smaller(u64),
     /// `MODSEQ n` (CONDSTORE): changed after the mod-sequence.
     ModSeq(ModSeq),
+    Answered,
+    Unanswered,
     Deleted,
     Undeleted,
+    Draft,
+    Undraft,
+    Flagged,
+    Unflagged,
     Seen,
     Unseen,
+    New,
+    Old,
+    Recent,
     Not(Box<SearchKey>),
     Or(Box<SearchKey>, Box<SearchKey>),
+    /// `(key key ...)`: every key holds; never empty.
+    And(Vec<SearchKey>),
 }
 
 impl SearchKey {
@@ -276,10 +319,17 @@ impl SearchKey {
             return false; // refused by the encoder anyway
         }
         match self {
-            SearchKey::Text(t) => !t.is_ascii(),
+            SearchKey::Text(t)
+            | SearchKey::Body(t)
+            | SearchKey::From(t)
+            | SearchKey::To(t)
+            | SearchKey::Cc(t)
+            | SearchKey::Bcc(t)
+            | SearchKey::Subject(t) => !t.is_ascii(),
             SearchKey::Header { field, value } => !field.is_ascii() || !value.is_ascii(),
             SearchKey::Not(k) => k.has_non_ascii(depth + 1),
             SearchKey::Or(a, b) => a.has_non_ascii(depth + 1) || b.has_non_ascii(depth + 1),
+            SearchKey::And(keys) => keys.iter().any(|k| k.has_non_ascii(depth + 1)),
             _ => false,
         }
     }
@@ -704,6 +754,38 @@ impl Command {
     }
 }
 
+/// The start of an APPEND whose message follows as a literal of `len` bytes sent separately
+/// (streamed from a file): `TAG APPEND mailbox [(flags)] ["date"] {len[+]}` and CRLF. With
+/// `literal_plus` false the caller must wait for the server's `+` before the message.
+pub fn append_prefix(
+    tag: &str,
+    mailbox: &MailboxName,
+    flags: &[Flag],
+    date: Option<&str>,
+    len: u64,
+    literal_plus: bool,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut w = Writer {
+        chunks: Vec::new(),
+        cur: Vec::new(),
+        literal_plus,
+    };
+    w.raw(tag.as_bytes());
+    w.raw(b" APPEND ");
+    w.mailbox(mailbox)?;
+    if !flags.is_empty() {
+        w.raw(b" ");
+        w.flags(flags)?;
+    }
+    if let Some(d) = date {
+        w.raw(b" ");
+        w.string(d.as_bytes())?;
+    }
+    let plus = if literal_plus { "+" } else { "" };
+    w.raw(format!(" {{{len}{plus}}}\r\n").as_bytes());
+    Ok(w.cur)
+}
+
 struct Writer {
     chunks: Vec<Vec<u8>>,
     cur: Vec<u8>,
@@ -799,21 +881,49 @@ impl Writer {
             SearchKey::Seq(set) => self.set(set)?,
             SearchKey::Since(d) => self.raw(format!("SINCE {d}").as_bytes()),
             SearchKey::Before(d) => self.raw(format!("BEFORE {d}").as_bytes()),
-            SearchKey::Text(t) => {
-                self.raw(b"TEXT ");
-                self.astring(t)?;
-            }
+            SearchKey::On(d) => self.raw(format!("ON {d}").as_bytes()),
+            SearchKey::SentSince(d) => self.raw(format!("SENTSINCE {d}").as_bytes()),
+            SearchKey::SentBefore(d) => self.raw(format!("SENTBEFORE {d}").as_bytes()),
+            SearchKey::SentOn(d) => self.raw(format!("SENTON {d}").as_bytes()),
+            SearchKey::Text(t) => self.string_key(b"TEXT ", t)?,
+            SearchKey::Body(t) => self.string_key(b"BODY ", t)?,
+            SearchKey::From(t) => self.string_key(b"FROM ", t)?,
+            SearchKey::To(t) => self.string_key(b"TO ", t)?,
+            SearchKey::Cc(t) => self.string_key(b"CC ", t)?,
+            SearchKey::Bcc(t) => self.string_key(b"BCC ", t)?,
+            SearchKey::Subject(t) => self.string_key(b"SUBJECT ", t)?,
             SearchKey::Header { field, value } => {
                 self.raw(b"HEADER ");
                 self.astring(field)?;
                 self.raw(b" ");
                 self.astring(value)?;
             }
+            SearchKey::Keyword(k) | SearchKey::Unkeyword(k) => {
+                let name = if matches!(key, SearchKey::Keyword(_)) {
+                    "KEYWORD "
+                } else {
+                    "UNKEYWORD "
+                };
+                self.raw(name.as_bytes());
+                // A keyword is an atom; `\Seen` and friends are searched by their own keys.
+                self.atom(k)?;
+            }
+            SearchKey::Larger(n) => self.raw(format!("LARGER {n}").as_bytes()),
+            SearchKey::Smaller(n) => self.raw(format!("SMALLER {n}").as_bytes()),
             SearchKey::ModSeq(m) => self.raw(format!("MODSEQ {}", m.0).as_bytes()),
+            SearchKey::Answered => self.raw(b"ANSWERED"),
+            SearchKey::Unanswered => self.raw(b"UNANSWERED"),
             SearchKey::Deleted => self.raw(b"DELETED"),
             SearchKey::Undeleted => self.raw(b"UNDELETED"),
+            SearchKey::Draft => self.raw(b"DRAFT"),
+            SearchKey::Undraft => self.raw(b"UNDRAFT"),
+            SearchKey::Flagged => self.raw(b"FLAGGED"),
+            SearchKey::Unflagged => self.raw(b"UNFLAGGED"),
             SearchKey::Seen => self.raw(b"SEEN"),
             SearchKey::Unseen => self.raw(b"UNSEEN"),
+            SearchKey::New => self.raw(b"NEW"),
+            SearchKey::Old => self.raw(b"OLD"),
+            SearchKey::Recent => self.raw(b"RECENT"),
             SearchKey::Not(k) => {
                 self.raw(b"NOT ");
                 self.search_key(k, depth + 1)?;
@@ -824,8 +934,27 @@ impl Writer {
                 self.raw(b" ");
                 self.search_key(b, depth + 1)?;
             }
+            SearchKey::And(keys) => {
+                if keys.is_empty() {
+                    return Err(EncodeError::Invalid("empty parenthesised criteria".into()));
+                }
+                self.raw(b"(");
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        self.raw(b" ");
+                    }
+                    self.search_key(k, depth + 1)?;
+                }
+                self.raw(b")");
+            }
         }
         Ok(())
+    }
+
+    /// `NAME string` for the search keys that take one string.
+    fn string_key(&mut self, name: &[u8], value: &[u8]) -> Result<(), EncodeError> {
+        self.raw(name);
+        self.astring(value)
     }
 
     fn set(&mut self, s: &SequenceSet) -> Result<(), EncodeError> {
@@ -883,8 +1012,32 @@ impl Writer {
                     self.raw(format!("<{off}.{len}>").as_bytes());
                 }
             }
+            FetchAttr::BinaryPeek { section, partial } => {
+                part_number(section)?;
+                self.raw(format!("BINARY.PEEK[{section}]").as_bytes());
+                if let Some((off, len)) = partial {
+                    self.raw(format!("<{off}.{len}>").as_bytes());
+                }
+            }
+            FetchAttr::BinarySize(section) => {
+                part_number(section)?;
+                self.raw(format!("BINARY.SIZE[{section}]").as_bytes());
+            }
         }
         Ok(())
+    }
+}
+
+/// A BINARY section must be a part number: `1`, `2.3` (no `HEADER`, no empty section).
+fn part_number(section: &str) -> Result<(), EncodeError> {
+    let ok = !section.is_empty()
+        && section
+            .split('.')
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EncodeError::Invalid(format!("BINARY section `{section}`")))
     }
 }
 
@@ -1006,5 +1159,34 @@ mod tests {
             changed_since: None,
         };
         assert!(f.encode("A1", false).is_err());
+        for bad in ["", "HEADER", "1.", "0", "1.a", "1]"] {
+            let f = Command::Fetch {
+                uid: true,
+                set: SequenceSet::single(1),
+                attrs: vec![FetchAttr::BinarySize(bad.into())],
+                changed_since: None,
+            };
+            assert!(f.encode("A1", false).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn binary_fetch() {
+        let f = Command::Fetch {
+            uid: true,
+            set: SequenceSet::single(9),
+            attrs: vec![
+                FetchAttr::BinarySize("2".into()),
+                FetchAttr::BinaryPeek {
+                    section: "3.1".into(),
+                    partial: Some((1024, 512)),
+                },
+            ],
+            changed_since: None,
+        };
+        assert_eq!(
+            one(&f),
+            "A1 UID FETCH 9 (BINARY.SIZE[2] BINARY.PEEK[3.1]<1024.512>)\r\n"
+        );
     }
 }

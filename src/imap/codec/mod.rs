@@ -13,6 +13,8 @@
 //! [`DecodeError`]. All of them are in bytes (see [`Limits`]); the session adds one more, the
 //! bytes of responses it holds for one command ([`Limits::backlog_cap`]).
 //!
+//! Search criteria typed by a user are parsed into [`SearchKey`] values by [`search`].
+//!
 //! Encoding lives in [`encode`]: a [`Command`] becomes one or more byte chunks; between two chunks
 //! the client waits for the server's continuation request (synchronising literals), unless
 //! LITERAL+ lets it send them at once.
@@ -20,11 +22,13 @@
 pub mod encode;
 pub mod mutf7;
 pub mod parse;
+pub mod search;
 
 pub use encode::{
-    imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn, QResync,
-    SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
+    append_prefix, imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn,
+    QResync, SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
+pub use search::{parse_criteria, CriteriaError};
 
 use crate::error::printable;
 use crate::imap::types::Response;

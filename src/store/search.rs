@@ -1,0 +1,136 @@
+//! Server-side search: `UID SEARCH` over one mailbox or all of them.
+//!
+//! Criteria arrive as [`SearchKey`] values (parsed from user text by
+//! [`crate::imap::codec::parse_criteria`]); the encoder sends every string as an AString,
+//! adds `CHARSET UTF-8` when one is not ASCII (unless UTF8=ACCEPT is on), and asks for
+//! `ESEARCH` (`RETURN (ALL)`, a compact UID set) where the server offers it.
+//!
+//! The SEARCH is pipelined behind a fresh EXAMINE, so one round trip answers it and the
+//! server's view is current (a session that selected the mailbox long ago would not see
+//! messages other clients added since). The hits are UIDs of the generation the EXAMINE
+//! reported; if some are not in our index yet, or the generation is not the one we hold, the
+//! index is refreshed before the hits are returned, so every hit names a message the
+//! filesystem can show. A search the server rejects (BAD, `[BADCHARSET]`) is invalid input,
+//! not an I/O error.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, SearchKey, SearchReturn};
+use crate::imap::pool::Retry;
+use crate::imap::types::{Code, Uid, UidValidity, Untagged};
+use crate::store::ids::MailboxId;
+use crate::store::Account;
+
+/// Most UIDs taken from one answer (a hostile server cannot make us hold more).
+const MAX_HITS: usize = 10_000_000;
+
+/// The messages of one mailbox generation that match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHits {
+    pub mailbox: MailboxId,
+    pub validity: UidValidity,
+    /// Ascending, each in the mailbox's index when returned.
+    pub uids: Vec<Uid>,
+}
+
+impl Account {
+    /// `UID SEARCH criteria` in one mailbox.
+    pub fn search(&self, mailbox: MailboxId, criteria: &[SearchKey]) -> Result<SearchHits> {
+        let name = self.require_name(mailbox)?;
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        let (validity, mut uids) = self
+            .pool
+            .with_session(Some(&name), Retry::Idempotent, |s| {
+                let esearch = s.has_capability("ESEARCH");
+                let cmd = Command::Search {
+                    uid: true,
+                    criteria: criteria.to_vec(),
+                    ret: if esearch {
+                        vec![SearchReturn::All]
+                    } else {
+                        Vec::new()
+                    },
+                    utf8: s.utf8(),
+                };
+                let done = s
+                    .reselect_then(&name, true, Some(cmd))?
+                    .ok_or_else(|| Error::Protocol("no reply to UID SEARCH".into()))?;
+                let validity = s
+                    .selected()
+                    .and_then(|sel| sel.uidvalidity)
+                    .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
+                Ok((validity, hits(done.map_err(refused)?.untagged)))
+            })?;
+        uids.sort_unstable();
+        uids.dedup();
+        let known = |uids: &[Uid]| {
+            self.cached_index(mailbox).is_some_and(|ix| {
+                let ix = ix.read();
+                ix.validity == validity && uids.iter().all(|u| ix.messages.contains_key(u))
+            })
+        };
+        if !known(&uids) {
+            // New mail since our listing, or a new generation: list again first.
+            let index = self.index(mailbox, Duration::ZERO)?;
+            let ix = index.read();
+            if ix.validity != validity {
+                return Err(Error::NoMailbox(format!(
+                    "{name} changed generation during the search"
+                )));
+            }
+            uids.retain(|u| ix.messages.contains_key(u));
+        }
+        Ok(SearchHits {
+            mailbox,
+            validity,
+            uids,
+        })
+    }
+
+    /// Searches run so far (for the mount's statistics).
+    pub fn searches_run(&self) -> u64 {
+        self.searches.load(Ordering::Relaxed)
+    }
+}
+
+/// The UIDs of `* SEARCH` and `* ESEARCH ... UID ALL` answers.
+fn hits(untagged: Vec<Untagged>) -> Vec<Uid> {
+    let mut out = Vec::new();
+    for u in untagged {
+        match u {
+            Untagged::Search { nums, .. } => out.extend(nums.into_iter().filter_map(Uid::new)),
+            // Only UID SEARCH is sent, so the numbers are UIDs even if `UID` is missing.
+            Untagged::ESearch(e) => {
+                if let Some(all) = e.all {
+                    out.extend(all.iter_capped(u32::MAX - 1, MAX_HITS).filter_map(Uid::new));
+                }
+            }
+            _ => {}
+        }
+        if out.len() > MAX_HITS {
+            out.truncate(MAX_HITS);
+            break;
+        }
+    }
+    out
+}
+
+/// A search the server refused is invalid criteria (EINVAL), with the server's reason.
+fn refused(e: Error) -> Error {
+    let clean = |t: &str| t.chars().filter(|c| !c.is_control()).collect::<String>();
+    match e {
+        Error::Bad { text, .. } => Error::InvalidInput(format!(
+            "the server rejected the search: {}",
+            clean(&text.text)
+        )),
+        Error::No { text, .. } if matches!(text.code, Some(Code::BadCharset(_))) => {
+            Error::InvalidInput(format!(
+                "the server cannot search in UTF-8: {}",
+                clean(&text.text)
+            ))
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,159 @@
+//! Flags: replacing STOREs with UNCHANGEDSINCE, deltas without; the index learns the result.
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, FetchAttr, StoreMode};
+use crate::imap::pool::Retry;
+use crate::imap::types::{Code, FetchItem, Flag, ModSeq, SequenceSet, Uid, Untagged};
+use crate::store::changes::Change;
+use crate::store::ids::MessageRef;
+use crate::store::index::IndexChange;
+use crate::store::write::{select_rw, FlagEdit};
+use crate::store::Account;
+
+impl Account {
+    /// Change a message's flags. Returns the flags it has afterwards.
+    pub fn set_flags(&self, msg: MessageRef, edit: &FlagEdit) -> Result<Vec<Flag>> {
+        let name = self.require_name(msg.mailbox)?;
+        let known = self.indexes.meta(msg);
+        let set = SequenceSet::single(msg.uid.get());
+        let flags = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
+            let sel = select_rw(s, &name, msg.validity)?;
+            check_permanent(sel.permanent_flags.as_deref(), edit)?;
+            let condstore = sel.highest_modseq.is_some();
+            let cmds: Vec<Command> = match edit {
+                FlagEdit::Replace(flags) => vec![Command::Store {
+                    uid: true,
+                    set: set.clone(),
+                    mode: StoreMode::Replace,
+                    silent: false,
+                    flags: flags.clone(),
+                    unchanged_since: known.as_ref().and_then(|m| m.modseq).filter(|_| condstore),
+                }],
+                FlagEdit::Delta { add, remove } => {
+                    [(StoreMode::Add, add), (StoreMode::Remove, remove)]
+                        .into_iter()
+                        .filter(|(_, f)| !f.is_empty())
+                        .map(|(mode, flags)| Command::Store {
+                            uid: true,
+                            set: set.clone(),
+                            mode,
+                            silent: false,
+                            flags: flags.clone(),
+                            unchanged_since: None,
+                        })
+                        .collect()
+                }
+            };
+            let mut modified = false;
+            let mut latest = None;
+            for r in s.pipeline(&cmds)? {
+                let done = r?;
+                modified |= matches!(done.text.code, Some(Code::Modified(_)));
+                latest = flags_of(&done.untagged, msg.uid).or(latest);
+            }
+            if modified || latest.is_none() {
+                // Lost a race, or the server sent no FETCH: ask what the flags are now.
+                let mut attrs = vec![FetchAttr::Uid, FetchAttr::Flags];
+                if condstore {
+                    attrs.push(FetchAttr::ModSeq);
+                }
+                let now = s.run(Command::Fetch {
+                    uid: true,
+                    set: set.clone(),
+                    attrs,
+                    changed_since: None,
+                })?;
+                latest = flags_of(&now.untagged, msg.uid);
+            }
+            let Some((flags, modseq)) = latest else {
+                return Err(Error::NoMessage(format!("UID {} in {name}", msg.uid)));
+            };
+            if modified {
+                let wanted = match edit {
+                    FlagEdit::Replace(f) => f,
+                    FlagEdit::Delta { .. } => unreachable!("deltas carry no UNCHANGEDSINCE"),
+                };
+                if !same_flags(&flags, wanted) {
+                    self.apply_flags(msg, flags, modseq);
+                    return Err(Error::Conflict(format!(
+                        "flags of UID {} changed meanwhile; read them and try again",
+                        msg.uid
+                    )));
+                }
+            }
+            Ok((flags, modseq))
+        });
+        let (flags, modseq) = match flags {
+            Err(Error::NoMessage(m)) => {
+                self.forget_message(msg);
+                return Err(Error::NoMessage(m));
+            }
+            other => other?,
+        };
+        self.apply_flags(msg, flags.clone(), modseq);
+        Ok(flags)
+    }
+
+    fn apply_flags(&self, msg: MessageRef, flags: Vec<Flag>, modseq: Option<ModSeq>) {
+        let change = IndexChange::Flags {
+            uid: msg.uid,
+            flags,
+            modseq,
+        };
+        if self.indexes.apply(msg.mailbox, msg.validity, change) {
+            self.changes.send([Change::Changed {
+                mailbox: msg.mailbox,
+                validity: msg.validity,
+                uids: vec![msg.uid],
+            }]);
+        }
+    }
+}
+
+/// Refuse flags the server would not keep (outside PERMANENTFLAGS).
+fn check_permanent(permanent: Option<&[Flag]>, edit: &FlagEdit) -> Result<()> {
+    let Some(permanent) = permanent else {
+        return Ok(());
+    };
+    let may_create = permanent.contains(&Flag::MayCreate);
+    for f in edit.flags_set() {
+        let ok = permanent.contains(f) || (may_create && matches!(f, Flag::Keyword(_)));
+        if !ok {
+            return Err(Error::NotPermitted(format!(
+                "the server does not keep the flag {f} (PERMANENTFLAGS)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The flags (and MODSEQ) a FETCH reported for `uid`.
+fn flags_of(untagged: &[Untagged], uid: Uid) -> Option<(Vec<Flag>, Option<ModSeq>)> {
+    untagged.iter().rev().find_map(|u| {
+        let Untagged::Fetch { items, .. } = u else {
+            return None;
+        };
+        if !items.contains(&FetchItem::Uid(uid)) {
+            return None;
+        }
+        let flags = items.iter().find_map(|i| match i {
+            FetchItem::Flags(f) => Some(f.clone()),
+            _ => None,
+        })?;
+        let modseq = items.iter().find_map(|i| match i {
+            FetchItem::ModSeq(m) => Some(*m),
+            _ => None,
+        });
+        Some((flags, modseq))
+    })
+}
+
+fn same_flags(a: &[Flag], b: &[Flag]) -> bool {
+    let clean = |f: &[Flag]| {
+        let mut v: Vec<Flag> = f.iter().filter(|f| **f != Flag::Recent).cloned().collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    clean(a) == clean(b)
+}

@@ -1,0 +1,217 @@
+//! Changing mail: flags, removal, moves between folders, and new messages.
+//!
+//! Every change goes to a read-write SELECT of the mailbox after checking that its UIDVALIDITY
+//! is the one the caller named, so a change can only ever touch the message the user named.
+//! Rules that keep mail safe:
+//!
+//! - Removal is `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE` of that UID alone
+//!   (UIDPLUS). Never a plain EXPUNGE, which would also remove messages another client marked
+//!   `\Deleted`: without UIDPLUS a message is moved to the `\Trash` folder (MOVE), and where that
+//!   is impossible the removal is refused (EPERM).
+//! - A move is `UID MOVE`, or `UID COPY` then the removal above of the source only after the
+//!   copy succeeded; without MOVE and UIDPLUS it is refused before anything is sent.
+//! - Commands that are not idempotent (APPEND, COPY, MOVE, EXPUNGE) are never re-sent blindly
+//!   ([`Retry::Never`]). After a broken connection the store finds out on a new connection
+//!   what the server did (is the UID still there? is a message with this Message-ID in the
+//!   target?) and only then completes or reports. The worst outcome is a duplicate, never a
+//!   loss.
+//! - Flags: `+FLAGS`/`-FLAGS` are deltas the server applies atomically, so they cannot undo
+//!   another client's change; a replacing `FLAGS` goes with `UNCHANGEDSINCE` where the server
+//!   has CONDSTORE, and losing that race is an error (EBUSY), not a silent overwrite.
+//!
+//! Moves are batched: [`Account::queue_move`] returns at once and the caller's thread (or the
+//! one already flushing) sends every queued move of a burst as one `UID MOVE` per (source,
+//! target) pair; [`Account::settle`] waits until nothing queued touches a mailbox, so a
+//! listing after `mv` is exact.
+//!
+//! Files: `flags` (STORE), `remove` (expunge or Trash), `moves` (the batch queue, MOVE or
+//! COPY + expunge), `append` (APPEND, message checks); this file holds what they share: the
+//! read-write selection with its UIDVALIDITY check, the server's write capabilities, and the
+//! index updates after a removal.
+
+mod append;
+mod flags;
+mod moves;
+mod remove;
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::imap::pool::Retry;
+use crate::imap::session::{Selected, Session};
+use crate::imap::types::{Flag, MailboxName, Uid, UidValidity};
+use crate::store::changes::Change;
+use crate::store::ids::MailboxId;
+use crate::store::index::IndexChange;
+use crate::store::Account;
+pub use append::{message_id, MessageBody, NewMessage};
+pub use moves::{MoveQueue, QueuedMove};
+
+/// What `rm` of a message does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeleteMode {
+    /// Expunge it (UIDPLUS), or move it to Trash where the server cannot expunge one UID.
+    #[default]
+    Expunge,
+    /// Move it to the `\Trash` folder; in Trash itself, expunge.
+    Trash,
+}
+
+/// A change to a message's flags, as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagEdit {
+    /// Exactly these flags (`\Seen \Flagged`; empty clears them).
+    Replace(Vec<Flag>),
+    /// Add some and remove others (`+\Flagged -\Seen`).
+    Delta { add: Vec<Flag>, remove: Vec<Flag> },
+}
+
+impl FlagEdit {
+    /// Parse an xattr value: words separated by white space. Without signs the words replace
+    /// the flags; a `+` or `-` before a word adds or removes it, and holds for the words that
+    /// follow until the next sign. Mixing both forms, `\Recent`, `\*` or a word that is no
+    /// flag is invalid.
+    pub fn parse(value: &str) -> Result<FlagEdit> {
+        let mut replace = Vec::new();
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        let mut sign: Option<bool> = None;
+        for word in value.split_whitespace() {
+            let (s, w) = match word.as_bytes()[0] {
+                b'+' => (Some(true), &word[1..]),
+                b'-' => (Some(false), &word[1..]),
+                _ => (None, word),
+            };
+            if s.is_some() {
+                sign = s;
+            }
+            if w.is_empty() {
+                continue;
+            }
+            let flag = Flag::parse(w)
+                .filter(|f| !matches!(f, Flag::Recent | Flag::MayCreate))
+                .ok_or_else(|| Error::InvalidInput(format!("`{w}` is not a flag one can set")))?;
+            match sign {
+                None => replace.push(flag),
+                Some(true) => add.push(flag),
+                Some(false) => remove.push(flag),
+            }
+        }
+        match (replace.is_empty(), add.is_empty() && remove.is_empty()) {
+            (false, false) => Err(Error::InvalidInput(
+                "flags: either a list that replaces, or +/- changes, not both".into(),
+            )),
+            (true, false) => Ok(FlagEdit::Delta { add, remove }),
+            _ => Ok(FlagEdit::Replace(replace)),
+        }
+    }
+
+    pub(super) fn flags_set(&self) -> impl Iterator<Item = &Flag> {
+        let (a, b): (&[Flag], &[Flag]) = match self {
+            FlagEdit::Replace(f) => (f, &[]),
+            FlagEdit::Delta { add, .. } => (add, &[]),
+        };
+        a.iter().chain(b)
+    }
+}
+
+impl Account {
+    /// Which write extensions the server has.
+    pub(super) fn capabilities(&self) -> Result<WriteCaps> {
+        self.pool.with_session(None, Retry::Idempotent, |s| {
+            Ok(WriteCaps {
+                uidplus: s.has_capability("UIDPLUS"),
+                moves: s.has_capability("MOVE"),
+            })
+        })
+    }
+
+    /// Messages left a mailbox: out of the index, and the filesystem hears of it.
+    pub(super) fn removed(&self, id: MailboxId, validity: UidValidity, uids: &[Uid]) {
+        let mut gone = Vec::new();
+        for &u in uids {
+            if self.indexes.apply(id, validity, IndexChange::Removed(u)) {
+                gone.push(u);
+            }
+        }
+        self.changes.send([Change::Removed {
+            mailbox: id,
+            validity,
+            uids: uids.to_vec(),
+        }]);
+        let _ = gone;
+    }
+
+    /// Make the next question about a mailbox's messages ask the server.
+    pub(super) fn touch(&self, id: MailboxId) {
+        if let Some(ix) = self.indexes.get(id) {
+            ix.write().fetched_at = Instant::now() - Duration::from_secs(3600 * 24 * 365);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WriteCaps {
+    pub(super) uidplus: bool,
+    pub(super) moves: bool,
+}
+
+/// SELECT `name` read-write (unless it is) and check that it is still at `validity`.
+pub(super) fn select_rw<'a>(
+    s: &'a mut Session,
+    name: &MailboxName,
+    validity: UidValidity,
+) -> Result<&'a Selected> {
+    let mut current = s.select(name, false)?.uidvalidity;
+    if current.is_some_and(|v| v != validity) {
+        current = s.reselect(name, false)?.uidvalidity;
+    }
+    match current {
+        Some(v) if v == validity => {}
+        Some(_) => {
+            return Err(Error::NoMessage(format!(
+                "{name} was recreated (UIDVALIDITY changed)"
+            )))
+        }
+        None => return Err(Error::Protocol(format!("no UIDVALIDITY for {name}"))),
+    }
+    let sel = s
+        .selected()
+        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
+    if sel.read_only {
+        return Err(Error::NotPermitted(format!(
+            "{name} is read-only on the server"
+        )));
+    }
+    Ok(sel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_edits_parse() {
+        assert_eq!(
+            FlagEdit::parse("\\Seen  \\Flagged").unwrap(),
+            FlagEdit::Replace(vec![Flag::Seen, Flag::Flagged])
+        );
+        assert_eq!(FlagEdit::parse("").unwrap(), FlagEdit::Replace(vec![]));
+        assert_eq!(
+            FlagEdit::parse("+\\Flagged work -\\Seen").unwrap(),
+            FlagEdit::Delta {
+                add: vec![Flag::Flagged, Flag::Keyword("work".into())],
+                remove: vec![Flag::Seen]
+            }
+        );
+        for bad in [
+            "\\Seen +\\Flagged",
+            "+\\Recent",
+            "\\*",
+            "a(b",
+            "\\",
+            "+\\Se\"en",
+        ] {
+            assert!(FlagEdit::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

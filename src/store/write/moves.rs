@@ -1,0 +1,412 @@
+//! Moving messages between folders, in batches: UID MOVE, or UID COPY then the removal of
+//! the sources; after a broken connection, what the server did is found out first.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::imap::codec::{Command, FetchAttr};
+use crate::imap::pool::Retry;
+use crate::imap::session::Completed;
+use crate::imap::types::{Code, FetchItem, SequenceSet, Status, Uid, UidValidity, Untagged};
+use crate::store::changes::Change;
+use crate::store::ids::{MailboxId, MessageRef};
+use crate::store::index::{IndexChange, MessageMeta};
+use crate::store::write::{message_id, select_rw};
+use crate::store::Account;
+
+/// A move waiting in the batch.
+pub struct QueuedMove {
+    pub msg: MessageRef,
+    pub target: MailboxId,
+    /// Told the outcome: the message's UID in the target, when the server said.
+    pub done: Box<dyn FnOnce(Result<Option<Uid>>) + Send>,
+}
+
+/// Moves queued for the next batch, and whether a thread is sending one.
+#[derive(Default)]
+pub struct MoveQueue {
+    state: Mutex<MoveState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct MoveState {
+    queued: Vec<QueuedMove>,
+    /// Mailboxes touched by the batch being sent.
+    in_flight: Vec<MailboxId>,
+    /// The messages of the batch being sent.
+    moving: Vec<MessageRef>,
+    flushing: bool,
+    last_queued: Option<Instant>,
+}
+
+/// A burst of moves ends when none arrives for this long.
+const MOVE_QUIET: Duration = Duration::from_millis(5);
+
+/// ... or when the first queued move has waited this long.
+const MOVE_MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// ... or at this many.
+const MOVE_MAX_BATCH: usize = 2000;
+
+impl Account {
+    /// Queue a move of a message to another mailbox; sent with the rest of its burst. The
+    /// caller may flush right after with [`Account::flush_moves`].
+    pub fn queue_move(&self, mv: QueuedMove) -> Result<()> {
+        if mv.msg.mailbox == mv.target {
+            return Err(Error::NotPermitted(
+                "a message cannot move within its folder".into(),
+            ));
+        }
+        let caps = self.capabilities()?;
+        if !caps.moves && !caps.uidplus {
+            log::warn!(
+                "not moving: the server has neither MOVE nor UIDPLUS, so the source could \
+                 only be removed by a plain EXPUNGE"
+            );
+            return Err(Error::NotPermitted(
+                "the server can neither MOVE nor expunge a single message".into(),
+            ));
+        }
+        let mut st = self.moves.state.lock();
+        st.queued.push(mv);
+        st.last_queued = Some(Instant::now());
+        drop(st);
+        self.moves.changed.notify_all();
+        Ok(())
+    }
+
+    /// Send queued moves unless another thread already does. Returns when the queue is
+    /// empty or another thread has taken over.
+    pub fn flush_moves(&self) {
+        let mut st = self.moves.state.lock();
+        if st.flushing {
+            return;
+        }
+        st.flushing = true;
+        while !st.queued.is_empty() {
+            // Wait for the burst to end.
+            let first = Instant::now();
+            loop {
+                let quiet_since = st.last_queued.unwrap_or(first);
+                let now = Instant::now();
+                if st.queued.len() >= MOVE_MAX_BATCH
+                    || now >= first + MOVE_MAX_WAIT
+                    || now >= quiet_since + MOVE_QUIET
+                {
+                    break;
+                }
+                let until = (quiet_since + MOVE_QUIET).min(first + MOVE_MAX_WAIT);
+                self.moves.changed.wait_until(&mut st, until);
+            }
+            let batch = std::mem::take(&mut st.queued);
+            st.in_flight = batch
+                .iter()
+                .flat_map(|m| [m.msg.mailbox, m.target])
+                .collect();
+            st.moving = batch.iter().map(|m| m.msg).collect();
+            drop(st);
+            self.send_moves(batch);
+            st = self.moves.state.lock();
+            st.in_flight.clear();
+            st.moving.clear();
+            self.moves.changed.notify_all();
+        }
+        st.flushing = false;
+        drop(st);
+        self.moves.changed.notify_all();
+    }
+
+    /// Whether a message is queued to move away (or moving now): it is no longer in its
+    /// folder as far as names go.
+    pub fn is_moving(&self, msg: MessageRef) -> bool {
+        let st = self.moves.state.lock();
+        st.queued.iter().any(|m| m.msg == msg) || st.moving.contains(&msg)
+    }
+
+    /// Wait until no queued or running move touches `mailbox`.
+    pub fn settle(&self, mailbox: MailboxId) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut st = self.moves.state.lock();
+        loop {
+            let busy = st.in_flight.contains(&mailbox)
+                || st
+                    .queued
+                    .iter()
+                    .any(|m| m.msg.mailbox == mailbox || m.target == mailbox);
+            if !busy {
+                return;
+            }
+            if !st.flushing {
+                drop(st);
+                self.flush_moves();
+                st = self.moves.state.lock();
+                continue;
+            }
+            if self.moves.changed.wait_until(&mut st, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
+    /// Wait until every queued move is sent (unmount).
+    pub fn settle_all(&self) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut st = self.moves.state.lock();
+        while !st.queued.is_empty() || st.flushing {
+            if !st.flushing {
+                drop(st);
+                self.flush_moves();
+                st = self.moves.state.lock();
+                continue;
+            }
+            if self.moves.changed.wait_until(&mut st, deadline).timed_out() {
+                log::warn!("unmounting with {} moves not sent", st.queued.len());
+                return;
+            }
+        }
+    }
+
+    /// Send one batch: one move per (source, generation, target).
+    fn send_moves(&self, batch: Vec<QueuedMove>) {
+        let mut groups: BTreeMap<(MailboxId, u32, MailboxId), Vec<QueuedMove>> = BTreeMap::new();
+        for m in batch {
+            groups
+                .entry((m.msg.mailbox, m.msg.validity.get(), m.target))
+                .or_default()
+                .push(m);
+        }
+        for ((src, _, target), moves) in groups {
+            let validity = moves[0].msg.validity;
+            let uids: Vec<Uid> = moves.iter().map(|m| m.msg.uid).collect();
+            match self.move_now(src, validity, &uids, target) {
+                Ok(map) => {
+                    for m in moves {
+                        let new = map.get(&m.msg.uid).copied();
+                        (m.done)(Ok(new));
+                    }
+                }
+                Err(e) => {
+                    log::warn!("moving {} message(s): {e}", uids.len());
+                    let text = e.to_string();
+                    for m in moves {
+                        (m.done)(Err(Error::Protocol(text.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Move `uids` from `src` (at `validity`) to `target` now. Returns the new UIDs the
+    /// server reported (COPYUID).
+    pub fn move_now(
+        &self,
+        src: MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        target: MailboxId,
+    ) -> Result<BTreeMap<Uid, Uid>> {
+        let name = self.require_name(src)?;
+        let to = self.require_name(target)?;
+        let caps = self.capabilities()?;
+        let mut remaining: Vec<Uid> = uids.to_vec();
+        let mut map = BTreeMap::new();
+        let mut tries = 0;
+        while !remaining.is_empty() {
+            tries += 1;
+            let set = SequenceSet::from_numbers(remaining.iter().map(|u| u.get()));
+            let r = self.pool.with_session(Some(&name), Retry::Never, |s| {
+                select_rw(s, &name, validity)?;
+                let cmd = if caps.moves {
+                    Command::Move {
+                        uid: true,
+                        set: set.clone(),
+                        mailbox: to.clone(),
+                    }
+                } else {
+                    Command::Copy {
+                        uid: true,
+                        set: set.clone(),
+                        mailbox: to.clone(),
+                    }
+                };
+                let done = s.run(cmd)?;
+                Ok(copy_uids(&done))
+            });
+            match r {
+                Ok(pairs) => {
+                    map.extend(pairs);
+                    if !caps.moves {
+                        // The copy is safe in the target: now remove the sources.
+                        self.expunge_uids(src, validity, &remaining)?;
+                    }
+                    remaining.clear();
+                }
+                Err(e) if e.is_fatal_to_connection() && tries < 3 => {
+                    log::warn!("connection lost while moving from {name} to {to} ({e}): checking");
+                    remaining = self.find_unmoved(src, validity, &remaining, target, caps.moves)?;
+                }
+                Err(e) => {
+                    self.touch(target);
+                    return Err(e);
+                }
+            }
+        }
+        self.moved(src, validity, uids, target, &map);
+        Ok(map)
+    }
+
+    /// After a broken connection during a move: which of `uids` must still be sent. With
+    /// MOVE, those still in the source. With COPY, those in the source whose Message-ID is
+    /// not yet in the target (the ones that are get their source removed now).
+    fn find_unmoved(
+        &self,
+        src: MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        target: MailboxId,
+        moves: bool,
+    ) -> Result<Vec<Uid>> {
+        let name = self.require_name(src)?;
+        let to = self.require_name(target)?;
+        let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
+        let present: Vec<(Uid, Option<String>)> =
+            self.pool
+                .with_session(Some(&name), Retry::Idempotent, |s| {
+                    select_rw(s, &name, validity)?;
+                    let done = s.run(Command::Fetch {
+                        uid: true,
+                        set: set.clone(),
+                        attrs: vec![
+                            FetchAttr::Uid,
+                            FetchAttr::BodyPeek {
+                                section: "HEADER.FIELDS (MESSAGE-ID)".into(),
+                                partial: None,
+                            },
+                        ],
+                        changed_since: None,
+                    })?;
+                    Ok(done
+                        .untagged
+                        .iter()
+                        .filter_map(|u| match u {
+                            Untagged::Fetch { items, .. } => {
+                                let uid = items.iter().find_map(|i| match i {
+                                    FetchItem::Uid(u) => Some(*u),
+                                    _ => None,
+                                })?;
+                                let mid = items.iter().find_map(|i| match i {
+                                    FetchItem::Body { data: Some(d), .. } => message_id(d),
+                                    _ => None,
+                                });
+                                Some((uid, mid))
+                            }
+                            _ => None,
+                        })
+                        .collect())
+                })?;
+        let present: Vec<(Uid, Option<String>)> = present
+            .into_iter()
+            .filter(|(u, _)| uids.contains(u))
+            .collect();
+        if moves {
+            return Ok(present.into_iter().map(|(u, _)| u).collect());
+        }
+        let mut copied = Vec::new();
+        let mut unsent = Vec::new();
+        for (uid, mid) in present {
+            let found = match &mid {
+                Some(id) => !self.search_message_id(&to, id)?.is_empty(),
+                None => false,
+            };
+            if found {
+                copied.push(uid);
+            } else {
+                unsent.push(uid);
+            }
+        }
+        if !copied.is_empty() {
+            self.expunge_uids(src, validity, &copied)?;
+        }
+        Ok(unsent)
+    }
+
+    /// A move is done: the sources leave, the copies arrive under the UIDs the server gave
+    /// them (or the target is listed again when it gave none).
+    fn moved(
+        &self,
+        src: MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        target: MailboxId,
+        map: &BTreeMap<Uid, Uid>,
+    ) {
+        let metas: Vec<(Uid, Option<MessageMeta>)> = uids
+            .iter()
+            .map(|&u| {
+                let msg = MessageRef {
+                    mailbox: src,
+                    validity,
+                    uid: u,
+                };
+                (u, self.indexes.meta(msg))
+            })
+            .collect();
+        self.removed(src, validity, uids);
+        let target_validity = self.indexes.get(target).map(|ix| ix.read().validity);
+        let mut added = Vec::new();
+        if map.len() == uids.len() {
+            if let Some(tv) = target_validity {
+                for (u, meta) in metas {
+                    if let (Some(&new), Some(meta)) = (map.get(&u), meta) {
+                        if self
+                            .indexes
+                            .apply(target, tv, IndexChange::Added(new, meta))
+                        {
+                            added.push(new);
+                        }
+                    }
+                }
+                if !added.is_empty() {
+                    self.changes.send([Change::Added {
+                        mailbox: target,
+                        validity: tv,
+                        uids: added,
+                    }]);
+                }
+                return;
+            }
+        }
+        self.touch(target);
+    }
+}
+
+/// The source -> target UID pairs of a COPYUID code, in the tagged reply or (MOVE, RFC 6851)
+/// an untagged OK before it.
+fn copy_uids(done: &Completed) -> Vec<(Uid, Uid)> {
+    let untagged_codes = done.untagged.iter().filter_map(|u| match u {
+        Untagged::Status {
+            status: Status::Ok,
+            text,
+        } => text.code.as_ref(),
+        _ => None,
+    });
+    let mut out = Vec::new();
+    for code in done.text.code.iter().chain(untagged_codes) {
+        if let Code::CopyUid { source, dest, .. } = code {
+            let src: Vec<u32> = source.iter_capped(u32::MAX - 1, 1_000_000).collect();
+            let dst: Vec<u32> = dest.iter_capped(u32::MAX - 1, 1_000_000).collect();
+            if src.len() == dst.len() {
+                out.extend(
+                    src.into_iter()
+                        .zip(dst)
+                        .filter_map(|(a, b)| Some((Uid::new(a)?, Uid::new(b)?))),
+                );
+            }
+        }
+    }
+    out
+}
