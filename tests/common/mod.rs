@@ -2625,3 +2625,14 @@ impl MountOptions<'_> {
         self
     }
 }
+
+/// Runs `cmd` with a one-minute deadline and requires it to succeed (its stderr in the panic).
+pub fn run_ok(cmd: &[&str]) -> Output {
+    let out = run(cmd, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
