@@ -403,3 +403,43 @@ fn while_the_server_is_down_operations_fail_fast_and_the_outage_is_logged_once()
     );
     assert_eq!(told("reachable again"), 1, "{context}");
 }
+
+#[test]
+fn a_message_another_client_expunged_reads_as_gone_not_as_an_error() {
+    // Found by the soak run (scripts/soak.sh): Dovecot answers `* n FETCH (UID u BODY[]<0>
+    // NIL)`, `* n EXPUNGE` and `OK [EXPUNGEISSUED]` for a message that another client
+    // expunged since the session's last sync point. That is a message gone (ENOENT, and it
+    // leaves the listing), not a server fault (EIO).
+    let seed = seed();
+    let dovecot = Dovecot::start(&seed);
+    let mount = mount(
+        &dovecot,
+        &["--timeout", "5", "--dir-ttl", "60", "--idle", "no"],
+    );
+    let inbox = mount.join("INBOX");
+    // The listing is cached, and the pooled session has INBOX selected.
+    assert_eq!(
+        names(&inbox, Duration::from_secs(20)).expect("ls INBOX"),
+        message_names(12)
+    );
+    dovecot.oracle_expunge("INBOX", 7);
+    let (r, _) = timed_read(&inbox.join("7.eml"), Duration::from_secs(20));
+    let err = r.expect_err("read a message expunged by another client");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ENOENT),
+        "{err}\n{}",
+        common::tail(&mount.log(), 30)
+    );
+    let mut want = message_names(12);
+    want.retain(|n| n != "7.eml");
+    assert_eq!(
+        names(&inbox, Duration::from_secs(20)).expect("ls INBOX"),
+        want
+    );
+    let (r, _) = timed_read(&inbox.join("8.eml"), Duration::from_secs(20));
+    assert_eq!(
+        r.expect("read INBOX/8.eml"),
+        seed.folder("INBOX").message(8).bytes
+    );
+}

@@ -15,9 +15,10 @@
 //!
 //! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
 //! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
-//! A `NIL` body is never an empty block: for a block the read needs it is a failure (EIO;
-//! the server answered for the UID, so the message is not taken for gone), for a block
-//! fetched ahead it is simply not kept.
+//! A `NIL` body is never an empty block. Dovecot sends one for a message that another client
+//! expunged since the session's last sync point, so for the block a read needs it is treated
+//! like no answer (sync, ask again: nothing then means gone, ENOENT); NIL again after the
+//! sync is a server fault (EIO). A NIL for a block fetched ahead is simply not kept.
 //! A FETCH that returns nothing for a UID is not taken as proof that the message is gone until
 //! the session has synced (NOOP) and asked again: a session whose view predates another
 //! client's APPEND knows nothing of the new UID.
@@ -44,6 +45,10 @@ use crate::store::Account;
 
 /// A block fetched from the server: (UID, block number) and its bytes.
 type FetchedBlock = ((Uid, u64), Arc<[u8]>);
+
+/// What a pipeline of block FETCHes gave: the blocks that came back, and the (UID, block)
+/// answered with a NIL body.
+type Fetched = (Vec<FetchedBlock>, Vec<(Uid, u64)>);
 
 const FETCH_STRIPES: usize = 64;
 
@@ -334,12 +339,21 @@ impl Account {
         let cmds: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
         let result = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
             check_validity(s, &name, msg.validity)?;
-            let mut out = run_fetches(s, &cmds, required, bs)?;
+            let (mut out, _) = run_fetches(s, &cmds, required.len(), bs)?;
             if !out.iter().any(|(k, _)| *k == required[0]) {
-                // Nothing for the message: gone, or appended after this session's last sync
-                // point. Sync, then ask once more for the blocks that are needed.
+                // Nothing for the message, or NIL (Dovecot's answer for a message another
+                // client expunged since this session's last sync point): gone, or appended
+                // after that point. Sync, then ask once more for the blocks that are needed.
                 s.run(Command::Noop)?;
-                out.extend(run_fetches(s, &cmds[..required.len()], required, bs)?);
+                let (again, nil) = run_fetches(s, &cmds[..required.len()], required.len(), bs)?;
+                if nil.contains(&required[0]) {
+                    // Still there, still no body: a server fault, not a missing message.
+                    return Err(Error::Protocol(format!(
+                        "the server answered NIL for the body of UID {}",
+                        msg.uid
+                    )));
+                }
+                out.extend(again);
             }
             Ok(out)
         });
@@ -372,24 +386,23 @@ impl Account {
     }
 }
 
-/// Run block FETCHes as one pipeline; the first `required.len()` commands fetch the blocks
-/// `required` and must succeed. Returns the blocks that came back. A NIL body is no data
-/// (never an empty block): for a required block it fails the fetch, since the server still
-/// has the message (it answered for its UID) but would not give the bytes.
+/// Run block FETCHes as one pipeline; the first `required` must succeed. Returns the blocks
+/// that came back, and those answered with a NIL body: no data, never an empty block.
 fn run_fetches(
     s: &mut Session,
     cmds: &[Command],
-    required: &[(Uid, u64)],
+    required: usize,
     bs: u64,
-) -> Result<Vec<FetchedBlock>> {
+) -> Result<Fetched> {
     let mut untagged = Vec::new();
     for (i, r) in s.pipeline(cmds)?.into_iter().enumerate() {
         match r {
             Ok(done) => untagged.extend(done.untagged),
-            Err(e) if i < required.len() => return Err(e),
+            Err(e) if i < required => return Err(e),
             Err(e) => log::debug!("prefetch failed: {e}"),
         }
     }
+    let mut nil = Vec::new();
     let mut out = Vec::new();
     for u in untagged {
         let Untagged::Fetch { items, .. } = u else {
@@ -415,12 +428,8 @@ fn run_fetches(
             }
             let origin = origin.unwrap_or(0);
             let Some(data) = data else {
-                if required.contains(&(uid, origin / bs)) {
-                    return Err(Error::Protocol(format!(
-                        "the server answered NIL for the body of UID {uid} at {origin}"
-                    )));
-                }
-                log::debug!("server answered NIL for the body of UID {uid} (fetched ahead)");
+                log::debug!("the server answered NIL for the body of UID {uid} at {origin}");
+                nil.push((uid, origin / bs));
                 continue;
             };
             if origin % bs != 0 {
@@ -434,7 +443,7 @@ fn run_fetches(
             out.push(((uid, origin / bs), Arc::from(data)));
         }
     }
-    Ok(out)
+    Ok((out, nil))
 }
 
 /// EXAMINE `name` (unless selected) and make sure its UIDVALIDITY is `validity`. A session
