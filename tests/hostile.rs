@@ -636,6 +636,44 @@ fn defect_1_a_body_longer_or_shorter_than_listed_is_read_to_its_real_end() {
 }
 
 #[test]
+fn defect_1_a_read_past_the_end_of_a_shorter_body_learns_no_false_size() {
+    // Issue 8, defect 1 (its other side): a read that jumps past the end of a body shorter
+    // than listed (`tail -c` seeks to the listed size) gets an empty block; that proves only
+    // that the body ends at or before the block, yet its start was taken as the real length:
+    // stat showed a size that was neither listed nor real.
+    let (listed, short, exact) = (3_500_000u64, 1_900_000usize, 2 * BLOCK as usize);
+    let messages = vec![
+        (1, listed, body_of(1, short)),
+        (2, listed, body_of(2, exact)), // ends exactly at a block boundary
+    ];
+    let server = MailboxServer::start(&messages);
+    let mount = mount_mailbox(&server, &["--timeout", "5"]);
+    let file = mount.join("INBOX/1.eml");
+    let past = pread_within(&file, listed - 100_000, 4096).expect("a read past the end");
+    assert!(past.is_empty(), "{} bytes past the end", past.len());
+    let size = size_of(&file);
+    assert!(
+        size == listed || size == short as u64,
+        "stat after a read past the end: {size}"
+    );
+    for (uid, _, body) in &messages {
+        let file = mount.join(format!("INBOX/{uid}.eml"));
+        let out = cat(&file);
+        assert!(
+            out.status.success(),
+            "UID {uid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&format!("UID {uid}"), &out.stdout, body);
+        common::wait_for(
+            &format!("the real size of UID {uid}"),
+            Duration::from_secs(10),
+            || (size_of(&file) == body.len() as u64).then_some(()),
+        );
+    }
+}
+
+#[test]
 fn defect_2_a_size_learned_from_the_body_survives_an_index_refresh() {
     // Issue 8, defect 2: the real length learned from reading was written into the index,
     // which the next refresh (after dir_ttl) replaced with the server's listing: stat fell

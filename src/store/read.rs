@@ -10,8 +10,9 @@
 //!
 //! Lengths: the listed RFC822.SIZE is a claim. A read whose block comes back short has found
 //! the end of the body: the real length goes into the index ([`IndexChange::BodyLength`]) and
-//! the filesystem hears of it if it differs from what it showed. Until the length is known, a
-//! read is never cut at the listed size: it ends where the body does.
+//! the filesystem hears of it if it differs from what it showed (an empty block proves it only
+//! right after a full one: a reader that jumped past the end learns nothing). Until the length
+//! is known, a read is never cut at the listed size: it ends where the body does.
 //!
 //! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
 //! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
@@ -207,8 +208,18 @@ impl Account {
                 out.extend_from_slice(&data[from as usize..to as usize]);
             }
             if (data.len() as u64) < bs {
-                // The message ends in this block: its real length is known now.
-                self.learn_length(msg, meta.size(), block_start + data.len() as u64);
+                // The message ends in this block: its real length is known now, unless the
+                // block is empty and the reader jumped here: then the body may have ended
+                // in an earlier block, and only a full block just before proves where.
+                let proven = b == 0
+                    || !data.is_empty()
+                    || rs
+                        .blocks
+                        .get(&key(b - 1))
+                        .is_some_and(|d| d.len() as u64 == bs);
+                if proven {
+                    self.learn_length(msg, meta.size(), block_start + data.len() as u64);
+                }
                 break;
             }
         }
@@ -388,12 +399,7 @@ impl Account {
 
 /// Run block FETCHes as one pipeline; the first `required` must succeed. Returns the blocks
 /// that came back, and those answered with a NIL body: no data, never an empty block.
-fn run_fetches(
-    s: &mut Session,
-    cmds: &[Command],
-    required: usize,
-    bs: u64,
-) -> Result<Fetched> {
+fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> Result<Fetched> {
     let mut untagged = Vec::new();
     for (i, r) in s.pipeline(cmds)?.into_iter().enumerate() {
         match r {
