@@ -102,7 +102,7 @@ fn soak() {
             1_700_000_000,
         );
     }
-    let mut dovecot = Dovecot::start(&seed);
+    let dovecot = Dovecot::start(&seed);
     // The seed is what the oracle (not our client) reads.
     let oracle = dovecot.oracle_sha256_all(FOLDER);
     let bodies: Vec<&[u8]> = seed
@@ -253,8 +253,6 @@ fn soak() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    drop(mount);
-    dovecot.kill_server();
 }
 
 /// One reader: until the deadline, list the folder and read messages whole, in runs of
