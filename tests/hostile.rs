@@ -3,6 +3,11 @@
 //! Through a real mount each must give EIO within the timeout, and the mount must work again
 //! once the server behaves.
 //!
+//! The read defects of issue 8 (1-4: bodies longer or shorter than RFC822.SIZE, lengths
+//! learned from reading that a refresh forgot, NIL bodies, a read missing one of its blocks)
+//! go through a real mount to a [`script::mailbox::MailboxServer`], which lists the sizes a
+//! test chooses and fails the blocks it names.
+//!
 //! The engine-level tests further down talk to [`script::Script`] servers with the library
 //! directly: a man in the middle before STARTTLS, a malformed frame inside a pipeline, a peer
 //! trickling bytes, responses too large to hold, terminal escapes in server text.
@@ -528,6 +533,349 @@ fn the_literal_cap_is_configurable() {
         "{}",
         common::tail(&mount.log(), 20)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read defects (issue 8, defects 1-4), through a real mount against a scripted mailbox
+// ---------------------------------------------------------------------------------------------
+
+use script::mailbox::{body_of, Fault, MailboxServer};
+
+/// The block size of imapfs's reads and cache (1 MiB).
+const BLOCK: u64 = 1 << 20;
+
+fn mount_mailbox(server: &MailboxServer, args: &[&str]) -> common::Mount {
+    MountOptions::custom(server.url(), server.script.ca_file.clone(), "secret")
+        .args(args)
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"))
+}
+
+/// One `pread` of `len` bytes at `offset` (no retry on a short count), in a helper thread.
+fn pread_within(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let p = path.to_path_buf();
+    finish_within(Duration::from_secs(30), move || {
+        let f = std::fs::File::open(&p)?;
+        let mut buf = vec![0u8; len];
+        let n = f.read_at(&mut buf, offset)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .unwrap_or_else(|| panic!("pread of {} hung", path.display()))
+}
+
+fn size_of(path: &Path) -> u64 {
+    let p = path.to_path_buf();
+    common::within("stat", Duration::from_secs(20), move || {
+        std::fs::metadata(&p)
+    })
+    .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+    .len()
+}
+
+/// Panic unless `got` is `want`, showing lengths and SHA-256 rather than megabytes of bytes.
+fn assert_same(what: &str, got: &[u8], want: &[u8]) {
+    if got != want {
+        panic!(
+            "{what}: got {} bytes (sha256 {}), want {} bytes (sha256 {})",
+            got.len(),
+            common::sha256_hex(got),
+            want.len(),
+            common::sha256_hex(want)
+        );
+    }
+}
+
+/// `cat FILE`: its exit status and output.
+fn cat(path: &Path) -> std::process::Output {
+    common::run(&["cat".as_ref(), path.as_os_str()], Duration::from_secs(30))
+}
+
+#[test]
+fn defect_1_a_body_longer_or_shorter_than_listed_is_read_to_its_real_end() {
+    // Issue 8, defect 1: while a body's length was unverified, reads were capped at its
+    // RFC822.SIZE (or the kernel's page cache at the listed file size): a 1.5 MB body listed
+    // as 900,000 bytes gave 900,000 bytes, and one listed over a block was cut at the listing.
+    let cases: [(u32, u64, usize); 5] = [
+        // (UID, listed RFC822.SIZE, real length of BODY[])
+        (1, 900_000, 1_500_000), // listed under one block, body over one block
+        (2, BLOCK, 1_300_000),   // listed exactly one block, which comes back full
+        (3, 3_000_000, 3_500_000), // listed over one block; its last listed block comes back full
+        (4, 3_000_000, 2_500_000), // shorter than listed, over one block
+        (5, 900_000, 600_000),   // shorter than listed, within one block
+    ];
+    let messages: Vec<_> = cases
+        .iter()
+        .map(|&(uid, listed, len)| (uid, listed, body_of(uid, len)))
+        .collect();
+    let server = MailboxServer::start(&messages);
+    let mount = mount_mailbox(&server, &["--timeout", "5"]);
+    for (uid, listed, body) in &messages {
+        let file = mount.join(format!("INBOX/{uid}.eml"));
+        assert_eq!(size_of(&file), *listed, "UID {uid} before reading");
+        let out = cat(&file);
+        assert!(
+            out.status.success(),
+            "cat UID {uid}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            common::tail(&mount.log(), 30)
+        );
+        assert_same(
+            &format!("UID {uid} (listed {listed}): cat must give the whole body, no more"),
+            &out.stdout,
+            body,
+        );
+        // Once the body is known, stat shows its real size.
+        common::wait_for(
+            &format!("the real size of UID {uid}"),
+            Duration::from_secs(10),
+            || (size_of(&file) == body.len() as u64).then_some(()),
+        );
+    }
+}
+
+#[test]
+fn defect_1_a_read_past_the_end_of_a_shorter_body_learns_no_false_size() {
+    // Issue 8, defect 1 (its other side): a read that jumps past the end of a body shorter
+    // than listed (`tail -c` seeks to the listed size) gets an empty block; that proves only
+    // that the body ends at or before the block, yet its start was taken as the real length:
+    // stat showed a size that was neither listed nor real.
+    let (listed, short, exact) = (3_500_000u64, 1_900_000usize, 2 * BLOCK as usize);
+    let messages = vec![
+        (1, listed, body_of(1, short)),
+        (2, listed, body_of(2, exact)), // ends exactly at a block boundary
+    ];
+    let server = MailboxServer::start(&messages);
+    let mount = mount_mailbox(&server, &["--timeout", "5"]);
+    let file = mount.join("INBOX/1.eml");
+    let past = pread_within(&file, listed - 100_000, 4096).expect("a read past the end");
+    assert!(past.is_empty(), "{} bytes past the end", past.len());
+    let size = size_of(&file);
+    assert!(
+        size == listed || size == short as u64,
+        "stat after a read past the end: {size}"
+    );
+    for (uid, _, body) in &messages {
+        let file = mount.join(format!("INBOX/{uid}.eml"));
+        let out = cat(&file);
+        assert!(
+            out.status.success(),
+            "UID {uid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&format!("UID {uid}"), &out.stdout, body);
+        common::wait_for(
+            &format!("the real size of UID {uid}"),
+            Duration::from_secs(10),
+            || (size_of(&file) == body.len() as u64).then_some(()),
+        );
+    }
+}
+
+#[test]
+fn defect_2_a_size_learned_from_the_body_survives_an_index_refresh() {
+    // Issue 8, defect 2: the real length learned from reading was written into the index,
+    // which the next refresh (after dir_ttl) replaced with the server's listing: stat fell
+    // back to the listed size and a file opened before the refresh lost its tail.
+    let (listed, len) = (900_000u64, 1_500_000usize);
+    let body = body_of(1, len);
+    let server = MailboxServer::start(&[(1, listed, body.clone())]);
+    let mount = mount_mailbox(&server, &["--timeout", "5", "--dir-ttl", "1"]);
+    let file = mount.join("INBOX/1.eml");
+
+    // A file opened before the refresh, read whole once.
+    let opened = std::fs::File::open(&file).expect("open");
+    let first = finish_within(Duration::from_secs(30), {
+        let mut f = opened.try_clone().expect("dup");
+        move || {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map(|_| v)
+        }
+    })
+    .expect("first read hung")
+    .expect("first read");
+    assert_same("the first read", &first, &body);
+    common::wait_for("the real size", Duration::from_secs(10), || {
+        (size_of(&file) == len as u64).then_some(())
+    });
+
+    // Two refreshes, each after dir_ttl (listing the folder asks the server again); stat
+    // must show the real size all along (the dentry expires meanwhile, so stat asks imapfs).
+    let before = server.listings();
+    let dir = mount.join("INBOX");
+    common::wait_for("two refreshes of INBOX", Duration::from_secs(20), || {
+        let d = dir.clone();
+        common::within("ls INBOX", Duration::from_secs(20), move || {
+            std::fs::read_dir(&d).map(drop)
+        })
+        .expect("ls INBOX");
+        let size = size_of(&file);
+        assert_eq!(size, len as u64, "stat after a refresh");
+        (server.listings() >= before + 2).then_some(())
+    });
+
+    // The file opened before the refreshes still reads its tail.
+    let tail = finish_within(Duration::from_secs(30), move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 400_000];
+        let n = opened.read_at(&mut buf, 1_200_000)?;
+        buf.truncate(n);
+        Ok::<_, std::io::Error>(buf)
+    })
+    .expect("pread hung")
+    .expect("pread of the tail");
+    assert_same(
+        "the tail of a file opened before the refresh",
+        &tail,
+        &body[1_200_000..],
+    );
+    // And a fresh reader gets it all.
+    let out = cat(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same("cat after the refreshes", &out.stdout, &body);
+}
+
+#[test]
+fn defect_3_a_nil_body_is_not_cached_as_an_empty_block() {
+    // Issue 8, defect 3: `BODY[] NIL` (Mail.ru sends NIL where a string belongs) was cached
+    // as an empty block: the message then read as 0 bytes and stat said so, until the cache
+    // let it go. A NIL for the block a read needs must fail that read (EIO, the message is
+    // still there); a NIL for a block fetched ahead is simply not kept.
+    let messages: Vec<_> = (1..=4).map(|u| (u, 5_000, body_of(u, 5_000))).collect();
+    let server = MailboxServer::start(&messages);
+    let mount = mount_mailbox(&server, &["--timeout", "5"]);
+    let path = |uid: u32| mount.join(format!("INBOX/{uid}.eml"));
+    server.fault(3, 0, Fault::Nil);
+    server.fault(4, 0, Fault::Nil);
+
+    // The block a read needs comes back NIL: EIO, and the message is not taken for gone.
+    let err = read_within(&path(4), Duration::from_secs(20))
+        .expect("read hung")
+        .expect_err("a NIL body was read as data");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(size_of(&path(4)), 5_000, "stat after the NIL");
+
+    // Reading the messages before 3 walks the folder: 3 is fetched ahead and comes back NIL.
+    for uid in [1, 2] {
+        let data = read_within(&path(uid), Duration::from_secs(20))
+            .expect("read hung")
+            .unwrap_or_else(|e| panic!("UID {uid}: {e}\n{}", common::tail(&mount.log(), 30)));
+        assert_same(&format!("UID {uid}"), &data, &messages[uid as usize - 1].2);
+    }
+    assert!(
+        server.faults_served().contains(&(3, 0, Fault::Nil)),
+        "the walk never fetched UID 3 ahead: {:?}",
+        server.fetched()
+    );
+
+    // Once the server gives the bodies, both read whole; neither ever showed 0 bytes.
+    server.clear();
+    for uid in [3, 4] {
+        assert_eq!(size_of(&path(uid)), 5_000, "stat of UID {uid}");
+        let data = read_within(&path(uid), Duration::from_secs(20))
+            .expect("read hung")
+            .unwrap_or_else(|e| panic!("UID {uid}: {e}\n{}", common::tail(&mount.log(), 30)));
+        assert_same(&format!("UID {uid}"), &data, &messages[uid as usize - 1].2);
+        assert_eq!(
+            size_of(&path(uid)),
+            5_000,
+            "stat of UID {uid} after reading"
+        );
+    }
+}
+
+#[test]
+fn defect_4_a_read_fails_when_a_block_it_covers_does_not_arrive() {
+    // Issue 8, defect 4: a read spanning two uncached blocks returned only the first when
+    // the second FETCH failed: a short read, which a reader takes for the end of the file
+    // (`dd` exited 0). A block fetched only ahead of need may fail without failing the read.
+    let big = 3_000_000usize;
+    let messages = vec![
+        (1, big as u64, body_of(1, big)),
+        (2, 5_000, body_of(2, 5_000)),
+        (3, 5_000, body_of(3, 5_000)),
+        (4, 5_000, body_of(4, 5_000)),
+        (5, big as u64, body_of(5, big)),
+    ];
+    let server = MailboxServer::start(&messages);
+    let mount = mount_mailbox(&server, &["--timeout", "5"]);
+    let path = |uid: u32| mount.join(format!("INBOX/{uid}.eml"));
+    let spanning = BLOCK - 4096; // 8 KiB from here cover blocks 0 and 1
+
+    // Block 1 is refused: the read fails, and nothing of it is kept, so `dd` meets the same.
+    server.fault(1, BLOCK, Fault::No);
+    match pread_within(&path(1), spanning, 8192) {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+        Ok(data) => panic!("a read of 8192 bytes gave {}", data.len()),
+    }
+    let p = path(1).to_string_lossy().into_owned();
+    let out = common::run(
+        &[
+            "dd",
+            &format!("if={p}"),
+            "of=/dev/null",
+            "bs=8192",
+            "count=1",
+            "iflag=skip_bytes",
+            &format!("skip={spanning}"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        !out.status.success(),
+        "dd succeeded: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Block 1 is answered OK without data: the read fails just the same.
+    server.fault(1, BLOCK, Fault::Missing);
+    match pread_within(&path(1), spanning, 8192) {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+        Ok(data) => panic!(
+            "no data for block 1: a read of 8192 bytes gave {}",
+            data.len()
+        ),
+    }
+
+    // Readahead: block 1 of UID 5 fails, but the read of block 0 does not need it.
+    server.fault(5, BLOCK, Fault::No);
+    let head = pread_within(&path(5), 0, 65536).expect("a read of block 0 of UID 5");
+    assert_same("the head of UID 5", &head, &messages[4].2[..65536]);
+    assert!(
+        server.faults_served().contains(&(5, BLOCK, Fault::No)),
+        "block 1 of UID 5 was never read ahead: {:?}",
+        server.fetched()
+    );
+
+    // Folder walk: reading 2 then 3 fetches 4 ahead, which fails; 2 and 3 read fine.
+    server.fault(4, 0, Fault::No);
+    for uid in [2, 3] {
+        let data = read_within(&path(uid), Duration::from_secs(20))
+            .expect("read hung")
+            .unwrap_or_else(|e| panic!("UID {uid}: {e}\n{}", common::tail(&mount.log(), 30)));
+        assert_same(&format!("UID {uid}"), &data, &messages[uid as usize - 1].2);
+    }
+    assert!(
+        server.faults_served().contains(&(4, 0, Fault::No)),
+        "the walk never fetched UID 4 ahead: {:?}",
+        server.fetched()
+    );
+
+    // With the server well again, everything reads whole.
+    server.clear();
+    for (uid, _, body) in &messages {
+        let out = cat(&path(*uid));
+        assert!(
+            out.status.success(),
+            "UID {uid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&format!("UID {uid}"), &out.stdout, body);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{run, wait_for, Dovecot, Mount, MountOptions, Seed};
+use common::{run, run_ok, wait_for, Dovecot, Mount, MountOptions, Seed};
 
 /// Deadline for one external command.
 const QUICK: Duration = Duration::from_secs(30);
@@ -62,16 +62,6 @@ fn sh(cmd: &[&str]) -> Output {
     run(cmd, QUICK)
 }
 
-fn ok(cmd: &[&str]) -> Output {
-    let out = sh(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A command that must fail with `errno_text` (e.g. "Operation not permitted") in its stderr.
 fn fails_with(cmd: &[&str], errno_text: &str) {
     let out = sh(cmd);
@@ -85,7 +75,7 @@ fn fails_with(cmd: &[&str], errno_text: &str) {
 
 fn xattr(path: &Path, name: &str) -> String {
     let p = path.to_string_lossy();
-    let out = ok(&[
+    let out = run_ok(&[
         "getfattr",
         "--absolute-names",
         "--only-values",
@@ -151,7 +141,7 @@ fn setfattr_replaces_adds_and_removes_flags_as_the_server_sees_them() {
     let fx = mounted();
     let path = fx.mount.join("INBOX/3.eml");
     let p = path.to_string_lossy();
-    ok(&[
+    run_ok(&[
         "setfattr",
         "-n",
         "user.imap.flags",
@@ -165,8 +155,8 @@ fn setfattr_replaces_adds_and_removes_flags_as_the_server_sees_them() {
         ["\\Flagged", "\\Seen"]
     );
 
-    ok(&["setfattr", "-n", "user.imap.flags", "-v", "+$Junk work", &p]);
-    ok(&["setfattr", "-n", "user.imap.flags", "-v", "-\\Seen", &p]);
+    run_ok(&["setfattr", "-n", "user.imap.flags", "-v", "+$Junk work", &p]);
+    run_ok(&["setfattr", "-n", "user.imap.flags", "-v", "-\\Seen", &p]);
     let want = ["$Junk", "\\Flagged", "work"];
     assert_eq!(fx.dovecot.oracle_flags("INBOX", 3), want);
     assert_eq!(sorted_words(&xattr(&path, "user.imap.flags")), want);
@@ -174,13 +164,13 @@ fn setfattr_replaces_adds_and_removes_flags_as_the_server_sees_them() {
     // A delta never undoes another client's change made meanwhile.
     fx.dovecot
         .oracle_store("INBOX", 3, "+FLAGS", &["\\Answered"]);
-    ok(&["setfattr", "-n", "user.imap.flags", "-v", "+\\Draft", &p]);
+    run_ok(&["setfattr", "-n", "user.imap.flags", "-v", "+\\Draft", &p]);
     assert_eq!(
         fx.dovecot.oracle_flags("INBOX", 3),
         ["$Junk", "\\Answered", "\\Draft", "\\Flagged", "work"]
     );
 
-    ok(&["setfattr", "-x", "user.imap.flags", &p]);
+    run_ok(&["setfattr", "-x", "user.imap.flags", &p]);
     assert!(fx.dovecot.oracle_flags("INBOX", 3).is_empty());
     assert_eq!(xattr(&path, "user.imap.flags"), "");
 
@@ -219,7 +209,7 @@ fn a_replace_that_lost_a_race_is_ebusy_not_a_silent_overwrite() {
     assert_eq!(fx.dovecot.oracle_flags("INBOX", 6), ["\\Answered"]);
     // ... and the mount now shows the other client's flags, so a retry is informed.
     assert_eq!(xattr(&path, "user.imap.flags"), "\\Answered");
-    ok(&["setfattr", "-n", "user.imap.flags", "-v", "\\Seen", &p]);
+    run_ok(&["setfattr", "-n", "user.imap.flags", "-v", "\\Seen", &p]);
     assert_eq!(fx.dovecot.oracle_flags("INBOX", 6), ["\\Seen"]);
 }
 
@@ -232,7 +222,7 @@ fn rm_expunges_exactly_the_named_message() {
     // Another client marks a message \Deleted without expunging it: it must survive our rm.
     fx.dovecot
         .oracle_store("INBOX", 2, "+FLAGS", &["\\Deleted"]);
-    ok(&["rm", &fx.mount.join("INBOX/5.eml").to_string_lossy()]);
+    run_ok(&["rm", &fx.mount.join("INBOX/5.eml").to_string_lossy()]);
     let left: BTreeSet<u32> = fx.dovecot.oracle_meta("INBOX").keys().copied().collect();
     let expected: BTreeSet<u32> = seed
         .folder("INBOX")
@@ -256,7 +246,7 @@ fn rm_expunges_exactly_the_named_message() {
 fn rm_with_delete_trash_moves_to_trash_and_rm_in_trash_expunges() {
     let fx = mounted_with(TRASH_AND_QUOTA, &["-o", "delete=trash"]);
     let original = fx.dovecot.oracle_fetch("INBOX", 4);
-    ok(&["rm", &fx.mount.join("INBOX/4.eml").to_string_lossy()]);
+    run_ok(&["rm", &fx.mount.join("INBOX/4.eml").to_string_lossy()]);
     assert!(!fx.dovecot.oracle_meta("INBOX").contains_key(&4));
     let trash = fx.dovecot.oracle_fetch_all("Trash");
     assert_eq!(trash.len(), 1);
@@ -264,7 +254,7 @@ fn rm_with_delete_trash_moves_to_trash_and_rm_in_trash_expunges() {
     assert_eq!(bytes, &original);
     let in_trash = fx.mount.join(format!("Trash/{uid}.eml"));
     assert_eq!(fs::read(&in_trash).unwrap(), original);
-    ok(&["rm", &in_trash.to_string_lossy()]);
+    run_ok(&["rm", &in_trash.to_string_lossy()]);
     assert!(fx.dovecot.oracle_fetch_all("Trash").is_empty());
 }
 
@@ -276,7 +266,7 @@ fn mv_moves_messages_between_folders_byte_for_byte() {
     let inbox = fx.dovecot.oracle_fetch_all("INBOX");
     let before_archive: BTreeSet<u32> = fx.dovecot.oracle_meta("Archive").keys().copied().collect();
     let flags7 = fx.dovecot.oracle_flags("INBOX", 7);
-    ok(&[
+    run_ok(&[
         "mv",
         &fx.mount.join("INBOX/7.eml").to_string_lossy(),
         &fx.mount.join("INBOX/8.eml").to_string_lossy(),
@@ -334,14 +324,14 @@ fn cp_of_a_file_appends_a_message_with_flags_date_and_crlf() {
         b"From: a@example.org\nSubject: copied in\nMessage-ID: <cp.1@imapfs.test>\n\nhello\n",
     )
     .unwrap();
-    ok(&[
+    run_ok(&[
         "touch",
         "-d",
         "2021-06-05 04:03:02 UTC",
         &src.to_string_lossy(),
     ]);
     let before: BTreeSet<u32> = fx.dovecot.oracle_meta("Archive").keys().copied().collect();
-    ok(&[
+    run_ok(&[
         "cp",
         "-p",
         &src.to_string_lossy(),
@@ -374,7 +364,7 @@ fn cp_of_a_file_appends_a_message_with_flags_date_and_crlf() {
     let mut f = fs::File::create(&draft).unwrap();
     f.write_all(b"Subject: flagged\r\nMessage-ID: <cp.2@imapfs.test>\r\n\r\nx\r\n")
         .unwrap();
-    ok(&[
+    run_ok(&[
         "setfattr",
         "-n",
         "user.imap.flags",
@@ -435,7 +425,7 @@ fn existing_messages_are_immutable() {
 fn an_append_over_quota_fails_at_close_with_edquot() {
     let fx = mounted_with(TRASH_AND_QUOTA, &[]);
     // df shows the quota.
-    let df = ok(&["df", "-k", &fx.mount.path().to_string_lossy()]);
+    let df = run_ok(&["df", "-k", &fx.mount.path().to_string_lossy()]);
     let text = String::from_utf8_lossy(&df.stdout);
     let total: u64 = text
         .lines()
@@ -474,8 +464,8 @@ fn mkdir_rmdir_and_mv_of_folders() {
             .map(|e| e.name)
             .collect()
     };
-    ok(&["mkdir", &fx.mount.join("Projects").to_string_lossy()]);
-    ok(&[
+    run_ok(&["mkdir", &fx.mount.join("Projects").to_string_lossy()]);
+    run_ok(&[
         "mkdir",
         &fx.mount.join("Projects/Ünïcødé 2026").to_string_lossy(),
     ]);
@@ -510,7 +500,7 @@ fn mkdir_rmdir_and_mv_of_folders() {
     assert!(list().contains("INBOX"));
 
     // Rename: children follow, the renamed directory stays usable.
-    ok(&[
+    run_ok(&[
         "mv",
         &fx.mount.join("Projects").to_string_lossy(),
         &fx.mount.join("Lists/Work").to_string_lossy(),
@@ -529,12 +519,12 @@ fn mkdir_rmdir_and_mv_of_folders() {
         "Operation not permitted",
     );
 
-    ok(&[
+    run_ok(&[
         "rmdir",
         &fx.mount.join("Lists/Work/Ünïcødé 2026").to_string_lossy(),
     ]);
-    ok(&["rmdir", &fx.mount.join("Lists/Work").to_string_lossy()]);
-    ok(&["rmdir", &fx.mount.join("Empty").to_string_lossy()]);
+    run_ok(&["rmdir", &fx.mount.join("Lists/Work").to_string_lossy()]);
+    run_ok(&["rmdir", &fx.mount.join("Empty").to_string_lossy()]);
     let now = list();
     assert!(!now.iter().any(|n| n.starts_with("Lists.Work")), "{now:?}");
     assert!(!now.contains("Empty"));
@@ -566,7 +556,7 @@ fn folder_xattrs_show_status_special_use_and_subscription() {
 
     let archive = fx.mount.join("Archive");
     assert_eq!(xattr(&archive, "user.imap.subscribed"), "0");
-    ok(&[
+    run_ok(&[
         "setfattr",
         "-n",
         "user.imap.subscribed",
@@ -575,7 +565,7 @@ fn folder_xattrs_show_status_special_use_and_subscription() {
         &archive.to_string_lossy(),
     ]);
     assert_eq!(xattr(&archive, "user.imap.subscribed"), "1");
-    ok(&[
+    run_ok(&[
         "setfattr",
         "-n",
         "user.imap.subscribed",
@@ -611,8 +601,8 @@ fn cp_and_mv_of_a_thousand_messages() {
         )
         .unwrap();
     }
-    ok(&["mkdir", &fx.mount.join("Bulk").to_string_lossy()]);
-    ok(&["mkdir", &fx.mount.join("Moved").to_string_lossy()]);
+    run_ok(&["mkdir", &fx.mount.join("Bulk").to_string_lossy()]);
+    run_ok(&["mkdir", &fx.mount.join("Moved").to_string_lossy()]);
     let src: Vec<String> = (0..n)
         .map(|i| {
             dir.join(format!("m{i:04}.eml"))
@@ -714,7 +704,7 @@ fn the_subscribed_option_shows_only_subscribed_folders_and_their_parents() {
     let plain = Mount::start(&dovecot, &[]).unwrap_or_else(|f| panic!("{f}"));
     for dir in ["Lists/rust", "Archive"] {
         let p = plain.join(dir);
-        ok(&[
+        run_ok(&[
             "setfattr",
             "-n",
             "user.imap.subscribed",
@@ -857,7 +847,7 @@ fn a_cut_between_copy_and_the_removal_of_the_source_loses_nothing() {
     let mount = mount_through(&dovecot, &proxy);
     let original = dovecot.oracle_fetch("INBOX", 9);
     let before = dovecot.oracle_fetch_all("Archive").len();
-    ok(&[
+    run_ok(&[
         "mv",
         &mount.join("INBOX/9.eml").to_string_lossy(),
         &mount.join("Archive/").to_string_lossy(),
@@ -901,7 +891,7 @@ fn without_uidplus_rm_moves_to_trash_and_never_expunges_others() {
     fx.dovecot
         .oracle_store("INBOX", 2, "+FLAGS", &["\\Deleted"]);
     let original = fx.dovecot.oracle_fetch("INBOX", 6);
-    ok(&["rm", &fx.mount.join("INBOX/6.eml").to_string_lossy()]);
+    run_ok(&["rm", &fx.mount.join("INBOX/6.eml").to_string_lossy()]);
     let inbox = fx.dovecot.oracle_meta("INBOX");
     assert!(!inbox.contains_key(&6));
     assert!(
@@ -940,7 +930,7 @@ fn a_large_new_message_is_streamed_byte_exact_without_literal_plus() {
         body.push(b'\n');
     }
     fs::write(&src, &body).unwrap();
-    ok(&[
+    run_ok(&[
         "cp",
         &src.to_string_lossy(),
         &fx.mount.join("Archive").to_string_lossy(),

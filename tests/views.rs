@@ -11,23 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{days_from_civil, rfc5322_date, run, within, Dovecot, Mount, Seed};
+use common::{days_from_civil, rfc5322_date, run, run_ok, within, Dovecot, Mount, Seed};
 
 /// Deadline for one command or filesystem call.
 const QUICK: Duration = Duration::from_secs(60);
 
 fn sh(cmd: &[&str]) -> Output {
     run(cmd, QUICK)
-}
-
-fn ok(cmd: &[&str]) -> Output {
-    let out = sh(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn p(path: &Path) -> String {
@@ -46,7 +36,7 @@ fn list(path: PathBuf) -> Result<BTreeSet<String>, i32> {
 
 /// `user.imapfs.stats` of the mount as (key, number) pairs.
 fn stat_counter(mount: &Mount, key: &str) -> u64 {
-    let stats = ok(&[
+    let stats = run_ok(&[
         "getfattr",
         "--absolute-names",
         "--only-values",
@@ -297,16 +287,16 @@ fn search_results_match_an_independent_clients_uid_search() {
 fn search_results_are_links_that_read_the_messages() {
     let (dovecot, mount) = search_fixture();
     let dir = mount.join("INBOX/.search/FROM eve");
-    let out = ok(&["cat", &p(&dir.join("7.eml"))]);
+    let out = run_ok(&["cat", &p(&dir.join("7.eml"))]);
     assert_eq!(out.stdout, dovecot.oracle_fetch("INBOX", 7));
-    let grep = ok(&["grep", "-l", "pay", &p(&dir.join("7.eml"))]);
+    let grep = run_ok(&["grep", "-l", "pay", &p(&dir.join("7.eml"))]);
     assert!(!grep.stdout.is_empty());
     let copy = common::unique_temp_dir("views-cp").join("7.eml");
-    ok(&["cp", "-L", &p(&dir.join("7.eml")), &p(&copy)]);
+    run_ok(&["cp", "-L", &p(&dir.join("7.eml")), &p(&copy)]);
     assert_eq!(fs::read(&copy).unwrap(), dovecot.oracle_fetch("INBOX", 7));
     let _ = fs::remove_file(&copy);
     let _ = fs::remove_dir(copy.parent().unwrap());
-    let attr = ok(&[
+    let attr = run_ok(&[
         "getfattr",
         "--only-values",
         "-n",
@@ -315,7 +305,7 @@ fn search_results_are_links_that_read_the_messages() {
     ]);
     assert_eq!(attr.stdout, b"7");
     // `ls -l` shows symlinks.
-    let ls = ok(&["ls", "-l", &p(&dir)]);
+    let ls = run_ok(&["ls", "-l", &p(&dir)]);
     let text = String::from_utf8_lossy(&ls.stdout);
     assert!(text.contains("7.eml -> ../../7.eml"), "{text}");
 }
@@ -383,7 +373,7 @@ fn invalid_criteria_give_einval_and_send_nothing() {
 fn views_are_never_listed_and_grep_reads_no_more() {
     let (dovecot, mount) = search_fixture();
     for dir in ["", "INBOX", "Archive", "Archive/2024"] {
-        let ls = ok(&["ls", "-a", &p(&mount.join(dir))]);
+        let ls = run_ok(&["ls", "-a", &p(&mount.join(dir))]);
         let text = String::from_utf8_lossy(&ls.stdout);
         assert!(
             !text.contains(".search") && !text.contains(".parts"),
@@ -394,14 +384,14 @@ fn views_are_never_listed_and_grep_reads_no_more() {
     assert!(mount.join("INBOX/.search").is_dir());
     assert!(mount.join("INBOX/.parts").is_dir());
     assert!(mount.join(".search").is_dir());
-    let find = ok(&["find", &p(mount.path())]);
+    let find = run_ok(&["find", &p(mount.path())]);
     let text = String::from_utf8_lossy(&find.stdout);
     assert!(
         !text.contains(".search") && !text.contains(".parts"),
         "{text}"
     );
     let before = stat_counter(&mount, "bytes_read");
-    let grep = ok(&["grep", "-r", "-l", "e", &p(mount.path())]);
+    let grep = run_ok(&["grep", "-r", "-l", "e", &p(mount.path())]);
     let received = stat_counter(&mount, "bytes_read") - before;
     let text = String::from_utf8_lossy(&grep.stdout);
     assert!(
@@ -430,7 +420,7 @@ fn a_change_reruns_the_search() {
     let (_dovecot, mount) = search_fixture();
     let flagged = |m: &Mount| result_uids(m, "INBOX", "FLAGGED").unwrap();
     assert_eq!(flagged(&mount), vec![3, 6]);
-    ok(&[
+    run_ok(&[
         "setfattr",
         "-n",
         "user.imap.flags",
@@ -439,7 +429,7 @@ fn a_change_reruns_the_search() {
         &p(&mount.join("INBOX/8.eml")),
     ]);
     assert_eq!(flagged(&mount), vec![3, 6, 8]);
-    ok(&["rm", &p(&mount.join("INBOX/3.eml"))]);
+    run_ok(&["rm", &p(&mount.join("INBOX/3.eml"))]);
     assert_eq!(flagged(&mount), vec![6, 8]);
     // The views refuse changes.
     let out = sh(&["mkdir", &p(&mount.join("INBOX/.search/ALL/x"))]);
@@ -692,7 +682,7 @@ fn check_parts(dovecot: &Dovecot, mount: &Mount, folder: &str, uid: u32) -> Vec<
             data == leaf.data,
             "content of {path:?} differs from the oracle's decoding"
         );
-        let mime = ok(&[
+        let mime = run_ok(&[
             "getfattr",
             "--only-values",
             "-n",
@@ -761,7 +751,7 @@ fn parts_equal_an_independent_decoders() {
     // cp gives the attachment byte for byte; xattrs tell what it is.
     let pdf = mount.join("Mime/.parts/1/2-€ rates (Q4).pdf");
     let home = common::unique_temp_dir("views-home");
-    ok(&["cp", &p(&pdf), &p(&home)]);
+    run_ok(&["cp", &p(&pdf), &p(&home)]);
     let copied = home.join("2-€ rates (Q4).pdf");
     let oracle = dovecot.oracle_parts("Mime", 1);
     let expected_pdf = &oracle
@@ -773,7 +763,7 @@ fn parts_equal_an_independent_decoders() {
     assert!(&fs::read(&copied).unwrap() == expected_pdf);
     let _ = fs::remove_file(&copied);
     let _ = fs::remove_dir(&home);
-    let dump = ok(&["getfattr", "-d", "-e", "text", "-m", "user.", &p(&pdf)]);
+    let dump = run_ok(&["getfattr", "-d", "-e", "text", "-m", "user.", &p(&pdf)]);
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(
         dump.contains("user.mime.type=\"application/pdf\""),
@@ -784,7 +774,7 @@ fn parts_equal_an_independent_decoders() {
         "{dump}"
     );
     let qp = mount.join("Mime/.parts/1/1.1.txt");
-    let charset = ok(&[
+    let charset = run_ok(&[
         "getfattr",
         "--only-values",
         "-n",

@@ -168,10 +168,11 @@ impl ImapFs {
     }
 }
 
-/// Log an error with its context and turn it into an errno.
+/// Log an error with its context and turn it into an errno. A missing entry is routine, and
+/// an outage was told once by the pool when it began: neither is a warning per request.
 fn errno(op: &str, e: &Error) -> Errno {
     let n = e.errno();
-    if n == libc::ENOENT {
+    if n == libc::ENOENT || matches!(e, Error::Unavailable { .. }) {
         log::debug!("{op}: {e}");
     } else {
         log::warn!("{op}: {e}");

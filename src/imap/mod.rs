@@ -3,13 +3,16 @@
 //! - [`codec`]: sans-I/O decoding of responses and encoding of commands.
 //! - [`types`]: the protocol's values (UIDs, flags, mailbox names, responses).
 //! - [`transport`]: a blocking byte stream over TCP, plain or TLS, with deadlines.
+//! - [`tls`]: which server certificates are trusted (roots, CA file, pinned fingerprint).
 //! - [`session`]: one authenticated connection: tags, capabilities, the selected mailbox and
 //!   the untagged updates the server sends about it.
 //! - [`auth`]: login mechanisms.
+//! - [`pool`]: a bounded pool of sessions, retry policy, outage back-off, statistics.
 
 pub mod auth;
 pub mod codec;
 pub mod pool;
 pub mod session;
+pub mod tls;
 pub mod transport;
 pub mod types;

@@ -24,8 +24,11 @@
 //! 30 s, with jitter) and logs the outage once. Until the back-off ends, a request that needs
 //! a new connection and has no session to wait for fails at once with
 //! [`Error::Unavailable`] (the last connection error) instead of queueing; the first request
-//! after it tries once more, while the others keep failing fast. The first success ends the
-//! outage and is logged once. There is no background reconnection: attempts follow demand.
+//! after it tries once more, while the others keep failing fast (and if that attempt fails
+//! too, so does its request: with `Unavailable`, which the filesystem logs only at debug
+//! level, so that one outage is one warning however many requests and attempts it spans).
+//! The first success ends the outage and is logged once. There is no background
+//! reconnection: attempts follow demand.
 //!
 //! [`Pool::stats`] gives counters for a status view ([`PoolStats`]).
 
@@ -306,11 +309,14 @@ impl Pool {
     }
 
     /// Connect and log in (a slot in `open` and `connecting` is already taken), keeping the
-    /// outage state and the counters.
+    /// outage state and the counters. The attempt that finds the server gone fails with its
+    /// own error; an attempt that fails again during an outage fails as [`Error::Unavailable`],
+    /// like the requests that did not try: the outage was told once when it began.
     fn open_connection(&self) -> Result<Session> {
-        let result = connect(&self.config);
+        let mut result = connect(&self.config);
         let mut st = self.state.lock();
         st.connecting -= 1;
+        let mut again = None;
         match &result {
             Ok(_) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
@@ -335,6 +341,7 @@ impl Pool {
                         o.retry_at = now + backoff(o.failures);
                         log::debug!("connection attempt {} failed: {error}", o.failures);
                         o.error = error;
+                        again = Some(unavailable(Some(o), now));
                     }
                     None => {
                         log::warn!(
@@ -355,6 +362,9 @@ impl Pool {
         }
         drop(st);
         self.changed.notify_all();
+        if let Some(e) = again {
+            result = Err(e);
+        }
         result
     }
 

@@ -10,8 +10,9 @@
 //!
 //! Lengths: the listed RFC822.SIZE is a claim. A read whose block comes back short has found
 //! the end of the body: the real length goes into the index ([`IndexChange::BodyLength`]) and
-//! the filesystem hears of it if it differs from what it showed. Until the length is known, a
-//! read is never cut at the listed size: it ends where the body does.
+//! the filesystem hears of it if it differs from what it showed (an empty block proves it only
+//! right after a full one: a reader that jumped past the end learns nothing). Until the length
+//! is known, a read is never cut at the listed size: it ends where the body does.
 //!
 //! A folder walk is also streamed in the background on a connection of its own
 //! ([`crate::store::stream`]); while a stream serves a folder, a read whose first block is on
@@ -19,6 +20,10 @@
 //!
 //! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
 //! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
+//! A `NIL` body is never an empty block. Dovecot sends one for a message that another client
+//! expunged since the session's last sync point, so for the block a read needs it is treated
+//! like no answer (sync, ask again: nothing then means gone, ENOENT); NIL again after the
+//! sync is a server fault (EIO). A NIL for a block fetched ahead is simply not kept.
 //! A FETCH that returns nothing for a UID is not taken as proof that the message is gone until
 //! the session has synced (NOOP) and asked again: a session whose view predates another
 //! client's APPEND knows nothing of the new UID.
@@ -45,6 +50,10 @@ use crate::store::Account;
 
 /// A block fetched from the server: (UID, block number) and its bytes.
 pub(crate) type FetchedBlock = ((Uid, u64), Arc<[u8]>);
+
+/// What a pipeline of block FETCHes gave: the blocks that came back, and the (UID, block)
+/// answered with a NIL body.
+type Fetched = (Vec<FetchedBlock>, Vec<(Uid, u64)>);
 
 const FETCH_STRIPES: usize = 64;
 
@@ -226,8 +235,18 @@ impl Account {
                 out.extend_from_slice(&data[from as usize..to as usize]);
             }
             if (data.len() as u64) < bs {
-                // The message ends in this block: its real length is known now.
-                self.learn_length(msg, meta.size(), block_start + data.len() as u64);
+                // The message ends in this block: its real length is known now, unless the
+                // block is empty and the reader jumped here: then the body may have ended
+                // in an earlier block, and only a full block just before proves where.
+                let proven = b == 0
+                    || !data.is_empty()
+                    || rs
+                        .blocks
+                        .get(&key(b - 1))
+                        .is_some_and(|d| d.len() as u64 == bs);
+                if proven {
+                    self.learn_length(msg, meta.size(), block_start + data.len() as u64);
+                }
                 break;
             }
         }
@@ -359,12 +378,21 @@ impl Account {
         let cmds: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
         let result = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
             check_validity(s, &name, msg.validity)?;
-            let mut out = run_fetches(s, &cmds, required.len(), bs)?;
+            let (mut out, _) = run_fetches(s, &cmds, required.len(), bs)?;
             if !out.iter().any(|(k, _)| *k == required[0]) {
-                // Nothing for the message: gone, or appended after this session's last sync
-                // point. Sync, then ask once more for the blocks that are needed.
+                // Nothing for the message, or NIL (Dovecot's answer for a message another
+                // client expunged since this session's last sync point): gone, or appended
+                // after that point. Sync, then ask once more for the blocks that are needed.
                 s.run(Command::Noop)?;
-                out.extend(run_fetches(s, &cmds[..required.len()], required.len(), bs)?);
+                let (again, nil) = run_fetches(s, &cmds[..required.len()], required.len(), bs)?;
+                if nil.contains(&required[0]) {
+                    // Still there, still no body: a server fault, not a missing message.
+                    return Err(Error::Protocol(format!(
+                        "the server answered NIL for the body of UID {}",
+                        msg.uid
+                    )));
+                }
+                out.extend(again);
             }
             Ok(out)
         });
@@ -398,13 +426,8 @@ impl Account {
 }
 
 /// Run block FETCHes as one pipeline; the first `required` must succeed. Returns the blocks
-/// that came back. A NIL body is no data (never an empty block).
-fn run_fetches(
-    s: &mut Session,
-    cmds: &[Command],
-    required: usize,
-    bs: u64,
-) -> Result<Vec<FetchedBlock>> {
+/// that came back, and those answered with a NIL body: no data, never an empty block.
+fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> Result<Fetched> {
     let mut untagged = Vec::new();
     for (i, r) in s.pipeline(cmds)?.into_iter().enumerate() {
         match r {
@@ -413,55 +436,48 @@ fn run_fetches(
             Err(e) => log::debug!("prefetch failed: {e}"),
         }
     }
+    let mut nil = Vec::new();
     let mut out = Vec::new();
     for u in untagged {
-        out.extend(blocks_of(u, bs)?);
-    }
-    Ok(out)
-}
-
-/// The blocks in one untagged response (none unless it is a FETCH with `BODY[]<origin>`).
-/// A NIL body is no data (never an empty block); a block at an origin that is not a block
-/// boundary, or longer than a block, is a protocol error.
-pub(crate) fn blocks_of(u: Untagged, bs: u64) -> Result<Vec<FetchedBlock>> {
-    let Untagged::Fetch { items, .. } = u else {
-        return Ok(Vec::new());
-    };
-    let Some(uid) = items.iter().find_map(|i| match i {
-        FetchItem::Uid(u) => Some(*u),
-        _ => None,
-    }) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for item in items {
-        let FetchItem::Body {
-            section,
-            origin,
-            data,
-        } = item
-        else {
+        let Untagged::Fetch { items, .. } = u else {
             continue;
         };
-        if !section.is_empty() {
-            continue;
-        }
-        let Some(data) = data else {
-            log::warn!("server answered NIL for the body of UID {uid}");
+        let Some(uid) = items.iter().find_map(|i| match i {
+            FetchItem::Uid(u) => Some(*u),
+            _ => None,
+        }) else {
             continue;
         };
-        let origin = origin.unwrap_or(0);
-        if origin % bs != 0 {
-            return Err(Error::Protocol(format!(
-                "FETCH answered at origin {origin}"
-            )));
+        for item in items {
+            let FetchItem::Body {
+                section,
+                origin,
+                data,
+            } = item
+            else {
+                continue;
+            };
+            if !section.is_empty() {
+                continue;
+            }
+            let origin = origin.unwrap_or(0);
+            let Some(data) = data else {
+                log::debug!("the server answered NIL for the body of UID {uid} at {origin}");
+                nil.push((uid, origin / bs));
+                continue;
+            };
+            if origin % bs != 0 {
+                return Err(Error::Protocol(format!(
+                    "FETCH answered at origin {origin}"
+                )));
+            }
+            if data.len() as u64 > bs {
+                return Err(Error::Protocol("FETCH returned more than was asked".into()));
+            }
+            out.push(((uid, origin / bs), Arc::from(data)));
         }
-        if data.len() as u64 > bs {
-            return Err(Error::Protocol("FETCH returned more than was asked".into()));
-        }
-        out.push(((uid, origin / bs), Arc::from(data)));
     }
-    Ok(out)
+    Ok((out, nil))
 }
 
 /// EXAMINE `name` (unless selected) and make sure its UIDVALIDITY is `validity`. A session

@@ -16,6 +16,9 @@
 //! - [`Mount`]: `imapfs mount -f` on a fresh mountpoint, waited for until the kernel lists the
 //!   mount; `Drop` unmounts and reaps the process. [`MountOptions`] varies URL, password and CA
 //!   file to provoke the start-up failures.
+//! - Faults (`Dovecot::kick`, `pause`, `kill_server` / `start_again`, `imap_processes`):
+//!   `doveadm kick`, SIGSTOP of every server process (SIGCONT when the [`Paused`] guard
+//!   drops), and a restart on the same ports and maildir, for tests/resilience.rs.
 //! - [`run`] / [`within`] / [`wait_for`]: every external command and every filesystem access
 //!   that could hang runs under a deadline, so a hung mount fails a test instead of the run.
 //!
@@ -1263,6 +1266,118 @@ impl Dovecot {
                     .args(["-KILL", &pid.to_string()])
                     .status();
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: kicking sessions, pausing, stopping and restarting the server (tests/resilience.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// The server's processes stopped with SIGSTOP; dropping this sends SIGCONT (also when the
+/// test panics), see [`Dovecot::pause`].
+pub struct Paused {
+    pids: Vec<u32>,
+}
+
+impl Paused {
+    /// Sends SIGCONT now (instead of at drop).
+    pub fn resume(self) {}
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid of a process this test started; no memory is involved.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+impl Dovecot {
+    /// Every process of this instance: the master and what it started.
+    pub fn processes(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        pids.extend(
+            descendants(self.child.id())
+                .into_iter()
+                .filter(|&p| is_dovecot_process(p)),
+        );
+        pids
+    }
+
+    /// The `imap` processes that serve logged-in sessions (not `imap-login`).
+    pub fn imap_processes(&self) -> Vec<u32> {
+        self.processes()
+            .into_iter()
+            .filter(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let first = cmdline
+                    .split(|&b| b == 0 || b == b' ')
+                    .next()
+                    .unwrap_or(&[]);
+                first.ends_with(b"/imap")
+            })
+            .collect()
+    }
+
+    /// `doveadm kick USER`: the server says BYE on every session of the test user and closes
+    /// it. Panics if doveadm fails.
+    pub fn kick(&self) {
+        let conf = self.conf.to_string_lossy().into_owned();
+        let out = run(
+            &["doveadm", "-c", &conf, "kick", &self.user],
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "doveadm kick: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// SIGSTOP every process of the instance: connections stay open (the kernel even accepts
+    /// new ones) but nothing answers, until the returned guard is dropped.
+    pub fn pause(&self) -> Paused {
+        let pids = self.processes();
+        for &pid in &pids {
+            signal(pid, libc::SIGSTOP);
+        }
+        Paused { pids }
+    }
+
+    /// Kills the whole instance, as [`Drop`] does, but keeps its directory: the ports refuse
+    /// connections until [`Dovecot::start_again`].
+    pub fn kill_server(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the instance again after [`Dovecot::kill_server`]: same config, ports, certificate
+    /// and maildir (so the same UIDVALIDITY and UIDs). Panics if it does not come up.
+    pub fn start_again(&mut self) {
+        let stderr = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("dovecot.stderr"))
+            .expect("open stderr file");
+        self.child = Command::new("dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().expect("clone file"))
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run dovecot: {e}"));
+        if let Err(why) = self.wait_ready() {
+            panic!("dovecot did not start again: {why}\n{}", self.logs());
         }
     }
 }
@@ -2559,4 +2674,15 @@ impl MountOptions<'_> {
         self.rust_log = Some(level.to_string());
         self
     }
+}
+
+/// Runs `cmd` with a one-minute deadline and requires it to succeed (its stderr in the panic).
+pub fn run_ok(cmd: &[&str]) -> Output {
+    let out = run(cmd, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -11,11 +11,15 @@
 //!   or produce TLS records without sending them ([`Conn::seal`]) to trickle them byte by byte.
 //! - [`config`]: a [`ServerConfig`] for a script, with short timeouts.
 //! - [`capture_logs`] / [`logged`]: the log lines the library wrote in this test binary.
+//! - [`mailbox::MailboxServer`]: a script serving one mailbox to a real mount, with listed
+//!   sizes that may lie and blocks that fail on demand.
 //!
 //! `Drop` of a [`Script`] stops it: every connection thread checks the stop flag at least every
 //! 100 ms and then closes its socket.
 
 #![allow(dead_code)]
+
+pub mod mailbox;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

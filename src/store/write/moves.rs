@@ -129,34 +129,25 @@ impl Account {
 
     /// Wait until no queued or running move touches `mailbox`.
     pub fn settle(&self, mailbox: MailboxId) {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let mut st = self.moves.state.lock();
-        loop {
-            let busy = st.in_flight.contains(&mailbox)
+        self.wait_for_moves(|st| {
+            st.in_flight.contains(&mailbox)
                 || st
                     .queued
                     .iter()
-                    .any(|m| m.msg.mailbox == mailbox || m.target == mailbox);
-            if !busy {
-                return;
-            }
-            if !st.flushing {
-                drop(st);
-                self.flush_moves();
-                st = self.moves.state.lock();
-                continue;
-            }
-            if self.moves.changed.wait_until(&mut st, deadline).timed_out() {
-                return;
-            }
-        }
+                    .any(|m| m.msg.mailbox == mailbox || m.target == mailbox)
+        });
     }
 
     /// Wait until every queued move is sent (unmount).
     pub fn settle_all(&self) {
+        self.wait_for_moves(|st| !st.queued.is_empty() || st.flushing);
+    }
+
+    /// Wait while `busy` says so, flushing the queue when no other thread does.
+    fn wait_for_moves(&self, busy: impl Fn(&MoveState) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut st = self.moves.state.lock();
-        while !st.queued.is_empty() || st.flushing {
+        while busy(&st) {
             if !st.flushing {
                 drop(st);
                 self.flush_moves();
@@ -164,7 +155,7 @@ impl Account {
                 continue;
             }
             if self.moves.changed.wait_until(&mut st, deadline).timed_out() {
-                log::warn!("unmounting with {} moves not sent", st.queued.len());
+                log::warn!("gave up waiting for {} queued moves", st.queued.len());
                 return;
             }
         }
