@@ -144,6 +144,13 @@ impl Account {
         let len = scan.crlf_len;
         let date = msg.date.map(imap_date_time);
         let send = |s: &mut Session| {
+            // Courier refuses an APPEND to the mailbox the session has EXAMINEd ("Current box
+            // is selected READ-ONLY"); a pooled session may well have it open for reading.
+            if s.selected()
+                .is_some_and(|sel| sel.mailbox == name && sel.read_only)
+            {
+                s.unselect()?;
+            }
             let mut chunks = crlf_chunks(&msg.body);
             let done = s.append_streamed(&name, &msg.flags, date.as_deref(), len, &mut chunks)?;
             Ok(match done.text.code {
