@@ -341,6 +341,11 @@ pub(crate) fn sync_mailbox(
             Ok(done) => untagged.extend(done.untagged),
             // `UID FETCH n:*` and `UID SEARCH` in an empty mailbox: some servers say BAD/NO.
             Err(Error::Bad { .. } | Error::No { .. }) if exists == 0 => {}
+            // A server that knows only the plain listing: take that.
+            Err(e @ (Error::Bad { .. } | Error::No { .. })) => {
+                log::debug!("{name}: incremental refresh refused ({e}); listing it whole");
+                return fetch_index(s, name).map(Learned::Full);
+            }
             Err(e) => return Err(e),
         }
     }

@@ -152,7 +152,8 @@ fn run(account: Weak<Account>) {
         let session = match pool.dedicated_session() {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("watcher: cannot connect ({e}); retrying in {backoff:?}");
+                // The pool tells of an outage once; the watcher's own tries stay quiet.
+                log::debug!("watcher: cannot connect ({e}); retrying in {backoff:?}");
                 drop(a);
                 if !sleep_unless_stopped(&account, backoff) {
                     return;
@@ -172,7 +173,7 @@ fn run(account: Weak<Account>) {
             Ok(End::Stopped) => return,
             Ok(End::Renew) => log::debug!("watcher: the folder list changed; renewing NOTIFY"),
             Err(e) => {
-                log::warn!("watcher: {e}; reconnecting");
+                log::info!("watcher: {e}; reconnecting");
                 if !sleep_unless_stopped(&account, backoff) {
                     return;
                 }
@@ -271,7 +272,12 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
             s.idle(POLL)?
         } else {
             std::thread::sleep(POLL);
-            s.run(Command::Noop)?.untagged
+            match s.run(Command::Noop) {
+                Ok(done) => done.untagged,
+                Err(e) if e.is_fatal_to_connection() => return Err(e),
+                // A server that refuses NOOP still answers the polls.
+                Err(_) => Vec::new(),
+            }
         };
         let idled = watcher.idled.as_ref().map(|(id, _)| *id);
         let list_event = watcher.handle(&events, idled);
