@@ -15,6 +15,10 @@
 //! keep arriving). The transport enforces each deadline per socket call, so a trickling peer
 //! cannot stretch it. After a fatal error (I/O, timeout, undecodable stream, BYE) the session
 //! is marked broken and must be dropped.
+//!
+//! Files: `select` (SELECT/EXAMINE, UNSELECT), `exchanges` (streamed APPEND, FETCH responses one
+//! by one, IDLE), `untagged` (keeping and applying untagged responses); this file holds the
+//! start, sending, waiting and reading.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -23,6 +27,10 @@ use crate::error::{printable, Error, Result};
 use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder, SelectSync};
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
+
+mod exchanges;
+mod select;
+mod untagged;
 
 /// What a session needs to know about the connection.
 #[derive(Debug, Clone)]
@@ -388,120 +396,6 @@ impl Session {
         Ok(out)
     }
 
-    /// Select (read-write) or examine (read-only) a mailbox, unless it already is. A read-write
-    /// selection serves a read-only request too (reads use BODY.PEEK, so nothing changes);
-    /// a read-only one never serves a request to write.
-    pub fn select(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
-        let current = self
-            .selected
-            .as_ref()
-            .is_some_and(|s| &s.mailbox == mailbox && (!s.read_only || read_only));
-        if current {
-            return self
-                .selected
-                .as_ref()
-                .ok_or_else(|| Error::Protocol("not selected".into()));
-        }
-        self.reselect(mailbox, read_only)
-    }
-
-    /// Leave the selected mailbox without expunging anything: UNSELECT where offered, else
-    /// EXAMINE of INBOX (never CLOSE, which expunges). Servers refuse to DELETE or RENAME a
-    /// mailbox a session has open (Courier).
-    pub fn unselect(&mut self) -> Result<()> {
-        if self.selected.is_none() {
-            return Ok(());
-        }
-        if self.has_capability("UNSELECT") {
-            self.run(Command::Unselect)?;
-            self.selected = None;
-            return Ok(());
-        }
-        self.reselect(&MailboxName::from_utf8("INBOX", false), true)
-            .map(drop)
-    }
-
-    /// Select or examine a mailbox even if it is selected already: the way to learn its
-    /// current UIDVALIDITY (another client may have deleted and recreated it meanwhile).
-    pub fn reselect(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
-        self.reselect_then(mailbox, read_only, None)?;
-        self.selected
-            .as_ref()
-            .ok_or_else(|| Error::Protocol("mailbox not selected".into()))
-    }
-
-    /// [`Session::reselect`], with `then` pipelined behind the SELECT/EXAMINE in the same round
-    /// trip (it runs only if the selection succeeds). Returns `then`'s completion.
-    pub fn reselect_then(
-        &mut self,
-        mailbox: &MailboxName,
-        read_only: bool,
-        then: Option<Command>,
-    ) -> Result<Option<Result<Completed>>> {
-        let sync = if self.has_capability("CONDSTORE") {
-            SelectSync::CondStore
-        } else {
-            SelectSync::Plain
-        };
-        let then: Vec<Command> = then.into_iter().collect();
-        let (_, results) = self.select_with(mailbox, read_only, sync, &then)?;
-        Ok(results.into_iter().next())
-    }
-
-    /// SELECT/EXAMINE with the given change-report parameters (`QRESYNC` needs
-    /// `ENABLE QRESYNC` first: see [`Session::is_enabled`]), with `then` pipelined behind it in
-    /// the same round trip. Returns the selection's own completion (with a QRESYNC
-    /// selection, its untagged data holds `VANISHED (EARLIER)` and the changed messages'
-    /// FETCH responses) and the completions of `then`.
-    pub fn select_with(
-        &mut self,
-        mailbox: &MailboxName,
-        read_only: bool,
-        sync: SelectSync,
-        then: &[Command],
-    ) -> Result<(Completed, Vec<Result<Completed>>)> {
-        let cmd = Command::Select {
-            mailbox: mailbox.clone(),
-            read_only,
-            sync,
-        };
-        self.selected = Some(Selected {
-            mailbox: mailbox.clone(),
-            read_only,
-            uidvalidity: None,
-            uidnext: None,
-            exists: 0,
-            highest_modseq: None,
-            permanent_flags: None,
-            changed: false,
-        });
-        let mut cmds = vec![cmd];
-        cmds.extend_from_slice(then);
-        let mut results = match self.pipeline(&cmds) {
-            Ok(r) => r.into_iter(),
-            Err(e) => {
-                self.selected = None;
-                return Err(e);
-            }
-        };
-        match results.next() {
-            Some(Ok(done)) => {
-                if let Some(sel) = self.selected.as_mut() {
-                    if done.text.code == Some(Code::ReadOnly) {
-                        sel.read_only = true;
-                    }
-                    sel.changed = false;
-                }
-                Ok((done, results.collect()))
-            }
-            Some(Err(e)) => {
-                self.selected = None;
-                Err(e)
-            }
-            None => Err(Error::Protocol("no reply to SELECT".into())),
-        }
-    }
-
     /// Send a command (handling synchronising literals) and return its tag.
     pub fn send(&mut self, cmd: &Command) -> Result<String> {
         let deadline = self.command_deadline();
@@ -537,58 +431,6 @@ impl Session {
         Ok(tag)
     }
 
-    /// APPEND a message of `len` bytes that `next` hands over in chunks (from a spooled file),
-    /// so it is never held whole in memory. A chunk source that fails, or that yields more or
-    /// fewer bytes than `len`, leaves the literal unfinished: the connection is dropped.
-    pub fn append_streamed(
-        &mut self,
-        mailbox: &MailboxName,
-        flags: &[Flag],
-        date: Option<&str>,
-        len: u64,
-        next: &mut dyn FnMut() -> std::io::Result<Option<Vec<u8>>>,
-    ) -> Result<Completed> {
-        if self.broken {
-            return Err(Error::Protocol("connection is broken".into()));
-        }
-        let deadline = self.command_deadline();
-        let tag = format!("A{}", self.next_tag);
-        self.next_tag += 1;
-        let literal_plus = self
-            .capabilities
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case("LITERAL+"));
-        let prefix =
-            crate::imap::codec::append_prefix(&tag, mailbox, flags, date, len, literal_plus)
-                .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        self.in_flight.insert(tag.clone());
-        log::trace!("C: {}", crate::imap::codec::parse::excerpt(&prefix));
-        self.write(&prefix, deadline)?;
-        if !literal_plus {
-            self.wait_continuation(&tag, "APPEND", deadline)?;
-        }
-        let mut sent = 0u64;
-        loop {
-            let chunk = match next() {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => return Err(self.fail(Error::io("reading the message to append", e))),
-            };
-            sent += chunk.len() as u64;
-            if sent > len {
-                return Err(self.fail(Error::Protocol("the message grew while it was sent".into())));
-            }
-            self.write(&chunk, deadline)?;
-        }
-        if sent != len {
-            return Err(self.fail(Error::Protocol(
-                "the message shrank while it was sent".into(),
-            )));
-        }
-        self.write(b"\r\n", deadline)?;
-        self.wait_before(&tag, "APPEND", deadline)
-    }
-
     /// Wait for `tag` to complete, collecting untagged data on the way.
     pub fn wait(&mut self, tag: &str, name: &'static str) -> Result<Completed> {
         let deadline = self.command_deadline();
@@ -609,36 +451,6 @@ impl Session {
                 Response::Tagged(t) if t.tag == tag => break t,
                 Response::Tagged(t) => self.keep_completion(t),
                 Response::Untagged(u) => self.absorb(u),
-                Response::Continue(_) => {
-                    return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
-                }
-            }
-        };
-        self.complete(tagged, name)
-    }
-
-    /// [`Session::wait`], handing each untagged response to `each` as soon as it is decoded
-    /// instead of collecting it, so that a long FETCH is consumed while it streams in.
-    /// Responses that change the selected mailbox are applied to it as usual. Untagged data
-    /// that arrived before this call (while waiting for other tags) is in the completion.
-    pub fn wait_each(
-        &mut self,
-        tag: &str,
-        name: &'static str,
-        mut each: impl FnMut(Untagged),
-    ) -> Result<Completed> {
-        let deadline = self.command_deadline();
-        let tagged = loop {
-            if let Some(t) = self.done.remove(tag) {
-                break t;
-            }
-            match self.read_response(deadline)? {
-                Response::Tagged(t) if t.tag == tag => break t,
-                Response::Tagged(t) => self.keep_completion(t),
-                Response::Untagged(u) => {
-                    self.observe(&u);
-                    each(u);
-                }
                 Response::Continue(_) => {
                     return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
                 }
@@ -733,141 +545,12 @@ impl Session {
         Ok(r)
     }
 
-    /// IDLE (RFC 2177) until the server reports something or `max` passes, then DONE.
-    /// Returns the untagged responses received (empty if nothing happened).
-    pub fn idle(&mut self, max: Duration) -> Result<Vec<Untagged>> {
-        let tag = self.send(&Command::Idle)?;
-        let deadline = self
-            .command_deadline()
-            .min(Instant::now() + self.timeouts.inactivity);
-        loop {
-            match self.read_response(deadline)? {
-                Response::Continue(_) => break,
-                Response::Tagged(t) if t.tag == tag => {
-                    // Refused (or ended at once): report it as the command's failure.
-                    return self.complete(t, "IDLE").map(|c| c.untagged);
-                }
-                Response::Tagged(t) => self.keep_completion(t),
-                Response::Untagged(u) => self.absorb(u),
-            }
-        }
-        let until = Instant::now() + max;
-        while self.untagged.is_empty() {
-            match self.poll_response(until, false)? {
-                None => break,
-                Some(Response::Untagged(u)) => self.absorb(u),
-                Some(Response::Tagged(t)) if t.tag == tag => {
-                    // The server ended IDLE itself.
-                    return self.complete(t, "IDLE").map(|c| c.untagged);
-                }
-                Some(other) => {
-                    return Err(self.fail(Error::Protocol(format!(
-                        "unexpected during IDLE: {other:?}"
-                    ))))
-                }
-            }
-        }
-        let deadline = self.command_deadline();
-        self.write(b"DONE\r\n", deadline)?;
-        self.wait_before(&tag, "IDLE", deadline).map(|c| c.untagged)
-    }
-
     /// Say LOGOUT, briefly; errors are irrelevant at this point.
     pub fn logout(mut self) {
         self.timeouts.inactivity = Duration::from_secs(2);
         self.timeouts.command = Duration::from_secs(2);
         let _ = self.run(Command::Logout);
         self.transport.shutdown();
-    }
-
-    /// Apply an untagged response and keep it for the waiter, within the backlog cap: past
-    /// it, responses are still applied to the mailbox state but dropped, and the command
-    /// they belong to fails with [`Error::TooLarge`].
-    fn absorb(&mut self, u: Untagged) {
-        self.observe(&u);
-        let cost = Limits::held_cost(self.decoder.last_frame_len() as u64);
-        if self.overflowed || self.untagged_bytes + cost > self.limits.backlog_cap() {
-            if !self.overflowed {
-                log::warn!(
-                    "the server's responses to one command exceed {} bytes; dropping them",
-                    self.limits.backlog_cap()
-                );
-            }
-            self.overflowed = true;
-            self.untagged.clear();
-            self.untagged_bytes = 0;
-            return;
-        }
-        self.untagged_bytes += cost;
-        self.untagged.push(u);
-    }
-
-    /// Keep the completion of a command someone else waits for (pipelining). Only tags in
-    /// flight get here (see [`Session::poll_response`]), so this is bounded by what we sent.
-    fn keep_completion(&mut self, t: Tagged) {
-        self.done.insert(t.tag.clone(), t);
-    }
-
-    /// Apply an untagged response to the connection and mailbox state.
-    fn observe(&mut self, u: &Untagged) {
-        match u {
-            Untagged::Capability(c) => self.capabilities = c.clone(),
-            Untagged::Status {
-                status: Status::Bye,
-                text,
-            } => self.bye = Some(text.text.clone()),
-            Untagged::Status { text, .. } => {
-                if let Some(sel) = self.selected.as_mut() {
-                    match &text.code {
-                        Some(Code::UidValidity(v)) => {
-                            if sel.uidvalidity.is_some_and(|old| old != *v) {
-                                sel.changed = true;
-                            }
-                            sel.uidvalidity = Some(*v);
-                        }
-                        Some(Code::UidNext(n)) => sel.uidnext = Some(*n),
-                        Some(Code::HighestModSeq(m)) => sel.highest_modseq = Some(*m),
-                        Some(Code::ReadOnly) => sel.read_only = true,
-                        Some(Code::PermanentFlags(f)) => sel.permanent_flags = Some(f.clone()),
-                        _ => {}
-                    }
-                }
-                if text.code == Some(Code::Alert) {
-                    log::warn!("server alert: {}", printable(&text.text));
-                }
-            }
-            Untagged::Exists(n) => {
-                if let Some(sel) = self.selected.as_mut() {
-                    sel.changed |= *n != sel.exists;
-                    sel.exists = *n;
-                }
-            }
-            Untagged::Expunge(_) | Untagged::Vanished { .. } => {
-                if let Some(sel) = self.selected.as_mut() {
-                    match u {
-                        Untagged::Expunge(_) => sel.exists = sel.exists.saturating_sub(1),
-                        // VANISHED (not EARLIER) replaces EXPUNGE once QRESYNC is enabled.
-                        Untagged::Vanished {
-                            earlier: false,
-                            uids,
-                        } => {
-                            let n = uids.iter_capped(u32::MAX - 1, sel.exists as usize).count();
-                            sel.exists = sel.exists.saturating_sub(n as u32);
-                        }
-                        _ => {}
-                    }
-                    sel.changed = true;
-                }
-            }
-            Untagged::Enabled(caps) => {
-                for c in caps {
-                    if !self.enabled.iter().any(|e| e.eq_ignore_ascii_case(c)) {
-                        self.enabled.push(c.to_ascii_uppercase());
-                    }
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Read until one complete response is decoded.

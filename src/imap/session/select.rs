@@ -1,0 +1,121 @@
+//! Selecting mailboxes: SELECT/EXAMINE (with CONDSTORE or QRESYNC), reselecting to learn the
+//! current UIDVALIDITY, leaving a mailbox without expunging (UNSELECT).
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Session {
+    /// Select (read-write) or examine (read-only) a mailbox, unless it already is. A read-write
+    /// selection serves a read-only request too (reads use BODY.PEEK, so nothing changes);
+    /// a read-only one never serves a request to write.
+    pub fn select(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
+        let current = self
+            .selected
+            .as_ref()
+            .is_some_and(|s| &s.mailbox == mailbox && (!s.read_only || read_only));
+        if current {
+            return self
+                .selected
+                .as_ref()
+                .ok_or_else(|| Error::Protocol("not selected".into()));
+        }
+        self.reselect(mailbox, read_only)
+    }
+
+    /// Leave the selected mailbox without expunging anything: UNSELECT where offered, else
+    /// EXAMINE of INBOX (never CLOSE, which expunges). Servers refuse to DELETE or RENAME a
+    /// mailbox a session has open (Courier).
+    pub fn unselect(&mut self) -> Result<()> {
+        if self.selected.is_none() {
+            return Ok(());
+        }
+        if self.has_capability("UNSELECT") {
+            self.run(Command::Unselect)?;
+            self.selected = None;
+            return Ok(());
+        }
+        self.reselect(&MailboxName::from_utf8("INBOX", false), true)
+            .map(drop)
+    }
+
+    /// Select or examine a mailbox even if it is selected already: the way to learn its
+    /// current UIDVALIDITY (another client may have deleted and recreated it meanwhile).
+    pub fn reselect(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
+        self.reselect_then(mailbox, read_only, None)?;
+        self.selected
+            .as_ref()
+            .ok_or_else(|| Error::Protocol("mailbox not selected".into()))
+    }
+
+    /// [`Session::reselect`], with `then` pipelined behind the SELECT/EXAMINE in the same round
+    /// trip (it runs only if the selection succeeds). Returns `then`'s completion.
+    pub fn reselect_then(
+        &mut self,
+        mailbox: &MailboxName,
+        read_only: bool,
+        then: Option<Command>,
+    ) -> Result<Option<Result<Completed>>> {
+        let sync = if self.has_capability("CONDSTORE") {
+            SelectSync::CondStore
+        } else {
+            SelectSync::Plain
+        };
+        let then: Vec<Command> = then.into_iter().collect();
+        let (_, results) = self.select_with(mailbox, read_only, sync, &then)?;
+        Ok(results.into_iter().next())
+    }
+
+    /// SELECT/EXAMINE with the given change-report parameters (`QRESYNC` needs
+    /// `ENABLE QRESYNC` first: see [`Session::is_enabled`]), with `then` pipelined behind it in
+    /// the same round trip. Returns the selection's own completion (with a QRESYNC
+    /// selection, its untagged data holds `VANISHED (EARLIER)` and the changed messages'
+    /// FETCH responses) and the completions of `then`.
+    pub fn select_with(
+        &mut self,
+        mailbox: &MailboxName,
+        read_only: bool,
+        sync: SelectSync,
+        then: &[Command],
+    ) -> Result<(Completed, Vec<Result<Completed>>)> {
+        let cmd = Command::Select {
+            mailbox: mailbox.clone(),
+            read_only,
+            sync,
+        };
+        self.selected = Some(Selected {
+            mailbox: mailbox.clone(),
+            read_only,
+            uidvalidity: None,
+            uidnext: None,
+            exists: 0,
+            highest_modseq: None,
+            permanent_flags: None,
+            changed: false,
+        });
+        let mut cmds = vec![cmd];
+        cmds.extend_from_slice(then);
+        let mut results = match self.pipeline(&cmds) {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                self.selected = None;
+                return Err(e);
+            }
+        };
+        match results.next() {
+            Some(Ok(done)) => {
+                if let Some(sel) = self.selected.as_mut() {
+                    if done.text.code == Some(Code::ReadOnly) {
+                        sel.read_only = true;
+                    }
+                    sel.changed = false;
+                }
+                Ok((done, results.collect()))
+            }
+            Some(Err(e)) => {
+                self.selected = None;
+                Err(e)
+            }
+            None => Err(Error::Protocol("no reply to SELECT".into())),
+        }
+    }
+}
