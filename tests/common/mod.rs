@@ -1357,6 +1357,10 @@ impl Dovecot {
     /// connections until [`Dovecot::start_again`].
     pub fn kill_server(&mut self) {
         self.stop();
+        // A process killed while it held a maildir's dotlock (dovecot-uidlist.lock) leaves the
+        // lock behind, and the restarted server would wait minutes for it to turn stale. Every
+        // process of this instance is gone, so no lock is held: remove them.
+        remove_lock_files(&self.mail_dir);
     }
 
     /// Starts the instance again after [`Dovecot::kill_server`]: same config, ports, certificate
@@ -2685,4 +2689,21 @@ pub fn run_ok(cmd: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Removes `*.lock` files below `dir` (dotlocks of a server that was killed).
+fn remove_lock_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => remove_lock_files(&path),
+            Ok(_) if path.extension().is_some_and(|e| e == "lock") => {
+                let _ = fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
 }
