@@ -6,10 +6,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{run, run_ok, wait_for, Dovecot, Mount, MountOptions, Seed};
@@ -734,43 +737,39 @@ fn the_subscribed_option_shows_only_subscribed_folders_and_their_parents() {
 
 /// A TCP proxy to Dovecot's plaintext port that cuts the connection once: after the client
 /// sent a command containing `trigger` and the server answered it, the answer is dropped and
-/// both sides are closed, so the client cannot know whether the server did it.
+/// both sides are closed, so the client cannot know whether the server did it. Dropping the
+/// proxy stops it.
 struct CuttingProxy {
     port: u16,
-    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cuts: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
 }
 
 impl CuttingProxy {
     fn start(server_port: u16, trigger: &'static [u8]) -> CuttingProxy {
-        use std::net::{Shutdown, TcpListener, TcpStream};
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::Arc;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(true));
         let cuts = Arc::new(AtomicUsize::new(0));
-        let cuts2 = cuts.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cuts2, stop2) = (cuts.clone(), stop.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
                 let Ok(client) = client else { return };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
                     return;
                 };
-                let cut_next_reply = Arc::new(AtomicBool::new(false));
+                let cut = Arc::new(AtomicBool::new(false));
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (armed, flag, cuts) = (armed.clone(), cut_next_reply.clone(), cuts2.clone());
-                // client -> server: watch for the trigger.
+                // client -> server: arm the cut when the trigger goes by.
+                let (armed, flag) = (armed.clone(), cut.clone());
+                let mut seen: Vec<u8> = Vec::new();
                 std::thread::spawn(move || {
-                    use std::io::Read;
-                    let (mut from, mut to) = (c2, s2);
-                    let mut buf = vec![0u8; 65536];
-                    let mut seen: Vec<u8> = Vec::new();
-                    loop {
-                        let n = match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        seen.extend_from_slice(&buf[..n]);
+                    pump(c2, s2, |data| {
+                        seen.extend_from_slice(data);
                         if seen.len() > 4096 {
                             seen.drain(..seen.len() - 4096);
                         }
@@ -780,52 +779,76 @@ impl CuttingProxy {
                             armed.store(false, Ordering::SeqCst);
                             flag.store(true, Ordering::SeqCst);
                         }
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(Shutdown::Both);
+                        Pass::Forward
+                    })
                 });
-                // server -> client: drop the reply after the trigger, and cut.
+                // server -> client: once armed, hold back what comes until a tagged completion
+                // (a line starting with a tag) arrives, then cut instead of forwarding it.
+                let cuts = cuts2.clone();
+                let mut pending: Vec<u8> = Vec::new();
                 std::thread::spawn(move || {
-                    use std::io::Read;
-                    let (mut from, mut to) = (server, client);
-                    let mut buf = vec![0u8; 65536];
-                    let mut pending: Vec<u8> = Vec::new();
-                    loop {
-                        let n = match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if cut_next_reply.load(Ordering::SeqCst) {
-                            // Wait for a tagged completion (a line starting with a tag).
-                            pending.extend_from_slice(&buf[..n]);
-                            let tagged = pending.split(|&b| b == b'\n').any(|l| {
-                                l.first().is_some_and(|c| c.is_ascii_alphabetic())
-                                    && l.windows(4).any(|w| w == b" OK " || w == b" NO ")
-                            });
-                            if tagged {
-                                cuts.fetch_add(1, Ordering::SeqCst);
-                                let _ = to.shutdown(Shutdown::Both);
-                                let _ = from.shutdown(Shutdown::Both);
-                                break;
-                            }
-                            continue;
+                    pump(server, client, |data| {
+                        if !cut.load(Ordering::SeqCst) {
+                            return Pass::Forward;
                         }
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
+                        pending.extend_from_slice(data);
+                        let tagged = pending.split(|&b| b == b'\n').any(|l| {
+                            l.first().is_some_and(|c| c.is_ascii_alphabetic())
+                                && l.windows(4).any(|w| w == b" OK " || w == b" NO ")
+                        });
+                        if tagged {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            Pass::Cut
+                        } else {
+                            Pass::Hold
                         }
-                    }
-                    let _ = to.shutdown(Shutdown::Both);
+                    })
                 });
             }
         });
-        CuttingProxy { port, cuts }
+        CuttingProxy { port, cuts, stop }
     }
 
     fn cuts(&self) -> usize {
-        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+        self.cuts.load(Ordering::SeqCst)
     }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        // Wake the accept loop so that it sees the flag and ends.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// What [`pump`] does with the bytes just read.
+enum Pass {
+    Forward,
+    Hold,
+    Cut,
+}
+
+/// Copies `from` to `to` until either side closes or `decide` says cut; then closes both.
+fn pump(mut from: TcpStream, mut to: TcpStream, mut decide: impl FnMut(&[u8]) -> Pass) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        match decide(&buf[..n]) {
+            Pass::Forward => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Pass::Hold => {}
+            Pass::Cut => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
 }
 
 fn mount_through(dovecot: &Dovecot, proxy: &CuttingProxy) -> Mount {

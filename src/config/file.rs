@@ -1,7 +1,6 @@
 //! The config file of named accounts (TOML), and the check that a file holding a secret is
 //! private.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The config file: `[accounts.NAME]` tables.

@@ -1,6 +1,5 @@
 //! The option table and [`Settings`]: one parser for `-o` lists, flags and the config file.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Longest `timeout=`: a day. Beyond that a silent server is dead, and the derived command

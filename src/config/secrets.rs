@@ -1,7 +1,6 @@
 //! Where passwords and tokens come from, in one obvious order, and how they are read without
 //! ever passing through argv or a log.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Where the secret may come from; see the module documentation for the order.

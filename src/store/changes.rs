@@ -62,6 +62,42 @@ impl Change {
     }
 }
 
+impl Change {
+    /// What a comparison of two listings found, as changes: `Removed`, `Added`, `Changed`,
+    /// each only when it names a message.
+    pub fn of_diff(
+        mailbox: MailboxId,
+        validity: UidValidity,
+        removed: Vec<Uid>,
+        added: Vec<Uid>,
+        changed: Vec<Uid>,
+    ) -> Vec<Change> {
+        let mut out = Vec::new();
+        if !removed.is_empty() {
+            out.push(Change::Removed {
+                mailbox,
+                validity,
+                uids: removed,
+            });
+        }
+        if !added.is_empty() {
+            out.push(Change::Added {
+                mailbox,
+                validity,
+                uids: added,
+            });
+        }
+        if !changed.is_empty() {
+            out.push(Change::Changed {
+                mailbox,
+                validity,
+                uids: changed,
+            });
+        }
+        out
+    }
+}
+
 /// Subscribers of changes.
 #[derive(Default)]
 pub struct ChangeFeed {

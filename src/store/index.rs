@@ -211,29 +211,7 @@ fn diff(mailbox: MailboxId, old: &Index, new: &Index) -> Vec<Change> {
             Some(_) => {}
         }
     }
-    let mut out = Vec::new();
-    if !removed.is_empty() {
-        out.push(Change::Removed {
-            mailbox,
-            validity,
-            uids: removed,
-        });
-    }
-    if !added.is_empty() {
-        out.push(Change::Added {
-            mailbox,
-            validity,
-            uids: added,
-        });
-    }
-    if !changed.is_empty() {
-        out.push(Change::Changed {
-            mailbox,
-            validity,
-            uids: changed,
-        });
-    }
-    out
+    Change::of_diff(mailbox, validity, removed, added, changed)
 }
 
 #[cfg(test)]

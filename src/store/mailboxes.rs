@@ -33,6 +33,10 @@ pub struct MailboxInfo {
     pub subscribed: bool,
 }
 
+/// How long a STATUS answer serves folder xattrs, unless the store heard of a change to the
+/// mailbox meanwhile.
+const STATUS_TTL: Duration = Duration::from_secs(1);
+
 /// The special uses of RFC 6154.
 const SPECIAL_USES: &[&str] = &[
     "\\All",
@@ -75,6 +79,9 @@ pub struct Quota {
 #[derive(Default)]
 pub struct Mailboxes {
     list: Mutex<Option<(Arc<Vec<MailboxInfo>>, Instant)>>,
+    /// The last STATUS of each mailbox, with when it was asked and the mailbox's change epoch
+    /// then (`getfattr -d` on a folder reads four attributes from one STATUS).
+    status: Mutex<HashMap<MailboxId, (Instant, u64, MailboxStatus)>>,
     /// One LIST at a time: the others wait and take its result.
     turn: Mutex<()>,
     names: Mutex<Names>,
@@ -254,6 +261,12 @@ impl Account {
 
     /// STATUS (MESSAGES UNSEEN UIDNEXT UIDVALIDITY).
     pub fn status(&self, id: MailboxId) -> Result<MailboxStatus> {
+        let epoch = self.changes.epoch(Some(id));
+        if let Some(&(at, e, st)) = self.mailboxes.status.lock().get(&id) {
+            if e == epoch && at.elapsed() < STATUS_TTL {
+                return Ok(st);
+            }
+        }
         let name = self.require_name(id)?;
         let done = self.pool.with_session(None, Retry::Idempotent, |s| {
             s.run(Command::Status {
@@ -276,6 +289,10 @@ impl Account {
                 }
             }
         }
+        self.mailboxes
+            .status
+            .lock()
+            .insert(id, (Instant::now(), epoch, st));
         Ok(st)
     }
 

@@ -476,29 +476,14 @@ pub(crate) fn apply_delta(
     }
     ix.fetched_at = Instant::now();
     ix.stale = false;
-    let mut out = Vec::new();
-    if !removed.is_empty() {
-        out.push(Change::Removed {
-            mailbox,
-            validity,
-            uids: removed,
-        });
-    }
-    if !added.is_empty() {
-        out.push(Change::Added {
-            mailbox,
-            validity,
-            uids: added,
-        });
-    }
-    if !changed.is_empty() {
-        out.push(Change::Changed {
-            mailbox,
-            validity,
-            uids: changed.into_iter().collect(),
-        });
-    }
-    (out, unknown.into_iter().collect())
+    let changes = Change::of_diff(
+        mailbox,
+        validity,
+        removed,
+        added,
+        changed.into_iter().collect(),
+    );
+    (changes, unknown.into_iter().collect())
 }
 
 /// One FETCH response of a listing or a change report.

@@ -1,7 +1,6 @@
 //! The `.search` view: criteria names run as UID SEARCH, results as symlinks, kept in bounded
 //! tables and rerun after a change to their mailbox or `dir_ttl`.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) struct SearchTable {

@@ -1,7 +1,6 @@
 //! SASL mechanisms for AUTHENTICATE: PLAIN, CRAM-MD5, XOAUTH2, OAUTHBEARER. Each builds its
 //! initial response and answers challenges; secrets stay in [`Secret`].
 
-#[allow(unused_imports)]
 use super::*;
 
 /// A SASL client mechanism as a state machine: what to send first, and what to answer to

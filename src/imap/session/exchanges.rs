@@ -1,7 +1,6 @@
 //! Exchanges beyond one command and its reply: APPEND streamed from a file, FETCH responses
 //! handed over one by one as they are decoded, IDLE.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Session {

@@ -1,7 +1,6 @@
 //! Selecting mailboxes: SELECT/EXAMINE (with CONDSTORE or QRESYNC), reselecting to learn the
 //! current UIDVALIDITY, leaving a mailbox without expunging (UNSELECT).
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Session {

@@ -1,7 +1,6 @@
 //! Untagged responses: kept for the command that waits, and applied to the connection and
 //! mailbox state (capabilities, BYE, UIDVALIDITY, EXISTS, EXPUNGE, ...) wherever they arrive.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl Session {

@@ -2,7 +2,6 @@
 //! one FETCH with what the tree needs to know every size exactly.
 
 use super::tree::build_tree;
-#[allow(unused_imports)]
 use super::*;
 
 /// The two FETCHes that build a tree; `None` if the server has no such message.

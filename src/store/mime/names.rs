@@ -1,7 +1,6 @@
 //! Names and bytes of parts: section numbers, filenames (RFC 2231/2047 decoded and
 //! sanitised), extensions from MIME types, transfer decoding and charsets.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn section(prefix: &str, n: usize) -> String {

@@ -1,7 +1,6 @@
 //! Building a message's part tree from its BODYSTRUCTURE: sections, names, kinds.
 
 use super::names::{decoded_param, extension, sanitize_filename, section};
-#[allow(unused_imports)]
 use super::*;
 
 /// The tree of a BODYSTRUCTURE (sizes and nested headers still to fill in).

@@ -125,18 +125,15 @@ impl Account {
 
     /// Messages left a mailbox: out of the index, and the filesystem hears of it.
     pub(super) fn removed(&self, id: MailboxId, validity: UidValidity, uids: &[Uid]) {
-        let mut gone = Vec::new();
         for &u in uids {
-            if self.indexes.apply(id, validity, IndexChange::Removed(u)) {
-                gone.push(u);
-            }
+            self.indexes.apply(id, validity, IndexChange::Removed(u));
         }
+        // Announced even for UIDs the index no longer held: the kernel may still have them.
         self.changes.send([Change::Removed {
             mailbox: id,
             validity,
             uids: uids.to_vec(),
         }]);
-        let _ = gone;
     }
 
     /// Make the next question about a mailbox's messages ask the server.
