@@ -6,7 +6,8 @@
 //! - [`inode`]: what an inode number names (directory, message, draft);
 //! - [`tree`]: directories from the mailbox list, names and their escaping;
 //! - [`read`]: lookup, attributes, listings, open and read;
-//! - [`write`]: rm, mv, mkdir, rmdir, new files (drafts APPENDed on close), setattr;
+//! - [`write`]: rm, mv, mkdir, rmdir, setattr;
+//! - [`drafts`]: new files, spooled and APPENDed on close;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
 //! - [`views`]: the read-only, unlisted `.search` and `.parts` directories;
 //! - [`invalidate`]: the thread that tells the kernel what to forget.
@@ -15,6 +16,7 @@
 //! attribute TTLs and the kernel's page cache serves repeated reads; listings are trusted for
 //! `dir_ttl`, and every change we make or hear of is pushed to the kernel as an invalidation.
 
+pub mod drafts;
 pub mod inode;
 pub mod invalidate;
 pub mod read;
@@ -94,7 +96,7 @@ pub struct ImapFs {
     built_from: Mutex<Option<Arc<Vec<MailboxInfo>>>>,
     invalidator: Arc<Invalidator>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
-    drafts: Mutex<write::Drafts>,
+    drafts: Mutex<drafts::Drafts>,
     views: views::Views,
     /// Attributes of messages just moved away, for the `stat` a program does right after
     /// `rename` (the source inode is gone from its folder once the move is sent).
@@ -114,7 +116,7 @@ impl ImapFs {
             built_from: Mutex::new(None),
             invalidator: Arc::new(Invalidator::default()),
             dir_handles: Mutex::new(HashMap::new()),
-            drafts: Mutex::new(write::Drafts::default()),
+            drafts: Mutex::new(drafts::Drafts::default()),
             views: views::Views::default(),
             departed: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(4096).expect("non-zero"),
