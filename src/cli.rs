@@ -92,6 +92,10 @@ pub struct MountArgs {
     /// What rm does: expunge the message, or move it to Trash [default: expunge]
     #[arg(long, value_name = "expunge|trash")]
     pub delete: Option<String>,
+    /// The trash folder for --delete trash, as a path in the mount (INBOX/Trash) [default: the
+    /// \Trash special-use folder, else a folder named Trash at the top or under INBOX]
+    #[arg(long, value_name = "FOLDER")]
+    pub trash: Option<String>,
     /// Show only subscribed folders
     #[arg(long)]
     pub subscribed: bool,
@@ -225,6 +229,7 @@ impl MountArgs {
             ("dir_ttl", &self.dir_ttl),
             ("connections", &self.connections),
             ("delete", &self.delete),
+            ("trash", &self.trash),
             ("idle", &self.idle),
         ];
         for (name, value) in valued {

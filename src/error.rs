@@ -61,6 +61,9 @@ pub enum Error {
     ReadOnly,
     /// Another client changed the thing meanwhile; our change was not made (EBUSY).
     Conflict(String),
+    /// The server accepted a change but did not make it (it answered OK to a `UID EXPUNGE`
+    /// and kept the message): EIO, nothing was done.
+    Unconfirmed(String),
     /// The folder still holds messages or folders.
     NotEmpty(String),
     /// A folder of that name exists already.
@@ -192,6 +195,7 @@ impl fmt::Display for Error {
             Error::Conflict(m) => {
                 write!(f, "changed meanwhile by another client: {}", printable(m))
             }
+            Error::Unconfirmed(m) => write!(f, "the server did not do it: {}", printable(m)),
             Error::NotEmpty(m) => write!(f, "not empty: {}", printable(m)),
             Error::AlreadyExists(m) => write!(f, "already exists: {}", printable(m)),
             Error::Unsupported(m) => write!(f, "not supported: {}", printable(m)),

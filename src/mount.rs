@@ -115,6 +115,7 @@ fn start_serving(
         persist,
         cache_size: opts.cache_size,
         delete: opts.delete,
+        trash: opts.trash.clone(),
         idle: opts.idle,
         ..StoreOptions::default()
     };

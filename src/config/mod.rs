@@ -133,6 +133,8 @@ pub struct MountOptions {
     pub read_only: bool,
     /// `delete=expunge|trash`: what `rm` does.
     pub delete: DeleteMode,
+    /// `trash=FOLDER`: the trash folder of `delete=trash` (and of removal without UIDPLUS).
+    pub trash: Option<String>,
     /// `subscribed`: show only subscribed mailboxes (LSUB / LIST (SUBSCRIBED)).
     pub subscribed_only: bool,
     /// `idle=yes|no`: watch for changes with IDLE (live updates).
@@ -223,6 +225,8 @@ mod tests {
         let mut s = Settings::default();
         s.set_list("ro,delete=trash,subscribed,idle=no,nonempty,cache-size=1G,connections=2")
             .unwrap();
+        s.set_list("trash=/INBOX/Trash/").unwrap();
+        assert_eq!(s.trash.as_deref(), Some("INBOX/Trash"));
         s.set_list("timeout=60,dir_ttl=0,allow_other,auth=xoauth2,debug,max_literal=1M")
             .unwrap();
         assert!(s.read_only && s.subscribed_only && !s.idle && s.nonempty && s.allow_other);
@@ -270,6 +274,7 @@ mod tests {
         assert!(err(&mut s, "timeout=0").contains("from 1 to 86400"));
         assert!(err(&mut s, "delete=shred").contains("expunge or trash"));
         assert!(err(&mut s, "idle=maybe").contains("yes or no"));
+        assert!(err(&mut s, "trash=/").contains("needs a folder name"));
         let e = err(&mut s, "password=hunter2");
         assert!(!e.contains("hunter2"), "{e}");
     }

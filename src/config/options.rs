@@ -129,6 +129,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "what rm does: expunge the message, or move it to Trash",
     },
     OptionSpec {
+        name: "trash",
+        value: Some("FOLDER"),
+        help: "the trash folder for delete=trash (path in the mount, e.g. INBOX/Trash)",
+    },
+    OptionSpec {
         name: "subscribed",
         value: None,
         help: "show only subscribed folders",
@@ -174,6 +179,7 @@ pub struct Settings {
     pub allow_other: bool,
     pub read_only: bool,
     pub delete: DeleteMode,
+    pub trash: Option<String>,
     pub subscribed_only: bool,
     pub idle: bool,
     pub nonempty: bool,
@@ -200,6 +206,7 @@ impl Default for Settings {
             allow_other: false,
             read_only: false,
             delete: DeleteMode::Expunge,
+            trash: None,
             subscribed_only: false,
             idle: true,
             nonempty: false,
@@ -286,6 +293,13 @@ impl Settings {
                     }
                 }
             }
+            "trash" => {
+                let folder = value.trim().trim_matches('/');
+                if folder.is_empty() {
+                    return Err(bad("needs a folder name".into()));
+                }
+                self.trash = Some(folder.to_string());
+            }
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
             "nonempty" => self.nonempty = true,
@@ -354,6 +368,7 @@ impl Settings {
             allow_other: self.allow_other,
             read_only: self.read_only,
             delete: self.delete,
+            trash: self.trash.clone(),
             subscribed_only: self.subscribed_only,
             idle: self.idle,
             nonempty: self.nonempty,

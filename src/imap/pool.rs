@@ -215,8 +215,9 @@ impl Pool {
         retry: Retry,
         f: &mut impl FnMut(&mut Session) -> Result<T>,
     ) -> Result<T> {
-        let (mut session, mut fresh) = self.acquire(mailbox)?;
-        let mut result = self.run_on(&mut session, f);
+        let (session, mut fresh) = self.acquire(mailbox)?;
+        let mut lent = Lent::new(self, session);
+        let mut result = lent.run(f);
         // A pooled connection the server dropped while it sat idle fails at once (BYE, reset)
         // and is worth a retry, on another idle session or a new connection; other idle ones
         // may have been dropped too without our knowing yet, so this goes on until the request
@@ -225,17 +226,18 @@ impl Pool {
         // the wait.
         loop {
             let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
-            if retry == Retry::Never || fresh || !session.is_broken() || !dropped {
+            if retry == Retry::Never || fresh || !lent.is_broken() || !dropped {
                 break;
             }
             if let Err(e) = &result {
                 log::info!("retrying on another connection after: {e}");
             }
-            self.give_back(session);
+            drop(lent);
+            let session;
             (session, fresh) = self.acquire(mailbox)?;
-            result = self.run_on(&mut session, f);
+            lent = Lent::new(self, session);
+            result = lent.run(f);
         }
-        self.give_back(session);
         result
     }
 
@@ -368,6 +370,13 @@ impl Pool {
         result
     }
 
+    /// Drop a session that will not be lent again, and free its slot.
+    fn discard(&self, session: Session) {
+        self.state.lock().open -= 1;
+        self.changed.notify_all();
+        drop(session); // closes the socket, outside the lock
+    }
+
     fn give_back(&self, session: Session) {
         let mut st = self.state.lock();
         let dropped = if session.is_reusable() {
@@ -391,6 +400,53 @@ impl Pool {
         if counts {
             self.errors.fetch_add(1, Ordering::Relaxed);
             *self.last_error.lock() = Some(printable(&e.to_string()).into_owned());
+        }
+    }
+}
+
+/// A session lent out by [`Pool::lend`]. Its `Drop` is the one way back: the session returns
+/// to the idle list if it can serve again ([`Session::is_reusable`]), and is dropped (its
+/// slot in `open` freed) otherwise, and always when the borrower panicked, mid-exchange for
+/// all we know. Without it a panic would leave the slot counted forever; after `max` of them
+/// every request would wait for a connection that never comes back.
+struct Lent<'p> {
+    pool: &'p Pool,
+    /// Taken only by `Drop`.
+    session: Option<Session>,
+}
+
+impl<'p> Lent<'p> {
+    fn new(pool: &'p Pool, session: Session) -> Lent<'p> {
+        Lent {
+            pool,
+            session: Some(session),
+        }
+    }
+
+    fn run<T>(&mut self, f: &mut impl FnMut(&mut Session) -> Result<T>) -> Result<T> {
+        match self.session.as_mut() {
+            Some(s) => self.pool.run_on(s, f),
+            None => Err(Error::Timeout {
+                what: "a free connection to the server".into(),
+            }),
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        self.session.as_ref().is_none_or(Session::is_broken)
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            log::warn!("dropping a connection whose user panicked");
+            self.pool.discard(session);
+        } else {
+            self.pool.give_back(session);
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct HeaderCache(Mutex<LruCache<MessageRef, Arc<Headers>>>);
 impl Default for HeaderCache {
     fn default() -> HeaderCache {
         HeaderCache(Mutex::new(LruCache::new(
-            NonZeroUsize::new(4096).expect("non-zero"),
+            NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
         )))
     }
 }

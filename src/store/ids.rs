@@ -21,6 +21,12 @@ impl MailboxId {
     pub fn get(self) -> u32 {
         self.0.get()
     }
+
+    /// The id of the `n`-th mailbox seen (from 0): `n + 1`.
+    pub fn nth(n: usize) -> MailboxId {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        MailboxId(NonZeroU32::MIN.saturating_add(n))
+    }
 }
 
 impl std::fmt::Display for MailboxId {

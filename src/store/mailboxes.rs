@@ -59,6 +59,19 @@ impl MailboxInfo {
     }
 }
 
+/// Whether the user's `folder` (a path in the mount with `/` between levels, or the server's
+/// own name) names this mailbox.
+fn names_folder(m: &MailboxInfo, folder: &str) -> bool {
+    let name = m.name.as_str();
+    if name == folder || (name == "INBOX" && folder.eq_ignore_ascii_case("INBOX")) {
+        return true;
+    }
+    match m.delimiter {
+        Some(d) => name.split(d).eq(folder.split('/')),
+        None => false,
+    }
+}
+
 /// STATUS of a mailbox, for directory xattrs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MailboxStatus {
@@ -100,8 +113,8 @@ impl Mailboxes {
         if let Some(&id) = names.by_raw.get(name.raw()) {
             return id;
         }
+        let id = MailboxId::nth(names.by_id.len());
         names.by_id.push(name.clone());
-        let id = MailboxId::new(names.by_id.len() as u32).expect("ids start at 1");
         names.by_raw.insert(name.raw().to_vec(), id);
         id
     }
@@ -200,6 +213,48 @@ impl Account {
         Ok(list
             .iter()
             .find(|m| !m.noselect && m.special_uses().contains(&usage))
+            .map(|m| m.name.clone()))
+    }
+
+    /// The trash folder (`delete=trash`, and removal on servers without UIDPLUS), by this
+    /// rule: the folder the `trash=` option names (as a path in the mount, `INBOX/Trash`, or
+    /// as the server's name, `INBOX.Trash`); else the folder with the `\Trash` special use;
+    /// else a folder named `Trash` (any case) at the top level; else one right under INBOX.
+    /// `None` when there is none; a `trash=` folder that does not exist is an error (EPERM),
+    /// never a reason to fall back to another.
+    pub fn trash_mailbox(&self) -> Result<Option<MailboxName>> {
+        let list = self.mailboxes(Duration::from_secs(60))?;
+        let selectable = || list.iter().filter(|m| !m.noselect);
+        if let Some(wanted) = &self.opts.trash {
+            return match selectable().find(|m| names_folder(m, wanted)) {
+                Some(m) => Ok(Some(m.name.clone())),
+                None => {
+                    log::warn!(
+                        "the trash folder `{}` (option trash=) does not exist on the server",
+                        crate::error::printable(wanted)
+                    );
+                    Err(Error::NotPermitted(format!(
+                        "the trash folder {wanted} does not exist"
+                    )))
+                }
+            };
+        }
+        let special = selectable().find(|m| m.special_uses().contains(&"\\Trash"));
+        let top = || selectable().find(|m| m.name.as_str().eq_ignore_ascii_case("Trash"));
+        let under_inbox = || {
+            selectable().find(|m| {
+                let Some(d) = m.delimiter else {
+                    return false;
+                };
+                let name = m.name.as_str();
+                name.split_once(d).is_some_and(|(parent, child)| {
+                    parent.eq_ignore_ascii_case("INBOX") && child.eq_ignore_ascii_case("Trash")
+                })
+            })
+        };
+        Ok(special
+            .or_else(top)
+            .or_else(under_inbox)
             .map(|m| m.name.clone()))
     }
 

@@ -74,6 +74,9 @@ pub struct StoreOptions {
     pub max_prefetch_messages: usize,
     /// What removing a message does.
     pub delete: DeleteMode,
+    /// The trash folder named by the user (`trash=`), as a path in the mount (`INBOX/Trash`)
+    /// or the server's name; `None`: found by [`Account::trash_mailbox`]'s rule.
+    pub trash: Option<String>,
     /// Watch for other clients' changes on a connection of its own ([`watch`]), once
     /// [`Account::start_watcher`] runs.
     pub idle: bool,
@@ -91,6 +94,7 @@ impl Default for StoreOptions {
             prefetch_messages: 16,
             max_prefetch_messages: 256,
             delete: DeleteMode::Expunge,
+            trash: None,
             idle: true,
             persist: None,
         }

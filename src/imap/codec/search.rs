@@ -137,12 +137,13 @@ fn tokenize(text: &str) -> Result<Vec<Token>, CriteriaError> {
                     chars.next();
                 }
                 // The short form with a quoted value: `subject:"two words"`.
-                let quoted_value = word.ends_with(':')
-                    && word.len() > 1
-                    && chars.peek().is_some_and(|&(_, c)| c == '"');
-                if quoted_value {
+                let quote = chars
+                    .peek()
+                    .filter(|&&(_, c)| c == '"' && word.ends_with(':') && word.len() > 1)
+                    .map(|&(j, _)| j);
+                if let Some(j) = quote {
                     word.pop();
-                    let (j, _) = chars.next().expect("peeked");
+                    chars.next();
                     let value = quoted(&mut chars, j)?;
                     out.push(Token::Word(word));
                     out.push(Token::Quoted(value));

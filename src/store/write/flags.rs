@@ -68,18 +68,16 @@ impl Account {
             let Some((flags, modseq)) = latest else {
                 return Err(Error::NoMessage(format!("UID {} in {name}", msg.uid)));
             };
-            if modified {
-                let wanted = match edit {
-                    FlagEdit::Replace(f) => f,
-                    FlagEdit::Delta { .. } => unreachable!("deltas carry no UNCHANGEDSINCE"),
-                };
-                if !same_flags(&flags, wanted) {
-                    self.apply_flags(msg, flags, modseq);
-                    return Err(Error::Conflict(format!(
-                        "flags of UID {} changed meanwhile; read them and try again",
-                        msg.uid
-                    )));
-                }
+            // A yes means the flags are now what was asked: after a lost race (`[MODIFIED]`,
+            // also from a server that sends it to a delta, which carries no UNCHANGEDSINCE),
+            // or a server that dropped a flag silently, they may not be.
+            if !edit.holds_for(&flags) {
+                self.apply_flags(msg, flags, modseq);
+                return Err(Error::Conflict(format!(
+                    "flags of UID {} are not what was asked (changed meanwhile, or not kept \
+                     by the server); read them and try again",
+                    msg.uid
+                )));
             }
             Ok((flags, modseq))
         });
@@ -146,6 +144,18 @@ fn flags_of(untagged: &[Untagged], uid: Uid) -> Option<(Vec<Flag>, Option<ModSeq
         });
         Some((flags, modseq))
     })
+}
+
+impl FlagEdit {
+    /// Whether `flags` are what this edit asked for.
+    fn holds_for(&self, flags: &[Flag]) -> bool {
+        match self {
+            FlagEdit::Replace(wanted) => same_flags(flags, wanted),
+            FlagEdit::Delta { add, remove } => {
+                add.iter().all(|f| flags.contains(f)) && !remove.iter().any(|f| flags.contains(f))
+            }
+        }
+    }
 }
 
 fn same_flags(a: &[Flag], b: &[Flag]) -> bool {

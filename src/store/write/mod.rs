@@ -66,24 +66,29 @@ pub enum FlagEdit {
 
 impl FlagEdit {
     /// Parse an xattr value: words separated by white space. Without signs the words replace
-    /// the flags; a `+` or `-` before a word adds or removes it, and holds for the words that
-    /// follow until the next sign. Mixing both forms, `\Recent`, `\*` or a word that is no
-    /// flag is invalid.
+    /// the flags (an empty value clears them all); a `+` or `-` before a word adds or removes
+    /// it, and holds for the words that follow until the next sign. Mixing both forms, a sign
+    /// with no flag after it (`+`, `-`, `+ -`), `\Recent`, `\*` or a word that is no flag is
+    /// invalid: a value that names no change must never read as "clear every flag".
     pub fn parse(value: &str) -> Result<FlagEdit> {
         let mut replace = Vec::new();
         let (mut add, mut remove) = (Vec::new(), Vec::new());
         let mut sign: Option<bool> = None;
         for word in value.split_whitespace() {
-            let (s, w) = match word.as_bytes()[0] {
-                b'+' => (Some(true), &word[1..]),
-                b'-' => (Some(false), &word[1..]),
-                _ => (None, word),
+            let (s, w) = if let Some(w) = word.strip_prefix('+') {
+                (Some(true), w)
+            } else if let Some(w) = word.strip_prefix('-') {
+                (Some(false), w)
+            } else {
+                (None, word)
             };
             if s.is_some() {
                 sign = s;
             }
             if w.is_empty() {
-                continue;
+                return Err(Error::InvalidInput(format!(
+                    "`{word}` is a sign with no flag (write `{word}\\Seen`, say)"
+                )));
             }
             let flag = Flag::parse(w)
                 .filter(|f| !matches!(f, Flag::Recent | Flag::MayCreate))
@@ -191,6 +196,7 @@ mod tests {
             FlagEdit::Replace(vec![Flag::Seen, Flag::Flagged])
         );
         assert_eq!(FlagEdit::parse("").unwrap(), FlagEdit::Replace(vec![]));
+        assert_eq!(FlagEdit::parse(" \t ").unwrap(), FlagEdit::Replace(vec![]));
         assert_eq!(
             FlagEdit::parse("+\\Flagged work -\\Seen").unwrap(),
             FlagEdit::Delta {
@@ -205,6 +211,12 @@ mod tests {
             "a(b",
             "\\",
             "+\\Se\"en",
+            "+",
+            "-",
+            "+ -",
+            " + ",
+            "+ \\Seen",
+            "\\Seen -",
         ] {
             assert!(FlagEdit::parse(bad).is_err(), "{bad}");
         }

@@ -1,60 +1,113 @@
 //! Removing messages: UID EXPUNGE of exactly the named UIDs, or a move to Trash; never a
 //! plain EXPUNGE.
+//!
+//! A removal is a success only when the server shows the UID gone. One round trip sends
+//! `UID FETCH (FLAGS)` (which of the UIDs another client had marked `\Deleted` already),
+//! `UID STORE +FLAGS.SILENT (\Deleted)`, `UID EXPUNGE` and a second `UID FETCH`: that last
+//! one runs on a session that has just synced (the expunge is a sync point), so a UID it does
+//! not return is gone, whatever the expunge's reply said. Dovecot has answered OK to a
+//! `UID EXPUNGE` and kept the message (while another connection moved messages out of the
+//! folder), so kept UIDs are expunged again, a bounded number of times
+//! ([`EXPUNGE_ATTEMPTS`]). Whatever is still there after that, or after a refusal, gets its
+//! `\Deleted` taken away again, unless another client had set it before our STORE, and the
+//! caller gets an error: a message the user was told is still there must not vanish at the
+//! next client's EXPUNGE.
+//!
+//! Trash mode (`delete=trash`) never expunges outside the trash folder: without a trash folder
+//! (see [`Account::trash_mailbox`]) `rm` is refused (EPERM).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::imap::codec::{Command, StoreMode};
+use crate::imap::codec::{Command, FetchAttr, StoreMode};
 use crate::imap::pool::Retry;
-use crate::imap::session::Session;
-use crate::imap::types::{Flag, SequenceSet, Uid, UidValidity};
+use crate::imap::session::{Completed, Session};
+use crate::imap::types::{FetchItem, Flag, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::write::{select_rw, DeleteMode};
 use crate::store::Account;
+
+/// Rounds of `UID EXPUNGE` for UIDs the server keeps (or after a broken connection) before
+/// the removal fails.
+const EXPUNGE_ATTEMPTS: u32 = 3;
 
 impl Account {
     /// Remove a message, by the rules of [`DeleteMode`] and the server's capabilities.
     pub fn delete_message(&self, msg: MessageRef) -> Result<()> {
         let name = self.require_name(msg.mailbox)?;
-        let trash = self.special_use_mailbox("\\Trash")?.filter(|t| *t != name);
         let caps = self.capabilities()?;
-        let to_trash = match self.opts.delete {
-            DeleteMode::Trash => trash.is_some(),
-            DeleteMode::Expunge if caps.uidplus => false,
+        let trash = match self.opts.delete {
+            DeleteMode::Expunge if caps.uidplus => {
+                return self.expunge_uids(msg.mailbox, msg.validity, &[msg.uid]);
+            }
             DeleteMode::Expunge => {
-                if trash.is_none() || !caps.moves {
+                let trash = self.trash_mailbox()?.filter(|t| *t != name);
+                match trash {
+                    Some(t) if caps.moves => {
+                        log::info!(
+                            "server has no UIDPLUS: moving UID {} to {t} instead",
+                            msg.uid
+                        );
+                        t
+                    }
+                    _ => {
+                        log::warn!(
+                            "not removing UID {} from {name}: the server has no UIDPLUS, so \
+                             only a plain EXPUNGE could remove it, which would also remove \
+                             every message another client marked \\Deleted; and there is no \
+                             Trash folder to move it to",
+                            msg.uid
+                        );
+                        return Err(Error::NotPermitted(
+                            "the server cannot expunge a single message (no UIDPLUS)".into(),
+                        ));
+                    }
+                }
+            }
+            DeleteMode::Trash => {
+                let Some(trash) = self.trash_mailbox()? else {
                     log::warn!(
-                        "not removing UID {} from {name}: the server has no UIDPLUS, so only a \
-                         plain EXPUNGE could remove it, which would also remove every message \
-                         another client marked \\Deleted; and there is no Trash folder to move \
-                         it to",
+                        "not removing UID {} from {name}: delete=trash, and the server has no \
+                         trash folder (no \\Trash special use, no folder named Trash); name \
+                         one with -o trash=FOLDER",
                         msg.uid
                     );
                     return Err(Error::NotPermitted(
-                        "the server cannot expunge a single message (no UIDPLUS)".into(),
+                        "delete=trash and no trash folder (see -o trash=FOLDER)".into(),
+                    ));
+                };
+                if trash == name {
+                    // In the trash itself, rm means for good.
+                    if !caps.uidplus {
+                        return Err(Error::NotPermitted(
+                            "the server cannot expunge a single message (no UIDPLUS)".into(),
+                        ));
+                    }
+                    return self.expunge_uids(msg.mailbox, msg.validity, &[msg.uid]);
+                }
+                if !caps.moves && !caps.uidplus {
+                    log::warn!(
+                        "not moving UID {} from {name} to {trash}: the server has neither \
+                         MOVE nor UIDPLUS, so the source could only be removed by a plain \
+                         EXPUNGE",
+                        msg.uid
+                    );
+                    return Err(Error::NotPermitted(
+                        "the server can neither MOVE nor expunge a single message".into(),
                     ));
                 }
-                log::info!(
-                    "server has no UIDPLUS: moving UID {} to Trash instead",
-                    msg.uid
-                );
-                true
+                trash
             }
         };
-        if let Some(trash) = trash.filter(|_| to_trash) {
-            let target = self.mailbox_id(&trash);
-            return self
-                .move_now(msg.mailbox, msg.validity, &[msg.uid], target)
-                .map(drop);
-        }
-        if !caps.uidplus {
-            return Err(Error::NotPermitted(
-                "the server cannot expunge a single message (no UIDPLUS)".into(),
-            ));
-        }
-        self.expunge_uids(msg.mailbox, msg.validity, &[msg.uid])
+        let target = self.mailbox_id(&trash);
+        self.move_now(msg.mailbox, msg.validity, &[msg.uid], target)
+            .map(drop)
     }
 
-    /// `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE` of exactly `uids`, in one round
-    /// trip; after a broken connection, checked and finished on a new one.
+    /// Expunge exactly `uids` (see the module documentation): `Ok` only when the server shows
+    /// every one of them gone. Otherwise the ones it kept lose the `\Deleted` mark this call
+    /// set, and the error says why; the ones that did go leave the index either way.
     pub(super) fn expunge_uids(
         &self,
         id: MailboxId,
@@ -62,36 +115,263 @@ impl Account {
         uids: &[Uid],
     ) -> Result<()> {
         let name = self.require_name(id)?;
+        // Marked `\Deleted` by someone else before our STORE: the index's word until the
+        // server's (the first round's FETCH) replaces it.
+        let mut marked_before: BTreeSet<Uid> = uids
+            .iter()
+            .copied()
+            .filter(|&uid| {
+                let msg = MessageRef {
+                    mailbox: id,
+                    validity,
+                    uid,
+                };
+                self.indexes
+                    .meta(msg)
+                    .is_some_and(|m| m.flags.contains(&Flag::Deleted))
+            })
+            .collect();
+        let mut left: Vec<Uid> = uids.to_vec();
+        let mut gone = Vec::new();
+        let mut failure = None;
+        // Whether a STORE may have reached the server (a round ran, or broke on the way).
+        let mut sent = false;
+        for attempt in 1..=EXPUNGE_ATTEMPTS {
+            if attempt > 1 {
+                // Give whatever held the server back (another connection's move) a moment.
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+            }
+            let first = attempt == 1;
+            let r = self.pool.with_session(Some(&name), Retry::Never, |s| {
+                expunge_round(s, &name, validity, &left, first)
+            });
+            let round = match r {
+                Ok(round) => {
+                    sent = true;
+                    round
+                }
+                Err(e) if e.is_fatal_to_connection() => {
+                    sent = true;
+                    // Both commands name these UIDs only: running them again is safe once we
+                    // know the mailbox is still the same generation.
+                    log::warn!("connection lost while expunging from {name} ({e}): checking");
+                    failure = Some(e);
+                    continue;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            if let Some(before) = round.marked_before {
+                // Messages the FETCH did not return keep the index's word.
+                marked_before.retain(|u| !before.contains_key(u));
+                marked_before.extend(before.into_iter().filter(|(_, m)| *m).map(|(u, _)| u));
+            }
+            let now_gone: Vec<Uid> = match &round.present {
+                Some(present) => left
+                    .iter()
+                    .copied()
+                    .filter(|u| !present.contains(u))
+                    .collect(),
+                None => left
+                    .iter()
+                    .copied()
+                    .filter(|u| round.vanished.contains(u))
+                    .collect(),
+            };
+            left.retain(|u| !now_gone.contains(u));
+            gone.extend(now_gone);
+            if left.is_empty() {
+                failure = None;
+                break;
+            }
+            match round.refused {
+                Some(e) => {
+                    failure = Some(e);
+                    break;
+                }
+                None => {
+                    log::warn!(
+                        "{name}: the server answered UID EXPUNGE but kept {} of the UIDs \
+                         (attempt {attempt} of {EXPUNGE_ATTEMPTS})",
+                        left.len()
+                    );
+                    failure = Some(Error::Unconfirmed(format!(
+                        "the server kept {} message(s) of {name} it was asked to expunge",
+                        left.len()
+                    )));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.removed(id, validity, &gone);
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        let unmark: Vec<Uid> = left
+            .iter()
+            .copied()
+            .filter(|u| !marked_before.contains(u))
+            .collect();
+        let failure = failure.unwrap_or_else(|| {
+            Error::Unconfirmed(format!("expunge of {} message(s) of {name}", left.len()))
+        });
+        if sent && !unmark.is_empty() {
+            self.unmark_deleted(&name, validity, &unmark);
+        }
+        self.touch(id);
+        Err(failure)
+    }
+
+    /// Take away the `\Deleted` mark this store set on messages it could not expunge. Failing
+    /// here leaves the mark; that is logged, as the caller's error is what the user sees.
+    fn unmark_deleted(&self, name: &MailboxName, validity: UidValidity, uids: &[Uid]) {
         let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
-        let cmds = [
-            Command::Store {
+        let r = self.pool.with_session(Some(name), Retry::Idempotent, |s| {
+            select_rw(s, name, validity)?;
+            s.run(Command::Store {
                 uid: true,
                 set: set.clone(),
-                mode: StoreMode::Add,
+                mode: StoreMode::Remove,
                 silent: true,
                 flags: vec![Flag::Deleted],
                 unchanged_since: None,
-            },
-            Command::UidExpunge(set.clone()),
-        ];
-        let run = |s: &mut Session| -> Result<()> {
-            select_rw(s, &name, validity)?;
-            for r in s.pipeline(&cmds)? {
-                r?;
-            }
-            Ok(())
-        };
-        let mut r = self.pool.with_session(Some(&name), Retry::Never, run);
-        if let Err(e) = &r {
-            if e.is_fatal_to_connection() {
-                log::warn!("connection lost while expunging from {name} ({e}): checking");
-                // Both commands name these UIDs only: running them again is safe once we
-                // know the mailbox is still the same generation.
-                r = self.pool.with_session(Some(&name), Retry::Never, run);
+            })
+            .map(drop)
+        });
+        match r {
+            Ok(()) => log::info!(
+                "{name}: took \\Deleted off the {} message(s) that were not expunged",
+                uids.len()
+            ),
+            Err(e) => log::error!(
+                "{name}: could not take \\Deleted off {} message(s) that were not expunged \
+                 ({e}); the next EXPUNGE by any client removes them",
+                uids.len()
+            ),
+        }
+    }
+}
+
+/// What one round of [`expunge_round`] learnt.
+struct Round {
+    /// First round only: for each UID the first FETCH returned, whether it was `\Deleted`.
+    marked_before: Option<BTreeMap<Uid, bool>>,
+    /// The UIDs the check after the expunge returned; `None` if that check failed.
+    present: Option<BTreeSet<Uid>>,
+    /// UIDs the server reported expunged (VANISHED) during the round.
+    vanished: BTreeSet<Uid>,
+    /// The STORE's or the expunge's refusal (NO, BAD).
+    refused: Option<Error>,
+}
+
+/// One round trip: (first round: `UID FETCH (FLAGS)`), `UID STORE +FLAGS.SILENT (\Deleted)`,
+/// `UID EXPUNGE`, `UID FETCH (UID)`, all naming exactly `uids`.
+fn expunge_round(
+    s: &mut Session,
+    name: &MailboxName,
+    validity: UidValidity,
+    uids: &[Uid],
+    first: bool,
+) -> Result<Round> {
+    select_rw(s, name, validity)?;
+    let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
+    let fetch = |attrs: Vec<FetchAttr>| Command::Fetch {
+        uid: true,
+        set: set.clone(),
+        attrs,
+        changed_since: None,
+    };
+    let mut cmds = Vec::with_capacity(4);
+    if first {
+        cmds.push(fetch(vec![FetchAttr::Uid, FetchAttr::Flags]));
+    }
+    cmds.push(Command::Store {
+        uid: true,
+        set: set.clone(),
+        mode: StoreMode::Add,
+        silent: true,
+        flags: vec![Flag::Deleted],
+        unchanged_since: None,
+    });
+    cmds.push(Command::UidExpunge(set.clone()));
+    cmds.push(fetch(vec![FetchAttr::Uid]));
+    let mut replies = s.pipeline(&cmds)?.into_iter();
+    let mut round = Round {
+        marked_before: None,
+        present: None,
+        vanished: BTreeSet::new(),
+        refused: None,
+    };
+    let mut next = || replies.next().unwrap_or_else(|| Err(missing_reply()));
+    if first {
+        // Without it the index's word stands; the removal itself goes on.
+        if let Ok(done) = next() {
+            round.vanished.extend(vanished(&done, uids));
+            round.marked_before = Some(
+                fetched(&done, uids)
+                    .into_iter()
+                    .map(|(u, flags)| (u, flags.is_some_and(|f| f.contains(&Flag::Deleted))))
+                    .collect(),
+            );
+        }
+    }
+    for _ in 0..2 {
+        match next() {
+            Ok(done) => round.vanished.extend(vanished(&done, uids)),
+            Err(e) => {
+                round.refused.get_or_insert(e);
             }
         }
-        r?;
-        self.removed(id, validity, uids);
-        Ok(())
     }
+    if let Ok(done) = next() {
+        round.vanished.extend(vanished(&done, uids));
+        round.present = Some(fetched(&done, uids).into_keys().collect());
+    }
+    Ok(round)
+}
+
+fn missing_reply() -> Error {
+    Error::Protocol("a pipelined command got no reply".into())
+}
+
+/// The UIDs of `uids` that FETCH responses in `done` name, with their flags if sent.
+fn fetched(done: &Completed, uids: &[Uid]) -> BTreeMap<Uid, Option<Vec<Flag>>> {
+    let mut out = BTreeMap::new();
+    for u in &done.untagged {
+        let Untagged::Fetch { items, .. } = u else {
+            continue;
+        };
+        let Some(uid) = items.iter().find_map(|i| match i {
+            FetchItem::Uid(u) => Some(*u),
+            _ => None,
+        }) else {
+            continue;
+        };
+        if !uids.contains(&uid) {
+            continue;
+        }
+        let flags = items.iter().find_map(|i| match i {
+            FetchItem::Flags(f) => Some(f.clone()),
+            _ => None,
+        });
+        let entry = out.entry(uid).or_insert(None);
+        if flags.is_some() {
+            *entry = flags;
+        }
+    }
+    out
+}
+
+/// The UIDs of `uids` that VANISHED responses in `done` name.
+fn vanished(done: &Completed, uids: &[Uid]) -> Vec<Uid> {
+    let mut out = Vec::new();
+    for u in &done.untagged {
+        if let Untagged::Vanished { uids: set, .. } = u {
+            out.extend(uids.iter().copied().filter(|u| set.contains(u.get())));
+        }
+    }
+    out
 }
