@@ -11,6 +11,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../script/mod.rs"]
+mod script;
 
 mod append;
 mod chaos;

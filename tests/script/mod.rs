@@ -13,6 +13,8 @@
 //! - [`capture_logs`] / [`logged`]: the log lines the library wrote in this test binary.
 //! - [`mailbox::MailboxServer`]: a script serving one mailbox to a real mount, with listed
 //!   sizes that may lie and blocks that fail on demand.
+//! - [`writes::WriteServer`]: a script serving one read-write mailbox to a real mount, whose
+//!   expunges and flag stores misbehave on demand.
 //!
 //! `Drop` of a [`Script`] stops it: every connection thread checks the stop flag at least every
 //! 100 ms and then closes its socket.
@@ -20,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod mailbox;
+pub mod writes;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
