@@ -6,7 +6,9 @@
 //! new connection while under its limit, and otherwise waits, with a deadline, for one to come
 //! back. An idle session is checked before it is lent ([`Session::check_idle`]: a BYE or a
 //! closed socket that arrived while it sat unused), and a session that failed fatally or still
-//! has commands in flight is dropped, never reused.
+//! has commands in flight is dropped, never reused. A lent session is held by a guard
+//! ([`Lent`]) whose `Drop` is the only way back to the pool: it returns the session or drops
+//! it (freeing its slot) on every path, and always drops it when the borrower panicked.
 //!
 //! Each request says whether it may be sent again ([`Retry`]): an idempotent one (a FETCH, a
 //! LIST) that failed on a pooled connection (the server may have closed it while idle) is

@@ -85,7 +85,9 @@ impl ReadState {
     pub fn new(cache_size: u64) -> ReadState {
         ReadState {
             blocks: BlockCache::new(cache_size),
-            next_block: Mutex::new(LruCache::new(NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN))),
+            next_block: Mutex::new(LruCache::new(
+                NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            )),
             last_started: Mutex::new(HashMap::new()),
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
             streams: crate::store::stream::Streams::default(),

@@ -16,8 +16,7 @@ use imapfs::imap::pool::{Pool, Retry};
 
 use crate::common::servers::{start_or_skip, ServerKind};
 use crate::common::{
-    self, days_from_civil, run, try_run, Dovecot, Mount, MountOptions, Seed, Subject,
-    TextMessage,
+    self, days_from_civil, run, try_run, Dovecot, Mount, MountOptions, Seed, Subject, TextMessage,
 };
 use crate::script::writes::{Expunge, Store, WriteServer};
 
@@ -221,7 +220,10 @@ fn item_3_rm_and_mv_racing_on_one_folder_report_only_what_happened() {
     let mount = mount_dovecot(&dovecot, &["--connections", "4"]);
     let race = mount.join("Race");
     let target = mount.join("Target");
-    assert_eq!(std::fs::read_dir(&race).expect("ls Race").count(), N as usize);
+    assert_eq!(
+        std::fs::read_dir(&race).expect("ls Race").count(),
+        N as usize
+    );
     let removed: Arc<Mutex<Vec<(u32, bool)>>> = Arc::default();
     let movers: Vec<_> = (0..2)
         .map(|k| {
@@ -355,7 +357,10 @@ fn item_4_trash_mode_on_courier_never_expunges_outside_the_trash() {
             "Operation not permitted",
         );
         let meta = server.oracle_meta("INBOX");
-        assert!(meta.contains_key(&1), "rm in trash mode expunged on Courier");
+        assert!(
+            meta.contains_key(&1),
+            "rm in trash mode expunged on Courier"
+        );
         assert!(!has_deleted(&meta[&1].flags));
     }
     server.oracle_create(&trash);
@@ -421,7 +426,10 @@ fn item_13_modified_to_a_flag_delta_is_an_errno_and_the_mount_lives() {
         server.flags(1),
         Some(vec!["\\Seen".to_string(), "\\Flagged".to_string()])
     );
-    assert_eq!(std::fs::read_dir(mount.join("INBOX")).expect("ls").count(), 2);
+    assert_eq!(
+        std::fs::read_dir(mount.join("INBOX")).expect("ls").count(),
+        2
+    );
 }
 
 /// Issue 13 item 13: a panic while a session was lent (no drop guard in `Pool::lend`) kept its

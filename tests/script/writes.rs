@@ -172,7 +172,10 @@ fn in_set(set: &str, known: impl Iterator<Item = u32>) -> Vec<u32> {
 }
 
 fn seq_of(st: &State, uid: u32) -> usize {
-    st.messages.keys().position(|u| *u == uid).map_or(0, |p| p + 1)
+    st.messages
+        .keys()
+        .position(|u| *u == uid)
+        .map_or(0, |p| p + 1)
 }
 
 /// `UID FETCH set (...)`: UID and FLAGS, with size and date for a listing.

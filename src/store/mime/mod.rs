@@ -88,7 +88,9 @@ pub struct PartState {
 impl PartState {
     pub fn new(capacity: u64) -> PartState {
         PartState {
-            trees: Mutex::new(LruCache::new(NonZeroUsize::new(TREES).unwrap_or(NonZeroUsize::MIN))),
+            trees: Mutex::new(LruCache::new(
+                NonZeroUsize::new(TREES).unwrap_or(NonZeroUsize::MIN),
+            )),
             blocks: BlockCache::new(capacity),
             built: std::sync::atomic::AtomicU64::new(0),
         }

@@ -1,4 +1,7 @@
 //! Flags: replacing STOREs with UNCHANGEDSINCE, deltas without; the index learns the result.
+//! A change succeeds only if the flags the server reports afterwards are what was asked
+//! ([`FlagEdit::holds_for`]); otherwise (a lost race, `[MODIFIED]` from any server to any
+//! STORE, a flag dropped silently) it is EBUSY and the index holds what the server said.
 
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr, StoreMode};

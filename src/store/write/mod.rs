@@ -5,9 +5,11 @@
 //! Rules that keep mail safe:
 //!
 //! - Removal is `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE` of that UID alone
-//!   (UIDPLUS). Never a plain EXPUNGE, which would also remove messages another client marked
-//!   `\Deleted`: without UIDPLUS a message is moved to the `\Trash` folder (MOVE), and where that
-//!   is impossible the removal is refused (EPERM).
+//!   (UIDPLUS), a success only once a check on the same, just synced session shows the UID
+//!   gone; a removal that fails takes its `\Deleted` back. Never a plain EXPUNGE, which would
+//!   also remove messages another client marked `\Deleted`: without UIDPLUS a message is moved
+//!   to the trash folder (MOVE), and where that is impossible the removal is refused (EPERM).
+//!   `delete=trash` never expunges outside the trash folder; without one, rm is EPERM.
 //! - A move is `UID MOVE`, or `UID COPY` then the removal above of the source only after the
 //!   copy succeeded; without MOVE and UIDPLUS it is refused before anything is sent.
 //! - Commands that are not idempotent (APPEND, COPY, MOVE, EXPUNGE) are never re-sent blindly
@@ -17,7 +19,8 @@
 //!   loss.
 //! - Flags: `+FLAGS`/`-FLAGS` are deltas the server applies atomically, so they cannot undo
 //!   another client's change; a replacing `FLAGS` goes with `UNCHANGEDSINCE` where the server
-//!   has CONDSTORE, and losing that race is an error (EBUSY), not a silent overwrite.
+//!   has CONDSTORE, and losing that race is an error (EBUSY), not a silent overwrite. A yes
+//!   means the flags the server reports afterwards are the ones asked for.
 //!
 //! Moves are batched: [`Account::queue_move`] returns at once and the caller's thread (or the
 //! one already flushing) sends every queued move of a burst as one `UID MOVE` per (source,
