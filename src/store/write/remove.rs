@@ -3,9 +3,9 @@
 //!
 //! A removal is a success only when the server shows the UID gone. One round trip sends
 //! `UID FETCH (FLAGS)` (which of the UIDs another client had marked `\Deleted` already),
-//! `UID STORE +FLAGS.SILENT (\Deleted)`, `UID EXPUNGE` and a second `UID FETCH`: that last
-//! one runs on a session that has just synced (the expunge is a sync point), so a UID it does
-//! not return is gone, whatever the expunge's reply said. Dovecot has answered OK to a
+//! `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE`; a second one, after the expunge
+//! completed, a check `UID FETCH`: it runs on a session that has just synced (the expunge is
+//! a sync point), so a UID it does not return is gone, whatever the expunge's reply said. Dovecot has answered OK to a
 //! `UID EXPUNGE` and kept the message (while another connection moved messages out of the
 //! folder), so kept UIDs are expunged again, a bounded number of times
 //! ([`EXPUNGE_ATTEMPTS`]). Whatever is still there after that, or after a refusal, gets its
@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr, StoreMode};
 use crate::imap::pool::Retry;
-use crate::imap::session::{Completed, Session};
+use crate::imap::session::Session;
 use crate::imap::types::{FetchItem, Flag, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::write::{select_rw, DeleteMode};
@@ -267,8 +267,15 @@ struct Round {
     refused: Option<Error>,
 }
 
-/// One round trip: (first round: `UID FETCH (FLAGS)`), `UID STORE +FLAGS.SILENT (\Deleted)`,
-/// `UID EXPUNGE`, `UID FETCH (UID)`, all naming exactly `uids`.
+/// One round: `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE` pipelined (behind a
+/// `UID FETCH (UID FLAGS)` in the first round), then, once the expunge has completed,
+/// `UID FETCH (UID)` as the check; all naming exactly `uids`.
+///
+/// The check is not pipelined behind the expunge: Dovecot runs pipelined commands side by
+/// side and may send every command's untagged data before the first completion, so data
+/// cannot be told apart by the completion it arrived with (the check's FETCH was once taken
+/// for the first FETCH's, and a kept message for a gone one). For the same reason the
+/// pipeline's untagged data is read as one stream, in arrival order.
 fn expunge_round(
     s: &mut Session,
     name: &MailboxName,
@@ -284,7 +291,7 @@ fn expunge_round(
         attrs,
         changed_since: None,
     };
-    let mut cmds = Vec::with_capacity(4);
+    let mut cmds = Vec::with_capacity(3);
     if first {
         cmds.push(fetch(vec![FetchAttr::Uid, FetchAttr::Flags]));
     }
@@ -297,50 +304,51 @@ fn expunge_round(
         unchanged_since: None,
     });
     cmds.push(Command::UidExpunge(set.clone()));
-    cmds.push(fetch(vec![FetchAttr::Uid]));
-    let mut replies = s.pipeline(&cmds)?.into_iter();
     let mut round = Round {
         marked_before: None,
         present: None,
         vanished: BTreeSet::new(),
         refused: None,
     };
-    let mut next = || replies.next().unwrap_or_else(|| Err(missing_reply()));
-    if first {
-        // Without it the index's word stands; the removal itself goes on.
-        if let Ok(done) = next() {
-            round.vanished.extend(vanished(&done, uids));
-            round.marked_before = Some(
-                fetched(&done, uids)
-                    .into_iter()
-                    .map(|(u, flags)| (u, flags.is_some_and(|f| f.contains(&Flag::Deleted))))
-                    .collect(),
-            );
-        }
-    }
-    for _ in 0..2 {
-        match next() {
-            Ok(done) => round.vanished.extend(vanished(&done, uids)),
+    let mut stream = Vec::new();
+    let mut before_known = first;
+    for (i, reply) in s.pipeline(&cmds)?.into_iter().enumerate() {
+        match reply {
+            Ok(done) => stream.extend(done.untagged),
+            // The first FETCH failing only costs its knowledge (the index's word stands).
+            Err(_) if first && i == 0 => before_known = false,
             Err(e) => {
                 round.refused.get_or_insert(e);
             }
         }
     }
-    if let Ok(done) = next() {
-        round.vanished.extend(vanished(&done, uids));
-        round.present = Some(fetched(&done, uids).into_keys().collect());
+    round.vanished.extend(vanished(&stream, uids));
+    if before_known {
+        // The first FLAGS for each UID: the FETCH was sent before the STORE, and a server
+        // applies commands on one message in order.
+        round.marked_before = Some(
+            fetched(&stream, uids)
+                .into_iter()
+                .map(|(u, flags)| (u, flags.is_some_and(|f| f.contains(&Flag::Deleted))))
+                .collect(),
+        );
+    }
+    match s.run(fetch(vec![FetchAttr::Uid])) {
+        Ok(done) => {
+            round.vanished.extend(vanished(&done.untagged, uids));
+            round.present = Some(fetched(&done.untagged, uids).into_keys().collect());
+        }
+        Err(e) if e.is_fatal_to_connection() => return Err(e),
+        Err(_) => {}
     }
     Ok(round)
 }
 
-fn missing_reply() -> Error {
-    Error::Protocol("a pipelined command got no reply".into())
-}
-
-/// The UIDs of `uids` that FETCH responses in `done` name, with their flags if sent.
-fn fetched(done: &Completed, uids: &[Uid]) -> BTreeMap<Uid, Option<Vec<Flag>>> {
+/// The UIDs of `uids` that FETCH responses in `untagged` name, with the first flags sent
+/// for each.
+fn fetched(untagged: &[Untagged], uids: &[Uid]) -> BTreeMap<Uid, Option<Vec<Flag>>> {
     let mut out = BTreeMap::new();
-    for u in &done.untagged {
+    for u in untagged {
         let Untagged::Fetch { items, .. } = u else {
             continue;
         };
@@ -358,7 +366,7 @@ fn fetched(done: &Completed, uids: &[Uid]) -> BTreeMap<Uid, Option<Vec<Flag>>> {
             _ => None,
         });
         let entry = out.entry(uid).or_insert(None);
-        if flags.is_some() {
+        if entry.is_none() {
             *entry = flags;
         }
     }
@@ -366,9 +374,9 @@ fn fetched(done: &Completed, uids: &[Uid]) -> BTreeMap<Uid, Option<Vec<Flag>>> {
 }
 
 /// The UIDs of `uids` that VANISHED responses in `done` name.
-fn vanished(done: &Completed, uids: &[Uid]) -> Vec<Uid> {
+fn vanished(untagged: &[Untagged], uids: &[Uid]) -> Vec<Uid> {
     let mut out = Vec::new();
-    for u in &done.untagged {
+    for u in untagged {
         if let Untagged::Vanished { uids: set, .. } = u {
             out.extend(uids.iter().copied().filter(|u| set.contains(u.get())));
         }
