@@ -42,12 +42,28 @@ use crate::store::ids::MailboxId;
 use crate::store::index::{Index, IndexChange, MessageMeta, SharedIndex};
 use crate::store::Account;
 
+mod verify;
+
 /// What a refresh starts from: the part of the index the server is asked about.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Base {
     pub validity: UidValidity,
     pub highest_modseq: Option<ModSeq>,
     pub uidnext: Option<Uid>,
+    /// Messages to compare with the server (RFC822.SIZE, INTERNALDATE) in the same round
+    /// trip: a sample of a saved index ([`verify`]); empty otherwise.
+    pub check: Vec<(Uid, u64, i64)>,
+}
+
+impl Base {
+    fn of(ix: &Index, check: Vec<(Uid, u64, i64)>) -> Base {
+        Base {
+            validity: ix.validity,
+            highest_modseq: ix.highest_modseq,
+            uidnext: ix.uidnext,
+            check,
+        }
+    }
 }
 
 /// What a refresh learned from the server.
@@ -57,6 +73,9 @@ pub(crate) enum Learned {
     Full(Index),
     /// What changed since the [`Base`].
     Delta(Delta),
+    /// A whole listing because the [`Base`] failed its check: the server holds other
+    /// messages under the same UIDVALIDITY.
+    Replaced(Index),
 }
 
 /// The changes since a [`Base`], as the server reported them.
@@ -124,24 +143,32 @@ impl Account {
     }
 
     /// Ask the server and bring the index up to date. Callers hold the mailbox's refresh turn.
+    ///
+    /// A saved index ([`crate::store::persist`]) is only a starting point: it is never
+    /// installed before a refresh from it succeeded, and that first refresh checks a sample
+    /// of it against the server ([`verify`]); a mismatch means the server holds other
+    /// messages under the same UIDVALIDITY (a restored backup), and the folder is listed
+    /// afresh as if its UIDVALIDITY had changed.
     fn refresh(&self, id: MailboxId) -> Result<SharedIndex> {
         let name = self.require_name(id)?;
-        if self.indexes.get(id).is_none() {
-            if let Some(saved) = self.load_saved_index(id, &name) {
-                self.indexes.install(id, saved);
-            }
-        }
-        let base = self.indexes.get(id).map(|ix| {
-            let ix = ix.read();
-            Base {
-                validity: ix.validity,
-                highest_modseq: ix.highest_modseq,
-                uidnext: ix.uidnext,
-            }
-        });
+        let held = self.indexes.get(id);
+        let saved = match held {
+            Some(_) => None,
+            None => self.load_saved_index(id, &name),
+        };
+        let base = match (&held, &saved) {
+            (Some(ix), _) => Some(Base::of(&ix.read(), Vec::new())),
+            (None, Some(ix)) => Some(Base::of(ix, verify::sample(ix))),
+            (None, None) => None,
+        };
+        let known = |uid: Uid| match (&held, &saved) {
+            (Some(ix), _) => ix.read().messages.contains_key(&uid),
+            (None, Some(ix)) => ix.messages.contains_key(&uid),
+            (None, None) => false,
+        };
         let attempt = || {
             self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-                sync_mailbox(s, &name, base.as_ref())
+                sync_mailbox(s, &name, base.as_ref(), &known)
             })
         };
         let learned = match attempt() {
@@ -155,31 +182,51 @@ impl Account {
             other => other?,
         };
         let shared = match learned {
-            Learned::Full(index) => {
-                self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
-                let (shared, changes) = self.indexes.install(id, index);
-                for c in &changes {
-                    if let Change::Reset { .. } = c {
-                        log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
-                        self.reading.blocks.forget_mailbox(id);
-                    }
+            Learned::Full(index) => self.install_full(id, &name, index),
+            Learned::Replaced(index) => {
+                log::warn!(
+                    "{name}: the saved index does not match the server (same UIDVALIDITY, \
+                     other messages): listing it afresh"
+                );
+                if let Some(old) = &saved {
+                    self.reading.blocks.forget_mailbox(id);
+                    self.changes.send([Change::Reset {
+                        mailbox: id,
+                        old: old.validity,
+                        uids: old.messages.keys().copied().collect(),
+                    }]);
                 }
-                self.changes.send(changes);
-                shared
+                self.install_full(id, &name, index)
             }
             Learned::Delta(delta) => {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
-                let validity = base.map(|b| b.validity).ok_or_else(|| {
+                let validity = base.as_ref().map(|b| b.validity).ok_or_else(|| {
                     Error::Protocol("an incremental refresh without an index".into())
                 })?;
-                let shared = self
-                    .indexes
-                    .get(id)
-                    .ok_or_else(|| Error::NoMailbox(format!("{name}")))?;
-                let (changes, unknown) = apply_delta(id, validity, &mut shared.write(), delta);
+                let (shared, changes, unknown) = match (held, saved) {
+                    (Some(shared), _) => {
+                        let (changes, unknown) =
+                            apply_delta(id, validity, &mut shared.write(), delta);
+                        (shared, changes, unknown)
+                    }
+                    (None, Some(mut ix)) => {
+                        let (changes, unknown) = apply_delta(id, validity, &mut ix, delta);
+                        (self.indexes.install(id, ix).0, changes, unknown)
+                    }
+                    (None, None) => {
+                        return Err(Error::Protocol(
+                            "an incremental refresh without an index".into(),
+                        ))
+                    }
+                };
                 self.changes.send(changes);
                 if !unknown.is_empty() {
-                    self.list_unknown(id, &name, validity, &unknown)?;
+                    // The index stays stale and keeps its old HIGHESTMODSEQ and UIDNEXT: the
+                    // next question asks again for what changed since then.
+                    log::warn!(
+                        "{name}: the server reported {} messages it would not list",
+                        unknown.len()
+                    );
                 }
                 shared
             }
@@ -188,44 +235,19 @@ impl Account {
         Ok(shared)
     }
 
-    /// List messages the server has that the index lacks, and add them.
-    fn list_unknown(
-        &self,
-        id: MailboxId,
-        name: &MailboxName,
-        validity: UidValidity,
-        uids: &[Uid],
-    ) -> Result<()> {
-        log::debug!("{name}: listing {} messages the index lacks", uids.len());
-        let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
-        let listed = self.pool.with_session(Some(name), Retry::Idempotent, |s| {
-            crate::store::read::check_validity(s, name, validity)?;
-            let condstore = s.has_capability("CONDSTORE");
-            let done = s.run(Command::Fetch {
-                uid: true,
-                set: set.clone(),
-                attrs: listing_attrs(condstore),
-                changed_since: None,
-            })?;
-            Ok(parse_listing(done.untagged))
-        })?;
-        let mut added = Vec::new();
-        for (uid, meta) in listed {
-            if self
-                .indexes
-                .apply(id, validity, IndexChange::Added(uid, meta))
-            {
-                added.push(uid);
+    /// Install a whole listing (first sight, a new UIDVALIDITY, a saved index that did not
+    /// match); the filesystem hears what changed.
+    fn install_full(&self, id: MailboxId, name: &MailboxName, index: Index) -> SharedIndex {
+        self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
+        let (shared, changes) = self.indexes.install(id, index);
+        for c in &changes {
+            if let Change::Reset { .. } = c {
+                log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
+                self.reading.blocks.forget_mailbox(id);
             }
         }
-        if !added.is_empty() {
-            self.changes.send([Change::Added {
-                mailbox: id,
-                validity,
-                uids: added,
-            }]);
-        }
-        Ok(())
+        self.changes.send(changes);
+        shared
     }
 
     /// Drop everything held about a mailbox (deleted or renamed away).
@@ -251,10 +273,15 @@ fn listing_attrs(condstore: bool) -> Vec<FetchAttr> {
 
 /// Bring what `base` describes up to date on session `s`: a [`Learned::Delta`] in one round
 /// trip where the server allows, a [`Learned::Full`] listing otherwise.
+///
+/// Every UID the server reports that `known` lacks is listed on the same session before this
+/// returns (its view includes them: it has just EXAMINEd), so a delta never names a message
+/// the index cannot hold.
 pub(crate) fn sync_mailbox(
     s: &mut Session,
     name: &MailboxName,
     base: Option<&Base>,
+    known: &dyn Fn(Uid) -> bool,
 ) -> Result<Learned> {
     let Some(base) = base else {
         return fetch_index(s, name).map(Learned::Full);
@@ -313,6 +340,15 @@ pub(crate) fn sync_mailbox(
             (sync, vec![new_ones, flags])
         }
     };
+    let mut extra = extra;
+    if !base.check.is_empty() {
+        extra.push(Command::Fetch {
+            uid: true,
+            set: SequenceSet::from_numbers(base.check.iter().map(|(u, _, _)| u.get())),
+            attrs: listing_attrs(condstore),
+            changed_since: None,
+        });
+    }
     let (selected, results) = s.select_with(name, true, sync, &extra)?;
     let sel = s
         .selected()
@@ -328,7 +364,7 @@ pub(crate) fn sync_mailbox(
         }
         return fetch_index(s, name).map(Learned::Full);
     }
-    let exists = sel.exists;
+    let (exists, sel_highest, sel_uidnext) = (sel.exists, sel.highest_modseq, sel.uidnext);
     let mut delta = Delta {
         uidnext: sel.uidnext,
         highest_modseq: sel.highest_modseq,
@@ -351,6 +387,39 @@ pub(crate) fn sync_mailbox(
     }
     let asked_present = qresync.is_none();
     let mut present = BTreeSet::new();
+    absorb(&mut delta, &mut present, untagged, modseq.is_none());
+    if asked_present {
+        present.extend(delta.listed.keys().copied());
+        delta.present = Some(present.clone());
+    }
+    let unknown: Vec<u32> = delta
+        .flags
+        .iter()
+        .map(|(u, _, _)| *u)
+        .chain(present.iter().copied())
+        .filter(|u| !delta.listed.contains_key(u) && !known(*u))
+        .map(Uid::get)
+        .collect();
+    if !unknown.is_empty() {
+        log::debug!("{name}: listing {} messages the index lacks", unknown.len());
+        let done = s.run(Command::Fetch {
+            uid: true,
+            set: SequenceSet::from_numbers(unknown.into_iter()),
+            attrs: listing_attrs(condstore),
+            changed_since: None,
+        })?;
+        let mut more = BTreeSet::new();
+        absorb(&mut delta, &mut more, done.untagged, false);
+    }
+    if !verify::matches(name, base, &delta, sel_highest, sel_uidnext) {
+        return fetch_index(s, name).map(Learned::Replaced);
+    }
+    Ok(Learned::Delta(delta))
+}
+
+/// Take a refresh's untagged responses into `delta`; with `all_flags`, a FETCH of flags
+/// alone also says the message is there (`present`).
+fn absorb(delta: &mut Delta, present: &mut BTreeSet<Uid>, untagged: Vec<Untagged>, all_flags: bool) {
     for u in untagged {
         match u {
             Untagged::Vanished { uids, .. } => delta.vanished.extend(uids.0),
@@ -366,7 +435,7 @@ pub(crate) fn sync_mailbox(
                     delta.listed.insert(uid, meta);
                 }
                 Some(Parsed::Flags(uid, flags, m)) => {
-                    if modseq.is_none() {
+                    if all_flags {
                         // The flags of every message: also the list of what is there.
                         present.insert(uid);
                     }
@@ -377,11 +446,6 @@ pub(crate) fn sync_mailbox(
             _ => {}
         }
     }
-    if asked_present {
-        present.extend(delta.listed.keys().copied());
-        delta.present = Some(present);
-    }
-    Ok(Learned::Delta(delta))
 }
 
 /// Apply a delta to an index at `validity`: returns the changes for the feed and the UIDs
@@ -463,19 +527,23 @@ pub(crate) fn apply_delta(
                 .copied(),
         );
     }
-    if let Some(n) = delta.uidnext {
+    // HIGHESTMODSEQ and UIDNEXT say "everything up to here is in the index": only true once
+    // no UID the server reported is missing from it. Otherwise the old ones stay, and the
+    // next refresh asks again for what changed since them.
+    let complete = unknown.is_empty();
+    if let Some(n) = delta.uidnext.filter(|_| complete) {
         if ix.uidnext.is_none_or(|old| old < n) {
             ix.uidnext = Some(n);
         }
     }
-    if delta.highest_modseq.is_some() {
+    if complete && delta.highest_modseq.is_some() {
         ix.highest_modseq = delta.highest_modseq;
     }
     if delta.permanent_flags.is_some() {
         ix.permanent_flags = delta.permanent_flags;
     }
     ix.fetched_at = Instant::now();
-    ix.stale = false;
+    ix.stale = !complete;
     let changes = Change::of_diff(
         mailbox,
         validity,
