@@ -745,4 +745,86 @@ mod tests {
         assert!(ix.messages.contains_key(&uid(1)));
         assert!(ix.stale);
     }
+    #[test]
+    fn item_6_a_delta_with_unlisted_uids_keeps_the_old_highestmodseq_and_uidnext() {
+        let id = MailboxId::new(1).unwrap();
+        let v = UidValidity::new(7).unwrap();
+        let mut ix = index(&[1, 2]);
+        // QRESYNC reported flags of UID 3, which no listing gave us.
+        let delta = Delta {
+            uidnext: Some(uid(4)),
+            highest_modseq: Some(ModSeq(12)),
+            flags: vec![(uid(3), Vec::new(), Some(ModSeq(12)))],
+            ..Delta::default()
+        };
+        let (_, unknown) = apply_delta(id, v, &mut ix, delta);
+        assert_eq!(unknown, vec![uid(3)]);
+        assert_eq!(ix.highest_modseq, Some(ModSeq(10)), "not committed");
+        assert_eq!(ix.uidnext, Some(uid(3)), "not committed");
+        assert!(ix.stale, "the next question asks again");
+        // Listed (on the refresh's session): committed.
+        let delta = Delta {
+            uidnext: Some(uid(4)),
+            highest_modseq: Some(ModSeq(12)),
+            flags: vec![(uid(3), Vec::new(), Some(ModSeq(12)))],
+            listed: BTreeMap::from([(uid(3), meta(Vec::new()))]),
+            ..Delta::default()
+        };
+        let (_, unknown) = apply_delta(id, v, &mut ix, delta);
+        assert!(unknown.is_empty());
+        assert!(ix.messages.contains_key(&uid(3)));
+        assert_eq!(ix.highest_modseq, Some(ModSeq(12)));
+        assert_eq!(ix.uidnext, Some(uid(4)));
+        assert!(!ix.stale);
+    }
+
+    #[test]
+    fn item_15_a_sample_that_differs_from_the_server_fails_the_check() {
+        let name = MailboxName::from_utf8("INBOX", false);
+        let saved = index(&[1, 2, 3]);
+        let base = Base::of(&saved, verify::sample(&saved));
+        assert_eq!(base.check.len(), 3, "a small index is sampled whole");
+        let listed = |size: u64| -> BTreeMap<Uid, MessageMeta> {
+            [1, 2, 3]
+                .into_iter()
+                .map(|u| {
+                    let mut m = meta(Vec::new());
+                    m.listed_size = if u == 2 { size } else { 10 };
+                    (uid(u), m)
+                })
+                .collect()
+        };
+        let same = Delta {
+            listed: listed(10),
+            ..Delta::default()
+        };
+        let (m, n) = (Some(ModSeq(10)), Some(uid(4)));
+        assert!(verify::matches(&name, &base, &same, m, n));
+        let other = Delta {
+            listed: listed(11),
+            ..Delta::default()
+        };
+        assert!(!verify::matches(&name, &base, &other, m, n));
+        // Gone without a word, or counters that went back: not the same mailbox.
+        let mut gone = listed(10);
+        gone.remove(&uid(3));
+        let silent = Delta {
+            listed: gone.clone(),
+            ..Delta::default()
+        };
+        assert!(!verify::matches(&name, &base, &silent, m, n));
+        let reported = Delta {
+            listed: gone,
+            vanished: vec![(3, 3)],
+            ..Delta::default()
+        };
+        assert!(verify::matches(&name, &base, &reported, m, n));
+        assert!(!verify::matches(&name, &base, &same, Some(ModSeq(9)), n));
+        assert!(!verify::matches(&name, &base, &same, m, Some(uid(3))));
+        // A big index: the newest 100 and 100 others.
+        let big = index(&(1..=1000).collect::<Vec<_>>());
+        let sample = verify::sample(&big);
+        assert_eq!(sample.len(), 200);
+        assert!((901..=1000).all(|u| sample.iter().any(|(s, _, _)| s.get() == u)));
+    }
 }
