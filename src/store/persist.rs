@@ -535,9 +535,11 @@ mod tests {
             "item 15: a saved length is never trusted over the server's bytes"
         );
         assert!(
-            fs::read_dir(path.parent().unwrap())
+            fs::read_dir(path.parent().unwrap()).unwrap().all(|e| !e
                 .unwrap()
-                .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")),
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")),
             "no temporary file is left behind"
         );
         let _ = fs::remove_dir_all(&dir);
@@ -567,7 +569,10 @@ mod tests {
         assert!(load(&path, &p.account, &name).is_err(), "a symlinked file");
         // Writing replaces the link itself, never the file it points to.
         write_private(&path, &bytes).unwrap();
-        assert!(!fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
 
         // A file others can read or write: refused.
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
@@ -580,7 +585,10 @@ mod tests {
         let moved = dir.join("moved");
         fs::rename(&account_dir, &moved).unwrap();
         symlink(&moved, &account_dir).unwrap();
-        assert!(load(&path, &p.account, &name).is_err(), "a symlinked directory");
+        assert!(
+            load(&path, &p.account, &name).is_err(),
+            "a symlinked directory"
+        );
         assert!(write_private(&path, &bytes).is_err());
         fs::remove_file(&account_dir).unwrap();
         fs::rename(&moved, &account_dir).unwrap();

@@ -367,7 +367,8 @@ fn namespaces(s: &mut Session) -> Result<Namespaces> {
     for u in done.untagged {
         if let Untagged::Namespace(ns) = u {
             out.personal.extend(ns.personal.into_iter().map(trim));
-            out.foreign.extend(ns.other.into_iter().chain(ns.shared).map(trim));
+            out.foreign
+                .extend(ns.other.into_iter().chain(ns.shared).map(trim));
         }
     }
     Ok(out)

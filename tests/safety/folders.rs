@@ -43,7 +43,9 @@ fn message(token: &str, lines: usize) -> TextMessage<'static> {
         subject: crate::common::Subject::Plain("seeded"),
         date: 1_700_000_000,
         message_id: format!("<{token}@imapfs.test>"),
-        body_lines: (0..lines).map(|l| format!("token {token} line {l}")).collect(),
+        body_lines: (0..lines)
+            .map(|l| format!("token {token} line {l}"))
+            .collect(),
     }
 }
 
@@ -107,12 +109,7 @@ fn run_ok_quick(cmd: &[&str]) {
 fn item_9_folder_rename_waits_for_moves_queued_into_it_and_below() {
     // B and B.Sub already hold messages with the UIDs the moved ones have in A and A2, so the
     // moved messages' new UIDs collide with no name `mv` is still moving.
-    let dovecot = Dovecot::start(&seed(&[
-        ("A", 200),
-        ("A2", 50),
-        ("B", 250),
-        ("B.Sub", 100),
-    ]));
+    let dovecot = Dovecot::start(&seed(&[("A", 200), ("A2", 50), ("B", 250), ("B.Sub", 100)]));
     let mount = Mount::start(&dovecot, &[]).unwrap_or_else(|f| panic!("{f}"));
     let script = format!(
         "mv {a}/*.eml {b}/ && mv {a2}/*.eml {sub}/ && mv {b} {c}",
@@ -186,7 +183,10 @@ fn item_15_a_restored_folder_with_the_same_uidvalidity_is_not_served_from_the_sa
     }
     dovecot.start_again();
     let after = dovecot.oracle_status("Restore");
-    assert_eq!(after.uidvalidity, before.uidvalidity, "the test needs the same UIDVALIDITY");
+    assert_eq!(
+        after.uidvalidity, before.uidvalidity,
+        "the test needs the same UIDVALIDITY"
+    );
     let server = dovecot.oracle_meta("Restore");
     let bodies = dovecot.oracle_fetch_all("Restore");
     let mount = MountOptions::new(&dovecot)

@@ -63,7 +63,10 @@ pub(crate) fn matches(
     };
     if let (Some(saved), Some(now)) = (base.highest_modseq, highest_modseq) {
         if now < saved {
-            return mismatch(format!("HIGHESTMODSEQ went back from {} to {}", saved.0, now.0));
+            return mismatch(format!(
+                "HIGHESTMODSEQ went back from {} to {}",
+                saved.0, now.0
+            ));
         }
     }
     if let (Some(saved), Some(now)) = (base.uidnext, uidnext) {
