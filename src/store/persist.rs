@@ -3,19 +3,27 @@
 //!
 //! Where: `$XDG_CACHE_HOME/imapfs` (else `~/.cache/imapfs`), one directory per account
 //! (`user@host:port`) and one file per folder, both named by an MD5 of the key (names only:
-//! the full key is inside the file and checked on load). Directories are 0700, files 0600,
-//! written to a temporary name and renamed into place.
+//! the full key is inside the file and checked on load). Directories are 0700, files 0600.
+//! A save writes a new temporary file (O_EXCL, O_NOFOLLOW) in the account directory, fsyncs
+//! it, renames it into place and fsyncs the directory: a crash leaves the old file or the new
+//! one, whole. Both read and write open the account directory with O_NOFOLLOW and check it
+//! (a private directory of ours) on its fd, and reach the file relative to that fd.
 //!
 //! What: a folder's generation and listing as of one refresh: UIDVALIDITY, UIDNEXT,
-//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, the verified body length, INTERNALDATE,
-//! MODSEQ and flags. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
+//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ and flags. The
+//! format has a field for the verified body length, but it is always written empty and
+//! ignored on load: after a server restore a saved length would cut reads short, so a length
+//! is only ever learned from the server's bytes in this mount. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
 //! folder name, the fields, and an MD5 of everything before it.
 //!
-//! Trust: none. A file that is not ours (another owner, a symlink), of another version, for
-//! another account or folder, truncated, oversized or failing its checksum is discarded (and
-//! removed when damaged). A loaded index is always marked stale, so it is only ever used as the
-//! starting point of a refresh: its UIDVALIDITY and HIGHESTMODSEQ go into the QRESYNC SELECT,
-//! and the server corrects whatever it says.
+//! Trust: none. A file that is not ours (another owner, a symlink, a loose mode, in a
+//! directory that is not private), of another version, for another account or folder,
+//! truncated, oversized or failing its checksum is discarded (and removed when damaged); the
+//! checks are made on the open fd and the bytes read from that same fd. A loaded index is
+//! only ever the starting point of a refresh (never installed before one from it succeeded):
+//! its UIDVALIDITY and HIGHESTMODSEQ go into the QRESYNC SELECT, and a sample of its messages
+//! is checked against the server in the same round trip (`store/sync/verify.rs`); a mismatch
+//! lists the folder afresh.
 //!
 //! When: an index is saved after its first listing in this mount, then at most once a
 //! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]).

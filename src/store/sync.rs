@@ -17,9 +17,15 @@
 //! The refresh always EXAMINEs afresh (a NOOP on an old selection would not reveal that the
 //! mailbox was deleted and recreated under a new UIDVALIDITY); a new UIDVALIDITY means a full
 //! listing. The result is applied to the index in place ([`Indexes`]), keeping the body lengths
-//! learned by reading, and the differences go to the change feed. A UID the server has and the
-//! index lacks (appended below the UIDNEXT we knew, or learned only by its flags) is listed in
-//! a second exchange; that is the only way a refresh takes two round trips.
+//! learned by reading, and the differences go to the change feed. A UID the server reports
+//! that the index lacks (appended below the UIDNEXT we knew, or learned only by its flags) is
+//! listed right away on the same session, whose view includes it (it has just EXAMINEd);
+//! that is the only way a refresh takes two round trips. HIGHESTMODSEQ and UIDNEXT advance
+//! only once every reported UID is in the index ([`delta`]).
+//!
+//! A saved index is checked before it is believed ([`verify`]): its first refresh lists a
+//! sample of it in the same round trip, and a mismatch (same UIDVALIDITY, other messages)
+//! lists the folder afresh, as a new UIDVALIDITY would.
 //!
 //! Freshness: an index is trusted for the caller's `max_age`, or indefinitely while the
 //! watcher ([`crate::store::watch`]) reports every change to it; see [`Account::index`].
@@ -390,7 +396,7 @@ pub(crate) fn sync_mailbox(
         log::debug!("{name}: listing {} messages the index lacks", unknown.len());
         let done = s.run(Command::Fetch {
             uid: true,
-            set: SequenceSet::from_numbers(unknown.into_iter()),
+            set: SequenceSet::from_numbers(unknown),
             attrs: listing_attrs(condstore),
             changed_since: None,
         })?;
