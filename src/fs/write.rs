@@ -8,12 +8,15 @@
 //!   folder is refused (EPERM): a message's name is its UID.
 //! - `mkdir`, `rmdir` and `mv` of a directory are CREATE, DELETE and RENAME; INBOX can be
 //!   neither removed nor renamed, and a name holding a control character or the hierarchy
-//!   delimiter is refused (EINVAL).
+//!   delimiter is refused (EINVAL). rmdir and a folder rename first wait for the moves queued
+//!   into or out of the folder and every folder below it; rmdir then asks the server whether
+//!   the folder is empty ([`Account::delete_mailbox_if_empty`]), never our index.
 //! - New files are drafts (`fs/drafts.rs`); `unlink`, `rename` and `setattr` of a draft are
 //!   handed to it.
 //!
 //! [`Account::delete_message`]: crate::store::Account::delete_message
 //! [`Account::queue_move`]: crate::store::Account::queue_move
+//! [`Account::delete_mailbox_if_empty`]: crate::store::Account::delete_mailbox_if_empty
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,16 +112,28 @@ impl ImapFs {
         if mailbox.as_str() == "INBOX" {
             return Err(Error::NotPermitted("INBOX cannot be removed".into()));
         }
-        if selectable {
-            self.account.settle(id);
-            let index = self.account.index(id, Duration::ZERO)?;
-            let n = index.read().messages.len();
-            if n > 0 {
-                return Err(Error::NotEmpty(format!("{name} holds {n} messages")));
-            }
-        }
-        self.account.delete_mailbox(id)?;
+        // Moves queued into or out of it (or below it) go first; then the server, not our
+        // index, says whether it is empty, on the session that deletes it.
+        self.settle_below(id);
+        self.account.delete_mailbox_if_empty(id, selectable)?;
         self.sync_tree()
+    }
+
+    /// Wait for every queued move touching the folder `id` or a folder below it.
+    fn settle_below(&self, id: crate::store::MailboxId) {
+        let folders = {
+            let tree = self.tree.lock();
+            let top = tree.dir_of(id).and_then(|d| tree.path(d));
+            tree.selectable_folders()
+                .into_iter()
+                .filter(|(m, path)| *m == id || top.as_ref().is_some_and(|t| path.starts_with(t)))
+                .map(|(m, _)| m)
+                .collect::<Vec<_>>()
+        };
+        self.account.settle(id);
+        for m in folders {
+            self.account.settle(m);
+        }
     }
 
     /// `unlink`: remove a message (or discard a draft).
@@ -246,6 +261,9 @@ impl ImapFs {
                 "a folder cannot move into itself".into(),
             ));
         }
+        // Moves queued into B (or below it) would otherwise run after the RENAME and fail, or
+        // land in a B created anew: they go first.
+        self.settle_below(id);
         self.account.rename_mailbox(id, &to)?;
         self.tree.lock().rename_path(&old_path, &new_path);
         self.sync_tree()

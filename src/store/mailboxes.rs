@@ -266,6 +266,32 @@ impl Account {
         self.after_list_change(r, || self.exists(name))
     }
 
+    /// DELETE, only if the server says, right before, that the mailbox holds no message
+    /// (STATUS MESSAGES, unless `selectable` is false) and no child folder (LIST of
+    /// `name<delimiter>%`), asked in one round trip on the session that then deletes it.
+    ///
+    /// IMAP has no conditional DELETE: a message delivered between that answer and the
+    /// DELETE (one round trip) is deleted with the folder. That window is the whole risk;
+    /// no index of ours, however fresh it looks, is asked instead.
+    pub fn delete_mailbox_if_empty(&self, id: MailboxId, selectable: bool) -> Result<()> {
+        let name = self.require_name(id)?;
+        let delimiter = self
+            .mailboxes(Duration::from_secs(60))?
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.delimiter);
+        let r = self.pool.with_session(Some(&name), Retry::Never, |s| {
+            leave(s, &name)?;
+            refuse_unless_empty(s, &name, selectable, delimiter)?;
+            s.run(Command::Delete(name.clone())).map(drop)
+        });
+        let r = self.after_list_change(r, || self.exists(&name).map(|e| !e));
+        if r.is_ok() {
+            self.forget_mailbox_content(id);
+        }
+        r
+    }
+
     /// DELETE.
     pub fn delete_mailbox(&self, id: MailboxId) -> Result<()> {
         let name = self.require_name(id)?;
@@ -402,6 +428,65 @@ impl Account {
         self.changes.send([Change::Mailboxes]);
         r
     }
+}
+
+/// Fail with [`Error::NotEmpty`] unless the server reports `name` without messages and
+/// without children: STATUS and LIST pipelined, one round trip.
+fn refuse_unless_empty(
+    s: &mut crate::imap::session::Session,
+    name: &MailboxName,
+    selectable: bool,
+    delimiter: Option<char>,
+) -> Result<()> {
+    let mut cmds = Vec::new();
+    if selectable {
+        cmds.push(Command::Status {
+            mailbox: name.clone(),
+            items: vec!["MESSAGES"],
+        });
+    }
+    if let Some(d) = delimiter {
+        let mut pattern = name.raw().to_vec();
+        pattern.extend_from_slice(d.to_string().as_bytes());
+        pattern.push(b'%');
+        cmds.push(Command::List {
+            reference: Vec::new(),
+            pattern,
+        });
+    }
+    let mut counted = !selectable;
+    for reply in s.pipeline(&cmds)? {
+        for u in reply?.untagged {
+            match u {
+                Untagged::StatusData { mailbox, items } if &mailbox == name => {
+                    counted = true;
+                    let n = items.iter().find_map(|i| match i {
+                        StatusItem::Messages(n) => Some(*n),
+                        _ => None,
+                    });
+                    match n {
+                        Some(0) => {}
+                        Some(n) => {
+                            return Err(Error::NotEmpty(format!("{name} holds {n} messages")))
+                        }
+                        None => {
+                            return Err(Error::Protocol(format!(
+                                "STATUS of {name} without MESSAGES"
+                            )))
+                        }
+                    }
+                }
+                Untagged::List(item) if &item.name != name => {
+                    return Err(Error::NotEmpty(format!("{name} holds folders")));
+                }
+                _ => {}
+            }
+        }
+    }
+    if !counted {
+        return Err(Error::Protocol(format!("no STATUS answer for {name}")));
+    }
+    Ok(())
 }
 
 /// Make sure `s` does not have `name` open (a DELETE or RENAME of it follows).

@@ -3,26 +3,35 @@
 //!
 //! Where: `$XDG_CACHE_HOME/imapfs` (else `~/.cache/imapfs`), one directory per account
 //! (`user@host:port`) and one file per folder, both named by an MD5 of the key (names only:
-//! the full key is inside the file and checked on load). Directories are 0700, files 0600,
-//! written to a temporary name and renamed into place.
+//! the full key is inside the file and checked on load). Directories are 0700, files 0600.
+//! A save writes a new temporary file (O_EXCL, O_NOFOLLOW) in the account directory, fsyncs
+//! it, renames it into place and fsyncs the directory: a crash leaves the old file or the new
+//! one, whole. Both read and write open the account directory with O_NOFOLLOW and check it
+//! (a private directory of ours) on its fd, and reach the file relative to that fd.
 //!
 //! What: a folder's generation and listing as of one refresh: UIDVALIDITY, UIDNEXT,
-//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, the verified body length, INTERNALDATE,
-//! MODSEQ and flags. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
+//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ and flags. The
+//! format has a field for the verified body length, but it is always written empty and
+//! ignored on load: after a server restore a saved length would cut reads short, so a length
+//! is only ever learned from the server's bytes in this mount. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
 //! folder name, the fields, and an MD5 of everything before it.
 //!
-//! Trust: none. A file that is not ours (another owner, a symlink), of another version, for
-//! another account or folder, truncated, oversized or failing its checksum is discarded (and
-//! removed when damaged). A loaded index is always marked stale, so it is only ever used as the
-//! starting point of a refresh: its UIDVALIDITY and HIGHESTMODSEQ go into the QRESYNC SELECT,
-//! and the server corrects whatever it says.
+//! Trust: none. A file that is not ours (another owner, a symlink, a loose mode, in a
+//! directory that is not private), of another version, for another account or folder,
+//! truncated, oversized or failing its checksum is discarded (and removed when damaged); the
+//! checks are made on the open fd and the bytes read from that same fd. A loaded index is
+//! only ever the starting point of a refresh (never installed before one from it succeeded):
+//! its UIDVALIDITY and HIGHESTMODSEQ go into the QRESYNC SELECT, and a sample of its messages
+//! is checked against the server in the same round trip (`store/sync/verify.rs`); a mismatch
+//! lists the folder afresh.
 //!
 //! When: an index is saved after its first listing in this mount, then at most once a
 //! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -154,27 +163,98 @@ fn hex_md5(data: &[u8]) -> String {
         .collect()
 }
 
-/// Write `bytes` to `path` through a temporary file, creating private directories.
+/// Write `bytes` to `path` so that a crash leaves either the old file or the new one, whole:
+/// a new temporary file in the same directory (O_EXCL, O_NOFOLLOW), written and fsynced,
+/// renamed over `path`, then the directory fsynced. The directory is created private if
+/// missing, and opened without following a symlink; the file is made relative to that fd.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+    let (dir, file) = split(path)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let dirfd = open_private_dir(dir)?;
+    let tmp = format!("{}.tmp{}", file.to_string_lossy(), std::process::id());
+    let tmp = cstr(std::ffi::OsStr::new(&tmp))?;
+    let name = cstr(file)?;
+    // SAFETY: openat with a valid directory fd and a NUL-terminated name; the fd returned is
+    // owned by the File below.
+    let fd = unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
+    let unlink_tmp = || {
+        // SAFETY: unlinkat with a valid directory fd and a NUL-terminated name.
+        unsafe { libc::unlinkat(dirfd.as_raw_fd(), tmp.as_ptr(), 0) };
+    };
+    if let Err(e) = f.write_all(bytes).and_then(|_| f.sync_all()) {
+        unlink_tmp();
+        return Err(e);
+    }
     drop(f);
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    // SAFETY: renameat within one directory fd, NUL-terminated names.
+    let r = unsafe {
+        libc::renameat(
+            dirfd.as_raw_fd(),
+            tmp.as_ptr(),
+            dirfd.as_raw_fd(),
+            name.as_ptr(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        unlink_tmp();
+        return Err(e);
+    }
+    dirfd.sync_all()
+}
+
+/// The directory and file name of `path`.
+fn split(path: &Path) -> std::io::Result<(&Path, &std::ffi::OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(file)) => Ok((dir, file)),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no directory and file name",
+        )),
+    }
+}
+
+fn cstr(s: &std::ffi::OsStr) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(s.as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+/// Open a directory that must be ours and private (0700 or stricter), refusing a symlink;
+/// the checks are made on the open fd, so nothing can be swapped in after them.
+fn open_private_dir(dir: &Path) -> std::io::Result<fs::File> {
+    let d = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)?;
+    let meta = d.metadata()?;
+    if !meta.is_dir() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} is not a private directory of ours", dir.display()),
+        ));
+    }
+    Ok(d)
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
 }
 
 /// Serialise an index (see the module documentation for the layout).
@@ -191,7 +271,9 @@ fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
     for (uid, m) in &ix.messages {
         put_u32(&mut w, uid.get());
         w.extend_from_slice(&m.listed_size.to_le_bytes());
-        put_opt(&mut w, m.body_len);
+        // The verified length is not saved: it would be trusted over the server's bytes
+        // after a restore (see the module documentation). The field stays in the format.
+        put_opt(&mut w, None);
         w.extend_from_slice(&m.internal_date.to_le_bytes());
         put_opt(&mut w, m.modseq.map(|m| m.0));
         put_u32(&mut w, m.flags.len() as u32);
@@ -224,27 +306,49 @@ fn put_opt(w: &mut Vec<u8>, v: Option<u64>) {
 }
 
 /// Read a saved index: `Ok(None)` if there is none or it belongs to another key, `Err` with
-/// the reason if it must be discarded.
+/// the reason if it must be discarded. The file is opened once, without following a symlink
+/// (in a private directory opened the same way); its type, owner, mode and size are checked
+/// on that fd, and the bytes are read from it: what was checked is what is read.
 fn load(path: &Path, account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
-    let f = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(f) => f,
+    let (dir, file) = split(path).map_err(|e| e.to_string())?;
+    let dirfd = match open_private_dir(dir) {
+        Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
+    let file = cstr(file).map_err(|e| e.to_string())?;
+    // SAFETY: openat with a valid directory fd and a NUL-terminated name; the fd returned is
+    // owned by the File below.
+    let fd = unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            file.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Ok(None);
+        }
+        return Err(e.to_string());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
     let meta = f.metadata().map_err(|e| e.to_string())?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+    if !meta.is_file() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
         return Err("not a private file of ours".into());
     }
     if meta.len() > MAX_FILE {
         return Err("too large".into());
     }
-    let data = fs::read(path).map_err(|e| e.to_string())?;
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    Read::take(&mut f, MAX_FILE + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
+    if data.len() as u64 > MAX_FILE {
+        return Err("too large".into());
+    }
     decode(&data, account, name)
 }
 
@@ -281,7 +385,8 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
     for _ in 0..count {
         let uid = Uid::new(r.u32()?).ok_or("UID 0")?;
         let listed_size = r.u64()?;
-        let body_len = r.opt()?;
+        // Never trusted from disk: a length is learned again from the server's bytes.
+        let _saved_len = r.opt()?;
         let internal_date = r.u64()? as i64;
         let modseq = r.opt()?.map(ModSeq);
         let nflags = r.u32()? as usize;
@@ -292,7 +397,7 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
         }
         let meta = MessageMeta {
             listed_size,
-            body_len,
+            body_len: None,
             internal_date,
             flags,
             modseq,
@@ -389,7 +494,10 @@ mod tests {
         let ix = sample();
         let bytes = encode("u@h:993", &name, &ix);
         let back = decode(&bytes, "u@h:993", &name).unwrap().unwrap();
-        assert_eq!(back.messages, ix.messages);
+        let mut expected = ix.messages.clone();
+        // Verified lengths are learned again from the server's bytes (item 15).
+        expected.values_mut().for_each(|m| m.body_len = None);
+        assert_eq!(back.messages, expected);
         assert_eq!(back.validity, ix.validity);
         assert_eq!(back.uidnext, ix.uidnext);
         assert_eq!(back.highest_modseq, ix.highest_modseq);
@@ -429,7 +537,73 @@ mod tests {
             fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
             0o700
         );
+        let back = load(&path, &p.account, &name).unwrap().unwrap();
+        assert!(
+            back.messages.values().all(|m| m.body_len.is_none()),
+            "item 15: a saved length is never trusted over the server's bytes"
+        );
+        assert!(
+            fs::read_dir(path.parent().unwrap()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")),
+            "no temporary file is left behind"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn item_14_a_symlink_or_a_loose_file_or_directory_is_never_read() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("imapfs-persist14-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let p = PersistOptions {
+            dir: dir.clone(),
+            account: "u@h:993".into(),
+        };
+        let name = MailboxName::from_utf8("INBOX", false);
+        let path = file_for(&p, &name);
+        let bytes = encode(&p.account, &name, &sample());
+        write_private(&path, &bytes).unwrap();
         assert!(load(&path, &p.account, &name).unwrap().is_some());
+
+        // A symlink in place of the file, to a sound index elsewhere: refused.
+        let elsewhere = dir.join("elsewhere.idx");
+        fs::write(&elsewhere, &bytes).unwrap();
+        fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::remove_file(&path).unwrap();
+        symlink(&elsewhere, &path).unwrap();
+        assert!(load(&path, &p.account, &name).is_err(), "a symlinked file");
+        // Writing replaces the link itself, never the file it points to.
+        write_private(&path, &bytes).unwrap();
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        // A file others can read or write: refused.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load(&path, &p.account, &name).is_err(), "a loose file");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+
+        // The account directory swapped for a symlink to another directory: refused, for
+        // reading and for writing.
+        let account_dir = path.parent().unwrap().to_path_buf();
+        let moved = dir.join("moved");
+        fs::rename(&account_dir, &moved).unwrap();
+        symlink(&moved, &account_dir).unwrap();
+        assert!(
+            load(&path, &p.account, &name).is_err(),
+            "a symlinked directory"
+        );
+        assert!(write_private(&path, &bytes).is_err());
+        fs::remove_file(&account_dir).unwrap();
+        fs::rename(&moved, &account_dir).unwrap();
+
+        // A directory others can enter: refused.
+        fs::set_permissions(&account_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(load(&path, &p.account, &name).is_err(), "a loose directory");
         let _ = fs::remove_dir_all(&dir);
     }
 }

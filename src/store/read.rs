@@ -12,7 +12,9 @@
 //! the end of the body: the real length goes into the index ([`IndexChange::BodyLength`]) and
 //! the filesystem hears of it if it differs from what it showed (an empty block proves it only
 //! right after a full one: a reader that jumped past the end learns nothing). Until the length
-//! is known, a read is never cut at the listed size: it ends where the body does.
+//! is known, a read is never cut at the listed size: it ends where the body does. A known
+//! length is always one learned from the server's bytes in this mount (a saved index carries
+//! none: see [`crate::store::persist`]), so no saved size ever cuts a read short.
 //!
 //! A folder walk is also streamed in the background on a connection of its own
 //! ([`crate::store::stream`]); while a stream serves a folder, a read whose first block is on

@@ -17,9 +17,15 @@
 //! The refresh always EXAMINEs afresh (a NOOP on an old selection would not reveal that the
 //! mailbox was deleted and recreated under a new UIDVALIDITY); a new UIDVALIDITY means a full
 //! listing. The result is applied to the index in place ([`Indexes`]), keeping the body lengths
-//! learned by reading, and the differences go to the change feed. A UID the server has and the
-//! index lacks (appended below the UIDNEXT we knew, or learned only by its flags) is listed in
-//! a second exchange; that is the only way a refresh takes two round trips.
+//! learned by reading, and the differences go to the change feed. A UID the server reports
+//! that the index lacks (appended below the UIDNEXT we knew, or learned only by its flags) is
+//! listed right away on the same session, whose view includes it (it has just EXAMINEd);
+//! that is the only way a refresh takes two round trips. HIGHESTMODSEQ and UIDNEXT advance
+//! only once every reported UID is in the index ([`delta`]).
+//!
+//! A saved index is checked before it is believed ([`verify`]): its first refresh lists a
+//! sample of it in the same round trip, and a mismatch (same UIDVALIDITY, other messages)
+//! lists the folder afresh, as a new UIDVALIDITY would.
 //!
 //! Freshness: an index is trusted for the caller's `max_age`, or indefinitely while the
 //! watcher ([`crate::store::watch`]) reports every change to it; see [`Account::index`].
@@ -39,15 +45,34 @@ use crate::imap::types::{
 };
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
-use crate::store::index::{Index, IndexChange, MessageMeta, SharedIndex};
+use crate::store::index::{Index, MessageMeta, SharedIndex};
 use crate::store::Account;
 
+mod delta;
+mod verify;
+
+pub(crate) use delta::{apply_delta, Delta};
+
 /// What a refresh starts from: the part of the index the server is asked about.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Base {
     pub validity: UidValidity,
     pub highest_modseq: Option<ModSeq>,
     pub uidnext: Option<Uid>,
+    /// Messages to compare with the server (RFC822.SIZE, INTERNALDATE) in the same round
+    /// trip: a sample of a saved index ([`verify`]); empty otherwise.
+    pub check: Vec<(Uid, u64, i64)>,
+}
+
+impl Base {
+    fn of(ix: &Index, check: Vec<(Uid, u64, i64)>) -> Base {
+        Base {
+            validity: ix.validity,
+            highest_modseq: ix.highest_modseq,
+            uidnext: ix.uidnext,
+            check,
+        }
+    }
 }
 
 /// What a refresh learned from the server.
@@ -57,23 +82,9 @@ pub(crate) enum Learned {
     Full(Index),
     /// What changed since the [`Base`].
     Delta(Delta),
-}
-
-/// The changes since a [`Base`], as the server reported them.
-#[derive(Debug, Default)]
-pub(crate) struct Delta {
-    pub uidnext: Option<Uid>,
-    pub highest_modseq: Option<ModSeq>,
-    pub permanent_flags: Option<Vec<Flag>>,
-    /// Expunged (QRESYNC `VANISHED`): ranges that may cover UIDs never known.
-    pub vanished: Vec<(u32, u32)>,
-    /// Every UID the mailbox holds, where the server was asked (UID SEARCH ALL, or the flags
-    /// of every message); a known UID below `uidnext` missing from it was expunged.
-    pub present: Option<BTreeSet<Uid>>,
-    /// Flags (and MODSEQ) of messages: the changed ones, or all of them.
-    pub flags: Vec<(Uid, Vec<Flag>, Option<ModSeq>)>,
-    /// Whole metadata of messages listed (the new ones).
-    pub listed: BTreeMap<Uid, MessageMeta>,
+    /// A whole listing because the [`Base`] failed its check: the server holds other
+    /// messages under the same UIDVALIDITY.
+    Replaced(Index),
 }
 
 /// Counts of the refreshes done, for `user.imapfs.stats`.
@@ -124,24 +135,32 @@ impl Account {
     }
 
     /// Ask the server and bring the index up to date. Callers hold the mailbox's refresh turn.
+    ///
+    /// A saved index ([`crate::store::persist`]) is only a starting point: it is never
+    /// installed before a refresh from it succeeded, and that first refresh checks a sample
+    /// of it against the server ([`verify`]); a mismatch means the server holds other
+    /// messages under the same UIDVALIDITY (a restored backup), and the folder is listed
+    /// afresh as if its UIDVALIDITY had changed.
     fn refresh(&self, id: MailboxId) -> Result<SharedIndex> {
         let name = self.require_name(id)?;
-        if self.indexes.get(id).is_none() {
-            if let Some(saved) = self.load_saved_index(id, &name) {
-                self.indexes.install(id, saved);
-            }
-        }
-        let base = self.indexes.get(id).map(|ix| {
-            let ix = ix.read();
-            Base {
-                validity: ix.validity,
-                highest_modseq: ix.highest_modseq,
-                uidnext: ix.uidnext,
-            }
-        });
+        let held = self.indexes.get(id);
+        let saved = match held {
+            Some(_) => None,
+            None => self.load_saved_index(id, &name),
+        };
+        let base = match (&held, &saved) {
+            (Some(ix), _) => Some(Base::of(&ix.read(), Vec::new())),
+            (None, Some(ix)) => Some(Base::of(ix, verify::sample(ix))),
+            (None, None) => None,
+        };
+        let known = |uid: Uid| match (&held, &saved) {
+            (Some(ix), _) => ix.read().messages.contains_key(&uid),
+            (None, Some(ix)) => ix.messages.contains_key(&uid),
+            (None, None) => false,
+        };
         let attempt = || {
             self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-                sync_mailbox(s, &name, base.as_ref())
+                sync_mailbox(s, &name, base.as_ref(), &known)
             })
         };
         let learned = match attempt() {
@@ -155,31 +174,51 @@ impl Account {
             other => other?,
         };
         let shared = match learned {
-            Learned::Full(index) => {
-                self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
-                let (shared, changes) = self.indexes.install(id, index);
-                for c in &changes {
-                    if let Change::Reset { .. } = c {
-                        log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
-                        self.reading.blocks.forget_mailbox(id);
-                    }
+            Learned::Full(index) => self.install_full(id, &name, index),
+            Learned::Replaced(index) => {
+                log::warn!(
+                    "{name}: the saved index does not match the server (same UIDVALIDITY, \
+                     other messages): listing it afresh"
+                );
+                if let Some(old) = &saved {
+                    self.reading.blocks.forget_mailbox(id);
+                    self.changes.send([Change::Reset {
+                        mailbox: id,
+                        old: old.validity,
+                        uids: old.messages.keys().copied().collect(),
+                    }]);
                 }
-                self.changes.send(changes);
-                shared
+                self.install_full(id, &name, index)
             }
             Learned::Delta(delta) => {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
-                let validity = base.map(|b| b.validity).ok_or_else(|| {
+                let validity = base.as_ref().map(|b| b.validity).ok_or_else(|| {
                     Error::Protocol("an incremental refresh without an index".into())
                 })?;
-                let shared = self
-                    .indexes
-                    .get(id)
-                    .ok_or_else(|| Error::NoMailbox(format!("{name}")))?;
-                let (changes, unknown) = apply_delta(id, validity, &mut shared.write(), delta);
+                let (shared, changes, unknown) = match (held, saved) {
+                    (Some(shared), _) => {
+                        let (changes, unknown) =
+                            apply_delta(id, validity, &mut shared.write(), delta);
+                        (shared, changes, unknown)
+                    }
+                    (None, Some(mut ix)) => {
+                        let (changes, unknown) = apply_delta(id, validity, &mut ix, delta);
+                        (self.indexes.install(id, ix).0, changes, unknown)
+                    }
+                    (None, None) => {
+                        return Err(Error::Protocol(
+                            "an incremental refresh without an index".into(),
+                        ))
+                    }
+                };
                 self.changes.send(changes);
                 if !unknown.is_empty() {
-                    self.list_unknown(id, &name, validity, &unknown)?;
+                    // The index stays stale and keeps its old HIGHESTMODSEQ and UIDNEXT: the
+                    // next question asks again for what changed since then.
+                    log::warn!(
+                        "{name}: the server reported {} messages it would not list",
+                        unknown.len()
+                    );
                 }
                 shared
             }
@@ -188,44 +227,19 @@ impl Account {
         Ok(shared)
     }
 
-    /// List messages the server has that the index lacks, and add them.
-    fn list_unknown(
-        &self,
-        id: MailboxId,
-        name: &MailboxName,
-        validity: UidValidity,
-        uids: &[Uid],
-    ) -> Result<()> {
-        log::debug!("{name}: listing {} messages the index lacks", uids.len());
-        let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
-        let listed = self.pool.with_session(Some(name), Retry::Idempotent, |s| {
-            crate::store::read::check_validity(s, name, validity)?;
-            let condstore = s.has_capability("CONDSTORE");
-            let done = s.run(Command::Fetch {
-                uid: true,
-                set: set.clone(),
-                attrs: listing_attrs(condstore),
-                changed_since: None,
-            })?;
-            Ok(parse_listing(done.untagged))
-        })?;
-        let mut added = Vec::new();
-        for (uid, meta) in listed {
-            if self
-                .indexes
-                .apply(id, validity, IndexChange::Added(uid, meta))
-            {
-                added.push(uid);
+    /// Install a whole listing (first sight, a new UIDVALIDITY, a saved index that did not
+    /// match); the filesystem hears what changed.
+    fn install_full(&self, id: MailboxId, name: &MailboxName, index: Index) -> SharedIndex {
+        self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
+        let (shared, changes) = self.indexes.install(id, index);
+        for c in &changes {
+            if let Change::Reset { .. } = c {
+                log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
+                self.reading.blocks.forget_mailbox(id);
             }
         }
-        if !added.is_empty() {
-            self.changes.send([Change::Added {
-                mailbox: id,
-                validity,
-                uids: added,
-            }]);
-        }
-        Ok(())
+        self.changes.send(changes);
+        shared
     }
 
     /// Drop everything held about a mailbox (deleted or renamed away).
@@ -251,10 +265,15 @@ fn listing_attrs(condstore: bool) -> Vec<FetchAttr> {
 
 /// Bring what `base` describes up to date on session `s`: a [`Learned::Delta`] in one round
 /// trip where the server allows, a [`Learned::Full`] listing otherwise.
+///
+/// Every UID the server reports that `known` lacks is listed on the same session before this
+/// returns (its view includes them: it has just EXAMINEd), so a delta never names a message
+/// the index cannot hold.
 pub(crate) fn sync_mailbox(
     s: &mut Session,
     name: &MailboxName,
     base: Option<&Base>,
+    known: &dyn Fn(Uid) -> bool,
 ) -> Result<Learned> {
     let Some(base) = base else {
         return fetch_index(s, name).map(Learned::Full);
@@ -313,6 +332,15 @@ pub(crate) fn sync_mailbox(
             (sync, vec![new_ones, flags])
         }
     };
+    let mut extra = extra;
+    if !base.check.is_empty() {
+        extra.push(Command::Fetch {
+            uid: true,
+            set: SequenceSet::from_numbers(base.check.iter().map(|(u, _, _)| u.get())),
+            attrs: listing_attrs(condstore),
+            changed_since: None,
+        });
+    }
     let (selected, results) = s.select_with(name, true, sync, &extra)?;
     let sel = s
         .selected()
@@ -328,7 +356,7 @@ pub(crate) fn sync_mailbox(
         }
         return fetch_index(s, name).map(Learned::Full);
     }
-    let exists = sel.exists;
+    let (exists, sel_highest, sel_uidnext) = (sel.exists, sel.highest_modseq, sel.uidnext);
     let mut delta = Delta {
         uidnext: sel.uidnext,
         highest_modseq: sel.highest_modseq,
@@ -351,6 +379,44 @@ pub(crate) fn sync_mailbox(
     }
     let asked_present = qresync.is_none();
     let mut present = BTreeSet::new();
+    absorb(&mut delta, &mut present, untagged, modseq.is_none());
+    if asked_present {
+        present.extend(delta.listed.keys().copied());
+        delta.present = Some(present.clone());
+    }
+    let unknown: Vec<u32> = delta
+        .flags
+        .iter()
+        .map(|(u, _, _)| *u)
+        .chain(present.iter().copied())
+        .filter(|u| !delta.listed.contains_key(u) && !known(*u))
+        .map(Uid::get)
+        .collect();
+    if !unknown.is_empty() {
+        log::debug!("{name}: listing {} messages the index lacks", unknown.len());
+        let done = s.run(Command::Fetch {
+            uid: true,
+            set: SequenceSet::from_numbers(unknown),
+            attrs: listing_attrs(condstore),
+            changed_since: None,
+        })?;
+        let mut more = BTreeSet::new();
+        absorb(&mut delta, &mut more, done.untagged, false);
+    }
+    if !verify::matches(name, base, &delta, sel_highest, sel_uidnext) {
+        return fetch_index(s, name).map(Learned::Replaced);
+    }
+    Ok(Learned::Delta(delta))
+}
+
+/// Take a refresh's untagged responses into `delta`; with `all_flags`, a FETCH of flags
+/// alone also says the message is there (`present`).
+fn absorb(
+    delta: &mut Delta,
+    present: &mut BTreeSet<Uid>,
+    untagged: Vec<Untagged>,
+    all_flags: bool,
+) {
     for u in untagged {
         match u {
             Untagged::Vanished { uids, .. } => delta.vanished.extend(uids.0),
@@ -366,7 +432,7 @@ pub(crate) fn sync_mailbox(
                     delta.listed.insert(uid, meta);
                 }
                 Some(Parsed::Flags(uid, flags, m)) => {
-                    if modseq.is_none() {
+                    if all_flags {
                         // The flags of every message: also the list of what is there.
                         present.insert(uid);
                     }
@@ -377,113 +443,6 @@ pub(crate) fn sync_mailbox(
             _ => {}
         }
     }
-    if asked_present {
-        present.extend(delta.listed.keys().copied());
-        delta.present = Some(present);
-    }
-    Ok(Learned::Delta(delta))
-}
-
-/// Apply a delta to an index at `validity`: returns the changes for the feed and the UIDs
-/// the server has that the index lacks (to be listed).
-pub(crate) fn apply_delta(
-    mailbox: MailboxId,
-    validity: UidValidity,
-    ix: &mut Index,
-    delta: Delta,
-) -> (Vec<Change>, Vec<Uid>) {
-    let mut removed = Vec::new();
-    let mut added = Vec::new();
-    let mut changed = BTreeSet::new();
-    if ix.validity != validity {
-        // The index was replaced meanwhile; its next refresh starts over.
-        ix.stale = true;
-        return (Vec::new(), Vec::new());
-    }
-    for (a, b) in delta.vanished {
-        let (lo, hi) = (a.min(b), a.max(b));
-        let (Some(lo), Some(hi)) = (Uid::new(lo.max(1)), Uid::new(hi)) else {
-            continue;
-        };
-        removed.extend(ix.messages.range(lo..=hi).map(|(u, _)| *u));
-    }
-    if let Some(present) = &delta.present {
-        // A message added to the index after the server answered (a move of ours) has a UID
-        // at or above the UIDNEXT of that answer: only older ones can be judged.
-        let limit = delta.uidnext.map_or(u32::MAX, Uid::get);
-        removed.extend(
-            ix.messages
-                .keys()
-                .filter(|u| u.get() < limit && !present.contains(u))
-                .copied(),
-        );
-    }
-    removed.sort_unstable();
-    removed.dedup();
-    for u in &removed {
-        ix.apply(IndexChange::Removed(*u));
-    }
-    let mut unknown = BTreeSet::new();
-    for (uid, meta) in delta.listed {
-        if removed.binary_search(&uid).is_ok() {
-            continue;
-        }
-        match ix.messages.get_mut(&uid) {
-            Some(m) => {
-                if m.flags != meta.flags || m.listed_size != meta.listed_size {
-                    changed.insert(uid);
-                }
-                m.flags = meta.flags;
-                m.modseq = meta.modseq.or(m.modseq);
-                m.listed_size = meta.listed_size;
-            }
-            None => {
-                ix.apply(IndexChange::Added(uid, meta));
-                added.push(uid);
-            }
-        }
-    }
-    for (uid, flags, modseq) in delta.flags {
-        if removed.binary_search(&uid).is_ok() {
-            continue;
-        }
-        if ix.messages.contains_key(&uid) {
-            if ix.apply(IndexChange::Flags { uid, flags, modseq }) {
-                changed.insert(uid);
-            }
-        } else {
-            unknown.insert(uid);
-        }
-    }
-    if let Some(present) = &delta.present {
-        unknown.extend(
-            present
-                .iter()
-                .filter(|u| !ix.messages.contains_key(u))
-                .copied(),
-        );
-    }
-    if let Some(n) = delta.uidnext {
-        if ix.uidnext.is_none_or(|old| old < n) {
-            ix.uidnext = Some(n);
-        }
-    }
-    if delta.highest_modseq.is_some() {
-        ix.highest_modseq = delta.highest_modseq;
-    }
-    if delta.permanent_flags.is_some() {
-        ix.permanent_flags = delta.permanent_flags;
-    }
-    ix.fetched_at = Instant::now();
-    ix.stale = false;
-    let changes = Change::of_diff(
-        mailbox,
-        validity,
-        removed,
-        added,
-        changed.into_iter().collect(),
-    );
-    (changes, unknown.into_iter().collect())
 }
 
 /// One FETCH response of a listing or a change report.
@@ -573,108 +532,4 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn uid(n: u32) -> Uid {
-        Uid::new(n).unwrap()
-    }
-
-    fn meta(flags: Vec<Flag>) -> MessageMeta {
-        MessageMeta {
-            listed_size: 10,
-            body_len: None,
-            internal_date: 0,
-            flags,
-            modseq: None,
-        }
-    }
-
-    fn index(uids: &[u32]) -> Index {
-        Index {
-            validity: UidValidity::new(7).unwrap(),
-            uidnext: Some(uid(uids.iter().max().copied().unwrap_or(0) + 1)),
-            highest_modseq: Some(ModSeq(10)),
-            permanent_flags: None,
-            messages: uids.iter().map(|&u| (uid(u), meta(Vec::new()))).collect(),
-            fetched_at: Instant::now(),
-            stale: false,
-        }
-    }
-
-    #[test]
-    fn a_qresync_delta_removes_adds_and_reflags() {
-        let id = MailboxId::new(1).unwrap();
-        let v = UidValidity::new(7).unwrap();
-        let mut ix = index(&[1, 2, 3, 4]);
-        ix.messages.get_mut(&uid(2)).unwrap().body_len = Some(99);
-        let delta = Delta {
-            uidnext: Some(uid(6)),
-            highest_modseq: Some(ModSeq(20)),
-            // EARLIER ranges can cover UIDs never known.
-            vanished: vec![(3, 3), (100, 200)],
-            flags: vec![(uid(2), vec![Flag::Seen], Some(ModSeq(15)))],
-            listed: BTreeMap::from([(uid(5), meta(vec![Flag::Flagged]))]),
-            ..Delta::default()
-        };
-        let (changes, unknown) = apply_delta(id, v, &mut ix, delta);
-        assert!(unknown.is_empty());
-        assert_eq!(
-            ix.messages.keys().map(|u| u.get()).collect::<Vec<_>>(),
-            [1, 2, 4, 5]
-        );
-        assert_eq!(ix.messages[&uid(2)].flags, vec![Flag::Seen]);
-        assert_eq!(
-            ix.messages[&uid(2)].body_len,
-            Some(99),
-            "size corrections survive"
-        );
-        assert_eq!(ix.highest_modseq, Some(ModSeq(20)));
-        assert_eq!(ix.uidnext, Some(uid(6)));
-        assert_eq!(changes.len(), 3);
-    }
-
-    #[test]
-    fn a_plain_delta_judges_expunges_only_below_its_uidnext() {
-        let id = MailboxId::new(1).unwrap();
-        let v = UidValidity::new(7).unwrap();
-        // UID 9 arrived in the index after the server answered (a move of ours).
-        let mut ix = index(&[1, 2, 9]);
-        let delta = Delta {
-            uidnext: Some(uid(4)),
-            present: Some(BTreeSet::from([uid(1), uid(3)])),
-            flags: vec![(uid(1), Vec::new(), None), (uid(3), Vec::new(), None)],
-            ..Delta::default()
-        };
-        let (changes, unknown) = apply_delta(id, v, &mut ix, delta);
-        assert_eq!(
-            unknown,
-            vec![uid(3)],
-            "known to the server, not to us: list it"
-        );
-        assert!(ix.messages.contains_key(&uid(9)));
-        assert!(!ix.messages.contains_key(&uid(2)));
-        assert_eq!(
-            changes,
-            vec![Change::Removed {
-                mailbox: id,
-                validity: v,
-                uids: vec![uid(2)]
-            }]
-        );
-    }
-
-    #[test]
-    fn a_delta_for_another_generation_is_not_applied() {
-        let id = MailboxId::new(1).unwrap();
-        let mut ix = index(&[1]);
-        let delta = Delta {
-            vanished: vec![(1, 1)],
-            ..Delta::default()
-        };
-        let (changes, _) = apply_delta(id, UidValidity::new(8).unwrap(), &mut ix, delta);
-        assert!(changes.is_empty());
-        assert!(ix.messages.contains_key(&uid(1)));
-        assert!(ix.stale);
-    }
-}
+mod tests;

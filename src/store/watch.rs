@@ -5,8 +5,10 @@
 //! ([`Pool::dedicated_session`]) and runs, by what the server offers:
 //!
 //! - NOTIFY (RFC 5465): `NOTIFY SET (PERSONAL (MessageNew MessageExpunge FlagChange
-//!   MailboxName SubscriptionChange))`, then IDLE. Every mailbox is covered: a change to one
-//!   arrives as `* STATUS name (...)`, a created, deleted or renamed folder as `* LIST`.
+//!   MailboxName SubscriptionChange))`, then IDLE. Every mailbox of the personal namespace
+//!   is covered (NAMESPACE says which are not: other users' and shared ones, which stay on
+//!   their TTL): a change to one arrives as `* STATUS name (...)`, a created, deleted or
+//!   renamed folder as `* LIST`.
 //!   Folder events are only hints (Dovecot 2.3 loses renames and deletions made by other
 //!   connections), so IDLE is also broken every [`POLL`] to read the folder list again.
 //! - IDLE alone: IDLE on the most recently used mailbox (EXAMINEd on the watcher's
@@ -63,8 +65,9 @@ enum Coverage {
     /// No watcher connection: indexes are refreshed on their TTL.
     #[default]
     Down,
-    /// NOTIFY: every mailbox, since the instant given.
-    All(Instant),
+    /// NOTIFY (PERSONAL): every mailbox of the personal namespace, since the instant given;
+    /// mailboxes of other users' and shared namespaces are not reported, so not covered.
+    All(Instant, Namespaces),
     /// IDLE on one mailbox since the instant given; the others are covered too (by STATUS
     /// polling) when the server reports HIGHESTMODSEQ, since `polled`.
     Idle {
@@ -86,9 +89,12 @@ impl Account {
 
     /// Whether an index of `id` fetched at `fetched_at` is kept current by the watcher.
     pub(crate) fn watched_since(&self, id: MailboxId, fetched_at: Instant) -> bool {
+        let name = self.mailbox_name(id);
         match &*self.watch.state.lock() {
             Coverage::Down => false,
-            Coverage::All(since) => fetched_at >= *since,
+            Coverage::All(since, ns) => {
+                fetched_at >= *since && name.is_some_and(|n| ns.is_personal(n.raw()))
+            }
             Coverage::Idle { mailbox, polled } => {
                 mailbox.is_some_and(|(m, since)| m == id && fetched_at >= since)
                     || polled.is_some_and(|since| fetched_at >= since)
@@ -104,9 +110,10 @@ impl Account {
     /// Whether every change to mailbox `id` is pushed to the filesystem (so the kernel may
     /// keep its entries long).
     pub fn is_watched(&self, id: MailboxId) -> bool {
+        let name = self.mailbox_name(id);
         match &*self.watch.state.lock() {
             Coverage::Down => false,
-            Coverage::All(_) => true,
+            Coverage::All(_, ns) => name.is_some_and(|n| ns.is_personal(n.raw())),
             Coverage::Idle { mailbox, polled } => {
                 polled.is_some() || mailbox.is_some_and(|(m, _)| m == id)
             }
@@ -215,6 +222,11 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
             }
         }
     };
+    let namespaces = if notify {
+        namespaces(&mut s)?
+    } else {
+        Namespaces::default()
+    };
     let idle = s.has_capability("IDLE");
     let modseq = s.has_capability("CONDSTORE");
     log::info!(
@@ -242,7 +254,7 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
         };
         let now = Instant::now();
         *a.watch.state.lock() = if notify {
-            Coverage::All(now)
+            Coverage::All(now, namespaces)
         } else {
             Coverage::Idle {
                 mailbox: None,
@@ -292,6 +304,74 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
             return Ok(End::Renew);
         }
     }
+}
+
+/// The prefixes of the namespaces NOTIFY (PERSONAL) does not cover.
+#[derive(Debug, Clone, Default)]
+struct Namespaces {
+    personal: Vec<Vec<u8>>,
+    foreign: Vec<Vec<u8>>,
+}
+
+impl Namespaces {
+    /// Whether a mailbox belongs to the personal namespace: INBOX always; another name
+    /// unless the longest namespace prefix it starts with is another user's or shared. A
+    /// prefix is compared without its trailing delimiter, so the namespace's own root counts
+    /// as foreign too (a doubt costs a refresh on the TTL, never a missed change).
+    fn is_personal(&self, name: &[u8]) -> bool {
+        if name.eq_ignore_ascii_case(b"INBOX") {
+            return true;
+        }
+        let longest = |prefixes: &[Vec<u8>]| {
+            prefixes
+                .iter()
+                .filter(|p| name.starts_with(p))
+                .map(Vec::len)
+                .max()
+        };
+        match longest(&self.foreign) {
+            None => true,
+            Some(f) => longest(&self.personal).is_some_and(|p| p > f),
+        }
+    }
+}
+
+/// Ask NAMESPACE (RFC 2342) where offered: without it the server has one namespace, the
+/// personal one.
+fn namespaces(s: &mut Session) -> Result<Namespaces> {
+    if !s.has_capability("NAMESPACE") {
+        return Ok(Namespaces::default());
+    }
+    let done = match s.run(Command::Namespace) {
+        Ok(done) => done,
+        Err(e) if e.is_fatal_to_connection() => return Err(e),
+        Err(e) => {
+            // Unknown namespaces: cover nothing but INBOX rather than claim too much.
+            log::info!("watcher: NAMESPACE refused ({e}); only INBOX counts as watched");
+            return Ok(Namespaces {
+                personal: Vec::new(),
+                foreign: vec![Vec::new()],
+            });
+        }
+    };
+    let trim = |(p, d): (Vec<u8>, Option<char>)| {
+        let mut p = p;
+        if let Some(d) = d.filter(|d| d.is_ascii()) {
+            if p.last() == Some(&(d as u8)) {
+                p.pop();
+            }
+        }
+        p
+    };
+    let mut out = Namespaces::default();
+    for u in done.untagged {
+        if let Untagged::Namespace(ns) = u {
+            out.personal.extend(ns.personal.into_iter().map(trim));
+            out.foreign
+                .extend(ns.other.into_iter().chain(ns.shared).map(trim));
+        }
+    }
+    Ok(out)
 }
 
 /// Refresh every index held (after the watcher was away).
@@ -488,5 +568,28 @@ fn refresh(a: &Account, id: MailboxId) -> bool {
             log::warn!("watcher: refreshing {id}: {e}");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_personal_covers_no_shared_or_other_users_folder() {
+        let ns = Namespaces {
+            personal: vec![Vec::new()],
+            foreign: vec![b"shared".to_vec(), b"#users".to_vec()],
+        };
+        assert!(ns.is_personal(b"INBOX"));
+        assert!(ns.is_personal(b"Archive.2024"));
+        assert!(!ns.is_personal(b"shared.Team"));
+        assert!(!ns.is_personal(b"#users.bob.INBOX"));
+        assert!(Namespaces::default().is_personal(b"anything"));
+        let unknown = Namespaces {
+            personal: Vec::new(),
+            foreign: vec![Vec::new()],
+        };
+        assert!(unknown.is_personal(b"INBOX") && !unknown.is_personal(b"Sent"));
     }
 }
