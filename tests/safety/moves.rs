@@ -143,7 +143,7 @@ fn start(dovecot: &Dovecot, args: &[&str]) -> Mount {
 /// the server's UIDs again.
 #[test]
 fn item_1_the_name_mv_gave_names_the_moved_message_not_the_targets_own() {
-    let dovecot = Dovecot::start(&seed(&[("A", 5), ("B", 5), ("C", 0)], &[]));
+    let dovecot = Dovecot::start(&seed(&[("A", 5), ("B", 5)], &["C"]));
     let mount = start(&dovecot, &[]);
 
     run_ok(&["mv", &p(&mount, "A/3.eml"), &p(&mount, "B/")]);
