@@ -178,7 +178,9 @@ impl ImapFs {
             Error::NotPermitted("messages can only move into a folder that holds messages".into())
         })?;
         if self.draft_by_name(newparent, newname).is_some() {
-            return Err(Error::AlreadyExists(format!("{newname} is a new file being written")));
+            return Err(Error::AlreadyExists(format!(
+                "{newname} is a new file being written"
+            )));
         }
         if flags.contains(RenameFlags::RENAME_NOREPLACE)
             && self.lookup_entry(newparent, newname).is_ok()
@@ -202,9 +204,12 @@ impl ImapFs {
                 if let Err(e) = &r {
                     log::warn!("moving UID {}: {e}", msg.uid);
                 }
-                aliases
-                    .lock()
-                    .arrived(target, &given.1, ino, r.as_ref().map(|at| *at).map_err(drop));
+                aliases.lock().arrived(
+                    target,
+                    &given.1,
+                    ino,
+                    r.as_ref().map(|at| *at).map_err(drop),
+                );
                 // The kernel holds the name `mv` gave with the entry lifetime of the old
                 // name: from now on it asks (the alias, or nothing if the move failed).
                 invalidator.send(Invalidation::Entry {

@@ -151,7 +151,10 @@ fn item_1_the_name_mv_gave_names_the_moved_message_not_the_targets_own() {
     assert_eq!(cat_token(&mount, "B/3.eml"), token("A", 3));
     let moved3 = uid_of(&dovecot, "B", &token("A", 3));
     assert_ne!(moved3, 3);
-    assert_eq!(xattr(&mount, "B/3.eml", "user.imap.uid"), moved3.to_string());
+    assert_eq!(
+        xattr(&mount, "B/3.eml", "user.imap.uid"),
+        moved3.to_string()
+    );
     assert_eq!(
         xattr(&mount, "B/3.eml", "user.mail.message-id"),
         "<m.A.3@imapfs.test>"
@@ -184,7 +187,10 @@ fn item_1_the_name_mv_gave_names_the_moved_message_not_the_targets_own() {
     let b = server_tokens(&dovecot, "B");
     assert_eq!(b[&3], token("B", 3), "{b:?}");
     assert!(!b.values().any(|t| *t == token("A", 3)), "{b:?}");
-    assert!(!mount.join("B/3.eml").exists(), "rm'd name came back before a listing");
+    assert!(
+        !mount.join("B/3.eml").exists(),
+        "rm'd name came back before a listing"
+    );
 
     // A rename onto a name replaces nothing.
     run_ok(&["mv", &p(&mount, "A/5.eml"), &p(&mount, "B/5.eml")]);
@@ -252,7 +258,10 @@ fn item_1_a_glob_mv_of_200_into_an_empty_folder_exits_0() {
             "mv {from} -> {to}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(dovecot.oracle_fetch_all(from).is_empty(), "{from} not empty");
+        assert!(
+            dovecot.oracle_fetch_all(from).is_empty(),
+            "{from} not empty"
+        );
         let there = server_tokens(&dovecot, to);
         let mut toks: Vec<String> = there.values().cloned().collect();
         toks.sort();
@@ -275,13 +284,21 @@ fn item_10_a_replace_after_a_move_or_append_is_checked_against_the_target() {
     // Without the watcher, which would tell the mount of the other client's change first.
     let mount = start(&dovecot, &["-o", "idle=no"]);
     assert_eq!(xattr(&mount, "A/1.eml", "user.imap.flags"), "");
-    run_ok(&["mv", &p(&mount, "A/1.eml"), &p(&mount, "A/2.eml"), &p(&mount, "B/")]);
+    run_ok(&[
+        "mv",
+        &p(&mount, "A/1.eml"),
+        &p(&mount, "A/2.eml"),
+        &p(&mount, "B/"),
+    ]);
     let names = listed(&mount, "B");
     let one = uid_of(&dovecot, "B", &token("A", 1));
     let two = uid_of(&dovecot, "B", &token("A", 2));
     assert!(names.contains(&format!("{one}.eml")), "{names:?}");
     let path1 = mount.join(format!("B/{one}.eml"));
-    assert_eq!(xattr(&mount, &format!("B/{one}.eml"), "user.imap.flags"), "");
+    assert_eq!(
+        xattr(&mount, &format!("B/{one}.eml"), "user.imap.flags"),
+        ""
+    );
     dovecot.oracle_store("B", one, "+FLAGS", &["\\Answered"]);
     assert_eq!(
         set_xattr(&path1, "user.imap.flags", b"\\Seen"),
@@ -289,7 +306,10 @@ fn item_10_a_replace_after_a_move_or_append_is_checked_against_the_target() {
     );
     assert_eq!(dovecot.oracle_flags("B", one), ["\\Answered"]);
     // Informed now: the retry goes through.
-    assert_eq!(xattr(&mount, &format!("B/{one}.eml"), "user.imap.flags"), "\\Answered");
+    assert_eq!(
+        xattr(&mount, &format!("B/{one}.eml"), "user.imap.flags"),
+        "\\Answered"
+    );
     set_xattr(&path1, "user.imap.flags", b"\\Seen").expect("informed replace");
     assert_eq!(dovecot.oracle_flags("B", one), ["\\Seen"]);
     // Without interference a replace succeeds.

@@ -33,7 +33,10 @@ impl Account {
                 let Some((flags, modseq)) = flags_of(&now.untagged, msg.uid) else {
                     return Err(Error::NoMessage(format!("UID {} in {name}", msg.uid)));
                 };
-                if known.as_ref().is_some_and(|k| !same_flags(&flags, &k.flags)) {
+                if known
+                    .as_ref()
+                    .is_some_and(|k| !same_flags(&flags, &k.flags))
+                {
                     self.apply_flags(msg, flags, modseq);
                     return Err(Error::Conflict(format!(
                         "flags of UID {} changed meanwhile; read them and try again",

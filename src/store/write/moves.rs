@@ -1,5 +1,9 @@
 //! Moving messages between folders, in batches: UID MOVE, or UID COPY then the removal of
 //! the sources; after a broken connection, what the server did is found out first.
+//!
+//! Each queued move's `done` hears the outcome (where the message is now) after the server
+//! answered and before the index shows the message in its target, so the filesystem can name
+//! it first (`fs/aliases.rs`); a new message's MODSEQ in the target is unknown until asked.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -181,13 +185,14 @@ impl Account {
                     // exists before the caller knows the message arrived there.
                     let tv = self.indexes.get(target).map(|ix| ix.read().validity);
                     for m in moves {
-                        let new = map.get(&m.msg.uid).zip(tv).map(|(&uid, validity)| {
-                            MessageRef {
+                        let new = map
+                            .get(&m.msg.uid)
+                            .zip(tv)
+                            .map(|(&uid, validity)| MessageRef {
                                 mailbox: target,
                                 validity,
                                 uid,
-                            }
-                        });
+                            });
                         (m.done)(Ok(new));
                     }
                     self.moved(src, validity, &uids, target, &map);
