@@ -7,6 +7,8 @@
 //! - [`tree`]: directories from the mailbox list, names and their escaping;
 //! - [`read`]: lookup, attributes, listings, open and read;
 //! - [`write`]: rm, mv, mkdir, rmdir, setattr;
+//! - [`aliases`]: the names moves gave, until their folder is listed again, and where a
+//!   moved inode's message is now;
 //! - [`drafts`]: new files, spooled and APPENDed on close;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
 //! - [`views`]: the read-only, unlisted `.search` and `.parts` directories;
@@ -16,6 +18,7 @@
 //! attribute TTLs and the kernel's page cache serves repeated reads; listings are trusted for
 //! `dir_ttl`, and every change we make or hear of is pushed to the kernel as an invalidation.
 
+pub mod aliases;
 pub mod drafts;
 pub mod inode;
 pub mod invalidate;
@@ -101,6 +104,8 @@ pub struct ImapFs {
     /// Attributes of messages just moved away, for the `stat` a program does right after
     /// `rename` (the source inode is gone from its folder once the move is sent).
     departed: Mutex<lru::LruCache<Ino, fuser::FileAttr>>,
+    /// Names moves gave, and where moved inodes are now (shared with the moves' callbacks).
+    aliases: Arc<Mutex<aliases::Aliases>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
 }
@@ -121,6 +126,7 @@ impl ImapFs {
             departed: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(4096).expect("non-zero"),
             )),
+            aliases: Arc::new(Mutex::new(aliases::Aliases::default())),
             next_fh: AtomicU64::new(1),
             owner,
         }
@@ -205,8 +211,7 @@ impl Filesystem for ImapFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match utf8(name).and_then(|n| self.lookup_entry(parent.into(), n)) {
-            Ok((attr, ttl)) => {
-                let entry_ttl = self.entry_ttl(parent.into());
+            Ok((attr, ttl, entry_ttl)) => {
                 reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0))
             }
             Err(e) => reply.error(errno("lookup", &e)),

@@ -6,6 +6,12 @@
 //! `mv` is exact; a lookup does not wait (the kernel looks up the target name of every
 //! rename) but treats a message queued to move away as gone.
 //!
+//! Names after a move (see [`crate::fs::aliases`]): a lookup finds a name a rename gave
+//! before any UID name (with no entry lifetime, so the kernel asks again once it ends), and
+//! does not find a message that arrived by a move under its UID name while an alias names
+//! it; a listing of a settled folder ends its aliases. Operations on an inode act on where
+//! its message is now ([`ImapFs::message_of`]), waiting for its queued move first.
+//!
 //! [`Account::settle`]: crate::store::Account::settle
 
 use std::ffi::OsString;
@@ -15,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{FileAttr, FileType, FopenFlags, OpenAccMode, OpenFlags};
 
 use crate::error::{Error, Result};
+use crate::fs::aliases::Named;
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
 use crate::fs::tree::{message_file_name, parse_message_file_name, split_name, Tree};
@@ -55,14 +62,19 @@ impl ImapFs {
         Ok(())
     }
 
-    /// The entry for `name` in directory `parent`, with its attribute TTL.
-    pub(crate) fn lookup_entry(&self, parent: Ino, name: &str) -> Result<(FileAttr, Duration)> {
+    /// The entry for `name` in directory `parent`, with its attribute and entry TTLs.
+    pub(crate) fn lookup_entry(
+        &self,
+        parent: Ino,
+        name: &str,
+    ) -> Result<(FileAttr, Duration, Duration)> {
+        let entry_ttl = || self.entry_ttl(parent);
         // Hook: `.search`, `.parts` and everything below them (fs::views).
         if let Some(r) = self.view_lookup(parent, name) {
-            return r;
+            return r.map(|(attr, ttl)| (attr, ttl, entry_ttl()));
         }
         if let Some(attr) = self.draft_by_name(parent, name) {
-            return Ok((attr, Duration::ZERO));
+            return Ok((attr, Duration::ZERO, entry_ttl()));
         }
         self.sync_tree()?;
         let child = self
@@ -71,12 +83,22 @@ impl ImapFs {
             .dir(parent)
             .and_then(|n| n.children.get(name).copied());
         if let Some(child) = child {
-            return Ok((self.dir_attr(child), DIR_ATTR_TTL));
+            return Ok((self.dir_attr(child), DIR_ATTR_TTL, entry_ttl()));
         }
-        let (Some(uid), Some(mb)) = (
-            parse_message_file_name(name),
-            self.selectable_mailbox(parent),
-        ) else {
+        let Some(mb) = self.selectable_mailbox(parent) else {
+            return Err(Error::NoEntry(name.into()));
+        };
+        // A name a move gave comes first, and is asked for again every time.
+        let named = self.aliases.lock().named(mb, name);
+        match named {
+            Some(Named::Message(ino)) => {
+                let (attr, _) = self.attr_of(ino)?;
+                return Ok((attr, Duration::ZERO, Duration::ZERO));
+            }
+            Some(Named::Gone) => return Err(Error::NoEntry(name.into())),
+            None => {}
+        }
+        let Some(uid) = parse_message_file_name(name) else {
             return Err(Error::NoEntry(name.into()));
         };
         // No settle here: the kernel looks up the target name of every rename, and waiting
@@ -96,12 +118,17 @@ impl ImapFs {
             validity,
             uid,
         };
-        if self.account.is_moving(msg) {
+        // Queued to move away, or arrived by a move and named by its alias until the listing.
+        if self.account.is_moving(msg) || self.aliases.lock().is_shadowed(msg) {
             return Err(Error::NoEntry(name.into()));
         }
         let generation = self.tree.lock().generation(mb, validity);
         let ino = Ino::message(generation, uid);
-        Ok((self.message_attr(ino, &meta), self.message_ttl(mb)))
+        Ok((
+            self.message_attr(ino, &meta),
+            self.message_ttl(mb),
+            entry_ttl(),
+        ))
     }
 
     /// How long the kernel may keep names under directory `parent`: long where the watcher
@@ -139,7 +166,8 @@ impl ImapFs {
                 }
                 Ok((self.dir_attr(ino), DIR_ATTR_TTL))
             }
-            InoKind::Message { .. } => match self.message_of(ino) {
+            // No wait for a queued move: `mv` stats each file right after its rename.
+            InoKind::Message { .. } => match self.message_at(ino, false) {
                 Ok((msg, meta)) => {
                     Ok((self.message_attr(ino, &meta), self.message_ttl(msg.mailbox)))
                 }
@@ -187,6 +215,14 @@ impl ImapFs {
         if let Some((mb, true)) = mailbox {
             self.account.settle(mb);
             let index = self.account.index(mb, self.opts.dir_ttl)?;
+            // The moves are sent: the names they gave end, UID names are exact again.
+            let ended = self.aliases.lock().end_listing(mb);
+            for name in ended {
+                self.invalidate(Invalidation::Entry {
+                    parent: ino,
+                    name: name.into(),
+                });
+            }
             let validity = index.read().validity;
             let generation = self.tree.lock().generation(mb, validity);
             let ttl = ttl.min(self.message_ttl(mb));
@@ -263,8 +299,15 @@ impl ImapFs {
         }
     }
 
-    /// The message an inode names and its metadata, from the cached index (no round trip).
+    /// The message an inode names and its metadata: where it is now if it moved (after its
+    /// queued move is sent), else the one its number names.
     pub(crate) fn message_of(&self, ino: Ino) -> Result<(MessageRef, MessageMeta)> {
+        self.message_at(ino, true)
+    }
+
+    /// [`ImapFs::message_of`], waiting for a queued move of the message or not (then it is
+    /// still where it was, as far as the cached index goes). No round trip unless it waits.
+    pub(crate) fn message_at(&self, ino: Ino, wait: bool) -> Result<(MessageRef, MessageMeta)> {
         let InoKind::Message { generation, uid } = ino.kind() else {
             return Err(Error::NoEntry(format!("inode {:#x}", ino.0)));
         };
@@ -273,21 +316,37 @@ impl ImapFs {
             .lock()
             .generation_info(generation)
             .ok_or_else(|| Error::NoEntry(format!("inode {:#x}", ino.0)))?;
-        let msg = MessageRef {
+        let numbered = MessageRef {
             mailbox,
             validity,
             uid,
         };
-        let meta = self
-            .account
-            .message_meta(msg)
-            .ok_or_else(|| Error::NoMessage(format!("UID {uid}")))?;
-        Ok((msg, meta))
+        // A few rounds: each wait lets a queued move finish, after which it may have moved.
+        for _ in 0..4 {
+            let moved = self.aliases.lock().location(ino);
+            let msg = moved.unwrap_or(numbered);
+            if wait && self.account.is_moving(msg) {
+                self.account.settle(msg.mailbox);
+                continue;
+            }
+            if let Some(meta) = self.account.message_meta(msg) {
+                return Ok((msg, meta));
+            }
+            if wait && moved.is_some() {
+                // The target's index may be older than the move: ask it.
+                self.account.index(msg.mailbox, self.opts.dir_ttl)?;
+                if let Some(meta) = self.account.message_meta(msg) {
+                    return Ok((msg, meta));
+                }
+            }
+            return Err(Error::NoMessage(format!("UID {}", msg.uid)));
+        }
+        Err(Error::NoMessage(format!("UID {uid} is still moving")))
     }
 
     /// The message named `name` in directory `parent`, looked up as `lookup` would.
     pub(crate) fn message_named(&self, parent: Ino, name: &str) -> Result<(Ino, MessageRef)> {
-        let (attr, _) = self.lookup_entry(parent, name)?;
+        let (attr, _, _) = self.lookup_entry(parent, name)?;
         let ino = Ino(attr.ino.0);
         let (msg, _) = self.message_of(ino)?;
         Ok((ino, msg))

@@ -3,9 +3,11 @@
 //! - `rm` of a message asks the store to remove exactly that UID ([`Account::delete_message`]).
 //! - `mv` of a message to another folder is queued ([`Account::queue_move`]) and answered at
 //!   once; the thread that answered then sends the whole burst as one `UID MOVE` per folder
-//!   pair. The kernel's entry for the new name is dropped once the move is done, since the
-//!   message shows in its new folder under the UID the server gave it. A rename within a
-//!   folder is refused (EPERM): a message's name is its UID.
+//!   pair. The name `mv` gave stays the moved message's name (an alias, `fs/aliases.rs`)
+//!   until the target is listed again, shadowing a message of the target with that UID
+//!   name; the message shows under its new UID's name after that listing. A rename replaces
+//!   nothing on the server. A rename within a folder is refused (EPERM): a message's name is
+//!   its UID.
 //! - `mkdir`, `rmdir` and `mv` of a directory are CREATE, DELETE and RENAME; INBOX can be
 //!   neither removed nor renamed, and a name holding a control character or the hierarchy
 //!   delimiter is refused (EINVAL). rmdir and a folder rename first wait for the moves queued
@@ -26,7 +28,7 @@ use fuser::{FileAttr, RenameFlags, TimeOrNow};
 use crate::error::{Error, Result};
 use crate::fs::inode::{Ino, InoKind};
 use crate::fs::invalidate::{Invalidation, Invalidator};
-use crate::fs::tree::{parse_message_file_name, unescape_component};
+use crate::fs::tree::unescape_component;
 use crate::fs::ImapFs;
 use crate::imap::types::MailboxName;
 use crate::store::QueuedMove;
@@ -142,11 +144,15 @@ impl ImapFs {
         if self.discard_draft(parent, name) {
             return Ok(());
         }
-        if parse_message_file_name(name).is_none() {
-            return Err(Error::NoEntry(name.into()));
+        // A name a move gave (an alias) or a UID name, as lookup finds it.
+        let (ino, msg) = self.message_named(parent, name)?;
+        self.account.delete_message(msg)?;
+        if let Some(mb) = self.selectable_mailbox(parent) {
+            let mut aliases = self.aliases.lock();
+            aliases.name_left(mb, name);
+            aliases.forget(ino);
         }
-        let (_, msg) = self.message_named(parent, name)?;
-        self.account.delete_message(msg)
+        Ok(())
     }
 
     /// `rename`: a message to another folder (MOVE), a folder (RENAME), or a draft.
@@ -186,29 +192,56 @@ impl ImapFs {
         let target = self.selectable_mailbox(newparent).ok_or_else(|| {
             Error::NotPermitted("messages can only move into a folder that holds messages".into())
         })?;
-        // RENAME_NOREPLACE needs no check: a move replaces nothing in the target. The
-        // message arrives under its new UID's name; a message the target may have under
-        // `newname` stays as it is.
+        if self.draft_by_name(newparent, newname).is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "{newname} is a new file being written"
+            )));
+        }
+        if flags.contains(RenameFlags::RENAME_NOREPLACE)
+            && self.lookup_entry(newparent, newname).is_ok()
+        {
+            return Err(Error::AlreadyExists(newname.into()));
+        }
+        // A move replaces nothing on the server: `newname` becomes an alias of the moved
+        // message until the target is listed, and a message the target has under that name
+        // stays, hidden until then.
         if let Ok((attr, _)) = self.attr_of(ino) {
             self.departed.lock().put(ino, attr);
         }
+        self.aliases.lock().begin(target, newname, ino);
+        let aliases = self.aliases.clone();
         let invalidator: Arc<Invalidator> = self.invalidator.clone();
-        let stale = (newparent, newname.to_string());
-        self.account.queue_move(QueuedMove {
+        let given = (newparent, newname.to_string());
+        let queued = self.account.queue_move(QueuedMove {
             msg,
             target,
             done: Box::new(move |r| {
                 if let Err(e) = &r {
                     log::warn!("moving UID {}: {e}", msg.uid);
                 }
-                // The kernel holds the name `mv` gave it; the message has its UID's name.
+                aliases.lock().arrived(
+                    target,
+                    &given.1,
+                    ino,
+                    r.as_ref().map(|at| *at).map_err(drop),
+                );
+                // The kernel holds the name `mv` gave with the entry lifetime of the old
+                // name: from now on it asks (the alias, or nothing if the move failed).
                 invalidator.send(Invalidation::Entry {
-                    parent: stale.0,
-                    name: stale.1.into(),
+                    parent: given.0,
+                    name: given.1.into(),
                 });
-                invalidator.send(Invalidation::Inode(stale.0));
+                invalidator.send(Invalidation::Inode(given.0));
             }),
-        })?;
+        });
+        if let Err(e) = queued {
+            self.aliases.lock().abandon(target, newname, ino);
+            return Err(e);
+        }
+        // The old name names nothing now (if it was an alias, until its folder's listing).
+        if let Some(source) = self.selectable_mailbox(parent) {
+            self.aliases.lock().name_left(source, name);
+        }
         Ok(Renamed::Queued)
     }
 

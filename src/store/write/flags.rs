@@ -23,6 +23,31 @@ impl Account {
             let sel = select_rw(s, &name, msg.validity)?;
             check_permanent(sel.permanent_flags.as_deref(), edit)?;
             let condstore = sel.highest_modseq.is_some();
+            let mut since = known.as_ref().and_then(|m| m.modseq).filter(|_| condstore);
+            if condstore && since.is_none() && matches!(edit, FlagEdit::Replace(_)) {
+                // MODSEQ unknown (the message arrived by a move or APPEND): ask for it, and
+                // refuse if the flags are no longer those the user was shown.
+                let now = s.run(Command::Fetch {
+                    uid: true,
+                    set: set.clone(),
+                    attrs: vec![FetchAttr::Uid, FetchAttr::Flags, FetchAttr::ModSeq],
+                    changed_since: None,
+                })?;
+                let Some((flags, modseq)) = flags_of(&now.untagged, msg.uid) else {
+                    return Err(Error::NoMessage(format!("UID {} in {name}", msg.uid)));
+                };
+                if known
+                    .as_ref()
+                    .is_some_and(|k| !same_flags(&flags, &k.flags))
+                {
+                    self.apply_flags(msg, flags, modseq);
+                    return Err(Error::Conflict(format!(
+                        "flags of UID {} changed meanwhile; read them and try again",
+                        msg.uid
+                    )));
+                }
+                since = modseq;
+            }
             let cmds: Vec<Command> = match edit {
                 FlagEdit::Replace(flags) => vec![Command::Store {
                     uid: true,
@@ -30,7 +55,7 @@ impl Account {
                     mode: StoreMode::Replace,
                     silent: false,
                     flags: flags.clone(),
-                    unchanged_since: known.as_ref().and_then(|m| m.modseq).filter(|_| condstore),
+                    unchanged_since: since,
                 }],
                 FlagEdit::Delta { add, remove } => {
                     [(StoreMode::Add, add), (StoreMode::Remove, remove)]

@@ -19,8 +19,10 @@
 //!   loss.
 //! - Flags: `+FLAGS`/`-FLAGS` are deltas the server applies atomically, so they cannot undo
 //!   another client's change; a replacing `FLAGS` goes with `UNCHANGEDSINCE` where the server
-//!   has CONDSTORE, and losing that race is an error (EBUSY), not a silent overwrite. A yes
-//!   means the flags the server reports afterwards are the ones asked for.
+//!   has CONDSTORE, and losing that race is an error (EBUSY), not a silent overwrite. Where the
+//!   MODSEQ is unknown (a message that arrived by a move or APPEND) it is fetched first, and
+//!   flags that differ from those shown are EBUSY too. A yes means the flags the server
+//!   reports afterwards are the ones asked for.
 //!
 //! Moves are batched: [`Account::queue_move`] returns at once and the caller's thread (or the
 //! one already flushing) sends every queued move of a burst as one `UID MOVE` per (source,

@@ -1,5 +1,9 @@
 //! Moving messages between folders, in batches: UID MOVE, or UID COPY then the removal of
 //! the sources; after a broken connection, what the server did is found out first.
+//!
+//! Each queued move's `done` hears the outcome (where the message is now) after the server
+//! answered and before the index shows the message in its target, so the filesystem can name
+//! it first (`fs/aliases.rs`); a new message's MODSEQ in the target is unknown until asked.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,8 +25,10 @@ use crate::store::Account;
 pub struct QueuedMove {
     pub msg: MessageRef,
     pub target: MailboxId,
-    /// Told the outcome: the message's UID in the target, when the server said.
-    pub done: Box<dyn FnOnce(Result<Option<Uid>>) + Send>,
+    /// Told the outcome once the server answered, before the index shows the message in
+    /// the target (so a caller can name it first): where the message is now, when the server
+    /// said (COPYUID); `Ok(None)`: moved, new UID unknown.
+    pub done: Box<dyn FnOnce(Result<Option<MessageRef>>) + Send>,
 }
 
 /// Moves queued for the next batch, and whether a thread is sending one.
@@ -173,12 +179,23 @@ impl Account {
         for ((src, _, target), moves) in groups {
             let validity = moves[0].msg.validity;
             let uids: Vec<Uid> = moves.iter().map(|m| m.msg.uid).collect();
-            match self.move_now(src, validity, &uids, target) {
+            match self.move_on_server(src, validity, &uids, target) {
                 Ok(map) => {
+                    // Callers hear first, the index second: a name for the new UID never
+                    // exists before the caller knows the message arrived there.
+                    let tv = self.indexes.get(target).map(|ix| ix.read().validity);
                     for m in moves {
-                        let new = map.get(&m.msg.uid).copied();
+                        let new = map
+                            .get(&m.msg.uid)
+                            .zip(tv)
+                            .map(|(&uid, validity)| MessageRef {
+                                mailbox: target,
+                                validity,
+                                uid,
+                            });
                         (m.done)(Ok(new));
                     }
+                    self.moved(src, validity, &uids, target, &map);
                 }
                 Err(e) => {
                     log::warn!("moving {} message(s): {e}", uids.len());
@@ -194,6 +211,19 @@ impl Account {
     /// Move `uids` from `src` (at `validity`) to `target` now. Returns the new UIDs the
     /// server reported (COPYUID).
     pub fn move_now(
+        &self,
+        src: MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        target: MailboxId,
+    ) -> Result<BTreeMap<Uid, Uid>> {
+        let map = self.move_on_server(src, validity, uids, target)?;
+        self.moved(src, validity, uids, target, &map);
+        Ok(map)
+    }
+
+    /// The server's half of [`Account::move_now`]: the index is not told.
+    fn move_on_server(
         &self,
         src: MailboxId,
         validity: UidValidity,
@@ -246,7 +276,6 @@ impl Account {
                 }
             }
         }
-        self.moved(src, validity, uids, target, &map);
         Ok(map)
     }
 
@@ -352,7 +381,10 @@ impl Account {
         if map.len() == uids.len() {
             if let Some(tv) = target_validity {
                 for (u, meta) in metas {
-                    if let (Some(&new), Some(meta)) = (map.get(&u), meta) {
+                    if let (Some(&new), Some(mut meta)) = (map.get(&u), meta) {
+                        // The source's MODSEQ means nothing in the target: unknown until
+                        // asked (a replacing flag change asks first, see `flags.rs`).
+                        meta.modseq = None;
                         if self
                             .indexes
                             .apply(target, tv, IndexChange::Added(new, meta))
