@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::imap::codec::{imap_date_time, Command, SearchKey};
+use crate::imap::codec::{imap_date_time, Command};
 use crate::imap::pool::Retry;
-use crate::imap::session::Session;
-use crate::imap::types::{Code, Flag, MailboxName, Uid, UidValidity, Untagged};
+use crate::imap::session::Completed;
+use crate::imap::types::{Code, Flag, StatusItem, Uid, UidValidity, Untagged};
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
 use crate::store::index::{IndexChange, MessageMeta};
+use crate::store::write::proof::{digest_context, Proof, Wanted};
 use crate::store::Account;
 
 /// A new message to add to a mailbox.
@@ -59,49 +60,30 @@ impl MessageBody {
 /// Unit of reading a message body for the scan and the upload.
 const CHUNK: usize = 256 << 10;
 
-/// The most of a message's start kept to check its header and find its Message-ID.
-const HEADER_SCAN: usize = 64 << 10;
+/// The longest Message-ID field kept (a longer one is taken as no Message-ID).
+const MAX_MESSAGE_ID_FIELD: usize = 16 << 10;
 
-/// What one pass over a message found.
-struct Scan {
-    /// Its length once every bare LF is CRLF: the literal's length.
-    crlf_len: u64,
-    /// Its first bytes (at most [`HEADER_SCAN`]), CRLF already.
-    head: Vec<u8>,
-}
-
-/// Read a message once: refuse NUL bytes, count bare LFs, keep its start.
-fn scan(body: &MessageBody) -> Result<Scan> {
-    let mut buf = vec![0u8; CHUNK];
-    let (mut pos, mut prev, mut bare) = (0u64, 0u8, 0u64);
-    let mut head = Vec::new();
-    loop {
-        let n = body
-            .read_at(&mut buf, pos)
-            .map_err(|e| Error::io("reading the new message", e))?;
-        if n == 0 {
-            break;
+/// Read a message once, as it will be sent (CRLF): refuse NUL bytes, check its whole header
+/// however long, find its Message-ID, and take its length and digest. Only the Message-ID
+/// field is kept, never the header or the message.
+fn scan(body: &MessageBody) -> Result<Wanted> {
+    let mut chunks = crlf_chunks(body);
+    let mut header = HeaderCheck::default();
+    let mut digest = digest_context();
+    let mut size = 0u64;
+    while let Some(chunk) = chunks().map_err(|e| Error::io("reading the new message", e))? {
+        if chunk.contains(&0) {
+            return Err(not_a_message("it holds a NUL byte"));
         }
-        for &b in &buf[..n] {
-            if b == 0 {
-                return Err(Error::InvalidInput(
-                    "not an RFC 5322 message: it holds a NUL byte".into(),
-                ));
-            }
-            if b == b'\n' && prev != b'\r' {
-                bare += 1;
-            }
-            prev = b;
-        }
-        if head.len() < HEADER_SCAN {
-            let take = n.min(HEADER_SCAN - head.len());
-            head.extend_from_slice(&buf[..take]);
-        }
-        pos += n as u64;
+        header.feed(&chunk)?;
+        digest.update(&chunk);
+        size += chunk.len() as u64;
     }
-    Ok(Scan {
-        crlf_len: pos + bare,
-        head: normalize_line_ends(head),
+    let message_id = header.finish()?;
+    Ok(Wanted {
+        size,
+        digest: digest.finish().as_ref().to_vec(),
+        message_id,
     })
 }
 
@@ -129,52 +111,76 @@ fn crlf_chunks(body: &MessageBody) -> impl FnMut() -> std::io::Result<Option<Vec
     }
 }
 
-/// How many times a message whose APPEND was cut off is sent again (each time only after a
-/// search by Message-ID found it missing).
+/// How many times a message whose APPEND was cut off is sent again (each time only after
+/// the target was shown not to hold it).
 const MAX_RESENDS: usize = 2;
 
 impl Account {
     /// APPEND a new message to a mailbox. Returns its UID when the server says (APPENDUID) or
-    /// it can be found by its Message-ID.
+    /// it can be proved (see [`super::proof`]). `Ok` means the server holds the message;
+    /// after a cut connection that could not be settled either way the error is the cut's.
     pub fn append(&self, target: MailboxId, msg: NewMessage) -> Result<Option<Uid>> {
         let name = self.require_name(target)?;
-        let scan = scan(&msg.body)?;
-        check_message(&scan.head)?;
-        let mid = message_id(&scan.head);
-        let len = scan.crlf_len;
+        let wanted = scan(&msg.body)?;
+        let len = wanted.size;
         let date = msg.date.map(imap_date_time);
-        let send = |s: &mut Session| {
-            // Courier refuses an APPEND to the mailbox the session has EXAMINEd ("Current box
-            // is selected READ-ONLY"); a pooled session may well have it open for reading.
-            if s.selected()
-                .is_some_and(|sel| sel.mailbox == name && sel.read_only)
-            {
-                s.unselect()?;
-            }
-            let mut chunks = crlf_chunks(&msg.body);
-            let done = s.append_streamed(&name, &msg.flags, date.as_deref(), len, &mut chunks)?;
-            Ok(match done.text.code {
-                Some(Code::AppendUid { validity, uids }) => uids
-                    .0
-                    .first()
-                    .and_then(|&(a, _)| Uid::new(a))
-                    .map(|u| (validity, u)),
-                _ => None,
-            })
-        };
         let mut resends = 0;
         let appended = loop {
-            match self.pool.with_session(None, Retry::Never, send) {
+            // The target's UIDNEXT from before the APPEND (STATUS in the same round trip),
+            // and whether the APPEND left at all.
+            let mut before: Option<(UidValidity, Uid)> = None;
+            let mut sent = false;
+            let r = self.pool.with_session(None, Retry::Never, |s| {
+                // Courier refuses an APPEND to the mailbox the session has EXAMINEd ("Current
+                // box is selected READ-ONLY"); a pooled session may well have it open.
+                if s.selected()
+                    .is_some_and(|sel| sel.mailbox == name && sel.read_only)
+                {
+                    s.unselect()?;
+                }
+                let status = s.send(&Command::Status {
+                    mailbox: name.clone(),
+                    items: vec!["UIDNEXT", "UIDVALIDITY"],
+                })?;
+                sent = true;
+                let mut chunks = crlf_chunks(&msg.body);
+                let r = s.append_streamed(&name, &msg.flags, date.as_deref(), len, &mut chunks);
+                // The STATUS answer came first: it is there even when the APPEND's is not.
+                let st = s.wait(&status, "STATUS");
+                before = uidnext_of(r.iter().chain(st.iter()));
+                let done = r?;
+                Ok(match done.text.code {
+                    Some(Code::AppendUid { validity, uids }) => uids
+                        .0
+                        .first()
+                        .and_then(|&(a, _)| Uid::new(a))
+                        .map(|u| (validity, u)),
+                    _ => None,
+                })
+            });
+            let floor = before.or_else(|| self.index_floor(target));
+            match r {
                 Ok(Some(v)) => break Some(v),
-                Ok(None) => break self.find_appended(&name, mid.as_deref())?,
+                // Stored, but the server did not say where.
+                Ok(None) => match self.prove_stored(&name, &wanted, floor)? {
+                    Proof::Stored(v, u) => break Some((v, u)),
+                    Proof::Absent | Proof::Unsure => break None,
+                },
                 Err(e) if e.is_fatal_to_connection() => {
                     log::warn!("connection lost during APPEND to {name} ({e}): checking");
-                    // Without a Message-ID it cannot be told apart: never send twice.
-                    let Some(id) = mid.as_deref() else {
-                        return Err(e);
-                    };
-                    if let Some(found) = self.find_appended(&name, Some(id))? {
-                        break Some(found);
+                    if sent {
+                        match self.prove_stored(&name, &wanted, floor)? {
+                            Proof::Stored(v, u) => break Some((v, u)),
+                            Proof::Absent => {}
+                            Proof::Unsure => {
+                                log::warn!(
+                                    "{name} holds a message with exactly these bytes, but \
+                                     whether it is the one just sent cannot be told: not \
+                                     sending it again; it may or may not be stored"
+                                );
+                                return Err(e);
+                            }
+                        }
                     }
                     if resends == MAX_RESENDS {
                         return Err(e);
@@ -210,54 +216,23 @@ impl Account {
         }
         Ok(Some(uid))
     }
+}
 
-    /// The newest message of `name` with this Message-ID, with the mailbox's UIDVALIDITY.
-    fn find_appended(
-        &self,
-        name: &MailboxName,
-        mid: Option<&str>,
-    ) -> Result<Option<(UidValidity, Uid)>> {
-        let Some(mid) = mid else { return Ok(None) };
-        let found = self.search_message_id_validity(name, mid)?;
-        Ok(found.and_then(|(v, uids)| uids.into_iter().max().map(|u| (v, u))))
+/// UIDNEXT and UIDVALIDITY from a STATUS answer among these completions.
+fn uidnext_of<'a>(done: impl Iterator<Item = &'a Completed>) -> Option<(UidValidity, Uid)> {
+    let (mut next, mut validity) = (None, None);
+    for u in done.flat_map(|d| d.untagged.iter()) {
+        if let Untagged::StatusData { items, .. } = u {
+            for item in items {
+                match item {
+                    StatusItem::UidNext(n) => next = Some(*n),
+                    StatusItem::UidValidity(v) => validity = Some(*v),
+                    _ => {}
+                }
+            }
+        }
     }
-
-    pub(super) fn search_message_id(&self, name: &MailboxName, mid: &str) -> Result<Vec<Uid>> {
-        Ok(self
-            .search_message_id_validity(name, mid)?
-            .map(|(_, u)| u)
-            .unwrap_or_default())
-    }
-
-    /// `UID SEARCH HEADER Message-ID <id>` in `name` (freshly examined).
-    fn search_message_id_validity(
-        &self,
-        name: &MailboxName,
-        mid: &str,
-    ) -> Result<Option<(UidValidity, Vec<Uid>)>> {
-        self.pool.with_session(Some(name), Retry::Idempotent, |s| {
-            let validity = s.reselect(name, true)?.uidvalidity;
-            let done = s.run(Command::Search {
-                uid: true,
-                criteria: vec![SearchKey::Header {
-                    field: b"Message-ID".to_vec(),
-                    value: mid.as_bytes().to_vec(),
-                }],
-                ret: Vec::new(),
-                utf8: false,
-            })?;
-            let uids: Vec<Uid> = done
-                .untagged
-                .iter()
-                .flat_map(|u| match u {
-                    Untagged::Search { nums, .. } => nums.clone(),
-                    _ => Vec::new(),
-                })
-                .filter_map(Uid::new)
-                .collect();
-            Ok(validity.map(|v| (v, uids)))
-        })
-    }
+    Some((UidValidity::new(validity?)?, Uid::new(next?)?))
 }
 
 /// Bare LF line ends become CRLF (IMAP messages are CRLF).
@@ -281,45 +256,150 @@ fn normalize_line_ends(bytes: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// Whether `bytes` looks like an RFC 5322 message: a header of `Name: value` fields (with
-/// folded continuation lines), ended by an empty line or the end of the message.
-fn check_message(bytes: &[u8]) -> Result<()> {
-    let bad = |why: &str| {
-        Err(Error::InvalidInput(format!(
-            "not an RFC 5322 message: {why}"
-        )))
-    };
-    if bytes.is_empty() {
-        return bad("empty");
-    }
-    if bytes.contains(&0) {
-        return bad("it holds a NUL byte");
-    }
-    let mut fields = 0;
-    for line in bytes.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            if fields == 0 {
-                return bad("it starts with a continuation line");
+fn not_a_message(why: &str) -> Error {
+    Error::InvalidInput(format!("not an RFC 5322 message: {why}"))
+}
+
+/// Checks, as the message streams by, that it starts with an RFC 5322 header: `Name: value`
+/// fields (with folded continuation lines), ended by an empty line or the end of the
+/// message; and keeps the first Message-ID field. A header of any length is checked whole.
+#[derive(Default)]
+struct HeaderCheck {
+    state: LineState,
+    /// Bytes seen so far (only whether there were any matters).
+    any: bool,
+    fields: u64,
+    /// The current field's name, while it is short enough to be `Message-ID`.
+    name: Vec<u8>,
+    /// The Message-ID field being read (`None` when not in it).
+    capture: Option<Vec<u8>>,
+    /// The first complete Message-ID field; `Some(empty)` if it was too long to keep.
+    message_id: Option<Vec<u8>>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    /// At the start of a header line.
+    #[default]
+    Start,
+    /// A CR at the start of a line: the empty line that ends the header, or an error.
+    StartCr,
+    /// In a field name.
+    Name,
+    /// In a field's value (or a continuation line).
+    Value,
+    /// The header ended: the body follows, unchecked.
+    Body,
+}
+
+impl HeaderCheck {
+    fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        self.any |= !bytes.is_empty();
+        for &b in bytes {
+            match self.state {
+                LineState::Body => return Ok(()),
+                LineState::Start => match b {
+                    b'\n' => self.end_of_field(LineState::Body),
+                    b'\r' => self.state = LineState::StartCr,
+                    b' ' | b'\t' => {
+                        if self.fields == 0 {
+                            return Err(not_a_message("it starts with a continuation line"));
+                        }
+                        self.keep(b);
+                        self.state = LineState::Value;
+                    }
+                    b':' => return Err(not_a_message("an invalid header field name")),
+                    33..=126 => {
+                        self.end_of_field(LineState::Name);
+                        self.name.clear();
+                        self.name.push(b);
+                    }
+                    _ => return Err(not_a_message("an invalid header field name")),
+                },
+                LineState::StartCr => match b {
+                    b'\n' => self.end_of_field(LineState::Body),
+                    _ => return Err(not_a_message("an invalid header field name")),
+                },
+                LineState::Name => match b {
+                    b':' => {
+                        self.fields += 1;
+                        if self.message_id.is_none()
+                            && self.name.eq_ignore_ascii_case(b"message-id")
+                        {
+                            self.capture = Some(b"Message-ID:".to_vec());
+                        }
+                        self.state = LineState::Value;
+                    }
+                    33..=126 => {
+                        if self.name.len() <= 16 {
+                            self.name.push(b);
+                        }
+                    }
+                    b'\r' | b'\n' => return Err(not_a_message("a header line without a colon")),
+                    _ => return Err(not_a_message("an invalid header field name")),
+                },
+                LineState::Value => {
+                    self.keep(b);
+                    if b == b'\n' {
+                        self.state = LineState::Start;
+                    }
+                }
             }
-            continue;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return bad("a header line without a colon");
+        Ok(())
+    }
+
+    /// The end of the message: the header must have been complete. Returns the Message-ID.
+    fn finish(mut self) -> Result<Option<String>> {
+        if !self.any {
+            return Err(not_a_message("empty"));
+        }
+        if self.state == LineState::Name {
+            return Err(not_a_message("a header line without a colon"));
+        }
+        self.end_of_field(LineState::Body);
+        if self.fields == 0 {
+            return Err(not_a_message("no header fields"));
+        }
+        let Some(mut field) = self.message_id.filter(|f| !f.is_empty()) else {
+            return Ok(None);
         };
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
-            return bad("an invalid header field name");
+        field.extend_from_slice(b"\r\n\r\n");
+        Ok(message_id(&normalize_line_ends(field)))
+    }
+
+    /// A byte of the Message-ID field, if we are in it.
+    fn keep(&mut self, b: u8) {
+        if let Some(c) = &mut self.capture {
+            if c.len() < MAX_MESSAGE_ID_FIELD {
+                c.push(b);
+            } else {
+                // Too long to be a real one: remember that there was one, keep nothing.
+                c.clear();
+                self.message_id = Some(Vec::new());
+                self.capture = None;
+            }
         }
-        fields += 1;
     }
-    if fields == 0 {
-        return bad("no header fields");
+
+    /// A new field starts, or the header ends: the Message-ID field read so far is complete.
+    fn end_of_field(&mut self, next: LineState) {
+        if let Some(mut c) = self.capture.take() {
+            while c.last().is_some_and(|b| matches!(b, b'\r' | b'\n')) {
+                c.pop();
+            }
+            self.message_id = Some(c);
+        }
+        self.state = next;
     }
-    Ok(())
+}
+
+/// Whether `bytes` is a whole message that [`HeaderCheck`] accepts (tests).
+#[cfg(test)]
+fn check_message(bytes: &[u8]) -> Result<Option<String>> {
+    let mut h = HeaderCheck::default();
+    h.feed(bytes)?;
+    h.finish()
 }
 
 /// The Message-ID of a message or header block, as written (`<...>`).
@@ -357,6 +437,31 @@ mod tests {
         assert!(check_message(b"").is_err());
         assert!(check_message(b"\r\nbody").is_err());
         assert!(check_message(b"Bad Name: x\r\n\r\n").is_err());
+        assert!(check_message(b"Subject: x\r\nno colon here\r\n\r\nbody").is_err());
+        assert!(check_message(b"Subject: x\r\nTrailing").is_err());
+        assert!(check_message(b"Subject: x\r\n\r\nno colon in the body\r\n").is_ok());
+    }
+
+    #[test]
+    fn item_12_a_header_longer_than_64_kib_is_checked_whole_in_any_split() {
+        let mut msg = Vec::new();
+        for i in 0..3000 {
+            msg.extend_from_slice(format!("Received: from host{i} by relay; x\r\n").as_bytes());
+        }
+        assert!(msg.len() > 100 << 10);
+        msg.extend_from_slice(b"Message-ID:\r\n <late@x>\r\n\r\nbody\r\n");
+        for split in [1, 7, 4096, msg.len() - 3] {
+            let mut h = HeaderCheck::default();
+            for part in msg.chunks(split) {
+                h.feed(part).unwrap();
+            }
+            assert_eq!(h.finish().unwrap().as_deref(), Some("<late@x>"), "{split}");
+        }
+        // A bad line deep in a long header is still found.
+        let end = msg.windows(11).position(|w| w == b"Message-ID:").unwrap();
+        let mut bad = msg[..end].to_vec();
+        bad.extend_from_slice(b"not a field\r\n\r\n");
+        assert!(check_message(&bad).is_err());
     }
 
     #[test]

@@ -37,6 +37,7 @@
 mod append;
 mod flags;
 mod moves;
+mod proof;
 mod remove;
 
 use crate::error::{Error, Result};

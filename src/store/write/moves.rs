@@ -18,6 +18,7 @@ use crate::imap::types::{Code, FetchItem, SequenceSet, Status, Uid, UidValidity,
 use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
+use crate::store::write::proof::{Proof, Wanted};
 use crate::store::write::{message_id, select_rw};
 use crate::store::Account;
 
@@ -335,21 +336,53 @@ impl Account {
         if moves {
             return Ok(present.into_iter().map(|(u, _)| u).collect());
         }
-        let mut copied = Vec::new();
-        let mut unsent = Vec::new();
+        // COPY: a source counts as copied only if the target holds a message with its exact
+        // bytes above the target's UIDNEXT from before (see `proof`); a matching Message-ID
+        // alone proves nothing. When that cannot be told, the source stays and the move fails.
+        let floor = self.index_floor(target);
+        let ids: Vec<Uid> = present.iter().map(|(u, _)| *u).collect();
+        let prints = self
+            .pool
+            .with_session(Some(&name), Retry::Idempotent, |s| {
+                select_rw(s, &name, validity)?;
+                Account::fingerprints(s, &ids)
+            })?;
+        let (mut copied, mut unsent, mut unsure) = (Vec::new(), Vec::new(), Vec::new());
+        let mut claimed: Vec<Uid> = Vec::new();
         for (uid, mid) in present {
-            let found = match &mid {
-                Some(id) => !self.search_message_id(&to, id)?.is_empty(),
-                None => false,
+            let Some((_, size, digest)) = prints.iter().find(|(u, _, _)| *u == uid) else {
+                unsure.push(uid);
+                continue;
             };
-            if found {
-                copied.push(uid);
-            } else {
-                unsent.push(uid);
+            let wanted = Wanted {
+                size: *size,
+                digest: digest.clone(),
+                message_id: mid,
+            };
+            match self.prove_stored(&to, &wanted, floor)? {
+                // Two identical sources cannot both be proved by one copy.
+                Proof::Stored(_, copy) if !claimed.contains(&copy) => {
+                    claimed.push(copy);
+                    copied.push(uid);
+                }
+                Proof::Absent => unsent.push(uid),
+                Proof::Stored(..) | Proof::Unsure => unsure.push(uid),
             }
         }
         if !copied.is_empty() {
             self.expunge_uids(src, validity, &copied)?;
+        }
+        if !unsure.is_empty() {
+            self.touch(target);
+            log::warn!(
+                "after a cut COPY from {name} to {to}: whether {} message(s) were copied \
+                 cannot be told; they stay in {name}",
+                unsure.len()
+            );
+            return Err(Error::io(
+                "moving messages",
+                std::io::Error::other("the connection broke and the copy could not be confirmed"),
+            ));
         }
         Ok(unsent)
     }

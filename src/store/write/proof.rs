@@ -1,0 +1,202 @@
+//! Proof that a cut APPEND or COPY happened, or did not.
+//!
+//! When the connection breaks before the server's answer to an APPEND or COPY, the store
+//! looks in the target on a new connection. A message with the same Message-ID proves
+//! nothing (an older copy of the same mail may be there), so a message counts as the one we
+//! sent only if all of these hold ([`Account::prove_stored`]):
+//!
+//! - its UID is at or above a *floor*: the target's UIDNEXT from before the command
+//!   (STATUS pipelined with the APPEND), or, when that answer was lost too, the UIDNEXT our
+//!   index of the target knew (older, so lower: still below every message we sent since);
+//! - its size (RFC822.SIZE) is the size we sent;
+//! - the SHA-256 of its whole body (fetched in blocks, never held whole) is the digest of
+//!   the bytes we sent; candidates are found by Message-ID, or by UID above the floor.
+//!
+//! The answer is a [`Proof`]: `Stored` (that UID), `Absent` (no message anywhere in the
+//! target has those bytes, or none at or above the floor does: sending again cannot make a
+//! second copy of ours), or `Unsure` (a message with exactly those bytes exists but there is
+//! no floor to tell whether it is ours). Callers treat `Unsure` as an error and never as a
+//! success: the user gets EIO, and for a move the source stays.
+
+use ring::digest::{Context, Digest, SHA256};
+
+use crate::error::Result;
+use crate::imap::codec::{Command, FetchAttr, SearchKey};
+use crate::imap::pool::Retry;
+use crate::imap::session::Session;
+use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
+use crate::store::ids::MailboxId;
+use crate::store::Account;
+
+/// The message we are looking for.
+#[derive(Debug, Clone)]
+pub(super) struct Wanted {
+    /// Its length on the wire (CRLF line ends): RFC822.SIZE.
+    pub size: u64,
+    /// SHA-256 of those bytes.
+    pub digest: Vec<u8>,
+    pub message_id: Option<String>,
+}
+
+/// What the target says about a message we may have sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Proof {
+    Stored(UidValidity, Uid),
+    Absent,
+    Unsure,
+}
+
+/// Blocks in which a candidate's body is fetched to compute its digest.
+const DIGEST_BLOCK: u32 = 1 << 20;
+
+impl Account {
+    /// Look in `name` for the message `wanted` sent with UIDs at or above `floor` (at its
+    /// UIDVALIDITY). Read-only: EXAMINE, SEARCH, FETCH.
+    pub(super) fn prove_stored(
+        &self,
+        name: &MailboxName,
+        wanted: &Wanted,
+        floor: Option<(UidValidity, Uid)>,
+    ) -> Result<Proof> {
+        self.pool.with_session(Some(name), Retry::Idempotent, |s| {
+            let Some(validity) = s.reselect(name, true)?.uidvalidity else {
+                return Ok(Proof::Unsure);
+            };
+            // A floor of another UIDVALIDITY says nothing about this mailbox.
+            let floor = floor.filter(|(v, _)| *v == validity).map(|(_, u)| u);
+            let criteria = match (&wanted.message_id, floor) {
+                (Some(mid), _) => SearchKey::Header {
+                    field: b"Message-ID".to_vec(),
+                    value: mid.as_bytes().to_vec(),
+                },
+                (None, Some(f)) => SearchKey::Uid(SequenceSet::from(f.get())),
+                (None, None) => return Ok(Proof::Unsure),
+            };
+            let done = s.run(Command::Search {
+                uid: true,
+                criteria: vec![criteria],
+                ret: Vec::new(),
+                utf8: false,
+            })?;
+            let mut candidates: Vec<Uid> = done
+                .untagged
+                .iter()
+                .flat_map(|u| match u {
+                    Untagged::Search { nums, .. } => nums.clone(),
+                    _ => Vec::new(),
+                })
+                .filter_map(Uid::new)
+                .collect();
+            candidates.sort();
+            candidates.dedup();
+            let mut matching = Vec::new();
+            for (uid, size) in sizes(s, &candidates)? {
+                if size == wanted.size && body_digest(s, uid)?.as_ref() == wanted.digest {
+                    matching.push(uid);
+                }
+            }
+            Ok(match floor {
+                Some(f) => match matching.into_iter().find(|u| *u >= f) {
+                    Some(u) => Proof::Stored(validity, u),
+                    None => Proof::Absent,
+                },
+                None if matching.is_empty() => Proof::Absent,
+                None => Proof::Unsure,
+            })
+        })
+    }
+
+    /// The lowest UID a message added to `mailbox` from now on can have, as far as our index
+    /// knows (its UIDNEXT, else one past its highest UID): a floor that is never above the
+    /// server's UIDNEXT, since UIDs only grow at one UIDVALIDITY.
+    pub(super) fn index_floor(&self, mailbox: MailboxId) -> Option<(UidValidity, Uid)> {
+        let ix = self.indexes.get(mailbox)?;
+        let ix = ix.read();
+        let next = ix.uidnext.or_else(|| {
+            let last = ix.messages.keys().next_back()?;
+            Uid::new(last.get().saturating_add(1))
+        })?;
+        Some((ix.validity, next))
+    }
+
+    /// Size and digest of messages of the mailbox `s` has selected (rare path: a cut COPY).
+    pub(super) fn fingerprints(s: &mut Session, uids: &[Uid]) -> Result<Vec<(Uid, u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for (uid, size) in sizes(s, uids)? {
+            out.push((uid, size, body_digest(s, uid)?.as_ref().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// SHA-256 of a byte stream, as [`Wanted::digest`] holds it.
+pub(super) fn digest_context() -> Context {
+    Context::new(&SHA256)
+}
+
+/// RFC822.SIZE of `uids` in the selected mailbox (those that exist).
+fn sizes(s: &mut Session, uids: &[Uid]) -> Result<Vec<(Uid, u64)>> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let done = s.run(Command::Fetch {
+        uid: true,
+        set: SequenceSet::from_numbers(uids.iter().map(|u| u.get())),
+        attrs: vec![FetchAttr::Uid, FetchAttr::Rfc822Size],
+        changed_since: None,
+    })?;
+    let mut out: Vec<(Uid, u64)> = done
+        .untagged
+        .iter()
+        .filter_map(|u| match u {
+            Untagged::Fetch { items, .. } => {
+                let uid = items.iter().find_map(|i| match i {
+                    FetchItem::Uid(u) => Some(*u),
+                    _ => None,
+                })?;
+                let size = items.iter().find_map(|i| match i {
+                    FetchItem::Rfc822Size(n) => Some(*n),
+                    _ => None,
+                })?;
+                Some((uid, size))
+            }
+            _ => None,
+        })
+        .filter(|(u, _)| uids.contains(u))
+        .collect();
+    out.sort();
+    out.dedup_by_key(|(u, _)| *u);
+    Ok(out)
+}
+
+/// SHA-256 of a message's whole body, fetched block by block. A block that does not come
+/// back makes the digest one of the bytes that did (then it simply matches nothing).
+fn body_digest(s: &mut Session, uid: Uid) -> Result<Digest> {
+    let mut ctx = digest_context();
+    let mut pos = 0u64;
+    loop {
+        let done = s.run(Command::Fetch {
+            uid: true,
+            set: SequenceSet::single(uid.get()),
+            attrs: vec![FetchAttr::BodyPeek {
+                section: String::new(),
+                partial: Some((pos, DIGEST_BLOCK)),
+            }],
+            changed_since: None,
+        })?;
+        let data = done.untagged.into_iter().find_map(|u| match u {
+            Untagged::Fetch { items, .. } => items.into_iter().find_map(|i| match i {
+                FetchItem::Body { data: Some(d), .. } => Some(d),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let Some(data) = data else { break };
+        ctx.update(&data);
+        pos += data.len() as u64;
+        if data.len() < DIGEST_BLOCK as usize {
+            break;
+        }
+    }
+    Ok(ctx.finish())
+}
