@@ -19,6 +19,16 @@ pub struct CuttingProxy {
 
 impl CuttingProxy {
     pub fn start(server_port: u16, trigger: &'static [u8]) -> CuttingProxy {
+        CuttingProxy::start_cutting(server_port, trigger, false)
+    }
+
+    /// Like [`CuttingProxy::start`], but the cut comes before the server gets the command:
+    /// the bytes holding `trigger` (and whatever came in the same read) are never forwarded.
+    pub fn start_before_server(server_port: u16, trigger: &'static [u8]) -> CuttingProxy {
+        CuttingProxy::start_cutting(server_port, trigger, true)
+    }
+
+    fn start_cutting(server_port: u16, trigger: &'static [u8], before: bool) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(true));
@@ -37,7 +47,7 @@ impl CuttingProxy {
                 let cut = Arc::new(AtomicBool::new(false));
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 // client -> server: arm the cut when the trigger goes by.
-                let (armed, flag) = (armed.clone(), cut.clone());
+                let (armed, flag, cuts_before) = (armed.clone(), cut.clone(), cuts2.clone());
                 let mut seen: Vec<u8> = Vec::new();
                 std::thread::spawn(move || {
                     pump(c2, s2, |data| {
@@ -49,6 +59,10 @@ impl CuttingProxy {
                             && seen.windows(trigger.len()).any(|w| w == trigger)
                         {
                             armed.store(false, Ordering::SeqCst);
+                            if before {
+                                cuts_before.fetch_add(1, Ordering::SeqCst);
+                                return Pass::Cut;
+                            }
                             flag.store(true, Ordering::SeqCst);
                         }
                         Pass::Forward
