@@ -41,6 +41,7 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod other_client;
 pub mod proxy;
 pub mod servers;
 
