@@ -116,7 +116,12 @@ impl OtherClient {
             if f[0] == "folder" {
                 continue;
             }
-            let mut flags: Vec<String> = f[4].split_whitespace().map(str::to_string).collect();
+            let mut flags: Vec<String> = f
+                .get(4)
+                .unwrap_or(&"")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
             flags.sort();
             entry.push(Seen {
                 uid: f[2].parse().expect("uid"),
@@ -135,7 +140,10 @@ impl OtherClient {
         let mut lines = Vec::new();
         loop {
             let mut reply = String::new();
-            let n = self.stdout.read_line(&mut reply).expect("other client: read");
+            let n = self
+                .stdout
+                .read_line(&mut reply)
+                .expect("other client: read");
             assert!(n > 0, "other client exited (command {:.80})", line);
             let reply = reply.trim_end();
             if reply == "." {
