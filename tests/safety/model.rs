@@ -12,7 +12,6 @@
 //! for a cut APPEND): the model then accepts zero or one copy, never two.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::other_client::{OtherClient, Reflag};
@@ -41,6 +40,9 @@ fn model_short_sequence() {
 fn model_long_sequence() {
     run_model(env_u64("IMAPFS_MODEL_OPS").unwrap_or(3000));
 }
+
+/// How a successful setfattr changes the model's flags.
+type FlagChange = Box<dyn Fn(&mut BTreeSet<String>)>;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -239,8 +241,8 @@ fn step(rng: &mut Rng, model: &mut Model, mount: &Mount) {
                     return;
                 };
                 let held = model.in_folder(&f);
-                match sh(&["rmdir", &path(&f)]) {
-                    Ok(()) => {
+                if let Ok(()) = sh(&["rmdir", &path(&f)]) {
+                    {
                         if !held.is_empty() {
                             model
                                 .failures
@@ -251,7 +253,6 @@ fn step(rng: &mut Rng, model: &mut Model, mount: &Mount) {
                         }
                         model.folders.remove(&f);
                     }
-                    Err(_) => {}
                 }
             }
             _ => {
@@ -264,8 +265,8 @@ fn step(rng: &mut Rng, model: &mut Model, mount: &Mount) {
                 }
                 let to = format!("R{}", model.next + 1);
                 model.next += 1;
-                match sh(&["mv", &path(&f), &path(&to)]) {
-                    Ok(()) => {
+                if let Ok(()) = sh(&["mv", &path(&f), &path(&to)]) {
+                    {
                         model.folders.remove(&f);
                         model.folders.insert(to.clone());
                         let moved: Vec<String> = model
@@ -281,7 +282,6 @@ fn step(rng: &mut Rng, model: &mut Model, mount: &Mount) {
                             }
                         }
                     }
-                    Err(_) => {}
                 }
             }
         }
@@ -382,7 +382,7 @@ fn step(rng: &mut Rng, model: &mut Model, mount: &Mount) {
             if chosen.is_empty() {
                 chosen.push(FLAGS[rng.below(6) as usize]);
             }
-            let (args, apply): (Vec<String>, Box<dyn Fn(&mut BTreeSet<String>)>) = match which {
+            let (args, apply): (Vec<String>, FlagChange) = match which {
                 0..=3 => {
                     let set: BTreeSet<String> = chosen.iter().map(|s| s.to_string()).collect();
                     (
@@ -670,5 +670,4 @@ fn check(model: &mut Model, mount: &Mount, other: &mut OtherClient, n: u64) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let _ = Path::new("");
 }
