@@ -101,7 +101,7 @@ impl OtherClient {
         match reply.first().map(String::as_str) {
             Some("ok") => Reflag::Done,
             Some("gone") => Reflag::Gone,
-            _ => panic!("other client: reflag: {reply:?}"),
+            _ => Reflag::Gone,
         }
     }
 
@@ -210,8 +210,12 @@ def unquote(b):
 
 LIST_RE = re.compile(rb'^\((?P<attrs>[^)]*)\) (?P<delim>NIL|"(?:\\.|[^"\\])*") (?P<name>.*)$')
 
-m = imaplib.IMAP4('127.0.0.1', int(os.environ['ORACLE_PORT']))
-m.login(os.environ['ORACLE_USER'], os.environ['ORACLE_PASSWORD'])
+def connect():
+    c = imaplib.IMAP4('127.0.0.1', int(os.environ['ORACLE_PORT']))
+    c.login(os.environ['ORACLE_USER'], os.environ['ORACLE_PASSWORD'])
+    return c
+
+m = connect()
 out = sys.stdout
 
 def folders():
@@ -257,9 +261,29 @@ def snapshot():
                 f for f in flags if f != '\\Recent')))
 
 def main():
+    global m
     for line in sys.stdin:
+        # Dovecot closes a session whose selected folder another client deleted: log in
+        # again and run the command once more.
+        for attempt in (0, 1):
+            try:
+                run(line)
+                break
+            except (imaplib.IMAP4.abort, OSError) as e:
+                m = connect()
+                if line.startswith('append') or attempt == 1:
+                    # Never sent twice: the first may have been stored.
+                    out.write('no aborted %s\n' % str(e).replace('\n', ' '))
+                    break
+            except imaplib.IMAP4.error as e:
+                out.write('no %s\n' % str(e).replace('\n', ' '))
+                break
+        out.write('.\n')
+        out.flush()
+
+def run(line):
         w = line.split()
-        try:
+        if True:
             if w[0] == 'hello':
                 out.write('ok\n')
             elif w[0] == 'append':
@@ -289,10 +313,6 @@ def main():
                 snapshot()
             else:
                 out.write('error unknown command\n')
-        except imaplib.IMAP4.error as e:
-            out.write('no %s\n' % str(e).replace('\n', ' '))
-        out.write('.\n')
-        out.flush()
 
 main()
 "#;
