@@ -540,7 +540,21 @@ fn other_step(rng: &mut Rng, model: &mut Model, other: &mut OtherClient) {
                     },
                 );
             }
-            Err(e) => model.note(&token, format!("other: append to {f} refused: {e}")),
+            Err(e) => {
+                model.note(&token, format!("other: append to {f} refused: {e}"));
+                if e.contains("aborted") {
+                    // The connection broke under it: stored or not.
+                    let flags = flags.iter().map(|s| s.to_string()).collect();
+                    model.msgs.insert(
+                        token,
+                        Msg {
+                            folder: f,
+                            flags,
+                            maybe: true,
+                        },
+                    );
+                }
+            }
         }
     } else {
         let tokens: Vec<String> = model
