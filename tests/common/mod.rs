@@ -13,6 +13,8 @@
 //!   its directory, also when the test panics.
 //! - The oracle (`Dovecot::oracle_*`): Python's `imaplib` on the plaintext port, a client that is
 //!   not ours, so it can tell what the server really holds.
+//! - [`other_client::OtherClient`]: a long-lived imaplib process (another client that appends
+//!   and re-flags, and reads the whole account in one go), for tests/safety/model.rs.
 //! - [`Mount`]: `imapfs mount -f` on a fresh mountpoint, waited for until the kernel lists the
 //!   mount; `Drop` unmounts and reaps the process. [`MountOptions`] varies URL, password and CA
 //!   file to provoke the start-up failures.
@@ -41,6 +43,7 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod other_client;
 pub mod proxy;
 pub mod servers;
 
