@@ -35,7 +35,9 @@ fn list(path: PathBuf) -> Result<BTreeSet<String>, i32> {
 }
 
 /// The errno of a filesystem call that must fail, under a deadline.
-fn errno_of<T: std::fmt::Debug>(call: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> i32 {
+fn errno_of<T: std::fmt::Debug + Send + 'static>(
+    call: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> i32 {
     match within("a call that must fail", QUICK, call) {
         Ok(v) => panic!("succeeded: {v:?}"),
         Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno: {e}")),
