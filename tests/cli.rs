@@ -74,7 +74,8 @@ fn unknown_host_is_one_line() {
 #[test]
 fn refused_port_is_one_line() {
     let scratch = Scratch::new();
-    let url = format!("imaps://{USER}@127.0.0.1:{}", common::free_port());
+    let refusing = common::ports::RefusingPort::new();
+    let url = format!("imaps://{USER}@127.0.0.1:{}", refusing.port);
     let (code, line) = scratch.expect_failure(scratch.without_ca(&url));
     assert_eq!(code, 69, "{line}");
     assert!(
@@ -528,7 +529,8 @@ fn check_reports_capabilities_and_counts() {
 fn check_fails_with_the_same_line_as_mount() {
     let dovecot = Dovecot::start(&Seed::new());
     let scratch = Scratch::new();
-    let refused = format!("imaps://{USER}@127.0.0.1:{}", common::free_port());
+    let refusing = common::ports::RefusingPort::new();
+    let refused = format!("imaps://{USER}@127.0.0.1:{}", refusing.port);
     for (url, password, ca) in [
         (dovecot.url(), "wrong-pw-5", true),
         (refused, PASSWORD, true),
