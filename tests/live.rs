@@ -276,16 +276,14 @@ fn a_folder_recreated_with_the_same_uids_serves_only_its_new_bytes() {
     // The descriptor opened before: whatever it returns now, never the old bytes.
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; old[0].len()];
-    let r = held.read_at(&mut buf, 0);
-    eprintln!(
-        "PROBE old descriptor: {:?}",
-        r.as_ref().map_err(|e| e.raw_os_error())
-    );
-    if let Ok(n) = r {
-        assert!(
+    // Seen here: ENOENT (the old generation's message is gone). Any other error is not the
+    // contract.
+    match held.read_at(&mut buf, 0) {
+        Ok(n) => assert!(
             n == 0 || buf[..n] != old[0][..n],
             "an old descriptor served bytes of the old generation"
-        );
+        ),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}"),
     }
 }
 
@@ -571,6 +569,8 @@ fn folder_walks_are_streamed_and_every_byte_is_right() {
         );
         assert_eq!(common::parse_sha256sum(&out.stdout), want, "cache {cache}");
         let after = stats(&mount);
+        // 6 or 7 measured here; a walk broken by a pause over 1 s (store/read.rs, stream.rs)
+        // on a loaded machine costs a few more, hence the margin.
         eprintln!(
             "cache {cache}: 300 messages in {} round trips",
             after["round_trips"] - before["round_trips"]
