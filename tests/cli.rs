@@ -74,7 +74,8 @@ fn unknown_host_is_one_line() {
 #[test]
 fn refused_port_is_one_line() {
     let scratch = Scratch::new();
-    let url = format!("imaps://{USER}@127.0.0.1:{}", common::free_port());
+    let refusing = common::ports::RefusingPort::new();
+    let url = format!("imaps://{USER}@127.0.0.1:{}", refusing.port);
     let (code, line) = scratch.expect_failure(scratch.without_ca(&url));
     assert_eq!(code, 69, "{line}");
     assert!(
@@ -528,7 +529,8 @@ fn check_reports_capabilities_and_counts() {
 fn check_fails_with_the_same_line_as_mount() {
     let dovecot = Dovecot::start(&Seed::new());
     let scratch = Scratch::new();
-    let refused = format!("imaps://{USER}@127.0.0.1:{}", common::free_port());
+    let refusing = common::ports::RefusingPort::new();
+    let refused = format!("imaps://{USER}@127.0.0.1:{}", refusing.port);
     for (url, password, ca) in [
         (dovecot.url(), "wrong-pw-5", true),
         (refused, PASSWORD, true),
@@ -610,7 +612,39 @@ fn helper_form_with_o_options_mounts() {
     let out = finish(command, RUN);
     assert_eq!(out.code(), 0, "{out:?}");
     let guard = Unmount(scratch.mountpoint.clone());
-    assert!(list(&scratch.mountpoint).contains("INBOX"));
+    let mnt = scratch.mountpoint.clone();
+    assert!(list(&mnt).contains("INBOX"));
+    // The options act. ro: a new file is refused with EROFS.
+    let new = mnt.join("INBOX/new.eml");
+    let refused = wait_for("a write to be refused", QUICK, move || {
+        Some(std::fs::write(&new, b"Subject: x\r\n\r\nx\r\n").expect_err("ro mount wrote"))
+    });
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    // idle=no: no watcher.
+    assert_eq!(mount_stat(&mnt, "watching"), 0);
+    // subscribed: only subscribed folders (the seed subscribes none; INBOX is always there,
+    // Big exists on the server).
+    let root = list(&mnt);
+    assert!(root.contains("INBOX") && !root.contains("Big"), "{root:?}");
+    // connections=2: eight messages read at once open at most two connections.
+    let seed = Seed::standard();
+    let inbox: Vec<_> = seed.folder("INBOX").messages.iter().take(8).collect();
+    assert_eq!(inbox.len(), 8, "the premise: eight messages in INBOX");
+    let readers: Vec<_> = inbox
+        .iter()
+        .map(|m| {
+            let (path, want) = (mnt.join("INBOX").join(m.file_name()), m.bytes.clone());
+            thread::spawn(move || {
+                let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                assert!(got == want, "{path:?} differs");
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().expect("reader");
+    }
+    let opened = mount_stat(&mnt, "connections_opened");
+    assert!((1..=2).contains(&opened), "{opened} connections opened");
     drop(guard);
 }
 
@@ -663,26 +697,72 @@ fn mount_t_fuse_imapfs_works() {
 
 // --- status, man page, completions -------------------------------------------------------------
 
+/// `user.imapfs.stats` of a mount, read with getfattr: (key, value) in the attribute's order.
+fn mount_stats(mountpoint: &Path) -> Vec<(String, String)> {
+    let out = run(
+        &[
+            "getfattr",
+            "--absolute-names",
+            "--only-values",
+            "-n",
+            "user.imapfs.stats",
+            &mountpoint.to_string_lossy(),
+        ],
+        QUICK,
+    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{l:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// One number of [`mount_stats`].
+fn mount_stat(mountpoint: &Path, key: &str) -> u64 {
+    let stats = mount_stats(mountpoint);
+    stats
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {key} in {stats:?}"))
+}
+
 #[test]
 fn status_prints_the_mounts_statistics() {
     let dovecot = Dovecot::start(Seed::standard());
-    let mount = Mount::start(&dovecot, &[]).unwrap_or_else(|f| panic!("{f}"));
+    // No watcher: nothing changes the counters between the reads below.
+    let mount = Mount::start(&dovecot, &["--idle", "no"]).unwrap_or_else(|f| panic!("{f}"));
     assert!(list(&mount.join("INBOX")).len() > 1);
+    let before = mount_stats(mount.path());
     let scratch = Scratch::new();
     let mut command = imapfs_command(&scratch.config_home);
     command.arg("status").arg(mount.path());
     let out = finish(command, RUN);
     assert_eq!(out.code(), 0, "{out:?}");
-    let rows: Vec<Vec<&str>> = out
+    let after = mount_stats(mount.path());
+    assert_eq!(before, after, "the counters moved while status ran");
+    // One row per statistic, in the attribute's order: the key, then its value.
+    let rows: Vec<(String, String)> = out
         .stdout
         .lines()
-        .map(|l| l.split_whitespace().collect())
+        .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [key, value] => (key.to_string(), value.to_string()),
+            _ => panic!("status row {l:?}"),
+        })
         .collect();
-    assert!(!rows.is_empty(), "{out:?}");
-    assert!(
-        rows.iter().all(|r| !r.is_empty() && !r[0].contains('=')),
-        "{out:?}"
-    );
+    assert_eq!(rows, before, "{}", out.stdout);
+    let value = |key: &str| {
+        rows.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {key} in {rows:?}"))
+    };
+    assert_eq!(value("watching"), "0");
+    assert_eq!(value("errors"), "0");
+    assert_ne!(value("round_trips"), "0", "the listing went to the server");
 }
 
 #[test]

@@ -143,32 +143,45 @@ fn idle_wakes_up_when_mail_arrives() {
 fn hostile_mailbox_names_reach_the_server_exactly_or_not_at_all() {
     let d = Dovecot::start(&Seed::new());
     let mut s = connect(&server(&d, Security::Tls)).unwrap();
-    let hostile: &[&[u8]] = &[
-        b"evil\r\nA999 CREATE injected1",
-        b"quote\"d",
-        b"back\\slash",
-        b"brace{5}",
-        b"paren)",
-        b"lf\nA998 CREATE injected2",
-        b"nul\0A997 CREATE injected3",
-        b"{5}\r\nA996 CREATE injected4",
+    // What must happen to each: created exactly, refused by the encoder before the wire
+    // (NUL cannot be sent at all), or sent as a literal and refused by the server with NO
+    // (Dovecot: a CR or LF is not valid modified UTF-7), never run as a second command.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Created,
+        RefusedByEncoder,
+        ServerSaysNo,
+    }
+    let hostile: &[(&[u8], Outcome)] = &[
+        (b"evil\r\nA999 CREATE injected1", Outcome::ServerSaysNo),
+        (b"quote\"d", Outcome::Created),
+        (b"back\\slash", Outcome::Created),
+        (b"brace{5}", Outcome::Created),
+        (b"paren)", Outcome::Created),
+        (b"lf\nA998 CREATE injected2", Outcome::ServerSaysNo),
+        (b"nul\0A997 CREATE injected3", Outcome::RefusedByEncoder),
+        (b"{5}\r\nA996 CREATE injected4", Outcome::ServerSaysNo),
     ];
-    for raw in hostile {
+    for (raw, expected) in hostile {
         let name = MailboxName::from_wire(raw.to_vec(), false);
-        match s.run(Command::Create(name)) {
+        let what = String::from_utf8_lossy(raw);
+        let outcome = match s.run(Command::Create(name)) {
             Ok(_) => {
                 let names = list_names(&mut s);
                 assert!(
                     names.iter().any(|n| n == raw),
-                    "{:?} created under another name",
-                    String::from_utf8_lossy(raw)
+                    "{what:?} created under another name"
                 );
+                Outcome::Created
             }
-            Err(e) => {
-                // Refused by the encoder (NUL) or by the server (NO/BAD): either is fine.
-                assert!(!s.is_broken() || raw.contains(&0), "{e}");
-            }
-        }
+            Err(imapfs::Error::InvalidInput(_)) => Outcome::RefusedByEncoder,
+            Err(imapfs::Error::No {
+                command: "CREATE", ..
+            }) => Outcome::ServerSaysNo,
+            Err(e) => panic!("{what:?}: {e:?}"),
+        };
+        assert_eq!(&outcome, expected, "{what:?}");
+        assert!(!s.is_broken(), "{what:?} broke the session");
     }
     let names = list_names(&mut s);
     for n in &names {
@@ -237,9 +250,12 @@ fn walking_a_folder_prefetches_the_next_messages() {
         assert_eq!(data, m.bytes, "UID {}", m.uid);
     }
     let trips = account.pool().round_trips() - before;
-    // One round trip per message would be 48; prefetching 16 at a time needs a handful.
+    eprintln!("{} messages walked in {trips} round trips", small.len());
+    // One round trip per message would be 48; prefetching 16 at a time needs a handful
+    // (4 here). A walk ends after a 1 s pause between two messages (store/read.rs), which a
+    // loaded machine can make: each such break costs a round trip or two, hence the margin.
     assert!(
-        trips <= small.len() as u64 / 4,
+        trips <= small.len() as u64 / 3,
         "{} messages took {trips} round trips",
         small.len()
     );
@@ -305,7 +321,11 @@ fn preauth_tunnel_is_accepted() {
     s.logout();
     // A tunnel command that dies at once is an error, not a hang.
     cfg.tunnel = Some("exit 3".into());
-    assert!(connect(&cfg).is_err());
+    match connect(&cfg) {
+        Err(imapfs::Error::Bye(_)) => {}
+        Err(e) => panic!("a tunnel that exits is a closed connection (Bye), not {e:?}"),
+        Ok(_) => panic!("connected through a tunnel that exited"),
+    }
 }
 
 #[test]

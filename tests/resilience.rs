@@ -257,8 +257,9 @@ fn a_server_that_stops_answering_fails_reads_after_the_timeout() {
     // meanwhile a folder whose listing is cached lists at once; after SIGCONT all works.
     let seed = seed();
     let dovecot = Dovecot::start(&seed);
-    let timeout = Duration::from_secs(3);
-    let mount = mount(&dovecot, &["-o", "timeout=3", "--dir-ttl", "120"]);
+    // Long enough that "at once" (under half of it) holds on a loaded machine too.
+    let timeout = Duration::from_secs(6);
+    let mount = mount(&dovecot, &["-o", "timeout=6", "--dir-ttl", "120"]);
     let inbox = mount.join("INBOX");
     let other = mount.join("Other");
     assert_eq!(
@@ -293,8 +294,8 @@ fn a_server_that_stops_answering_fails_reads_after_the_timeout() {
     assert_eq!(listed, message_names(4));
     assert_eq!(sizes.len(), 4);
     assert!(
-        took < Duration::from_secs(1),
-        "ls -l of a cached folder took {took:?}"
+        took < timeout / 2,
+        "ls -l of a cached folder took {took:?}: it waited for the server"
     );
     assert!(
         reading.load(Ordering::SeqCst),
@@ -325,7 +326,7 @@ fn while_the_server_is_down_operations_fail_fast_and_the_outage_is_logged_once()
     let mut dovecot = Dovecot::start(&seed);
     // At the level a user sees (info): debug lines repeat each error on purpose.
     let mount = MountOptions::new(&dovecot)
-        .args(&["--timeout", "5", "--dir-ttl", "1"])
+        .args(&["--timeout", "10", "--dir-ttl", "1"])
         .rust_log("info")
         .start()
         .unwrap_or_else(|e| panic!("mount failed: {e}"));
@@ -336,6 +337,9 @@ fn while_the_server_is_down_operations_fail_fast_and_the_outage_is_logged_once()
     );
 
     dovecot.kill_server();
+    // "At once": in well under the 10 s a request queued behind connection attempts would
+    // wait (half of it, a margin a loaded 2-core machine meets).
+    let fast = Duration::from_secs(5);
     // Eight concurrent reads of messages never read: each fails at once.
     let readers: Vec<_> = (1..=8)
         .map(|uid| {
@@ -350,10 +354,7 @@ fn while_the_server_is_down_operations_fail_fast_and_the_outage_is_logged_once()
         let (r, took) = common::within("a reader", Duration::from_secs(30), move || r.join())
             .expect("reader panicked");
         assert_eio("a read while the server is down", &r);
-        assert!(
-            took < Duration::from_secs(2),
-            "a read took {took:?} to fail"
-        );
+        assert!(took < fast, "a read took {took:?} to fail");
     }
     // Reads go on failing fast while the pool tries again after each back-off.
     let failures = stat_value(&mount, "connect_failures");
@@ -364,10 +365,7 @@ fn while_the_server_is_down_operations_fail_fast_and_the_outage_is_logged_once()
         || {
             let (r, took) = timed_read(&inbox.join("9.eml"), Duration::from_secs(20));
             assert_eio("a read while the server is down", &r);
-            assert!(
-                took < Duration::from_secs(2),
-                "a read took {took:?} to fail"
-            );
+            assert!(took < fast, "a read took {took:?} to fail");
             (stat_value(&mount, "connect_failures") >= failures + 2).then_some(())
         },
     );
@@ -376,7 +374,7 @@ fn while_the_server_is_down_operations_fail_fast_and_the_outage_is_logged_once()
     common::wait_for("ls to need the server", Duration::from_secs(10), || {
         let started = Instant::now();
         let r = names(&inbox, Duration::from_secs(20));
-        assert!(started.elapsed() < Duration::from_secs(2), "{r:?}");
+        assert!(started.elapsed() < fast, "{r:?}");
         let err = r.err()?;
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
         Some(())

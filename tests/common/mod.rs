@@ -44,6 +44,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod other_client;
+pub mod ports;
 pub mod proxy;
 pub mod servers;
 
@@ -2167,7 +2168,9 @@ pub fn parse_sha256sum(stdout: &[u8]) -> BTreeMap<PathBuf, String> {
         .collect()
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (nobody listens on it now).
+/// A port on 127.0.0.1 that was free a moment ago (nobody listens on it now). Only for a
+/// server that must bind it itself; a test that wants a refusing port or a listener holds
+/// one with [`ports::RefusingPort`].
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())

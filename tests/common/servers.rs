@@ -112,7 +112,7 @@ impl ServerKind {
     }
 }
 
-/// Why a server cannot run on this machine; tests print it and skip that server.
+/// Why a server cannot run on this machine; tests report it with [`skip`].
 #[derive(Debug, Clone)]
 pub struct Unavailable(pub String);
 
@@ -764,15 +764,35 @@ pub fn available(kind: ServerKind) -> Result<(), Unavailable> {
     Ok(())
 }
 
-/// [`ImapServer::start`], or `None` after printing why `kind` is skipped.
+/// [`ImapServer::start`], or `None` after [`skip`] reported why `kind` cannot run here.
 pub fn start_or_skip(kind: ServerKind, seed: &Seed) -> Option<ImapServer> {
     match ImapServer::start(kind, seed) {
         Ok(server) => Some(server),
         Err(why) => {
-            eprintln!("SKIP {}: {why}", kind.name());
+            skip(&format!("{}: {why}", kind.name()));
             None
         }
     }
+}
+
+/// Reports that the running test leaves something unchecked, as a line
+/// `SKIPPED: <crate>::<test> (<why>)` on the process's stderr (written past libtest's capture,
+/// so it shows in every run; scripts/test.sh counts such a test as skipped, not passed).
+/// Under `IMAPFS_REQUIRE_COMPAT=1` (CI, where scripts/setup.sh installed every server) a skip
+/// is a failure instead.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let test = format!(
+        "{}::{}",
+        env!("CARGO_CRATE_NAME"),
+        thread::current().name().unwrap_or("main")
+    );
+    if std::env::var_os("IMAPFS_REQUIRE_COMPAT").is_some_and(|v| v == "1") {
+        panic!("{test} cannot run here, and IMAPFS_REQUIRE_COMPAT=1 requires it: {why}");
+    }
+    // One write, so that parallel tests' lines do not interleave within a line.
+    let line = format!("SKIPPED: {test} ({why})\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 fn cyrus_imapd_conf(dir: &Path) -> String {

@@ -1,0 +1,57 @@
+//! Ports a test holds for as long as it needs them. A port found free and dropped can be taken
+//! by any other process (other tests run beside this one) before the test uses it; a
+//! [`RefusingPort`] keeps it: a socket bound to 127.0.0.1 but not listening, so that a
+//! connect to it is refused (Linux answers with RST), and [`RefusingPort::listen`] turns it
+//! into a listener on the same port when the test wants a server there.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// A port on 127.0.0.1 that refuses connections, held until dropped or [`listen`]ed on.
+///
+/// [`listen`]: RefusingPort::listen
+pub struct RefusingPort {
+    fd: OwnedFd,
+    pub port: u16,
+}
+
+impl RefusingPort {
+    pub fn new() -> RefusingPort {
+        // SAFETY: plain socket calls on a descriptor this function owns, with a correctly
+        // sized sockaddr_in.
+        unsafe {
+            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(raw >= 0, "socket: {}", io::Error::last_os_error());
+            let fd = OwnedFd::from_raw_fd(raw);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let sockaddr = (&mut addr as *mut libc::sockaddr_in).cast::<libc::sockaddr>();
+            let bound = libc::bind(fd.as_raw_fd(), sockaddr, len);
+            assert_eq!(bound, 0, "bind 127.0.0.1:0: {}", io::Error::last_os_error());
+            let named = libc::getsockname(fd.as_raw_fd(), sockaddr, &mut len);
+            assert_eq!(named, 0, "getsockname: {}", io::Error::last_os_error());
+            RefusingPort {
+                fd,
+                port: u16::from_be(addr.sin_port),
+            }
+        }
+    }
+
+    /// The same port, now accepting connections.
+    pub fn listen(self) -> TcpListener {
+        // SAFETY: listen(2) on the bound socket this value owns.
+        let r = unsafe { libc::listen(self.fd.as_raw_fd(), 128) };
+        assert_eq!(r, 0, "listen: {}", io::Error::last_os_error());
+        TcpListener::from(self.fd)
+    }
+}
+
+impl Default for RefusingPort {
+    fn default() -> Self {
+        RefusingPort::new()
+    }
+}
