@@ -153,8 +153,16 @@ fn decode_speed() {
         s.logout();
         d
     });
-    report("listing, 10,000 messages, session", list.len(), through_session);
-    report("listing, 10,000 messages, decoder", list.len(), decoder_only(&list));
+    report(
+        "listing, 10,000 messages, session",
+        list.len(),
+        through_session,
+    );
+    report(
+        "listing, 10,000 messages, decoder",
+        list.len(),
+        decoder_only(&list),
+    );
 
     let through_session = best(|| {
         let mut s = session(serve(big.clone()));
