@@ -251,6 +251,13 @@ impl Core {
         Ok(tag)
     }
 
+    /// Take the server's greeting (its status text): the capabilities it may carry.
+    pub fn greeted(&mut self, text: &ResponseText) {
+        if let Some(Code::Capability(caps)) = &text.code {
+            self.capabilities = Capabilities::new(caps.clone());
+        }
+    }
+
     /// Start a command whose bytes the caller writes itself (a streamed APPEND): a tag in
     /// flight, nothing queued.
     pub fn begin_raw(&mut self) -> Result<Tag> {

@@ -173,9 +173,7 @@ impl Session {
             }
         };
         let (status, text) = greeting;
-        if let Some(Code::Capability(caps)) = &text.code {
-            s.core.capabilities = Capabilities::new(caps.clone());
-        }
+        s.core.greeted(&text);
         match status {
             Status::Ok => Ok((s, false)),
             Status::PreAuth => Ok((s, true)),
