@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, NotifyEvent, NotifyFilter, SelectSync};
 use crate::imap::pool::Pool;
-use crate::imap::session::Session;
+use crate::imap::session::{MailboxEvent, Session};
 use crate::imap::types::{StatusItem, Untagged};
 use crate::store::ids::MailboxId;
 use crate::store::mailboxes::{list_all, MailboxInfo};
@@ -339,10 +339,9 @@ impl Watcher {
                     }
                 }
                 Untagged::List(_) | Untagged::Lsub(_) => list = true,
-                Untagged::Exists(_)
-                | Untagged::Expunge(_)
-                | Untagged::Vanished { .. }
-                | Untagged::Fetch { .. } => mailboxes.extend(selected),
+                u if MailboxEvent::of(u).is_some_and(|m| m.is_message_change()) => {
+                    mailboxes.extend(selected)
+                }
                 _ => {}
             }
         }

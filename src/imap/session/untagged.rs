@@ -41,6 +41,18 @@ pub enum MailboxEvent {
 }
 
 impl MailboxEvent {
+    /// Whether the event says messages came, went or changed (what makes a watcher refresh),
+    /// rather than describing the mailbox.
+    pub fn is_message_change(&self) -> bool {
+        matches!(
+            self,
+            MailboxEvent::Exists(_)
+                | MailboxEvent::Expunge(_)
+                | MailboxEvent::Vanished { .. }
+                | MailboxEvent::Fetch { .. }
+        )
+    }
+
     /// What an untagged response says about the selected mailbox, if anything.
     pub fn of(u: &Untagged) -> Option<MailboxEvent> {
         Some(match u {
