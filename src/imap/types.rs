@@ -470,10 +470,10 @@ pub struct BodyExtension {
 pub enum StatusItem {
     Messages(u32),
     Recent(u32),
-    UidNext(u32),
-    UidValidity(u32),
+    UidNext(Uid),
+    UidValidity(UidValidity),
     Unseen(u32),
-    HighestModSeq(u64),
+    HighestModSeq(ModSeq),
     Size(u64),
     Deleted(u32),
 }
