@@ -8,7 +8,7 @@
 //! C: A1 LOGIN alice secret the bytes the core must have queued, one CRLF line each
 //! S: A1 OK done            bytes from the server (a CRLF is added); the core steps until
 //!                          it needs more, and every event it gives is checked in order:
-//! E: done A1 ok 0          an event (see `show`)
+//! E: done A1 ok 0          an event (see `show_untagged` and `Runner::drain`)
 //! = exists 3               a fact about the core's state (see `check`)
 //! ```
 //!

@@ -76,9 +76,10 @@ pub enum Capability {
     Utf8Accept,
     StartTls,
     LoginDisabled,
+    SaslIr,
 }
 
-const KNOWN: [(&str, Capability); 12] = [
+const KNOWN: [(&str, Capability); 13] = [
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
     ("CONDSTORE", Capability::CondStore),
@@ -91,6 +92,7 @@ const KNOWN: [(&str, Capability); 12] = [
     ("UTF8=ACCEPT", Capability::Utf8Accept),
     ("STARTTLS", Capability::StartTls),
     ("LOGINDISABLED", Capability::LoginDisabled),
+    ("SASL-IR", Capability::SaslIr),
 ];
 
 /// The capabilities the server advertised, parsed once when they arrive.

@@ -251,6 +251,11 @@ impl Session {
         self.capability_set().is_ok_and(|c| c.contains(cap))
     }
 
+    /// [`Session::has_capability`] for the capabilities the engine branches on: a bit test.
+    pub fn supports(&mut self, cap: Capability) -> bool {
+        self.capability_set().is_ok_and(|c| c.has(cap))
+    }
+
     /// Whether the server reported an extension ENABLED (`* ENABLED`, RFC 5161) on this
     /// connection: the advertisement alone does not switch anything on.
     pub fn is_enabled(&self, ext: &str) -> bool {

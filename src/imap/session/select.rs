@@ -30,7 +30,7 @@ impl Session {
         if self.core.selected.is_none() {
             return Ok(());
         }
-        if self.has_capability("UNSELECT") {
+        if self.supports(Capability::Unselect) {
             // The core forgets the selection when UNSELECT completes.
             return self.run(Command::Unselect).map(drop);
         }
@@ -56,7 +56,7 @@ impl Session {
         read_only: bool,
         then: Option<Command>,
     ) -> Result<Option<Result<Completed>>> {
-        let sync = if self.has_capability("CONDSTORE") {
+        let sync = if self.supports(Capability::CondStore) {
             SelectSync::CondStore
         } else {
             SelectSync::Plain
