@@ -283,6 +283,7 @@ fn command(w: &[&str]) -> Result<Command, String> {
         "STARTTLS" => Command::StartTls,
         "IDLE" => Command::Idle,
         "UNSELECT" => Command::Unselect,
+        "CLOSE" => Command::Close,
         "EXPUNGE" => Command::Expunge,
         "LOGIN" => Command::Login {
             user: arg(1)?.as_bytes().to_vec(),

@@ -184,7 +184,7 @@ pub struct Core {
     outgoing: Vec<u8>,
     /// The command waiting for a continuation request, and its chunks still to send.
     pending: Option<(Tag, std::vec::IntoIter<Vec<u8>>)>,
-    /// A SELECT/EXAMINE (true) or UNSELECT (false) in flight: its completion decides
+    /// A SELECT/EXAMINE (true) or UNSELECT/CLOSE (false) in flight: its completion decides
     /// `selected`.
     selecting: Option<(Tag, bool)>,
 }
@@ -240,7 +240,7 @@ impl Core {
                 self.selected = Some(Selected::new(mailbox.clone(), *read_only));
                 self.selecting = Some((tag.clone(), true));
             }
-            Command::Unselect => self.selecting = Some((tag.clone(), false)),
+            Command::Unselect | Command::Close => self.selecting = Some((tag.clone(), false)),
             _ => {}
         }
         let mut chunks = enc.chunks.into_iter();
