@@ -6,10 +6,10 @@
 //! printed. [`printable`] is the one filter for it: every `Display` here passes its text
 //! through it, and so does every log line of the engine that quotes the server.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use crate::imap::types::{Code, ResponseText};
+pub use crate::printable::{printable, printable_bytes};
 
 /// Everything that can go wrong between the user and the server.
 #[derive(Debug)]
@@ -217,43 +217,6 @@ fn show(t: &ResponseText) -> String {
     }
 }
 
-/// `text` made safe to print on a terminal or in a log: every control character (C0, DEL,
-/// C1, including ESC, CR and LF) and every invisible formatting character that can reorder
-/// what is shown (bidirectional overrides, zero-width characters) becomes a visible escape,
-/// `\xNN` or `\u{NNNN}`. Everything else, non-ASCII letters included, is kept as it is.
-pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if !needs_escape(c) {
-            out.push(c);
-        } else if (c as u32) < 0x100 {
-            out.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// [`printable`] for bytes that may not be UTF-8 (invalid sequences become U+FFFD).
-pub fn printable_bytes(bytes: &[u8]) -> String {
-    printable(&String::from_utf8_lossy(bytes)).into_owned()
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200b}'..='\u{200f}'   // zero-width space/joiners, LRM, RLM
-            | '\u{202a}'..='\u{202e}' // bidirectional embeddings and overrides
-            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-            | '\u{2066}'..='\u{2069}' // bidirectional isolates
-            | '\u{feff}'               // zero-width no-break space
-        )
-}
-
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -271,7 +234,7 @@ mod tests {
     fn printable_escapes_what_could_drive_a_terminal() {
         assert!(matches!(
             printable("plain \u{dc}mlaut text"),
-            Cow::Borrowed(_)
+            std::borrow::Cow::Borrowed(_)
         ));
         assert_eq!(
             printable("a\x1b]0;owned\x07\x1b[2Jb\r\n\u{9b}c\u{202e}d\x7f"),

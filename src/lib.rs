@@ -15,7 +15,8 @@
 //! - [`cli`]: the command line's shape (clap) and its resolution into settings; `main.rs`
 //!   runs it. [`check`]: the `imapfs check` probe, on the engine alone.
 //! - [`mount`]: mount point checks, daemonising, serving until unmounted.
-//! - [`error`]: the crate's error enum and its mapping to errno and exit codes.
+//! - [`error`]: the crate's error enum and its mapping to errno and exit codes; [`printable`]:
+//!   the filter for server text shown on a terminal or in a log.
 
 pub mod check;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fs;
 pub mod imap;
 pub mod mount;
+pub mod printable;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -516,7 +516,10 @@ fn quirk_exchange_status_double_space() {
     assert_eq!(mailbox.as_str(), "INBOX");
     assert_eq!(
         items,
-        vec![StatusItem::Messages(231), StatusItem::UidNext(44292)]
+        vec![
+            StatusItem::Messages(231),
+            StatusItem::UidNext(Uid::new(44292).unwrap())
+        ]
     );
 }
 

@@ -348,7 +348,10 @@ fn section7_2_server_and_mailbox_status() {
             u(Untagged::Lsub(list(&[], Some('.'), "#news.comp.mail.misc"))),
             u(Untagged::StatusData {
                 mailbox: MailboxName::from_wire(b"blurdybloop".to_vec(), false),
-                items: vec![StatusItem::Messages(231), StatusItem::UidNext(44292)],
+                items: vec![
+                    StatusItem::Messages(231),
+                    StatusItem::UidNext(Uid::new(44292).unwrap())
+                ],
             }),
             u(Untagged::Search {
                 nums: vec![2, 3, 6],

@@ -10,6 +10,16 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
+/// ATOM-CHAR of RFC 3501: any CHAR except atom-specials.
+pub fn is_atom_char(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) && !b"(){ %*\"\\]".contains(&b)
+}
+
+/// ASTRING-CHAR: ATOM-CHAR or `]`.
+pub fn is_astring_char(b: u8) -> bool {
+    is_atom_char(b) || b == b']'
+}
+
 /// A message's unique identifier inside one mailbox generation (RFC 3501 section 2.3.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Uid(NonZeroU32);
@@ -92,7 +102,7 @@ impl Flag {
             if rest == "*" {
                 return Some(Flag::MayCreate);
             }
-            if rest.is_empty() || !rest.bytes().all(crate::imap::codec::is_atom_char) {
+            if rest.is_empty() || !rest.bytes().all(is_atom_char) {
                 return None;
             }
             return Some(match rest.to_ascii_lowercase().as_str() {
@@ -105,7 +115,7 @@ impl Flag {
                 _ => Flag::Extension(s.to_string()),
             });
         }
-        if s.is_empty() || !s.bytes().all(crate::imap::codec::is_atom_char) {
+        if s.is_empty() || !s.bytes().all(is_atom_char) {
             return None;
         }
         Some(Flag::Keyword(s.to_string()))
@@ -154,7 +164,7 @@ impl MailboxName {
         let decoded = if utf8 {
             String::from_utf8_lossy(&raw).into_owned()
         } else {
-            match crate::imap::codec::mutf7::decode(&raw) {
+            match crate::imap::mutf7::decode(&raw) {
                 Ok(s) => s,
                 Err(_) => String::from_utf8_lossy(&raw).into_owned(),
             }
@@ -173,7 +183,7 @@ impl MailboxName {
         let raw = if utf8 {
             name.as_bytes().to_vec()
         } else {
-            crate::imap::codec::mutf7::encode(name).into_bytes()
+            crate::imap::mutf7::encode(name).into_bytes()
         };
         MailboxName {
             raw,
@@ -193,7 +203,7 @@ impl MailboxName {
 /// (the filesystem uses [`MailboxName::as_str`]).
 impl fmt::Display for MailboxName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::error::printable(&self.decoded))
+        f.write_str(&crate::printable::printable(&self.decoded))
     }
 }
 
@@ -460,10 +470,10 @@ pub struct BodyExtension {
 pub enum StatusItem {
     Messages(u32),
     Recent(u32),
-    UidNext(u32),
-    UidValidity(u32),
+    UidNext(Uid),
+    UidValidity(UidValidity),
     Unseen(u32),
-    HighestModSeq(u64),
+    HighestModSeq(ModSeq),
     Size(u64),
     Deleted(u32),
 }

@@ -364,8 +364,8 @@ impl Account {
                 match item {
                     StatusItem::Messages(n) => st.messages = Some(n),
                     StatusItem::Unseen(n) => st.unseen = Some(n),
-                    StatusItem::UidNext(n) => st.uidnext = Some(n),
-                    StatusItem::UidValidity(n) => st.uidvalidity = Some(n),
+                    StatusItem::UidNext(n) => st.uidnext = Some(n.get()),
+                    StatusItem::UidValidity(n) => st.uidvalidity = Some(n.get()),
                     _ => {}
                 }
             }

@@ -36,7 +36,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, NotifyEvent, NotifyFilter, SelectSync};
 use crate::imap::pool::Pool;
-use crate::imap::session::Session;
+use crate::imap::session::{MailboxEvent, Session};
 use crate::imap::types::{StatusItem, Untagged};
 use crate::store::ids::MailboxId;
 use crate::store::mailboxes::{list_all, MailboxInfo};
@@ -419,10 +419,9 @@ impl Watcher {
                     }
                 }
                 Untagged::List(_) | Untagged::Lsub(_) => list = true,
-                Untagged::Exists(_)
-                | Untagged::Expunge(_)
-                | Untagged::Vanished { .. }
-                | Untagged::Fetch { .. } => mailboxes.extend(selected),
+                u if MailboxEvent::of(u).is_some_and(|m| m.is_message_change()) => {
+                    mailboxes.extend(selected)
+                }
                 _ => {}
             }
         }
@@ -547,9 +546,9 @@ fn differs(a: &Account, id: MailboxId, items: &[StatusItem]) -> bool {
     let ix = ix.read();
     items.iter().any(|item| match *item {
         StatusItem::Messages(n) => n as usize != ix.messages.len(),
-        StatusItem::UidNext(n) => ix.uidnext.is_none_or(|u| u.get() < n),
-        StatusItem::UidValidity(v) => ix.validity.get() != v,
-        StatusItem::HighestModSeq(m) => ix.highest_modseq.is_none_or(|h| h.0 < m),
+        StatusItem::UidNext(n) => ix.uidnext.is_none_or(|u| u < n),
+        StatusItem::UidValidity(v) => ix.validity != v,
+        StatusItem::HighestModSeq(m) => ix.highest_modseq.is_none_or(|h| h < m),
         _ => false,
     })
 }

@@ -26,7 +26,7 @@ use hmac::{Hmac, Mac};
 
 use crate::error::{printable, printable_bytes, Error, Result};
 use crate::imap::codec::{Command, Limits};
-use crate::imap::session::{Session, Timeouts};
+use crate::imap::session::{Capability, Session, Timeouts};
 use crate::imap::transport::Transport;
 use crate::imap::types::{Code, Response, Status};
 
@@ -291,7 +291,7 @@ fn open_network(cfg: &ServerConfig, deadline: Instant) -> Result<(Session, bool)
         }
         // Asked explicitly so that a failure (a tampered reply) is reported as itself.
         session.capabilities()?;
-        if !session.has_capability("STARTTLS") {
+        if !session.supports(Capability::StartTls) {
             return Err(Error::Tls {
                 message: format!(
                     "{} does not offer STARTTLS; use imaps://, or --insecure to log in without TLS",
@@ -357,7 +357,7 @@ pub fn login_with(
     let sasl = match method {
         // (Auto was resolved above.)
         AuthMethod::Auto | AuthMethod::Login => {
-            if session.has_capability("LOGINDISABLED") {
+            if session.supports(Capability::LoginDisabled) {
                 return Err(Error::Auth(
                     "the server has disabled LOGIN (LOGINDISABLED)".into(),
                 ));
@@ -389,7 +389,7 @@ fn choose_password_method(session: &mut Session) -> Result<AuthMethod> {
     let protected = session.may_send_password();
     if protected && session.has_capability("AUTH=PLAIN") {
         Ok(AuthMethod::Plain)
-    } else if protected && !session.has_capability("LOGINDISABLED") {
+    } else if protected && !session.supports(Capability::LoginDisabled) {
         Ok(AuthMethod::Login)
     } else if session.has_capability("AUTH=CRAM-MD5") {
         Ok(AuthMethod::CramMd5)
@@ -450,7 +450,7 @@ const MAX_SASL_ROUNDS: u32 = 8;
 fn run_sasl(session: &mut Session, sasl: &mut Sasl) -> Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let initial = sasl.initial_response();
-    let use_ir = initial.is_some() && session.has_capability("SASL-IR");
+    let use_ir = initial.is_some() && session.supports(Capability::SaslIr);
     let (ir_arg, mut pending) = match initial {
         Some(ir) if use_ir => (
             Some(Secret::new(b64.encode(ir.expose()).into_bytes())),

@@ -20,7 +20,6 @@
 //! LITERAL+ lets it send them at once.
 
 pub mod encode;
-pub mod mutf7;
 pub mod parse;
 pub mod search;
 
@@ -29,6 +28,10 @@ pub use encode::{
     NotifyEvent, NotifyFilter, QResync, SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
 };
 pub use search::{parse_criteria, CriteriaError};
+
+/// Kept at its old path: modified UTF-7 lives beside the types that use it.
+pub use crate::imap::mutf7;
+pub use crate::imap::types::{is_astring_char, is_atom_char};
 
 use crate::error::printable;
 use crate::imap::types::Response;
@@ -316,16 +319,6 @@ fn trailing_literal(line: &[u8]) -> Option<u64> {
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == needle)
-}
-
-/// ATOM-CHAR of RFC 3501: any CHAR except atom-specials.
-pub fn is_atom_char(b: u8) -> bool {
-    (0x21..0x7f).contains(&b) && !b"(){ %*\"\\]".contains(&b)
-}
-
-/// ASTRING-CHAR: ATOM-CHAR or `]`.
-pub fn is_astring_char(b: u8) -> bool {
-    is_atom_char(b) || b == b']'
 }
 
 #[cfg(test)]

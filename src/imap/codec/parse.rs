@@ -254,11 +254,13 @@ impl<'a> Parser<'a> {
             Ok(Some(match name.as_str() {
                 "MESSAGES" => StatusItem::Messages(small()?),
                 "RECENT" => StatusItem::Recent(small()?),
-                "UIDNEXT" => StatusItem::UidNext(small()?),
-                "UIDVALIDITY" => StatusItem::UidValidity(small()?),
+                "UIDNEXT" => StatusItem::UidNext(Uid::new(small()?).ok_or("UIDNEXT 0")?),
+                "UIDVALIDITY" => {
+                    StatusItem::UidValidity(UidValidity::new(small()?).ok_or("UIDVALIDITY 0")?)
+                }
                 "UNSEEN" => StatusItem::Unseen(small()?),
                 "DELETED" => StatusItem::Deleted(small()?),
-                "HIGHESTMODSEQ" => StatusItem::HighestModSeq(n),
+                "HIGHESTMODSEQ" => StatusItem::HighestModSeq(ModSeq(n)),
                 "SIZE" => StatusItem::Size(n),
                 _ => return Ok(None),
             }))

@@ -1,5 +1,6 @@
 //! Exchanges beyond one command and its reply: APPEND streamed from a file, FETCH responses
-//! handed over one by one as they are decoded, IDLE.
+//! handed over one by one as they are decoded, IDLE. Each is a loop over the one step
+//! function ([`Session::drive`] or [`Session::next_event`]).
 
 use super::*;
 
@@ -15,24 +16,37 @@ impl Session {
         len: u64,
         next: &mut dyn FnMut() -> std::io::Result<Option<Vec<u8>>>,
     ) -> Result<Completed> {
-        if self.broken {
-            return Err(Error::Protocol("connection is broken".into()));
-        }
         let deadline = self.command_deadline();
-        let tag = format!("A{}", self.next_tag);
-        self.next_tag += 1;
-        let literal_plus = self
-            .capabilities
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case("LITERAL+"));
-        let prefix =
-            crate::imap::codec::append_prefix(&tag, mailbox, flags, date, len, literal_plus)
-                .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        self.in_flight.insert(tag.clone());
+        let literal_plus = self.core.capabilities().has(Capability::LiteralPlus);
+        let tag = self.core.begin_raw()?;
+        let prefix = crate::imap::codec::append_prefix(
+            tag.as_str(),
+            mailbox,
+            flags,
+            date,
+            len,
+            literal_plus,
+        );
+        let prefix = match prefix {
+            Ok(p) => p,
+            Err(e) => {
+                self.core.forget(tag.as_str());
+                return Err(Error::InvalidInput(e.to_string()));
+            }
+        };
         log::trace!("C: {}", crate::imap::codec::parse::excerpt(&prefix));
         self.write(&prefix, deadline)?;
         if !literal_plus {
-            self.wait_continuation(&tag, "APPEND", deadline)?;
+            if let Reached::Completed(t) =
+                self.drive(tag.as_str(), Until::Continuation, deadline, Sink::Hold)?
+            {
+                // The server refused the command before its literal.
+                return self.complete(t, "APPEND").and_then(|_| {
+                    Err(Error::Protocol(
+                        "command completed before its literal was sent".into(),
+                    ))
+                });
+            }
         }
         let mut sent = 0u64;
         loop {
@@ -53,7 +67,7 @@ impl Session {
             )));
         }
         self.write(b"\r\n", deadline)?;
-        self.wait_before(&tag, "APPEND", deadline)
+        self.wait_before(tag.as_str(), "APPEND", deadline)
     }
 
     /// [`Session::wait`], handing each untagged response to `each` as soon as it is decoded
@@ -67,23 +81,12 @@ impl Session {
         mut each: impl FnMut(Untagged),
     ) -> Result<Completed> {
         let deadline = self.command_deadline();
-        let tagged = loop {
-            if let Some(t) = self.done.remove(tag) {
-                break t;
+        match self.drive(tag, Until::Completion, deadline, Sink::Each(&mut each))? {
+            Reached::Completed(t) => self.complete(t, name),
+            Reached::Continue => {
+                Err(self.fail(Error::Protocol("unexpected continuation request".into())))
             }
-            match self.read_response(deadline)? {
-                Response::Tagged(t) if t.tag == tag => break t,
-                Response::Tagged(t) => self.keep_completion(t),
-                Response::Untagged(u) => {
-                    self.observe(&u);
-                    each(u);
-                }
-                Response::Continue(_) => {
-                    return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
-                }
-            }
-        };
-        self.complete(tagged, name)
+        }
     }
 
     /// IDLE (RFC 2177) until the server reports something or `max` passes, then DONE.
@@ -93,23 +96,18 @@ impl Session {
         let deadline = self
             .command_deadline()
             .min(Instant::now() + self.timeouts.inactivity);
-        loop {
-            match self.read_response(deadline)? {
-                Response::Continue(_) => break,
-                Response::Tagged(t) if t.tag == tag => {
-                    // Refused (or ended at once): report it as the command's failure.
-                    return self.complete(t, "IDLE").map(|c| c.untagged);
-                }
-                Response::Tagged(t) => self.keep_completion(t),
-                Response::Untagged(u) => self.absorb(u),
-            }
+        if let Reached::Completed(t) =
+            self.drive(&tag, Until::Continuation, deadline, Sink::Hold)?
+        {
+            // Refused (or ended at once): report it as the command's failure.
+            return self.complete(t, "IDLE").map(|c| c.untagged);
         }
         let until = Instant::now() + max;
-        while self.untagged.is_empty() {
-            match self.poll_response(until, false)? {
+        while !self.core.holds_untagged() {
+            match self.next_event(until, false)? {
                 None => break,
-                Some(Response::Untagged(u)) => self.absorb(u),
-                Some(Response::Tagged(t)) if t.tag == tag => {
+                Some(Event::Untagged { response, .. }) => self.core.hold(response),
+                Some(Event::Tagged(t)) if t.tag == tag => {
                     // The server ended IDLE itself.
                     return self.complete(t, "IDLE").map(|c| c.untagged);
                 }
@@ -121,7 +119,8 @@ impl Session {
             }
         }
         let deadline = self.command_deadline();
-        self.write(b"DONE\r\n", deadline)?;
+        self.core.queue(b"DONE\r\n");
+        self.flush(deadline)?;
         self.wait_before(&tag, "IDLE", deadline).map(|c| c.untagged)
     }
 }

@@ -1,12 +1,18 @@
-//! One connection's state machine: tags, capabilities, the selected mailbox, and the untagged
-//! updates the server sends about it.
+//! One connection: the blocking driver of a sans-I/O [`Core`].
 //!
-//! A [`Session`] owns a [`Transport`] and a [`ResponseDecoder`]. Commands are sent with
-//! [`Session::send`], which returns the tag, and completed with [`Session::wait`]; several can be
-//! in flight at once ([`Session::pipeline`]), and replies are matched by tag. Untagged
-//! responses are collected in arrival order and handed to whoever waits next; those that change
-//! the selected mailbox (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY) are also applied to
-//! [`Selected`], wherever they arrive.
+//! The [`Core`] (`core.rs`) holds the protocol state: tags, capabilities, the selected mailbox,
+//! untagged data held for the next completion, the literal handshake. A [`Session`] owns the
+//! [`Transport`] and the clock, and moves bytes between them in one step function,
+//! [`Session::next_event`]: write what the core queued, decode what is buffered, else read
+//! once more under the deadline. Every exchange (a command and its reply, a pipeline, the
+//! literal handshake, FETCH responses handed over one by one, IDLE, SASL) is a loop over that
+//! step, and the loops that wait for a tag are one, [`Session::drive`].
+//!
+//! Commands are sent with [`Session::send`], which returns the tag, and completed with
+//! [`Session::wait`]; several can be in flight at once ([`Session::pipeline`]), and replies
+//! are matched by tag. Untagged responses are collected in arrival order and handed to whoever
+//! waits next; those that change the selected mailbox are applied to [`Selected`] wherever
+//! they arrive, and come out of the core as typed [`MailboxEvent`]s.
 //!
 //! Every command has one deadline, [`Timeouts::command`] from when it is sent, for its writes
 //! and its reply together (a pipeline shares one), optionally capped further by
@@ -16,21 +22,24 @@
 //! cannot stretch it. After a fatal error (I/O, timeout, undecodable stream, BYE) the session
 //! is marked broken and must be dropped.
 //!
-//! Files: `select` (SELECT/EXAMINE, UNSELECT), `exchanges` (streamed APPEND, FETCH responses one
-//! by one, IDLE), `untagged` (keeping and applying untagged responses); this file holds the
-//! start, sending, waiting and reading.
+//! Files: `core` (the state machine), `untagged` (typed mailbox events, applying untagged
+//! responses), `select` (SELECT/EXAMINE, UNSELECT), `exchanges` (streamed APPEND, FETCH
+//! responses one by one, IDLE); this file holds the driver: start, sending, waiting, reading.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::error::{printable, Error, Result};
-use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder, SelectSync};
+use crate::imap::codec::{Command, Limits, SelectSync};
 use crate::imap::transport::Transport;
 use crate::imap::types::*;
 
+pub mod core;
 mod exchanges;
 mod select;
 mod untagged;
+
+pub use self::core::{Capabilities, Capability, Core, Event, Tag};
+pub use untagged::MailboxEvent;
 
 /// What a session needs to know about the connection.
 #[derive(Debug, Clone)]
@@ -68,35 +77,28 @@ pub struct Selected {
     pub highest_modseq: Option<ModSeq>,
     /// PERMANENTFLAGS: the flags a STORE can keep (`\*`: new keywords too).
     pub permanent_flags: Option<Vec<Flag>>,
-    /// Set when the server reported expunges or new messages since the last [`Session::take_changed`].
-    pub changed: bool,
+}
+
+impl Selected {
+    /// A mailbox being selected: nothing known yet but its name.
+    pub fn new(mailbox: MailboxName, read_only: bool) -> Selected {
+        Selected {
+            mailbox,
+            read_only,
+            uidvalidity: None,
+            uidnext: None,
+            exists: 0,
+            highest_modseq: None,
+            permanent_flags: None,
+        }
+    }
 }
 
 /// One authenticated (or about to be) IMAP connection.
 pub struct Session {
     transport: Transport,
-    decoder: ResponseDecoder,
+    core: Core,
     timeouts: Timeouts,
-    next_tag: u32,
-    capabilities: Vec<String>,
-    /// Extensions the server reported ENABLED (RFC 5161), upper-cased.
-    enabled: Vec<String>,
-    selected: Option<Selected>,
-    /// Untagged responses not yet handed to a waiter.
-    untagged: Vec<Untagged>,
-    /// What `untagged` costs, by [`Limits::held_cost`]; at most [`Limits::backlog_cap`].
-    untagged_bytes: u64,
-    /// Untagged responses were dropped since the last completion: over the backlog cap.
-    overflowed: bool,
-    /// Tags sent whose completion no waiter has taken yet (some may be in `done`).
-    in_flight: HashSet<String>,
-    /// Tagged completions that arrived while waiting for another tag. Only ever holds tags
-    /// of `in_flight`: a completion for any other tag is a protocol violation.
-    done: HashMap<String, Tagged>,
-    /// A recoverable decode error seen since the last completion.
-    malformed: Option<DecodeError>,
-    bye: Option<String>,
-    broken: bool,
     read_buf: Vec<u8>,
     /// Round trips: times the client turned from reading to writing (pipelined commands
     /// count once), for tests and benchmarks.
@@ -105,9 +107,30 @@ pub struct Session {
     reading: bool,
     /// No command's deadline goes beyond this (see [`Session::set_deadline_cap`]).
     deadline_cap: Option<Instant>,
-    limits: Limits,
     /// See [`Session::allow_clear_text`].
     clear_text_allowed: bool,
+}
+
+/// What [`Session::drive`] waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// The tag's completion.
+    Completion,
+    /// A continuation request (or the tag's completion, which refuses the command).
+    Continuation,
+}
+
+/// Where [`Session::drive`] stopped.
+enum Reached {
+    Completed(Tagged),
+    Continue,
+}
+
+/// Where untagged responses go while [`Session::drive`] waits: held for the completion, or
+/// handed to the caller at once.
+enum Sink<'a> {
+    Hold,
+    Each(&'a mut dyn FnMut(Untagged)),
 }
 
 impl Session {
@@ -131,38 +154,26 @@ impl Session {
     ) -> Result<(Session, bool)> {
         let mut s = Session {
             transport,
-            decoder: ResponseDecoder::new(limits),
+            core: Core::new(limits),
             timeouts,
-            next_tag: 1,
-            capabilities: Vec::new(),
-            enabled: Vec::new(),
-            selected: None,
-            untagged: Vec::new(),
-            untagged_bytes: 0,
-            overflowed: false,
-            in_flight: HashSet::new(),
-            done: HashMap::new(),
-            malformed: None,
-            bye: None,
-            broken: false,
             read_buf: vec![0; 64 * 1024],
             round_trips: 0,
             reading: true,
             deadline_cap: None,
-            limits,
             clear_text_allowed: false,
         };
         let greeting = loop {
-            match s.read_response(deadline)? {
-                Response::Untagged(Untagged::Status { status, text }) => break (status, text),
-                Response::Untagged(other) => s.absorb(other),
+            match s.read_event(deadline)? {
+                Event::Untagged {
+                    response: Untagged::Status { status, text },
+                    ..
+                } => break (status, text),
+                Event::Untagged { response, .. } => s.core.hold(response),
                 other => return Err(Error::Protocol(format!("unexpected greeting: {other:?}"))),
             }
         };
         let (status, text) = greeting;
-        if let Some(Code::Capability(caps)) = &text.code {
-            s.capabilities = caps.clone();
-        }
+        s.core.greeted(&text);
         match status {
             Status::Ok => Ok((s, false)),
             Status::PreAuth => Ok((s, true)),
@@ -185,23 +196,23 @@ impl Session {
         config: std::sync::Arc<rustls::ClientConfig>,
         host: &str,
     ) -> Result<Session> {
-        if self.bye.is_some() || !self.in_flight.is_empty() || self.malformed.is_some() {
+        if self.core.bye.is_some() || self.core.has_in_flight() || self.core.has_malformed() {
             return Err(self.fail(Error::Protocol(
                 "unexpected responses from the server before STARTTLS".into(),
             )));
         }
         let deadline = self.command_deadline();
         let tag = self.send_before(&Command::StartTls, deadline)?;
-        match self.read_response(deadline)? {
-            Response::Tagged(t) if t.tag == tag && self.malformed.is_none() => {
+        match self.read_event(deadline)? {
+            Event::Tagged(t) if t.tag == tag && !self.core.has_malformed() => {
                 self.complete(t, "STARTTLS")?;
             }
             other => {
                 let what = match other {
-                    Response::Tagged(_) if self.malformed.is_some() => "an undecodable line",
-                    Response::Tagged(_) => "a reply to another command",
-                    Response::Untagged(_) => "an untagged response",
-                    Response::Continue(_) => "a continuation request",
+                    Event::Tagged(_) if self.core.has_malformed() => "an undecodable line",
+                    Event::Tagged(_) => "a reply to another command",
+                    Event::Untagged { .. } => "an untagged response",
+                    Event::Continue(_) => "a continuation request",
                 };
                 return Err(self.fail(Error::Protocol(format!(
                     "the server sent {what} before the STARTTLS completion; refusing to go on \
@@ -209,7 +220,7 @@ impl Session {
                 ))));
             }
         }
-        if self.decoder.buffered() > 0 {
+        if self.core.buffered() > 0 {
             // Bytes after the OK, before TLS: a man in the middle injecting plaintext.
             return Err(self.fail(Error::Protocol("server sent data after STARTTLS OK".into())));
         }
@@ -217,70 +228,62 @@ impl Session {
             .command_deadline()
             .min(Instant::now() + self.timeouts.inactivity);
         self.transport = self.transport.start_tls(config, host, deadline)?;
-        self.decoder = ResponseDecoder::new(self.limits);
-        self.capabilities.clear();
-        self.selected = None;
-        self.untagged.clear();
-        self.untagged_bytes = 0;
-        self.overflowed = false;
-        self.in_flight.clear();
-        self.done.clear();
-        self.malformed = None;
-        self.bye = None;
+        self.core.reset_for_tls();
         Ok(self)
     }
 
     /// The server's capabilities, asking for them if not yet known.
     pub fn capabilities(&mut self) -> Result<&[String]> {
-        if self.capabilities.is_empty() {
+        if self.core.capabilities.is_empty() {
             self.run(Command::Capability)?;
         }
-        Ok(&self.capabilities)
+        Ok(self.core.capabilities.names())
+    }
+
+    /// The capabilities as a typed set, asking for them if not yet known.
+    pub fn capability_set(&mut self) -> Result<&Capabilities> {
+        self.capabilities()?;
+        Ok(self.core.capabilities())
     }
 
     /// Whether a capability was advertised (case-insensitive). Asks if none are known.
     pub fn has_capability(&mut self, cap: &str) -> bool {
-        self.capabilities()
-            .map(|c| c.iter().any(|x| x.eq_ignore_ascii_case(cap)))
-            .unwrap_or(false)
+        self.capability_set().is_ok_and(|c| c.contains(cap))
+    }
+
+    /// [`Session::has_capability`] for the capabilities the engine branches on: a bit test.
+    pub fn supports(&mut self, cap: Capability) -> bool {
+        self.capability_set().is_ok_and(|c| c.has(cap))
     }
 
     /// Whether the server reported an extension ENABLED (`* ENABLED`, RFC 5161) on this
     /// connection: the advertisement alone does not switch anything on.
     pub fn is_enabled(&self, ext: &str) -> bool {
-        self.enabled.iter().any(|e| e.eq_ignore_ascii_case(ext))
+        self.core.is_enabled(ext)
     }
 
     /// Forget the capabilities (after login they may change).
     pub fn forget_capabilities(&mut self) {
-        self.capabilities.clear();
+        self.core.capabilities = Capabilities::default();
     }
 
     pub fn set_utf8(&mut self, utf8: bool) {
-        self.decoder.set_utf8(utf8);
+        self.core.set_utf8(utf8);
     }
 
     /// Whether mailbox names are UTF-8 on the wire (UTF8=ACCEPT enabled), else modified UTF-7.
     pub fn utf8(&self) -> bool {
-        self.decoder.utf8()
+        self.core.utf8()
     }
 
     pub fn selected(&self) -> Option<&Selected> {
-        self.selected.as_ref()
-    }
-
-    /// Whether the server reported changes to the selected mailbox; clears the mark.
-    pub fn take_changed(&mut self) -> bool {
-        self.selected
-            .as_mut()
-            .map(|s| std::mem::take(&mut s.changed))
-            .unwrap_or(false)
+        self.core.selected()
     }
 
     /// Tagged completions received for tags nobody waited for: a server answering commands
     /// we did not send (for tests: proof that no injected command ran).
     pub fn unclaimed_completions(&self) -> usize {
-        self.done.len()
+        self.core.kept_completions()
     }
 
     /// Take in what the server sent while the session sat unused, without waiting for more
@@ -292,14 +295,14 @@ impl Session {
         // A response in progress may need a moment to arrive whole.
         let wait = self.timeouts.inactivity.min(Duration::from_millis(200));
         for _ in 0..1024 {
-            if !self.is_reusable() || self.bye.is_some() {
+            if !self.is_reusable() || self.core.bye.is_some() {
                 return false;
             }
-            if self.decoder.buffered() == 0 && !self.transport.readable_now() {
+            if self.core.buffered() == 0 && !self.transport.readable_now() {
                 return true;
             }
-            match self.poll_response(Instant::now() + wait, false) {
-                Ok(Some(Response::Untagged(u))) => self.absorb(u),
+            match self.next_event(Instant::now() + wait, false) {
+                Ok(Some(Event::Untagged { response, .. })) => self.core.hold(response),
                 Ok(_) => {
                     self.fail(Error::Protocol(
                         "the server sent something unexpected while the connection was idle".into(),
@@ -326,13 +329,13 @@ impl Session {
     }
 
     pub fn is_broken(&self) -> bool {
-        self.broken
+        self.core.is_broken()
     }
 
     /// Whether the session can serve another user: not broken, and no command of the last
     /// one still in flight (its reply would land in the next user's command).
     pub fn is_reusable(&self) -> bool {
-        !self.broken && self.in_flight.is_empty()
+        !self.core.is_broken() && !self.core.has_in_flight()
     }
 
     pub fn round_trips(&self) -> u64 {
@@ -384,10 +387,10 @@ impl Session {
                 // The commands after this one are still in flight: nobody will wait for their
                 // replies, so the connection cannot be used again.
                 Err(e) if e.is_fatal_to_connection() => {
-                    return Err(if self.in_flight.is_empty() {
-                        e
-                    } else {
+                    return Err(if self.core.has_in_flight() {
                         self.fail(e)
+                    } else {
+                        e
                     })
                 }
                 r => out.push(r),
@@ -403,32 +406,22 @@ impl Session {
     }
 
     fn send_before(&mut self, cmd: &Command, deadline: Instant) -> Result<String> {
-        if self.broken {
-            return Err(Error::Protocol("connection is broken".into()));
-        }
-        let tag = format!("A{}", self.next_tag);
-        self.next_tag += 1;
-        self.in_flight.insert(tag.clone());
-        let literal_plus = self
-            .capabilities
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case("LITERAL+"));
-        let enc = cmd
-            .encode(&tag, literal_plus)
-            .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        if !enc.sensitive {
-            log::trace!("C: {}", crate::imap::codec::parse::excerpt(&enc.chunks[0]));
-        } else {
-            log::trace!("C: {tag} {} <credentials hidden>", cmd.name());
-        }
-        let n = enc.chunks.len();
-        for (i, chunk) in enc.chunks.iter().enumerate() {
-            self.write(chunk, deadline)?;
-            if i + 1 < n {
-                self.wait_continuation(&tag, cmd.name(), deadline)?;
+        let tag = self.core.begin(cmd)?;
+        self.flush(deadline)?;
+        // Each continuation request queues (and the step writes) the next chunk.
+        while self.core.awaits_continuation(tag.as_str()) {
+            if let Reached::Completed(t) =
+                self.drive(tag.as_str(), Until::Continuation, deadline, Sink::Hold)?
+            {
+                // The server refused the command before its literal.
+                return self.complete(t, cmd.name()).and_then(|_| {
+                    Err(Error::Protocol(
+                        "command completed before its literal was sent".into(),
+                    ))
+                });
             }
         }
-        Ok(tag)
+        Ok(tag.as_str().to_string())
     }
 
     /// Wait for `tag` to complete, collecting untagged data on the way.
@@ -443,106 +436,72 @@ impl Session {
         name: &'static str,
         deadline: Instant,
     ) -> Result<Completed> {
-        let tagged = loop {
-            if let Some(t) = self.done.remove(tag) {
-                break t;
+        match self.drive(tag, Until::Completion, deadline, Sink::Hold)? {
+            Reached::Completed(t) => self.complete(t, name),
+            Reached::Continue => {
+                Err(self.fail(Error::Protocol("unexpected continuation request".into())))
             }
-            match self.read_response(deadline)? {
-                Response::Tagged(t) if t.tag == tag => break t,
-                Response::Tagged(t) => self.keep_completion(t),
-                Response::Untagged(u) => self.absorb(u),
-                Response::Continue(_) => {
+        }
+    }
+
+    /// The one loop that waits for a tag: steps until `tag` completes (or, for
+    /// [`Until::Continuation`], the server asks for more), keeping other tags' completions for
+    /// their waiters and passing untagged data to `sink`.
+    fn drive(
+        &mut self,
+        tag: &str,
+        until: Until,
+        deadline: Instant,
+        mut sink: Sink<'_>,
+    ) -> Result<Reached> {
+        loop {
+            if let Some(t) = self.core.take_kept(tag) {
+                return Ok(Reached::Completed(t));
+            }
+            match self.read_event(deadline)? {
+                Event::Tagged(t) if t.tag == tag => return Ok(Reached::Completed(t)),
+                Event::Tagged(t) => self.core.keep_completion(t),
+                Event::Untagged { response, .. } => match &mut sink {
+                    Sink::Hold => self.core.hold(response),
+                    Sink::Each(each) => each(response),
+                },
+                Event::Continue(_) if until == Until::Continuation => return Ok(Reached::Continue),
+                Event::Continue(_) => {
                     return Err(self.fail(Error::Protocol("unexpected continuation request".into())))
                 }
             }
-        };
-        self.complete(tagged, name)
+        }
     }
 
     fn complete(&mut self, t: Tagged, name: &'static str) -> Result<Completed> {
-        self.in_flight.remove(&t.tag);
-        if let Some(Code::Capability(caps)) = &t.text.code {
-            self.capabilities = caps.clone();
+        let r = self.core.complete(t, name);
+        if self.core.is_broken() {
+            self.transport.shutdown();
         }
-        let untagged = std::mem::take(&mut self.untagged);
-        self.untagged_bytes = 0;
-        if std::mem::take(&mut self.overflowed) {
-            // The stream is intact (every response was decoded, then dropped): only this
-            // command fails.
-            self.malformed = None;
-            return Err(Error::TooLarge {
-                what: "the responses to one command",
-                limit: self.limits.backlog_cap(),
-            });
-        }
-        if let Some(e) = self.malformed.take() {
-            let e = Error::Protocol(e.to_string());
-            // With other commands in flight the bad frame may have been part of their reply,
-            // which would then look complete but lack it: drop the connection.
-            return Err(if self.in_flight.is_empty() {
-                e
-            } else {
-                self.fail(e)
-            });
-        }
-        match t.status {
-            Status::Ok => Ok(Completed {
-                untagged,
-                text: t.text,
-            }),
-            Status::No => Err(Error::No {
-                command: name,
-                text: t.text,
-            }),
-            _ => Err(Error::Bad {
-                command: name,
-                text: t.text,
-            }),
-        }
-    }
-
-    fn wait_continuation(
-        &mut self,
-        tag: &str,
-        name: &'static str,
-        deadline: Instant,
-    ) -> Result<()> {
-        loop {
-            match self.read_response(deadline)? {
-                Response::Continue(_) => return Ok(()),
-                Response::Tagged(t) if t.tag == tag => {
-                    // The server refused the command before its literal.
-                    return self.complete(t, name).and_then(|_| {
-                        Err(Error::Protocol(
-                            "command completed before its literal was sent".into(),
-                        ))
-                    });
-                }
-                Response::Tagged(t) => self.keep_completion(t),
-                Response::Untagged(u) => self.absorb(u),
-            }
-        }
+        r
     }
 
     /// Send raw bytes (a SASL response line) without a tag.
     pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
         let deadline = self.command_deadline();
-        self.write(line, deadline)?;
-        self.write(b"\r\n", deadline)
+        self.core.queue(line);
+        self.core.queue(b"\r\n");
+        self.flush(deadline)
     }
 
-    /// Read the next response (for SASL exchanges and IDLE): untagged data is absorbed and
-    /// also returned.
+    /// Read the next response (for SASL exchanges and IDLE): untagged data is applied to the
+    /// state and returned, not held.
     pub fn next_response(&mut self) -> Result<Response> {
         let deadline = self.command_deadline();
-        let r = self.read_response(deadline)?;
-        match &r {
-            Response::Untagged(u) => self.observe(u),
-            // The caller takes this completion itself.
-            Response::Tagged(t) => drop(self.in_flight.remove(&t.tag)),
-            Response::Continue(_) => {}
-        }
-        Ok(r)
+        Ok(match self.read_event(deadline)? {
+            Event::Untagged { response, .. } => Response::Untagged(response),
+            Event::Tagged(t) => {
+                // The caller takes this completion itself.
+                self.core.forget(&t.tag);
+                Response::Tagged(t)
+            }
+            Event::Continue(text) => Response::Continue(text),
+        })
     }
 
     /// Say LOGOUT, briefly; errors are irrelevant at this point.
@@ -553,44 +512,32 @@ impl Session {
         self.transport.shutdown();
     }
 
-    /// Read until one complete response is decoded.
-    fn read_response(&mut self, deadline: Instant) -> Result<Response> {
-        match self.poll_response(deadline, true)? {
-            Some(r) => Ok(r),
+    /// The next event, which is due before `deadline`: running out of time is fatal.
+    fn read_event(&mut self, deadline: Instant) -> Result<Event> {
+        match self.next_event(deadline, true)? {
+            Some(e) => Ok(e),
             None => Err(self.fail(Error::Timeout {
                 what: "the server's reply".into(),
             })),
         }
     }
 
-    /// Read until one complete response is decoded or `deadline` passes. A deadline that
-    /// passes is fatal to the connection only if `fatal` (a reply was due); while idling it
-    /// just means nothing happened.
-    fn poll_response(&mut self, deadline: Instant, fatal: bool) -> Result<Option<Response>> {
+    /// The step function: decode one event from what is buffered, else read once more, until
+    /// an event comes or `deadline` passes. Bytes the core queues on the way (the next chunk
+    /// of a literal) are written at once. A deadline that passes is fatal to the connection
+    /// only if `fatal` (a reply was due); while idling it just means nothing happened.
+    fn next_event(&mut self, deadline: Instant, fatal: bool) -> Result<Option<Event>> {
         self.reading = true;
         loop {
-            match self.decoder.next_response() {
-                Ok(Some(Response::Tagged(t)))
-                    if !self.in_flight.contains(&t.tag) || self.done.contains_key(&t.tag) =>
-                {
-                    // A completion for a command never sent (or completed twice): injected,
-                    // or a server that lost track. Either way its replies cannot be matched.
-                    return Err(self.fail(Error::Protocol(format!(
-                        "the server completed a command that was not in flight ({})",
-                        crate::imap::codec::parse::excerpt(t.tag.as_bytes())
-                    ))));
-                }
-                Ok(Some(r)) => {
-                    log_response(&r);
-                    return Ok(Some(r));
+            match self.core.step() {
+                Ok(Some(e)) => {
+                    if matches!(e, Event::Continue(_)) {
+                        self.flush(deadline)?;
+                    }
+                    return Ok(Some(e));
                 }
                 Ok(None) => {}
-                Err(e) if e.is_recoverable() => {
-                    log::warn!("{e}");
-                    self.malformed.get_or_insert(e);
-                    continue;
-                }
-                Err(e) => return Err(self.fail(Error::Protocol(e.to_string()))),
+                Err(e) => return Err(self.fail(e)),
             }
             let now = Instant::now();
             if now >= deadline {
@@ -616,13 +563,23 @@ impl Session {
             };
             if n == 0 {
                 let why = self
+                    .core
                     .bye
                     .clone()
                     .unwrap_or_else(|| "connection closed by the server".into());
                 return Err(self.fail(Error::Bye(why)));
             }
-            self.decoder.feed(&self.read_buf[..n]);
+            self.core.feed(&self.read_buf[..n]);
         }
+    }
+
+    /// Write what the core queued.
+    fn flush(&mut self, deadline: Instant) -> Result<()> {
+        let out = self.core.take_outgoing();
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.write(&out, deadline)
     }
 
     fn write(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
@@ -637,33 +594,7 @@ impl Session {
     }
 
     fn fail(&mut self, e: Error) -> Error {
-        self.broken = true;
         self.transport.shutdown();
-        e
-    }
-}
-
-fn log_response(r: &Response) {
-    if log::log_enabled!(log::Level::Trace) {
-        match r {
-            Response::Untagged(Untagged::Fetch { seq, items }) => {
-                let names: Vec<String> = items
-                    .iter()
-                    .map(|i| match i {
-                        FetchItem::Body {
-                            section,
-                            origin,
-                            data,
-                        } => format!(
-                            "BODY[{section}]<{origin:?}> ({} bytes)",
-                            data.as_ref().map_or(0, Vec::len)
-                        ),
-                        other => format!("{other:?}"),
-                    })
-                    .collect();
-                log::trace!("S: * {} FETCH {}", seq.get(), names.join(" "));
-            }
-            other => log::trace!("S: {other:?}"),
-        }
+        self.core.fail(e)
     }
 }

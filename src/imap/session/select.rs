@@ -9,11 +9,13 @@ impl Session {
     /// a read-only one never serves a request to write.
     pub fn select(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
         let current = self
+            .core
             .selected
             .as_ref()
             .is_some_and(|s| &s.mailbox == mailbox && (!s.read_only || read_only));
         if current {
             return self
+                .core
                 .selected
                 .as_ref()
                 .ok_or_else(|| Error::Protocol("not selected".into()));
@@ -25,13 +27,12 @@ impl Session {
     /// EXAMINE of INBOX (never CLOSE, which expunges). Servers refuse to DELETE or RENAME a
     /// mailbox a session has open (Courier).
     pub fn unselect(&mut self) -> Result<()> {
-        if self.selected.is_none() {
+        if self.core.selected.is_none() {
             return Ok(());
         }
-        if self.has_capability("UNSELECT") {
-            self.run(Command::Unselect)?;
-            self.selected = None;
-            return Ok(());
+        if self.supports(Capability::Unselect) {
+            // The core forgets the selection when UNSELECT completes.
+            return self.run(Command::Unselect).map(drop);
         }
         self.reselect(&MailboxName::from_utf8("INBOX", false), true)
             .map(drop)
@@ -41,7 +42,8 @@ impl Session {
     /// current UIDVALIDITY (another client may have deleted and recreated it meanwhile).
     pub fn reselect(&mut self, mailbox: &MailboxName, read_only: bool) -> Result<&Selected> {
         self.reselect_then(mailbox, read_only, None)?;
-        self.selected
+        self.core
+            .selected
             .as_ref()
             .ok_or_else(|| Error::Protocol("mailbox not selected".into()))
     }
@@ -54,7 +56,7 @@ impl Session {
         read_only: bool,
         then: Option<Command>,
     ) -> Result<Option<Result<Completed>>> {
-        let sync = if self.has_capability("CONDSTORE") {
+        let sync = if self.supports(Capability::CondStore) {
             SelectSync::CondStore
         } else {
             SelectSync::Plain
@@ -81,39 +83,21 @@ impl Session {
             read_only,
             sync,
         };
-        self.selected = Some(Selected {
-            mailbox: mailbox.clone(),
-            read_only,
-            uidvalidity: None,
-            uidnext: None,
-            exists: 0,
-            highest_modseq: None,
-            permanent_flags: None,
-            changed: false,
-        });
         let mut cmds = vec![cmd];
         cmds.extend_from_slice(then);
+        // The core tracks the selection: fresh when the SELECT is sent, kept (READ-ONLY
+        // noted) when it completes OK, gone when it fails. A pipeline that broke before the
+        // completion leaves nothing known.
         let mut results = match self.pipeline(&cmds) {
             Ok(r) => r.into_iter(),
             Err(e) => {
-                self.selected = None;
+                self.core.selected = None;
                 return Err(e);
             }
         };
         match results.next() {
-            Some(Ok(done)) => {
-                if let Some(sel) = self.selected.as_mut() {
-                    if done.text.code == Some(Code::ReadOnly) {
-                        sel.read_only = true;
-                    }
-                    sel.changed = false;
-                }
-                Ok((done, results.collect()))
-            }
-            Some(Err(e)) => {
-                self.selected = None;
-                Err(e)
-            }
+            Some(Ok(done)) => Ok((done, results.collect())),
+            Some(Err(e)) => Err(e),
             None => Err(Error::Protocol("no reply to SELECT".into())),
         }
     }

@@ -1,41 +1,103 @@
-//! Untagged responses: kept for the command that waits, and applied to the connection and
-//! mailbox state (capabilities, BYE, UIDVALIDITY, EXISTS, EXPUNGE, ...) wherever they arrive.
+//! Untagged responses as typed events: what the server says about the selected mailbox
+//! becomes a [`MailboxEvent`], and every untagged response is applied to the connection and
+//! mailbox state (capabilities, BYE, ENABLED, UIDVALIDITY, EXISTS, EXPUNGE, ...) wherever it
+//! arrives, by [`Core::observe`].
+//!
+//! [`MailboxEvent::of`] is a pure function of one response, so the watcher, the store and the
+//! transcript tests all read the same meaning out of it: EXISTS and EXPUNGE count and move
+//! sequence numbers; VANISHED names UIDs (`earlier` for the QRESYNC catch-up of a SELECT);
+//! FETCH carries what changed about one message (UID, flags, MODSEQ), if it says anything.
 
+use super::core::{Capabilities, Core};
 use super::*;
 
-impl Session {
-    /// Apply an untagged response and keep it for the waiter, within the backlog cap: past
-    /// it, responses are still applied to the mailbox state but dropped, and the command
-    /// they belong to fails with [`Error::TooLarge`].
-    pub(super) fn absorb(&mut self, u: Untagged) {
-        self.observe(&u);
-        let cost = Limits::held_cost(self.decoder.last_frame_len() as u64);
-        if self.overflowed || self.untagged_bytes + cost > self.limits.backlog_cap() {
-            if !self.overflowed {
-                log::warn!(
-                    "the server's responses to one command exceed {} bytes; dropping them",
-                    self.limits.backlog_cap()
-                );
+/// A change to the selected mailbox, as the server reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MailboxEvent {
+    /// `* n EXISTS`: the mailbox holds `n` messages.
+    Exists(u32),
+    /// `* n RECENT`.
+    Recent(u32),
+    /// `* n EXPUNGE`: the message at sequence number `n` is gone; those after it move down.
+    Expunge(SeqNum),
+    /// `* VANISHED [(EARLIER)] uids` (QRESYNC): these UIDs are gone.
+    Vanished { earlier: bool, uids: SequenceSet },
+    /// `* n FETCH (...)` with what it says about the message's state.
+    Fetch {
+        seq: SeqNum,
+        uid: Option<Uid>,
+        flags: Option<Vec<Flag>>,
+        modseq: Option<ModSeq>,
+    },
+    /// `[UIDVALIDITY v]`: the mailbox generation.
+    UidValidity(UidValidity),
+    /// `[UIDNEXT n]`.
+    UidNext(Uid),
+    /// `[HIGHESTMODSEQ m]`.
+    HighestModSeq(ModSeq),
+    /// `* FLAGS (...)`: the flags defined in the mailbox.
+    Flags(Vec<Flag>),
+}
+
+impl MailboxEvent {
+    /// Whether the event says messages came, went or changed (what makes a watcher refresh),
+    /// rather than describing the mailbox.
+    pub fn is_message_change(&self) -> bool {
+        matches!(
+            self,
+            MailboxEvent::Exists(_)
+                | MailboxEvent::Expunge(_)
+                | MailboxEvent::Vanished { .. }
+                | MailboxEvent::Fetch { .. }
+        )
+    }
+
+    /// What an untagged response says about the selected mailbox, if anything.
+    pub fn of(u: &Untagged) -> Option<MailboxEvent> {
+        Some(match u {
+            Untagged::Exists(n) => MailboxEvent::Exists(*n),
+            Untagged::Recent(n) => MailboxEvent::Recent(*n),
+            Untagged::Expunge(n) => MailboxEvent::Expunge(*n),
+            Untagged::Vanished { earlier, uids } => MailboxEvent::Vanished {
+                earlier: *earlier,
+                uids: uids.clone(),
+            },
+            Untagged::Flags(f) => MailboxEvent::Flags(f.clone()),
+            Untagged::Fetch { seq, items } => {
+                let (mut uid, mut flags, mut modseq) = (None, None, None);
+                for item in items {
+                    match item {
+                        FetchItem::Uid(u) => uid = Some(*u),
+                        FetchItem::Flags(f) => flags = Some(f.clone()),
+                        FetchItem::ModSeq(m) => modseq = Some(*m),
+                        _ => {}
+                    }
+                }
+                MailboxEvent::Fetch {
+                    seq: *seq,
+                    uid,
+                    flags,
+                    modseq,
+                }
             }
-            self.overflowed = true;
-            self.untagged.clear();
-            self.untagged_bytes = 0;
-            return;
-        }
-        self.untagged_bytes += cost;
-        self.untagged.push(u);
+            Untagged::Status { text, .. } => match &text.code {
+                Some(Code::UidValidity(v)) => MailboxEvent::UidValidity(*v),
+                Some(Code::UidNext(n)) => MailboxEvent::UidNext(*n),
+                Some(Code::HighestModSeq(m)) => MailboxEvent::HighestModSeq(*m),
+                _ => return None,
+            },
+            _ => return None,
+        })
     }
+}
 
-    /// Keep the completion of a command someone else waits for (pipelining). Only tags in
-    /// flight get here (see [`Session::poll_response`]), so this is bounded by what we sent.
-    pub(super) fn keep_completion(&mut self, t: Tagged) {
-        self.done.insert(t.tag.clone(), t);
-    }
-
-    /// Apply an untagged response to the connection and mailbox state.
-    pub(super) fn observe(&mut self, u: &Untagged) {
+impl Core {
+    /// Apply an untagged response to the connection and mailbox state; returns what it says
+    /// about the selected mailbox.
+    pub(super) fn observe(&mut self, u: &Untagged) -> Option<MailboxEvent> {
         match u {
-            Untagged::Capability(c) => self.capabilities = c.clone(),
+            Untagged::Capability(c) => self.capabilities = Capabilities::new(c.clone()),
             Untagged::Status {
                 status: Status::Bye,
                 text,
@@ -43,12 +105,7 @@ impl Session {
             Untagged::Status { text, .. } => {
                 if let Some(sel) = self.selected.as_mut() {
                     match &text.code {
-                        Some(Code::UidValidity(v)) => {
-                            if sel.uidvalidity.is_some_and(|old| old != *v) {
-                                sel.changed = true;
-                            }
-                            sel.uidvalidity = Some(*v);
-                        }
+                        Some(Code::UidValidity(v)) => sel.uidvalidity = Some(*v),
                         Some(Code::UidNext(n)) => sel.uidnext = Some(*n),
                         Some(Code::HighestModSeq(m)) => sel.highest_modseq = Some(*m),
                         Some(Code::ReadOnly) => sel.read_only = true,
@@ -62,25 +119,22 @@ impl Session {
             }
             Untagged::Exists(n) => {
                 if let Some(sel) = self.selected.as_mut() {
-                    sel.changed |= *n != sel.exists;
                     sel.exists = *n;
                 }
             }
-            Untagged::Expunge(_) | Untagged::Vanished { .. } => {
+            Untagged::Expunge(_) => {
                 if let Some(sel) = self.selected.as_mut() {
-                    match u {
-                        Untagged::Expunge(_) => sel.exists = sel.exists.saturating_sub(1),
-                        // VANISHED (not EARLIER) replaces EXPUNGE once QRESYNC is enabled.
-                        Untagged::Vanished {
-                            earlier: false,
-                            uids,
-                        } => {
-                            let n = uids.iter_capped(u32::MAX - 1, sel.exists as usize).count();
-                            sel.exists = sel.exists.saturating_sub(n as u32);
-                        }
-                        _ => {}
-                    }
-                    sel.changed = true;
+                    sel.exists = sel.exists.saturating_sub(1);
+                }
+            }
+            // VANISHED (not EARLIER) replaces EXPUNGE once QRESYNC is enabled.
+            Untagged::Vanished {
+                earlier: false,
+                uids,
+            } => {
+                if let Some(sel) = self.selected.as_mut() {
+                    let n = uids.iter_capped(u32::MAX - 1, sel.exists as usize).count();
+                    sel.exists = sel.exists.saturating_sub(n as u32);
                 }
             }
             Untagged::Enabled(caps) => {
@@ -92,5 +146,6 @@ impl Session {
             }
             _ => {}
         }
+        self.selected.as_ref().and_then(|_| MailboxEvent::of(u))
     }
 }
