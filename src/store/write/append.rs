@@ -232,7 +232,7 @@ fn uidnext_of<'a>(done: impl Iterator<Item = &'a Completed>) -> Option<(UidValid
             }
         }
     }
-    Some((UidValidity::new(validity?)?, Uid::new(next?)?))
+    Some((validity?, next?))
 }
 
 /// Bare LF line ends become CRLF (IMAP messages are CRLF).
