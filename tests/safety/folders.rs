@@ -3,9 +3,6 @@
 //! UIDs it did not know are listed (item 6), and a saved index is checked against the server
 //! before it is believed (item 15).
 
-#[path = "../script/mod.rs"]
-mod script;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -19,7 +16,7 @@ use imapfs::imap::types::{MailboxName, ModSeq, Uid};
 use imapfs::store::{Account, StoreOptions};
 
 use crate::common::{run, Dovecot, Mount, MountOptions, Seed, TextMessage};
-use script::{Conn, Script, Wire};
+use crate::script::{self, Conn, Script, Wire};
 
 const QUICK: Duration = Duration::from_secs(30);
 const SLOW: Duration = Duration::from_secs(300);
