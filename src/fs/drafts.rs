@@ -50,6 +50,9 @@ struct Draft {
     mtime: Option<i64>,
     dirty: bool,
     created: SystemTime,
+    /// Open file handles (the creator's, and every `open` since): only the last release
+    /// may act, so a reader's open and close of a file being written sends nothing.
+    opens: u32,
 }
 
 impl ImapFs {
@@ -110,6 +113,7 @@ impl ImapFs {
             mtime: None,
             dirty: true,
             created: SystemTime::now(),
+            opens: 1,
         };
         let attr = self.draft_attr_of(ino, &d);
         drafts.by_ino.insert(ino, d);
@@ -213,10 +217,33 @@ impl ImapFs {
         r.map(drop)
     }
 
-    /// `release`: the last close. A draft never flushed is sent now (errors only logged).
+    /// `open` of a draft (a reader, or another writer): one more handle to release.
+    pub(crate) fn open_draft(&self, ino: Ino) -> Result<()> {
+        let mut drafts = self.drafts.lock();
+        let d = drafts
+            .by_ino
+            .get_mut(&ino)
+            .ok_or_else(|| Error::NoEntry("draft".into()))?;
+        d.opens = d.opens.saturating_add(1);
+        Ok(())
+    }
+
+    /// `release` of one handle. Only the last one acts: a draft never flushed by its
+    /// writer's process (a descriptor passed to another process) is sent now, its errors
+    /// only logged; then the draft is gone. Earlier releases (a reader's) change nothing.
     pub(crate) fn release_draft(&self, ino: Ino) {
         if !matches!(ino.kind(), InoKind::Draft(_)) {
             return;
+        }
+        {
+            let mut drafts = self.drafts.lock();
+            let Some(d) = drafts.by_ino.get_mut(&ino) else {
+                return;
+            };
+            d.opens = d.opens.saturating_sub(1);
+            if d.opens > 0 {
+                return;
+            }
         }
         if let Err(e) = self.flush_draft(ino, None) {
             log::warn!("new message not stored: {e}");

@@ -262,8 +262,7 @@ impl ImapFs {
             // Hook: fs::views.
             InoKind::View(v) => self.view_open(v, flags),
             InoKind::Draft(_) => {
-                self.draft_attr(ino)
-                    .ok_or_else(|| Error::NoEntry("draft".into()))?;
+                self.open_draft(ino)?;
                 Ok(FopenFlags::empty())
             }
             InoKind::Message { .. } => {

@@ -69,7 +69,6 @@ fn copies(dovecot: &Dovecot, folder: &str, bytes: &[u8]) -> usize {
 // --- item 8: drafts ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "issue 13 item 8 is open: the drafts rewrite hung a reader; see the closing note"]
 fn item_8_a_readers_cat_of_a_file_being_written_appends_nothing() {
     let dovecot = Dovecot::start(Seed::standard());
     let mount = mount(&dovecot);

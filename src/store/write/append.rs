@@ -1,6 +1,7 @@
 //! New messages: APPEND, with the message checked and its line ends made CRLF on the way, and
 //! streamed in chunks from its spool file (one pass to scan, one to send: never held whole);
-//! after a broken connection it is looked for by Message-ID before it is ever sent again.
+//! after a broken connection it is proven stored or absent (`proof`: UID floor, size, digest)
+//! before it is ever sent again.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

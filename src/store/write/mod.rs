@@ -14,8 +14,9 @@
 //!   copy succeeded; without MOVE and UIDPLUS it is refused before anything is sent.
 //! - Commands that are not idempotent (APPEND, COPY, MOVE, EXPUNGE) are never re-sent blindly
 //!   ([`Retry::Never`]). After a broken connection the store finds out on a new connection
-//!   what the server did (is the UID still there? is a message with this Message-ID in the
-//!   target?) and only then completes or reports. The worst outcome is a duplicate, never a
+//!   what the server did (is the UID still there? is a message with the same size and body
+//!   at or above the target's UIDNEXT from before, see `proof`?) and only then completes or
+//!   reports. The worst outcome is a duplicate, never a
 //!   loss.
 //! - Flags: `+FLAGS`/`-FLAGS` are deltas the server applies atomically, so they cannot undo
 //!   another client's change; a replacing `FLAGS` goes with `UNCHANGEDSINCE` where the server

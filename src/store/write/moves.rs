@@ -281,8 +281,9 @@ impl Account {
     }
 
     /// After a broken connection during a move: which of `uids` must still be sent. With
-    /// MOVE, those still in the source. With COPY, those in the source whose Message-ID is
-    /// not yet in the target (the ones that are get their source removed now).
+    /// MOVE, those still in the source. With COPY, those in the source with no proven copy in
+    /// the target (`proof`: UID floor, size, digest); proven ones get their source removed
+    /// now, and where it cannot be told the move fails and the source stays.
     fn find_unmoved(
         &self,
         src: MailboxId,
