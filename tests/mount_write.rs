@@ -13,7 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::proxy::CuttingProxy;
-use common::{run, run_ok, wait_for, Dovecot, Mount, MountOptions, Seed};
+use common::{run, run_ok, set_xattr, wait_for, Dovecot, Mount, MountOptions, Seed};
 
 /// Deadline for one external command.
 const QUICK: Duration = Duration::from_secs(30);
@@ -85,28 +85,6 @@ fn xattr(path: &Path, name: &str) -> String {
         &p,
     ]);
     String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-/// setxattr(2) directly, for the exact errno.
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
 }
 
 fn sorted_words(s: &str) -> Vec<String> {

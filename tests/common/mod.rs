@@ -2714,3 +2714,29 @@ fn remove_lock_files(dir: &Path) {
         }
     }
 }
+
+/// setxattr(2) directly, under a deadline, for the exact errno (setfattr cannot send an empty
+/// value and reports errors as text).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    let name = std::ffi::CString::new(name).expect("name");
+    let value = value.to_vec();
+    within("setxattr", Duration::from_secs(30), move || {
+        // SAFETY: valid C strings and a buffer of the given length.
+        let r = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        }
+    })
+}

@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{
-    days_from_civil, run, run_ok, Dovecot, Mount, MountOptions, Seed, Subject, TextMessage,
+    days_from_civil, run, run_ok, set_xattr, Dovecot, Mount, MountOptions, Seed, Subject,
+    TextMessage,
 };
 
 const SLOW: Duration = Duration::from_secs(300);
@@ -90,28 +90,6 @@ fn xattr(mount: &Mount, rel: &str, name: &str) -> String {
         &p(mount, rel),
     ]);
     String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-/// setxattr(2) directly, for the exact errno.
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
 }
 
 /// The message file names of a directory (a listing: ends the names moves gave).

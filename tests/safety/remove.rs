@@ -16,7 +16,8 @@ use imapfs::imap::pool::{Pool, Retry};
 
 use crate::common::servers::{start_or_skip, ServerKind};
 use crate::common::{
-    self, days_from_civil, run, try_run, Dovecot, Mount, MountOptions, Seed, Subject, TextMessage,
+    self, days_from_civil, run, set_xattr, try_run, Dovecot, Mount, MountOptions, Seed, Subject,
+    TextMessage,
 };
 use crate::script::writes::{Expunge, Store, WriteServer};
 
@@ -132,31 +133,6 @@ fn item_2_a_sign_without_a_flag_is_einval_and_changes_nothing() {
     );
     set_xattr(&file, "user.imap.flags", b"").expect("an empty value clears");
     assert!(dovecot.oracle_flags("INBOX", 2).is_empty());
-}
-
-/// setxattr(2) directly (setfattr cannot send an empty value), for the exact errno.
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
-    let name = std::ffi::CString::new(name).expect("name");
-    let value = value.to_vec();
-    common::within("setxattr", QUICK, move || {
-        // SAFETY: valid C strings and a buffer of the given length.
-        let r = unsafe {
-            libc::setxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-        }
-    })
 }
 
 // --- items 3 and 11: rm is true or fails, and a failure leaves no \Deleted ----------------------
