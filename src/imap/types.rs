@@ -371,6 +371,15 @@ impl ListItem {
     }
 }
 
+/// The UID a FETCH response's items carry, if any (a FETCH without one names no message by
+/// UID and cannot be matched to a request).
+pub fn fetch_uid(items: &[FetchItem]) -> Option<Uid> {
+    items.iter().find_map(|i| match i {
+        FetchItem::Uid(u) => Some(*u),
+        _ => None,
+    })
+}
+
 /// A data item of a FETCH response.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -43,7 +43,9 @@ use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
 use crate::imap::session::Session;
-use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
+use crate::imap::types::{
+    fetch_uid, FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
+};
 use crate::store::blocks::{BlockCache, BlockKey};
 use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
@@ -446,10 +448,7 @@ fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> R
         let Untagged::Fetch { items, .. } = u else {
             continue;
         };
-        let Some(uid) = items.iter().find_map(|i| match i {
-            FetchItem::Uid(u) => Some(*u),
-            _ => None,
-        }) else {
+        let Some(uid) = fetch_uid(&items) else {
             continue;
         };
         for item in items {

@@ -32,7 +32,9 @@ use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
 use crate::imap::session::Session;
-use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
+use crate::imap::types::{
+    fetch_uid, FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
+};
 use crate::store::blocks::BlockKey;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::read::check_validity;
@@ -423,10 +425,7 @@ fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> 
     let Untagged::Fetch { items, .. } = u else {
         return Ok(());
     };
-    let Some(uid) = items.iter().find_map(|i| match i {
-        FetchItem::Uid(u) => Some(*u),
-        _ => None,
-    }) else {
+    let Some(uid) = fetch_uid(&items) else {
         return Ok(());
     };
     let bs = a.opts.block_size;

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
 use crate::imap::session::Completed;
-use crate::imap::types::{Code, FetchItem, SequenceSet, Status, Uid, UidValidity, Untagged};
+use crate::imap::types::{
+    fetch_uid, Code, FetchItem, SequenceSet, Status, Uid, UidValidity, Untagged,
+};
 use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
@@ -316,10 +318,7 @@ impl Account {
                         .iter()
                         .filter_map(|u| match u {
                             Untagged::Fetch { items, .. } => {
-                                let uid = items.iter().find_map(|i| match i {
-                                    FetchItem::Uid(u) => Some(*u),
-                                    _ => None,
-                                })?;
+                                let uid = fetch_uid(items)?;
                                 let mid = items.iter().find_map(|i| match i {
                                     FetchItem::Body { data: Some(d), .. } => message_id(d),
                                     _ => None,

@@ -24,7 +24,9 @@ use crate::error::Result;
 use crate::imap::codec::{Command, FetchAttr, SearchKey};
 use crate::imap::pool::Retry;
 use crate::imap::session::Session;
-use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
+use crate::imap::types::{
+    fetch_uid, FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
+};
 use crate::store::ids::MailboxId;
 use crate::store::Account;
 
@@ -150,10 +152,7 @@ fn sizes(s: &mut Session, uids: &[Uid]) -> Result<Vec<(Uid, u64)>> {
         .iter()
         .filter_map(|u| match u {
             Untagged::Fetch { items, .. } => {
-                let uid = items.iter().find_map(|i| match i {
-                    FetchItem::Uid(u) => Some(*u),
-                    _ => None,
-                })?;
+                let uid = fetch_uid(items)?;
                 let size = items.iter().find_map(|i| match i {
                     FetchItem::Rfc822Size(n) => Some(*n),
                     _ => None,

@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr, StoreMode};
 use crate::imap::pool::Retry;
 use crate::imap::session::Session;
-use crate::imap::types::{FetchItem, Flag, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
+use crate::imap::types::{
+    fetch_uid, FetchItem, Flag, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
+};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::write::{select_rw, DeleteMode};
 use crate::store::Account;
@@ -352,10 +354,7 @@ fn fetched(untagged: &[Untagged], uids: &[Uid]) -> BTreeMap<Uid, Option<Vec<Flag
         let Untagged::Fetch { items, .. } = u else {
             continue;
         };
-        let Some(uid) = items.iter().find_map(|i| match i {
-            FetchItem::Uid(u) => Some(*u),
-            _ => None,
-        }) else {
+        let Some(uid) = fetch_uid(items) else {
             continue;
         };
         if !uids.contains(&uid) {
