@@ -7,8 +7,9 @@
 //! through it, and so does every log line of the engine that quotes the server.
 
 use std::fmt;
+use std::sync::Arc;
 
-use crate::imap::types::{Code, ResponseText};
+use crate::imap::types::{Code, ResponseText, UidValidity};
 pub use crate::printable::{printable, printable_bytes};
 
 /// Everything that can go wrong between the user and the server.
@@ -48,9 +49,24 @@ pub enum Error {
     InvalidInput(String),
     /// A mailbox that does not exist (any more).
     NoMailbox(String),
-    /// A message the server no longer has, or whose mailbox changed generation (UIDVALIDITY)
-    /// since it was listed.
+    /// A message the server no longer has.
     NoMessage(String),
+    /// The mailbox is not at the generation (UIDVALIDITY) the caller meant: it was deleted and
+    /// recreated since the caller listed it, so what the caller named is gone (ENOENT).
+    ValidityChanged {
+        mailbox: String,
+        expected: UidValidity,
+        found: UidValidity,
+    },
+    /// The server's answer to `command` lacks what the protocol promises or the request asked
+    /// for, or does not fit the request (no UIDVALIDITY after SELECT, a block at another
+    /// offset, no data for a part): a server fault, EIO. The connection goes on.
+    BadReply { command: &'static str, what: String },
+    /// An invariant of imapfs itself did not hold (a bug, never server input): EIO.
+    Internal(&'static str),
+    /// One failure shared by several requests that went out as one command (a MOVE of many
+    /// messages): each request gets the same cause, and the errno that goes with it.
+    Shared(Arc<Error>),
     /// A file or directory name that does not exist in the mount.
     NoEntry(String),
     /// Not allowed here, whatever the server would say (EPERM): renaming a message within its
@@ -124,6 +140,8 @@ impl Error {
             Error::AlreadyExists(_) => libc::EEXIST,
             Error::Unsupported(_) => libc::ENOTSUP,
             Error::Auth(_) => libc::EACCES,
+            Error::ValidityChanged { .. } => libc::ENOENT,
+            Error::Shared(e) => e.errno(),
             _ => libc::EIO,
         }
     }
@@ -149,7 +167,9 @@ impl Error {
             | Error::Timeout { .. }
             | Error::Tls { .. }
             | Error::Unavailable { .. } => 69, // EX_UNAVAILABLE
-            _ => 76,                                         // EX_PROTOCOL
+            Error::Internal(_) => 70,                        // EX_SOFTWARE
+            Error::Shared(e) => e.exit_code(),
+            _ => 76, // EX_PROTOCOL
         }
     }
 }
@@ -189,6 +209,20 @@ impl fmt::Display for Error {
             Error::InvalidInput(m) => write!(f, "invalid input: {}", printable(m)),
             Error::NoMailbox(m) => write!(f, "no such mailbox: {}", printable(m)),
             Error::NoMessage(m) => write!(f, "no such message: {}", printable(m)),
+            Error::ValidityChanged {
+                mailbox,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{} was recreated (UIDVALIDITY {expected} is now {found})",
+                printable(mailbox)
+            ),
+            Error::BadReply { command, what } => {
+                write!(f, "unusable reply to {command}: {}", printable(what))
+            }
+            Error::Internal(what) => write!(f, "internal error: {what}"),
+            Error::Shared(e) => e.fmt(f),
             Error::NoEntry(m) => write!(f, "no such file or directory: {}", printable(m)),
             Error::NotPermitted(m) => write!(f, "not permitted: {}", printable(m)),
             Error::ReadOnly => write!(f, "the mount is read-only"),

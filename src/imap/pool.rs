@@ -397,7 +397,11 @@ impl Pool {
         let counts = e.is_fatal_to_connection()
             || matches!(
                 e,
-                Error::Unavailable { .. } | Error::Auth(_) | Error::TooLarge { .. }
+                Error::Unavailable { .. }
+                    | Error::Auth(_)
+                    | Error::TooLarge { .. }
+                    | Error::BadReply { .. }
+                    | Error::Internal(_)
             );
         if counts {
             self.errors.fetch_add(1, Ordering::Relaxed);

@@ -14,10 +14,10 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
+use crate::imap::session::Access;
 use crate::imap::types::{FetchItem, SequenceSet, Untagged};
 use crate::store::blocks::BlockKey;
 use crate::store::ids::MessageRef;
-use crate::store::read::check_validity;
 use crate::store::Account;
 
 /// Decoded headers shown as `user.mail.*` xattrs.
@@ -81,7 +81,7 @@ impl Account {
         let header = self
             .pool
             .with_session(Some(&name), Retry::Idempotent, |s| {
-                check_validity(s, &name, msg.validity)?;
+                s.select_at(&name, msg.validity, Access::Read)?;
                 if let Some(h) = header_of(s.run(fetch.clone())?.untagged, msg) {
                     return Ok(Some(h));
                 }

@@ -42,10 +42,8 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
-use crate::imap::session::Session;
-use crate::imap::types::{
-    fetch_uid, FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
-};
+use crate::imap::session::{Access, Session};
+use crate::imap::types::{fetch_uid, FetchItem, SequenceSet, Uid, Untagged};
 use crate::store::blocks::{BlockCache, BlockKey};
 use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
@@ -383,7 +381,7 @@ impl Account {
         };
         let cmds: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
         let result = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-            check_validity(s, &name, msg.validity)?;
+            s.select_at(&name, msg.validity, Access::Read)?;
             let (mut out, _) = run_fetches(s, &cmds, required.len(), bs)?;
             if !out.iter().any(|(k, _)| *k == required[0]) {
                 // Nothing for the message, or NIL (Dovecot's answer for a message another
@@ -403,9 +401,9 @@ impl Account {
             Ok(out)
         });
         let out = match result {
-            Err(Error::NoMessage(what)) => {
+            Err(e @ (Error::NoMessage(_) | Error::ValidityChanged { .. })) => {
                 self.forget_message(msg);
-                return Err(Error::NoMessage(what));
+                return Err(e);
             }
             other => other?,
         };
@@ -481,31 +479,4 @@ fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> R
         }
     }
     Ok((out, nil))
-}
-
-/// EXAMINE `name` (unless selected) and make sure its UIDVALIDITY is `validity`. A session
-/// that selected the mailbox long ago may hold an older generation than the caller: then it
-/// examines afresh before concluding that the caller's generation is gone.
-pub(crate) fn check_validity(
-    s: &mut Session,
-    name: &MailboxName,
-    validity: UidValidity,
-) -> Result<()> {
-    let mut current = match s.select(name, true) {
-        Ok(sel) => sel.uidvalidity,
-        // A session whose selected mailbox another client deleted can refuse the next
-        // EXAMINE once (Dovecot: "Mailbox was deleted under us"); the mailbox may exist again.
-        Err(Error::No { .. }) => s.reselect(name, true)?.uidvalidity,
-        Err(e) => return Err(e),
-    };
-    if current.is_some_and(|v| v != validity) {
-        current = s.reselect(name, true)?.uidvalidity;
-    }
-    match current {
-        Some(v) if v == validity => Ok(()),
-        Some(_) => Err(Error::NoMessage(format!(
-            "{name} was recreated (UIDVALIDITY changed)"
-        ))),
-        None => Err(Error::Protocol(format!("no UIDVALIDITY for {name}"))),
-    }
 }

@@ -31,13 +31,12 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
-use crate::imap::session::Session;
+use crate::imap::session::{Access, Session};
 use crate::imap::types::{
     fetch_uid, FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
 };
 use crate::store::blocks::BlockKey;
 use crate::store::ids::{MailboxId, MessageRef};
-use crate::store::read::check_validity;
 use crate::store::Account;
 
 /// A reader that starts no message for this long has stopped walking: its stream ends.
@@ -339,7 +338,7 @@ fn stream_on(
     mailbox: MailboxId,
     stream: &Stream,
 ) -> Result<()> {
-    check_validity(s, name, stream.validity)?;
+    s.select_at(name, stream.validity, Access::Read)?;
     // Commands out, each with the plan position answered once it completes.
     let mut in_flight: VecDeque<(String, usize)> = VecDeque::new();
     loop {

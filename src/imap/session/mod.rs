@@ -39,6 +39,7 @@ mod select;
 mod untagged;
 
 pub use self::core::{Capabilities, Capability, Core, Event, Tag};
+pub use select::Access;
 pub use untagged::MailboxEvent;
 
 /// What a session needs to know about the connection.

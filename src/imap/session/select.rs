@@ -1,9 +1,82 @@
 //! Selecting mailboxes: SELECT/EXAMINE (with CONDSTORE or QRESYNC), reselecting to learn the
 //! current UIDVALIDITY, leaving a mailbox without expunging (UNSELECT).
+//!
+//! Two kinds of callers. Those that learn a mailbox's current generation (a listing, a
+//! refresh, a search) reselect and read [`Selected::uidvalidity`]. Those that act on messages
+//! they listed earlier (reads, streams, flag edits, moves, removals) name the generation they
+//! listed them in and call [`Session::select_at`]: it answers with the selection only when the
+//! mailbox is at that generation, else with [`Error::ValidityChanged`], so a UID of one
+//! generation never reaches a command of another.
 
 use super::*;
 
+/// What a selection is for: reading (EXAMINE does; a read-write selection serves too, since
+/// reads use BODY.PEEK) or changing messages (SELECT, and the server must grant read-write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
 impl Session {
+    /// Select `mailbox` for `access` at the generation the caller means, `validity`, reusing
+    /// the current selection when it fits. A session that selected the mailbox long ago may
+    /// hold an older generation than the caller: then it selects afresh before concluding that
+    /// the caller's generation is gone ([`Error::ValidityChanged`]). For [`Access::Write`] a
+    /// mailbox the server opens read-only is [`Error::NotPermitted`].
+    pub fn select_at(
+        &mut self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        access: Access,
+    ) -> Result<&Selected> {
+        let read_only = access == Access::Read;
+        let mut current = match self.select(mailbox, read_only) {
+            Ok(sel) => sel.uidvalidity,
+            // A session whose selected mailbox another client deleted can refuse the next
+            // SELECT/EXAMINE once (Dovecot: "Mailbox was deleted under us"); the mailbox may
+            // exist again.
+            Err(Error::No { .. }) => self.reselect(mailbox, read_only)?.uidvalidity,
+            Err(e) => return Err(e),
+        };
+        if current.is_some_and(|v| v != validity) {
+            current = self.reselect(mailbox, read_only)?.uidvalidity;
+        }
+        match current {
+            Some(v) if v == validity => {}
+            Some(found) => {
+                return Err(Error::ValidityChanged {
+                    mailbox: mailbox.to_string(),
+                    expected: validity,
+                    found,
+                })
+            }
+            None => return Err(no_uidvalidity(mailbox)),
+        }
+        let sel = self
+            .core
+            .selected
+            .as_ref()
+            .ok_or(Error::Internal("a selected mailbox without its state"))?;
+        if access == Access::Write && sel.read_only {
+            return Err(Error::NotPermitted(format!(
+                "{mailbox} is read-only on the server"
+            )));
+        }
+        Ok(sel)
+    }
+
+    /// The UIDVALIDITY of the mailbox just selected: a server must send it with every
+    /// successful SELECT/EXAMINE (RFC 3501 section 6.3.1).
+    pub fn selected_validity(&self, mailbox: &MailboxName) -> Result<UidValidity> {
+        self.core
+            .selected
+            .as_ref()
+            .ok_or(Error::Internal("no mailbox selected after SELECT"))?
+            .uidvalidity
+            .ok_or_else(|| no_uidvalidity(mailbox))
+    }
+
     /// Select (read-write) or examine (read-only) a mailbox, unless it already is. A read-write
     /// selection serves a read-only request too (reads use BODY.PEEK, so nothing changes);
     /// a read-only one never serves a request to write.
@@ -18,7 +91,7 @@ impl Session {
                 .core
                 .selected
                 .as_ref()
-                .ok_or_else(|| Error::Protocol("not selected".into()));
+                .ok_or(Error::Internal("a selected mailbox without its state"));
         }
         self.reselect(mailbox, read_only)
     }
@@ -45,7 +118,7 @@ impl Session {
         self.core
             .selected
             .as_ref()
-            .ok_or_else(|| Error::Protocol("mailbox not selected".into()))
+            .ok_or(Error::Internal("no mailbox selected after SELECT"))
     }
 
     /// [`Session::reselect`], with `then` pipelined behind the SELECT/EXAMINE in the same round
@@ -98,7 +171,14 @@ impl Session {
         match results.next() {
             Some(Ok(done)) => Ok((done, results.collect())),
             Some(Err(e)) => Err(e),
-            None => Err(Error::Protocol("no reply to SELECT".into())),
+            None => Err(Error::Internal("a pipeline without a reply to its SELECT")),
         }
+    }
+}
+
+fn no_uidvalidity(mailbox: &MailboxName) -> Error {
+    Error::BadReply {
+        command: "SELECT",
+        what: format!("no UIDVALIDITY for {mailbox}"),
     }
 }

@@ -42,11 +42,10 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
-use crate::imap::session::Session;
+use crate::imap::session::{Access, Session};
 use crate::imap::types::{BodyStructure, FetchItem, SequenceSet, Untagged};
 use crate::store::blocks::BlockCache;
 use crate::store::ids::MessageRef;
-use crate::store::read::check_validity;
 use crate::store::Account;
 
 mod listing;
@@ -223,7 +222,7 @@ impl Account {
         }
         let name = self.require_name(msg.mailbox)?;
         let tree = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-            check_validity(s, &name, msg.validity)?;
+            s.select_at(&name, msg.validity, Access::Read)?;
             load_tree(s, msg)
         });
         let tree = match tree {
@@ -423,7 +422,7 @@ impl Account {
         let out = self
             .pool
             .with_session(Some(&name), Retry::Idempotent, |s| {
-                check_validity(s, &name, msg.validity)?;
+                s.select_at(&name, msg.validity, Access::Read)?;
                 let mut out = Vec::new();
                 for (i, r) in s.pipeline(&cmds)?.into_iter().enumerate() {
                     let done = match r {

@@ -6,11 +6,12 @@
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr, StoreMode};
 use crate::imap::pool::Retry;
+use crate::imap::session::Access;
 use crate::imap::types::{Code, FetchItem, Flag, ModSeq, SequenceSet, Uid, Untagged};
 use crate::store::changes::Change;
 use crate::store::ids::MessageRef;
 use crate::store::index::IndexChange;
-use crate::store::write::{select_rw, FlagEdit};
+use crate::store::write::FlagEdit;
 use crate::store::Account;
 
 impl Account {
@@ -20,7 +21,7 @@ impl Account {
         let known = self.indexes.meta(msg);
         let set = SequenceSet::single(msg.uid.get());
         let flags = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-            let sel = select_rw(s, &name, msg.validity)?;
+            let sel = s.select_at(&name, msg.validity, Access::Write)?;
             check_permanent(sel.permanent_flags.as_deref(), edit)?;
             let condstore = sel.highest_modseq.is_some();
             let mut since = known.as_ref().and_then(|m| m.modseq).filter(|_| condstore);
@@ -110,9 +111,9 @@ impl Account {
             Ok((flags, modseq))
         });
         let (flags, modseq) = match flags {
-            Err(Error::NoMessage(m)) => {
+            Err(e @ (Error::NoMessage(_) | Error::ValidityChanged { .. })) => {
                 self.forget_message(msg);
-                return Err(Error::NoMessage(m));
+                return Err(e);
             }
             other => other?,
         };

@@ -43,8 +43,7 @@ mod remove;
 
 use crate::error::{Error, Result};
 use crate::imap::pool::Retry;
-use crate::imap::session::{Selected, Session};
-use crate::imap::types::{Flag, MailboxName, Uid, UidValidity};
+use crate::imap::types::{Flag, Uid, UidValidity};
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
 use crate::store::index::IndexChange;
@@ -160,36 +159,6 @@ impl Account {
 pub(super) struct WriteCaps {
     pub(super) uidplus: bool,
     pub(super) moves: bool,
-}
-
-/// SELECT `name` read-write (unless it is) and check that it is still at `validity`.
-pub(super) fn select_rw<'a>(
-    s: &'a mut Session,
-    name: &MailboxName,
-    validity: UidValidity,
-) -> Result<&'a Selected> {
-    let mut current = s.select(name, false)?.uidvalidity;
-    if current.is_some_and(|v| v != validity) {
-        current = s.reselect(name, false)?.uidvalidity;
-    }
-    match current {
-        Some(v) if v == validity => {}
-        Some(_) => {
-            return Err(Error::NoMessage(format!(
-                "{name} was recreated (UIDVALIDITY changed)"
-            )))
-        }
-        None => return Err(Error::Protocol(format!("no UIDVALIDITY for {name}"))),
-    }
-    let sel = s
-        .selected()
-        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
-    if sel.read_only {
-        return Err(Error::NotPermitted(format!(
-            "{name} is read-only on the server"
-        )));
-    }
-    Ok(sel)
 }
 
 #[cfg(test)]

@@ -13,15 +13,15 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
-use crate::imap::session::Completed;
+use crate::imap::session::{Access, Completed};
 use crate::imap::types::{
     fetch_uid, Code, FetchItem, SequenceSet, Status, Uid, UidValidity, Untagged,
 };
 use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
+use crate::store::write::message_id;
 use crate::store::write::proof::{Proof, Wanted};
-use crate::store::write::{message_id, select_rw};
 use crate::store::Account;
 
 /// A move waiting in the batch.
@@ -243,7 +243,7 @@ impl Account {
             tries += 1;
             let set = SequenceSet::from_numbers(remaining.iter().map(|u| u.get()));
             let r = self.pool.with_session(Some(&name), Retry::Never, |s| {
-                select_rw(s, &name, validity)?;
+                s.select_at(&name, validity, Access::Write)?;
                 let cmd = if caps.moves {
                     Command::Move {
                         uid: true,
@@ -300,7 +300,7 @@ impl Account {
         let present: Vec<(Uid, Option<String>)> =
             self.pool
                 .with_session(Some(&name), Retry::Idempotent, |s| {
-                    select_rw(s, &name, validity)?;
+                    s.select_at(&name, validity, Access::Write)?;
                     let done = s.run(Command::Fetch {
                         uid: true,
                         set: set.clone(),
@@ -344,7 +344,7 @@ impl Account {
         let prints = self
             .pool
             .with_session(Some(&name), Retry::Idempotent, |s| {
-                select_rw(s, &name, validity)?;
+                s.select_at(&name, validity, Access::Write)?;
                 Account::fingerprints(s, &ids)
             })?;
         let (mut copied, mut unsent, mut unsure) = (Vec::new(), Vec::new(), Vec::new());

@@ -22,12 +22,12 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr, StoreMode};
 use crate::imap::pool::Retry;
-use crate::imap::session::Session;
+use crate::imap::session::{Access, Session};
 use crate::imap::types::{
     fetch_uid, FetchItem, Flag, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
 };
 use crate::store::ids::{MailboxId, MessageRef};
-use crate::store::write::{select_rw, DeleteMode};
+use crate::store::write::DeleteMode;
 use crate::store::Account;
 
 /// Rounds of `UID EXPUNGE` for UIDs the server keeps (or after a broken connection) before
@@ -232,7 +232,7 @@ impl Account {
     fn unmark_deleted(&self, name: &MailboxName, validity: UidValidity, uids: &[Uid]) {
         let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
         let r = self.pool.with_session(Some(name), Retry::Idempotent, |s| {
-            select_rw(s, name, validity)?;
+            s.select_at(name, validity, Access::Write)?;
             s.run(Command::Store {
                 uid: true,
                 set: set.clone(),
@@ -285,7 +285,7 @@ fn expunge_round(
     uids: &[Uid],
     first: bool,
 ) -> Result<Round> {
-    select_rw(s, name, validity)?;
+    s.select_at(name, validity, Access::Write)?;
     let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
     let fetch = |attrs: Vec<FetchAttr>| Command::Fetch {
         uid: true,
