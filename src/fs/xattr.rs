@@ -111,7 +111,7 @@ impl ImapFs {
                     "user.imap.messages" => st.messages,
                     "user.imap.unseen" => st.unseen,
                     "user.imap.uidnext" => st.uidnext,
-                    _ => st.uidvalidity,
+                    _ => st.uidvalidity.map(|v| v.get()),
                 };
                 v.map(|n| n.to_string())
             }

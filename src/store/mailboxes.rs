@@ -15,7 +15,8 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, ListReturn};
 use crate::imap::pool::Retry;
-use crate::imap::types::{MailboxName, StatusItem, Untagged};
+use crate::imap::session::Capability;
+use crate::imap::types::{MailboxName, StatusItem, UidValidity, Untagged};
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
 use crate::store::Account;
@@ -78,7 +79,7 @@ pub struct MailboxStatus {
     pub messages: Option<u32>,
     pub unseen: Option<u32>,
     pub uidnext: Option<u32>,
-    pub uidvalidity: Option<u32>,
+    pub uidvalidity: Option<UidValidity>,
 }
 
 /// Storage quota in bytes.
@@ -365,7 +366,7 @@ impl Account {
                     StatusItem::Messages(n) => st.messages = Some(n),
                     StatusItem::Unseen(n) => st.unseen = Some(n),
                     StatusItem::UidNext(n) => st.uidnext = Some(n.get()),
-                    StatusItem::UidValidity(n) => st.uidvalidity = Some(n.get()),
+                    StatusItem::UidValidity(v) => st.uidvalidity = Some(v),
                     _ => {}
                 }
             }
@@ -380,7 +381,7 @@ impl Account {
     /// The STORAGE quota of INBOX's quota root, if the server has QUOTA and a limit.
     pub fn quota(&self) -> Result<Option<Quota>> {
         self.pool.with_session(None, Retry::Idempotent, |s| {
-            if !s.has_capability("QUOTA") {
+            if !s.supports(Capability::Quota) {
                 return Ok(None);
             }
             let done = s.run(Command::GetQuotaRoot(MailboxName::from_utf8(
@@ -470,9 +471,10 @@ fn refuse_unless_empty(
                             return Err(Error::NotEmpty(format!("{name} holds {n} messages")))
                         }
                         None => {
-                            return Err(Error::Protocol(format!(
-                                "STATUS of {name} without MESSAGES"
-                            )))
+                            return Err(Error::BadReply {
+                                command: "STATUS",
+                                what: format!("{name} without MESSAGES"),
+                            })
                         }
                     }
                 }
@@ -484,7 +486,10 @@ fn refuse_unless_empty(
         }
     }
     if !counted {
-        return Err(Error::Protocol(format!("no STATUS answer for {name}")));
+        return Err(Error::BadReply {
+            command: "STATUS",
+            what: format!("nothing about {name}"),
+        });
     }
     Ok(())
 }
@@ -500,7 +505,7 @@ fn leave(s: &mut crate::imap::session::Session, name: &MailboxName) -> Result<()
 /// LIST "" "*" (with special-use attributes where the server has them) and LSUB, in one
 /// round trip.
 pub(crate) fn list_all(s: &mut crate::imap::session::Session) -> Result<Vec<MailboxInfo>> {
-    let list = if s.has_capability("SPECIAL-USE") && s.has_capability("LIST-EXTENDED") {
+    let list = if s.supports(Capability::SpecialUse) && s.supports(Capability::ListExtended) {
         Command::ListExtended {
             reference: Vec::new(),
             pattern: b"*".to_vec(),
@@ -522,7 +527,7 @@ pub(crate) fn list_all(s: &mut crate::imap::session::Session) -> Result<Vec<Mail
     let mut replies = s.pipeline(&[list, lsub])?.into_iter();
     let listed = replies
         .next()
-        .ok_or_else(|| Error::Protocol("no reply to LIST".into()))??;
+        .ok_or(Error::Internal("a pipeline without a reply to its LIST"))??;
     // A server without LSUB (IMAP4rev2 only) still lists; nothing is subscribed then.
     let subscribed: Vec<MailboxName> = match replies.next() {
         Some(Ok(done)) => done

@@ -228,10 +228,10 @@ impl Account {
             let b = first + i as u64;
             let block_start = b * bs;
             let Some(data) = block else {
-                return Err(Error::Protocol(format!(
-                    "no data for block {b} of UID {}",
-                    msg.uid
-                )));
+                return Err(Error::BadReply {
+                    command: "FETCH",
+                    what: format!("no data for block {b} of UID {}", msg.uid),
+                });
             };
             let from = offset.max(block_start) - block_start;
             let to = (end - block_start).min(data.len() as u64);
@@ -391,10 +391,10 @@ impl Account {
                 let (again, nil) = run_fetches(s, &cmds[..required.len()], required.len(), bs)?;
                 if nil.contains(&required[0]) {
                     // Still there, still no body: a server fault, not a missing message.
-                    return Err(Error::Protocol(format!(
-                        "the server answered NIL for the body of UID {}",
-                        msg.uid
-                    )));
+                    return Err(Error::BadReply {
+                        command: "FETCH",
+                        what: format!("the server answered NIL for the body of UID {}", msg.uid),
+                    });
                 }
                 out.extend(again);
             }
@@ -468,12 +468,16 @@ fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> R
                 continue;
             };
             if origin % bs != 0 {
-                return Err(Error::Protocol(format!(
-                    "FETCH answered at origin {origin}"
-                )));
+                return Err(Error::BadReply {
+                    command: "FETCH",
+                    what: format!("a block at origin {origin}"),
+                });
             }
             if data.len() as u64 > bs {
-                return Err(Error::Protocol("FETCH returned more than was asked".into()));
+                return Err(Error::BadReply {
+                    command: "FETCH",
+                    what: "more than was asked".into(),
+                });
             }
             out.push(((uid, origin / bs), Arc::from(data)));
         }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, SearchKey, SearchReturn};
 use crate::imap::pool::Retry;
+use crate::imap::session::Capability;
 use crate::imap::types::{Code, Uid, UidValidity, Untagged};
 use crate::store::ids::MailboxId;
 use crate::store::Account;
@@ -43,7 +44,7 @@ impl Account {
         let (validity, mut uids) = self
             .pool
             .with_session(Some(&name), Retry::Idempotent, |s| {
-                let esearch = s.has_capability("ESEARCH");
+                let esearch = s.supports(Capability::Esearch);
                 let cmd = Command::Search {
                     uid: true,
                     criteria: criteria.to_vec(),
@@ -56,11 +57,8 @@ impl Account {
                 };
                 let done = s
                     .reselect_then(&name, true, Some(cmd))?
-                    .ok_or_else(|| Error::Protocol("no reply to UID SEARCH".into()))?;
-                let validity = s
-                    .selected()
-                    .and_then(|sel| sel.uidvalidity)
-                    .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
+                    .ok_or(Error::Internal("a pipeline without a reply to its SEARCH"))?;
+                let (_, validity) = s.just_selected(&name)?;
                 Ok((validity, hits(done.map_err(refused)?.untagged)))
             })?;
         uids.sort_unstable();

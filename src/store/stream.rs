@@ -454,9 +454,10 @@ fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> 
             None => data.chunks(bs as usize).collect(),
             Some(0) if data.len() as u64 <= bs => vec![&data[..]],
             Some(_) => {
-                return Err(Error::Protocol(
-                    "a streamed FETCH answered with another part of the body".into(),
-                ))
+                return Err(Error::BadReply {
+                    command: "FETCH",
+                    what: "another part of the body than was asked".into(),
+                })
             }
         };
         let complete = origin.is_none() || (data.len() as u64) < bs;

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr, QResync, SearchKey, SearchReturn, SelectSync};
 use crate::imap::pool::Retry;
-use crate::imap::session::{Completed, Session};
+use crate::imap::session::{Capability, Completed, Session};
 use crate::imap::types::{
     FetchItem, Flag, MailboxName, ModSeq, SequenceSet, Uid, UidValidity, Untagged,
 };
@@ -192,9 +192,10 @@ impl Account {
             }
             Learned::Delta(delta) => {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
-                let validity = base.as_ref().map(|b| b.validity).ok_or_else(|| {
-                    Error::Protocol("an incremental refresh without an index".into())
-                })?;
+                let validity = base
+                    .as_ref()
+                    .map(|b| b.validity)
+                    .ok_or(Error::Internal("an incremental refresh without an index"))?;
                 let (shared, changes, unknown) = match (held, saved) {
                     (Some(shared), _) => {
                         let (changes, unknown) =
@@ -206,9 +207,7 @@ impl Account {
                         (self.indexes.install(id, ix).0, changes, unknown)
                     }
                     (None, None) => {
-                        return Err(Error::Protocol(
-                            "an incremental refresh without an index".into(),
-                        ))
+                        return Err(Error::Internal("an incremental refresh without an index"))
                     }
                 };
                 self.changes.send(changes);
@@ -278,7 +277,7 @@ pub(crate) fn sync_mailbox(
     let Some(base) = base else {
         return fetch_index(s, name).map(Learned::Full);
     };
-    let condstore = s.has_capability("CONDSTORE");
+    let condstore = s.supports(Capability::CondStore);
     let modseq = base.highest_modseq.filter(|_| condstore);
     let qresync = modseq.filter(|_| s.is_enabled("QRESYNC"));
     let new_ones = Command::Fetch {
@@ -298,7 +297,7 @@ pub(crate) fn sync_mailbox(
             vec![new_ones],
         ),
         (None, Some(m)) => {
-            let ret = if s.has_capability("ESEARCH") {
+            let ret = if s.supports(Capability::Esearch) {
                 vec![SearchReturn::All]
             } else {
                 Vec::new()
@@ -342,12 +341,7 @@ pub(crate) fn sync_mailbox(
         });
     }
     let (selected, results) = s.select_with(name, true, sync, &extra)?;
-    let sel = s
-        .selected()
-        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
-    let validity = sel
-        .uidvalidity
-        .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
+    let (sel, validity) = s.just_selected(name)?;
     // A new generation, or a server that stopped keeping MODSEQs for it: the reply says
     // nothing reliable about changes. List it whole.
     if validity != base.validity || (modseq.is_some() && sel.highest_modseq.is_none()) {
@@ -496,7 +490,7 @@ fn parse_listing(untagged: Vec<Untagged>) -> BTreeMap<Uid, MessageMeta> {
 
 /// EXAMINE a mailbox and list its messages' metadata in one FETCH.
 pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
-    let condstore = s.has_capability("CONDSTORE");
+    let condstore = s.supports(Capability::CondStore);
     let list = Command::Fetch {
         uid: true,
         set: SequenceSet::from(1),
@@ -504,12 +498,7 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> 
         changed_since: None,
     };
     let listed = s.reselect_then(name, true, Some(list))?;
-    let sel = s
-        .selected()
-        .ok_or_else(|| Error::Protocol("mailbox not selected".into()))?;
-    let validity = sel
-        .uidvalidity
-        .ok_or_else(|| Error::Protocol(format!("no UIDVALIDITY for {name}")))?;
+    let (sel, validity) = s.just_selected(name)?;
     let (uidnext, exists, highest_modseq) = (sel.uidnext, sel.exists, sel.highest_modseq);
     let permanent_flags = sel.permanent_flags.clone();
     let done: Option<Completed> = match listed {
@@ -517,7 +506,7 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> 
         // `UID FETCH 1:*` in an empty mailbox: some servers answer BAD or NO.
         Some(Err(Error::Bad { .. } | Error::No { .. })) if exists == 0 => None,
         Some(Err(e)) => return Err(e),
-        None => return Err(Error::Protocol("no reply to the listing FETCH".into())),
+        None => return Err(Error::Internal("a pipeline without a reply to its FETCH")),
     };
     let messages = parse_listing(done.map(|d| d.untagged).unwrap_or_default());
     Ok(Index {

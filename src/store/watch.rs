@@ -36,7 +36,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, NotifyEvent, NotifyFilter, SelectSync};
 use crate::imap::pool::Pool;
-use crate::imap::session::{MailboxEvent, Session};
+use crate::imap::session::{Capability, MailboxEvent, Session};
 use crate::imap::types::{StatusItem, Untagged};
 use crate::store::ids::MailboxId;
 use crate::store::mailboxes::{list_all, MailboxInfo};
@@ -205,7 +205,7 @@ fn sleep_unless_stopped(account: &Weak<Account>, d: Duration) -> bool {
 /// Watch on `s` until the account stops, the folder list changes under NOTIFY, or the
 /// connection fails (Err).
 fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
-    let notify = s.has_capability("NOTIFY") && {
+    let notify = s.supports(Capability::Notify) && {
         let events = vec![
             NotifyEvent::MessageNew,
             NotifyEvent::MessageExpunge,
@@ -227,8 +227,8 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
     } else {
         Namespaces::default()
     };
-    let idle = s.has_capability("IDLE");
-    let modseq = s.has_capability("CONDSTORE");
+    let idle = s.supports(Capability::Idle);
+    let modseq = s.supports(Capability::CondStore);
     log::info!(
         "watcher: {}",
         match (notify, idle) {
@@ -339,7 +339,7 @@ impl Namespaces {
 /// Ask NAMESPACE (RFC 2342) where offered: without it the server has one namespace, the
 /// personal one.
 fn namespaces(s: &mut Session) -> Result<Namespaces> {
-    if !s.has_capability("NAMESPACE") {
+    if !s.supports(Capability::Namespace) {
         return Ok(Namespaces::default());
     }
     let done = match s.run(Command::Namespace) {

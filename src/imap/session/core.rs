@@ -77,9 +77,15 @@ pub enum Capability {
     StartTls,
     LoginDisabled,
     SaslIr,
+    Esearch,
+    Binary,
+    Quota,
+    SpecialUse,
+    ListExtended,
+    Namespace,
 }
 
-const KNOWN: [(&str, Capability); 13] = [
+const KNOWN: [(&str, Capability); 19] = [
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
     ("CONDSTORE", Capability::CondStore),
@@ -93,6 +99,12 @@ const KNOWN: [(&str, Capability); 13] = [
     ("STARTTLS", Capability::StartTls),
     ("LOGINDISABLED", Capability::LoginDisabled),
     ("SASL-IR", Capability::SaslIr),
+    ("ESEARCH", Capability::Esearch),
+    ("BINARY", Capability::Binary),
+    ("QUOTA", Capability::Quota),
+    ("SPECIAL-USE", Capability::SpecialUse),
+    ("LIST-EXTENDED", Capability::ListExtended),
+    ("NAMESPACE", Capability::Namespace),
 ];
 
 /// The capabilities the server advertised, parsed once when they arrive.
@@ -539,6 +551,45 @@ fn log_response(r: &Response) {
                 log::trace!("S: * {} FETCH {}", seq.get(), names.join(" "));
             }
             other => log::trace!("S: {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_parsed_once_case_insensitively() {
+        let caps = Capabilities::new(
+            [
+                "IMAP4rev1",
+                "esearch",
+                "BINARY",
+                "Special-Use",
+                "X-CUSTOM",
+                "AUTH=PLAIN",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        assert!(caps.has(Capability::Esearch));
+        assert!(caps.has(Capability::Binary));
+        assert!(caps.has(Capability::SpecialUse));
+        assert!(!caps.has(Capability::ListExtended));
+        assert!(!caps.has(Capability::Quota));
+        assert!(!caps.has(Capability::Namespace));
+        assert!(caps.contains("ESEARCH") && caps.contains("x-custom"));
+        assert!(caps.contains("auth=plain") && !caps.contains("AUTH=LOGIN"));
+        // Every known capability has its own bit.
+        for (name, cap) in KNOWN {
+            let only = Capabilities::new(vec![name.to_ascii_lowercase()]);
+            assert!(only.has(cap), "{name}");
+            assert_eq!(
+                KNOWN.iter().filter(|(_, c)| only.has(*c)).count(),
+                1,
+                "{name}"
+            );
         }
     }
 }

@@ -66,15 +66,17 @@ impl Session {
         Ok(sel)
     }
 
-    /// The UIDVALIDITY of the mailbox just selected: a server must send it with every
-    /// successful SELECT/EXAMINE (RFC 3501 section 6.3.1).
-    pub fn selected_validity(&self, mailbox: &MailboxName) -> Result<UidValidity> {
-        self.core
+    /// The selection of `mailbox` just made (by [`Session::reselect_then`] or
+    /// [`Session::select_with`]) and its UIDVALIDITY, which a server must send with every
+    /// successful SELECT/EXAMINE (RFC 3501 section 6.3.1): without it, [`Error::BadReply`].
+    pub fn just_selected(&self, mailbox: &MailboxName) -> Result<(&Selected, UidValidity)> {
+        let sel = self
+            .core
             .selected
             .as_ref()
-            .ok_or(Error::Internal("no mailbox selected after SELECT"))?
-            .uidvalidity
-            .ok_or_else(|| no_uidvalidity(mailbox))
+            .ok_or(Error::Internal("no mailbox selected after SELECT"))?;
+        let validity = sel.uidvalidity.ok_or_else(|| no_uidvalidity(mailbox))?;
+        Ok((sel, validity))
     }
 
     /// Select (read-write) or examine (read-only) a mailbox, unless it already is. A read-write

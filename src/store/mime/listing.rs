@@ -1,6 +1,8 @@
 //! Learning a message's part tree from the server: BODYSTRUCTURE and the header first, then
 //! one FETCH with what the tree needs to know every size exactly.
 
+use crate::imap::session::Capability;
+
 use super::tree::build_tree;
 use super::*;
 
@@ -28,7 +30,7 @@ pub(super) fn load_tree(s: &mut Session, msg: MessageRef) -> Result<Option<PartT
     let Some((structure, header)) = found else {
         return Ok(None);
     };
-    let binary = s.has_capability("BINARY");
+    let binary = s.supports(Capability::Binary);
     let mut tree = build_tree(&structure, header, binary);
     let attrs = second_fetch(&tree);
     if attrs.is_empty() {
@@ -188,9 +190,12 @@ fn fill_tree(
         match &node.kind {
             PartKind::Leaf(l) => {
                 if tree.binary {
-                    let size = binary_sizes.get(&l.section).ok_or_else(|| {
-                        Error::Protocol(format!("no BINARY.SIZE for part {}", l.section))
-                    })?;
+                    let size = binary_sizes
+                        .get(&l.section)
+                        .ok_or_else(|| Error::BadReply {
+                            command: "FETCH",
+                            what: format!("no BINARY.SIZE for part {}", l.section),
+                        })?;
                     let _ = l.size.set(*size);
                 }
                 if let Some(d) = sections.remove(&l.section) {

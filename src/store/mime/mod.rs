@@ -338,13 +338,14 @@ impl Account {
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (i, block) in have.iter().enumerate() {
             let start = (first + i as u64) * bs;
-            let data = block.as_ref().ok_or_else(|| {
-                Error::Protocol(format!(
+            let data = block.as_ref().ok_or_else(|| Error::BadReply {
+                command: "FETCH",
+                what: format!(
                     "no data for block {} of part {} of UID {}",
                     first + i as u64,
                     leaf.section,
                     msg.uid
-                ))
+                ),
             })?;
             let from = offset.max(start) - start;
             let to = (end - start).min(data.len() as u64);
@@ -439,10 +440,13 @@ impl Account {
                         }
                         let origin = origin.unwrap_or(0);
                         if origin % bs != 0 || data.len() as u64 > bs {
-                            return Err(Error::Protocol(format!(
-                                "part {section} answered at {origin} with {} bytes",
-                                data.len()
-                            )));
+                            return Err(Error::BadReply {
+                                command: "FETCH",
+                                what: format!(
+                                    "part {section} answered at {origin} with {} bytes",
+                                    data.len()
+                                ),
+                            });
                         }
                         out.push((origin / bs, Arc::from(data)));
                     }
@@ -450,10 +454,10 @@ impl Account {
                 Ok(out)
             })?;
         if !out.iter().any(|(b, _)| *b == blocks[0]) {
-            return Err(Error::Protocol(format!(
-                "no data for part {} of UID {}",
-                leaf.section, msg.uid
-            )));
+            return Err(Error::BadReply {
+                command: "FETCH",
+                what: format!("no data for part {} of UID {}", leaf.section, msg.uid),
+            });
         }
         Ok(out)
     }
@@ -494,10 +498,13 @@ impl Account {
             let mut full = true;
             for (i, (b, data)) in got.iter().enumerate() {
                 if *b != next + i as u64 {
-                    return Err(Error::Protocol(format!(
-                        "part {} of UID {} came back with a gap",
-                        leaf.section, msg.uid
-                    )));
+                    return Err(Error::BadReply {
+                        command: "FETCH",
+                        what: format!(
+                            "part {} of UID {} came back with a gap",
+                            leaf.section, msg.uid
+                        ),
+                    });
                 }
                 encoded.extend_from_slice(data);
                 full = data.len() as u64 == bs;
@@ -529,7 +536,7 @@ impl Account {
             return Ok(c.clone());
         }
         let PartKind::Leaf(leaf) = &tree.node(*source)?.kind else {
-            return Err(Error::Protocol("text source is not a leaf".into()));
+            return Err(Error::Internal("a text entry whose source is not a leaf"));
         };
         let raw = match leaf.prefetched.get() {
             Some(raw) => raw.clone(),

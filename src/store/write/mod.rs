@@ -43,6 +43,7 @@ mod remove;
 
 use crate::error::{Error, Result};
 use crate::imap::pool::Retry;
+use crate::imap::session::Capability;
 use crate::imap::types::{Flag, Uid, UidValidity};
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
@@ -128,8 +129,8 @@ impl Account {
     pub(super) fn capabilities(&self) -> Result<WriteCaps> {
         self.pool.with_session(None, Retry::Idempotent, |s| {
             Ok(WriteCaps {
-                uidplus: s.has_capability("UIDPLUS"),
-                moves: s.has_capability("MOVE"),
+                uidplus: s.supports(Capability::UidPlus),
+                moves: s.supports(Capability::Move),
             })
         })
     }

@@ -6,6 +6,7 @@
 //! it first (`fs/aliases.rs`); a new message's MODSEQ in the target is unknown until asked.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -172,15 +173,15 @@ impl Account {
 
     /// Send one batch: one move per (source, generation, target).
     fn send_moves(&self, batch: Vec<QueuedMove>) {
-        let mut groups: BTreeMap<(MailboxId, u32, MailboxId), Vec<QueuedMove>> = BTreeMap::new();
+        let mut groups: BTreeMap<(MailboxId, UidValidity, MailboxId), Vec<QueuedMove>> =
+            BTreeMap::new();
         for m in batch {
             groups
-                .entry((m.msg.mailbox, m.msg.validity.get(), m.target))
+                .entry((m.msg.mailbox, m.msg.validity, m.target))
                 .or_default()
                 .push(m);
         }
-        for ((src, _, target), moves) in groups {
-            let validity = moves[0].msg.validity;
+        for ((src, validity, target), moves) in groups {
             let uids: Vec<Uid> = moves.iter().map(|m| m.msg.uid).collect();
             match self.move_on_server(src, validity, &uids, target) {
                 Ok(map) => {
@@ -202,9 +203,9 @@ impl Account {
                 }
                 Err(e) => {
                     log::warn!("moving {} message(s): {e}", uids.len());
-                    let text = e.to_string();
+                    let e = Arc::new(e);
                     for m in moves {
-                        (m.done)(Err(Error::Protocol(text.clone())));
+                        (m.done)(Err(Error::Shared(e.clone())));
                     }
                 }
             }
