@@ -31,7 +31,7 @@ fn text(code: Option<Code>, text: &str) -> ResponseText {
 
 fn tagged(tag: &str, status: Status, code: Option<Code>, t: &str) -> Response {
     Response::Tagged(Tagged {
-        tag: tag.into(),
+        tag: Tag::parse(tag.as_bytes()).unwrap(),
         status,
         text: text(code, t),
     })

@@ -23,7 +23,7 @@ use std::time::Instant;
 use imapfs::imap::codec::{
     Command, FetchAttr, Limits, NotifyEvent, NotifyFilter, QResync, SelectSync,
 };
-use imapfs::imap::session::{Core, Event, MailboxEvent};
+use imapfs::imap::session::{Core, Event, MailboxEvent, Tag};
 use imapfs::imap::types::{Flag, MailboxName, ModSeq, SequenceSet, Status, UidValidity, Untagged};
 use imapfs::Error;
 
@@ -62,7 +62,7 @@ struct Runner {
     /// Expected client bytes not yet compared.
     expect_out: Vec<u8>,
     /// Command names by tag, for completions.
-    names: Vec<(String, &'static str)>,
+    names: Vec<(Tag, &'static str)>,
     bytewise: bool,
     greeted: bool,
 }
@@ -146,7 +146,7 @@ impl Runner {
         }
         let cmd = command(&words)?;
         match self.core.begin(&cmd) {
-            Ok(tag) => self.names.push((tag.to_string(), cmd.name())),
+            Ok(tag) => self.names.push((tag, cmd.name())),
             Err(e) => self.events.push(format!("refused {}", kind(&e))),
         }
         Ok(())

@@ -20,6 +20,37 @@ pub fn is_astring_char(b: u8) -> bool {
     is_atom_char(b) || b == b']'
 }
 
+/// A command tag (RFC 3501 `tag`: one or more ASTRING-CHARs other than `+`). The session
+/// core numbers the client's own (`A1`, `A2`, ...), and a tag in flight is always one of
+/// those; a tag the server sends in a completion is parsed into one, so that comparing the
+/// two is comparing tags, never raw text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tag(String);
+
+impl Tag {
+    /// A tag as read from the wire, if it is one.
+    pub fn parse(bytes: &[u8]) -> Option<Tag> {
+        let valid = !bytes.is_empty() && bytes.iter().all(|&b| is_astring_char(b) && b != b'+');
+        // Only ASCII passes the check above.
+        valid.then(|| Tag(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    /// The client's `n`th tag.
+    pub(crate) fn numbered(n: u32) -> Tag {
+        Tag(format!("A{n}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A message's unique identifier inside one mailbox generation (RFC 3501 section 2.3.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Uid(NonZeroU32);
@@ -221,7 +252,7 @@ pub enum Response {
 /// The completion result of a tagged command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tagged {
-    pub tag: String,
+    pub tag: Tag,
     pub status: Status,
     pub text: ResponseText,
 }
@@ -591,5 +622,33 @@ impl fmt::Display for SequenceSet {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_what_the_grammar_allows() {
+        assert_eq!(Tag::parse(b"A1"), Some(Tag::numbered(1)));
+        assert_eq!(
+            Tag::parse(b"x.]-_7").map(|t| t.to_string()),
+            Some("x.]-_7".into())
+        );
+        for bad in [
+            &b""[..],
+            b"A+1",
+            b"A 1",
+            b"*",
+            b"+",
+            b"a{1}",
+            b"a\"",
+            b"a%",
+            b"\xc3\xa4",
+            b"a\r",
+        ] {
+            assert_eq!(Tag::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -33,7 +33,7 @@ use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
 use crate::imap::session::{Access, Session};
 use crate::imap::types::{
-    fetch_uid, FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
+    fetch_uid, FetchItem, MailboxName, SequenceSet, Tag, Uid, UidValidity, Untagged,
 };
 use crate::store::blocks::BlockKey;
 use crate::store::ids::{MailboxId, MessageRef};
@@ -340,7 +340,7 @@ fn stream_on(
 ) -> Result<()> {
     s.select_at(name, stream.validity, Access::Read)?;
     // Commands out, each with the plan position answered once it completes.
-    let mut in_flight: VecDeque<(String, usize)> = VecDeque::new();
+    let mut in_flight: VecDeque<(Tag, usize)> = VecDeque::new();
     loop {
         let Some(a) = account.upgrade() else {
             return Ok(());

@@ -79,10 +79,7 @@ impl<'a> Parser<'a> {
             return Ok(Response::Untagged(u));
         }
         let tag = self.take_while(|b| is_astring_char(b) && b != b'+');
-        if tag.is_empty() {
-            return Err("expected a tag, `*` or `+`".into());
-        }
-        let tag = String::from_utf8_lossy(tag).into_owned();
+        let tag = Tag::parse(tag).ok_or("expected a tag, `*` or `+`")?;
         self.sp()?;
         let word = self.atom()?;
         let status = status_word(&word).ok_or_else(|| format!("unknown status `{word}`"))?;
@@ -1327,7 +1324,7 @@ mod tests {
         assert_eq!(
             r,
             Response::Tagged(Tagged {
-                tag: "A1".into(),
+                tag: Tag::parse(b"A1").unwrap(),
                 status: Status::Ok,
                 text: ResponseText {
                     code: Some(Code::ReadOnly),

@@ -23,9 +23,7 @@
 //! that no later reply can repair. The blocking [`Session`](super::Session) adds the transport
 //! and the deadlines; the transcript tests (`tests/transcripts.rs`) drive a core from bytes.
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder};
@@ -33,32 +31,6 @@ use crate::imap::types::*;
 
 use super::untagged::MailboxEvent;
 use super::{Completed, Selected};
-
-/// A command tag: `A1`, `A2`, ... Only the core makes them, so a tag in flight is always one
-/// the client sent.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Tag(String);
-
-impl Tag {
-    fn numbered(n: u32) -> Tag {
-        Tag(format!("A{n}"))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for Tag {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Capabilities the engine branches on, looked up in a bit set instead of a string scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,10 +272,8 @@ impl Core {
     }
 
     /// Whether `tag` still has chunks waiting for a continuation request.
-    pub fn awaits_continuation(&self, tag: &str) -> bool {
-        self.pending
-            .as_ref()
-            .is_some_and(|(t, _)| t.as_str() == tag)
+    pub fn awaits_continuation(&self, tag: &Tag) -> bool {
+        self.pending.as_ref().is_some_and(|(t, _)| t == tag)
     }
 
     /// Bytes received from the server.
@@ -333,14 +303,13 @@ impl Core {
             log_response(&r);
             return match r {
                 Response::Tagged(t)
-                    if !self.in_flight.contains(t.tag.as_str())
-                        || self.done.contains_key(t.tag.as_str()) =>
+                    if !self.in_flight.contains(&t.tag) || self.done.contains_key(&t.tag) =>
                 {
                     // A completion for a command never sent (or completed twice): injected,
                     // or a server that lost track. Either way its replies cannot be matched.
                     Err(self.fail(Error::Protocol(format!(
                         "the server completed a command that was not in flight ({})",
-                        crate::imap::codec::parse::excerpt(t.tag.as_bytes())
+                        crate::imap::codec::parse::excerpt(t.tag.as_str().as_bytes())
                     ))))
                 }
                 Response::Tagged(t) => {
@@ -401,21 +370,21 @@ impl Core {
     /// Keep the completion of a command someone else waits for (pipelining). Only tags in
     /// flight get here (see [`Core::step`]), so this is bounded by what was sent.
     pub fn keep_completion(&mut self, t: Tagged) {
-        if let Some(tag) = self.in_flight.get(t.tag.as_str()).cloned() {
+        if let Some(tag) = self.in_flight.get(&t.tag).cloned() {
             self.done.insert(tag, t);
         }
     }
 
     /// A completion kept for `tag`, if it arrived while someone waited for another.
-    pub fn take_kept(&mut self, tag: &str) -> Option<Tagged> {
+    pub fn take_kept(&mut self, tag: &Tag) -> Option<Tagged> {
         self.done.remove(tag)
     }
 
     /// Finish a command: its completion with the untagged data held since the last one, or
     /// its failure (NO, BAD, a malformed frame, too much data).
     pub fn complete(&mut self, t: Tagged, name: &'static str) -> Result<Completed> {
-        self.in_flight.remove(t.tag.as_str());
-        if let Some((_, select)) = self.selecting.take_if(|(tag, _)| tag.as_str() == t.tag) {
+        self.in_flight.remove(&t.tag);
+        if let Some((_, select)) = self.selecting.take_if(|(tag, _)| *tag == t.tag) {
             let ok = t.status == Status::Ok && !self.overflowed && self.malformed.is_none();
             match (select, ok) {
                 (true, true) => {
@@ -472,7 +441,7 @@ impl Core {
     }
 
     /// Forget a tag whose completion the caller took itself (SASL exchanges).
-    pub fn forget(&mut self, tag: &str) {
+    pub fn forget(&mut self, tag: &Tag) {
         self.in_flight.remove(tag);
         if self.awaits_continuation(tag) {
             self.pending = None;

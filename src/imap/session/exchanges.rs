@@ -30,7 +30,7 @@ impl Session {
         let prefix = match prefix {
             Ok(p) => p,
             Err(e) => {
-                self.core.forget(tag.as_str());
+                self.core.forget(&tag);
                 return Err(Error::InvalidInput(e.to_string()));
             }
         };
@@ -38,7 +38,7 @@ impl Session {
         self.write(&prefix, deadline)?;
         if !literal_plus {
             if let Reached::Completed(t) =
-                self.drive(tag.as_str(), Until::Continuation, deadline, Sink::Hold)?
+                self.drive(&tag, Until::Continuation, deadline, Sink::Hold)?
             {
                 // The server refused the command before its literal.
                 return self.complete(t, "APPEND").and_then(|_| {
@@ -67,7 +67,7 @@ impl Session {
             )));
         }
         self.write(b"\r\n", deadline)?;
-        self.wait_before(tag.as_str(), "APPEND", deadline)
+        self.wait_before(&tag, "APPEND", deadline)
     }
 
     /// [`Session::wait`], handing each untagged response to `each` as soon as it is decoded
@@ -76,7 +76,7 @@ impl Session {
     /// that arrived before this call (while waiting for other tags) is in the completion.
     pub fn wait_each(
         &mut self,
-        tag: &str,
+        tag: &Tag,
         name: &'static str,
         mut each: impl FnMut(Untagged),
     ) -> Result<Completed> {

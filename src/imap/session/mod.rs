@@ -38,7 +38,8 @@ mod exchanges;
 mod select;
 mod untagged;
 
-pub use self::core::{Capabilities, Capability, Core, Event, Tag};
+pub use self::core::{Capabilities, Capability, Core, Event};
+pub use crate::imap::types::Tag;
 pub use select::Access;
 pub use untagged::MailboxEvent;
 
@@ -401,18 +402,18 @@ impl Session {
     }
 
     /// Send a command (handling synchronising literals) and return its tag.
-    pub fn send(&mut self, cmd: &Command) -> Result<String> {
+    pub fn send(&mut self, cmd: &Command) -> Result<Tag> {
         let deadline = self.command_deadline();
         self.send_before(cmd, deadline)
     }
 
-    fn send_before(&mut self, cmd: &Command, deadline: Instant) -> Result<String> {
+    fn send_before(&mut self, cmd: &Command, deadline: Instant) -> Result<Tag> {
         let tag = self.core.begin(cmd)?;
         self.flush(deadline)?;
         // Each continuation request queues (and the step writes) the next chunk.
-        while self.core.awaits_continuation(tag.as_str()) {
+        while self.core.awaits_continuation(&tag) {
             if let Reached::Completed(t) =
-                self.drive(tag.as_str(), Until::Continuation, deadline, Sink::Hold)?
+                self.drive(&tag, Until::Continuation, deadline, Sink::Hold)?
             {
                 // The server refused the command before its literal.
                 return self.complete(t, cmd.name()).and_then(|_| {
@@ -422,18 +423,18 @@ impl Session {
                 });
             }
         }
-        Ok(tag.as_str().to_string())
+        Ok(tag)
     }
 
     /// Wait for `tag` to complete, collecting untagged data on the way.
-    pub fn wait(&mut self, tag: &str, name: &'static str) -> Result<Completed> {
+    pub fn wait(&mut self, tag: &Tag, name: &'static str) -> Result<Completed> {
         let deadline = self.command_deadline();
         self.wait_before(tag, name, deadline)
     }
 
     fn wait_before(
         &mut self,
-        tag: &str,
+        tag: &Tag,
         name: &'static str,
         deadline: Instant,
     ) -> Result<Completed> {
@@ -450,7 +451,7 @@ impl Session {
     /// their waiters and passing untagged data to `sink`.
     fn drive(
         &mut self,
-        tag: &str,
+        tag: &Tag,
         until: Until,
         deadline: Instant,
         mut sink: Sink<'_>,
@@ -460,7 +461,7 @@ impl Session {
                 return Ok(Reached::Completed(t));
             }
             match self.read_event(deadline)? {
-                Event::Tagged(t) if t.tag == tag => return Ok(Reached::Completed(t)),
+                Event::Tagged(t) if t.tag == *tag => return Ok(Reached::Completed(t)),
                 Event::Tagged(t) => self.core.keep_completion(t),
                 Event::Untagged { response, .. } => match &mut sink {
                     Sink::Hold => self.core.hold(response),
