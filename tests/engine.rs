@@ -9,10 +9,11 @@ use common::{Dovecot, Seed};
 use imapfs::imap::auth::{connect, AuthMethod, Credential, Secret, Security, ServerConfig};
 use imapfs::imap::codec::{Command, Limits};
 use imapfs::imap::pool::Pool;
-use imapfs::imap::session::Timeouts;
+use imapfs::imap::session::{Access, Timeouts};
 use imapfs::imap::transport::tls_config;
-use imapfs::imap::types::{MailboxName, Untagged};
+use imapfs::imap::types::{MailboxName, UidValidity, Untagged};
 use imapfs::store::{Account, MessageRef, StoreOptions};
+use imapfs::Error;
 
 fn server(d: &Dovecot, security: Security) -> ServerConfig {
     ServerConfig {
@@ -456,4 +457,54 @@ fn auto_login_uses_cram_md5_when_it_is_the_only_mechanism() {
             Ok(_) => panic!("{sec:?}: logged in with a wrong password"),
         }
     }
+}
+
+/// `Session::select_at` serves a mailbox only at the generation (UIDVALIDITY) the caller
+/// names: a recreated mailbox is `ValidityChanged` (ENOENT), whatever the session held, and a
+/// session that holds an older generation than the caller selects afresh.
+#[test]
+fn select_at_serves_only_the_generation_asked_for() {
+    let d = Dovecot::start(&Seed::new());
+    d.oracle_create("Gen");
+    d.oracle_append("Gen", b"Subject: one\r\n\r\nold\r\n");
+    let name = mailbox("Gen");
+    let mut s = connect(&server(&d, Security::Tls)).unwrap();
+    let first = UidValidity::new(d.oracle_status("Gen").uidvalidity).unwrap();
+    let sel = s.select_at(&name, first, Access::Read).unwrap();
+    assert_eq!(sel.uidvalidity, Some(first));
+    assert!(sel.read_only, "a read is served by EXAMINE");
+    let sel = s.select_at(&name, first, Access::Write).unwrap();
+    assert!(!sel.read_only, "a write needs a read-write SELECT");
+
+    // Another client recreates the mailbox while this session is elsewhere.
+    s.select(&mailbox("INBOX"), true).unwrap();
+    d.oracle_delete("Gen");
+    d.oracle_create("Gen");
+    d.oracle_append("Gen", b"Subject: two\r\n\r\nnew\r\n");
+    let second = UidValidity::new(d.oracle_status("Gen").uidvalidity).unwrap();
+    assert_ne!(
+        second, first,
+        "Dovecot gives a recreated mailbox a new UIDVALIDITY"
+    );
+    for access in [Access::Read, Access::Write] {
+        let err = s.select_at(&name, first, access).unwrap_err();
+        assert_eq!(err.errno(), libc::ENOENT, "{err}");
+        match err {
+            Error::ValidityChanged {
+                expected, found, ..
+            } => assert_eq!((expected, found), (first, second)),
+            other => panic!("{access:?}: expected ValidityChanged, got {other}"),
+        }
+        assert!(!s.is_broken());
+    }
+
+    // This session holds the second generation; the caller already knows a third.
+    d.oracle_delete("Gen");
+    d.oracle_create("Gen");
+    let third = UidValidity::new(d.oracle_status("Gen").uidvalidity).unwrap();
+    assert_ne!(third, second);
+    let sel = s.select_at(&name, third, Access::Write).unwrap();
+    assert_eq!(sel.uidvalidity, Some(third));
+    assert!(!sel.read_only);
+    s.run(Command::Noop).unwrap();
 }
