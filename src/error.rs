@@ -293,4 +293,34 @@ mod tests {
         };
         assert_eq!(e.to_string(), "server refused SELECT: [Alert] \\x1b[2Jgone");
     }
+
+    #[test]
+    fn typed_causes_map_to_their_errno_and_keep_the_connection() {
+        let v = |n| UidValidity::new(n).unwrap();
+        let changed = Error::ValidityChanged {
+            mailbox: "Gen\x1b".into(),
+            expected: v(1),
+            found: v(2),
+        };
+        assert_eq!(changed.errno(), libc::ENOENT);
+        assert_eq!(
+            changed.to_string(),
+            "Gen\\x1b was recreated (UIDVALIDITY 1 is now 2)"
+        );
+        let bad = Error::BadReply {
+            command: "FETCH",
+            what: "a block at origin 7".into(),
+        };
+        assert_eq!(bad.errno(), libc::EIO);
+        assert_eq!(Error::Internal("x").errno(), libc::EIO);
+        for e in [&changed, &bad, &Error::Internal("x")] {
+            assert!(!e.is_fatal_to_connection(), "{e}");
+        }
+        // A shared failure carries its cause's errno and words.
+        let gone = Error::Shared(Arc::new(Error::NoMessage("UID 3".into())));
+        assert_eq!(gone.errno(), libc::ENOENT);
+        assert_eq!(gone.to_string(), "no such message: UID 3");
+        let busy = Error::Shared(Arc::new(Error::Conflict("x".into())));
+        assert_eq!(busy.errno(), libc::EBUSY);
+    }
 }

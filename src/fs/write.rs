@@ -85,10 +85,9 @@ impl ImapFs {
             .lock()
             .dir(parent)
             .and_then(|n| n.children.get(name).copied())
-            .ok_or_else(|| {
-                Error::Protocol(format!(
-                    "{full} was created but the server does not list it"
-                ))
+            .ok_or_else(|| Error::BadReply {
+                command: "LIST",
+                what: format!("{full} was created but the server does not list it"),
             })?;
         Ok((self.dir_attr(child), Duration::from_secs(1)))
     }
