@@ -20,6 +20,10 @@
 //! ([`crate::store::stream`]); while a stream serves a folder, a read whose first block is on
 //! its way waits for it, and no walk prefetch is added to the reader's own fetches.
 //!
+//! Every fetch runs on a session selected at the message's generation
+//! ([`Session::select_at`]): a mailbox recreated since it was listed is ENOENT, never another
+//! message's bytes.
+//!
 //! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
 //! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
 //! A `NIL` body is never an empty block. Dovecot sends one for a message that another client

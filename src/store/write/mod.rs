@@ -1,7 +1,8 @@
 //! Changing mail: flags, removal, moves between folders, and new messages.
 //!
-//! Every change goes to a read-write SELECT of the mailbox after checking that its UIDVALIDITY
-//! is the one the caller named, so a change can only ever touch the message the user named.
+//! Every change goes to a read-write SELECT of the mailbox at the UIDVALIDITY the caller named
+//! ([`Session::select_at`](crate::imap::session::Session::select_at) with `Access::Write`), so
+//! a change can only ever touch the message the user named.
 //! Rules that keep mail safe:
 //!
 //! - Removal is `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE` of that UID alone
