@@ -884,6 +884,8 @@ fn defect_4_a_read_fails_when_a_block_it_covers_does_not_arrive() {
 
 use imapfs::imap::auth::{connect, Security};
 use imapfs::imap::codec::Command;
+use imapfs::imap::session::Access;
+use imapfs::imap::types::{MailboxName, UidValidity};
 use script::{Script, Wire};
 
 /// Capabilities of a well-behaved scripted server.
@@ -1296,4 +1298,54 @@ fn auto_login_never_sends_a_clear_text_password_without_tls() {
             "{caps}: a clear-text password was sent: {commands:?}"
         );
     }
+}
+
+#[test]
+fn quirk_select_without_uidvalidity_or_read_only_is_a_typed_refusal() {
+    // RFC 3501 6.3.1: a successful SELECT always carries UIDVALIDITY. Without it no generation
+    // can be checked: `select_at` refuses with BadReply (EIO) and the connection goes on. A
+    // mailbox the server opens read-only serves a read, and refuses a write (EPERM).
+    let server = Script::start(Wire::Tls, |c| {
+        c.send(format!("* OK [CAPABILITY {CAPS}] hi\r\n").as_bytes());
+        while let Some(cmd) = c.command() {
+            if c.answer_basic(&cmd, CAPS) {
+                continue;
+            }
+            let t = &cmd.tag;
+            let reply = match cmd.verb.as_str() {
+                "SELECT" | "EXAMINE" if cmd.rest.starts_with("NoValidity") => {
+                    format!("* 1 EXISTS\r\n{t} OK [READ-WRITE] done\r\n")
+                }
+                "SELECT" | "EXAMINE" if cmd.rest.starts_with("Archive") => {
+                    format!("* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{t} OK [READ-ONLY] done\r\n")
+                }
+                _ => format!("{t} BAD what\r\n"),
+            };
+            c.send(reply.as_bytes());
+        }
+    });
+    let mut s = connect(&script::config(&server, Security::Tls)).expect("connect");
+    let v7 = UidValidity::new(7).unwrap();
+    let name = MailboxName::from_utf8("NoValidity", false);
+    let err = s.select_at(&name, v7, Access::Read).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            imapfs::Error::BadReply {
+                command: "SELECT",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.errno(), libc::EIO);
+    assert!(!s.is_broken());
+
+    let archive = MailboxName::from_utf8("Archive", false);
+    let sel = s.select_at(&archive, v7, Access::Read).unwrap();
+    assert!(sel.read_only);
+    let err = s.select_at(&archive, v7, Access::Write).unwrap_err();
+    assert!(matches!(err, imapfs::Error::NotPermitted(_)), "{err}");
+    assert_eq!(err.errno(), libc::EPERM);
+    s.run(Command::Noop).unwrap();
 }
