@@ -23,8 +23,9 @@
 //! is marked broken and must be dropped.
 //!
 //! Files: `core` (the state machine), `untagged` (typed mailbox events, applying untagged
-//! responses), `select` (SELECT/EXAMINE, UNSELECT), `exchanges` (streamed APPEND, FETCH
-//! responses one by one, IDLE); this file holds the driver: start, sending, waiting, reading.
+//! responses), `select` (SELECT/EXAMINE, `select_at` for a named UIDVALIDITY, UNSELECT),
+//! `exchanges` (streamed APPEND, FETCH responses one by one, IDLE); this file holds the
+//! driver: start, sending, waiting, reading.
 
 use std::time::{Duration, Instant};
 
