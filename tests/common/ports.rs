@@ -55,3 +55,13 @@ impl Default for RefusingPort {
         RefusingPort::new()
     }
 }
+
+/// A port on 127.0.0.1 that was free a moment ago (nobody listens on it now). Only for a
+/// server that must bind it itself; a test that wants a refusing port or a listener holds
+/// one with [`RefusingPort`].
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
