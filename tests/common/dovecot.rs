@@ -107,6 +107,7 @@ impl Dovecot {
              base_dir = {d}/run\n\
              state_dir = {d}/state\n\
              instance_name = imapfs-test-{unique}\n\
+             login_greeting = {unique} ready.\n\
              protocols = imap\n\
              listen = 127.0.0.1\n\
              ssl = yes\n\
@@ -179,7 +180,11 @@ impl Dovecot {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("dovecot exited with {status}"));
             }
-            if read_greeting(self.imap_port).is_ok()
+            // Ours only if the greeting names this instance: the ports were free when picked,
+            // and a server another test started on one of them meanwhile greets too. (Dovecot
+            // binds every listener before it serves one, so our greeting means both ports.)
+            let unique = self.dir.file_name().unwrap_or_default().to_string_lossy();
+            if read_greeting(self.imap_port).is_ok_and(|g| g.contains(&*unique))
                 && TcpStream::connect((Ipv4Addr::LOCALHOST, self.imaps_port)).is_ok()
             {
                 return Ok(());
