@@ -605,6 +605,13 @@ fn cp_and_mv_of_a_thousand_messages() {
         ],
         SLOW,
     );
+    // 0: every file read and matched (1 would be no match, 2 a read error).
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "grep: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), n);
 
     let before = stat_round_trips(&fx.mount);
