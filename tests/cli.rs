@@ -1011,17 +1011,19 @@ fn list(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// `secret` appears in none of the files, nor in /proc/PID/cmdline or environ.
+/// `secret` appears in none of the files, nor in /proc/PID/cmdline or environ. Each must be
+/// readable: a missing file or a process already gone would pass for want of anything to read.
 fn assert_secret_hidden(secret: &str, pid: u32, files: &[&Path]) {
     for what in ["cmdline", "environ"] {
-        let bytes = std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+        let bytes = std::fs::read(format!("/proc/{pid}/{what}"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/{what}: {e}"));
         assert!(
             !common::contains(&bytes, secret.as_bytes()),
             "{secret} is readable in /proc/{pid}/{what}"
         );
     }
     for file in files {
-        let bytes = std::fs::read(file).unwrap_or_default();
+        let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         assert!(
             !common::contains(&bytes, secret.as_bytes()),
             "{secret} is in {}",
