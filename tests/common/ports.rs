@@ -65,3 +65,39 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
         .port()
 }
+
+/// Whether the socket listening on 127.0.0.1:`port` (or any address) belongs to `root` or a
+/// process below it: a server started on a port picked free earlier may have lost it to
+/// another process in between, and that one would answer as well.
+pub fn listener_belongs_to(port: u16, root: u32) -> bool {
+    let Some(inode) = listening_inode(port) else {
+        return false;
+    };
+    let wanted = format!("socket:[{inode}]");
+    let mut pids = vec![root];
+    pids.extend(super::faults::descendants(root));
+    pids.iter().any(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy() == wanted)
+            })
+    })
+}
+
+/// The inode of the IPv4 socket in LISTEN state on `port`, from /proc/net/tcp.
+fn listening_inode(port: u16) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1)?.rsplit_once(':')?.1;
+        let listening = *fields.get(3)? == LISTEN;
+        (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })
+}

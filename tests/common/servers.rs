@@ -42,6 +42,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::oracle::write_oracle_script;
+use super::ports::listener_belongs_to;
 use super::{
     free_port, hex_encode, run_command, tail, unique_temp_dir, ListEntry, OracleMeta, OracleStatus,
     Seed, PASSWORD, USER,
@@ -618,7 +619,9 @@ impl ImapServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("{} exited with {status}", self.kind.name()));
             }
-            if greeting(self.port).is_ok() {
+            // Ours only if the listener is: the port was free when picked, and another
+            // process may have taken it in between (and would greet too).
+            if greeting(self.port).is_ok() && listener_belongs_to(self.port, self.child.id()) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
