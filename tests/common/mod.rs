@@ -38,7 +38,7 @@
 //! | command.rs | [`run`] and friends, the imapfs command line, digests, temp directories |
 //! | wait.rs | [`within`], [`wait_for`], [`set_xattr`]: deadlines |
 //! | text.rs | mUTF-7, base64, dates, hex, [`Rng`] |
-//! | ports.rs, proxy.rs | held ports ([`free_port`] too); the cutting proxy |
+//! | ports.rs, proxy.rs | held ports, [`free_port`], whose listener a port is; the cutting proxy |
 //! | servers.rs, servers_oracle.py | other real servers (tests/compat.rs) and their raw oracle |
 //! | other_client.rs | a long-lived imaplib client for tests/safety/model.rs |
 //!

@@ -2,7 +2,9 @@
 //! by any other process (other tests run beside this one) before the test uses it; a
 //! [`RefusingPort`] keeps it: a socket bound to 127.0.0.1 but not listening, so that a
 //! connect to it is refused (Linux answers with RST), and [`RefusingPort::listen`] turns it
-//! into a listener on the same port when the test wants a server there.
+//! into a listener on the same port when the test wants a server there. A server that must
+//! bind a port itself gets a [`free_port`], and [`listener_belongs_to`] then tells whether the
+//! listener there is really that server's.
 
 use std::io;
 use std::mem::size_of;
