@@ -20,21 +20,7 @@ const ORACLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// `greeting-tls CA PORT`, `starttls CA`. `F` is a folder name as hex of its UTF-8.
 const ORACLE_PY: &str = include_str!("oracle.py");
 /// What both Python oracles import (written beside each of them).
-pub(super) const ORACLE_COMMON_PY: &str = include_str!("oracle_common.py");
-
-/// Writes the oracle script and its shared module into `dir`; returns the script's path.
-pub(super) fn write_oracle(dir: &Path) -> PathBuf {
-    write_oracle_script(dir, ORACLE_PY)
-}
-
-/// Writes `script` as `dir/oracle.py` with oracle_common.py beside it (Python finds a module in
-/// the script's own directory).
-pub(super) fn write_oracle_script(dir: &Path, script: &str) -> PathBuf {
-    fs::write(dir.join("oracle_common.py"), ORACLE_COMMON_PY).expect("write oracle_common.py");
-    let path = dir.join("oracle.py");
-    fs::write(&path, script).expect("write oracle.py");
-    path
-}
+const ORACLE_COMMON_PY: &str = include_str!("oracle_common.py");
 
 /// One entry of the oracle's `LIST "" "*"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,4 +329,18 @@ impl Dovecot {
         }
         output.stdout
     }
+}
+
+/// Writes the oracle script and its shared module into `dir`; returns the script's path.
+pub(super) fn write_oracle(dir: &Path) -> PathBuf {
+    write_oracle_script(dir, ORACLE_PY)
+}
+
+/// Writes `script` as `dir/oracle.py` with oracle_common.py beside it (Python finds a module in
+/// the script's own directory).
+pub(super) fn write_oracle_script(dir: &Path, script: &str) -> PathBuf {
+    fs::write(dir.join("oracle_common.py"), ORACLE_COMMON_PY).expect("write oracle_common.py");
+    let path = dir.join("oracle.py");
+    fs::write(&path, script).expect("write oracle.py");
+    path
 }

@@ -43,17 +43,6 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
-pub(super) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
-            _ => return None,
-        }
-    }
-}
-
 /// setxattr(2) directly, under a deadline, for the exact errno (setfattr cannot send an empty
 /// value and reports errors as text).
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
@@ -78,4 +67,15 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
             Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
         }
     })
+}
+
+pub(super) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            _ => return None,
+        }
+    }
 }
