@@ -775,11 +775,22 @@ fn mount_reads(kind: ServerKind) {
                 ],
                 Duration::from_secs(60),
             );
-            String::from_utf8_lossy(&out.stdout)
+            // A folder find could not read (EIO on its listing) still prints its own name:
+            // the exit status says so.
+            let dirs = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .map(PathBuf::from)
-                .collect::<BTreeSet<PathBuf>>()
+                .collect::<BTreeSet<PathBuf>>();
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                dirs,
+            )
         });
+        let (status, stderr, found) = found;
+        if !status.success() {
+            return Err(format!("find on the mount: {status}: {}", stderr.trim()));
+        }
         let expected: BTreeSet<PathBuf> = list.iter().map(|e| path_of(&e.name)).collect();
         if found == expected {
             Ok(())

@@ -318,7 +318,7 @@ fn preauth_tunnel_is_accepted() {
     let mut s = connect(&cfg).unwrap();
     assert!(list_names(&mut s).iter().any(|n| n == b"Big"));
     let sel = s.select(&mailbox("INBOX"), true).unwrap();
-    assert!(sel.exists > 0);
+    assert_eq!(sel.exists as usize, seed.folder("INBOX").messages.len());
     s.logout();
     // A tunnel command that dies at once is an error, not a hang.
     cfg.tunnel = Some("exit 3".into());
@@ -408,7 +408,13 @@ fn non_ascii_names_decode_whether_or_not_utf8_accept_is_enabled() {
         let sel = s
             .select(name, true)
             .unwrap_or_else(|e| panic!("{extra:?}: {e}"));
-        assert!(sel.exists > 0, "{extra:?}");
+        assert_eq!(
+            sel.exists as usize,
+            seed.folder("\u{dc}n\u{ef}c\u{f8}d\u{e9} Folder")
+                .messages
+                .len(),
+            "{extra:?}"
+        );
     }
 }
 

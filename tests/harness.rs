@@ -291,6 +291,28 @@ fn run_enforces_its_deadline() {
     assert_eq!(out.stderr, b"err\n");
 }
 
+#[test]
+fn a_listener_is_told_apart_from_another_process_and_from_a_bound_port() {
+    use common::ports::{listener_belongs_to, RefusingPort};
+    let held = RefusingPort::new();
+    let port = held.port;
+    // Bound but not listening: nobody's listener.
+    assert!(!listener_belongs_to(port, std::process::id()));
+    let listener = held.listen();
+    assert!(listener_belongs_to(port, std::process::id()));
+    // A child of ours does not hold it (sockets are close-on-exec), so it is not the child's.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
+    let childs = listener_belongs_to(port, child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!childs, "the listener counted as the child's");
+    drop(listener);
+    assert!(!listener_belongs_to(port, std::process::id()));
+}
+
 fn proc_is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.contains(") Z "))

@@ -998,9 +998,11 @@ fn a_peer_trickling_tls_bytes_cannot_hold_a_command_beyond_its_deadline() {
             matches!(r, Err(imapfs::Error::Timeout { .. })),
             "one record {one_record}: {r:?}"
         );
+        // A deadline that did not hold would last the whole trickle (over a minute, cut at
+        // 30 s above); twice the deadline is a margin a loaded 2-core machine meets.
         assert!(
-            took < command + Duration::from_secs(2),
-            "one record {one_record}: took {took:?}"
+            took < command * 2,
+            "one record {one_record}: took {took:?}, the deadline is {command:?}"
         );
     }
 }
@@ -1038,7 +1040,11 @@ fn a_peer_trickling_its_tls_handshake_cannot_hold_the_connect_beyond_its_deadlin
         .expect("connect still running after 30 s");
     let took = started.elapsed();
     assert!(matches!(r, Err(imapfs::Error::Timeout { .. })), "{r:?}");
-    assert!(took < command + Duration::from_secs(2), "took {took:?}");
+    // As above: the whole trickle lasts far longer than twice the deadline.
+    assert!(
+        took < command * 2,
+        "took {took:?}, the deadline is {command:?}"
+    );
 }
 
 #[test]
@@ -1136,9 +1142,11 @@ fn a_malformed_frame_inside_a_pipeline_does_not_leak_replies_into_the_next_comma
     let first = pool.with_session(None, imapfs::imap::pool::Retry::Never, |s| {
         s.pipeline(&[Command::Noop, Command::Noop])
     });
+    // The frame is malformed, so the failure is a protocol error (not a timeout, a BYE or an
+    // I/O error that would come from some other fault).
     assert!(
-        first.is_err(),
-        "the malformed frame went unnoticed: {first:?}"
+        matches!(first, Err(imapfs::Error::Protocol(_))),
+        "the malformed frame went unnoticed or failed for another reason: {first:?}"
     );
     let second = pool
         .with_session(None, imapfs::imap::pool::Retry::Never, |s| {

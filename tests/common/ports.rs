@@ -2,7 +2,9 @@
 //! by any other process (other tests run beside this one) before the test uses it; a
 //! [`RefusingPort`] keeps it: a socket bound to 127.0.0.1 but not listening, so that a
 //! connect to it is refused (Linux answers with RST), and [`RefusingPort::listen`] turns it
-//! into a listener on the same port when the test wants a server there.
+//! into a listener on the same port when the test wants a server there. A server that must
+//! bind a port itself gets a [`free_port`], and [`listener_belongs_to`] then tells whether the
+//! listener there is really that server's.
 
 use std::io;
 use std::mem::size_of;
@@ -54,4 +56,50 @@ impl Default for RefusingPort {
     fn default() -> Self {
         RefusingPort::new()
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (nobody listens on it now). Only for a
+/// server that must bind it itself; a test that wants a refusing port or a listener holds
+/// one with [`RefusingPort`].
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Whether the socket listening on 127.0.0.1:`port` (or any address) belongs to `root` or a
+/// process below it: a server started on a port picked free earlier may have lost it to
+/// another process in between, and that one would answer as well.
+pub fn listener_belongs_to(port: u16, root: u32) -> bool {
+    let Some(inode) = listening_inode(port) else {
+        return false;
+    };
+    let wanted = format!("socket:[{inode}]");
+    let mut pids = vec![root];
+    pids.extend(super::faults::descendants(root));
+    pids.iter().any(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy() == wanted)
+            })
+    })
+}
+
+/// The inode of the IPv4 socket in LISTEN state on `port`, from /proc/net/tcp.
+fn listening_inode(port: u16) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1)?.rsplit_once(':')?.1;
+        let listening = *fields.get(3)? == LISTEN;
+        (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })
 }

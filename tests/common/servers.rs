@@ -41,6 +41,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::oracle::write_oracle_script;
+use super::ports::listener_belongs_to;
 use super::{
     free_port, hex_encode, run_command, tail, unique_temp_dir, ListEntry, OracleMeta, OracleStatus,
     Seed, PASSWORD, USER,
@@ -572,8 +574,7 @@ impl ImapServer {
         fs::write(etc.join("group"), group).expect("write group");
         let start_script = dir.join("start.sh");
         fs::write(&start_script, script).expect("write start.sh");
-        let oracle_script = dir.join("oracle.py");
-        fs::write(&oracle_script, ORACLE_PY).expect("write oracle.py");
+        let oracle_script = write_oracle_script(&dir, ORACLE_PY);
 
         let log_file = dir.join("server.log");
         let log = fs::File::create(&log_file).expect("create server.log");
@@ -618,7 +619,9 @@ impl ImapServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("{} exited with {status}", self.kind.name()));
             }
-            if greeting(self.port).is_ok() {
+            // Ours only if the listener is: the port was free when picked, and another
+            // process may have taken it in between (and would greet too).
+            if greeting(self.port).is_ok() && listener_belongs_to(self.port, self.child.id()) {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -1,46 +1,10 @@
 
-import base64, datetime, hashlib, os, re, socket, sys
+import datetime, hashlib, os, re, socket, sys
+
+from oracle_common import fetch_uid, list_line, mailbox, meta_line, quote, status_line
 
 # A raw IMAP4rev1 client over one plaintext socket: every command and response is exactly what
 # crosses the wire, so the same code serves as oracle and as probe of a server's quirks.
-
-def mutf7_encode(s):
-    out, buf = [], []
-    def flush():
-        if buf:
-            b = ''.join(buf).encode('utf-16-be')
-            out.append('&' + base64.b64encode(b).decode().rstrip('=').replace('/', ',') + '-')
-            buf.clear()
-    for ch in s:
-        if 0x20 <= ord(ch) <= 0x7e:
-            flush()
-            out.append('&-' if ch == '&' else ch)
-        else:
-            buf.append(ch)
-    flush()
-    return ''.join(out)
-
-def mutf7_decode(s):
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == '&':
-            j = s.index('-', i)
-            if j == i + 1:
-                out.append('&')
-            else:
-                b = s[i + 1:j].replace(',', '/')
-                out.append(base64.b64decode(b + '=' * (-len(b) % 4)).decode('utf-16-be'))
-            i = j + 1
-        else:
-            out.append(s[i])
-            i += 1
-    return ''.join(out)
-
-def quote(s):
-    return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
-
-def mailbox(folder_hex):
-    return quote(mutf7_encode(bytes.fromhex(folder_hex).decode()))
 
 class Failed(Exception):
     pass
@@ -141,9 +105,9 @@ def fetch_lines(c, uids, items):
     _, untagged = c.ok('UID FETCH %s %s' % (uids, items))
     for text, parts in untagged:
         if re.match(rb'\* \d+ FETCH', text):
-            m = re.search(rb'UID (\d+)', text)
-            if m:
-                yield int(m.group(1)), text, parts
+            uid = fetch_uid(text)
+            if uid is not None:
+                yield uid, text, parts
 
 def bodies(c, folder_hex, uids):
     if c.select(folder_hex) == 0:
@@ -153,24 +117,12 @@ def bodies(c, folder_hex, uids):
             raise Failed('FETCH without a literal body: %r' % text)
         yield uid, parts[0]
 
-LIST_RE = re.compile(rb'^\* LIST \((?P<attrs>[^)]*)\) (?P<delim>NIL|"(?:\\.|[^"\\])*") ?(?P<name>.*)$', re.I)
-
-def unquote(b):
-    if b.startswith(b'"'):
-        return re.sub(rb'\\(.)', rb'\1', b[1:-1])
-    return b
-
 def cmd_list(c):
     _, untagged = c.ok('LIST "" "*"')
     for text, parts in untagged:
-        g = LIST_RE.match(text)
-        if not g:
-            continue
-        name = parts[0] if parts else unquote(g.group('name'))
-        delim = g.group('delim')
-        delim = '' if delim.upper() == b'NIL' else unquote(delim).decode()
-        decoded = mutf7_decode(name.decode('ascii'))
-        sys.stdout.write('%s\t%s\t%s\n' % (decoded.encode().hex(), delim, g.group('attrs').decode()))
+        line = list_line(text, parts[0] if parts else None)
+        if line is not None:
+            sys.stdout.write(line + '\n')
 
 def cmd_fetch(c, folder_hex, uids):
     out = sys.stdout.buffer
@@ -185,18 +137,12 @@ def cmd_sha256(c, folder_hex):
 def cmd_meta(c, folder_hex):
     if c.select(folder_hex) == 0:
         return
-    for uid, text, _ in fetch_lines(c, '1:*', '(UID FLAGS RFC822.SIZE INTERNALDATE)'):
-        size = re.search(rb'RFC822\.SIZE (\d+)', text).group(1).decode()
-        flags = re.search(rb'FLAGS \(([^)]*)\)', text).group(1).decode().split()
-        flags = [f for f in flags if f.lower() != '\\recent']
-        date = re.search(rb'INTERNALDATE "([^"]+)"', text).group(1).decode().strip()
-        unix = int(datetime.datetime.strptime(date, '%d-%b-%Y %H:%M:%S %z').timestamp())
-        print('%d\t%s\t%d\t%s' % (uid, size, unix, ' '.join(flags)))
+    for _, text, _ in fetch_lines(c, '1:*', '(UID FLAGS RFC822.SIZE INTERNALDATE)'):
+        print(meta_line(text))
 
 def cmd_status(c, folder_hex):
     _, untagged = c.ok('STATUS %s (UIDVALIDITY UIDNEXT MESSAGES)' % mailbox(folder_hex))
-    line = b' '.join(t for t, _ in untagged if t.upper().startswith(b'* STATUS')).decode()
-    print(' '.join(re.search(key + r' (\d+)', line).group(1) for key in ('UIDVALIDITY', 'UIDNEXT', 'MESSAGES')))
+    print(status_line(b' '.join(t for t, _ in untagged if t.upper().startswith(b'* STATUS'))))
 
 def cmd_store(c, folder_hex, uid, op, flags):
     c.select(folder_hex, readonly=False)
