@@ -733,3 +733,47 @@ fn spool_file() -> Result<File> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Caller;
+
+    fn status(shd: &str, pnd: &str, blk: &str, ign: &str, cgt: &str) -> String {
+        format!(
+            "Name:\tcp\nState:\tR (running)\nTgid:\t4242\nPid:\t4243\nSigQ:\t1/1000\n\
+             SigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t{ign}\nSigCgt:\t{cgt}\n"
+        )
+    }
+
+    const NONE: &str = "0000000000000000";
+
+    #[test]
+    fn a_pending_sigkill_is_a_kill() {
+        let c = Caller::parse(&status("0000000000000100", NONE, NONE, NONE, NONE));
+        assert!(c.killed);
+        assert_eq!(c.tgid, Some(4242));
+    }
+
+    #[test]
+    fn a_pending_sigint_with_its_default_action_is_a_kill() {
+        let c = Caller::parse(&status("0000000000000002", NONE, NONE, NONE, NONE));
+        assert!(c.killed);
+    }
+
+    #[test]
+    fn a_blocked_or_caught_signal_or_sigchld_is_no_kill() {
+        let int = "0000000000000002";
+        assert!(!Caller::parse(&status(int, NONE, int, NONE, NONE)).killed);
+        assert!(!Caller::parse(&status(int, NONE, NONE, NONE, int)).killed);
+        let chld = "0000000000010000";
+        assert!(!Caller::parse(&status(chld, NONE, NONE, NONE, NONE)).killed);
+        assert!(!Caller::parse(&status(NONE, NONE, NONE, NONE, NONE)).killed);
+    }
+
+    #[test]
+    fn unreadable_masks_mean_no_kill() {
+        let c = Caller::parse("Tgid:\t7\nShdPnd:\t0000000000000002\n");
+        assert!(!c.killed);
+        assert_eq!(c.tgid, Some(7));
+    }
+}

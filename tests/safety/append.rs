@@ -226,6 +226,44 @@ fn item_8_a_readers_cat_while_the_file_is_written_sent_and_replaced_completes() 
     );
 }
 
+#[test]
+fn item_8_a_writer_killed_after_an_fsync_leaves_no_partial_message() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let mount = mount(&dovecot);
+    let before = dovecot.oracle_meta("Archive").len();
+    let path = mount.join("Archive/synced-then-killed.eml");
+    // The fsync stores the first half; the rest never gets a close.
+    let script = format!(
+        "import os, time\nf = open({:?}, 'wb')\nf.write(b'Subject: synced, then killed\\r\\n\\r\\nhalf')\n\
+         f.flush()\nos.fsync(f.fileno())\nf.write(b' and more')\nf.flush()\n\
+         print('written', flush=True)\ntime.sleep(120)\n",
+        p(&path)
+    );
+    let mut child = Child(
+        Command::new("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut line = [0u8; 8];
+    std::io::Read::read_exact(&mut stdout, &mut line).unwrap();
+    assert_eq!(&line, b"written\n");
+    assert_eq!(
+        dovecot.oracle_meta("Archive").len(),
+        before + 1,
+        "the fsync stored the first half"
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // The last release withdraws the partial version.
+    wait_for("the partial version to be expunged", QUICK, || {
+        (dovecot.oracle_meta("Archive").len() == before).then_some(())
+    });
+    assert!(mount.log().contains("was killed"), "{}", mount.log());
+}
+
 /// Dovecot refusing messages over 4 KiB (quota plugin's `quota_max_mail_size`).
 const SMALL_MAIL_ONLY: &str = "mail_plugins = $mail_plugins quota\n\
     protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n\
