@@ -264,6 +264,34 @@ fn item_8_a_writer_killed_after_an_fsync_leaves_no_partial_message() {
     assert!(mount.log().contains("was killed"), "{}", mount.log());
 }
 
+#[test]
+fn item_8_a_file_a_parent_opened_and_closed_and_a_child_wrote_is_stored() {
+    // subprocess.Popen(stdout=f); f.close(): the child's copy of the descriptor is the
+    // only writer left, and its close (at exit) is the last one.
+    let dovecot = Dovecot::start(Seed::standard());
+    let mount = mount(&dovecot);
+    let before = dovecot.oracle_meta("Archive").len();
+    let msg: &[u8] =
+        b"Subject: written by a child\r\nMessage-ID: <child.8@imapfs.test>\r\n\r\nbody\r\n";
+    let script = format!(
+        "import subprocess, sys\nf = open({:?}, 'wb')\n\
+         c = subprocess.Popen(['cat'], stdin=subprocess.PIPE, stdout=f)\nf.close()\n\
+         c.communicate(sys.stdin.buffer.read())\nsys.exit(c.returncode)\n",
+        p(&mount.join("Archive/child.eml"))
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script]);
+    let out = crate::common::run_command(cmd, Some(msg), QUICK).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // cat's exit closed the file; its FLUSH has been answered once the process is gone.
+    assert_eq!(copies(&dovecot, "Archive", msg), 1);
+    assert_eq!(dovecot.oracle_meta("Archive").len(), before + 1);
+}
+
 /// Dovecot refusing messages over 4 KiB (quota plugin's `quota_max_mail_size`).
 const SMALL_MAIL_ONLY: &str = "mail_plugins = $mail_plugins quota\n\
     protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n\
