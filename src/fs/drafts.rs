@@ -17,8 +17,10 @@
 //!   (APPENDUID, or proved; see `store::write::proof`). A version that cannot be placed by UID
 //!   cannot be replaced, so writes after it fail (EPERM). A failed APPEND withdraws the version
 //!   before it too: a file whose last close failed leaves nothing behind.
-//! - A flush from a process that a signal is killing sends nothing (/proc: `PF_EXITING` and a
-//!   signal in its exit code): a killed `cp` leaves no partial message.
+//! - A close by a process other than the handle's opener (a descriptor inherited through
+//!   fork) sends nothing until a version was sent or the opener closed its own copy.
+//! - A flush from a process that a signal is killing sends nothing (/proc/TID/status: a
+//!   fatal signal pending): a killed `cp` leaves no partial message.
 //! - Nothing is sent at `release`: its error could reach no one. At the last release a draft
 //!   still changed since its last sent version was written after its writers' last close (a
 //!   killed writer): it is dropped with a warning, and a partial version already sent is
@@ -26,10 +28,12 @@
 //!
 //! Locking: [`Drafts`] sits behind one mutex that is never held across a server call or a
 //! kernel notification. Two writing flushes of one draft take turns (`Draft::sending`, waited
-//! for on [`ImapFs::drafts_turn`], which releases the mutex), so a replacement always knows
-//! which UID it replaces; reads, writes, getattr and a reader's flush or release never wait for
-//! an APPEND. (An earlier attempt held a lock that readers' requests also needed across the
-//! APPEND, and a concurrent `cat` hung in D state.)
+//! for on `ImapFs::drafts_turn`, which releases the mutex), so a replacement always knows
+//! which UID it replaces; reads, writes, getattr and a reader's flush or release never wait
+//! for an APPEND. Who flushes is read from `/proc/TID/status` only: an earlier attempt read
+//! `/proc/TID/stat`, which waits for the exec lock of a process in execve, and such a process
+//! (a child closing its inherited descriptor on exec) holds that lock while it waits for the
+//! reply to its FLUSH of this very file, so both hung in D state.
 //!
 //! A draft is shown under the name it was created with until its first APPEND is tried; the
 //! message then shows under its UID's name. Flags set with `setfattr` and an mtime set with
