@@ -498,10 +498,11 @@ impl ImapFs {
         };
         let mut withdraw = d.superseded.clone();
         if d.worth_sending() {
-            let what = d.name.as_deref().unwrap_or("(sent before)");
+            let what = d.name.as_deref().unwrap_or("(a send was tried)");
             log::warn!(
-                "new message {what}: written to after its last close and never closed again \
-                 (was its writer killed?): its {} bytes are not stored",
+                "new message {what}: its {} bytes are not stored: its last close failed (the \
+                 writer was told), or it was written to after its last close (was its writer \
+                 killed?)",
                 d.len
             );
             if let Stored::At { at, .. } = d.stored {
