@@ -1,20 +1,54 @@
 //! New files: *drafts*, spooled to an unlinked temporary file while they are written and
-//! APPENDed when closed.
+//! APPENDed when a writer closes them.
 //!
-//! A draft has its own inode range ([`Ino::draft`]). It is shown under the name it was created
-//! with until it is APPENDed; then its name disappears and the message shows under its new
-//! UID's name. Flags set with `setfattr` and an mtime set with `touch -d`/`cp -p` before the
-//! close become the APPEND's flags and INTERNALDATE. The spool file is streamed to the
-//! server, never read into memory whole.
+//! A draft has its own inode range ([`Ino::draft`]) and counts its open file handles (from
+//! `create` and `open`), each one known to read only or to write. The rules keep one promise:
+//! after the writer's last close the server holds exactly one message with exactly the bytes
+//! written, or the writer saw an error (from write, fsync or close), and no partial version
+//! stays on the server.
+//!
+//! - Only `flush` (a close) or `fsync` of a *writing* handle sends the draft, and only if it
+//!   changed since the version the server holds. A reader's open, read, close or fsync never
+//!   sends anything. A flush is the last moment an error can reach the writer, so the APPEND's
+//!   error is close()'s (or fsync()'s): `cp` and `mv` into the mount fail when it fails.
+//! - FUSE cannot tell which flush is the last (another writer, or a copy of the descriptor
+//!   after fork or dup, may write on), so more bytes may follow a flush. The next writing
+//!   flush then APPENDs the new version and `UID EXPUNGE`s the one it supersedes, by its UID
+//!   (APPENDUID, or proved; see `store::write::proof`). A version that cannot be placed by UID
+//!   cannot be replaced, so writes after it fail (EPERM). A failed APPEND withdraws the version
+//!   before it too: a file whose last close failed leaves nothing behind.
+//! - A close by a process other than the handle's opener (a descriptor inherited through
+//!   fork) sends nothing until a version was sent or the opener closed its own copy.
+//! - A flush from a process that a signal is killing sends nothing (/proc/TID/status: a
+//!   fatal signal pending): a killed `cp` leaves no partial message.
+//! - Nothing is sent at `release`: its error could reach no one. At the last release a draft
+//!   still changed since its last sent version was written after its writers' last close (a
+//!   killed writer): it is dropped with a warning, and a partial version already sent is
+//!   withdrawn.
+//!
+//! Locking: [`Drafts`] sits behind one mutex that is never held across a server call or a
+//! kernel notification. Two writing flushes of one draft take turns (`Draft::sending`, waited
+//! for on `ImapFs::drafts_turn`, which releases the mutex), so a replacement always knows
+//! which UID it replaces; reads, writes, getattr and a reader's flush or release never wait
+//! for an APPEND. Who flushes is read from `/proc/TID/status` only: an earlier attempt read
+//! `/proc/TID/stat`, which waits for the exec lock of a process in execve, and such a process
+//! (a child closing its inherited descriptor on exec) holds that lock while it waits for the
+//! reply to its FLUSH of this very file, so both hung in D state.
+//!
+//! A draft is shown under the name it was created with until its first APPEND is tried; the
+//! message then shows under its UID's name. Flags set with `setfattr` and an mtime set with
+//! `touch -d`/`cp -p` before a close become the APPEND's flags and INTERNALDATE. The spool
+//! file is streamed to the server, never read into memory whole.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fuser::{FileAttr, FileType, TimeOrNow};
+use fuser::{FileAttr, FileType, OpenAccMode, OpenFlags, TimeOrNow};
 
 use crate::error::{Error, Result};
 use crate::fs::inode::{Ino, InoKind};
@@ -22,7 +56,7 @@ use crate::fs::invalidate::Invalidation;
 use crate::fs::read::unix_time;
 use crate::fs::ImapFs;
 use crate::imap::types::Flag;
-use crate::store::{FlagEdit, MailboxId, MessageBody, NewMessage};
+use crate::store::{FlagEdit, MailboxId, MessageBody, MessageRef, NewMessage};
 
 /// Largest new message accepted (servers refuse far smaller ones).
 const MAX_DRAFT: u64 = 1 << 30;
@@ -35,24 +69,91 @@ pub struct Drafts {
 }
 
 struct Draft {
-    /// The process that created it: only its closes send the message. A child that
-    /// inherited the descriptor (fork, then exec closing it) also flushes.
-    owner: Option<u32>,
-    /// APPENDed: no more writes.
-    sealed: bool,
+    /// Open file handles.
+    handles: HashMap<u64, Handle>,
     parent: Ino,
     mailbox: MailboxId,
-    /// Its name while it is being written; `None` once APPENDed or failed (hidden).
+    /// Its name until its first APPEND is tried; `None` from then on, or once unlinked.
     name: Option<String>,
+    /// Unlinked by name before it was sent: never sent.
+    discarded: bool,
     file: Arc<File>,
     len: u64,
     flags: Vec<Flag>,
     mtime: Option<i64>,
-    dirty: bool,
+    /// Bumped by every change of bytes, length, flags, date or folder.
+    version: u64,
+    /// What the server holds of this draft.
+    stored: Stored,
+    /// Versions a newer one replaced whose expunge failed: withdrawn at the next chance.
+    superseded: Vec<MessageRef>,
+    /// A flush is sending this draft (APPEND, then withdrawing what it replaces).
+    sending: bool,
     created: SystemTime,
-    /// Open file handles (the creator's, and every `open` since): only the last release
-    /// may act, so a reader's open and close of a file being written sends nothing.
-    opens: u32,
+}
+
+/// One open file handle of a draft.
+#[derive(Debug, Clone, Copy)]
+struct Handle {
+    writes: bool,
+    /// The process (thread group) that opened it; `None` if /proc could not tell.
+    opener: Option<u32>,
+    /// The opener has closed a descriptor of it.
+    opener_closed: bool,
+}
+
+/// Why a draft is being flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlushKind {
+    /// `flush`: a close(2) of one descriptor of the handle.
+    Close,
+    /// `fsync`: an explicit request to store it.
+    Fsync,
+}
+
+/// The server's copy of a draft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Nothing,
+    /// Version `version` is the message `at`.
+    At {
+        version: u64,
+        at: MessageRef,
+    },
+    /// Version `version` is stored, but where cannot be told (no APPENDUID, not provable).
+    Unplaced {
+        version: u64,
+    },
+}
+
+impl Draft {
+    /// Changed since the server's version (or never sent).
+    fn changed(&self) -> bool {
+        match self.stored {
+            Stored::Nothing => true,
+            Stored::At { version, .. } | Stored::Unplaced { version } => version != self.version,
+        }
+    }
+
+    /// Whether a writer's flush has something to send: changed, not unlinked, and not an
+    /// untouched empty file (a shell's `> file` opens, dup2()s and closes the first
+    /// descriptor, a flush, before anything is written).
+    fn worth_sending(&self) -> bool {
+        !self.discarded && self.changed() && (self.len > 0 || self.stored != Stored::Nothing)
+    }
+
+    /// Refuse a change that could not be sent: the server holds a version this mount cannot
+    /// replace (its UID is unknown).
+    fn check_replaceable(&self) -> Result<()> {
+        match self.stored {
+            Stored::Unplaced { .. } => Err(Error::NotPermitted(
+                "the new message was stored without a known UID, so it cannot be replaced by \
+                 a changed version"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl ImapFs {
@@ -86,8 +187,14 @@ impl ImapFs {
             .collect()
     }
 
-    /// `create`: a new draft in a folder that holds messages.
-    pub(crate) fn create_draft(&self, parent: Ino, name: &str, pid: u32) -> Result<FileAttr> {
+    /// `create`: a new draft in a folder that holds messages, and its first (writing)
+    /// handle.
+    pub(crate) fn create_draft(
+        &self,
+        parent: Ino,
+        name: &str,
+        pid: u32,
+    ) -> Result<(FileAttr, u64)> {
         self.refuse_if_read_only()?;
         let Some(mailbox) = self.selectable_mailbox(parent) else {
             return Err(Error::NotPermitted(
@@ -98,26 +205,61 @@ impl ImapFs {
             return Err(Error::InvalidInput("name holds a NUL".into()));
         }
         let file = spool_file()?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let opener = Caller::of(pid).and_then(|c| c.tgid);
         let mut drafts = self.drafts.lock();
         drafts.next = drafts.next.wrapping_add(1).max(1);
         let ino = Ino::draft(drafts.next);
         let d = Draft {
-            owner: thread_group(pid),
-            sealed: false,
+            handles: HashMap::from([(
+                fh,
+                Handle {
+                    writes: true,
+                    opener,
+                    opener_closed: false,
+                },
+            )]),
             parent,
             mailbox,
             name: Some(name.to_string()),
+            discarded: false,
             file: Arc::new(file),
             len: 0,
             flags: Vec::new(),
             mtime: None,
-            dirty: true,
+            version: 0,
+            stored: Stored::Nothing,
+            superseded: Vec::new(),
+            sending: false,
             created: SystemTime::now(),
-            opens: 1,
         };
         let attr = self.draft_attr_of(ino, &d);
         drafts.by_ino.insert(ino, d);
-        Ok(attr)
+        Ok((attr, fh))
+    }
+
+    /// `open` of a draft (a reader's `cat`, or another writer): a new handle.
+    pub(crate) fn open_draft(&self, ino: Ino, flags: OpenFlags, pid: u32) -> Result<u64> {
+        let writes = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        if writes {
+            self.refuse_if_read_only()?;
+        }
+        let opener = Caller::of(pid).and_then(|c| c.tgid);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let mut drafts = self.drafts.lock();
+        let d = drafts
+            .by_ino
+            .get_mut(&ino)
+            .ok_or_else(|| Error::NoEntry("draft".into()))?;
+        d.handles.insert(
+            fh,
+            Handle {
+                writes,
+                opener,
+                opener_closed: false,
+            },
+        );
+        Ok(fh)
     }
 
     pub(crate) fn write_draft(&self, ino: Ino, offset: u64, data: &[u8]) -> Result<u32> {
@@ -129,22 +271,19 @@ impl ImapFs {
             .by_ino
             .get_mut(&ino)
             .ok_or_else(|| Error::NoEntry("draft".into()))?;
-        if d.sealed {
-            return Err(Error::NotPermitted(
-                "the message was stored when the file was closed; it is immutable now".into(),
-            ));
-        }
+        d.check_replaceable()?;
         let end = offset.saturating_add(data.len() as u64);
         if end > MAX_DRAFT {
             return Err(Error::InvalidInput(format!(
                 "a message of more than {MAX_DRAFT} bytes"
             )));
         }
+        // A local file write under the mutex: no server, no kernel round trip.
         d.file
             .write_all_at(data, offset)
             .map_err(|e| Error::io("writing the spool file", e))?;
         d.len = d.len.max(end);
-        d.dirty = true;
+        d.version += 1;
         Ok(data.len() as u32)
     }
 
@@ -164,91 +303,229 @@ impl ImapFs {
         Ok(buf)
     }
 
-    /// `flush` (a close) or `fsync` by process `pid`: APPEND a draft that has unsent content,
-    /// if `pid` belongs to the process that created it (`None`: at release, whoever). The
-    /// APPEND's error is close()'s.
-    pub(crate) fn flush_draft(&self, ino: Ino, pid: Option<u32>) -> Result<()> {
+    /// `flush` (a close) or `fsync` of handle `fh` by thread `pid`: if `fh` writes and the
+    /// draft changed since the server's version, APPEND it and withdraw the version it
+    /// replaces. The APPEND's error is close()'s or fsync()'s.
+    ///
+    /// A close by a process other than the handle's opener is a copy of the descriptor it
+    /// inherited (a fork, often closed by exec): it sends nothing until the opener has closed
+    /// its copy or a version was sent, so a writer that spawns a child mid-copy does not store
+    /// half a message (it would be replaced, but a reader must not see it). After that, any
+    /// writing close sends what changed (a child writing a file its parent opened and closed).
+    /// A process a signal is killing sends nothing.
+    pub(crate) fn flush_draft(&self, ino: Ino, fh: u64, pid: u32, kind: FlushKind) -> Result<()> {
         if !matches!(ino.kind(), InoKind::Draft(_)) {
             return Ok(());
         }
-        let (file, len, mailbox, parent, name, flags, mtime) = {
+        let (opener, opener_closed, sent_before, worth) = {
+            let drafts = self.drafts.lock();
+            let Some(d) = drafts.by_ino.get(&ino) else {
+                return Ok(());
+            };
+            let Some(h) = d.handles.get(&fh).filter(|h| h.writes) else {
+                return Ok(());
+            };
+            let worth = d.worth_sending() || has_leftovers(d);
+            (
+                h.opener,
+                h.opener_closed,
+                d.stored != Stored::Nothing,
+                worth,
+            )
+        };
+        // /proc/TID/status, never /proc/TID/stat: reading `stat` of a process in execve
+        // waits for its exec lock, which it holds while close-on-exec flushes this very
+        // file, waiting for our reply (both then hang in D state; seen here).
+        let caller = Caller::of(pid);
+        if caller.is_some_and(|c| c.killed) {
+            if worth {
+                log::info!("a new file's writer (pid {pid}) was killed: its close sends nothing");
+            }
+            return Ok(());
+        }
+        // Who cannot be told (a caller outside our pid namespace) counts as the opener.
+        let own = match (opener, caller.and_then(|c| c.tgid)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if own && kind == FlushKind::Close && !opener_closed {
+            // From now on the descriptors other processes inherited are the writers (a
+            // parent that hands the file to a child and closes its own copy first).
             let mut drafts = self.drafts.lock();
+            if let Some(h) = drafts
+                .by_ino
+                .get_mut(&ino)
+                .and_then(|d| d.handles.get_mut(&fh))
+            {
+                h.opener_closed = true;
+            }
+        }
+        if !worth || (kind == FlushKind::Close && !own && !sent_before && !opener_closed) {
+            return Ok(());
+        }
+        // Our turn: one send of a draft at a time, the state read again once it is ours.
+        let job = {
+            let mut drafts = self.drafts.lock();
+            loop {
+                match drafts.by_ino.get(&ino).map(|d| d.sending) {
+                    None => return Ok(()),
+                    Some(true) => self.drafts_turn.wait(&mut drafts),
+                    Some(false) => break,
+                }
+            }
             let Some(d) = drafts.by_ino.get_mut(&ino) else {
                 return Ok(());
             };
-            // An empty draft is not sent: a shell's `> file` opens, dup2()s and closes the
-            // first descriptor (a flush) before anything is written.
-            if !d.dirty || d.name.is_none() || d.sealed || d.len == 0 {
+            let send = d.worth_sending();
+            if !send && !has_leftovers(d) {
                 return Ok(());
             }
-            if let Some(pid) = pid {
-                if d.owner.is_some() && thread_group(pid) != d.owner {
-                    return Ok(());
+            if send {
+                d.check_replaceable()?;
+            }
+            d.sending = true;
+            Job::of(d, send)
+        };
+        let (appended, withdrawn) = self.send_draft(&job);
+        {
+            let mut drafts = self.drafts.lock();
+            if let Some(d) = drafts.by_ino.get_mut(&ino) {
+                if let Some(r) = &appended {
+                    d.stored = match r {
+                        Ok(Some(at)) => Stored::At {
+                            version: job.version,
+                            at: *at,
+                        },
+                        Ok(None) => Stored::Unplaced {
+                            version: job.version,
+                        },
+                        Err(_) => Stored::Nothing,
+                    };
+                }
+                d.superseded.extend(
+                    withdrawn
+                        .iter()
+                        .filter_map(|(m, r)| r.is_err().then_some(*m)),
+                );
+                d.sending = false;
+                if d.handles.is_empty() {
+                    // Its last release came while this send ran, and left it to us.
+                    drafts.by_ino.remove(&ino);
                 }
             }
-            d.dirty = false;
-            d.sealed = true;
-            (
-                d.file.clone(),
-                d.len,
-                d.mailbox,
-                d.parent,
-                d.name.take(),
-                d.flags.clone(),
-                d.mtime,
-            )
-        };
-        let r = self.account.append(
-            mailbox,
-            NewMessage {
-                body: MessageBody::File { file, len },
-                flags,
-                date: mtime,
-            },
-        );
-        // Appended or failed, the draft's name is gone: the message shows under its UID.
-        if let Some(name) = name {
-            self.invalidate(Invalidation::Entry {
-                parent,
-                name: name.into(),
-            });
         }
-        self.invalidate(Invalidation::Inode(parent));
-        r.map(drop)
-    }
-
-    /// `open` of a draft (a reader, or another writer): one more handle to release.
-    pub(crate) fn open_draft(&self, ino: Ino) -> Result<()> {
-        let mut drafts = self.drafts.lock();
-        let d = drafts
-            .by_ino
-            .get_mut(&ino)
-            .ok_or_else(|| Error::NoEntry("draft".into()))?;
-        d.opens = d.opens.saturating_add(1);
+        self.drafts_turn.notify_all();
+        if let Some(r) = appended {
+            r?;
+        }
+        for (m, r) in withdrawn {
+            if let Err(e) = r {
+                log::warn!(
+                    "UID {} in {}: an earlier version of a new message stays on the server \
+                     ({e}); it is expunged again at the next close",
+                    m.uid,
+                    m.mailbox
+                );
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
-    /// `release` of one handle. Only the last one acts: a draft never flushed by its
-    /// writer's process (a descriptor passed to another process) is sent now, its errors
-    /// only logged; then the draft is gone. Earlier releases (a reader's) change nothing.
-    pub(crate) fn release_draft(&self, ino: Ino) {
+    /// The server calls of one flush, with no lock held: APPEND the snapshot (if `job.send`),
+    /// then withdraw every version it replaces (also when the APPEND failed: a draft is one
+    /// message on the server, or none).
+    #[allow(clippy::type_complexity)]
+    fn send_draft(
+        &self,
+        job: &Job,
+    ) -> (
+        Option<Result<Option<MessageRef>>>,
+        Vec<(MessageRef, Result<()>)>,
+    ) {
+        let appended = job.send.then(|| {
+            self.account.append(
+                job.mailbox,
+                NewMessage {
+                    body: MessageBody::File {
+                        file: job.file.clone(),
+                        len: job.len,
+                    },
+                    flags: job.flags.clone(),
+                    date: job.mtime,
+                },
+            )
+        });
+        // Tried, the draft's name is gone: the message shows under its UID.
+        if let Some(name) = &job.name {
+            self.invalidate(Invalidation::Entry {
+                parent: job.parent,
+                name: name.into(),
+            });
+        }
+        let withdrawn = job
+            .replaces
+            .iter()
+            .map(|&m| (m, self.account.withdraw_appended(m)))
+            .collect();
+        self.invalidate(Invalidation::Inode(job.parent));
+        (appended, withdrawn)
+    }
+
+    /// `release` of handle `fh`. Nothing is sent here (no one would see its error); at the
+    /// last release the draft is forgotten: one changed since its last sent version was
+    /// written after its writers' last close, so what the server holds of it is partial and
+    /// is withdrawn.
+    pub(crate) fn release_draft(&self, ino: Ino, fh: u64) {
         if !matches!(ino.kind(), InoKind::Draft(_)) {
             return;
         }
-        {
+        let d = {
             let mut drafts = self.drafts.lock();
             let Some(d) = drafts.by_ino.get_mut(&ino) else {
                 return;
             };
-            d.opens = d.opens.saturating_sub(1);
-            if d.opens > 0 {
+            d.handles.remove(&fh);
+            // A flush still sending holds no handle of its own: it finishes on a draft that
+            // is gone, and the kernel releases only after every flush has returned.
+            if !d.handles.is_empty() || d.sending {
                 return;
             }
+            match drafts.by_ino.remove(&ino) {
+                Some(d) => d,
+                None => return,
+            }
+        };
+        let mut withdraw = d.superseded.clone();
+        if d.worth_sending() {
+            let what = d.name.as_deref().unwrap_or("(a send was tried)");
+            log::warn!(
+                "new message {what}: its {} bytes are not stored: its last close failed (the \
+                 writer was told), or it was written to after its last close (was its writer \
+                 killed?)",
+                d.len
+            );
+            if let Stored::At { at, .. } = d.stored {
+                log::warn!("UID {} holds a partial version of it: withdrawn", at.uid);
+                withdraw.push(at);
+            }
         }
-        if let Err(e) = self.flush_draft(ino, None) {
-            log::warn!("new message not stored: {e}");
+        for m in withdraw {
+            if let Err(e) = self.account.withdraw_appended(m) {
+                log::warn!(
+                    "UID {} in {}: a partial new message stays on the server: {e}",
+                    m.uid,
+                    m.mailbox
+                );
+            }
         }
-        self.drafts.lock().by_ino.remove(&ino);
+        if let Some(name) = d.name {
+            self.invalidate(Invalidation::Entry {
+                parent: d.parent,
+                name: name.into(),
+            });
+        }
+        self.invalidate(Invalidation::Inode(d.parent));
     }
 
     /// Flags set on a draft with setfattr before it is closed.
@@ -258,6 +535,8 @@ impl ImapFs {
             .by_ino
             .get_mut(&ino)
             .ok_or_else(|| Error::NoEntry("draft".into()))?;
+        d.check_replaceable()?;
+        d.version += 1;
         match edit {
             FlagEdit::Replace(f) => d.flags = f.clone(),
             FlagEdit::Delta { add, remove } => {
@@ -288,6 +567,9 @@ impl ImapFs {
             .by_ino
             .get_mut(&ino)
             .ok_or_else(|| Error::NoEntry("draft".into()))?;
+        if size.is_some_and(|s| s != d.len) || mtime.is_some() {
+            d.check_replaceable()?;
+        }
         if let Some(size) = size {
             if size > MAX_DRAFT {
                 return Err(Error::InvalidInput("too large".into()));
@@ -295,8 +577,10 @@ impl ImapFs {
             d.file
                 .set_len(size)
                 .map_err(|e| Error::io("truncating the spool file", e))?;
+            if size != d.len {
+                d.version += 1;
+            }
             d.len = size;
-            d.dirty = true;
         }
         if let Some(t) = mtime {
             let t = match t {
@@ -307,6 +591,7 @@ impl ImapFs {
                 Ok(d) => d.as_secs() as i64,
                 Err(e) => -(e.duration().as_secs() as i64),
             });
+            d.version += 1;
         }
         Ok(self.draft_attr_of(ino, d))
     }
@@ -322,7 +607,7 @@ impl ImapFs {
         match found {
             Some((_, d)) => {
                 d.name = None;
-                d.dirty = false;
+                d.discarded = true;
                 true
             }
             None => false,
@@ -358,20 +643,101 @@ impl ImapFs {
             .find(|d| d.parent == parent && d.name.as_deref() == Some(name))
         {
             d.parent = newparent;
-            d.mailbox = mailbox;
+            if d.mailbox != mailbox {
+                d.mailbox = mailbox;
+                d.version += 1;
+            }
             d.name = Some(newname.to_string());
         }
         Ok(true)
     }
 }
 
-/// The thread group (process) of a thread id, from /proc.
-fn thread_group(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+/// What one flush sends, copied out of its [`Draft`] so that no lock is held while it goes.
+struct Job {
+    /// APPEND this version (else only withdraw leftovers).
+    send: bool,
+    version: u64,
+    file: Arc<File>,
+    len: u64,
+    flags: Vec<Flag>,
+    mtime: Option<i64>,
+    mailbox: MailboxId,
+    parent: Ino,
+    /// The draft's name, dropped now that its first APPEND is tried.
+    name: Option<String>,
+    /// The versions on the server this flush removes.
+    replaces: Vec<MessageRef>,
+}
+
+impl Job {
+    /// Take the next send of `d`: its snapshot, its name, and what it replaces.
+    fn of(d: &mut Draft, send: bool) -> Job {
+        let mut replaces = std::mem::take(&mut d.superseded);
+        if send {
+            if let Stored::At { at, .. } = d.stored {
+                replaces.push(at);
+            }
+        }
+        Job {
+            send,
+            version: d.version,
+            file: d.file.clone(),
+            len: d.len,
+            flags: d.flags.clone(),
+            mtime: d.mtime,
+            mailbox: d.mailbox,
+            parent: d.parent,
+            name: if send { d.name.take() } else { None },
+            replaces,
+        }
+    }
+}
+
+/// Superseded versions whose expunge failed, still to withdraw.
+fn has_leftovers(d: &Draft) -> bool {
+    !d.superseded.is_empty()
+}
+
+/// What /proc/TID/status tells of the thread that sent a request.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    /// Its process (thread group).
+    tgid: Option<u32>,
+    /// A fatal signal is pending: the process dies before it could see any result, and a
+    /// close now is the kernel's, not the program's.
+    killed: bool,
+}
+
+impl Caller {
+    fn of(tid: u32) -> Option<Caller> {
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+        Some(Caller::parse(&status))
+    }
+
+    fn parse(status: &str) -> Caller {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let mask = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+        let pending = mask("SigPnd").unwrap_or(0) | mask("ShdPnd").unwrap_or(0);
+        let blocked = mask("SigBlk").unwrap_or(u64::MAX);
+        let handled = mask("SigCgt").unwrap_or(u64::MAX) | mask("SigIgn").unwrap_or(u64::MAX);
+        let bit = |sig: u32| 1u64 << (sig - 1);
+        // A pending SIGKILL, or a signal whose default action (taken: not blocked, not
+        // caught, not ignored) ends the process. Stop, continue and harmless signals aside.
+        let harmless = [17, 18, 19, 20, 21, 22, 23, 28]
+            .iter()
+            .fold(0, |m, &s| m | bit(s));
+        let fatal = pending & !blocked & !handled & !harmless;
+        Caller {
+            tgid: field("Tgid").and_then(|v| v.parse().ok()),
+            killed: pending & bit(9) != 0 || fatal != 0,
+        }
+    }
 }
 
 /// An unlinked temporary file to spool a new message to.
@@ -406,5 +772,49 @@ fn spool_file() -> Result<File> {
             let _ = std::fs::remove_file(&path);
             Ok(f)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Caller;
+
+    fn status(shd: &str, pnd: &str, blk: &str, ign: &str, cgt: &str) -> String {
+        format!(
+            "Name:\tcp\nState:\tR (running)\nTgid:\t4242\nPid:\t4243\nSigQ:\t1/1000\n\
+             SigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t{ign}\nSigCgt:\t{cgt}\n"
+        )
+    }
+
+    const NONE: &str = "0000000000000000";
+
+    #[test]
+    fn a_pending_sigkill_is_a_kill() {
+        let c = Caller::parse(&status("0000000000000100", NONE, NONE, NONE, NONE));
+        assert!(c.killed);
+        assert_eq!(c.tgid, Some(4242));
+    }
+
+    #[test]
+    fn a_pending_sigint_with_its_default_action_is_a_kill() {
+        let c = Caller::parse(&status("0000000000000002", NONE, NONE, NONE, NONE));
+        assert!(c.killed);
+    }
+
+    #[test]
+    fn a_blocked_or_caught_signal_or_sigchld_is_no_kill() {
+        let int = "0000000000000002";
+        assert!(!Caller::parse(&status(int, NONE, int, NONE, NONE)).killed);
+        assert!(!Caller::parse(&status(int, NONE, NONE, NONE, int)).killed);
+        let chld = "0000000000010000";
+        assert!(!Caller::parse(&status(chld, NONE, NONE, NONE, NONE)).killed);
+        assert!(!Caller::parse(&status(NONE, NONE, NONE, NONE, NONE)).killed);
+    }
+
+    #[test]
+    fn unreadable_masks_mean_no_kill() {
+        let c = Caller::parse("Tgid:\t7\nShdPnd:\t0000000000000002\n");
+        assert!(!c.killed);
+        assert_eq!(c.tgid, Some(7));
     }
 }

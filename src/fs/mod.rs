@@ -9,7 +9,7 @@
 //! - [`write`]: rm, mv, mkdir, rmdir, setattr;
 //! - [`aliases`]: the names moves gave, until their folder is listed again, and where a
 //!   moved inode's message is now;
-//! - [`drafts`]: new files, spooled and APPENDed on close;
+//! - [`drafts`]: new files, spooled and APPENDed when a writer closes them;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
 //! - [`views`]: the read-only, unlisted `.search` and `.parts` directories;
 //! - [`invalidate`]: the thread that tells the kernel what to forget.
@@ -100,6 +100,8 @@ pub struct ImapFs {
     invalidator: Arc<Invalidator>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
     drafts: Mutex<drafts::Drafts>,
+    /// Signalled when a draft's send ends (see [`drafts`]: writers' flushes take turns).
+    drafts_turn: parking_lot::Condvar,
     views: views::Views,
     /// Attributes of messages just moved away, for the `stat` a program does right after
     /// `rename` (the source inode is gone from its folder once the move is sent).
@@ -122,6 +124,7 @@ impl ImapFs {
             invalidator: Arc::new(Invalidator::default()),
             dir_handles: Mutex::new(HashMap::new()),
             drafts: Mutex::new(drafts::Drafts::default()),
+            drafts_turn: parking_lot::Condvar::new(),
             views: views::Views::default(),
             departed: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(4096).expect("non-zero"),
@@ -330,8 +333,17 @@ impl Filesystem for ImapFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.open_file(ino.into(), flags) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let ino = Ino::from(ino);
+        if let inode::InoKind::Draft(_) = ino.kind() {
+            // A draft's handles are counted: only a writing one's close sends it.
+            match self.open_draft(ino, flags, req.pid()) {
+                Ok(fh) => reply.opened(FileHandle(fh), fuser::FopenFlags::empty()),
+                Err(e) => reply.error(errno("open", &e)),
+            }
+            return;
+        }
+        match self.open_file(ino, flags) {
             Ok(fopen) => reply.opened(FileHandle(0), fopen),
             Err(e) => reply.error(errno("open", &e)),
         }
@@ -376,11 +388,11 @@ impl Filesystem for ImapFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.flush_draft(ino.into(), Some(req.pid())) {
+        match self.flush_draft(ino.into(), fh.0, req.pid(), drafts::FlushKind::Close) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("close", &e)),
         }
@@ -390,11 +402,11 @@ impl Filesystem for ImapFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.flush_draft(ino.into(), Some(req.pid())) {
+        match self.flush_draft(ino.into(), fh.0, req.pid(), drafts::FlushKind::Fsync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         }
@@ -404,13 +416,15 @@ impl Filesystem for ImapFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.release_draft(ino.into());
+        // The kernel does not wait for this reply to return from close(2); a release
+        // may withdraw a partial version on the server (see drafts).
+        self.release_draft(ino.into(), fh.0);
         reply.ok();
     }
 
@@ -429,11 +443,11 @@ impl Filesystem for ImapFs {
             self.create_draft(parent.into(), n, req.pid())
         });
         match r {
-            Ok(attr) => reply.created(
+            Ok((attr, fh)) => reply.created(
                 &Duration::ZERO,
                 &attr,
                 Generation(0),
-                FileHandle(0),
+                FileHandle(fh),
                 fuser::FopenFlags::empty(),
             ),
             Err(e) => reply.error(errno("create", &e)),

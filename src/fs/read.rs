@@ -255,16 +255,14 @@ impl ImapFs {
         Ok(out)
     }
 
-    /// Open a file: messages for reading only; drafts as they are.
+    /// Open a file: messages for reading only (drafts: [`ImapFs::open_draft`]).
     pub(crate) fn open_file(&self, ino: Ino, flags: OpenFlags) -> Result<FopenFlags> {
         match ino.kind() {
             InoKind::Dir => Err(Error::NotPermitted("is a directory".into())),
             // Hook: fs::views.
             InoKind::View(v) => self.view_open(v, flags),
-            InoKind::Draft(_) => {
-                self.open_draft(ino)?;
-                Ok(FopenFlags::empty())
-            }
+            // Opened with a handle of their own (`fs::drafts`), before this is reached.
+            InoKind::Draft(_) => Err(Error::NotPermitted("a new file being written".into())),
             InoKind::Message { .. } => {
                 if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
                     self.refuse_if_read_only()?;

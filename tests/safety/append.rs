@@ -4,12 +4,17 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use crate::common::proxy::CuttingProxy;
-use crate::common::{run, run_ok, unique_temp_dir, wait_for, Dovecot, Mount, MountOptions, Seed};
+use crate::common::{
+    run, run_ok, try_run, unique_temp_dir, wait_for, within, Dovecot, Mount, MountOptions, Seed,
+};
 
 const QUICK: Duration = Duration::from_secs(30);
 
@@ -98,7 +103,6 @@ fn item_8_a_readers_cat_of_a_file_being_written_appends_nothing() {
 }
 
 #[test]
-#[ignore = "issue 13 item 8 is open: the drafts rewrite hung a reader; see the closing note"]
 fn item_8_a_second_writer_closing_early_is_replaced_by_the_full_message() {
     let dovecot = Dovecot::start(Seed::standard());
     let mount = mount(&dovecot);
@@ -122,7 +126,6 @@ fn item_8_a_second_writer_closing_early_is_replaced_by_the_full_message() {
 }
 
 #[test]
-#[ignore = "issue 13 item 8 is open: the drafts rewrite hung a reader; see the closing note"]
 fn item_8_a_killed_writer_leaves_no_partial_message() {
     let dovecot = Dovecot::start(Seed::standard());
     let mount = mount(&dovecot);
@@ -154,6 +157,141 @@ fn item_8_a_killed_writer_leaves_no_partial_message() {
     assert!(mount.log().contains("was killed"), "{}", mount.log());
 }
 
+/// An earlier drafts rewrite (branch h-append) left a reader's `cat` of a file being written
+/// hung in D state. Readers open the file through /proc/PID/fd (its name goes at the first
+/// send) again and again while the writer writes, fsyncs (a send) and writes on (a
+/// replacement); every `cat` must end within a deadline and see a prefix of the message.
+#[test]
+fn item_8_a_readers_cat_while_the_file_is_written_sent_and_replaced_completes() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let mount = mount(&dovecot);
+    let before = dovecot.oracle_meta("Archive").len();
+    let head = b"Subject: read while written\r\nMessage-ID: <concurrent.8@imapfs.test>\r\n\r\n";
+    let chunks: Vec<Vec<u8>> = (0..120)
+        .map(|i| format!("line {i:04} {}\r\n", "x".repeat(200)).into_bytes())
+        .collect();
+    let full: Vec<u8> = chunks.iter().fold(head.to_vec(), |mut a, c| {
+        a.extend_from_slice(c);
+        a
+    });
+    let mut writer = fs::File::create(mount.join("Archive/concurrent.eml")).unwrap();
+    writer.write_all(head).unwrap();
+    let fd_path = format!("/proc/{}/fd/{}", std::process::id(), writer.as_raw_fd());
+    let done = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let (tx, readers) = mpsc::channel();
+    {
+        let (done, reads, full) = (done.clone(), reads.clone(), full.clone());
+        std::thread::spawn(move || {
+            let r = (|| {
+                while !done.load(Ordering::SeqCst) {
+                    let out = try_run(&["cat", &fd_path], QUICK)?;
+                    if out.status.success() && !full.starts_with(&out.stdout) {
+                        return Err(format!("a reader saw {} bytes", out.stdout.len()));
+                    }
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            })();
+            let _ = tx.send(r);
+        });
+    }
+    let writing = within("the writer", Duration::from_secs(120), move || {
+        for (i, chunk) in chunks.iter().enumerate() {
+            writer.write_all(chunk)?;
+            if i % 20 == 19 {
+                // A send (or a replacement), then wait until a reader came and went.
+                writer.sync_all()?;
+                let seen = reads.load(Ordering::SeqCst);
+                wait_for("a reader's cat", QUICK, || {
+                    (reads.load(Ordering::SeqCst) > seen).then_some(())
+                });
+            }
+        }
+        writer.sync_all()?;
+        drop(writer);
+        std::io::Result::Ok(())
+    });
+    done.store(true, Ordering::SeqCst);
+    let read = readers
+        .recv_timeout(QUICK)
+        .expect("a reader's cat hung (no result within the deadline)");
+    writing.expect("writing the file");
+    read.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(copies(&dovecot, "Archive", &full), 1);
+    assert_eq!(
+        dovecot.oracle_meta("Archive").len(),
+        before + 1,
+        "a partial version stayed"
+    );
+}
+
+#[test]
+fn item_8_a_writer_killed_after_an_fsync_leaves_no_partial_message() {
+    let dovecot = Dovecot::start(Seed::standard());
+    let mount = mount(&dovecot);
+    let before = dovecot.oracle_meta("Archive").len();
+    let path = mount.join("Archive/synced-then-killed.eml");
+    // The fsync stores the first half; the rest never gets a close.
+    let script = format!(
+        "import os, time\nf = open({:?}, 'wb')\nf.write(b'Subject: synced, then killed\\r\\n\\r\\nhalf')\n\
+         f.flush()\nos.fsync(f.fileno())\nf.write(b' and more')\nf.flush()\n\
+         print('written', flush=True)\ntime.sleep(120)\n",
+        p(&path)
+    );
+    let mut child = Child(
+        Command::new("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut line = [0u8; 8];
+    std::io::Read::read_exact(&mut stdout, &mut line).unwrap();
+    assert_eq!(&line, b"written\n");
+    assert_eq!(
+        dovecot.oracle_meta("Archive").len(),
+        before + 1,
+        "the fsync stored the first half"
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // The last release withdraws the partial version.
+    wait_for("the partial version to be expunged", QUICK, || {
+        (dovecot.oracle_meta("Archive").len() == before).then_some(())
+    });
+    assert!(mount.log().contains("was killed"), "{}", mount.log());
+}
+
+#[test]
+fn item_8_a_file_a_parent_opened_and_closed_and_a_child_wrote_is_stored() {
+    // subprocess.Popen(stdout=f); f.close(): the child's copy of the descriptor is the
+    // only writer left, and its close (at exit) is the last one.
+    let dovecot = Dovecot::start(Seed::standard());
+    let mount = mount(&dovecot);
+    let before = dovecot.oracle_meta("Archive").len();
+    let msg: &[u8] =
+        b"Subject: written by a child\r\nMessage-ID: <child.8@imapfs.test>\r\n\r\nbody\r\n";
+    let script = format!(
+        "import subprocess, sys\nf = open({:?}, 'wb')\n\
+         c = subprocess.Popen(['cat'], stdin=subprocess.PIPE, stdout=f)\nf.close()\n\
+         c.communicate(sys.stdin.buffer.read())\nsys.exit(c.returncode)\n",
+        p(&mount.join("Archive/child.eml"))
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script]);
+    let out = crate::common::run_command(cmd, Some(msg), QUICK).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // cat's exit closed the file; its FLUSH has been answered once the process is gone.
+    assert_eq!(copies(&dovecot, "Archive", msg), 1);
+    assert_eq!(dovecot.oracle_meta("Archive").len(), before + 1);
+}
+
 /// Dovecot refusing messages over 4 KiB (quota plugin's `quota_max_mail_size`).
 const SMALL_MAIL_ONLY: &str = "mail_plugins = $mail_plugins quota\n\
     protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n\
@@ -161,7 +299,6 @@ const SMALL_MAIL_ONLY: &str = "mail_plugins = $mail_plugins quota\n\
     quota_max_mail_size = 4k\n}\n";
 
 #[test]
-#[ignore = "issue 13 item 8 is open: the drafts rewrite hung a reader; see the closing note"]
 fn item_8_cp_and_mv_of_a_message_the_server_refuses_fail_and_leave_nothing() {
     let dovecot = Dovecot::start_with(Seed::standard(), SMALL_MAIL_ONLY);
     let mount = mount(&dovecot);

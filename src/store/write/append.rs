@@ -14,7 +14,7 @@ use crate::imap::pool::Retry;
 use crate::imap::session::Completed;
 use crate::imap::types::{Code, Flag, StatusItem, Uid, UidValidity, Untagged};
 use crate::store::changes::Change;
-use crate::store::ids::MailboxId;
+use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
 use crate::store::write::proof::{digest_context, Proof, Wanted};
 use crate::store::Account;
@@ -120,7 +120,7 @@ impl Account {
     /// APPEND a new message to a mailbox. Returns its UID when the server says (APPENDUID) or
     /// it can be proved (see [`super::proof`]). `Ok` means the server holds the message;
     /// after a cut connection that could not be settled either way the error is the cut's.
-    pub fn append(&self, target: MailboxId, msg: NewMessage) -> Result<Option<Uid>> {
+    pub fn append(&self, target: MailboxId, msg: NewMessage) -> Result<Option<MessageRef>> {
         let name = self.require_name(target)?;
         let wanted = scan(&msg.body)?;
         let len = wanted.size;
@@ -215,7 +215,26 @@ impl Account {
         } else {
             self.touch(target);
         }
-        Ok(Some(uid))
+        Ok(Some(MessageRef {
+            mailbox: target,
+            validity,
+            uid,
+        }))
+    }
+
+    /// Remove a message this mount APPENDed that a newer version replaces, or that is a
+    /// partial version of a new file (see `fs::drafts`): `UID EXPUNGE` of that UID alone,
+    /// never to Trash, whatever `delete=` says. Without UIDPLUS a single message cannot be
+    /// expunged: refused (EPERM).
+    pub fn withdraw_appended(&self, msg: MessageRef) -> Result<()> {
+        if !self.capabilities()?.uidplus {
+            return Err(Error::NotPermitted(
+                "the server cannot expunge one message (no UIDPLUS): a stored new message \
+                 cannot be replaced"
+                    .into(),
+            ));
+        }
+        self.expunge_uids(msg.mailbox, msg.validity, &[msg.uid])
     }
 }
 
