@@ -94,6 +94,18 @@ impl ImapFs {
                 "new files can only be messages in a folder that holds messages".into(),
             ));
         };
+        self.create_draft_in(parent, mailbox, name, pid)
+    }
+
+    /// `create` of a draft for `mailbox` shown in directory `parent` (a folder, or a Maildir
+    /// `tmp/`).
+    pub(crate) fn create_draft_in(
+        &self,
+        parent: Ino,
+        mailbox: MailboxId,
+        name: &str,
+        pid: u32,
+    ) -> Result<FileAttr> {
         if name.contains('\0') {
             return Err(Error::InvalidInput("name holds a NUL".into()));
         }
@@ -362,6 +374,67 @@ impl ImapFs {
             d.name = Some(newname.to_string());
         }
         Ok(true)
+    }
+}
+
+/// What a draft holds, taken for an APPEND made elsewhere ([`ImapFs::take_draft`]).
+pub(crate) struct TakenDraft {
+    pub file: Arc<File>,
+    pub len: u64,
+    pub flags: Vec<Flag>,
+    pub mtime: Option<i64>,
+}
+
+/// The drafts API of the Maildir layout (`fs/maildir.rs`): a file in `tmp/` is APPENDed by
+/// its rename into `cur/` or `new/`, never by a close or an fsync.
+impl ImapFs {
+    /// The directory a draft is shown in.
+    pub(crate) fn draft_parent(&self, ino: Ino) -> Option<Ino> {
+        self.drafts.lock().by_ino.get(&ino).map(|d| d.parent)
+    }
+
+    /// Take a draft's content to send it: it is sealed (no more writes) and nameless after.
+    /// `None` if it is no draft, or already sent.
+    pub(crate) fn take_draft(&self, ino: Ino) -> Option<TakenDraft> {
+        let mut drafts = self.drafts.lock();
+        let d = drafts.by_ino.get_mut(&ino)?;
+        if d.sealed || d.name.is_none() {
+            return None;
+        }
+        d.sealed = true;
+        d.dirty = false;
+        d.name = None;
+        Some(TakenDraft {
+            file: d.file.clone(),
+            len: d.len,
+            flags: d.flags.clone(),
+            mtime: d.mtime,
+        })
+    }
+
+    /// One handle of a draft closed without sending anything; the draft is dropped once no
+    /// handle is open and it has no name (sent or unlinked).
+    pub(crate) fn close_draft_handle(&self, ino: Ino) {
+        let mut drafts = self.drafts.lock();
+        if let Some(d) = drafts.by_ino.get_mut(&ino) {
+            d.opens = d.opens.saturating_sub(1);
+        }
+        drop_if_idle(&mut drafts, ino);
+    }
+
+    /// Drop a draft that has no open handle and no name.
+    pub(crate) fn forget_idle_draft(&self, ino: Ino) {
+        drop_if_idle(&mut self.drafts.lock(), ino);
+    }
+}
+
+fn drop_if_idle(drafts: &mut Drafts, ino: Ino) {
+    if drafts
+        .by_ino
+        .get(&ino)
+        .is_some_and(|d| d.opens == 0 && d.name.is_none())
+    {
+        drafts.by_ino.remove(&ino);
     }
 }
 

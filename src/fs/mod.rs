@@ -11,6 +11,7 @@
 //!   moved inode's message is now;
 //! - [`drafts`]: new files, spooled and APPENDed on close;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
+//! - [`maildir`]: the Maildir layout (`cur/`, `new/`, `tmp/`), through hooks in the above;
 //! - [`views`]: the read-only, unlisted `.search` and `.parts` directories;
 //! - [`invalidate`]: the thread that tells the kernel what to forget.
 //!
@@ -22,6 +23,7 @@ pub mod aliases;
 pub mod drafts;
 pub mod inode;
 pub mod invalidate;
+pub mod maildir;
 pub mod read;
 pub mod tree;
 pub mod views;
@@ -63,6 +65,8 @@ pub struct FsOptions {
     /// the kernel keeps its entries and attributes for [`read::LIVE_TTL`] instead of
     /// `dir_ttl` / `message_ttl`.
     pub idle: bool,
+    /// How folders show their messages.
+    pub layout: maildir::Layout,
 }
 
 impl Default for FsOptions {
@@ -73,6 +77,7 @@ impl Default for FsOptions {
             read_only: false,
             subscribed_only: false,
             idle: true,
+            layout: maildir::Layout::Eml,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct ImapFs {
     aliases: Arc<Mutex<aliases::Aliases>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
+    /// What the Maildir layout remembers (unused in the default layout).
+    maildir: maildir::MaildirState,
 }
 
 impl ImapFs {
@@ -129,6 +136,7 @@ impl ImapFs {
             aliases: Arc::new(Mutex::new(aliases::Aliases::default())),
             next_fh: AtomicU64::new(1),
             owner,
+            maildir: maildir::MaildirState::default(),
         }
     }
 
@@ -260,6 +268,9 @@ impl Filesystem for ImapFs {
     ) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(r) = self.maildir_mkdir(parent.into(), n) {
+                return r; // hook: fs::maildir
+            }
             self.make_dir(parent.into(), n)
         });
         match r {
@@ -273,6 +284,9 @@ impl Filesystem for ImapFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(r) = self.maildir_unlink(parent.into(), n) {
+                return r; // hook: fs::maildir
+            }
             self.remove_file(parent.into(), n)
         });
         match r {
@@ -284,6 +298,9 @@ impl Filesystem for ImapFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(e) = self.maildir_rmdir(parent.into(), n) {
+                return Err(e); // hook: fs::maildir
+            }
             self.remove_dir(parent.into(), n)
         });
         match r {
@@ -320,6 +337,18 @@ impl Filesystem for ImapFs {
             }
             Err(e) => reply.error(errno("rename", &e)),
         }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // A message has one name; mutt falls back to rename on EPERM.
+        reply.error(Errno::EPERM);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -380,6 +409,9 @@ impl Filesystem for ImapFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if self.waits_for_rename(ino.into()) {
+            return reply.ok(); // hook: fs::maildir (tmp/ files are sent by their rename)
+        }
         match self.flush_draft(ino.into(), Some(req.pid())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("close", &e)),
@@ -394,6 +426,9 @@ impl Filesystem for ImapFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.waits_for_rename(ino.into()) {
+            return reply.ok(); // hook: fs::maildir (tmp/ files are sent by their rename)
+        }
         match self.flush_draft(ino.into(), Some(req.pid())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
@@ -410,7 +445,11 @@ impl Filesystem for ImapFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.release_draft(ino.into());
+        if self.waits_for_rename(ino.into()) {
+            self.close_draft_handle(ino.into()); // hook: fs::maildir
+        } else {
+            self.release_draft(ino.into());
+        }
         reply.ok();
     }
 
@@ -426,6 +465,9 @@ impl Filesystem for ImapFs {
     ) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(r) = self.maildir_create(parent.into(), n, req.pid()) {
+                return r; // hook: fs::maildir
+            }
             self.create_draft(parent.into(), n, req.pid())
         });
         match r {

@@ -76,6 +76,10 @@ impl ImapFs {
         if let Some(attr) = self.draft_by_name(parent, name) {
             return Ok((attr, Duration::ZERO, entry_ttl()));
         }
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_lookup(parent, name) {
+            return r;
+        }
         self.sync_tree()?;
         let child = self
             .tree
@@ -159,6 +163,10 @@ impl ImapFs {
 
     /// The attributes of any inode.
     pub(crate) fn attr_of(&self, ino: Ino) -> Result<(FileAttr, Duration)> {
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_attr(ino) {
+            return r;
+        }
         match ino.kind() {
             InoKind::Dir => {
                 if ino != ROOT && self.tree.lock().dir(ino).is_none() {
@@ -192,6 +200,10 @@ impl ImapFs {
         if let InoKind::View(v) = ino.kind() {
             return self.view_listing(v);
         }
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_listing(ino) {
+            return r;
+        }
         self.sync_tree()?;
         let (parent, children, mailbox) = {
             let tree = self.tree.lock();
@@ -209,6 +221,17 @@ impl ImapFs {
             ttl,
         };
         let mut out = vec![dir(ino, ".".into()), dir(parent, "..".into())];
+        if self.is_maildir() {
+            // Hook: fs::maildir. A subfolder named cur, new or tmp is hidden by them.
+            let subs = self.maildir_folder_entries(ino);
+            for (name, child) in children {
+                if !subs.iter().any(|s| s.name == *name) {
+                    out.push(dir(child, name.into()));
+                }
+            }
+            out.extend(subs);
+            return Ok(out);
+        }
         for (name, child) in children {
             out.push(dir(child, name.into()));
         }

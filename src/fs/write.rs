@@ -170,6 +170,10 @@ impl ImapFs {
         {
             return Err(Error::InvalidInput("exchange and whiteout renames".into()));
         }
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_rename(parent, name, newparent, newname) {
+            return r;
+        }
         if self.rename_draft(parent, name, newparent, newname)? {
             return Ok(Renamed::Done);
         }
