@@ -1,0 +1,426 @@
+//! End-to-end tests of the Maildir layout (issue 18): `cur/`, `new/`, `tmp/` in every folder,
+//! flags by rename, delivery from `tmp/`, moves by rename, directory times, and real Maildir
+//! clients (mblaze, notmuch) through the mount. Every change is checked against the server by
+//! the harness's independent oracle.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use common::{run, wait_for, within, Dovecot, Mount, Seed, Subject, TextMessage};
+
+const QUICK: Duration = Duration::from_secs(30);
+
+/// INBOX: 1 unseen, 2 seen, 3 seen+flagged, 4 unseen+answered; Archive and Archive.2024 empty
+/// but for one seen message in Archive.
+fn seed() -> Seed {
+    let mut seed = Seed::new();
+    let flags: [&[&str]; 4] = [&[], &["\\Seen"], &["\\Flagged", "\\Seen"], &["\\Answered"]];
+    for (i, f) in flags.iter().enumerate() {
+        seed.folder_mut("INBOX").push_text(&message(i as u32 + 1), f);
+    }
+    seed.folder_mut("Archive").push_text(&message(9), &["\\Seen"]);
+    seed.folder_mut("Archive.2024");
+    seed
+}
+
+fn message(n: u32) -> TextMessage<'static> {
+    TextMessage {
+        from: "Alice Example <alice@example.org>",
+        to: "bob@example.net",
+        subject: Subject::Plain("maildir test"),
+        date: 1_700_000_000 + i64::from(n) * 60,
+        message_id: format!("<maildir-{n}@example.org>"),
+        body_lines: vec![format!("message number {n}"), "token zebracorn".into()],
+    }
+}
+
+struct Fixture {
+    mount: Mount,
+    dovecot: Dovecot,
+}
+
+fn mounted(args: &[&str]) -> Fixture {
+    let dovecot = Dovecot::start(&seed());
+    let mount = Mount::start(&dovecot, args).unwrap_or_else(|failure| panic!("{failure}"));
+    Fixture { mount, dovecot }
+}
+
+fn maildir() -> Fixture {
+    mounted(&["-o", "maildir"])
+}
+
+/// The names in a directory, read under a deadline.
+fn names(dir: PathBuf) -> BTreeSet<String> {
+    within("readdir", QUICK, move || {
+        fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    })
+}
+
+fn validity(f: &Fixture, folder: &str) -> u32 {
+    f.dovecot.oracle_status(folder).uidvalidity
+}
+
+fn name(validity: u32, uid: u32, letters: &str) -> String {
+    format!("{validity}.{uid}.imapfs:2,{letters}")
+}
+
+fn flags(f: &Fixture, folder: &str, uid: u32) -> BTreeSet<String> {
+    f.dovecot
+        .oracle_flags(folder, uid)
+        .into_iter()
+        .filter(|f| f != "\\Recent")
+        .collect()
+}
+
+fn set(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn rename(from: PathBuf, to: PathBuf) -> std::io::Result<()> {
+    within("rename", QUICK, move || fs::rename(from, to))
+}
+
+#[test]
+fn layout_has_cur_new_tmp_and_mbsync_placement() {
+    let f = maildir();
+    let v = validity(&f, "INBOX");
+    let root = names(f.mount.path().to_path_buf());
+    assert!(root.contains("INBOX") && root.contains("Archive"), "{root:?}");
+    assert_eq!(
+        names(f.mount.join("INBOX")),
+        set(&["cur", "new", "tmp"]),
+        "a folder holds its three directories and no message files"
+    );
+    assert_eq!(names(f.mount.join("Archive")), set(&["2024", "cur", "new", "tmp"]));
+    // Unseen in new/, seen in cur/ (as mbsync delivers).
+    assert_eq!(
+        names(f.mount.join("INBOX/new")),
+        BTreeSet::from([name(v, 1, ""), name(v, 4, "R")])
+    );
+    assert_eq!(
+        names(f.mount.join("INBOX/cur")),
+        BTreeSet::from([name(v, 2, "S"), name(v, 3, "FS")])
+    );
+    assert!(names(f.mount.join("INBOX/tmp")).is_empty());
+    // The bytes are the server's, and the xattrs work on these files.
+    let path = f.mount.join("INBOX/cur").join(name(v, 3, "FS"));
+    let bytes = within("read", QUICK, move || fs::read(path)).expect("read");
+    assert_eq!(bytes, f.dovecot.oracle_fetch("INBOX", 3));
+    let out = run(
+        &[
+            "getfattr",
+            "--only-values",
+            "-n",
+            "user.imap.uid",
+            &f.mount
+                .join("INBOX/cur")
+                .join(name(v, 3, "FS"))
+                .to_string_lossy(),
+        ],
+        QUICK,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "3");
+    // A name with other letters than the message's flags names nothing, nor an eml name.
+    assert!(!f.mount.join("INBOX/cur").join(name(v, 3, "S")).exists());
+    assert!(!f.mount.join("INBOX/3.eml").exists());
+    // Directories are not dated 1970.
+    let mtime = fs::metadata(f.mount.join("INBOX/cur")).expect("stat").mtime();
+    assert!(mtime > 1_600_000_000, "{mtime}");
+}
+
+#[test]
+fn the_default_layout_is_unchanged() {
+    let f = mounted(&[]);
+    let inbox = names(f.mount.join("INBOX"));
+    assert!(inbox.contains("1.eml") && !inbox.contains("cur"), "{inbox:?}");
+}
+
+#[test]
+fn flags_by_rename_store_exactly_the_letters() {
+    let f = maildir();
+    let v = validity(&f, "INBOX");
+    let cur = f.mount.join("INBOX/cur");
+    // Flag a seen message in cur/.
+    rename(cur.join(name(v, 2, "S")), cur.join(name(v, 2, "FS"))).expect("flag");
+    assert_eq!(flags(&f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
+    assert!(cur.join(name(v, 2, "FS")).exists());
+    assert!(!cur.join(name(v, 2, "S")).exists());
+    // Unflag and mark unseen (it stays in cur/: a client moved it there).
+    rename(cur.join(name(v, 3, "FS")), cur.join(name(v, 3, ""))).expect("unflag");
+    assert_eq!(flags(&f, "INBOX", 3), set(&[]));
+    assert!(cur.join(name(v, 3, "")).exists());
+    // The T letter is \Deleted only; the message stays.
+    rename(cur.join(name(v, 2, "FS")), cur.join(name(v, 2, "FST"))).expect("trash flag");
+    assert_eq!(
+        flags(&f, "INBOX", 2),
+        set(&["\\Flagged", "\\Seen", "\\Deleted"])
+    );
+    assert_eq!(f.dovecot.oracle_status("INBOX").messages, 4);
+    // Another unique part within the folder is refused.
+    let e = rename(cur.join(name(v, 2, "FST")), cur.join(name(v, 9, "FST"))).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+}
+
+#[test]
+fn new_to_cur_with_the_same_flags_changes_nothing_on_the_server() {
+    let f = maildir();
+    let v = validity(&f, "INBOX");
+    let before = f.dovecot.oracle_meta("INBOX");
+    let new = f.mount.join("INBOX/new");
+    let cur = f.mount.join("INBOX/cur");
+    let cur_mtime = fs::metadata(&cur).expect("stat").modified().expect("mtime");
+    rename(new.join(name(v, 1, "")), cur.join(name(v, 1, ""))).expect("new -> cur");
+    assert!(cur.join(name(v, 1, "")).exists());
+    assert!(!new.join(name(v, 1, "")).exists());
+    assert_eq!(f.dovecot.oracle_meta("INBOX"), before, "no change on the server");
+    // The directories' times moved forward.
+    let after = fs::metadata(&cur).expect("stat").modified().expect("mtime");
+    assert!(after > cur_mtime, "{after:?} <= {cur_mtime:?}");
+    // new/ -> cur/ with S (notmuch's -unread): \Seen.
+    rename(new.join(name(v, 4, "R")), cur.join(name(v, 4, "RS"))).expect("read");
+    assert_eq!(flags(&f, "INBOX", 4), set(&["\\Answered", "\\Seen"]));
+}
+
+#[test]
+fn unlink_expunges() {
+    let f = maildir();
+    let v = validity(&f, "INBOX");
+    let path = f.mount.join("INBOX/cur").join(name(v, 2, "S"));
+    within("unlink", QUICK, move || fs::remove_file(path)).expect("rm");
+    let uids: Vec<u32> = f.dovecot.oracle_meta("INBOX").into_keys().collect();
+    assert_eq!(uids, vec![1, 3, 4]);
+}
+
+#[test]
+fn delivery_from_tmp_is_one_append_at_the_rename() {
+    let f = maildir();
+    let tmp = f.mount.join("Archive/tmp");
+    let bytes = common::compose_text(&message(20));
+    let file = tmp.join("1700000000.M1P2.host");
+    let (file2, bytes2) = (file.clone(), bytes.clone());
+    within("write in tmp/", QUICK, move || {
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file2)?;
+        out.write_all(&bytes2)?;
+        out.sync_all()?; // mdeliver fsyncs: that must not APPEND
+        Ok::<_, std::io::Error>(())
+    })
+    .expect("write");
+    assert_eq!(f.dovecot.oracle_status("Archive").messages, 1, "fsync/close sent nothing");
+    assert!(names(tmp.clone()).contains("1700000000.M1P2.host"));
+    rename(file, f.mount.join("Archive/new/1700000000.M1P2.host:2,F")).expect("deliver");
+    let meta = f.dovecot.oracle_meta("Archive");
+    assert_eq!(meta.len(), 2, "exactly one APPEND");
+    assert_eq!(f.dovecot.oracle_fetch("Archive", 2), bytes);
+    assert_eq!(flags(&f, "Archive", 2), set(&["\\Flagged"]));
+    let v = validity(&f, "Archive");
+    assert_eq!(
+        names(f.mount.join("Archive/new")),
+        BTreeSet::from([name(v, 2, "F")]),
+        "it carries its server name"
+    );
+    assert!(names(tmp.clone()).is_empty());
+    // A file in tmp/ that is unlinked is never sent; creating outside tmp/ is refused.
+    let junk = tmp.join("junk");
+    let junk2 = junk.clone();
+    within("write", QUICK, move || fs::write(junk2, b"Subject: x\r\n\r\nx\r\n")).expect("write");
+    within("rm", QUICK, move || fs::remove_file(junk)).expect("rm");
+    let e = within("create in cur", QUICK, {
+        let p = f.mount.join("Archive/cur/x");
+        move || fs::write(p, b"x")
+    })
+    .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    assert_eq!(f.dovecot.oracle_status("Archive").messages, 2);
+    // link() is refused with EPERM (mutt then renames).
+    let e = within("link", QUICK, {
+        let (a, b) = (
+            f.mount.join("Archive/new").join(name(v, 2, "F")),
+            f.mount.join("Archive/cur/linked:2,S"),
+        );
+        move || fs::hard_link(a, b)
+    })
+    .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+}
+
+#[test]
+fn rename_into_another_folder_is_a_move() {
+    let f = maildir();
+    let v = validity(&f, "INBOX");
+    let original = f.dovecot.oracle_fetch("INBOX", 3);
+    rename(
+        f.mount.join("INBOX/cur").join(name(v, 3, "FS")),
+        f.mount.join("Archive/2024/cur/1700000000.mrefile.host:2,FS"),
+    )
+    .expect("move");
+    let inbox: Vec<u32> = f.dovecot.oracle_meta("INBOX").into_keys().collect();
+    assert_eq!(inbox, vec![1, 2, 4]);
+    let target = f.dovecot.oracle_fetch_all("Archive.2024");
+    assert_eq!(target.len(), 1, "exactly one copy");
+    assert_eq!(target.values().next(), Some(&original));
+    assert_eq!(flags(&f, "Archive.2024", 1), set(&["\\Flagged", "\\Seen"]));
+    let v2 = validity(&f, "Archive.2024");
+    assert_eq!(
+        names(f.mount.join("Archive/2024/cur")),
+        BTreeSet::from([name(v2, 1, "FS")])
+    );
+}
+
+#[test]
+fn another_clients_changes_move_the_directory_times() {
+    let f = mounted(&["-o", "maildir,dir_ttl=1"]);
+    let v = validity(&f, "INBOX");
+    let new = f.mount.join("INBOX/new");
+    let cur = f.mount.join("INBOX/cur");
+    let t0 = fs::metadata(&new).expect("stat").modified().expect("mtime");
+    let c0 = fs::metadata(&cur).expect("stat").modified().expect("mtime");
+    let uid = f
+        .dovecot
+        .oracle_append("INBOX", &common::compose_text(&message(30)));
+    wait_for("new/ to change its time", QUICK, || {
+        let t = fs::metadata(&new).ok()?.modified().ok()?;
+        (t > t0).then_some(())
+    });
+    assert!(names(new.clone()).contains(&name(v, uid, "")));
+    f.dovecot.oracle_store("INBOX", 2, "+FLAGS", &["\\Flagged"]);
+    wait_for("cur/ to show the flag", QUICK, || {
+        let t = fs::metadata(&cur).ok()?.modified().ok()?;
+        (t > c0 && names(cur.clone()).contains(&name(v, 2, "FS"))).then_some(())
+    });
+    let now = SystemTime::now();
+    let t = fs::metadata(&cur).expect("stat").modified().expect("mtime");
+    assert!(t <= now + Duration::from_secs(1));
+}
+
+/// mblaze's tools through the mount, each change checked on the server.
+#[test]
+fn mblaze_lists_flags_refiles_and_delivers() {
+    if !has("mlist") {
+        eprintln!("mblaze is not installed (scripts/setup.sh installs it): skipped");
+        return;
+    }
+    let f = maildir();
+    let v = validity(&f, "INBOX");
+    let inbox = f.mount.join("INBOX");
+    let inbox_s = inbox.to_string_lossy().into_owned();
+    let out = sh(&["mlist", &inbox_s]);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let out = sh(&["mscan", &inbox.join("cur").join(name(v, 2, "S")).to_string_lossy()]);
+    assert!(out.contains("maildir test"), "{out}");
+    // mflag -F: \Flagged on the server.
+    let out = sh(&["mflag", "-F", &inbox.join("cur").join(name(v, 2, "S")).to_string_lossy()]);
+    assert!(out.contains(&name(v, 2, "FS")), "{out}");
+    assert_eq!(flags(&f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
+    // mflag -S on a message in new/: \Seen.
+    sh(&["mflag", "-S", &inbox.join("new").join(name(v, 1, "")).to_string_lossy()]);
+    assert_eq!(flags(&f, "INBOX", 1), set(&["\\Seen"]));
+    // mrefile: one copy in the target, bytes intact.
+    let bytes = f.dovecot.oracle_fetch("INBOX", 3);
+    let archive = f.mount.join("Archive/2024");
+    sh(&[
+        "mrefile",
+        &inbox.join("cur").join(name(v, 3, "FS")).to_string_lossy(),
+        &archive.to_string_lossy(),
+    ]);
+    let moved = f.dovecot.oracle_fetch_all("Archive.2024");
+    assert_eq!(moved.into_values().collect::<Vec<_>>(), vec![bytes]);
+    assert!(!f.dovecot.oracle_meta("INBOX").contains_key(&3));
+    // mdeliver: one APPEND.
+    let out = common::run_command(
+        {
+            let mut c = std::process::Command::new("mdeliver");
+            c.arg(&archive);
+            c
+        },
+        Some(&common::compose_text(&message(40))),
+        QUICK,
+    )
+    .expect("mdeliver");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(f.dovecot.oracle_status("Archive.2024").messages, 2);
+}
+
+/// notmuch through the mount: new, search, tag with synchronize_flags, insert.
+#[test]
+fn notmuch_indexes_searches_and_syncs_flags() {
+    if !has("notmuch") {
+        eprintln!("notmuch is not installed (scripts/setup.sh installs it): skipped");
+        return;
+    }
+    let f = maildir();
+    let home = common::unique_temp_dir("notmuch");
+    let config = home.join("notmuch-config");
+    fs::write(
+        &config,
+        format!(
+            "[database]\npath={}\n[new]\ntags=unread;inbox\n[maildir]\nsynchronize_flags=true\n",
+            f.mount.path().display()
+        ),
+    )
+    .expect("config");
+    let db = home.join("db");
+    let nm = |args: &[&str]| -> String {
+        let mut c = std::process::Command::new("notmuch");
+        c.args(args)
+            .env("NOTMUCH_CONFIG", &config)
+            .env("NOTMUCH_DATABASE", &db)
+            .env("HOME", &home);
+        let out = common::run_command(c, None, Duration::from_secs(120)).expect("notmuch");
+        assert!(
+            out.status.success(),
+            "notmuch {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    nm(&["new"]);
+    let count: usize = nm(&["count", "--output=files", "*"]).trim().parse().expect("count");
+    assert_eq!(count, 5, "every message of the account");
+    let hits = nm(&["search", "--output=files", "zebracorn", "and", "folder:INBOX"]);
+    assert_eq!(
+        hits.lines().count(),
+        f.dovecot.oracle_search("INBOX", "BODY zebracorn", None).len()
+    );
+    nm(&["tag", "+flagged", "id:maildir-2@example.org"]);
+    assert_eq!(flags(&f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
+    nm(&["tag", "-unread", "id:maildir-1@example.org"]);
+    assert_eq!(flags(&f, "INBOX", 1), set(&["\\Seen"]));
+    let mut c = std::process::Command::new("notmuch");
+    c.args(["insert", "--folder=Archive"])
+        .env("NOTMUCH_CONFIG", &config)
+        .env("NOTMUCH_DATABASE", &db)
+        .env("HOME", &home);
+    let out = common::run_command(c, Some(&common::compose_text(&message(50))), QUICK)
+        .expect("insert");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(f.dovecot.oracle_status("Archive").messages, 2, "delivered once");
+    drop(f);
+    let _ = fs::remove_dir_all(&home);
+}
+
+fn has(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+fn sh(cmd: &[&str]) -> String {
+    let out = run(cmd, QUICK);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
