@@ -22,9 +22,11 @@ fn seed() -> Seed {
     let mut seed = Seed::new();
     let flags: [&[&str]; 4] = [&[], &["\\Seen"], &["\\Flagged", "\\Seen"], &["\\Answered"]];
     for (i, f) in flags.iter().enumerate() {
-        seed.folder_mut("INBOX").push_text(&message(i as u32 + 1), f);
+        seed.folder_mut("INBOX")
+            .push_text(&message(i as u32 + 1), f);
     }
-    seed.folder_mut("Archive").push_text(&message(9), &["\\Seen"]);
+    seed.folder_mut("Archive")
+        .push_text(&message(9), &["\\Seen"]);
     seed.folder_mut("Archive.2024");
     seed
 }
@@ -94,13 +96,19 @@ fn layout_has_cur_new_tmp_and_mbsync_placement() {
     let f = maildir();
     let v = validity(&f, "INBOX");
     let root = names(f.mount.path().to_path_buf());
-    assert!(root.contains("INBOX") && root.contains("Archive"), "{root:?}");
+    assert!(
+        root.contains("INBOX") && root.contains("Archive"),
+        "{root:?}"
+    );
     assert_eq!(
         names(f.mount.join("INBOX")),
         set(&["cur", "new", "tmp"]),
         "a folder holds its three directories and no message files"
     );
-    assert_eq!(names(f.mount.join("Archive")), set(&["2024", "cur", "new", "tmp"]));
+    assert_eq!(
+        names(f.mount.join("Archive")),
+        set(&["2024", "cur", "new", "tmp"])
+    );
     // Unseen in new/, seen in cur/ (as mbsync delivers).
     assert_eq!(
         names(f.mount.join("INBOX/new")),
@@ -133,7 +141,9 @@ fn layout_has_cur_new_tmp_and_mbsync_placement() {
     assert!(!f.mount.join("INBOX/cur").join(name(v, 3, "S")).exists());
     assert!(!f.mount.join("INBOX/3.eml").exists());
     // Directories are not dated 1970.
-    let mtime = fs::metadata(f.mount.join("INBOX/cur")).expect("stat").mtime();
+    let mtime = fs::metadata(f.mount.join("INBOX/cur"))
+        .expect("stat")
+        .mtime();
     assert!(mtime > 1_600_000_000, "{mtime}");
 }
 
@@ -141,7 +151,10 @@ fn layout_has_cur_new_tmp_and_mbsync_placement() {
 fn the_default_layout_is_unchanged() {
     let f = mounted(&[]);
     let inbox = names(f.mount.join("INBOX"));
-    assert!(inbox.contains("1.eml") && !inbox.contains("cur"), "{inbox:?}");
+    assert!(
+        inbox.contains("1.eml") && !inbox.contains("cur"),
+        "{inbox:?}"
+    );
 }
 
 #[test]
@@ -181,7 +194,11 @@ fn new_to_cur_with_the_same_flags_changes_nothing_on_the_server() {
     rename(new.join(name(v, 1, "")), cur.join(name(v, 1, ""))).expect("new -> cur");
     assert!(cur.join(name(v, 1, "")).exists());
     assert!(!new.join(name(v, 1, "")).exists());
-    assert_eq!(f.dovecot.oracle_meta("INBOX"), before, "no change on the server");
+    assert_eq!(
+        f.dovecot.oracle_meta("INBOX"),
+        before,
+        "no change on the server"
+    );
     // The directories' times moved forward.
     let after = fs::metadata(&cur).expect("stat").modified().expect("mtime");
     assert!(after > cur_mtime, "{after:?} <= {cur_mtime:?}");
@@ -217,7 +234,11 @@ fn delivery_from_tmp_is_one_append_at_the_rename() {
         Ok::<_, std::io::Error>(())
     })
     .expect("write");
-    assert_eq!(f.dovecot.oracle_status("Archive").messages, 1, "fsync/close sent nothing");
+    assert_eq!(
+        f.dovecot.oracle_status("Archive").messages,
+        1,
+        "fsync/close sent nothing"
+    );
     assert!(names(tmp.clone()).contains("1700000000.M1P2.host"));
     rename(file, f.mount.join("Archive/new/1700000000.M1P2.host:2,F")).expect("deliver");
     let meta = f.dovecot.oracle_meta("Archive");
@@ -234,7 +255,10 @@ fn delivery_from_tmp_is_one_append_at_the_rename() {
     // A file in tmp/ that is unlinked is never sent; creating outside tmp/ is refused.
     let junk = tmp.join("junk");
     let junk2 = junk.clone();
-    within("write", QUICK, move || fs::write(junk2, b"Subject: x\r\n\r\nx\r\n")).expect("write");
+    within("write", QUICK, move || {
+        fs::write(junk2, b"Subject: x\r\n\r\nx\r\n")
+    })
+    .expect("write");
     within("rm", QUICK, move || fs::remove_file(junk)).expect("rm");
     let e = within("create in cur", QUICK, {
         let p = f.mount.join("Archive/cur/x");
@@ -262,7 +286,8 @@ fn rename_into_another_folder_is_a_move() {
     let original = f.dovecot.oracle_fetch("INBOX", 3);
     rename(
         f.mount.join("INBOX/cur").join(name(v, 3, "FS")),
-        f.mount.join("Archive/2024/cur/1700000000.mrefile.host:2,FS"),
+        f.mount
+            .join("Archive/2024/cur/1700000000.mrefile.host:2,FS"),
     )
     .expect("move");
     let inbox: Vec<u32> = f.dovecot.oracle_meta("INBOX").into_keys().collect();
@@ -317,14 +342,25 @@ fn mblaze_lists_flags_refiles_and_delivers() {
     let inbox_s = inbox.to_string_lossy().into_owned();
     let out = sh(&["mlist", &inbox_s]);
     assert_eq!(out.lines().count(), 4, "{out}");
-    let out = sh(&["mscan", &inbox.join("cur").join(name(v, 2, "S")).to_string_lossy()]);
+    let out = sh(&[
+        "mscan",
+        &inbox.join("cur").join(name(v, 2, "S")).to_string_lossy(),
+    ]);
     assert!(out.contains("maildir test"), "{out}");
     // mflag -F: \Flagged on the server.
-    let out = sh(&["mflag", "-F", &inbox.join("cur").join(name(v, 2, "S")).to_string_lossy()]);
+    let out = sh(&[
+        "mflag",
+        "-F",
+        &inbox.join("cur").join(name(v, 2, "S")).to_string_lossy(),
+    ]);
     assert!(out.contains(&name(v, 2, "FS")), "{out}");
     assert_eq!(flags(&f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
     // mflag -S on a message in new/: \Seen.
-    sh(&["mflag", "-S", &inbox.join("new").join(name(v, 1, "")).to_string_lossy()]);
+    sh(&[
+        "mflag",
+        "-S",
+        &inbox.join("new").join(name(v, 1, "")).to_string_lossy(),
+    ]);
     assert_eq!(flags(&f, "INBOX", 1), set(&["\\Seen"]));
     // mrefile: one copy in the target, bytes intact.
     let bytes = f.dovecot.oracle_fetch("INBOX", 3);
@@ -348,7 +384,11 @@ fn mblaze_lists_flags_refiles_and_delivers() {
         QUICK,
     )
     .expect("mdeliver");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(f.dovecot.oracle_status("Archive.2024").messages, 2);
 }
 
@@ -365,17 +405,18 @@ fn notmuch_indexes_searches_and_syncs_flags() {
     fs::write(
         &config,
         format!(
-            "[database]\npath={}\n[new]\ntags=unread;inbox\n[maildir]\nsynchronize_flags=true\n",
+            "[database]\npath={}\nmail_root={}\n[new]\ntags=unread;inbox\n[maildir]\nsynchronize_flags=true\n",
+            home.join("db").display(),
             f.mount.path().display()
         ),
     )
     .expect("config");
     let db = home.join("db");
+    fs::create_dir_all(&db).expect("db dir");
     let nm = |args: &[&str]| -> String {
         let mut c = std::process::Command::new("notmuch");
         c.args(args)
             .env("NOTMUCH_CONFIG", &config)
-            .env("NOTMUCH_DATABASE", &db)
             .env("HOME", &home);
         let out = common::run_command(c, None, Duration::from_secs(120)).expect("notmuch");
         assert!(
@@ -386,12 +427,23 @@ fn notmuch_indexes_searches_and_syncs_flags() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     nm(&["new"]);
-    let count: usize = nm(&["count", "--output=files", "*"]).trim().parse().expect("count");
+    let count: usize = nm(&["count", "--output=files", "*"])
+        .trim()
+        .parse()
+        .expect("count");
     assert_eq!(count, 5, "every message of the account");
-    let hits = nm(&["search", "--output=files", "zebracorn", "and", "folder:INBOX"]);
+    let hits = nm(&[
+        "search",
+        "--output=files",
+        "zebracorn",
+        "and",
+        "folder:INBOX",
+    ]);
     assert_eq!(
         hits.lines().count(),
-        f.dovecot.oracle_search("INBOX", "BODY zebracorn", None).len()
+        f.dovecot
+            .oracle_search("INBOX", "BODY zebracorn", None)
+            .len()
     );
     nm(&["tag", "+flagged", "id:maildir-2@example.org"]);
     assert_eq!(flags(&f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
@@ -400,12 +452,27 @@ fn notmuch_indexes_searches_and_syncs_flags() {
     let mut c = std::process::Command::new("notmuch");
     c.args(["insert", "--folder=Archive"])
         .env("NOTMUCH_CONFIG", &config)
-        .env("NOTMUCH_DATABASE", &db)
         .env("HOME", &home);
-    let out = common::run_command(c, Some(&common::compose_text(&message(50))), QUICK)
-        .expect("insert");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(f.dovecot.oracle_status("Archive").messages, 2, "delivered once");
+    let out =
+        common::run_command(c, Some(&common::compose_text(&message(50))), QUICK).expect("insert");
+    if !out.status.success() {
+        let log = f.mount.log();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.contains("TRACE")).collect();
+        eprintln!(
+            "imapfs log (end):\n{}",
+            tail[tail.len().saturating_sub(80)..].join("\n")
+        );
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        f.dovecot.oracle_status("Archive").messages,
+        2,
+        "delivered once"
+    );
     drop(f);
     let _ = fs::remove_dir_all(&home);
 }

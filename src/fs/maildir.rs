@@ -31,7 +31,7 @@
 //! [`Account::change_epoch`]: crate::store::Account::change_epoch
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{FileAttr, FileType};
 use parking_lot::Mutex;
@@ -197,7 +197,21 @@ struct Inner {
     /// Per folder: moves between `new/` and `cur/` made here (no server change).
     local: HashMap<MailboxId, u64>,
     clocks: HashMap<MailboxId, Clock>,
+    /// The names clients gave messages they delivered or moved (`dir`, name): found by
+    /// lookup for [`GIVEN_FOR`], never listed (`notmuch insert` opens the name it renamed
+    /// to, after opening the directory to fsync it).
+    given: HashMap<(Ino, String), (MessageRef, Instant)>,
+    /// Drafts delivered by a rename, and the message each became: the kernel holds the new
+    /// name with the draft's inode until our invalidation reaches it, so that inode reads as
+    /// the message.
+    delivered: HashMap<Ino, MessageRef>,
 }
+
+/// How long a name a client gave is found.
+const GIVEN_FOR: Duration = Duration::from_secs(60);
+
+/// Most names kept in [`Inner::given`].
+const MAX_GIVEN: usize = 4096;
 
 struct Clock {
     seen: (u64, u64),
@@ -283,6 +297,17 @@ impl ImapFs {
         if sub == Sub::Tmp {
             return Err(missing());
         }
+        let given = self
+            .maildir
+            .inner
+            .lock()
+            .given
+            .get(&(dir, name.to_string()))
+            .filter(|(_, at)| at.elapsed() < GIVEN_FOR)
+            .map(|(msg, _)| *msg);
+        if let Some(msg) = given {
+            return self.given_message(msg).ok_or_else(missing);
+        }
         let (validity, uid) = parse_name(name).message.ok_or_else(missing)?;
         let index = self.account.index(mb, self.opts.dir_ttl)?;
         let meta = {
@@ -305,12 +330,59 @@ impl ImapFs {
         }
         let generation = self.tree.lock().generation(mb, validity);
         let ino = Ino::message(generation, uid);
-        let _ = dir;
         Ok((ino, msg, self.message_attr(ino, &meta)))
+    }
+
+    /// A message under the name a client gave it, asking the server if the index is older.
+    fn given_message(&self, msg: MessageRef) -> Option<(Ino, MessageRef, FileAttr)> {
+        let meta = self.account.message_meta(msg).or_else(|| {
+            self.account.index(msg.mailbox, Duration::ZERO).ok()?;
+            self.account.message_meta(msg)
+        })?;
+        let generation = self.tree.lock().generation(msg.mailbox, msg.validity);
+        let ino = Ino::message(generation, msg.uid);
+        Some((ino, msg, self.message_attr(ino, &meta)))
+    }
+
+    /// Hook of getattr, open and read of a draft: the message a delivered draft became.
+    pub(crate) fn delivered_as(&self, ino: Ino) -> Option<MessageRef> {
+        if !matches!(ino.kind(), crate::fs::inode::InoKind::Draft(_)) {
+            return None;
+        }
+        self.maildir.inner.lock().delivered.get(&ino).copied()
+    }
+
+    /// Remember the name a client gave a message it delivered or moved into `dir`.
+    fn give_name(&self, dir: Ino, name: &str, msg: MessageRef) {
+        let mut inner = self.maildir.inner.lock();
+        if inner.given.len() >= MAX_GIVEN {
+            inner.given.retain(|_, (_, at)| at.elapsed() < GIVEN_FOR);
+            if inner.given.len() >= MAX_GIVEN {
+                inner.given.clear();
+            }
+        }
+        inner
+            .given
+            .insert((dir, name.to_string()), (msg, Instant::now()));
     }
 
     /// Hook of `getattr`.
     pub(crate) fn maildir_attr(&self, ino: Ino) -> Option<Result<(FileAttr, Duration)>> {
+        if let Some(msg) = self.delivered_as(ino) {
+            return Some(
+                self.given_message(msg)
+                    .map(|(_, _, attr)| {
+                        (
+                            FileAttr {
+                                ino: ino.into(),
+                                ..attr
+                            },
+                            Duration::ZERO,
+                        )
+                    })
+                    .ok_or_else(|| Error::NoEntry(format!("UID {}", msg.uid))),
+            );
+        }
         let (folder, _) = sub_of(ino)?;
         if self.maildir_folder(folder).is_none() {
             return Some(Err(Error::NoEntry(format!("directory {:#x}", ino.0))));
@@ -589,16 +661,30 @@ impl ImapFs {
             });
         }
         let uid = r?;
-        // Renamed into cur/ unseen: it stays in cur/.
-        if let (Sub::Cur, Some(uid), false) = (to, uid, flags.contains(&Flag::Seen)) {
-            if let Some(index) = self.account.cached_index(mb) {
-                let validity = index.read().validity;
-                self.maildir.inner.lock().in_cur.insert(MessageRef {
-                    mailbox: mb,
-                    validity,
-                    uid,
-                });
+        let validity = match self.account.cached_index(mb) {
+            Some(index) => Some(index.read().validity),
+            None => self
+                .account
+                .index(mb, self.opts.dir_ttl)
+                .ok()
+                .map(|i| i.read().validity),
+        };
+        if let (Some(uid), Some(validity)) = (uid, validity) {
+            let msg = MessageRef {
+                mailbox: mb,
+                validity,
+                uid,
+            };
+            // Renamed into cur/ unseen: it stays in cur/.
+            if to == Sub::Cur && !flags.contains(&Flag::Seen) {
+                self.maildir.inner.lock().in_cur.insert(msg);
             }
+            self.give_name(newparent, newname, msg);
+            let mut inner = self.maildir.inner.lock();
+            if inner.delivered.len() >= MAX_GIVEN {
+                inner.delivered.clear();
+            }
+            inner.delivered.insert(ino, msg);
         }
         self.note_local_change(mb);
         self.invalidate(Invalidation::Inode(newparent));
@@ -635,11 +721,15 @@ impl ImapFs {
             self.note_local_change(from_mb);
             let validity = self.account.cached_index(to_mb).map(|i| i.read().validity);
             match (moved.get(&msg.uid), validity) {
-                (Some(uid), Some(validity)) => MessageRef {
-                    mailbox: to_mb,
-                    validity,
-                    uid: *uid,
-                },
+                (Some(uid), Some(validity)) => {
+                    let at = MessageRef {
+                        mailbox: to_mb,
+                        validity,
+                        uid: *uid,
+                    };
+                    self.give_name(newparent, newname, at);
+                    at
+                }
                 // No COPYUID: where it is in the target is not known; it shows there by the
                 // rule for unseen messages.
                 _ => msg,

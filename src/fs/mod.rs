@@ -435,6 +435,20 @@ impl Filesystem for ImapFs {
         }
     }
 
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Maildir clients fsync the directory after a rename: moves still queued are sent
+        // first; every other change is on the server before its request is answered.
+        self.account.settle_all();
+        reply.ok();
+    }
+
     fn release(
         &self,
         _req: &Request,

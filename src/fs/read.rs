@@ -285,6 +285,11 @@ impl ImapFs {
             // Hook: fs::views.
             InoKind::View(v) => self.view_open(v, flags),
             InoKind::Draft(_) => {
+                // Hook: fs::maildir (a draft delivered by a rename reads as its message).
+                if let Some(msg) = self.delivered_as(ino) {
+                    self.account.open_message(msg)?;
+                    return Ok(FopenFlags::FOPEN_DIRECT_IO);
+                }
                 self.open_draft(ino)?;
                 Ok(FopenFlags::empty())
             }
@@ -310,7 +315,11 @@ impl ImapFs {
 
     pub(crate) fn read_file(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         match ino.kind() {
-            InoKind::Draft(_) => self.read_draft(ino, offset, size),
+            InoKind::Draft(_) => match self.delivered_as(ino) {
+                // Hook: fs::maildir.
+                Some(msg) => self.account.read(msg, offset, u64::from(size)),
+                None => self.read_draft(ino, offset, size),
+            },
             InoKind::Message { .. } => {
                 let (msg, _) = self.message_of(ino)?;
                 self.account.read(msg, offset, u64::from(size))
