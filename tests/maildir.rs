@@ -491,3 +491,27 @@ fn sh(cmd: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn search_links_point_into_cur_and_new() {
+    let f = maildir();
+    let v = validity(&f, "INBOX");
+    let results = f.mount.join("INBOX/.search/BODY zebracorn");
+    let links = names(results.clone());
+    assert_eq!(links.len(), 4, "{links:?}");
+    let target = within("readlink", QUICK, {
+        let p = results.join("1.eml");
+        move || fs::read_link(p)
+    })
+    .expect("readlink");
+    assert_eq!(
+        target,
+        PathBuf::from(format!("../../new/{}", name(v, 1, "")))
+    );
+    let bytes = within("read through the link", QUICK, {
+        let p = results.join("3.eml");
+        move || fs::read(p)
+    })
+    .expect("read");
+    assert_eq!(bytes, f.dovecot.oracle_fetch("INBOX", 3));
+}

@@ -344,6 +344,25 @@ impl ImapFs {
         Some((ino, msg, self.message_attr(ino, &meta)))
     }
 
+    /// Hook of the `.search` view: a message's path below its folder directory
+    /// (`cur/NAME` or `new/NAME`) in the Maildir layout.
+    pub(crate) fn maildir_path_of(&self, msg: MessageRef) -> Option<String> {
+        if !self.is_maildir() {
+            return None;
+        }
+        let meta = self.account.message_meta(msg)?;
+        let sub = if self.in_new(msg, &meta) {
+            Sub::New
+        } else {
+            Sub::Cur
+        };
+        Some(format!(
+            "{}/{}",
+            sub.name(),
+            message_name(msg.validity, msg.uid, &meta.flags)
+        ))
+    }
+
     /// Hook of getattr, open and read of a draft: the message a delivered draft became.
     pub(crate) fn delivered_as(&self, ino: Ino) -> Option<MessageRef> {
         if !matches!(ino.kind(), crate::fs::inode::InoKind::Draft(_)) {
