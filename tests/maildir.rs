@@ -515,3 +515,175 @@ fn search_links_point_into_cur_and_new() {
     .expect("read");
     assert_eq!(bytes, f.dovecot.oracle_fetch("INBOX", 3));
 }
+
+/// neomutt in a tmux pty, driven by `push`: flag the first message, delete the second, save
+/// the third to Archive, sync, quit. Returns once neomutt exited.
+fn neomutt_session(root: &std::path::Path, work: &std::path::Path) {
+    let rc = work.join("neomuttrc");
+    fs::write(
+        &rc,
+        format!(
+            "set mbox_type=Maildir\nset folder={}\nset spoolfile=+INBOX\nset sort=date\n\
+             set confirmappend=no\nset delete=yes\nset quit=yes\nset move=no\nset mark_old=no\n\
+             set maildir_trash=no\nset header_cache=\nset record=\nset wait_key=no\n\
+             set resolve=no\n\
+             push \"<first-entry><flag-message><next-entry><delete-message><next-entry>\
+             <save-message>=Archive<enter><sync-mailbox><quit>\"\n",
+            root.display()
+        ),
+    )
+    .expect("muttrc");
+    let done = work.join("done");
+    let _ = fs::remove_file(&done);
+    let socket = format!("imapfs-maildir-{}", std::process::id());
+    let command = format!(
+        "neomutt -n -d 2 -l '{}' -F '{}' 2>'{}'; echo $? > '{}'",
+        work.join("neomutt.log").display(),
+        rc.display(),
+        work.join("stderr").display(),
+        done.display()
+    );
+    let out = run(
+        &[
+            "tmux",
+            "-L",
+            &socket,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &command,
+        ],
+        QUICK,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let finished = std::time::Instant::now() + Duration::from_secs(60);
+    while !done.exists() && std::time::Instant::now() < finished {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let screen = run(&["tmux", "-L", &socket, "capture-pane", "-p"], QUICK);
+    let _ = run(&["tmux", "-L", &socket, "kill-server"], QUICK);
+    let status = fs::read_to_string(&done).unwrap_or_else(|_| {
+        panic!(
+            "neomutt did not finish; screen:\n{}",
+            String::from_utf8_lossy(&screen.stdout)
+        )
+    });
+    assert_eq!(status.trim(), "0", "neomutt failed");
+}
+
+/// Bare LF line ends as CRLF.
+fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Every file below `root`, relative, for the local control run.
+fn files_below(root: &std::path::Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for folder in ["INBOX", "Archive"] {
+        for sub in ["cur", "new", "tmp"] {
+            for e in fs::read_dir(root.join(folder).join(sub)).expect("read_dir") {
+                let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+                out.insert(format!("{folder}/{sub}/{name}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn neomutt_flags_deletes_saves_and_syncs() {
+    if !has("neomutt") || !has("tmux") {
+        eprintln!("neomutt or tmux is not installed (scripts/setup.sh installs them): skipped");
+        return;
+    }
+    // The same session on a plain local Maildir first: a failing script is told apart from a
+    // failing mount.
+    let work = common::unique_temp_dir("neomutt");
+    let local = work.join("local");
+    for folder in ["INBOX", "Archive"] {
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(local.join(folder).join(sub)).expect("mkdir");
+        }
+    }
+    for (uid, place) in [
+        (1, "new/1.x:2,"),
+        (2, "cur/2.x:2,S"),
+        (3, "cur/3.x:2,FS"),
+        (4, "new/4.x:2,R"),
+    ] {
+        fs::write(
+            local.join("INBOX").join(place),
+            common::compose_text(&message(uid)),
+        )
+        .expect("seed");
+    }
+    neomutt_session(&local, &work);
+    let files = files_below(&local);
+    assert!(files.contains("INBOX/new/1.x:2,F"), "{files:?}");
+    assert!(files.contains("INBOX/new/4.x:2,R"), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.contains("2.x") || f.contains("3.x")),
+        "{files:?}"
+    );
+    let saved: Vec<&String> = files.iter().filter(|f| f.starts_with("Archive/")).collect();
+    assert_eq!(saved.len(), 1, "{files:?}");
+    // neomutt rewrites what it saves (a Content-Length header, bare LF): the server must hold
+    // what it wrote to the local Maildir, with bare LF sent as CRLF (as every APPEND is).
+    let saved_bytes = crlf(&fs::read(local.join(saved[0])).expect("saved message"));
+
+    let f = maildir();
+    neomutt_session(f.mount.path(), &work);
+    let inbox = f.dovecot.oracle_meta("INBOX");
+    if inbox.len() != 2 {
+        let log = f.mount.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("TRACE") && !l.contains("capability") && !l.contains("rustls"))
+            .collect();
+        eprintln!(
+            "imapfs log:\n{}",
+            lines[lines.len().saturating_sub(120)..].join("\n")
+        );
+        eprintln!(
+            "neomutt stderr: {}",
+            fs::read_to_string(work.join("stderr")).unwrap_or_default()
+        );
+        eprintln!(
+            "neomutt log: {}",
+            fs::read_to_string(work.join("neomutt.log")).unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        inbox.keys().copied().collect::<Vec<_>>(),
+        vec![1, 4],
+        "2 deleted, 3 saved away"
+    );
+    assert_eq!(flags(&f, "INBOX", 1), set(&["\\Flagged"]));
+    assert_eq!(
+        flags(&f, "INBOX", 4),
+        set(&["\\Answered"]),
+        "sync changed nothing else"
+    );
+    let archive = f.dovecot.oracle_fetch_all("Archive");
+    assert_eq!(archive.len(), 2, "exactly one copy saved");
+    assert_eq!(archive.get(&2), Some(&saved_bytes));
+    assert_eq!(flags(&f, "Archive", 2), set(&["\\Flagged", "\\Seen"]));
+    drop(f);
+    let _ = fs::remove_dir_all(&work);
+}

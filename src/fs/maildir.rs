@@ -562,6 +562,25 @@ impl ImapFs {
         Some(Ok((self.sub_attr(ino), Duration::from_secs(1))))
     }
 
+    /// Hook of `setattr`: a time set on a message (mutt dates the file it saved with
+    /// `utime`, and fails the save if that fails) is accepted and changes nothing: a message's
+    /// mtime is its INTERNALDATE. Anything else goes the usual way.
+    pub(crate) fn maildir_touch(
+        &self,
+        ino: Ino,
+        mode: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<fuser::TimeOrNow>,
+    ) -> Option<Result<(FileAttr, Duration)>> {
+        let is_message = matches!(ino.kind(), crate::fs::inode::InoKind::Message { .. })
+            || self.delivered_as(ino).is_some();
+        if !self.is_maildir() || !is_message || mtime.is_none() || mode.is_some() || size.is_some()
+        {
+            return None;
+        }
+        Some(self.attr_of(ino))
+    }
+
     /// Hook of `rmdir`: `cur`, `new` and `tmp` go with their folder only.
     pub(crate) fn maildir_rmdir(&self, parent: Ino, name: &str) -> Option<Error> {
         if sub_of(parent).is_some() {

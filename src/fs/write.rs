@@ -50,6 +50,10 @@ impl ImapFs {
         size: Option<u64>,
         mtime: Option<TimeOrNow>,
     ) -> Result<(FileAttr, Duration)> {
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_touch(ino, mode, size, mtime) {
+            return r;
+        }
         if let InoKind::Draft(_) = ino.kind() {
             return Ok((self.set_draft_attr(ino, size, mtime)?, Duration::ZERO));
         }
