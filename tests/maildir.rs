@@ -445,6 +445,18 @@ fn notmuch_indexes_searches_and_syncs_flags() {
             .oracle_search("INBOX", "BODY zebracorn", None)
             .len()
     );
+    // Another client's new mail is found by the next `notmuch new` (directory mtimes).
+    f.dovecot
+        .oracle_append("INBOX", &common::compose_text(&message(60)));
+    wait_for(
+        "notmuch new to find the other client's message",
+        QUICK,
+        || {
+            nm(&["new"]);
+            let n: usize = nm(&["count", "--output=files", "*"]).trim().parse().ok()?;
+            (n == 6).then_some(())
+        },
+    );
     nm(&["tag", "+flagged", "id:maildir-2@example.org"]);
     assert_eq!(flags(&f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
     nm(&["tag", "-unread", "id:maildir-1@example.org"]);
