@@ -699,3 +699,128 @@ fn neomutt_flags_deletes_saves_and_syncs() {
     drop(f);
     let _ = fs::remove_dir_all(&work);
 }
+
+/// `notmuch new` over 10,000 messages through the mount (cold: fresh mount and database; warm:
+/// again, nothing changed) beside `mbsync` pulling the folder into a local Maildir plus `notmuch
+/// new` there. Prints figures, asserts only that both index every message. Ignored by
+/// `cargo test`: `cargo test --test maildir -- --ignored bench --nocapture`
+/// (MAILDIR_BENCH_MESSAGES sets the count).
+#[test]
+#[ignore]
+fn bench_notmuch_new_through_the_mount_and_after_mbsync() {
+    if !has("notmuch") || !has("mbsync") {
+        eprintln!("needs notmuch and mbsync (Debian isync): skipped");
+        return;
+    }
+    let n: u32 = std::env::var("MAILDIR_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut seed = Seed::new();
+    seed.size_hints = true;
+    for i in 0..n {
+        let mut m = message(i + 1000);
+        m.message_id = format!("<bench-{i}@example.org>");
+        for line in 0..(i % 40) {
+            m.body_lines
+                .push(format!("line {line} of message {i}, word{}", i % 97));
+        }
+        seed.folder_mut("Bench").push_text(&m, &["\\Seen"]);
+    }
+    let dovecot = Dovecot::start(&seed);
+    let work = common::unique_temp_dir("bench-notmuch");
+    let notmuch = |root: &std::path::Path, db: &str, args: &[&str]| -> Duration {
+        let config = work.join(format!("{db}.config"));
+        let db = work.join(db);
+        fs::create_dir_all(&db).expect("db");
+        fs::write(
+            &config,
+            format!(
+                "[database]\npath={}\nmail_root={}\n[new]\ntags=unread;inbox\n",
+                db.display(),
+                root.display()
+            ),
+        )
+        .expect("config");
+        let mut c = std::process::Command::new("notmuch");
+        c.args(args)
+            .env("NOTMUCH_CONFIG", &config)
+            .env("HOME", &work);
+        let t = std::time::Instant::now();
+        let out = common::run_command(c, None, Duration::from_secs(1800)).expect("notmuch");
+        let took = t.elapsed();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        took
+    };
+    let count = |root: &std::path::Path, db: &str| -> String {
+        let config = work.join(format!("{db}.config"));
+        let mut c = std::process::Command::new("notmuch");
+        c.args(["count", "--output=files", "*"])
+            .env("NOTMUCH_CONFIG", &config)
+            .env("HOME", &work);
+        let out = common::run_command(c, None, QUICK).expect("count");
+        let _ = root;
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    // Through the mount.
+    let mount = Mount::start(&dovecot, &["-o", "maildir"]).unwrap_or_else(|e| panic!("{e}"));
+    let cold = notmuch(mount.path(), "mount-db", &["new", "--quiet"]);
+    let warm = notmuch(mount.path(), "mount-db", &["new", "--quiet"]);
+    assert_eq!(count(mount.path(), "mount-db"), n.to_string());
+    drop(mount);
+
+    // mbsync into a local Maildir, then notmuch there.
+    let local = work.join("local");
+    fs::create_dir_all(&local).expect("local");
+    let conf = work.join("mbsyncrc");
+    fs::write(
+        &conf,
+        format!(
+            "IMAPAccount bench\nHost 127.0.0.1\nPort {}\nUser {}\nPass {}\nSSLType None\n\
+             AuthMechs LOGIN\n\nIMAPStore remote\nAccount bench\n\n\
+             MaildirStore local\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
+             Channel bench\nFar :remote:\nNear :local:\nPatterns Bench\nCreate Near\n\
+             Sync Pull\nSyncState *\n",
+            dovecot.imap_port,
+            dovecot.user,
+            dovecot.password,
+            local.display(),
+            local.display()
+        ),
+    )
+    .expect("mbsyncrc");
+    let t = std::time::Instant::now();
+    let out = run(
+        &["mbsync", "-q", "-c", &conf.to_string_lossy(), "bench"],
+        Duration::from_secs(1800),
+    );
+    let pull = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local_cold = notmuch(&local, "local-db", &["new", "--quiet"]);
+    let local_warm = notmuch(&local, "local-db", &["new", "--quiet"]);
+    assert_eq!(count(&local, "local-db"), n.to_string());
+    println!("notmuch new over {n} messages (seconds):");
+    println!("  through the mount, cold: {:8.2}", cold.as_secs_f64());
+    println!("  through the mount, warm: {:8.2}", warm.as_secs_f64());
+    println!(
+        "  mbsync pull + notmuch new, cold: {:8.2} ({:.2} + {:.2})",
+        (pull + local_cold).as_secs_f64(),
+        pull.as_secs_f64(),
+        local_cold.as_secs_f64()
+    );
+    println!(
+        "  notmuch new on the local copy, warm: {:8.2}",
+        local_warm.as_secs_f64()
+    );
+    drop(dovecot);
+    let _ = fs::remove_dir_all(&work);
+}
