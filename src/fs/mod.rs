@@ -115,6 +115,8 @@ pub struct ImapFs {
     owner: (u32, u32),
     /// What the Maildir layout remembers (unused in the default layout).
     maildir: maildir::MaildirState,
+    /// When the mount started: the time of folder directories (not 1970).
+    started: SystemTime,
 }
 
 impl ImapFs {
@@ -137,6 +139,7 @@ impl ImapFs {
             next_fh: AtomicU64::new(1),
             owner,
             maildir: maildir::MaildirState::default(),
+            started: SystemTime::now(),
         }
     }
 

@@ -392,7 +392,7 @@ impl ImapFs {
     }
 
     pub(crate) fn dir_attr(&self, ino: Ino) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0o755, 0, UNIX_EPOCH)
+        self.attr(ino, FileType::Directory, 0o755, 0, self.started)
     }
 
     pub(crate) fn message_attr(&self, ino: Ino, meta: &MessageMeta) -> FileAttr {
