@@ -155,6 +155,9 @@ fn the_default_layout_is_unchanged() {
         inbox.contains("1.eml") && !inbox.contains("cur"),
         "{inbox:?}"
     );
+    // Folder directories are dated by the mount's start, not 1970 (issue 18).
+    let mtime = fs::metadata(f.mount.join("INBOX")).expect("stat").mtime();
+    assert!(mtime > 1_600_000_000, "{mtime}");
 }
 
 #[test]
