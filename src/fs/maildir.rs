@@ -19,8 +19,12 @@
 //! - **Delivery.** A file created in `tmp/` is a draft that neither close nor fsync sends;
 //!   its rename into `new/` or `cur/` of any folder is the APPEND, flags from the new name.
 //!   A rename of a message into another folder's `cur/` or `new/` is a MOVE (its new name's
-//!   unique part is the client's and is not kept). `link()` is refused (EPERM), so mutt falls
-//!   back to rename.
+//!   unique part is the client's and is not kept). Either way the message is listed under its
+//!   server name; the name the client gave is found by lookup for a minute (`notmuch insert`
+//!   opens it), and the draft's inode reads as the message (the kernel holds the new name with
+//!   it until our invalidation arrives). `link()` is refused (EPERM), so mutt falls back to
+//!   rename; `utime()` on a message is accepted and changes nothing (mutt fails a save if it
+//!   cannot date the file).
 //! - **Directory times.** Clients poll the mtime of `cur/` and `new/`. Every folder has a
 //!   clock: when the store's count of changes to the folder ([`Account::change_epoch`]) or
 //!   this module's own count (moves between `new/` and `cur/`) differs from what the clock last
