@@ -8,7 +8,9 @@
 #   python3        the independent IMAP client the tests compare against (imaplib)
 #   mblaze         Maildir tools tests/maildir.rs drives through the mount (mlist, mflag, ...)
 #   notmuch        the mail indexer tests/maildir.rs drives through the mount
-#   neomutt, tmux  the mail client and the terminal to drive it in (docs/clients.md)
+#   neomutt, tmux  the mail client and the terminal to drive it in (tests/maildir.rs)
+#   maildir-utils  mu, the indexer tests/maildir.rs drives through the mount
+#   isync          mbsync, the peer of the ignored Maildir benchmark in tests/maildir.rs
 #
 # Then scripts/servers.sh: GNU mailutils imap4d, Courier-IMAP and Cyrus IMAP for
 # tests/compat.rs, unpacked privately beside dovecot-imapd (their packages conflict with it);
@@ -39,10 +41,12 @@ declare -A PROOF=(
     [notmuch]=notmuch
     [neomutt]=neomutt
     [tmux]=tmux
+    [maildir-utils]=mu
+    [isync]=mbsync
 )
 
 missing=()
-for pkg in fuse3 dovecot-imapd openssl attr python3 mblaze notmuch neomutt tmux; do
+for pkg in fuse3 dovecot-imapd openssl attr python3 mblaze notmuch neomutt tmux maildir-utils isync; do
     if ! command -v "${PROOF[$pkg]}" >/dev/null 2>&1; then
         missing+=("$pkg")
     fi

@@ -827,3 +827,37 @@ fn bench_notmuch_new_through_the_mount_and_after_mbsync() {
     drop(dovecot);
     let _ = fs::remove_dir_all(&work);
 }
+
+/// mu 1.8 through the mount: index and find (it has no `move` to change flags).
+#[test]
+fn mu_indexes_and_finds() {
+    if !has("mu") {
+        eprintln!("mu is not installed (Debian maildir-utils): skipped");
+        return;
+    }
+    let f = maildir();
+    let home = common::unique_temp_dir("mu");
+    let muhome = format!("--muhome={}", home.display());
+    let mu = |args: &[&str]| -> String {
+        let mut c = std::process::Command::new("mu");
+        c.args(args).arg(&muhome).env("HOME", &home);
+        let out = common::run_command(c, None, Duration::from_secs(120)).expect("mu");
+        assert!(
+            out.status.success(),
+            "mu {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    mu(&["init", &format!("--maildir={}", f.mount.path().display())]);
+    mu(&["index", "--quiet"]);
+    let found = mu(&["find", "--fields=l", "zebracorn"]);
+    assert_eq!(found.lines().count(), 5, "{found}");
+    // Flags read from the names: mu's unread messages are the server's unseen ones.
+    let unread = mu(&["find", "--fields=l", "flag:unread"]);
+    let unseen = f.dovecot.oracle_search("INBOX", "UNSEEN", None).len()
+        + f.dovecot.oracle_search("Archive", "UNSEEN", None).len();
+    assert_eq!(unread.lines().count(), unseen, "{unread}");
+    drop(f);
+    let _ = fs::remove_dir_all(&home);
+}
