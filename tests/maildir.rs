@@ -181,8 +181,17 @@ fn flags_by_rename_store_exactly_the_letters() {
         set(&["\\Flagged", "\\Seen", "\\Deleted"])
     );
     assert_eq!(f.dovecot.oracle_status("INBOX").messages, 4);
+    // user.imap.flags works on the same files, and renames them.
+    common::set_xattr(
+        &cur.join(name(v, 2, "FST")),
+        "user.imap.flags",
+        b"-\\Deleted",
+    )
+    .expect("setxattr");
+    assert_eq!(flags(&f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
+    assert!(cur.join(name(v, 2, "FS")).exists());
     // Another unique part within the folder is refused.
-    let e = rename(cur.join(name(v, 2, "FST")), cur.join(name(v, 9, "FST"))).unwrap_err();
+    let e = rename(cur.join(name(v, 2, "FS")), cur.join(name(v, 9, "FS"))).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
 }
 
