@@ -402,6 +402,17 @@ fn mblaze_lists_flags_refiles_and_delivers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(f.dovecot.oracle_status("Archive.2024").messages, 2);
+    // Another client's new mail shows on mlist's next look.
+    assert_eq!(
+        sh(&["mlist", &inbox_s]).lines().count(),
+        3,
+        "one refiled away"
+    );
+    f.dovecot
+        .oracle_append("INBOX", &common::compose_text(&message(41)));
+    wait_for("mlist to list the other client's message", QUICK, || {
+        (sh(&["mlist", &inbox_s]).lines().count() == 4).then_some(())
+    });
 }
 
 /// notmuch through the mount: new, search, tag with synchronize_flags, insert.

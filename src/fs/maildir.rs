@@ -482,9 +482,13 @@ impl ImapFs {
         }
         self.account.settle(mb);
         let index = self.account.index(mb, self.opts.dir_ttl)?;
-        let ix = index.read();
-        let validity = ix.validity;
+        // The tree lock is never taken while the index is read (the default listing's order).
+        let validity = index.read().validity;
         let generation = self.tree.lock().generation(mb, validity);
+        let ix = index.read();
+        if ix.validity != validity {
+            return Ok(out); // reset meanwhile: the next listing shows the new generation
+        }
         for (&uid, meta) in &ix.messages {
             let msg = MessageRef {
                 mailbox: mb,
