@@ -540,11 +540,11 @@ impl ImapFs {
         if !self.is_maildir() {
             return None;
         }
+        if let Err(e) = self.refuse_if_read_only() {
+            return Some(Err(e));
+        }
         Some(match self.sub_mailbox(parent) {
-            Some((_, Sub::Tmp, mb)) => {
-                self.refuse_if_read_only()
-                    .and_then(|()| self.create_draft_in(parent, mb, name, pid))
-            }
+            Some((_, Sub::Tmp, mb)) => self.create_draft_in(parent, mb, name, pid),
             _ => Err(Error::NotPermitted(
                 "in the Maildir layout new messages are written to tmp/ and renamed into new/ or cur/"
                     .into(),
