@@ -6,6 +6,11 @@
 #   openssl        makes the throwaway self-signed certificates
 #   attr           getfattr/setfattr, to look at the xattrs
 #   python3        the independent IMAP client the tests compare against (imaplib)
+#   mblaze         Maildir tools tests/maildir.rs drives through the mount (mlist, mflag, ...)
+#   notmuch        the mail indexer tests/maildir.rs drives through the mount
+#   neomutt, tmux  the mail client and the terminal to drive it in (tests/maildir.rs)
+#   maildir-utils  mu, the indexer tests/maildir.rs drives through the mount
+#   isync          mbsync, the peer of the ignored Maildir benchmark in tests/maildir.rs
 #
 # Then scripts/servers.sh: GNU mailutils imap4d, Courier-IMAP and Cyrus IMAP for
 # tests/compat.rs, unpacked privately beside dovecot-imapd (their packages conflict with it);
@@ -32,10 +37,16 @@ declare -A PROOF=(
     [openssl]=openssl
     [attr]=getfattr
     [python3]=python3
+    [mblaze]=mlist
+    [notmuch]=notmuch
+    [neomutt]=neomutt
+    [tmux]=tmux
+    [maildir-utils]=mu
+    [isync]=mbsync
 )
 
 missing=()
-for pkg in fuse3 dovecot-imapd openssl attr python3; do
+for pkg in fuse3 dovecot-imapd openssl attr python3 mblaze notmuch neomutt tmux maildir-utils isync; do
     if ! command -v "${PROOF[$pkg]}" >/dev/null 2>&1; then
         missing+=("$pkg")
     fi

@@ -102,6 +102,10 @@ pub struct MountArgs {
     /// Live updates with IDLE: yes or no [default: yes]
     #[arg(long, value_name = "yes|no")]
     pub idle: Option<String>,
+    /// How folders show messages: NUMBER.eml files, or a Maildir with cur/ new/ tmp/ for
+    /// notmuch, mutt, mblaze, mu and aerc (also -o maildir) [default: eml]
+    #[arg(long, value_name = "eml|maildir")]
+    pub layout: Option<String>,
     /// Allow a mount point that is not empty
     #[arg(long)]
     pub nonempty: bool,
@@ -231,6 +235,7 @@ impl MountArgs {
             ("delete", &self.delete),
             ("trash", &self.trash),
             ("idle", &self.idle),
+            ("layout", &self.layout),
         ];
         for (name, value) in valued {
             if let Some(v) = value {

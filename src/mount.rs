@@ -125,6 +125,7 @@ fn start_serving(
         read_only: opts.read_only,
         subscribed_only: opts.subscribed_only,
         idle: opts.idle,
+        layout: opts.layout,
         ..FsOptions::default()
     };
     let fs = ImapFs::new(account.clone(), fs_opts);

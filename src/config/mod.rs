@@ -117,6 +117,9 @@ fn percent_decode(s: &str) -> Option<String> {
 /// What `rm` of a message does (the store's choice, named here for the options).
 pub use crate::store::DeleteMode;
 
+/// How folders show their messages (the filesystem's choice, named here for the options).
+pub use crate::fs::maildir::Layout;
+
 /// Options of `imapfs mount` beyond the account: what `mount::run` and the filesystem read.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -139,6 +142,8 @@ pub struct MountOptions {
     pub subscribed_only: bool,
     /// `idle=yes|no`: watch for changes with IDLE (live updates).
     pub idle: bool,
+    /// `layout=eml|maildir` (or `maildir`): how folders show their messages.
+    pub layout: Layout,
     /// `nonempty`: allow mounting over a directory that is not empty.
     pub nonempty: bool,
 }
@@ -245,6 +250,7 @@ mod tests {
                 "tls_fingerprint" => Some("sha256:".to_string() + &"ab".repeat(32)),
                 "delete" => Some("trash".into()),
                 "idle" => Some("yes".into()),
+                "layout" => Some("maildir".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),
                 "cache_size" | "max_literal" => Some("1M".into()),

@@ -144,6 +144,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "live updates with IDLE",
     },
     OptionSpec {
+        name: "layout",
+        value: Some("eml|maildir"),
+        help: "how folders show messages: NUMBER.eml files, or a Maildir (cur/ new/ tmp/)",
+    },
+    OptionSpec {
+        name: "maildir",
+        value: None,
+        help: "the Maildir layout (layout=maildir)",
+    },
+    OptionSpec {
         name: "nonempty",
         value: None,
         help: "allow a mount point that is not empty",
@@ -182,6 +192,7 @@ pub struct Settings {
     pub trash: Option<String>,
     pub subscribed_only: bool,
     pub idle: bool,
+    pub layout: Layout,
     pub nonempty: bool,
 }
 
@@ -209,6 +220,7 @@ impl Default for Settings {
             trash: None,
             subscribed_only: false,
             idle: true,
+            layout: Layout::Eml,
             nonempty: false,
         }
     }
@@ -302,6 +314,8 @@ impl Settings {
             }
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
+            "layout" => self.layout = value.parse().map_err(bad)?,
+            "maildir" => self.layout = Layout::Maildir,
             "nonempty" => self.nonempty = true,
             _ => unreachable!("every OPTIONS entry is handled"),
         }
@@ -371,6 +385,7 @@ impl Settings {
             trash: self.trash.clone(),
             subscribed_only: self.subscribed_only,
             idle: self.idle,
+            layout: self.layout,
             nonempty: self.nonempty,
         }
     }

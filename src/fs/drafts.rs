@@ -17,10 +17,8 @@
 //!   (APPENDUID, or proved; see `store::write::proof`). A version that cannot be placed by UID
 //!   cannot be replaced, so writes after it fail (EPERM). A failed APPEND withdraws the version
 //!   before it too: a file whose last close failed leaves nothing behind.
-//! - A close by a process other than the handle's opener (a descriptor inherited through
-//!   fork) sends nothing until a version was sent or the opener closed its own copy.
-//! - A flush from a process that a signal is killing sends nothing (/proc/TID/status: a
-//!   fatal signal pending): a killed `cp` leaves no partial message.
+//! - A flush from a process that a signal is killing sends nothing (/proc: `PF_EXITING` and a
+//!   signal in its exit code): a killed `cp` leaves no partial message.
 //! - Nothing is sent at `release`: its error could reach no one. At the last release a draft
 //!   still changed since its last sent version was written after its writers' last close (a
 //!   killed writer): it is dropped with a warning, and a partial version already sent is
@@ -28,12 +26,10 @@
 //!
 //! Locking: [`Drafts`] sits behind one mutex that is never held across a server call or a
 //! kernel notification. Two writing flushes of one draft take turns (`Draft::sending`, waited
-//! for on `ImapFs::drafts_turn`, which releases the mutex), so a replacement always knows
-//! which UID it replaces; reads, writes, getattr and a reader's flush or release never wait
-//! for an APPEND. Who flushes is read from `/proc/TID/status` only: an earlier attempt read
-//! `/proc/TID/stat`, which waits for the exec lock of a process in execve, and such a process
-//! (a child closing its inherited descriptor on exec) holds that lock while it waits for the
-//! reply to its FLUSH of this very file, so both hung in D state.
+//! for on [`ImapFs::drafts_turn`], which releases the mutex), so a replacement always knows
+//! which UID it replaces; reads, writes, getattr and a reader's flush or release never wait for
+//! an APPEND. (An earlier attempt held a lock that readers' requests also needed across the
+//! APPEND, and a concurrent `cat` hung in D state.)
 //!
 //! A draft is shown under the name it was created with until its first APPEND is tried; the
 //! message then shows under its UID's name. Flags set with `setfattr` and an mtime set with
@@ -98,8 +94,6 @@ struct Handle {
     writes: bool,
     /// The process (thread group) that opened it; `None` if /proc could not tell.
     opener: Option<u32>,
-    /// The opener has closed a descriptor of it.
-    opener_closed: bool,
 }
 
 /// Why a draft is being flushed.
@@ -201,6 +195,18 @@ impl ImapFs {
                 "new files can only be messages in a folder that holds messages".into(),
             ));
         };
+        self.create_draft_in(parent, mailbox, name, pid)
+    }
+
+    /// `create` of a draft for `mailbox` shown in directory `parent` (a folder, or a Maildir
+    /// `tmp/`).
+    pub(crate) fn create_draft_in(
+        &self,
+        parent: Ino,
+        mailbox: MailboxId,
+        name: &str,
+        pid: u32,
+    ) -> Result<(FileAttr, u64)> {
         if name.contains('\0') {
             return Err(Error::InvalidInput("name holds a NUL".into()));
         }
@@ -216,7 +222,6 @@ impl ImapFs {
                 Handle {
                     writes: true,
                     opener,
-                    opener_closed: false,
                 },
             )]),
             parent,
@@ -251,14 +256,7 @@ impl ImapFs {
             .by_ino
             .get_mut(&ino)
             .ok_or_else(|| Error::NoEntry("draft".into()))?;
-        d.handles.insert(
-            fh,
-            Handle {
-                writes,
-                opener,
-                opener_closed: false,
-            },
-        );
+        d.handles.insert(fh, Handle { writes, opener });
         Ok(fh)
     }
 
@@ -308,16 +306,15 @@ impl ImapFs {
     /// replaces. The APPEND's error is close()'s or fsync()'s.
     ///
     /// A close by a process other than the handle's opener is a copy of the descriptor it
-    /// inherited (a fork, often closed by exec): it sends nothing until the opener has closed
-    /// its copy or a version was sent, so a writer that spawns a child mid-copy does not store
-    /// half a message (it would be replaced, but a reader must not see it). After that, any
-    /// writing close sends what changed (a child writing a file its parent opened and closed).
-    /// A process a signal is killing sends nothing.
+    /// inherited (a fork, often closed by exec): it sends nothing before the opener's first
+    /// send, so a `cp` that spawns a child mid-copy does not store half a message (it would
+    /// be replaced, but a reader must not see it). After that, any writing close sends what
+    /// changed. A process a signal is killing sends nothing.
     pub(crate) fn flush_draft(&self, ino: Ino, fh: u64, pid: u32, kind: FlushKind) -> Result<()> {
         if !matches!(ino.kind(), InoKind::Draft(_)) {
             return Ok(());
         }
-        let (opener, opener_closed, sent_before, worth) = {
+        let (opener, sent_before) = {
             let drafts = self.drafts.lock();
             let Some(d) = drafts.by_ino.get(&ino) else {
                 return Ok(());
@@ -325,42 +322,21 @@ impl ImapFs {
             let Some(h) = d.handles.get(&fh).filter(|h| h.writes) else {
                 return Ok(());
             };
-            let worth = d.worth_sending() || has_leftovers(d);
-            (
-                h.opener,
-                h.opener_closed,
-                d.stored != Stored::Nothing,
-                worth,
-            )
+            if !(d.worth_sending() || has_leftovers(d)) {
+                return Ok(());
+            }
+            (h.opener, d.stored != Stored::Nothing)
         };
         // /proc/TID/status, never /proc/TID/stat: reading `stat` of a process in execve
         // waits for its exec lock, which it holds while close-on-exec flushes this very
         // file, waiting for our reply (both then hang in D state; seen here).
         let caller = Caller::of(pid);
         if caller.is_some_and(|c| c.killed) {
-            if worth {
-                log::info!("a new file's writer (pid {pid}) was killed: its close sends nothing");
-            }
+            log::info!("a new file's writer (pid {pid}) was killed: its close sends nothing");
             return Ok(());
         }
-        // Who cannot be told (a caller outside our pid namespace) counts as the opener.
-        let own = match (opener, caller.and_then(|c| c.tgid)) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        if own && kind == FlushKind::Close && !opener_closed {
-            // From now on the descriptors other processes inherited are the writers (a
-            // parent that hands the file to a child and closes its own copy first).
-            let mut drafts = self.drafts.lock();
-            if let Some(h) = drafts
-                .by_ino
-                .get_mut(&ino)
-                .and_then(|d| d.handles.get_mut(&fh))
-            {
-                h.opener_closed = true;
-            }
-        }
-        if !worth || (kind == FlushKind::Close && !own && !sent_before && !opener_closed) {
+        let own = opener.is_some() && caller.and_then(|c| c.tgid) == opener;
+        if kind == FlushKind::Close && !own && !sent_before {
             return Ok(());
         }
         // Our turn: one send of a draft at a time, the state read again once it is ours.
@@ -408,10 +384,6 @@ impl ImapFs {
                         .filter_map(|(m, r)| r.is_err().then_some(*m)),
                 );
                 d.sending = false;
-                if d.handles.is_empty() {
-                    // Its last release came while this send ran, and left it to us.
-                    drafts.by_ino.remove(&ino);
-                }
             }
         }
         self.drafts_turn.notify_all();
@@ -498,11 +470,10 @@ impl ImapFs {
         };
         let mut withdraw = d.superseded.clone();
         if d.worth_sending() {
-            let what = d.name.as_deref().unwrap_or("(a send was tried)");
+            let what = d.name.as_deref().unwrap_or("(sent before)");
             log::warn!(
-                "new message {what}: its {} bytes are not stored: its last close failed (the \
-                 writer was told), or it was written to after its last close (was its writer \
-                 killed?)",
+                "new message {what}: written to after its last close and never closed again \
+                 (was its writer killed?): its {} bytes are not stored",
                 d.len
             );
             if let Stored::At { at, .. } = d.stored {
@@ -737,6 +708,66 @@ impl Caller {
             tgid: field("Tgid").and_then(|v| v.parse().ok()),
             killed: pending & bit(9) != 0 || fatal != 0,
         }
+    }
+}
+
+/// What a draft holds, taken for an APPEND made elsewhere ([`ImapFs::take_draft`]).
+pub(crate) struct TakenDraft {
+    pub file: Arc<File>,
+    pub len: u64,
+    pub flags: Vec<Flag>,
+    pub mtime: Option<i64>,
+}
+
+/// The drafts API of the Maildir layout (`fs/maildir.rs`): a file in `tmp/` is APPENDed by
+/// its rename into `cur/` or `new/`, never by a close or an fsync.
+impl ImapFs {
+    /// The directory a draft is shown in.
+    pub(crate) fn draft_parent(&self, ino: Ino) -> Option<Ino> {
+        self.drafts.lock().by_ino.get(&ino).map(|d| d.parent)
+    }
+
+    /// Take a draft's content to send it: it is nameless after, and nothing else sends it.
+    /// `None` if it is no draft, unlinked, or already (being) sent.
+    pub(crate) fn take_draft(&self, ino: Ino) -> Option<TakenDraft> {
+        let mut drafts = self.drafts.lock();
+        let d = drafts.by_ino.get_mut(&ino)?;
+        if d.name.is_none() || d.discarded || d.sending || d.stored != Stored::Nothing {
+            return None;
+        }
+        d.name = None;
+        d.discarded = true;
+        Some(TakenDraft {
+            file: d.file.clone(),
+            len: d.len,
+            flags: d.flags.clone(),
+            mtime: d.mtime,
+        })
+    }
+
+    /// Handle `fh` of a draft closed without sending anything; the draft is dropped once no
+    /// handle is open and it has no name (sent or unlinked).
+    pub(crate) fn close_draft_handle(&self, ino: Ino, fh: u64) {
+        let mut drafts = self.drafts.lock();
+        if let Some(d) = drafts.by_ino.get_mut(&ino) {
+            d.handles.remove(&fh);
+        }
+        drop_if_idle(&mut drafts, ino);
+    }
+
+    /// Drop a draft that has no open handle and no name.
+    pub(crate) fn forget_idle_draft(&self, ino: Ino) {
+        drop_if_idle(&mut self.drafts.lock(), ino);
+    }
+}
+
+fn drop_if_idle(drafts: &mut Drafts, ino: Ino) {
+    if drafts
+        .by_ino
+        .get(&ino)
+        .is_some_and(|d| d.handles.is_empty() && d.name.is_none())
+    {
+        drafts.by_ino.remove(&ino);
     }
 }
 

@@ -17,6 +17,10 @@
 //!     of generation `(high >> 11) & 0x7ffff` (entry 0 is `.parts/<UID>` itself). Generation
 //!     0x7ffff is never used, so the drafts' high half (0x7fffffff) is not a part.
 //!
+//!   High halves 0xfffffff0 to 0xfffffff2 (a part of generation 0x7ffff, so never a view)
+//!   are the `cur/`, `new/` and `tmp/` directories of folder directory `low` in the Maildir
+//!   layout ([`crate::fs::maildir`]); [`Ino::kind`] calls them directories.
+//!
 //!   A part's number is computed, not stored: it names the same part for as long as the
 //!   message exists. Search results and runs are numbered by the view table.
 

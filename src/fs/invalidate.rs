@@ -14,6 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::fs::inode::Ino;
+use crate::fs::maildir::{sub_ino, Sub};
 use crate::fs::tree::{message_file_name, Tree};
 use crate::store::Change;
 
@@ -87,6 +88,7 @@ fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
                 return Vec::new();
             };
             let mut out = vec![Invalidation::Inode(dir)];
+            out.extend(maildir_dirs(dir));
             out.extend(uids.iter().map(|uid| Invalidation::Entry {
                 parent: dir,
                 name: message_file_name(*uid).into(),
@@ -110,6 +112,7 @@ fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
             // message (or of an old generation) is served from the kernel's cache.
             let generation = tree.generation(*mailbox, *validity);
             let mut out = vec![Invalidation::Inode(dir)];
+            out.extend(maildir_dirs(dir));
             for uid in uids {
                 out.push(Invalidation::Entry {
                     parent: dir,
@@ -125,9 +128,24 @@ fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
             uids,
         } => {
             let generation = tree.generation(*mailbox, *validity);
-            uids.iter()
+            let mut out: Vec<Invalidation> = uids
+                .iter()
                 .map(|u| Invalidation::Attr(Ino::message(generation, *u)))
-                .collect()
+                .collect();
+            // Flags are in Maildir names: the directories' times change.
+            if let Some(dir) = tree.dir_of(*mailbox) {
+                out.extend(maildir_dirs(dir));
+            }
+            out
         }
     }
+}
+
+/// The attributes (times) of a folder's `cur/` and `new/` in the Maildir layout; in the
+/// default layout the kernel knows no such inodes and the invalidations do nothing.
+fn maildir_dirs(dir: Ino) -> impl Iterator<Item = Invalidation> {
+    [Sub::Cur, Sub::New]
+        .into_iter()
+        .filter_map(move |s| sub_ino(dir, s))
+        .map(Invalidation::Attr)
 }

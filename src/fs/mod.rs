@@ -11,6 +11,7 @@
 //!   moved inode's message is now;
 //! - [`drafts`]: new files, spooled and APPENDed when a writer closes them;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
+//! - [`maildir`]: the Maildir layout (`cur/`, `new/`, `tmp/`), through hooks in the above;
 //! - [`views`]: the read-only, unlisted `.search` and `.parts` directories;
 //! - [`invalidate`]: the thread that tells the kernel what to forget.
 //!
@@ -22,6 +23,7 @@ pub mod aliases;
 pub mod drafts;
 pub mod inode;
 pub mod invalidate;
+pub mod maildir;
 pub mod read;
 pub mod tree;
 pub mod views;
@@ -63,6 +65,8 @@ pub struct FsOptions {
     /// the kernel keeps its entries and attributes for [`read::LIVE_TTL`] instead of
     /// `dir_ttl` / `message_ttl`.
     pub idle: bool,
+    /// How folders show their messages.
+    pub layout: maildir::Layout,
 }
 
 impl Default for FsOptions {
@@ -73,6 +77,7 @@ impl Default for FsOptions {
             read_only: false,
             subscribed_only: false,
             idle: true,
+            layout: maildir::Layout::Eml,
         }
     }
 }
@@ -110,6 +115,10 @@ pub struct ImapFs {
     aliases: Arc<Mutex<aliases::Aliases>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
+    /// What the Maildir layout remembers (unused in the default layout).
+    maildir: maildir::MaildirState,
+    /// When the mount started: the time of folder directories (not 1970).
+    started: SystemTime,
 }
 
 impl ImapFs {
@@ -132,6 +141,8 @@ impl ImapFs {
             aliases: Arc::new(Mutex::new(aliases::Aliases::default())),
             next_fh: AtomicU64::new(1),
             owner,
+            maildir: maildir::MaildirState::default(),
+            started: SystemTime::now(),
         }
     }
 
@@ -263,6 +274,9 @@ impl Filesystem for ImapFs {
     ) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(r) = self.maildir_mkdir(parent.into(), n) {
+                return r; // hook: fs::maildir
+            }
             self.make_dir(parent.into(), n)
         });
         match r {
@@ -276,6 +290,9 @@ impl Filesystem for ImapFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(r) = self.maildir_unlink(parent.into(), n) {
+                return r; // hook: fs::maildir
+            }
             self.remove_file(parent.into(), n)
         });
         match r {
@@ -287,6 +304,9 @@ impl Filesystem for ImapFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(e) = self.maildir_rmdir(parent.into(), n) {
+                return Err(e); // hook: fs::maildir
+            }
             self.remove_dir(parent.into(), n)
         });
         match r {
@@ -325,6 +345,18 @@ impl Filesystem for ImapFs {
         }
     }
 
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // A message has one name; mutt falls back to rename on EPERM.
+        reply.error(Errno::EPERM);
+    }
+
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         // Hook: the search results' symlinks (fs::views).
         match self.view_readlink(ino.into()) {
@@ -335,7 +367,8 @@ impl Filesystem for ImapFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let ino = Ino::from(ino);
-        if let inode::InoKind::Draft(_) = ino.kind() {
+        // Hook: fs::maildir (a delivered draft's inode opens as its message).
+        if matches!(ino.kind(), inode::InoKind::Draft(_)) && self.delivered_as(ino).is_none() {
             // A draft's handles are counted: only a writing one's close sends it.
             match self.open_draft(ino, flags, req.pid()) {
                 Ok(fh) => reply.opened(FileHandle(fh), fuser::FopenFlags::empty()),
@@ -392,6 +425,9 @@ impl Filesystem for ImapFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if self.waits_for_rename(ino.into()) {
+            return reply.ok(); // hook: fs::maildir (tmp/ files are sent by their rename)
+        }
         match self.flush_draft(ino.into(), fh.0, req.pid(), drafts::FlushKind::Close) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("close", &e)),
@@ -406,10 +442,27 @@ impl Filesystem for ImapFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.waits_for_rename(ino.into()) {
+            return reply.ok(); // hook: fs::maildir (tmp/ files are sent by their rename)
+        }
         match self.flush_draft(ino.into(), fh.0, req.pid(), drafts::FlushKind::Fsync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Maildir clients fsync the directory after a rename: moves still queued are sent
+        // first; every other change is on the server before its request is answered.
+        self.account.settle_all();
+        reply.ok();
     }
 
     fn release(
@@ -422,6 +475,10 @@ impl Filesystem for ImapFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if self.waits_for_rename(ino.into()) {
+            self.close_draft_handle(ino.into(), fh.0); // hook: fs::maildir
+            return reply.ok();
+        }
         // The kernel does not wait for this reply to return from close(2); a release
         // may withdraw a partial version on the server (see drafts).
         self.release_draft(ino.into(), fh.0);
@@ -440,6 +497,9 @@ impl Filesystem for ImapFs {
     ) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
+            if let Some(r) = self.maildir_create(parent.into(), n, req.pid()) {
+                return r; // hook: fs::maildir
+            }
             self.create_draft(parent.into(), n, req.pid())
         });
         match r {

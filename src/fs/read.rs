@@ -76,6 +76,10 @@ impl ImapFs {
         if let Some(attr) = self.draft_by_name(parent, name) {
             return Ok((attr, Duration::ZERO, entry_ttl()));
         }
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_lookup(parent, name) {
+            return r;
+        }
         self.sync_tree()?;
         let child = self
             .tree
@@ -159,6 +163,10 @@ impl ImapFs {
 
     /// The attributes of any inode.
     pub(crate) fn attr_of(&self, ino: Ino) -> Result<(FileAttr, Duration)> {
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_attr(ino) {
+            return r;
+        }
         match ino.kind() {
             InoKind::Dir => {
                 if ino != ROOT && self.tree.lock().dir(ino).is_none() {
@@ -192,6 +200,10 @@ impl ImapFs {
         if let InoKind::View(v) = ino.kind() {
             return self.view_listing(v);
         }
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_listing(ino) {
+            return r;
+        }
         self.sync_tree()?;
         let (parent, children, mailbox) = {
             let tree = self.tree.lock();
@@ -209,6 +221,17 @@ impl ImapFs {
             ttl,
         };
         let mut out = vec![dir(ino, ".".into()), dir(parent, "..".into())];
+        if self.is_maildir() {
+            // Hook: fs::maildir. A subfolder named cur, new or tmp is hidden by them.
+            let subs = self.maildir_folder_entries(ino);
+            for (name, child) in children {
+                if !subs.iter().any(|s| s.name == *name) {
+                    out.push(dir(child, name.into()));
+                }
+            }
+            out.extend(subs);
+            return Ok(out);
+        }
         for (name, child) in children {
             out.push(dir(child, name.into()));
         }
@@ -261,8 +284,15 @@ impl ImapFs {
             InoKind::Dir => Err(Error::NotPermitted("is a directory".into())),
             // Hook: fs::views.
             InoKind::View(v) => self.view_open(v, flags),
-            // Opened with a handle of their own (`fs::drafts`), before this is reached.
-            InoKind::Draft(_) => Err(Error::NotPermitted("a new file being written".into())),
+            InoKind::Draft(_) => match self.delivered_as(ino) {
+                // Hook: fs::maildir (a draft delivered by a rename reads as its message).
+                Some(msg) => {
+                    self.account.open_message(msg)?;
+                    Ok(FopenFlags::FOPEN_DIRECT_IO)
+                }
+                // Opened with a handle of their own (`fs::drafts`), before this is reached.
+                None => Err(Error::NotPermitted("a new file being written".into())),
+            },
             InoKind::Message { .. } => {
                 if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
                     self.refuse_if_read_only()?;
@@ -285,7 +315,11 @@ impl ImapFs {
 
     pub(crate) fn read_file(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         match ino.kind() {
-            InoKind::Draft(_) => self.read_draft(ino, offset, size),
+            InoKind::Draft(_) => match self.delivered_as(ino) {
+                // Hook: fs::maildir.
+                Some(msg) => self.account.read(msg, offset, u64::from(size)),
+                None => self.read_draft(ino, offset, size),
+            },
             InoKind::Message { .. } => {
                 let (msg, _) = self.message_of(ino)?;
                 self.account.read(msg, offset, u64::from(size))
@@ -358,7 +392,7 @@ impl ImapFs {
     }
 
     pub(crate) fn dir_attr(&self, ino: Ino) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0o755, 0, UNIX_EPOCH)
+        self.attr(ino, FileType::Directory, 0o755, 0, self.started)
     }
 
     pub(crate) fn message_attr(&self, ino: Ino, meta: &MessageMeta) -> FileAttr {

@@ -50,6 +50,10 @@ impl ImapFs {
         size: Option<u64>,
         mtime: Option<TimeOrNow>,
     ) -> Result<(FileAttr, Duration)> {
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_touch(ino, mode, size, mtime) {
+            return r;
+        }
         if let InoKind::Draft(_) = ino.kind() {
             return Ok((self.set_draft_attr(ino, size, mtime)?, Duration::ZERO));
         }
@@ -168,6 +172,10 @@ impl ImapFs {
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
             return Err(Error::InvalidInput("exchange and whiteout renames".into()));
+        }
+        // Hook: fs::maildir.
+        if let Some(r) = self.maildir_rename(parent, name, newparent, newname) {
+            return r;
         }
         if self.rename_draft(parent, name, newparent, newname)? {
             return Ok(Renamed::Done);

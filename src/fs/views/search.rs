@@ -161,24 +161,29 @@ impl ImapFs {
                 Err(e) => return Err(e),
             };
             for uid in hits.uids {
+                let message = MessageRef {
+                    mailbox: hits.mailbox,
+                    validity: hits.validity,
+                    uid,
+                };
                 let file = message_file_name(uid);
+                // Hook: fs::maildir (links point at cur/ or new/ there).
+                let at = self
+                    .maildir_path_of(message)
+                    .unwrap_or_else(|| file.clone());
                 let (name, target) = if dir == ROOT {
                     let flat: Vec<String> = path.iter().map(|c| c.replace('%', "%25")).collect();
                     (
                         format!("{}-{file}", flat.join("%2F")),
-                        format!("../../{}/{file}", path.join("/")),
+                        format!("../../{}/{at}", path.join("/")),
                     )
                 } else {
-                    (file.clone(), format!("../../{file}"))
+                    (file.clone(), format!("../../{at}"))
                 };
                 links.push(Link {
                     name,
                     target,
-                    message: MessageRef {
-                        mailbox: hits.mailbox,
-                        validity: hits.validity,
-                        uid,
-                    },
+                    message,
                 });
             }
         }
