@@ -107,11 +107,11 @@ impl ImapFs {
         let (validity, meta) = {
             let ix = index.read();
             let meta = ix
-                .messages
+                .messages()
                 .get(&uid)
                 .cloned()
                 .ok_or_else(|| Error::NoEntry(name.into()))?;
-            (ix.validity, meta)
+            (ix.validity(), meta)
         };
         let msg = MessageRef {
             mailbox: mb,
@@ -223,13 +223,13 @@ impl ImapFs {
                     name: name.into(),
                 });
             }
-            let validity = index.read().validity;
+            let validity = index.read().validity();
             let generation = self.tree.lock().generation(mb, validity);
             let ttl = ttl.min(self.message_ttl(mb));
             let ix = index.read();
-            if ix.validity == validity {
-                out.reserve(ix.messages.len());
-                out.extend(ix.messages.iter().map(|(&uid, meta)| {
+            if ix.validity() == validity {
+                out.reserve(ix.messages().len());
+                out.extend(ix.messages().iter().map(|(&uid, meta)| {
                     let ino = Ino::message(generation, uid);
                     DirEntry {
                         ino,

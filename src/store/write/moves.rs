@@ -17,7 +17,6 @@ use crate::imap::session::Completed;
 use crate::imap::types::{
     fetch_uid, Code, FetchItem, SequenceSet, Status, Uid, UidValidity, Untagged,
 };
-use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
 use crate::store::write::proof::{Proof, Wanted};
@@ -186,7 +185,7 @@ impl Account {
                 Ok(map) => {
                     // Callers hear first, the index second: a name for the new UID never
                     // exists before the caller knows the message arrived there.
-                    let tv = self.indexes.get(target).map(|ix| ix.read().validity);
+                    let tv = self.indexes.get(target).map(|ix| ix.read().validity());
                     for m in moves {
                         let new = map
                             .get(&m.msg.uid)
@@ -409,30 +408,17 @@ impl Account {
             })
             .collect();
         self.removed(src, validity, uids);
-        let target_validity = self.indexes.get(target).map(|ix| ix.read().validity);
-        let mut added = Vec::new();
+        let target_validity = self.indexes.get(target).map(|ix| ix.read().validity());
         if map.len() == uids.len() {
             if let Some(tv) = target_validity {
-                for (u, meta) in metas {
-                    if let (Some(&new), Some(mut meta)) = (map.get(&u), meta) {
-                        // The source's MODSEQ means nothing in the target: unknown until
-                        // asked (a replacing flag change asks first, see `flags.rs`).
-                        meta.modseq = None;
-                        if self
-                            .indexes
-                            .apply(target, tv, IndexChange::Added(new, meta))
-                        {
-                            added.push(new);
-                        }
-                    }
-                }
-                if !added.is_empty() {
-                    self.changes.send([Change::Added {
-                        mailbox: target,
-                        validity: tv,
-                        uids: added,
-                    }]);
-                }
+                let added = metas.into_iter().filter_map(|(u, meta)| {
+                    let (&new, mut meta) = map.get(&u).zip(meta)?;
+                    // The source's MODSEQ means nothing in the target: unknown until asked
+                    // (a replacing flag change asks first, see `flags.rs`).
+                    meta.modseq = None;
+                    Some(IndexChange::Added(new, meta))
+                });
+                self.indexes.apply(target, tv, added);
                 return;
             }
         }
