@@ -47,7 +47,7 @@ pub mod write;
 use parking_lot::Mutex;
 
 use crate::imap::pool::Pool;
-pub use changes::{Change, ChangeFeed};
+pub use changes::{Change, ChangeFeed, ListChange};
 pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
