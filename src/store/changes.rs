@@ -160,8 +160,9 @@ impl ChangeFeed {
         rx
     }
 
-    /// Tell every subscriber; those that went away are dropped.
-    pub fn send(&self, changes: impl IntoIterator<Item = Change>) {
+    /// Tell every subscriber; those that went away are dropped. Only the store's two doors
+    /// call this: the indexes' ([`crate::store::index::Indexes`]) and the mailbox list's.
+    pub(in crate::store) fn send(&self, changes: impl IntoIterator<Item = Change>) {
         let mut subs = self.subscribers.lock();
         for c in changes {
             log::debug!("change: {c:?}");
