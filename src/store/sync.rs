@@ -192,7 +192,7 @@ impl Account {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
                 let no_index = || Error::Protocol("an incremental refresh without an index".into());
                 let validity = base.as_ref().map(|b| b.validity).ok_or_else(no_index)?;
-                let saved = if held.is_some() { None } else { saved };
+                // `saved` is there only when no index was held: it goes in with the delta.
                 let (shared, unknown) = self
                     .indexes
                     .apply_delta(id, validity, delta, &listing, saved)
