@@ -147,7 +147,9 @@ impl Index {
         self.stale
     }
 
-    /// Apply one change, noting what it did in `effects`; returns whether the index changed.
+    /// Apply one change, noting what it did in `effects` (only what it did: a pass over
+    /// the flags of every message costs nothing for those that did not change); returns
+    /// whether the index changed.
     fn apply(&mut self, change: IndexChange, effects: &mut Effects) -> bool {
         match change {
             IndexChange::Added(uid, meta) => {
@@ -158,36 +160,46 @@ impl Index {
                 self.messages.insert(uid, meta).is_none()
             }
             IndexChange::Removed(uid) => {
+                if !self.messages.contains_key(&uid) {
+                    return false;
+                }
                 effects.touch(self, uid);
                 self.messages.remove(&uid).is_some()
             }
             IndexChange::Flags { uid, flags, modseq } => {
-                effects.touch(self, uid);
-                match self.messages.get_mut(&uid) {
-                    Some(m) if m.flags != flags || (modseq.is_some() && m.modseq != modseq) => {
-                        m.flags = flags;
-                        if modseq.is_some() {
-                            m.modseq = modseq;
-                        }
-                        effects.attributes(uid);
-                        true
-                    }
-                    _ => false,
+                let differs =
+                    |m: &MessageMeta| m.flags != flags || (modseq.is_some() && m.modseq != modseq);
+                if !self.messages.get(&uid).is_some_and(differs) {
+                    return false;
                 }
+                effects.touch(self, uid);
+                effects.attributes(uid);
+                if let Some(m) = self.messages.get_mut(&uid) {
+                    m.flags = flags;
+                    if modseq.is_some() {
+                        m.modseq = modseq;
+                    }
+                }
+                true
             }
             IndexChange::BodyLength { uid, len } => {
-                effects.touch(self, uid);
-                match self.messages.get_mut(&uid) {
-                    Some(m) if m.body_len != Some(len) => {
-                        // Only a size the kernel was shown going stale is news to it.
-                        if m.size() != len {
-                            effects.attributes(uid);
-                        }
-                        m.body_len = Some(len);
-                        true
-                    }
-                    _ => false,
+                let Some(size) = self
+                    .messages
+                    .get(&uid)
+                    .filter(|m| m.body_len != Some(len))
+                    .map(MessageMeta::size)
+                else {
+                    return false;
+                };
+                // Only a size the kernel was shown going stale is news to it.
+                if size != len {
+                    effects.touch(self, uid);
+                    effects.attributes(uid);
                 }
+                if let Some(m) = self.messages.get_mut(&uid) {
+                    m.body_len = Some(len);
+                }
+                true
             }
         }
     }
@@ -206,17 +218,17 @@ impl Index {
     }
 }
 
-/// What the edits of one pass through the door did to each message they touched: whether
+/// What the edits of one pass through the door did to each message they changed: whether
 /// it was there before the first of them, and whether its attributes changed. Compared with
 /// the index afterwards, this gives the net changes (a message added and removed again in
-/// one pass is no news).
+/// one pass is no news). Only messages an edit changed are noted.
 #[derive(Debug, Default)]
 struct Effects {
     touched: BTreeMap<Uid, (bool, bool)>,
 }
 
 impl Effects {
-    /// Note `uid` before an edit of it.
+    /// Note `uid` before an edit changes it.
     fn touch(&mut self, ix: &Index, uid: Uid) {
         self.touched
             .entry(uid)

@@ -65,12 +65,16 @@ impl Index {
             if removed.binary_search(&uid).is_ok() {
                 continue;
             }
-            effects.touch(self, uid);
+            if self
+                .messages
+                .get(&uid)
+                .is_some_and(|m| m.flags != meta.flags || m.listed_size != meta.listed_size)
+            {
+                effects.touch(self, uid);
+                effects.attributes(uid);
+            }
             match self.messages.get_mut(&uid) {
                 Some(m) => {
-                    if m.flags != meta.flags || m.listed_size != meta.listed_size {
-                        effects.attributes(uid);
-                    }
                     m.flags = meta.flags;
                     m.modseq = meta.modseq.or(m.modseq);
                     m.listed_size = meta.listed_size;
