@@ -181,6 +181,7 @@ impl Account {
         for ((src, _, target), moves) in groups {
             let validity = moves[0].msg.validity;
             let uids: Vec<Uid> = moves.iter().map(|m| m.msg.uid).collect();
+            let metas = self.source_metas(src, validity, &uids);
             match self.move_on_server(src, validity, &uids, target) {
                 Ok(map) => {
                     // Callers hear first, the index second: a name for the new UID never
@@ -197,7 +198,7 @@ impl Account {
                             });
                         (m.done)(Ok(new));
                     }
-                    self.moved(src, validity, &uids, target, &map);
+                    self.moved(src, validity, metas, target, &map);
                 }
                 Err(e) => {
                     log::warn!("moving {} message(s): {e}", uids.len());
@@ -219,8 +220,9 @@ impl Account {
         uids: &[Uid],
         target: MailboxId,
     ) -> Result<BTreeMap<Uid, Uid>> {
+        let metas = self.source_metas(src, validity, uids);
         let map = self.move_on_server(src, validity, uids, target)?;
-        self.moved(src, validity, uids, target, &map);
+        self.moved(src, validity, metas, target, &map);
         Ok(map)
     }
 
@@ -386,40 +388,61 @@ impl Account {
         Ok(unsent)
     }
 
-    /// A move is done: the sources leave, the copies arrive under the UIDs the server gave
-    /// them (or the target is listed again when it gave none).
-    fn moved(
+    /// What the source's index says of messages about to move, taken before the server is
+    /// asked: once it moved them, a refresh of the source (the watcher hears the expunge
+    /// before our MOVE's reply) may drop them from the index before [`Account::moved`] runs.
+    fn source_metas(
         &self,
         src: MailboxId,
         validity: UidValidity,
         uids: &[Uid],
-        target: MailboxId,
-        map: &BTreeMap<Uid, Uid>,
-    ) {
-        let metas: Vec<(Uid, Option<MessageMeta>)> = uids
-            .iter()
-            .map(|&u| {
+    ) -> Vec<(Uid, Option<MessageMeta>)> {
+        uids.iter()
+            .map(|&uid| {
                 let msg = MessageRef {
                     mailbox: src,
                     validity,
-                    uid: u,
+                    uid,
                 };
-                (u, self.indexes.meta(msg))
+                (uid, self.indexes.meta(msg))
             })
-            .collect();
-        self.removed(src, validity, uids);
+            .collect()
+    }
+
+    /// A move is done: the sources leave, the copies arrive under the UIDs the server gave
+    /// them, with the metadata the source had before the move (`metas`); the target is
+    /// listed again when the server gave no UIDs or a message's metadata is unknown.
+    fn moved(
+        &self,
+        src: MailboxId,
+        validity: UidValidity,
+        metas: Vec<(Uid, Option<MessageMeta>)>,
+        target: MailboxId,
+        map: &BTreeMap<Uid, Uid>,
+    ) {
+        let uids: Vec<Uid> = metas.iter().map(|(u, _)| *u).collect();
+        self.removed(src, validity, &uids);
         let target_validity = self.indexes.get(target).map(|ix| ix.read().validity());
         if map.len() == uids.len() {
             if let Some(tv) = target_validity {
-                let added = metas.into_iter().filter_map(|(u, meta)| {
-                    let (&new, mut meta) = map.get(&u).zip(meta)?;
-                    // The source's MODSEQ means nothing in the target: unknown until asked
-                    // (a replacing flag change asks first, see `flags.rs`).
-                    meta.modseq = None;
-                    Some(IndexChange::Added(new, meta))
-                });
+                let mut complete = true;
+                let added: Vec<IndexChange> = metas
+                    .into_iter()
+                    .filter_map(|(u, meta)| {
+                        let Some((&new, mut meta)) = map.get(&u).zip(meta) else {
+                            complete = false;
+                            return None;
+                        };
+                        // The source's MODSEQ means nothing in the target: unknown until
+                        // asked (a replacing flag change asks first, see `flags.rs`).
+                        meta.modseq = None;
+                        Some(IndexChange::Added(new, meta))
+                    })
+                    .collect();
                 self.indexes.apply(target, tv, added);
-                return;
+                if complete {
+                    return;
+                }
             }
         }
         self.touch(target);
