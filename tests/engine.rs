@@ -87,7 +87,7 @@ fn reading_many_blocks_of_one_message_costs_one_round_trip() {
     let uid = imapfs::imap::types::Uid::new(msg.uid).unwrap();
     let (size, validity) = {
         let ix = index.read();
-        (ix.messages[&uid].size(), ix.validity)
+        (ix.messages()[&uid].size(), ix.validity())
     };
     assert_eq!(size, msg.bytes.len() as u64);
     let m = MessageRef {
@@ -231,7 +231,7 @@ fn walking_a_folder_prefetches_the_next_messages() {
     let pool = Pool::new(server(&d, Security::Tls), 1, None);
     let account = Account::new(pool, StoreOptions::default());
     let id = account.mailbox_id(&mailbox("Big"));
-    let validity = account.index(id, Duration::ZERO).unwrap().read().validity;
+    let validity = account.index(id, Duration::ZERO).unwrap().read().validity();
     let small: Vec<_> = big
         .messages
         .iter()
@@ -372,7 +372,7 @@ fn a_folder_listing_costs_one_round_trip() {
         let index = account.index(id, Duration::ZERO).unwrap();
         assert_eq!(account.pool().round_trips() - before, 1, "{folder}");
         assert_eq!(
-            index.read().messages.len(),
+            index.read().messages().len(),
             seed.folder(folder).messages.len(),
             "{folder}"
         );

@@ -81,7 +81,7 @@ fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
     let mut tree = tree.lock();
     match change {
         // The tree is rebuilt by the change thread, which sends what that removed.
-        Change::Mailboxes => Vec::new(),
+        Change::Mailboxes(_) => Vec::new(),
         // A name that was absent may be cached as absent.
         Change::Added { mailbox, uids, .. } => {
             let Some(dir) = tree.dir_of(*mailbox) else {

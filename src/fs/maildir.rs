@@ -316,10 +316,10 @@ impl ImapFs {
         let index = self.account.index(mb, self.opts.dir_ttl)?;
         let meta = {
             let ix = index.read();
-            if ix.validity != validity {
+            if ix.validity() != validity {
                 return Err(missing());
             }
-            ix.messages.get(&uid).cloned().ok_or_else(missing)?
+            ix.messages().get(&uid).cloned().ok_or_else(missing)?
         };
         let msg = MessageRef {
             mailbox: mb,
@@ -483,13 +483,13 @@ impl ImapFs {
         self.account.settle(mb);
         let index = self.account.index(mb, self.opts.dir_ttl)?;
         // The tree lock is never taken while the index is read (the default listing's order).
-        let validity = index.read().validity;
+        let validity = index.read().validity();
         let generation = self.tree.lock().generation(mb, validity);
         let ix = index.read();
-        if ix.validity != validity {
+        if ix.validity() != validity {
             return Ok(out); // reset meanwhile: the next listing shows the new generation
         }
-        for (&uid, meta) in &ix.messages {
+        for (&uid, meta) in ix.messages() {
             let msg = MessageRef {
                 mailbox: mb,
                 validity,
@@ -751,7 +751,7 @@ impl ImapFs {
                 .account
                 .move_now(msg.mailbox, msg.validity, &[msg.uid], to_mb)?;
             self.note_local_change(from_mb);
-            let validity = self.account.cached_index(to_mb).map(|i| i.read().validity);
+            let validity = self.account.cached_index(to_mb).map(|i| i.read().validity());
             match (moved.get(&msg.uid), validity) {
                 (Some(uid), Some(validity)) => {
                     let at = MessageRef {

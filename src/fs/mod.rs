@@ -154,16 +154,16 @@ impl ImapFs {
         let (tx, rx) = std::sync::mpsc::channel();
         self.invalidator.connect(tx.clone());
         let changes = self.account.subscribe();
-        let (account, tree) = (self.account.clone(), self.tree.clone());
+        let tree = self.tree.clone();
         let subscribed_only = self.opts.subscribed_only;
         std::thread::Builder::new()
             .name("changes".into())
             .spawn(move || {
                 for c in changes {
-                    if c == crate::store::Change::Mailboxes {
+                    if let crate::store::Change::Mailboxes(listed) = &c {
                         // Folders another client deleted or renamed: their names go now,
                         // not when a TTL runs out (the tree itself is rebuilt on next use).
-                        for inv in read::gone_dirs(&account, &tree, subscribed_only) {
+                        for inv in read::gone_dirs(&listed.list, &tree, subscribed_only) {
                             if tx.send(Work::Kernel(inv)).is_err() {
                                 return;
                             }

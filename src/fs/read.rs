@@ -26,7 +26,7 @@ use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
 use crate::fs::tree::{message_file_name, parse_message_file_name, split_name, Tree};
 use crate::fs::{DirEntry, ImapFs, Listing};
-use crate::store::{Account, MailboxId, MailboxInfo, MessageMeta, MessageRef};
+use crate::store::{MailboxId, MailboxInfo, MessageMeta, MessageRef};
 
 /// Attribute lifetime of directories (their contents are trusted for `dir_ttl`).
 const DIR_ATTR_TTL: Duration = Duration::from_secs(1);
@@ -111,11 +111,11 @@ impl ImapFs {
         let (validity, meta) = {
             let ix = index.read();
             let meta = ix
-                .messages
+                .messages()
                 .get(&uid)
                 .cloned()
                 .ok_or_else(|| Error::NoEntry(name.into()))?;
-            (ix.validity, meta)
+            (ix.validity(), meta)
         };
         let msg = MessageRef {
             mailbox: mb,
@@ -246,13 +246,13 @@ impl ImapFs {
                     name: name.into(),
                 });
             }
-            let validity = index.read().validity;
+            let validity = index.read().validity();
             let generation = self.tree.lock().generation(mb, validity);
             let ttl = ttl.min(self.message_ttl(mb));
             let ix = index.read();
-            if ix.validity == validity {
-                out.reserve(ix.messages.len());
-                out.extend(ix.messages.iter().map(|(&uid, meta)| {
+            if ix.validity() == validity {
+                out.reserve(ix.messages().len());
+                out.extend(ix.messages().iter().map(|(&uid, meta)| {
                     let ino = Ino::message(generation, uid);
                     DirEntry {
                         ino,
@@ -451,23 +451,16 @@ fn shown_mailboxes(list: &[MailboxInfo], subscribed_only: bool) -> Vec<MailboxIn
         .collect()
 }
 
-/// The directory names the kernel may hold that the server's folder list no longer has
-/// (another client deleted or renamed them). Reads the list (asking the server if it was
-/// invalidated) and the tree, changes neither: the tree is rebuilt on its next use.
+/// The directory names the kernel may hold that the server's new folder `list` (carried by
+/// the store's change) no longer has: another client deleted or renamed them. Reads the
+/// tree, changes it not: it is rebuilt on its next use.
 pub(crate) fn gone_dirs(
-    account: &Account,
+    list: &[MailboxInfo],
     tree: &parking_lot::Mutex<Tree>,
     subscribed_only: bool,
 ) -> Vec<Invalidation> {
-    let list = match account.mailboxes(Duration::from_secs(3600)) {
-        Ok(list) => list,
-        Err(e) => {
-            log::debug!("reading the folder list: {e}");
-            return Vec::new();
-        }
-    };
     let mut paths = std::collections::HashSet::new();
-    for mb in shown_mailboxes(&list, subscribed_only) {
+    for mb in shown_mailboxes(list, subscribed_only) {
         let path = split_name(mb.name.as_str(), mb.delimiter);
         for depth in 1..=path.len() {
             paths.insert(path[..depth].to_vec());

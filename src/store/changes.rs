@@ -3,7 +3,11 @@
 //! The store never calls the filesystem. When it learns that something changed (a refresh
 //! found new or expunged messages, a write of ours moved a message, another client renamed a
 //! folder), it sends a [`Change`] to every subscriber of its [`ChangeFeed`]; the filesystem's
-//! invalidation thread turns each into kernel cache invalidations.
+//! invalidation thread turns each into kernel cache invalidations. Only two places send:
+//! the door into the indexes ([`crate::store::index::Indexes`]), with every edit of an
+//! index, and the installation of a new mailbox list ([`ChangeFeed::mailboxes_listed`]),
+//! which says what the new list changed and carries it, so that the filesystem never has to
+//! ask the store back.
 //!
 //! The feed also counts changes per mailbox ([`ChangeFeed::epoch`]): whoever derived
 //! something from a mailbox (a search result) can tell whether it may be stale without
@@ -11,17 +15,19 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::imap::types::{Uid, UidValidity};
+use crate::imap::types::{MailboxName, Uid, UidValidity};
 use crate::store::ids::MailboxId;
+use crate::store::mailboxes::MailboxInfo;
 
 /// A change to the account as the store sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// The mailbox list changed (folders created, deleted, renamed, subscribed).
-    Mailboxes,
+    Mailboxes(ListChange),
     /// Messages appeared in a mailbox.
     Added {
         mailbox: MailboxId,
@@ -53,7 +59,7 @@ impl Change {
     /// The mailbox the change is about (`None`: the mailbox list).
     pub fn mailbox(&self) -> Option<MailboxId> {
         match self {
-            Change::Mailboxes => None,
+            Change::Mailboxes(_) => None,
             Change::Added { mailbox, .. }
             | Change::Removed { mailbox, .. }
             | Change::Changed { mailbox, .. }
@@ -98,6 +104,47 @@ impl Change {
     }
 }
 
+/// What a new mailbox list changed against the one before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListChange {
+    /// Names listed now and not before (created, or the new name of a rename).
+    pub created: Vec<MailboxName>,
+    /// Names listed before and not now (deleted, or the old name of a rename).
+    pub deleted: Vec<MailboxName>,
+    /// Names in both lists whose attributes or subscription changed.
+    pub changed: Vec<MailboxName>,
+    /// The new list, whole (what the filesystem's tree is built from).
+    pub list: Arc<Vec<MailboxInfo>>,
+}
+
+impl ListChange {
+    /// The difference from `before` to `after` (both as LIST gave them, names unique).
+    pub fn between(before: &[MailboxInfo], after: Arc<Vec<MailboxInfo>>) -> ListChange {
+        let old: HashMap<&[u8], &MailboxInfo> = before.iter().map(|m| (m.name.raw(), m)).collect();
+        let new: HashMap<&[u8], &MailboxInfo> = after.iter().map(|m| (m.name.raw(), m)).collect();
+        let mut created = Vec::new();
+        let mut changed = Vec::new();
+        for m in after.iter() {
+            match old.get(m.name.raw()) {
+                None => created.push(m.name.clone()),
+                Some(o) if *o != m => changed.push(m.name.clone()),
+                Some(_) => {}
+            }
+        }
+        let deleted = before
+            .iter()
+            .filter(|m| !new.contains_key(m.name.raw()))
+            .map(|m| m.name.clone())
+            .collect();
+        ListChange {
+            created,
+            deleted,
+            changed,
+            list: after,
+        }
+    }
+}
+
 /// Subscribers of changes.
 #[derive(Default)]
 pub struct ChangeFeed {
@@ -113,8 +160,9 @@ impl ChangeFeed {
         rx
     }
 
-    /// Tell every subscriber; those that went away are dropped.
-    pub fn send(&self, changes: impl IntoIterator<Item = Change>) {
+    /// Tell every subscriber; those that went away are dropped. Only the store's two doors
+    /// call this: the indexes' ([`crate::store::index::Indexes`]) and the mailbox list's.
+    pub(in crate::store) fn send(&self, changes: impl IntoIterator<Item = Change>) {
         let mut subs = self.subscribers.lock();
         for c in changes {
             log::debug!("change: {c:?}");
@@ -129,6 +177,14 @@ impl ChangeFeed {
         }
     }
 
+    /// A new mailbox list replaced `before`: subscribers hear what changed, with the list.
+    pub(crate) fn mailboxes_listed(&self, before: &[MailboxInfo], after: &Arc<Vec<MailboxInfo>>) {
+        self.send([Change::Mailboxes(ListChange::between(
+            before,
+            after.clone(),
+        ))]);
+    }
+
     /// How many changes were sent about `mailbox` (`None`: about anything, the mailbox list
     /// included). Equal epochs mean nothing changed in between.
     pub fn epoch(&self, mailbox: Option<MailboxId>) -> u64 {
@@ -137,5 +193,41 @@ impl ChangeFeed {
             Some(m) => epochs.0.get(&m).copied().unwrap_or(0),
             None => epochs.1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox(name: &str, subscribed: bool) -> MailboxInfo {
+        MailboxInfo {
+            name: MailboxName::from_utf8(name, false),
+            delimiter: Some('.'),
+            noselect: false,
+            attributes: Vec::new(),
+            subscribed,
+        }
+    }
+
+    #[test]
+    fn a_list_change_names_what_was_created_deleted_and_changed() {
+        let before = vec![
+            mailbox("INBOX", true),
+            mailbox("Old", false),
+            mailbox("Work", false),
+        ];
+        let after = Arc::new(vec![
+            mailbox("INBOX", true),
+            mailbox("New", false),
+            mailbox("Work", true),
+        ]);
+        let c = ListChange::between(&before, after.clone());
+        let names =
+            |v: &[MailboxName]| v.iter().map(|n| n.as_str().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&c.created), ["New"], "a rename is a creation...");
+        assert_eq!(names(&c.deleted), ["Old"], "...and a deletion");
+        assert_eq!(names(&c.changed), ["Work"], "subscribed now");
+        assert!(Arc::ptr_eq(&c.list, &after), "the new list itself travels");
     }
 }

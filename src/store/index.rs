@@ -1,25 +1,32 @@
 //! What we know about one mailbox's messages: its generation (UIDVALIDITY) and each message's
-//! metadata, and the table of every mailbox's index.
+//! metadata, and the table of every mailbox's index with its one door.
 //!
 //! An [`Index`] is built whole from one pipelined `UID FETCH 1:* (UID FLAGS RFC822.SIZE
-//! INTERNALDATE [MODSEQ])` (never one command per message) and afterwards changed only by
-//! [`Index::apply`] with an [`IndexChange`]: a flag update, an expunge, a new message, a body
-//! length learned from reading. Edits happen in place under the mailbox's lock, so an edit
-//! costs what it changes, not a copy of the whole listing.
+//! INTERNALDATE [MODSEQ])` (never one command per message) and afterwards changed only through
+//! [`Indexes`], the door ([`door`]): [`Indexes::apply`] takes [`IndexChange`]s (a flag update,
+//! an expunge, a new message, a body length learned from reading), [`Indexes::apply_delta`]
+//! a refresh's findings ([`Delta`]), [`Indexes::install`] a whole listing. Each edits the
+//! index in place under the mailbox's lock and sends the matching [`Change`]s to the feed
+//! itself, so an edit and its notification can never disagree or be forgotten. `Index`'s
+//! fields are private: the rest of the store and the filesystem only read them.
 //!
 //! Invariant: a message's `body_len`, once known, is the exact length of its `BODY[]` and
 //! survives refreshes of the same generation ([`Index::inherit`]); RFC822.SIZE is only the
 //! server's claim (Exchange, Gmail and hMailServer are known to lie).
+//!
+//! [`Change`]: crate::store::changes::Change
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
-
 use crate::imap::types::{Flag, ModSeq, Uid, UidValidity};
-use crate::store::changes::Change;
-use crate::store::ids::{MailboxId, MessageRef};
+
+mod delta;
+mod door;
+
+pub(crate) use delta::Delta;
+pub(crate) use door::Listing;
+pub use door::{Indexes, SharedIndex};
 
 /// Metadata of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +49,7 @@ impl MessageMeta {
     }
 }
 
-/// One change to an index.
+/// One change to an index, as the store learned it from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexChange {
     Added(Uid, MessageMeta),
@@ -58,61 +65,148 @@ pub enum IndexChange {
     },
 }
 
-/// A mailbox's messages, at one UIDVALIDITY.
+/// A mailbox's messages, at one UIDVALIDITY. Read it through its accessors; change it
+/// through [`Indexes`].
 #[derive(Debug, Clone)]
 pub struct Index {
-    pub validity: UidValidity,
-    pub uidnext: Option<Uid>,
-    pub highest_modseq: Option<ModSeq>,
+    validity: UidValidity,
+    uidnext: Option<Uid>,
+    highest_modseq: Option<ModSeq>,
     /// PERMANENTFLAGS of the last SELECT/EXAMINE, if the server sent them.
-    pub permanent_flags: Option<Vec<Flag>>,
-    pub messages: BTreeMap<Uid, MessageMeta>,
+    permanent_flags: Option<Vec<Flag>>,
+    messages: BTreeMap<Uid, MessageMeta>,
     /// When the listing was last checked against the server.
-    pub fetched_at: Instant,
+    fetched_at: Instant,
     /// The next question about the mailbox must ask the server, however recent `fetched_at`
     /// (our own change made the listing doubtful, or it was loaded from disk).
-    pub stale: bool,
+    stale: bool,
 }
 
 impl Index {
-    /// Apply one change; returns whether anything changed.
-    pub fn apply(&mut self, change: IndexChange) -> bool {
+    /// A whole listing, just fetched from the server.
+    pub(crate) fn listed(
+        validity: UidValidity,
+        uidnext: Option<Uid>,
+        highest_modseq: Option<ModSeq>,
+        permanent_flags: Option<Vec<Flag>>,
+        messages: BTreeMap<Uid, MessageMeta>,
+    ) -> Index {
+        Index {
+            validity,
+            uidnext,
+            highest_modseq,
+            permanent_flags,
+            messages,
+            fetched_at: Instant::now(),
+            stale: false,
+        }
+    }
+
+    /// An index saved by an earlier mount: only a starting point, so it is stale.
+    pub(crate) fn saved(
+        validity: UidValidity,
+        uidnext: Option<Uid>,
+        highest_modseq: Option<ModSeq>,
+        messages: BTreeMap<Uid, MessageMeta>,
+    ) -> Index {
+        Index {
+            stale: true,
+            ..Index::listed(validity, uidnext, highest_modseq, None, messages)
+        }
+    }
+
+    pub fn validity(&self) -> UidValidity {
+        self.validity
+    }
+
+    pub fn uidnext(&self) -> Option<Uid> {
+        self.uidnext
+    }
+
+    pub fn highest_modseq(&self) -> Option<ModSeq> {
+        self.highest_modseq
+    }
+
+    /// PERMANENTFLAGS of the last SELECT/EXAMINE, if the server sent them.
+    pub fn permanent_flags(&self) -> Option<&[Flag]> {
+        self.permanent_flags.as_deref()
+    }
+
+    /// The messages by UID.
+    pub fn messages(&self) -> &BTreeMap<Uid, MessageMeta> {
+        &self.messages
+    }
+
+    /// When the listing was last checked against the server.
+    pub fn fetched_at(&self) -> Instant {
+        self.fetched_at
+    }
+
+    /// Whether the next question about the mailbox must ask the server.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Apply one change, noting what it did in `effects` (only what it did: a pass over
+    /// the flags of every message costs nothing for those that did not change); returns
+    /// whether the index changed.
+    fn apply(&mut self, change: IndexChange, effects: &mut Effects) -> bool {
         match change {
             IndexChange::Added(uid, meta) => {
+                effects.touch(self, uid);
                 if self.uidnext.is_none_or(|n| n <= uid) {
                     self.uidnext = Uid::new(uid.get().saturating_add(1));
                 }
                 self.messages.insert(uid, meta).is_none()
             }
-            IndexChange::Removed(uid) => self.messages.remove(&uid).is_some(),
-            IndexChange::Flags { uid, flags, modseq } => match self.messages.get_mut(&uid) {
-                Some(m) if m.flags != flags || (modseq.is_some() && m.modseq != modseq) => {
+            IndexChange::Removed(uid) => {
+                if !self.messages.contains_key(&uid) {
+                    return false;
+                }
+                effects.touch(self, uid);
+                self.messages.remove(&uid).is_some()
+            }
+            IndexChange::Flags { uid, flags, modseq } => {
+                let differs =
+                    |m: &MessageMeta| m.flags != flags || (modseq.is_some() && m.modseq != modseq);
+                if !self.messages.get(&uid).is_some_and(differs) {
+                    return false;
+                }
+                effects.touch(self, uid);
+                effects.attributes(uid);
+                if let Some(m) = self.messages.get_mut(&uid) {
                     m.flags = flags;
                     if modseq.is_some() {
                         m.modseq = modseq;
                     }
-                    true
                 }
-                _ => false,
-            },
-            IndexChange::BodyLength { uid, len } => match self.messages.get_mut(&uid) {
-                Some(m) if m.body_len != Some(len) => {
+                true
+            }
+            IndexChange::BodyLength { uid, len } => {
+                let Some(size) = self
+                    .messages
+                    .get(&uid)
+                    .filter(|m| m.body_len != Some(len))
+                    .map(MessageMeta::size)
+                else {
+                    return false;
+                };
+                // Only a size the kernel was shown going stale is news to it.
+                if size != len {
+                    effects.touch(self, uid);
+                    effects.attributes(uid);
+                }
+                if let Some(m) = self.messages.get_mut(&uid) {
                     m.body_len = Some(len);
-                    true
                 }
-                _ => false,
-            },
+                true
+            }
         }
-    }
-
-    /// Make the next question about the mailbox ask the server.
-    pub fn mark_stale(&mut self) {
-        self.stale = true;
     }
 
     /// Keep what `old` learned that a listing does not tell (verified body lengths), if it
     /// is of the same generation.
-    pub fn inherit(&mut self, old: &Index) {
+    fn inherit(&mut self, old: &Index) {
         if old.validity != self.validity {
             return;
         }
@@ -124,198 +218,44 @@ impl Index {
     }
 }
 
-/// A mailbox's index, shared between the store's threads.
-pub type SharedIndex = Arc<RwLock<Index>>;
-
-/// Every mailbox's index we hold.
-#[derive(Default)]
-pub struct Indexes {
-    map: Mutex<HashMap<MailboxId, SharedIndex>>,
+/// What the edits of one pass through the door did to each message they changed: whether
+/// it was there before the first of them, and whether its attributes changed. Compared with
+/// the index afterwards, this gives the net changes (a message added and removed again in
+/// one pass is no news). Only messages an edit changed are noted.
+#[derive(Debug, Default)]
+struct Effects {
+    touched: BTreeMap<Uid, (bool, bool)>,
 }
 
-impl Indexes {
-    pub fn get(&self, id: MailboxId) -> Option<SharedIndex> {
-        self.map.lock().get(&id).cloned()
+impl Effects {
+    /// Note `uid` before an edit changes it.
+    fn touch(&mut self, ix: &Index, uid: Uid) {
+        self.touched
+            .entry(uid)
+            .or_insert_with(|| (ix.messages.contains_key(&uid), false));
     }
 
-    /// The metadata of a message of the generation it names, from what we hold (no I/O).
-    pub fn meta(&self, msg: MessageRef) -> Option<MessageMeta> {
-        let ix = self.get(msg.mailbox)?;
-        let ix = ix.read();
-        if ix.validity != msg.validity {
-            return None;
-        }
-        ix.messages.get(&msg.uid).cloned()
-    }
-
-    /// Apply a change to the index of `mailbox` if it is still at `validity`. Returns
-    /// whether anything changed.
-    pub fn apply(&self, mailbox: MailboxId, validity: UidValidity, change: IndexChange) -> bool {
-        let Some(ix) = self.get(mailbox) else {
-            return false;
-        };
-        let mut ix = ix.write();
-        ix.validity == validity && ix.apply(change)
-    }
-
-    /// Install a freshly listed index, keeping what the old one verified. Returns the changes
-    /// a watcher of the mailbox should hear about (nothing for a first listing).
-    pub fn install(&self, id: MailboxId, mut new: Index) -> (SharedIndex, Vec<Change>) {
-        let old = self.get(id);
-        let Some(old) = old else {
-            let shared = Arc::new(RwLock::new(new));
-            self.map.lock().insert(id, shared.clone());
-            return (shared, Vec::new());
-        };
-        let mut guard = old.write();
-        new.inherit(&guard);
-        let changes = diff(id, &guard, &new);
-        *guard = new;
-        drop(guard);
-        (old, changes)
-    }
-
-    /// The mailboxes we hold an index for.
-    pub fn ids(&self) -> Vec<MailboxId> {
-        self.map.lock().keys().copied().collect()
-    }
-
-    /// Forget a mailbox's index (it was deleted or renamed).
-    pub fn remove(&self, id: MailboxId) {
-        self.map.lock().remove(&id);
-    }
-}
-
-/// What changed between two listings of a mailbox.
-fn diff(mailbox: MailboxId, old: &Index, new: &Index) -> Vec<Change> {
-    if old.validity != new.validity {
-        return vec![Change::Reset {
-            mailbox,
-            old: old.validity,
-            uids: old.messages.keys().copied().collect(),
-        }];
-    }
-    let validity = new.validity;
-    let removed: Vec<Uid> = old
-        .messages
-        .keys()
-        .filter(|u| !new.messages.contains_key(u))
-        .copied()
-        .collect();
-    let mut added = Vec::new();
-    let mut changed = Vec::new();
-    for (uid, m) in &new.messages {
-        match old.messages.get(uid) {
-            None => added.push(*uid),
-            Some(o) if o.flags != m.flags || o.size() != m.size() => changed.push(*uid),
-            Some(_) => {}
+    /// The attributes (flags, size) of `uid`, touched before, changed.
+    fn attributes(&mut self, uid: Uid) {
+        if let Some(t) = self.touched.get_mut(&uid) {
+            t.1 = true;
         }
     }
-    Change::of_diff(mailbox, validity, removed, added, changed)
+
+    /// The net result, against the index after the edits: (removed, added, changed).
+    fn net(self, ix: &Index) -> (Vec<Uid>, Vec<Uid>, Vec<Uid>) {
+        let (mut removed, mut added, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+        for (uid, (was, attrs)) in self.touched {
+            match (was, ix.messages.contains_key(&uid)) {
+                (true, false) => removed.push(uid),
+                (false, true) => added.push(uid),
+                (true, true) if attrs => changed.push(uid),
+                _ => {}
+            }
+        }
+        (removed, added, changed)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(size: u64) -> MessageMeta {
-        MessageMeta {
-            listed_size: size,
-            body_len: None,
-            internal_date: 0,
-            flags: Vec::new(),
-            modseq: None,
-        }
-    }
-
-    fn index(v: u32, uids: &[u32]) -> Index {
-        Index {
-            validity: UidValidity::new(v).unwrap(),
-            uidnext: None,
-            highest_modseq: None,
-            permanent_flags: None,
-            messages: uids
-                .iter()
-                .map(|&u| (Uid::new(u).unwrap(), meta(10)))
-                .collect(),
-            fetched_at: Instant::now(),
-            stale: false,
-        }
-    }
-
-    fn uid(n: u32) -> Uid {
-        Uid::new(n).unwrap()
-    }
-
-    #[test]
-    fn body_lengths_survive_a_refresh_of_the_same_generation() {
-        let ix = Indexes::default();
-        let id = MailboxId::new(1).unwrap();
-        ix.install(id, index(7, &[1, 2]));
-        let v = UidValidity::new(7).unwrap();
-        assert!(ix.apply(
-            id,
-            v,
-            IndexChange::BodyLength {
-                uid: uid(2),
-                len: 99
-            }
-        ));
-        let (_, changes) = ix.install(id, index(7, &[2, 3]));
-        let msg = MessageRef {
-            mailbox: id,
-            validity: v,
-            uid: uid(2),
-        };
-        assert_eq!(ix.meta(msg).unwrap().size(), 99);
-        assert!(changes.contains(&Change::Removed {
-            mailbox: id,
-            validity: v,
-            uids: vec![uid(1)]
-        }));
-        assert!(changes.contains(&Change::Added {
-            mailbox: id,
-            validity: v,
-            uids: vec![uid(3)]
-        }));
-        // A new generation learns nothing from the old one.
-        let (_, changes) = ix.install(id, index(8, &[2]));
-        assert_eq!(
-            changes,
-            vec![Change::Reset {
-                mailbox: id,
-                old: v,
-                uids: vec![uid(2), uid(3)]
-            }]
-        );
-        let msg = MessageRef {
-            validity: UidValidity::new(8).unwrap(),
-            ..msg
-        };
-        assert_eq!(ix.meta(msg).unwrap().size(), 10);
-    }
-
-    #[test]
-    fn changes_apply_in_place_and_only_to_their_generation() {
-        let ix = Indexes::default();
-        let id = MailboxId::new(1).unwrap();
-        ix.install(id, index(7, &[1]));
-        let wrong = UidValidity::new(6).unwrap();
-        assert!(!ix.apply(id, wrong, IndexChange::Removed(uid(1))));
-        let v = UidValidity::new(7).unwrap();
-        let flags = vec![Flag::Seen];
-        assert!(ix.apply(
-            id,
-            v,
-            IndexChange::Flags {
-                uid: uid(1),
-                flags: flags.clone(),
-                modseq: Some(ModSeq(5))
-            }
-        ));
-        assert!(ix.apply(id, v, IndexChange::Added(uid(9), meta(1))));
-        assert_eq!(ix.get(id).unwrap().read().uidnext, Some(uid(10)));
-        assert!(ix.apply(id, v, IndexChange::Removed(uid(1))));
-        assert!(!ix.apply(id, v, IndexChange::Removed(uid(1))));
-    }
-}
+mod tests;

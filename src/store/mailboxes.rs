@@ -17,7 +17,6 @@ use crate::imap::codec::{Command, ListReturn};
 use crate::imap::pool::Retry;
 use crate::imap::session::Capability;
 use crate::imap::types::{MailboxName, StatusItem, UidValidity, Untagged};
-use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
 use crate::store::Account;
 
@@ -89,10 +88,14 @@ pub struct Quota {
     pub limit: u64,
 }
 
+/// The last list, and when it was read (`None`: no longer trusted, but still what a new
+/// list is compared with).
+type CachedList = (Arc<Vec<MailboxInfo>>, Option<Instant>);
+
 /// The cached list and the name <-> id table.
 #[derive(Default)]
 pub struct Mailboxes {
-    list: Mutex<Option<(Arc<Vec<MailboxInfo>>, Instant)>>,
+    list: Mutex<Option<CachedList>>,
     /// The last STATUS of each mailbox, with when it was asked and the mailbox's change epoch
     /// then (`getfattr -d` on a folder reads four attributes from one STATUS).
     status: Mutex<HashMap<MailboxId, (Instant, u64, MailboxStatus)>>,
@@ -129,14 +132,16 @@ impl Mailboxes {
         self.names.lock().by_id.get(id.get() as usize - 1).cloned()
     }
 
-    /// Forget the cached list: the next question asks the server.
+    /// Stop trusting the cached list: the next question asks the server.
     pub fn invalidate(&self) {
-        *self.list.lock() = None;
+        if let Some((_, at)) = self.list.lock().as_mut() {
+            *at = None;
+        }
     }
 
     fn fresh(&self, max_age: Duration) -> Option<Arc<Vec<MailboxInfo>>> {
         match &*self.list.lock() {
-            Some((list, at)) if at.elapsed() < max_age => Some(list.clone()),
+            Some((list, Some(at))) if at.elapsed() < max_age => Some(list.clone()),
             _ => None,
         }
     }
@@ -158,30 +163,42 @@ impl Account {
     }
 
     /// Take a fresh listing (from the pool or the watcher's connection) as the cached one;
-    /// watchers hear of it if it differs from the last (then the flag returned is true).
+    /// watchers hear what changed if it differs from the last (then the flag returned is
+    /// true). The one place the list changes, and the one place that tells of it.
     pub(crate) fn install_mailbox_list(
         &self,
         list: Vec<MailboxInfo>,
     ) -> (Arc<Vec<MailboxInfo>>, bool) {
         let mut cached = self.mailboxes.list.lock();
+        let now = Some(Instant::now());
         match cached.as_mut() {
             // The same as before: keep the old one (the tree built from it stays valid).
             Some((old, at)) if **old == list => {
-                *at = Instant::now();
+                *at = now;
                 (old.clone(), false)
             }
-            Some(_) => {
-                let list = Arc::new(list);
-                *cached = Some((list.clone(), Instant::now()));
-                drop(cached);
-                self.changes.send([Change::Mailboxes]);
+            Some((old, at)) => {
+                let before = std::mem::replace(old, Arc::new(list));
+                let list = old.clone();
+                *at = now;
+                // Sent under the lock: watchers hear of lists in the order they came.
+                self.changes.mailboxes_listed(&before, &list);
                 (list, true)
             }
             None => {
                 let list = Arc::new(list);
-                *cached = Some((list.clone(), Instant::now()));
+                *cached = Some((list.clone(), now));
                 (list, false)
             }
+        }
+    }
+
+    /// The list changed by a command of ours (or may have): read it again now, so that
+    /// watchers hear what changed. A failure leaves it untrusted: the next use asks.
+    fn relist(&self) {
+        self.mailboxes.invalidate();
+        if let Err(e) = self.mailboxes(Duration::ZERO) {
+            log::debug!("reading the folder list after a change: {e}");
         }
     }
 
@@ -336,8 +353,7 @@ impl Account {
             };
             s.run(cmd).map(drop)
         })?;
-        self.mailboxes.invalidate();
-        self.changes.send([Change::Mailboxes]);
+        self.relist();
         Ok(())
     }
 
@@ -407,26 +423,27 @@ impl Account {
         Ok(list.iter().any(|m| &m.name == name && !m.noselect))
     }
 
-    /// The end of a command that changed the list: on success, or when a broken connection
-    /// left us in doubt and `done` (asked on a new connection) says it happened, the list is
-    /// stale and watchers hear of it.
+    /// The end of a command that changed the list: the list is read again (by `done`, asked
+    /// on a new connection when a broken one left us in doubt whether it happened, else
+    /// right away), and watchers hear what changed.
     fn after_list_change(&self, r: Result<()>, done: impl FnOnce() -> Result<bool>) -> Result<()> {
-        let r = match r {
+        let (r, listed) = match r {
             Err(e) if e.is_fatal_to_connection() => {
                 log::warn!("connection lost during a folder change ({e}): checking the result");
                 match done() {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(e),
+                    Ok(true) => (Ok(()), true),
+                    Ok(false) => (Err(e), true),
                     Err(check) => {
                         log::warn!("could not check: {check}");
-                        Err(e)
+                        (Err(e), false)
                     }
                 }
             }
-            other => other,
+            other => (other, false),
         };
-        self.mailboxes.invalidate();
-        self.changes.send([Change::Mailboxes]);
+        if !listed {
+            self.relist();
+        }
         r
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! - [`mailboxes`]: the LIST cache, mailbox ids, CREATE / DELETE / RENAME / SUBSCRIBE, STATUS,
 //!   quota;
-//! - [`index`]: one mailbox's messages, changed only by applying an [`IndexChange`];
+//! - [`index`]: one mailbox's messages, changed only through one door ([`index::Indexes`]),
+//!   which sends the matching [`Change`]s itself;
 //! - [`sync`]: listing a mailbox and refreshing its index incrementally (QRESYNC, CONDSTORE,
 //!   or a UID and flags diff);
 //! - [`watch`]: the watcher connection (NOTIFY, else IDLE and STATUS polling) that turns other
@@ -46,7 +47,7 @@ pub mod write;
 use parking_lot::Mutex;
 
 use crate::imap::pool::Pool;
-pub use changes::{Change, ChangeFeed};
+pub use changes::{Change, ChangeFeed, ListChange};
 pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
 pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
@@ -112,7 +113,8 @@ pub struct Account {
     indexes: index::Indexes,
     reading: read::ReadState,
     headers: headers::HeaderCache,
-    changes: ChangeFeed,
+    /// Where changes go: the indexes send theirs ([`index::Indexes`]), the mailbox list its.
+    changes: std::sync::Arc<ChangeFeed>,
     moves: write::MoveQueue,
     /// Locks that serialise index refreshes per mailbox (striped by mailbox).
     refresh_turns: Vec<Mutex<()>>,
@@ -130,13 +132,14 @@ pub struct Account {
 
 impl Account {
     pub fn new(pool: Pool, opts: StoreOptions) -> Account {
+        let changes = std::sync::Arc::new(ChangeFeed::default());
         Account {
             pool,
             mailboxes: mailboxes::Mailboxes::default(),
-            indexes: index::Indexes::default(),
+            indexes: index::Indexes::new(changes.clone()),
             reading: read::ReadState::new(opts.cache_size),
             headers: headers::HeaderCache::default(),
-            changes: ChangeFeed::default(),
+            changes,
             moves: write::MoveQueue::default(),
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
             watch: watch::Watch::default(),

@@ -89,7 +89,7 @@ impl Account {
             Ok(Some(ix)) => {
                 log::debug!(
                     "{name}: starting from the saved index ({} messages)",
-                    ix.messages.len()
+                    ix.messages().len()
                 );
                 Some(ix)
             }
@@ -259,16 +259,16 @@ fn euid() -> u32 {
 
 /// Serialise an index (see the module documentation for the layout).
 fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
-    let mut w = Vec::with_capacity(64 + ix.messages.len() * 48);
+    let mut w = Vec::with_capacity(64 + ix.messages().len() * 48);
     w.extend_from_slice(MAGIC);
     put_u32(&mut w, VERSION);
     put_bytes(&mut w, account.as_bytes());
     put_bytes(&mut w, name.raw());
-    put_u32(&mut w, ix.validity.get());
-    put_opt(&mut w, ix.uidnext.map(|u| u64::from(u.get())));
-    put_opt(&mut w, ix.highest_modseq.map(|m| m.0));
-    put_u32(&mut w, ix.messages.len() as u32);
-    for (uid, m) in &ix.messages {
+    put_u32(&mut w, ix.validity().get());
+    put_opt(&mut w, ix.uidnext().map(|u| u64::from(u.get())));
+    put_opt(&mut w, ix.highest_modseq().map(|m| m.0));
+    put_u32(&mut w, ix.messages().len() as u32);
+    for (uid, m) in ix.messages() {
         put_u32(&mut w, uid.get());
         w.extend_from_slice(&m.listed_size.to_le_bytes());
         // The verified length is not saved: it would be trusted over the server's bytes
@@ -409,15 +409,12 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
     if !r.0.is_empty() {
         return Err("trailing bytes".into());
     }
-    Ok(Some(Index {
+    Ok(Some(Index::saved(
         validity,
         uidnext,
         highest_modseq,
-        permanent_flags: None,
         messages,
-        fetched_at: Instant::now(),
-        stale: true,
-    }))
+    )))
 }
 
 /// A bounds-checked cursor.

@@ -49,7 +49,6 @@ use crate::imap::pool::Retry;
 use crate::imap::session::{Access, Session};
 use crate::imap::types::{fetch_uid, FetchItem, SequenceSet, Uid, Untagged};
 use crate::store::blocks::{BlockCache, BlockKey};
-use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::IndexChange;
 use crate::store::Account;
@@ -261,23 +260,18 @@ impl Account {
         Ok(out)
     }
 
-    /// Record a message's real length; tell the filesystem if its size changes.
+    /// Record a message's real length; the filesystem hears of it if its size changes.
     pub(crate) fn learn_length(&self, msg: MessageRef, shown: u64, real: u64) {
         self.reading.read_through.lock().insert(msg);
         let change = IndexChange::BodyLength {
             uid: msg.uid,
             len: real,
         };
-        if self.indexes.apply(msg.mailbox, msg.validity, change) && real != shown {
+        if self.indexes.apply(msg.mailbox, msg.validity, [change]) && real != shown {
             log::info!(
                 "UID {}: listed as {shown} bytes, BODY[] has {real}",
                 msg.uid
             );
-            self.changes.send([Change::Changed {
-                mailbox: msg.mailbox,
-                validity: msg.validity,
-                uids: vec![msg.uid],
-            }]);
         }
     }
 
@@ -334,14 +328,14 @@ impl Account {
             return Vec::new();
         };
         let index = index.read();
-        if index.validity != msg.validity {
+        if index.validity() != msg.validity {
             return Vec::new();
         }
         let bs = self.opts.block_size;
         let budget = (self.opts.cache_size / 4).max(bs);
         let mut bytes = 0;
         let mut out = Vec::new();
-        for (&next, meta) in index.messages.range(msg.uid..).skip(1) {
+        for (&next, meta) in index.messages().range(msg.uid..).skip(1) {
             let cost = meta.size().min(bs);
             if out.len() >= window || bytes + cost > budget {
                 break;
@@ -420,16 +414,8 @@ impl Account {
 
     /// Forget a message the server no longer has.
     pub(crate) fn forget_message(&self, msg: MessageRef) {
-        if self
-            .indexes
-            .apply(msg.mailbox, msg.validity, IndexChange::Removed(msg.uid))
-        {
-            self.changes.send([Change::Removed {
-                mailbox: msg.mailbox,
-                validity: msg.validity,
-                uids: vec![msg.uid],
-            }]);
-        }
+        let gone = IndexChange::Removed(msg.uid);
+        self.indexes.apply(msg.mailbox, msg.validity, [gone]);
     }
 }
 

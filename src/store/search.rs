@@ -66,19 +66,19 @@ impl Account {
         let known = |uids: &[Uid]| {
             self.cached_index(mailbox).is_some_and(|ix| {
                 let ix = ix.read();
-                ix.validity == validity && uids.iter().all(|u| ix.messages.contains_key(u))
+                ix.validity() == validity && uids.iter().all(|u| ix.messages().contains_key(u))
             })
         };
         if !known(&uids) {
             // New mail since our listing, or a new generation: list again first.
             let index = self.index(mailbox, Duration::ZERO)?;
             let ix = index.read();
-            if ix.validity != validity {
+            if ix.validity() != validity {
                 return Err(Error::NoMailbox(format!(
                     "{name} changed generation during the search"
                 )));
             }
-            uids.retain(|u| ix.messages.contains_key(u));
+            uids.retain(|u| ix.messages().contains_key(u));
         }
         Ok(SearchHits {
             mailbox,

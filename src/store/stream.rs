@@ -183,13 +183,13 @@ impl Account {
     fn walk_plan(&self, msg: MessageRef, prev: Uid) -> Option<(Order, Vec<Uid>)> {
         let ix = self.indexes.get(msg.mailbox)?;
         let ix = ix.read();
-        if ix.validity != msg.validity {
+        if ix.validity() != msg.validity {
             return None;
         }
-        let next_by_uid = ix.messages.range(prev..).nth(1).map(|(u, _)| *u);
+        let next_by_uid = ix.messages().range(prev..).nth(1).map(|(u, _)| *u);
         if next_by_uid == Some(msg.uid) {
             let plan = ix
-                .messages
+                .messages()
                 .range(msg.uid..)
                 .skip(1)
                 .map(|(u, _)| *u)
@@ -199,7 +199,7 @@ impl Account {
         let name = |u: &Uid| u.to_string() + ".eml";
         let (prev_name, this_name) = (name(&prev), name(&msg.uid));
         let next_by_name = ix
-            .messages
+            .messages()
             .keys()
             .map(name)
             .filter(|n| *n > prev_name)
@@ -208,7 +208,7 @@ impl Account {
             return None;
         }
         let mut after: Vec<(String, Uid)> = ix
-            .messages
+            .messages()
             .keys()
             .map(|u| (name(u), *u))
             .filter(|(n, _)| *n > this_name)
@@ -227,7 +227,7 @@ impl Account {
         if let Some(ix) = self.indexes.get(msg.mailbox) {
             let ix = ix.read();
             for u in &plan {
-                let size = ix.messages.get(u).map_or(0, |m| m.size());
+                let size = ix.messages().get(u).map_or(0, |m| m.size());
                 whole.push(size <= whole_max);
                 total += if size <= whole_max { size } else { bs };
                 ahead.push(total);

@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr, QResync, SearchKey, SearchReturn, SelectSync};
@@ -45,13 +45,10 @@ use crate::imap::types::{
 };
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
-use crate::store::index::{Index, MessageMeta, SharedIndex};
+use crate::store::index::{Delta, Index, Listing, MessageMeta, SharedIndex};
 use crate::store::Account;
 
-mod delta;
 mod verify;
-
-pub(crate) use delta::{apply_delta, Delta};
 
 /// What a refresh starts from: the part of the index the server is asked about.
 #[derive(Debug, Clone)]
@@ -67,9 +64,9 @@ pub(crate) struct Base {
 impl Base {
     fn of(ix: &Index, check: Vec<(Uid, u64, i64)>) -> Base {
         Base {
-            validity: ix.validity,
-            highest_modseq: ix.highest_modseq,
-            uidnext: ix.uidnext,
+            validity: ix.validity(),
+            highest_modseq: ix.highest_modseq(),
+            uidnext: ix.uidnext(),
             check,
         }
     }
@@ -102,8 +99,9 @@ impl Account {
         let fresh = || {
             self.indexes.get(id).filter(|ix| {
                 let ix = ix.read();
-                !ix.stale
-                    && (ix.fetched_at.elapsed() < max_age || self.watched_since(id, ix.fetched_at))
+                !ix.is_stale()
+                    && (ix.fetched_at().elapsed() < max_age
+                        || self.watched_since(id, ix.fetched_at()))
             })
         };
         if let Some(ix) = fresh() {
@@ -126,11 +124,11 @@ impl Account {
     /// for a refresh already under way instead of starting a second. Returns whether the
     /// mailbox turned out to have a new UIDVALIDITY.
     pub(crate) fn refresh_held(&self, id: MailboxId) -> Result<bool> {
-        let Some(before) = self.indexes.get(id).map(|ix| ix.read().validity) else {
+        let Some(before) = self.indexes.get(id).map(|ix| ix.read().validity()) else {
             return Ok(false);
         };
         let _turn = self.refresh_turns[id.get() as usize % self.refresh_turns.len()].lock();
-        let after = self.refresh(id)?.read().validity;
+        let after = self.refresh(id)?.read().validity();
         Ok(after != before)
     }
 
@@ -141,8 +139,13 @@ impl Account {
     /// of it against the server ([`verify`]); a mismatch means the server holds other
     /// messages under the same UIDVALIDITY (a restored backup), and the folder is listed
     /// afresh as if its UIDVALIDITY had changed.
+    ///
+    /// Edits of ours made while the server is asked are applied again on top of its answer
+    /// (a [`Listing`](crate::store::index::Listing) is open): an answer that predates them
+    /// cannot undo them.
     fn refresh(&self, id: MailboxId) -> Result<SharedIndex> {
         let name = self.require_name(id)?;
+        let listing = self.indexes.begin_listing(id);
         let held = self.indexes.get(id);
         let saved = match held {
             Some(_) => None,
@@ -154,8 +157,8 @@ impl Account {
             (None, None) => None,
         };
         let known = |uid: Uid| match (&held, &saved) {
-            (Some(ix), _) => ix.read().messages.contains_key(&uid),
-            (None, Some(ix)) => ix.messages.contains_key(&uid),
+            (Some(ix), _) => ix.read().messages().contains_key(&uid),
+            (None, Some(ix)) => ix.messages().contains_key(&uid),
             (None, None) => false,
         };
         let attempt = || {
@@ -174,43 +177,26 @@ impl Account {
             other => other?,
         };
         let shared = match learned {
-            Learned::Full(index) => self.install_full(id, &name, index),
+            Learned::Full(index) => self.install_full(id, &name, index, &listing, None),
             Learned::Replaced(index) => {
                 log::warn!(
                     "{name}: the saved index does not match the server (same UIDVALIDITY, \
                      other messages): listing it afresh"
                 );
-                if let Some(old) = &saved {
+                if saved.is_some() {
                     self.reading.blocks.forget_mailbox(id);
-                    self.changes.send([Change::Reset {
-                        mailbox: id,
-                        old: old.validity,
-                        uids: old.messages.keys().copied().collect(),
-                    }]);
                 }
-                self.install_full(id, &name, index)
+                self.install_full(id, &name, index, &listing, saved.as_ref())
             }
             Learned::Delta(delta) => {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
-                let validity = base
-                    .as_ref()
-                    .map(|b| b.validity)
-                    .ok_or(Error::Internal("an incremental refresh without an index"))?;
-                let (shared, changes, unknown) = match (held, saved) {
-                    (Some(shared), _) => {
-                        let (changes, unknown) =
-                            apply_delta(id, validity, &mut shared.write(), delta);
-                        (shared, changes, unknown)
-                    }
-                    (None, Some(mut ix)) => {
-                        let (changes, unknown) = apply_delta(id, validity, &mut ix, delta);
-                        (self.indexes.install(id, ix).0, changes, unknown)
-                    }
-                    (None, None) => {
-                        return Err(Error::Internal("an incremental refresh without an index"))
-                    }
-                };
-                self.changes.send(changes);
+                let no_index = || Error::Internal("an incremental refresh without an index");
+                let validity = base.as_ref().map(|b| b.validity).ok_or_else(no_index)?;
+                // `saved` is there only when no index was held: it goes in with the delta.
+                let (shared, unknown) = self
+                    .indexes
+                    .apply_delta(id, validity, delta, &listing, saved)
+                    .ok_or_else(no_index)?;
                 if !unknown.is_empty() {
                     // The index stays stale and keeps its old HIGHESTMODSEQ and UIDNEXT: the
                     // next question asks again for what changed since then.
@@ -227,17 +213,21 @@ impl Account {
     }
 
     /// Install a whole listing (first sight, a new UIDVALIDITY, a saved index that did not
-    /// match); the filesystem hears what changed.
-    fn install_full(&self, id: MailboxId, name: &MailboxName, index: Index) -> SharedIndex {
+    /// match); the door tells the filesystem what changed.
+    fn install_full(
+        &self,
+        id: MailboxId,
+        name: &MailboxName,
+        index: Index,
+        listing: &Listing<'_>,
+        disowned: Option<&Index>,
+    ) -> SharedIndex {
         self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
-        let (shared, changes) = self.indexes.install(id, index);
-        for c in &changes {
-            if let Change::Reset { .. } = c {
-                log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
-                self.reading.blocks.forget_mailbox(id);
-            }
+        let (shared, changes) = self.indexes.install(id, index, listing, disowned);
+        if disowned.is_none() && changes.iter().any(|c| matches!(c, Change::Reset { .. })) {
+            log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
+            self.reading.blocks.forget_mailbox(id);
         }
-        self.changes.send(changes);
         shared
     }
 
@@ -509,15 +499,13 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> 
         None => return Err(Error::Internal("a pipeline without a reply to its FETCH")),
     };
     let messages = parse_listing(done.map(|d| d.untagged).unwrap_or_default());
-    Ok(Index {
+    Ok(Index::listed(
         validity,
         uidnext,
         highest_modseq,
         permanent_flags,
         messages,
-        fetched_at: Instant::now(),
-        stale: false,
-    })
+    ))
 }
 
 #[cfg(test)]

@@ -545,10 +545,10 @@ fn differs(a: &Account, id: MailboxId, items: &[StatusItem]) -> bool {
     };
     let ix = ix.read();
     items.iter().any(|item| match *item {
-        StatusItem::Messages(n) => n as usize != ix.messages.len(),
-        StatusItem::UidNext(n) => ix.uidnext.is_none_or(|u| u < n),
-        StatusItem::UidValidity(v) => ix.validity != v,
-        StatusItem::HighestModSeq(m) => ix.highest_modseq.is_none_or(|h| h < m),
+        StatusItem::Messages(n) => n as usize != ix.messages().len(),
+        StatusItem::UidNext(n) => ix.uidnext().is_none_or(|u| u < n),
+        StatusItem::UidValidity(v) => ix.validity() != v,
+        StatusItem::HighestModSeq(m) => ix.highest_modseq().is_none_or(|h| h < m),
         _ => false,
     })
 }

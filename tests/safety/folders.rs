@@ -335,7 +335,7 @@ fn item_6_a_refresh_commits_highestmodseq_only_after_listing_the_uids_it_lacked(
     let uid3 = Uid::new(3).unwrap();
 
     let ix = account.index(id, Duration::ZERO).expect("first listing");
-    assert_eq!(ix.read().highest_modseq, Some(ModSeq(10)));
+    assert_eq!(ix.read().highest_modseq(), Some(ModSeq(10)));
     {
         let mut st = state.lock().unwrap();
         st.messages.insert(3, 12);
@@ -345,11 +345,11 @@ fn item_6_a_refresh_commits_highestmodseq_only_after_listing_the_uids_it_lacked(
     let refused = account.index(id, Duration::ZERO);
     let ix = account.cached_index(id).unwrap();
     assert!(
-        refused.is_err() || ix.read().messages.contains_key(&uid3),
+        refused.is_err() || ix.read().messages().contains_key(&uid3),
         "a refresh that could not list UID 3 reported success without it"
     );
     assert_eq!(
-        ix.read().highest_modseq,
+        ix.read().highest_modseq(),
         Some(ModSeq(10)),
         "HIGHESTMODSEQ committed before UID 3 was listed"
     );
@@ -358,15 +358,15 @@ fn item_6_a_refresh_commits_highestmodseq_only_after_listing_the_uids_it_lacked(
     state.lock().unwrap().refuse_named = false;
     let _ = account.index(id, Duration::ZERO);
     let ix = account.cached_index(id).unwrap();
-    if !ix.read().messages.contains_key(&uid3) {
-        assert_eq!(ix.read().highest_modseq, Some(ModSeq(10)));
+    if !ix.read().messages().contains_key(&uid3) {
+        assert_eq!(ix.read().highest_modseq(), Some(ModSeq(10)));
     }
 
     // The server answers properly: UID 3 shows, and the index is at the server's state.
     state.lock().unwrap().hide_3 = false;
     let ix = account.index(id, Duration::ZERO).expect("refresh");
     let ix = ix.read();
-    assert!(ix.messages.contains_key(&uid3), "UID 3 stays invisible");
-    assert_eq!(ix.highest_modseq, Some(ModSeq(12)));
-    assert_eq!(ix.uidnext, Uid::new(4));
+    assert!(ix.messages().contains_key(&uid3), "UID 3 stays invisible");
+    assert_eq!(ix.highest_modseq(), Some(ModSeq(12)));
+    assert_eq!(ix.uidnext(), Uid::new(4));
 }

@@ -223,7 +223,7 @@ impl ImapFs {
                 let index = self.account.index(mb, self.opts.dir_ttl)?;
                 let (validity, uids): (_, Vec<Uid>) = {
                     let ix = index.read();
-                    (ix.validity, ix.messages.keys().copied().collect())
+                    (ix.validity(), ix.messages().keys().copied().collect())
                 };
                 let generation = self.tree.lock().generation(mb, validity);
                 let mut out = dot(dir);
@@ -422,10 +422,10 @@ impl ImapFs {
         let index = self.account.index(mb, self.opts.dir_ttl)?;
         let validity = {
             let ix = index.read();
-            if !ix.messages.contains_key(&uid) {
+            if !ix.messages().contains_key(&uid) {
                 return Err(Error::NoEntry(name.into()));
             }
-            ix.validity
+            ix.validity()
         };
         let generation = self.tree.lock().generation(mb, validity);
         let ino = part_ino(generation, uid, 0)?;

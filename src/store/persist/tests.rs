@@ -16,15 +16,13 @@ fn sample() -> Index {
             },
         );
     }
-    Index {
-        validity: UidValidity::new(42).unwrap(),
-        uidnext: Uid::new(10),
-        highest_modseq: Some(ModSeq(12)),
-        permanent_flags: None,
+    Index::listed(
+        UidValidity::new(42).unwrap(),
+        Uid::new(10),
+        Some(ModSeq(12)),
+        None,
         messages,
-        fetched_at: Instant::now(),
-        stale: false,
-    }
+    )
 }
 
 #[test]
@@ -33,14 +31,14 @@ fn round_trips_and_loads_stale() {
     let ix = sample();
     let bytes = encode("u@h:993", &name, &ix);
     let back = decode(&bytes, "u@h:993", &name).unwrap().unwrap();
-    let mut expected = ix.messages.clone();
+    let mut expected = ix.messages().clone();
     // Verified lengths are learned again from the server's bytes (item 15).
     expected.values_mut().for_each(|m| m.body_len = None);
-    assert_eq!(back.messages, expected);
-    assert_eq!(back.validity, ix.validity);
-    assert_eq!(back.uidnext, ix.uidnext);
-    assert_eq!(back.highest_modseq, ix.highest_modseq);
-    assert!(back.stale, "a saved index is only a starting point");
+    assert_eq!(back.messages(), &expected);
+    assert_eq!(back.validity(), ix.validity());
+    assert_eq!(back.uidnext(), ix.uidnext());
+    assert_eq!(back.highest_modseq(), ix.highest_modseq());
+    assert!(back.is_stale(), "a saved index is only a starting point");
 }
 
 #[test]
@@ -78,7 +76,7 @@ fn files_are_private_and_replaced_whole() {
     );
     let back = load(&path, &p.account, &name).unwrap().unwrap();
     assert!(
-        back.messages.values().all(|m| m.body_len.is_none()),
+        back.messages().values().all(|m| m.body_len.is_none()),
         "item 15: a saved length is never trusted over the server's bytes"
     );
     assert!(

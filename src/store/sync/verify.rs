@@ -25,7 +25,7 @@ pub(crate) const RANDOM: usize = 100;
 /// The sample of a saved index: (UID, RFC822.SIZE, INTERNALDATE).
 pub(crate) fn sample(ix: &Index) -> Vec<(Uid, u64, i64)> {
     let all: Vec<(Uid, u64, i64)> = ix
-        .messages
+        .messages()
         .iter()
         .map(|(u, m)| (*u, m.listed_size, m.internal_date))
         .collect();

@@ -13,7 +13,6 @@ use crate::imap::codec::{imap_date_time, Command};
 use crate::imap::pool::Retry;
 use crate::imap::session::Completed;
 use crate::imap::types::{Code, Flag, StatusItem, Uid, UidValidity, Untagged};
-use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
 use crate::store::write::proof::{digest_context, Proof, Wanted};
@@ -203,16 +202,8 @@ impl Account {
             flags: msg.flags,
             modseq: None,
         };
-        if self
-            .indexes
-            .apply(target, validity, IndexChange::Added(uid, meta))
-        {
-            self.changes.send([Change::Added {
-                mailbox: target,
-                validity,
-                uids: vec![uid],
-            }]);
-        } else {
+        let added = IndexChange::Added(uid, meta);
+        if !self.indexes.apply(target, validity, [added]) {
             self.touch(target);
         }
         Ok(Some(MessageRef {

@@ -8,7 +8,6 @@ use crate::imap::codec::{Command, FetchAttr, StoreMode};
 use crate::imap::pool::Retry;
 use crate::imap::session::Access;
 use crate::imap::types::{Code, FetchItem, Flag, ModSeq, SequenceSet, Uid, Untagged};
-use crate::store::changes::Change;
 use crate::store::ids::MessageRef;
 use crate::store::index::IndexChange;
 use crate::store::write::FlagEdit;
@@ -127,13 +126,7 @@ impl Account {
             flags,
             modseq,
         };
-        if self.indexes.apply(msg.mailbox, msg.validity, change) {
-            self.changes.send([Change::Changed {
-                mailbox: msg.mailbox,
-                validity: msg.validity,
-                uids: vec![msg.uid],
-            }]);
-        }
+        self.indexes.apply(msg.mailbox, msg.validity, [change]);
     }
 }
 

@@ -46,9 +46,7 @@ use crate::error::{Error, Result};
 use crate::imap::pool::Retry;
 use crate::imap::session::Capability;
 use crate::imap::types::{Flag, Uid, UidValidity};
-use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
-use crate::store::index::IndexChange;
 use crate::store::Account;
 pub use append::{message_id, MessageBody, NewMessage};
 pub use moves::{MoveQueue, QueuedMove};
@@ -136,24 +134,15 @@ impl Account {
         })
     }
 
-    /// Messages left a mailbox: out of the index, and the filesystem hears of it.
+    /// Messages left a mailbox: out of the index, and the filesystem hears of it (even
+    /// for UIDs the index no longer held: the kernel may still have them).
     pub(super) fn removed(&self, id: MailboxId, validity: UidValidity, uids: &[Uid]) {
-        for &u in uids {
-            self.indexes.apply(id, validity, IndexChange::Removed(u));
-        }
-        // Announced even for UIDs the index no longer held: the kernel may still have them.
-        self.changes.send([Change::Removed {
-            mailbox: id,
-            validity,
-            uids: uids.to_vec(),
-        }]);
+        self.indexes.expunged(id, validity, uids);
     }
 
     /// Make the next question about a mailbox's messages ask the server.
     pub(super) fn touch(&self, id: MailboxId) {
-        if let Some(ix) = self.indexes.get(id) {
-            ix.write().mark_stale();
-        }
+        self.indexes.mark_stale(id);
     }
 }
 

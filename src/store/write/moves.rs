@@ -18,7 +18,6 @@ use crate::imap::session::{Access, Completed};
 use crate::imap::types::{
     fetch_uid, Code, FetchItem, SequenceSet, Status, Uid, UidValidity, Untagged,
 };
-use crate::store::changes::Change;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
 use crate::store::write::message_id;
@@ -183,11 +182,12 @@ impl Account {
         }
         for ((src, validity, target), moves) in groups {
             let uids: Vec<Uid> = moves.iter().map(|m| m.msg.uid).collect();
+            let metas = self.source_metas(src, validity, &uids);
             match self.move_on_server(src, validity, &uids, target) {
                 Ok(map) => {
                     // Callers hear first, the index second: a name for the new UID never
                     // exists before the caller knows the message arrived there.
-                    let tv = self.indexes.get(target).map(|ix| ix.read().validity);
+                    let tv = self.indexes.get(target).map(|ix| ix.read().validity());
                     for m in moves {
                         let new = map
                             .get(&m.msg.uid)
@@ -199,7 +199,7 @@ impl Account {
                             });
                         (m.done)(Ok(new));
                     }
-                    self.moved(src, validity, &uids, target, &map);
+                    self.moved(src, validity, metas, target, &map);
                 }
                 Err(e) => {
                     log::warn!("moving {} message(s): {e}", uids.len());
@@ -221,8 +221,9 @@ impl Account {
         uids: &[Uid],
         target: MailboxId,
     ) -> Result<BTreeMap<Uid, Uid>> {
+        let metas = self.source_metas(src, validity, uids);
         let map = self.move_on_server(src, validity, uids, target)?;
-        self.moved(src, validity, uids, target, &map);
+        self.moved(src, validity, metas, target, &map);
         Ok(map)
     }
 
@@ -388,53 +389,61 @@ impl Account {
         Ok(unsent)
     }
 
-    /// A move is done: the sources leave, the copies arrive under the UIDs the server gave
-    /// them (or the target is listed again when it gave none).
-    fn moved(
+    /// What the source's index says of messages about to move, taken before the server is
+    /// asked: once it moved them, a refresh of the source (the watcher hears the expunge
+    /// before our MOVE's reply) may drop them from the index before [`Account::moved`] runs.
+    fn source_metas(
         &self,
         src: MailboxId,
         validity: UidValidity,
         uids: &[Uid],
-        target: MailboxId,
-        map: &BTreeMap<Uid, Uid>,
-    ) {
-        let metas: Vec<(Uid, Option<MessageMeta>)> = uids
-            .iter()
-            .map(|&u| {
+    ) -> Vec<(Uid, Option<MessageMeta>)> {
+        uids.iter()
+            .map(|&uid| {
                 let msg = MessageRef {
                     mailbox: src,
                     validity,
-                    uid: u,
+                    uid,
                 };
-                (u, self.indexes.meta(msg))
+                (uid, self.indexes.meta(msg))
             })
-            .collect();
-        self.removed(src, validity, uids);
-        let target_validity = self.indexes.get(target).map(|ix| ix.read().validity);
-        let mut added = Vec::new();
+            .collect()
+    }
+
+    /// A move is done: the sources leave, the copies arrive under the UIDs the server gave
+    /// them, with the metadata the source had before the move (`metas`); the target is
+    /// listed again when the server gave no UIDs or a message's metadata is unknown.
+    fn moved(
+        &self,
+        src: MailboxId,
+        validity: UidValidity,
+        metas: Vec<(Uid, Option<MessageMeta>)>,
+        target: MailboxId,
+        map: &BTreeMap<Uid, Uid>,
+    ) {
+        let uids: Vec<Uid> = metas.iter().map(|(u, _)| *u).collect();
+        self.removed(src, validity, &uids);
+        let target_validity = self.indexes.get(target).map(|ix| ix.read().validity());
         if map.len() == uids.len() {
             if let Some(tv) = target_validity {
-                for (u, meta) in metas {
-                    if let (Some(&new), Some(mut meta)) = (map.get(&u), meta) {
+                let mut complete = true;
+                let added: Vec<IndexChange> = metas
+                    .into_iter()
+                    .filter_map(|(u, meta)| {
+                        let Some((&new, mut meta)) = map.get(&u).zip(meta) else {
+                            complete = false;
+                            return None;
+                        };
                         // The source's MODSEQ means nothing in the target: unknown until
                         // asked (a replacing flag change asks first, see `flags.rs`).
                         meta.modseq = None;
-                        if self
-                            .indexes
-                            .apply(target, tv, IndexChange::Added(new, meta))
-                        {
-                            added.push(new);
-                        }
-                    }
+                        Some(IndexChange::Added(new, meta))
+                    })
+                    .collect();
+                self.indexes.apply(target, tv, added);
+                if complete {
+                    return;
                 }
-                if !added.is_empty() {
-                    self.changes.send([Change::Added {
-                        mailbox: target,
-                        validity: tv,
-                        uids: added,
-                    }]);
-                }
-                return;
             }
         }
         self.touch(target);

@@ -114,11 +114,11 @@ impl Account {
     pub(super) fn index_floor(&self, mailbox: MailboxId) -> Option<(UidValidity, Uid)> {
         let ix = self.indexes.get(mailbox)?;
         let ix = ix.read();
-        let next = ix.uidnext.or_else(|| {
-            let last = ix.messages.keys().next_back()?;
+        let next = ix.uidnext().or_else(|| {
+            let last = ix.messages().keys().next_back()?;
             Uid::new(last.get().saturating_add(1))
         })?;
-        Some((ix.validity, next))
+        Some((ix.validity(), next))
     }
 
     /// Size and digest of messages of the mailbox `s` has selected (rare path: a cut COPY).
