@@ -165,6 +165,9 @@ fn run_model(ops: u64) {
     );
     if !model.failures.is_empty() {
         let log = mount.log();
+        let kept = std::env::temp_dir().join(format!("imapfs-model-{seed}.log"));
+        let _ = std::fs::write(&kept, &log);
+        println!("model: the whole mount log is in {}", kept.display());
         panic!(
             "model (IMAPFS_MODEL_SEED={seed} IMAPFS_MODEL_OPS={ops}): {} failure(s):\n{}\n\
              mount log tail:\n{}",
