@@ -38,8 +38,10 @@ pub const LIVE_TTL: Duration = Duration::from_secs(3600);
 impl ImapFs {
     /// Refresh the directory tree from the server's LIST if it is older than the TTL.
     pub(crate) fn sync_tree(&self) -> Result<()> {
-        let list = self.account.mailboxes(self.opts.dir_ttl)?;
+        // Taken before the list is read, so that two callers cannot rebuild out of order (the
+        // one holding an older list last, undoing a folder change the other one showed).
         let mut built = self.built_from.lock();
+        let list = self.account.mailboxes(self.opts.dir_ttl)?;
         if built.as_ref().is_some_and(|b| Arc::ptr_eq(b, &list)) {
             return Ok(()); // the tree already reflects this listing
         }

@@ -91,7 +91,7 @@ pub struct Quota {
 /// The cached list and the name <-> id table.
 #[derive(Default)]
 pub struct Mailboxes {
-    list: Mutex<Option<(Arc<Vec<MailboxInfo>>, Instant)>>,
+    list: Mutex<ListCache>,
     /// The last STATUS of each mailbox, with when it was asked and the mailbox's change epoch
     /// then (`getfattr -d` on a folder reads four attributes from one STATUS).
     status: Mutex<HashMap<MailboxId, (Instant, u64, MailboxStatus)>>,
@@ -99,6 +99,20 @@ pub struct Mailboxes {
     turn: Mutex<()>,
     names: Mutex<Names>,
 }
+
+/// The cached folder list, and the generation that tells a listing overtaken by a folder
+/// change of ours: a LIST sent before our RENAME and answered after it shows the old name,
+/// and installing it would undo the rename in the tree until the next listing.
+#[derive(Default)]
+struct ListCache {
+    current: Option<(Arc<Vec<MailboxInfo>>, Instant)>,
+    /// Bumped by every change of ours to the folder list (and by [`Mailboxes::invalidate`]).
+    generation: u64,
+}
+
+/// The generation a listing was asked under ([`Account::list_generation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListGeneration(u64);
 
 #[derive(Default)]
 struct Names {
@@ -128,13 +142,16 @@ impl Mailboxes {
         self.names.lock().by_id.get(id.get() as usize - 1).cloned()
     }
 
-    /// Forget the cached list: the next question asks the server.
+    /// Forget the cached list: the next question asks the server, and no listing asked
+    /// before now is installed any more.
     pub fn invalidate(&self) {
-        *self.list.lock() = None;
+        let mut cache = self.list.lock();
+        cache.current = None;
+        cache.generation += 1;
     }
 
     fn fresh(&self, max_age: Duration) -> Option<Arc<Vec<MailboxInfo>>> {
-        match &*self.list.lock() {
+        match &self.list.lock().current {
             Some((list, at)) if at.elapsed() < max_age => Some(list.clone()),
             _ => None,
         }
@@ -149,37 +166,61 @@ impl Account {
             return Ok(list);
         }
         let _turn = mb.turn.lock();
-        if let Some(list) = mb.fresh(max_age) {
-            return Ok(list);
+        // A listing overtaken by a folder change of ours is asked again; after a few tries
+        // (changes in a tight loop) the last one answers this question without being cached.
+        let mut tries = 0;
+        loop {
+            if let Some(list) = mb.fresh(max_age) {
+                return Ok(list);
+            }
+            let asked = self.list_generation();
+            let list = self.pool.with_session(None, Retry::Idempotent, list_all)?;
+            match self.install_mailbox_list(list, asked) {
+                Ok((list, _)) => return Ok(list),
+                Err(list) if tries >= 2 => return Ok(Arc::new(list)),
+                Err(_) => tries += 1,
+            }
         }
-        let list = self.pool.with_session(None, Retry::Idempotent, list_all)?;
-        Ok(self.install_mailbox_list(list).0)
     }
 
-    /// Take a fresh listing (from the pool or the watcher's connection) as the cached one;
-    /// watchers hear of it if it differs from the last (then the flag returned is true).
+    /// The generation to pass to [`Account::install_mailbox_list`] with a listing asked now
+    /// (read before the LIST is sent).
+    pub(crate) fn list_generation(&self) -> ListGeneration {
+        ListGeneration(self.mailboxes.list.lock().generation)
+    }
+
+    /// Take a fresh listing (from the pool or the watcher's connection), asked under
+    /// `asked`, as the cached one; watchers hear of it if it differs from the last (then the
+    /// flag returned is true). A listing that a folder change of ours overtook (the
+    /// generation moved on since it was asked) may show the state before that change: it is
+    /// given back (`Err`), not installed.
     pub(crate) fn install_mailbox_list(
         &self,
         list: Vec<MailboxInfo>,
-    ) -> (Arc<Vec<MailboxInfo>>, bool) {
-        let mut cached = self.mailboxes.list.lock();
-        match cached.as_mut() {
+        asked: ListGeneration,
+    ) -> std::result::Result<(Arc<Vec<MailboxInfo>>, bool), Vec<MailboxInfo>> {
+        let mut cache = self.mailboxes.list.lock();
+        if cache.generation != asked.0 {
+            log::debug!("a folder list asked before a folder change of ours: dropped");
+            return Err(list);
+        }
+        match cache.current.as_mut() {
             // The same as before: keep the old one (the tree built from it stays valid).
             Some((old, at)) if **old == list => {
                 *at = Instant::now();
-                (old.clone(), false)
+                Ok((old.clone(), false))
             }
             Some(_) => {
                 let list = Arc::new(list);
-                *cached = Some((list.clone(), Instant::now()));
-                drop(cached);
+                cache.current = Some((list.clone(), Instant::now()));
+                drop(cache);
                 self.changes.send([Change::Mailboxes]);
-                (list, true)
+                Ok((list, true))
             }
             None => {
                 let list = Arc::new(list);
-                *cached = Some((list.clone(), Instant::now()));
-                (list, false)
+                cache.current = Some((list.clone(), Instant::now()));
+                Ok((list, false))
             }
         }
     }

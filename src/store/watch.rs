@@ -525,13 +525,17 @@ impl Watcher {
         let Some(a) = self.account.upgrade() else {
             return Ok(());
         };
+        let asked = a.list_generation();
         match list_all(s) {
+            // A listing that a folder change of ours overtook is dropped: the next poll
+            // reads the list again.
             Ok(list) => {
-                let (list, _) = a.install_mailbox_list(list);
-                if self.last_list.as_ref().is_some_and(|l| **l != *list) {
-                    self.renew = true;
+                if let Ok((list, _)) = a.install_mailbox_list(list, asked) {
+                    if self.last_list.as_ref().is_some_and(|l| **l != *list) {
+                        self.renew = true;
+                    }
+                    self.last_list = Some(list);
                 }
-                self.last_list = Some(list);
             }
             Err(e) if e.is_fatal_to_connection() => return Err(e),
             Err(e) => log::debug!("watcher: reading the folder list: {e}"),
