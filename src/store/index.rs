@@ -131,6 +131,12 @@ pub type SharedIndex = Arc<RwLock<Index>>;
 #[derive(Default)]
 pub struct Indexes {
     map: Mutex<HashMap<MailboxId, SharedIndex>>,
+    /// Edits of ours to each mailbox's messages (added, removed, flags), counted under the
+    /// index's write lock: a refresh whose server answer was asked before one of them may be
+    /// older than what the index shows (a moved message listed again in its source), and
+    /// is asked again instead of applied (`sync.rs`). Body lengths learned by reading do
+    /// not count: no listing contradicts them.
+    edits: Mutex<HashMap<MailboxId, u64>>,
 }
 
 impl Indexes {
@@ -155,24 +161,46 @@ impl Indexes {
             return false;
         };
         let mut ix = ix.write();
-        ix.validity == validity && ix.apply(change)
+        if ix.validity != validity {
+            return false;
+        }
+        if !matches!(change, IndexChange::BodyLength { .. }) {
+            *self.edits.lock().entry(mailbox).or_default() += 1;
+        }
+        ix.apply(change)
+    }
+
+    /// How many edits of ours [`Indexes::apply`] made to `mailbox` (see `edits`). Compared
+    /// while holding the index's lock, equal counts mean no edit came in between.
+    pub fn local_edits(&self, mailbox: MailboxId) -> u64 {
+        self.edits.lock().get(&mailbox).copied().unwrap_or(0)
     }
 
     /// Install a freshly listed index, keeping what the old one verified. Returns the changes
-    /// a watcher of the mailbox should hear about (nothing for a first listing).
-    pub fn install(&self, id: MailboxId, mut new: Index) -> (SharedIndex, Vec<Change>) {
+    /// a watcher of the mailbox should hear about (nothing for a first listing). With
+    /// `unless_edited_since`, an index we hold that was edited since that count
+    /// ([`Indexes::local_edits`]) is kept and `None` returned: the listing may predate the edit.
+    pub fn install(
+        &self,
+        id: MailboxId,
+        mut new: Index,
+        unless_edited_since: Option<u64>,
+    ) -> Option<(SharedIndex, Vec<Change>)> {
         let old = self.get(id);
         let Some(old) = old else {
             let shared = Arc::new(RwLock::new(new));
             self.map.lock().insert(id, shared.clone());
-            return (shared, Vec::new());
+            return Some((shared, Vec::new()));
         };
         let mut guard = old.write();
+        if unless_edited_since.is_some_and(|n| n != self.local_edits(id)) {
+            return None;
+        }
         new.inherit(&guard);
         let changes = diff(id, &guard, &new);
         *guard = new;
         drop(guard);
-        (old, changes)
+        Some((old, changes))
     }
 
     /// The mailboxes we hold an index for.
@@ -251,7 +279,7 @@ mod tests {
     fn body_lengths_survive_a_refresh_of_the_same_generation() {
         let ix = Indexes::default();
         let id = MailboxId::new(1).unwrap();
-        ix.install(id, index(7, &[1, 2]));
+        ix.install(id, index(7, &[1, 2]), None);
         let v = UidValidity::new(7).unwrap();
         assert!(ix.apply(
             id,
@@ -261,7 +289,7 @@ mod tests {
                 len: 99
             }
         ));
-        let (_, changes) = ix.install(id, index(7, &[2, 3]));
+        let (_, changes) = ix.install(id, index(7, &[2, 3]), None).unwrap();
         let msg = MessageRef {
             mailbox: id,
             validity: v,
@@ -279,7 +307,7 @@ mod tests {
             uids: vec![uid(3)]
         }));
         // A new generation learns nothing from the old one.
-        let (_, changes) = ix.install(id, index(8, &[2]));
+        let (_, changes) = ix.install(id, index(8, &[2]), None).unwrap();
         assert_eq!(
             changes,
             vec![Change::Reset {
@@ -299,7 +327,7 @@ mod tests {
     fn changes_apply_in_place_and_only_to_their_generation() {
         let ix = Indexes::default();
         let id = MailboxId::new(1).unwrap();
-        ix.install(id, index(7, &[1]));
+        ix.install(id, index(7, &[1]), None);
         let wrong = UidValidity::new(6).unwrap();
         assert!(!ix.apply(id, wrong, IndexChange::Removed(uid(1))));
         let v = UidValidity::new(7).unwrap();

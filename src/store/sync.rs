@@ -53,6 +53,10 @@ mod verify;
 
 pub(crate) use delta::{apply_delta, Delta};
 
+/// How many times a refresh overtaken by edits of ours is asked again before the index is
+/// kept as it is (marked stale, so the next question asks once more).
+const OVERTAKEN_TRIES: usize = 3;
+
 /// What a refresh starts from: the part of the index the server is asked about.
 #[derive(Debug, Clone)]
 pub(crate) struct Base {
@@ -141,8 +145,35 @@ impl Account {
     /// of it against the server ([`verify`]); a mismatch means the server holds other
     /// messages under the same UIDVALIDITY (a restored backup), and the folder is listed
     /// afresh as if its UIDVALIDITY had changed.
+    ///
+    /// An answer asked before an edit of ours to the index (a move, rm, append or flag
+    /// change whose server reply came while the refresh was on the wire) may be older than
+    /// the index: applying it would list a message again in the folder it was just moved
+    /// out of. Such an answer is dropped and the server asked again (its view then includes
+    /// the edit); after [`OVERTAKEN_TRIES`] the index is kept as it is, marked stale.
     fn refresh(&self, id: MailboxId) -> Result<SharedIndex> {
+        for _ in 0..OVERTAKEN_TRIES {
+            if let Some(shared) = self.refresh_once(id)? {
+                return Ok(shared);
+            }
+            log::debug!("{id}: an edit of ours overtook the refresh; asking again");
+        }
+        match self.indexes.get(id) {
+            Some(shared) => {
+                shared.write().mark_stale();
+                Ok(shared)
+            }
+            // Forgotten meanwhile: the mailbox was deleted or renamed away.
+            None => Err(Error::NoMailbox(format!("{id}"))),
+        }
+    }
+
+    /// One round of [`Account::refresh`]: `None` when an edit of ours overtook it.
+    fn refresh_once(&self, id: MailboxId) -> Result<Option<SharedIndex>> {
         let name = self.require_name(id)?;
+        // Read before the server is asked: an edit counted after this may be newer than
+        // the answer.
+        let edits = self.indexes.local_edits(id);
         let held = self.indexes.get(id);
         let saved = match held {
             Some(_) => None,
@@ -174,7 +205,10 @@ impl Account {
             other => other?,
         };
         let shared = match learned {
-            Learned::Full(index) => self.install_full(id, &name, index),
+            Learned::Full(index) => match self.install_full(id, &name, index, edits) {
+                Some(shared) => shared,
+                None => return Ok(None),
+            },
             Learned::Replaced(index) => {
                 log::warn!(
                     "{name}: the saved index does not match the server (same UIDVALIDITY, \
@@ -188,7 +222,10 @@ impl Account {
                         uids: old.messages.keys().copied().collect(),
                     }]);
                 }
-                self.install_full(id, &name, index)
+                match self.install_full(id, &name, index, edits) {
+                    Some(shared) => shared,
+                    None => return Ok(None),
+                }
             }
             Learned::Delta(delta) => {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
@@ -197,13 +234,20 @@ impl Account {
                 })?;
                 let (shared, changes, unknown) = match (held, saved) {
                     (Some(shared), _) => {
-                        let (changes, unknown) =
-                            apply_delta(id, validity, &mut shared.write(), delta);
+                        let mut guard = shared.write();
+                        if self.indexes.local_edits(id) != edits {
+                            return Ok(None);
+                        }
+                        let (changes, unknown) = apply_delta(id, validity, &mut guard, delta);
+                        drop(guard);
                         (shared, changes, unknown)
                     }
                     (None, Some(mut ix)) => {
                         let (changes, unknown) = apply_delta(id, validity, &mut ix, delta);
-                        (self.indexes.install(id, ix).0, changes, unknown)
+                        match self.indexes.install(id, ix, Some(edits)) {
+                            Some((shared, _)) => (shared, changes, unknown),
+                            None => return Ok(None),
+                        }
                     }
                     (None, None) => {
                         return Err(Error::Protocol(
@@ -224,14 +268,21 @@ impl Account {
             }
         };
         self.index_changed(id);
-        Ok(shared)
+        Ok(Some(shared))
     }
 
     /// Install a whole listing (first sight, a new UIDVALIDITY, a saved index that did not
-    /// match); the filesystem hears what changed.
-    fn install_full(&self, id: MailboxId, name: &MailboxName, index: Index) -> SharedIndex {
+    /// match); the filesystem hears what changed. `None` (nothing installed) when an edit of
+    /// ours came after `edits` (the listing may predate it).
+    fn install_full(
+        &self,
+        id: MailboxId,
+        name: &MailboxName,
+        index: Index,
+        edits: u64,
+    ) -> Option<SharedIndex> {
         self.sync_stats.full.fetch_add(1, Ordering::Relaxed);
-        let (shared, changes) = self.indexes.install(id, index);
+        let (shared, changes) = self.indexes.install(id, index, Some(edits))?;
         for c in &changes {
             if let Change::Reset { .. } = c {
                 log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
@@ -239,7 +290,7 @@ impl Account {
             }
         }
         self.changes.send(changes);
-        shared
+        Some(shared)
     }
 
     /// Drop everything held about a mailbox (deleted or renamed away).
