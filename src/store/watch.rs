@@ -44,7 +44,7 @@ use crate::imap::pool::Pool;
 use crate::imap::session::{MailboxEvent, Session};
 use crate::imap::types::{StatusItem, Untagged};
 use crate::store::ids::MailboxId;
-use crate::store::mailboxes::{list_all, MailboxInfo};
+use crate::store::mailboxes::{list_all, ListGeneration, MailboxInfo};
 use crate::store::Account;
 
 /// How often the watcher polls what IDLE does not report (and checks that it should go on).
@@ -283,6 +283,7 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
         last_poll: Instant::now(),
         last_status_poll: Instant::now(),
         last_list: None,
+        list_generation: None,
         renew: false,
         recheck: Default::default(),
         modseq,
@@ -436,6 +437,11 @@ struct Watcher {
     last_status_poll: Instant,
     /// The folder list as last read here.
     last_list: Option<Arc<Vec<MailboxInfo>>>,
+    /// The folder list's generation at the last poll: it moves with every folder change of
+    /// ours, also one the polls never saw (`mkdir X; mv X Y; rmdir Y` between two of them).
+    /// Dovecot 2.3's NOTIFY can go silent for every folder after a rename by another
+    /// connection, and tells nothing: under NOTIFY any such change starts a new connection.
+    list_generation: Option<ListGeneration>,
     /// The folder list changed, or a mailbox turned out recreated: under NOTIFY, start over.
     renew: bool,
     /// Mailboxes refreshed after an event, whose STATUS the next poll checks again.
@@ -526,6 +532,10 @@ impl Watcher {
             return Ok(());
         };
         let asked = a.list_generation();
+        if self.list_generation.is_some_and(|g| g != asked) {
+            self.renew = true;
+        }
+        self.list_generation = Some(asked);
         match list_all(s) {
             // A listing that a folder change of ours overtook is dropped: the next poll
             // reads the list again.

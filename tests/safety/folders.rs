@@ -417,3 +417,51 @@ fn item_6_a_refresh_commits_highestmodseq_only_after_listing_the_uids_it_lacked(
     assert_eq!(ix.highest_modseq, Some(ModSeq(12)));
     assert_eq!(ix.uidnext, Uid::new(4));
 }
+
+/// Issue 13, the model test (seed 1796476622388976014): another client's APPEND to R42 stayed
+/// unlisted, although the watcher was connected and polling. Dovecot 2.3's NOTIFY can go
+/// silent after folders are created and renamed by another connection (here ours: `mkdir
+/// X54; mv X54 R56; rmdir R56` in 0.3 s), and the watcher renews NOTIFY only when its poll
+/// sees the folder list change, which that sequence leaves as it was. Every folder change of
+/// ours now renews it.
+#[test]
+fn notify_is_renewed_after_folder_changes_a_poll_never_saw() {
+    let dovecot = Dovecot::start(&seed(&[("Old", 1), ("Other", 1)]));
+    let proxy = HoldingProxy::start(dovecot.imap_port, "NOTIFY", "LIST");
+    let mount = MountOptions::new(&dovecot)
+        .url(format!("imap://{}@127.0.0.1:{}", dovecot.user, proxy.port))
+        .args(&["--insecure", "--dir-ttl", "600"])
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(mount.join("Old/1.eml").exists());
+    proxy.arm();
+    proxy.wait_held(QUICK);
+    // While the watcher's poll waits: a folder made, renamed and removed.
+    run_ok_quick(&["mkdir", &path_str(&mount.join("X"))]);
+    run_ok_quick(&[
+        "mv",
+        &path_str(&mount.join("X")),
+        &path_str(&mount.join("Y")),
+    ]);
+    run_ok_quick(&["rmdir", &path_str(&mount.join("Y"))]);
+    proxy.release();
+    let uid = dovecot.oracle_append("Old", &crate::common::compose_text(&message("late", 1)));
+    let name = format!("{uid}.eml");
+    // The watcher's promise is 2 s; the 30 s STATUS poll must not be what shows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names: Vec<String> = fs::read_dir(mount.join("Old"))
+            .expect("list Old")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.contains(&name) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not listed in Old after 10 s: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
