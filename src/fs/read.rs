@@ -326,7 +326,11 @@ impl ImapFs {
         for _ in 0..4 {
             let moved = self.aliases.lock().location(ino);
             let msg = moved.unwrap_or(numbered);
-            if wait && self.account.is_moving(msg) {
+            // A move that told us where the message went is still on its way into the
+            // index (the caller hears first, the index second): wait for that too, or the
+            // target's index does not list the new UID yet.
+            let arriving = moved.is_some() && self.account.is_moving(numbered);
+            if wait && (arriving || self.account.is_moving(msg)) {
                 self.account.settle(msg.mailbox);
                 continue;
             }
