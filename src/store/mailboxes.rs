@@ -450,11 +450,21 @@ impl Account {
     /// The end of a command that changed the list: on success, or when a broken connection
     /// left us in doubt and `done` (asked on a new connection) says it happened, the list is
     /// stale and watchers hear of it.
-    fn after_list_change(&self, r: Result<()>, done: impl FnOnce() -> Result<bool>) -> Result<()> {
+    fn after_list_change(&self, r: Result<()>, done: impl Fn() -> Result<bool>) -> Result<()> {
         let r = match r {
             Err(e) if e.is_fatal_to_connection() => {
                 log::warn!("connection lost during a folder change ({e}): checking the result");
-                match done() {
+                // The server's half of the dead connection may still be running the command
+                // (a cut CREATE showed up after a first LIST had not listed it): "not done"
+                // counts only when a second look, a moment later, agrees.
+                let done = match done() {
+                    Ok(false) => {
+                        std::thread::sleep(crate::store::write::CUT_SETTLE);
+                        done()
+                    }
+                    other => other,
+                };
+                match done {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(e),
                     Err(check) => {
