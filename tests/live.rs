@@ -224,6 +224,48 @@ fn other_clients_changes_show_within_the_ttl_without_idle() {
     assert_eq!(stats(&mount).get("watching"), Some(&0), "no watcher did it");
 }
 
+/// Issue 13, the model test (seed 1796470306504735588): the watcher's connection went silent
+/// (a proxy held the server's `+` to IDLE) and, until `--timeout` found it out, the mount went
+/// on trusting every index as pushed-to: another client's APPEND stayed unlisted for half a
+/// minute. A watcher that has not completed a round trip for a few seconds vouches for
+/// nothing, so the listing falls back to its TTL.
+#[test]
+fn a_watcher_connection_gone_silent_stops_vouching_for_listings() {
+    let ttl = Duration::from_secs(2);
+    let dovecot = Dovecot::start(&seed_with("Live", 3, 1));
+    // Only the watcher IDLEs: its first IDLE is answered to nobody, and the connection stays
+    // open (the proxy waits for a completion that never comes).
+    let proxy = common::proxy::CuttingProxy::start(dovecot.imap_port, b" IDLE\r\n");
+    let mount = MountOptions::new(&dovecot)
+        .url(format!("imap://{}@127.0.0.1:{}", dovecot.user, proxy.port))
+        .args(&["--insecure", "--dir-ttl", "2", "--timeout", "300"])
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"));
+    // Listed while the watcher vouches for it (before the fix it went on vouching).
+    wait_watching(&mount);
+    let live = mount.join("Live");
+    assert!(names(&live).expect("list Live").contains("3.eml"));
+    let uid = dovecot.oracle_append("Live", &message("appended", 2));
+    let started = Instant::now();
+    // The TTL, the watcher's liveness window (5 s) and a loaded machine's margin; far below
+    // the 300 s it takes the silent connection to time out.
+    wait_for(
+        "the appended message",
+        ttl + Duration::from_secs(15),
+        || {
+            names(&live)
+                .is_some_and(|n| n.contains(&format!("{uid}.eml")))
+                .then_some(())
+        },
+    );
+    eprintln!("append shown after {:?}", started.elapsed());
+    assert_eq!(
+        stats(&mount).get("watching"),
+        Some(&0),
+        "the watcher is silent"
+    );
+}
+
 #[test]
 fn a_folder_recreated_with_the_same_uids_serves_only_its_new_bytes() {
     let dovecot = Dovecot::start(&seed_with("Re", 3, 40));

@@ -38,8 +38,10 @@ pub const LIVE_TTL: Duration = Duration::from_secs(3600);
 impl ImapFs {
     /// Refresh the directory tree from the server's LIST if it is older than the TTL.
     pub(crate) fn sync_tree(&self) -> Result<()> {
-        let list = self.account.mailboxes(self.opts.dir_ttl)?;
+        // Taken before the list is read, so that two callers cannot rebuild out of order (the
+        // one holding an older list last, undoing a folder change the other one showed).
         let mut built = self.built_from.lock();
+        let list = self.account.mailboxes(self.opts.dir_ttl)?;
         if built.as_ref().is_some_and(|b| Arc::ptr_eq(b, &list)) {
             return Ok(()); // the tree already reflects this listing
         }
@@ -356,7 +358,11 @@ impl ImapFs {
         for _ in 0..4 {
             let moved = self.aliases.lock().location(ino);
             let msg = moved.unwrap_or(numbered);
-            if wait && self.account.is_moving(msg) {
+            // A move that told us where the message went is still on its way into the
+            // index (the caller hears first, the index second): wait for that too, or the
+            // target's index does not list the new UID yet.
+            let arriving = moved.is_some() && self.account.is_moving(numbered);
+            if wait && (arriving || self.account.is_moving(msg)) {
                 self.account.settle(msg.mailbox);
                 continue;
             }

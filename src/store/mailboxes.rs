@@ -7,6 +7,7 @@
 //! whether the server did it (a CREATE that went through is a success, not an error).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,9 @@ type CachedList = (Arc<Vec<MailboxInfo>>, Option<Instant>);
 #[derive(Default)]
 pub struct Mailboxes {
     list: Mutex<Option<CachedList>>,
+    /// Moves on (under the `list` lock) with each folder change of ours: a listing asked
+    /// under an older generation may show the state before that change and is not installed.
+    generation: AtomicU64,
     /// The last STATUS of each mailbox, with when it was asked and the mailbox's change epoch
     /// then (`getfattr -d` on a folder reads four attributes from one STATUS).
     status: Mutex<HashMap<MailboxId, (Instant, u64, MailboxStatus)>>,
@@ -103,6 +107,10 @@ pub struct Mailboxes {
     turn: Mutex<()>,
     names: Mutex<Names>,
 }
+
+/// The generation a listing was asked under ([`Account::list_generation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListGeneration(u64);
 
 #[derive(Default)]
 struct Names {
@@ -132,11 +140,14 @@ impl Mailboxes {
         self.names.lock().by_id.get(id.get() as usize - 1).cloned()
     }
 
-    /// Stop trusting the cached list: the next question asks the server.
+    /// Stop trusting the cached list: the next question asks the server, and no listing
+    /// asked before now is installed any more.
     pub fn invalidate(&self) {
-        if let Some((_, at)) = self.list.lock().as_mut() {
+        let mut list = self.list.lock();
+        if let Some((_, at)) = list.as_mut() {
             *at = None;
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     fn fresh(&self, max_age: Duration) -> Option<Arc<Vec<MailboxInfo>>> {
@@ -155,23 +166,48 @@ impl Account {
             return Ok(list);
         }
         let _turn = mb.turn.lock();
-        if let Some(list) = mb.fresh(max_age) {
-            return Ok(list);
+        // A listing overtaken by a folder change of ours is asked again; after a few tries
+        // (changes in a tight loop) the last one answers this question without being cached.
+        let mut tries = 0;
+        loop {
+            if let Some(list) = mb.fresh(max_age) {
+                return Ok(list);
+            }
+            let asked = self.list_generation();
+            let list = self.pool.with_session(None, Retry::Idempotent, list_all)?;
+            match self.install_mailbox_list(list, asked) {
+                Ok((list, _)) => return Ok(list),
+                Err(list) if tries >= 2 => return Ok(Arc::new(list)),
+                Err(_) => tries += 1,
+            }
         }
-        let list = self.pool.with_session(None, Retry::Idempotent, list_all)?;
-        Ok(self.install_mailbox_list(list).0)
     }
 
-    /// Take a fresh listing (from the pool or the watcher's connection) as the cached one;
-    /// watchers hear what changed if it differs from the last (then the flag returned is
-    /// true). The one place the list changes, and the one place that tells of it.
+    /// The generation to pass to [`Account::install_mailbox_list`] with a listing asked now
+    /// (read before the LIST is sent).
+    pub(crate) fn list_generation(&self) -> ListGeneration {
+        let _list = self.mailboxes.list.lock();
+        ListGeneration(self.mailboxes.generation.load(Ordering::SeqCst))
+    }
+
+    /// Take a fresh listing (from the pool or the watcher's connection), asked under
+    /// `asked`, as the cached one; watchers hear what changed if it differs from the last
+    /// (then the flag returned is true). The one place the list changes, and the one place
+    /// that tells of it. A listing that a folder change of ours overtook (the generation
+    /// moved on since it was asked) may show the state before that change: it is given back
+    /// (`Err`), not installed.
     pub(crate) fn install_mailbox_list(
         &self,
         list: Vec<MailboxInfo>,
-    ) -> (Arc<Vec<MailboxInfo>>, bool) {
+        asked: ListGeneration,
+    ) -> std::result::Result<(Arc<Vec<MailboxInfo>>, bool), Vec<MailboxInfo>> {
         let mut cached = self.mailboxes.list.lock();
+        if self.mailboxes.generation.load(Ordering::SeqCst) != asked.0 {
+            log::debug!("a folder list asked before a folder change of ours: dropped");
+            return Err(list);
+        }
         let now = Some(Instant::now());
-        match cached.as_mut() {
+        Ok(match cached.as_mut() {
             // The same as before: keep the old one (the tree built from it stays valid).
             Some((old, at)) if **old == list => {
                 *at = now;
@@ -190,7 +226,7 @@ impl Account {
                 *cached = Some((list.clone(), now));
                 (list, false)
             }
-        }
+        })
     }
 
     /// The list changed by a command of ours (or may have): read it again now, so that
@@ -426,11 +462,21 @@ impl Account {
     /// The end of a command that changed the list: the list is read again (by `done`, asked
     /// on a new connection when a broken one left us in doubt whether it happened, else
     /// right away), and watchers hear what changed.
-    fn after_list_change(&self, r: Result<()>, done: impl FnOnce() -> Result<bool>) -> Result<()> {
+    fn after_list_change(&self, r: Result<()>, done: impl Fn() -> Result<bool>) -> Result<()> {
         let (r, listed) = match r {
             Err(e) if e.is_fatal_to_connection() => {
                 log::warn!("connection lost during a folder change ({e}): checking the result");
-                match done() {
+                // The server's half of the dead connection may still be running the command
+                // (a cut CREATE showed up after a first LIST had not listed it): "not done"
+                // counts only when a second look, a moment later, agrees.
+                let done = match done() {
+                    Ok(false) => {
+                        std::thread::sleep(crate::store::write::CUT_SETTLE);
+                        done()
+                    }
+                    other => other,
+                };
+                match done {
                     Ok(true) => (Ok(()), true),
                     Ok(false) => (Err(e), true),
                     Err(check) => {

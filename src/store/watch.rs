@@ -25,7 +25,12 @@
 //! at a given time is kept current by the watcher (the connection has been reporting since
 //! before that time and covers the mailbox); such an index is not refreshed on a TTL. When
 //! the connection drops, coverage ends at once; after reconnecting the watcher refreshes every
-//! index held (changes may have been missed meanwhile).
+//! index held (changes may have been missed meanwhile). A connection that stops answering
+//! without closing (a NAT or proxy that dropped it silently; a server that never sends IDLE's
+//! `+`) is only found out after `--timeout`: so coverage is also claimed only while the
+//! watcher's latest round trip, with the refreshes its events asked for, is younger than
+//! [`LIVENESS`]. The loop makes one each [`POLL`]; a silent connection turns the mount back
+//! to its TTL within [`LIVENESS`], not after `--timeout`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -39,7 +44,7 @@ use crate::imap::pool::Pool;
 use crate::imap::session::{Capability, MailboxEvent, Session};
 use crate::imap::types::{StatusItem, Untagged};
 use crate::store::ids::MailboxId;
-use crate::store::mailboxes::{list_all, MailboxInfo};
+use crate::store::mailboxes::{list_all, ListGeneration, MailboxInfo};
 use crate::store::Account;
 
 /// How often the watcher polls what IDLE does not report (and checks that it should go on).
@@ -51,10 +56,18 @@ const NOTIFY_STATUS_POLL: Duration = Duration::from_secs(30);
 /// Longest wait before reconnecting after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// How old the watcher's latest completed round trip may be for its coverage to count (it
+/// makes one each [`POLL`]; the rest is slack for the refreshes events ask for, on a loaded
+/// machine).
+pub const LIVENESS: Duration = Duration::from_secs(5);
+
 /// What the watcher covers, for [`Account::watched_since`].
 #[derive(Default)]
 pub struct Watch {
     state: Mutex<Coverage>,
+    /// When the latest round trip that completed on the watcher's connection began (its
+    /// events handled): every change the server reported before then has been applied.
+    heard: Mutex<Option<Instant>>,
     stop: AtomicBool,
     /// The mailbox whose index was last asked for (IDLE mode watches it).
     recent: Mutex<Option<MailboxId>>,
@@ -90,7 +103,7 @@ impl Account {
     /// Whether an index of `id` fetched at `fetched_at` is kept current by the watcher.
     pub(crate) fn watched_since(&self, id: MailboxId, fetched_at: Instant) -> bool {
         let name = self.mailbox_name(id);
-        match &*self.watch.state.lock() {
+        match &self.watch.coverage() {
             Coverage::Down => false,
             Coverage::All(since, ns) => {
                 fetched_at >= *since && name.is_some_and(|n| ns.is_personal(n.raw()))
@@ -104,14 +117,14 @@ impl Account {
 
     /// Whether the watcher is connected (so folder list changes are pushed).
     pub fn is_live(&self) -> bool {
-        !matches!(&*self.watch.state.lock(), Coverage::Down)
+        !matches!(self.watch.coverage(), Coverage::Down)
     }
 
     /// Whether every change to mailbox `id` is pushed to the filesystem (so the kernel may
     /// keep its entries long).
     pub fn is_watched(&self, id: MailboxId) -> bool {
         let name = self.mailbox_name(id);
-        match &*self.watch.state.lock() {
+        match &self.watch.coverage() {
             Coverage::Down => false,
             Coverage::All(_, ns) => name.is_some_and(|n| ns.is_personal(n.raw())),
             Coverage::Idle { mailbox, polled } => {
@@ -131,7 +144,34 @@ impl Account {
     /// Stop the watcher (it notices within [`POLL`], or at the end of its IDLE).
     pub(crate) fn stop_watcher(&self) {
         self.watch.stop.store(true, Ordering::Relaxed);
-        *self.watch.state.lock() = Coverage::Down;
+        self.watch.set(Coverage::Down);
+    }
+}
+
+impl Watch {
+    /// What the watcher covers now: nothing while its latest round trip is older than
+    /// [`LIVENESS`] (the connection may be dead without having said so).
+    fn coverage(&self) -> Coverage {
+        let heard = *self.heard.lock();
+        if heard.is_none_or(|t| t.elapsed() > LIVENESS) {
+            return Coverage::Down;
+        }
+        self.state.lock().clone()
+    }
+
+    /// A new coverage, heard from now (`Down`: never).
+    fn set(&self, coverage: Coverage) {
+        let down = matches!(coverage, Coverage::Down);
+        *self.state.lock() = coverage;
+        *self.heard.lock() = (!down).then(Instant::now);
+    }
+
+    /// A round trip begun at `at` completed and its events were handled.
+    fn heard_from(&self, at: Instant) {
+        let mut heard = self.heard.lock();
+        if heard.is_some_and(|t| t < at) {
+            *heard = Some(at);
+        }
     }
 }
 
@@ -172,7 +212,7 @@ fn run(account: Weak<Account>) {
         drop(a);
         let end = watch(&account, session, first);
         if let Some(a) = account.upgrade() {
-            *a.watch.state.lock() = Coverage::Down;
+            a.watch.set(Coverage::Down);
         }
         first = false;
         backoff = Duration::from_secs(1);
@@ -243,6 +283,7 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
         last_poll: Instant::now(),
         last_status_poll: Instant::now(),
         last_list: None,
+        list_generation: None,
         renew: false,
         recheck: Default::default(),
         modseq,
@@ -253,14 +294,14 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
             return Ok(End::Stopped);
         };
         let now = Instant::now();
-        *a.watch.state.lock() = if notify {
+        a.watch.set(if notify {
             Coverage::All(now, namespaces)
         } else {
             Coverage::Idle {
                 mailbox: None,
                 polled: modseq.then_some(now),
             }
-        };
+        });
         if !first {
             // Changes made while the watcher was away were reported to nobody.
             catch_up(&a);
@@ -277,6 +318,7 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
             return Ok(End::Stopped);
         }
         drop(a);
+        let began = Instant::now();
         if !notify {
             watcher.follow_recent(&mut s)?;
         }
@@ -302,6 +344,9 @@ fn watch(account: &Weak<Account>, mut s: Session, first: bool) -> Result<End> {
         if notify && watcher.renew {
             s.logout();
             return Ok(End::Renew);
+        }
+        if let Some(a) = account.upgrade() {
+            a.watch.heard_from(began);
         }
     }
 }
@@ -392,6 +437,11 @@ struct Watcher {
     last_status_poll: Instant,
     /// The folder list as last read here.
     last_list: Option<Arc<Vec<MailboxInfo>>>,
+    /// The folder list's generation at the last poll: it moves with every folder change of
+    /// ours, also one the polls never saw (`mkdir X; mv X Y; rmdir Y` between two of them).
+    /// Dovecot 2.3's NOTIFY can go silent for every folder after a rename by another
+    /// connection, and tells nothing: under NOTIFY any such change starts a new connection.
+    list_generation: Option<ListGeneration>,
     /// The folder list changed, or a mailbox turned out recreated: under NOTIFY, start over.
     renew: bool,
     /// Mailboxes refreshed after an event, whose STATUS the next poll checks again.
@@ -481,13 +531,21 @@ impl Watcher {
         let Some(a) = self.account.upgrade() else {
             return Ok(());
         };
+        let asked = a.list_generation();
+        if self.list_generation.is_some_and(|g| g != asked) {
+            self.renew = true;
+        }
+        self.list_generation = Some(asked);
         match list_all(s) {
+            // A listing that a folder change of ours overtook is dropped: the next poll
+            // reads the list again.
             Ok(list) => {
-                let (list, _) = a.install_mailbox_list(list);
-                if self.last_list.as_ref().is_some_and(|l| **l != *list) {
-                    self.renew = true;
+                if let Ok((list, _)) = a.install_mailbox_list(list, asked) {
+                    if self.last_list.as_ref().is_some_and(|l| **l != *list) {
+                        self.renew = true;
+                    }
+                    self.last_list = Some(list);
                 }
-                self.last_list = Some(list);
             }
             Err(e) if e.is_fatal_to_connection() => return Err(e),
             Err(e) => log::debug!("watcher: reading the folder list: {e}"),

@@ -9,6 +9,9 @@
 //!   commands are never cut, so that reconnecting always works. [`CuttingProxy::set_cutting`]
 //!   pauses the cutting (for a test's checks).
 //!
+//! - [`HoldingProxy`]: holds back the server's answer to one command on one connection until
+//!   the test lets it through (an answer that arrives after something else happened).
+//!
 //! Dropping the proxy stops it; connections already open keep pumping until either side
 //! closes.
 
@@ -313,6 +316,141 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mut decide: impl FnMut(&[u8]) ->
             }
             Pass::Hold => {}
             Pass::Cut => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+/// A proxy that holds back, on one chosen connection, the server's answer to one kind of
+/// command until the test lets it through: the way to make an answer arrive after something
+/// else happened on another connection (a LIST that started before a RENAME and is answered
+/// after it).
+///
+/// The connection is the first on which the client sends `mark` (the watcher's `NOTIFY`, say).
+/// After [`HoldingProxy::arm`], the next `hold` command on it (say `LIST`) starts the hold:
+/// from then on nothing the server sends on that connection reaches the client until
+/// [`HoldingProxy::release`], which delivers it all, in order.
+pub struct HoldingProxy {
+    pub port: u16,
+    shared: Arc<(Mutex<Hold>, std::sync::Condvar)>,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Hold {
+    /// The number of the marked connection (connections are numbered as accepted).
+    marked: Option<usize>,
+    armed: bool,
+    holding: bool,
+    held: Vec<u8>,
+    /// The marked connection's way to the client, for [`HoldingProxy::release`].
+    client: Option<TcpStream>,
+}
+
+impl HoldingProxy {
+    /// See the type's documentation; `mark` and `hold` are command verbs (upper case).
+    pub fn start(server_port: u16, mark: &'static str, hold: &'static str) -> HoldingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new((Mutex::new(Hold::default()), std::sync::Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared2, stop2) = (shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                    return;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let to_client = client.try_clone().unwrap();
+                let shared = shared2.clone();
+                let mut lines = Lines::default();
+                std::thread::spawn(move || {
+                    pump(c2, s2, |data| {
+                        let (lock, changed) = &*shared;
+                        let mut h = lock.lock().unwrap();
+                        for verb in lines.commands(data) {
+                            if h.marked.is_none() && verb == mark {
+                                h.marked = Some(n);
+                                h.client = to_client.try_clone().ok();
+                            }
+                            // Set before the command is forwarded: its answer cannot slip by.
+                            if h.marked == Some(n) && h.armed && verb == hold {
+                                h.armed = false;
+                                h.holding = true;
+                                changed.notify_all();
+                            }
+                        }
+                        Pass::Forward
+                    })
+                });
+                let shared = shared2.clone();
+                std::thread::spawn(move || hold_back(server, client, n, &shared));
+            }
+        });
+        HoldingProxy { port, shared, stop }
+    }
+
+    /// Hold the answer to the next `hold` command on the marked connection.
+    pub fn arm(&self) {
+        self.shared.0.lock().unwrap().armed = true;
+    }
+
+    /// Wait until the armed hold has begun (the command went to the server); panics after
+    /// `timeout`.
+    pub fn wait_held(&self, timeout: std::time::Duration) {
+        let (lock, changed) = &*self.shared;
+        let h = lock.lock().unwrap();
+        let (h, _) = changed
+            .wait_timeout_while(h, timeout, |h| h.armed || !h.holding)
+            .unwrap();
+        assert!(h.holding && !h.armed, "no held command within {timeout:?}");
+    }
+
+    /// Deliver what was held, in order, and stop holding.
+    pub fn release(&self) {
+        let mut h = self.shared.0.lock().unwrap();
+        let held = std::mem::take(&mut h.held);
+        if let Some(c) = h.client.as_mut() {
+            let _ = c.write_all(&held);
+        }
+        h.holding = false;
+    }
+}
+
+impl Drop for HoldingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        // A held connection is let go, so that the client is not left waiting.
+        self.release();
+    }
+}
+
+/// Server -> client of connection `n`: forwarded, except while its hold is on. Deciding and
+/// writing happen under the lock that [`HoldingProxy::release`] takes, so bytes are never
+/// reordered.
+fn hold_back(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    n: usize,
+    shared: &(Mutex<Hold>, std::sync::Condvar),
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let k = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => k,
+        };
+        let mut h = shared.0.lock().unwrap();
+        if h.marked == Some(n) && h.holding {
+            h.held.extend_from_slice(&buf[..k]);
+        } else if to.write_all(&buf[..k]).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(Shutdown::Both);

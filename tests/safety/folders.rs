@@ -15,6 +15,7 @@ use imapfs::imap::pool::Pool;
 use imapfs::imap::types::{MailboxName, ModSeq, Uid};
 use imapfs::store::{Account, StoreOptions};
 
+use crate::common::proxy::HoldingProxy;
 use crate::common::{run, Dovecot, Mount, MountOptions, Seed, TextMessage};
 use crate::script::{self, Conn, Script, Wire};
 
@@ -131,6 +132,52 @@ fn item_9_folder_rename_waits_for_moves_queued_into_it_and_below() {
     assert_eq!(dovecot.oracle_status("A2").messages, 0, "left in A2");
     assert_eq!(dovecot.oracle_status("C").messages, 450);
     assert_eq!(dovecot.oracle_status("C.Sub").messages, 150);
+}
+
+// --- the model test: a folder list answered after our own folder change ---------------------
+
+/// Issue 13, the model test (seed 1796470078135231498): right after `mv X R` succeeded, `R` was
+/// ENOENT. The watcher's folder-list poll had sent its LIST before the RENAME and got the
+/// answer after it; that answer was taken as the current list, so the tree was rebuilt
+/// without R (and with X again) until the next poll. A listing overtaken by a folder change of
+/// ours is dropped, never installed.
+#[test]
+fn a_folder_list_answered_after_our_rename_does_not_undo_it() {
+    let dovecot = Dovecot::start(&seed(&[("X", 2), ("Other", 1)]));
+    // The watcher is the connection that sends NOTIFY; it reads the folder list every second.
+    let proxy = HoldingProxy::start(dovecot.imap_port, "NOTIFY", "LIST");
+    let mount = MountOptions::new(&dovecot)
+        .url(format!("imap://{}@127.0.0.1:{}", dovecot.user, proxy.port))
+        .args(&["--insecure"])
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(mount.join("X/1.eml").exists());
+    proxy.arm();
+    proxy.wait_held(QUICK);
+    // The watcher's LIST went to the server before the RENAME; its answer waits.
+    run_ok_quick(&[
+        "mv",
+        &path_str(&mount.join("X")),
+        &path_str(&mount.join("R")),
+    ]);
+    // Hold the watcher's next LIST too: once it is sent, the watcher has taken in the answer
+    // released now, and nothing newer from it can repair what that answer did.
+    proxy.arm();
+    proxy.release();
+    proxy.wait_held(QUICK);
+    let root: Vec<String> = fs::read_dir(mount.path())
+        .expect("list the root")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        root.contains(&"R".to_string()) && !root.contains(&"X".to_string()),
+        "root lists {root:?}"
+    );
+    assert!(mount.join("R").is_dir(), "R is gone after mv X R");
+    assert!(mount.join("R/1.eml").exists());
+    assert!(!mount.join("X").exists(), "X is back after mv X R");
+    proxy.release();
 }
 
 // --- item 15: a restored server with the same UIDVALIDITY -----------------------------------------
@@ -369,4 +416,52 @@ fn item_6_a_refresh_commits_highestmodseq_only_after_listing_the_uids_it_lacked(
     assert!(ix.messages().contains_key(&uid3), "UID 3 stays invisible");
     assert_eq!(ix.highest_modseq(), Some(ModSeq(12)));
     assert_eq!(ix.uidnext(), Uid::new(4));
+}
+
+/// Issue 13, the model test (seed 1796476622388976014): another client's APPEND to R42 stayed
+/// unlisted, although the watcher was connected and polling. Dovecot 2.3's NOTIFY can go
+/// silent after folders are created and renamed by another connection (here ours: `mkdir
+/// X54; mv X54 R56; rmdir R56` in 0.3 s), and the watcher renews NOTIFY only when its poll
+/// sees the folder list change, which that sequence leaves as it was. Every folder change of
+/// ours now renews it.
+#[test]
+fn notify_is_renewed_after_folder_changes_a_poll_never_saw() {
+    let dovecot = Dovecot::start(&seed(&[("Old", 1), ("Other", 1)]));
+    let proxy = HoldingProxy::start(dovecot.imap_port, "NOTIFY", "LIST");
+    let mount = MountOptions::new(&dovecot)
+        .url(format!("imap://{}@127.0.0.1:{}", dovecot.user, proxy.port))
+        .args(&["--insecure", "--dir-ttl", "600"])
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(mount.join("Old/1.eml").exists());
+    proxy.arm();
+    proxy.wait_held(QUICK);
+    // While the watcher's poll waits: a folder made, renamed and removed.
+    run_ok_quick(&["mkdir", &path_str(&mount.join("X"))]);
+    run_ok_quick(&[
+        "mv",
+        &path_str(&mount.join("X")),
+        &path_str(&mount.join("Y")),
+    ]);
+    run_ok_quick(&["rmdir", &path_str(&mount.join("Y"))]);
+    proxy.release();
+    let uid = dovecot.oracle_append("Old", &crate::common::compose_text(&message("late", 1)));
+    let name = format!("{uid}.eml");
+    // The watcher's promise is 2 s; the 30 s STATUS poll must not be what shows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names: Vec<String> = fs::read_dir(mount.join("Old"))
+            .expect("list Old")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.contains(&name) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not listed in Old after 10 s: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -5,7 +5,8 @@
 //! the end the server, read by the other client, must equal the model (nothing lost,
 //! duplicated, misplaced, no flag lost or gained), and the mount's listing must agree with the
 //! server. `IMAPFS_MODEL_SEED=N` replays a run, `IMAPFS_MODEL_OPS=N` sets its length,
-//! `IMAPFS_MODEL_CUTS=N` the cuts per thousand commands (default 15).
+//! `IMAPFS_MODEL_CUTS=N` the cuts per thousand commands (default 15; 0 in the default
+//! suite's `model_short_sequence`, whose run with cuts is still ignored, see below).
 //!
 //! An operation that failed leaves the model unchanged (a failed rm: still there; a failed
 //! mv: still in its source). A failed `cp` may or may not have stored the message (documented
@@ -29,22 +30,28 @@ const FLAGS: [&str; 6] = [
 ];
 const OP_TIMEOUT: Duration = Duration::from_secs(120);
 
-// Ignored in the default suite while it still finds defects (about one run in two, seeds in
-// the closing note of issue 13): a listing that misses another client's append for over 10 s
-// under random cuts, and a message listed in the folder it was just moved out of (a refresh
-// racing the move's own index edit). Run it with scripts/model.sh, or
-// `cargo test --test safety -- --ignored model::model_short_sequence`.
+/// The default suite's run: 150 operations with the other client, no cuts (about 6 s).
 #[test]
-#[ignore = "finds open defects (issue 13): listing races with moves and cuts; scripts/model.sh"]
 fn model_short_sequence() {
-    run_model(env_u64("IMAPFS_MODEL_OPS").unwrap_or(150));
+    run_model(env_u64("IMAPFS_MODEL_OPS").unwrap_or(150), 0);
+}
+
+// With random cuts about one run in five still fails, always the same way: after a MOVE
+// whose connection was cut, the new UID is unknown (no COPYUID came back), so the name `mv`
+// gave cannot be resolved and `cat` of it right after mv is ENOENT (item 1(ii)); finding the
+// moved copy in the target is open. Run it with
+// `cargo test --test safety -- --ignored model::model_short_sequence_with_cuts`.
+#[test]
+#[ignore = "a cut MOVE leaves the name mv gave ENOENT (item 1(ii)), about 1 run in 5"]
+fn model_short_sequence_with_cuts() {
+    run_model(env_u64("IMAPFS_MODEL_OPS").unwrap_or(150), 15);
 }
 
 /// The long run of scripts/model.sh.
 #[test]
 #[ignore]
 fn model_long_sequence() {
-    run_model(env_u64("IMAPFS_MODEL_OPS").unwrap_or(3000));
+    run_model(env_u64("IMAPFS_MODEL_OPS").unwrap_or(3000), 15);
 }
 
 /// How a successful setfattr changes the model's flags.
@@ -99,14 +106,15 @@ fn message(token: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn run_model(ops: u64) {
+/// `cuts`: connections cut per thousand commands unless `IMAPFS_MODEL_CUTS` says.
+fn run_model(ops: u64, cuts: u64) {
     let seed = env_u64("IMAPFS_MODEL_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let cuts = env_u64("IMAPFS_MODEL_CUTS").unwrap_or(15);
+    let cuts = env_u64("IMAPFS_MODEL_CUTS").unwrap_or(cuts);
     println!("model: IMAPFS_MODEL_SEED={seed} IMAPFS_MODEL_OPS={ops} IMAPFS_MODEL_CUTS={cuts}");
     let mut rng = Rng::new(seed);
     let mut model = Model {
@@ -165,6 +173,9 @@ fn run_model(ops: u64) {
     );
     if !model.failures.is_empty() {
         let log = mount.log();
+        let kept = std::env::temp_dir().join(format!("imapfs-model-{seed}.log"));
+        let _ = std::fs::write(&kept, &log);
+        println!("model: the whole mount log is in {}", kept.display());
         panic!(
             "model (IMAPFS_MODEL_SEED={seed} IMAPFS_MODEL_OPS={ops}): {} failure(s):\n{}\n\
              mount log tail:\n{}",
@@ -661,7 +672,8 @@ fn check(model: &mut Model, mount: &Mount, other: &mut OtherClient, n: u64) {
         }
     }
     // The mount's listing must agree with the server (other clients' changes may take the
-    // watcher a moment).
+    // watcher a moment; with the watcher's connection cut silently, the listing TTL (10 s)
+    // after the watcher stops vouching (5 s)).
     for (folder, msgs) in &snap {
         if folder == "INBOX" {
             continue;
@@ -675,7 +687,7 @@ fn check(model: &mut Model, mount: &Mount, other: &mut OtherClient, n: u64) {
                 )
             })
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let got = resolve(mount, folder);
             if got.as_ref().ok() == Some(&want) {

@@ -313,3 +313,51 @@ fn item_10_a_replace_after_a_move_or_append_is_checked_against_the_target() {
     );
     assert_eq!(dovecot.oracle_flags("B", three), ["\\Answered"]);
 }
+
+// --- the model test: a refresh answered before our move, applied after it ------------------
+
+/// Issue 13, the model test (seed 1796470362708873609): a message was listed in the folder it
+/// had just been moved out of. The watcher's refresh of A (another client changed a flag
+/// there) asked the server before our `UID MOVE` and applied the answer after it; the answer
+/// still named the moved message (`UID FETCH uidnext:*` returns the highest UID when nothing
+/// is new), so it was listed in A again. A refresh overtaken by an edit of ours is asked
+/// again instead of applied.
+#[test]
+fn a_refresh_answered_before_our_move_does_not_list_the_message_in_its_source() {
+    let dovecot = Dovecot::start(&seed(&[("A", 3), ("B", 1)], &[]));
+    // The pool session that first EXAMINEs a folder is the one a refresh of A prefers
+    // (it has A selected).
+    let proxy = crate::common::proxy::HoldingProxy::start(dovecot.imap_port, "EXAMINE", "EXAMINE");
+    let mount = MountOptions::new(&dovecot)
+        .url(format!("imap://{}@127.0.0.1:{}", dovecot.user, proxy.port))
+        .args(&["--insecure"])
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(listed(&mount, "A"), ["1.eml", "2.eml", "3.eml"]);
+    assert_eq!(listed(&mount, "B"), ["1.eml"]);
+    proxy.arm();
+    // Another client flags A/2: the watcher refreshes A, and that answer waits.
+    dovecot.oracle_store("A", 2, "+FLAGS", &["\\Flagged"]);
+    proxy.wait_held(Duration::from_secs(30));
+    run_ok(&["mv", &p(&mount, "A/3.eml"), &p(&mount, "B/")]);
+    // mv returns once the move is queued: the answer is let through only after the server
+    // moved it (the mount edits its index as soon as the MOVE's reply comes, long before
+    // the oracle, another process, can tell).
+    crate::common::wait_for("the move on the server", Duration::from_secs(30), || {
+        (server_tokens(&dovecot, "A").len() == 2).then_some(())
+    });
+    proxy.release();
+    crate::common::wait_for("the flag to show", Duration::from_secs(30), || {
+        xattr(&mount, "A/2.eml", "user.imap.flags")
+            .contains("\\Flagged")
+            .then_some(())
+    });
+    assert_eq!(
+        listed(&mount, "A"),
+        ["1.eml", "2.eml"],
+        "3 was moved out of A"
+    );
+    let b = listed(&mount, "B");
+    assert_eq!(b.len(), 2, "B lists {b:?}");
+    assert_eq!(server_tokens(&dovecot, "A").len(), 2);
+}

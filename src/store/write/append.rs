@@ -169,7 +169,7 @@ impl Account {
                 Err(e) if e.is_fatal_to_connection() => {
                     log::warn!("connection lost during APPEND to {name} ({e}): checking");
                     if sent {
-                        match self.prove_stored(&name, &wanted, floor)? {
+                        match self.prove_stored_after_cut(&name, &wanted, floor)? {
                             Proof::Stored(v, u) => break Some((v, u)),
                             Proof::Absent => {}
                             Proof::Unsure => {

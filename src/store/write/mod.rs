@@ -42,6 +42,8 @@ mod moves;
 mod proof;
 mod remove;
 
+pub(crate) use proof::CUT_SETTLE;
+
 use crate::error::{Error, Result};
 use crate::imap::pool::Retry;
 use crate::imap::session::Capability;

@@ -48,6 +48,10 @@ pub(super) enum Proof {
     Unsure,
 }
 
+/// How long after a cut a command's absence is looked for once more (see
+/// [`Account::prove_stored_after_cut`]).
+pub(crate) const CUT_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Blocks in which a candidate's body is fetched to compute its digest.
 const DIGEST_BLOCK: u32 = 1 << 20;
 
@@ -106,6 +110,27 @@ impl Account {
                 None => Proof::Unsure,
             })
         })
+    }
+
+    /// [`Account::prove_stored`] after the connection broke under the command: the server's
+    /// half of the dead connection may still be running it (Dovecot finishes a command whose
+    /// bytes it has, then notices the close; on a loaded machine a cut APPEND was stored
+    /// after a first check had found nothing, and sending it again made two copies). So
+    /// `Absent` counts only when a second look, [`CUT_SETTLE`] later, agrees. A heuristic
+    /// window, not a proof: no IMAP command tells when another connection's command ended.
+    pub(super) fn prove_stored_after_cut(
+        &self,
+        name: &MailboxName,
+        wanted: &Wanted,
+        floor: Option<(UidValidity, Uid)>,
+    ) -> Result<Proof> {
+        match self.prove_stored(name, wanted, floor)? {
+            Proof::Absent => {
+                std::thread::sleep(CUT_SETTLE);
+                self.prove_stored(name, wanted, floor)
+            }
+            other => Ok(other),
+        }
     }
 
     /// The lowest UID a message added to `mailbox` from now on can have, as far as our index
