@@ -1,1 +1,759 @@
-//! See main.rs.
+//! The chaos test (issue 13): thousands of operations through a real mount of a scripted
+//! server that answers every command validly but adversarially at random
+//! ([`server::ChaosServer`]: NO, BAD, BYE, cuts before and after the change, slow replies,
+//! `[MODIFIED]`, `[TRYCREATE]`, missing FETCH data, news of other messages mid-command).
+//!
+//! After every operation (ls, cat, stat, getfattr, setfattr, rm, mv between folders, cp in,
+//! mkdir, rmdir, folder rename) the test checks, against the server's own model:
+//! - the mount is alive (no ENOTCONN, still mounted) and the call finished within its
+//!   deadline; a failure is an errno a caller can act on (EIO, ENOENT, EBUSY, ...);
+//! - a success is true: rm -> the message is gone; setfattr -> the flags are what was asked;
+//!   mv -> the message is in the target once and not in the source (or, as documented for a
+//!   queued move the server then refused, still in the source and the name mv gave ENOENT);
+//!   cp -> exactly one new message with those bytes; mkdir, rmdir, folder rename -> the
+//!   folder list says so, and rmdir deleted no mail; cat -> the bytes of that message; stat ->
+//!   its size;
+//! - no other message changed (folder, UID, flags), and no message is ever held twice.
+//!
+//! `IMAPFS_CHAOS_SEED=N` replays a run's choices (the server's per connection, the test's
+//! operations; thread timing still varies), `IMAPFS_CHAOS_OPS=N` sets its length,
+//! `IMAPFS_CHAOS_RATE=P` the percentage of commands that get a fault (default 30).
+
+#[path = "chaos/server.rs"]
+mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, is_mounted, try_run, Mount, MountOptions, Rng};
+use server::{message, token_of, ChaosServer, World};
+
+/// `--timeout` of the mount, seconds.
+const TIMEOUT: u64 = 2;
+/// No operation may take longer (the server is never silent for more than 0.75 s).
+const OP_DEADLINE: Duration = Duration::from_secs(3 * TIMEOUT + 10);
+/// How long a queued move may take to reach the server after `mv` returned.
+const MOVE_LANDS: Duration = Duration::from_secs(3);
+const FLAGS: [&str; 5] = ["\\Seen", "\\Flagged", "\\Answered", "$Work", "$Later"];
+/// What a failed call may say; anything else (ENOTCONN above all) is a defect.
+const ERRNOS: [&str; 16] = [
+    "Input/output error",
+    "No such file or directory",
+    "Device or resource busy",
+    "Operation not permitted",
+    "Invalid argument",
+    "Directory not empty",
+    "File exists",
+    "Resource temporarily unavailable",
+    "Permission denied",
+    "Operation not supported",
+    "No data available",
+    "No such attribute",
+    "Read-only file system",
+    "Disk quota exceeded",
+    "Connection timed out",
+    "Not a directory",
+];
+
+#[test]
+fn chaos_short_run() {
+    run_chaos(env_u64("IMAPFS_CHAOS_OPS").unwrap_or(300));
+}
+
+/// The long run of scripts/chaos.sh.
+#[test]
+#[ignore = "long: thousands of operations; scripts/chaos.sh"]
+fn chaos_long_run() {
+    run_chaos(env_u64("IMAPFS_CHAOS_OPS").unwrap_or(5000));
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+type Placement = BTreeMap<String, Vec<(String, u32, BTreeSet<String>)>>;
+
+struct Run {
+    server: ChaosServer,
+    mount: Mount,
+    rng: Rng,
+    failures: Vec<String>,
+    /// Every (folder, UID) -> body the server ever held, for cat and stat.
+    bodies: BTreeMap<(String, u32), Vec<u8>>,
+    /// Folders a move went into since their last successful listing: names there may be
+    /// aliases of moved messages (docs/usage.md), so bytes by UID are not checked.
+    aliased: BTreeSet<String>,
+    /// Folders the test made (candidates for rmdir and rename).
+    made: BTreeSet<String>,
+    next: u64,
+    /// (operation, outcome) -> count.
+    outcomes: BTreeMap<(String, String), u64>,
+    slowest: (Duration, String),
+    seen_dups: BTreeSet<String>,
+}
+
+fn run_chaos(ops: u64) {
+    let seed = env_u64("IMAPFS_CHAOS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let rate = env_u64("IMAPFS_CHAOS_RATE").unwrap_or(30);
+    println!("chaos: IMAPFS_CHAOS_SEED={seed} IMAPFS_CHAOS_OPS={ops} IMAPFS_CHAOS_RATE={rate}");
+    let mut world = World::new();
+    let mut n = 0;
+    for folder in ["INBOX", "A", "B", "C", "D"] {
+        world.create(folder);
+        for i in 0..8 {
+            n += 1;
+            let token = if i < 6 {
+                format!("M{n:06}")
+            } else {
+                format!("V{n:06}x")
+            };
+            let flags: &[&str] = if i % 2 == 0 { &["\\Seen"] } else { &[] };
+            world.add(folder, message(&token, "seeded"), flags);
+        }
+    }
+    let server = ChaosServer::start(world, seed, rate);
+    let mount = MountOptions::custom(server.url(), server.script.ca_file.clone(), "secret")
+        .args(&["--timeout", &TIMEOUT.to_string(), "--connections", "3"])
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"));
+    let mut run = Run {
+        server,
+        mount,
+        rng: Rng::new(seed),
+        failures: Vec::new(),
+        bodies: BTreeMap::new(),
+        aliased: BTreeSet::new(),
+        made: BTreeSet::new(),
+        next: 0,
+        outcomes: BTreeMap::new(),
+        slowest: (Duration::ZERO, String::new()),
+        seen_dups: BTreeSet::new(),
+    };
+    run.remember();
+    let root = run.mount.path().to_string_lossy().into_owned();
+    let out = run.sh(&["ls", &root]);
+    assert!(out.status.success(), "ls of the root before the chaos");
+    run.server.set_chaos(true);
+    let started = Instant::now();
+    for i in 1..=ops {
+        run.step(i);
+        if !is_mounted(run.mount.path()) {
+            run.failures.push(format!("op {i}: the mount is gone"));
+            break;
+        }
+        if run.failures.len() > 20 {
+            break;
+        }
+    }
+    run.server.set_chaos(false);
+    let elapsed = started.elapsed();
+    let log = run.mount.log();
+    if log.contains("panicked") {
+        run.failures.push(format!(
+            "the daemon panicked:\n{}",
+            log.lines()
+                .filter(|l| l.contains("panicked"))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    println!(
+        "chaos: {ops} operations in {elapsed:.1?}, slowest {:.1?} ({}), {} connections",
+        run.slowest.0,
+        run.slowest.1,
+        run.server.script.accepted()
+    );
+    for ((op, outcome), count) in &run.outcomes {
+        println!("chaos:   {op:<10} {outcome:<40} {count}");
+    }
+    let faults: u64 = run.server.faults().values().sum();
+    println!("chaos: {faults} faults served");
+    if !run.failures.is_empty() {
+        let journal: Vec<String> = run.server.world().journal.iter().cloned().collect();
+        panic!(
+            "chaos (IMAPFS_CHAOS_SEED={seed} IMAPFS_CHAOS_OPS={ops} IMAPFS_CHAOS_RATE={rate}): \
+             {} failure(s):\n{}\n--- server journal (tail) ---\n{}\n--- mount log (tail) ---\n{}",
+            run.failures.len(),
+            run.failures.join("\n"),
+            journal[journal.len().saturating_sub(60)..].join("\n"),
+            common::tail(&log, 80)
+        );
+    }
+}
+
+/// What one operation names, for the frame check: these tokens may change, no other.
+#[derive(Default)]
+struct Named {
+    tokens: BTreeSet<String>,
+    folders: BTreeSet<String>,
+}
+
+impl Run {
+    fn path(&self, rel: &str) -> String {
+        self.mount.join(rel).to_string_lossy().into_owned()
+    }
+
+    /// The world's placement of non-victim messages, and every body into `bodies`.
+    fn remember(&mut self) -> Placement {
+        let w = self.server.world();
+        for (name, f) in &w.folders {
+            for (uid, m) in &f.msgs {
+                self.bodies
+                    .entry((name.clone(), *uid))
+                    .or_insert_with(|| m.body.clone());
+            }
+        }
+        let mut p = w.placement();
+        p.retain(|t, _| !t.starts_with('V'));
+        p
+    }
+
+    /// Runs a command with the operation deadline; a hang is a failure (and an empty,
+    /// failed output).
+    fn sh(&mut self, cmd: &[&str]) -> Output {
+        let started = Instant::now();
+        let out = match try_run(cmd, OP_DEADLINE) {
+            Ok(out) => out,
+            Err(e) => {
+                self.failures.push(format!("hung: {e}"));
+                std::process::Command::new("false")
+                    .output()
+                    .unwrap_or_else(|e| panic!("false: {e}"))
+            }
+        };
+        let took = started.elapsed();
+        if took > self.slowest.0 {
+            self.slowest = (took, cmd.join(" "));
+        }
+        out
+    }
+
+    /// Runs an operation's command, checks that a failure is a proper errno, and counts it.
+    fn op(&mut self, kind: &str, cmd: &[&str]) -> bool {
+        let out = self.sh(cmd);
+        let ok = out.status.success();
+        let outcome = if ok {
+            "ok".to_string()
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            match ERRNOS.iter().find(|e| err.contains(*e)) {
+                Some(e) => e.to_string(),
+                None => {
+                    self.failures
+                        .push(format!("{cmd:?}: not an errno we expect: {err}"));
+                    format!("other: {}", err.trim())
+                }
+            }
+        };
+        *self
+            .outcomes
+            .entry((kind.to_string(), outcome))
+            .or_default() += 1;
+        ok
+    }
+
+    fn folders(&self) -> Vec<String> {
+        self.server.world().folders.keys().cloned().collect()
+    }
+
+    fn pick<T: Clone>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() {
+            None
+        } else {
+            Some(items[self.rng.below(items.len() as u64) as usize].clone())
+        }
+    }
+
+    /// A (folder, UID, token) of a non-victim message the server holds now, or a UID the
+    /// folder never had.
+    fn pick_message(&mut self) -> Option<(String, u32, String)> {
+        let held: Vec<(String, u32, String)> = {
+            let w = self.server.world();
+            w.folders
+                .iter()
+                .flat_map(|(name, f)| {
+                    f.msgs
+                        .iter()
+                        .filter(|(_, m)| !m.token().starts_with('V'))
+                        .map(|(u, m)| (name.clone(), *u, m.token()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        if self.rng.below(20) == 0 {
+            let f = self.pick(&self.folders())?;
+            return Some((f, 900 + self.rng.below(50) as u32, String::new()));
+        }
+        self.pick(&held)
+    }
+
+    /// [`Run::pick_message`]; in a folder with aliases (a name there may be another message,
+    /// moved in) every message of the folder counts as named.
+    fn pick_named(&mut self, named: &mut Named) -> Option<(String, u32, String)> {
+        let (f, uid, token) = self.pick_message()?;
+        named.tokens.insert(token.clone());
+        if self.aliased.contains(&f) {
+            named.folders.insert(f.clone());
+        }
+        Some((f, uid, token))
+    }
+
+    fn step(&mut self, i: u64) {
+        let before = self.remember();
+        let lost_before = self.server.world().lost_with_folder.len();
+        let mut named = Named::default();
+        let kind = self.rng.below(100);
+        match kind {
+            0..=9 => self.ls(),
+            10..=19 => self.cat(&mut named),
+            20..=26 => self.stat(&mut named),
+            27..=32 => self.getfattr(&mut named),
+            33..=49 => self.setfattr(&before, &mut named),
+            50..=61 => self.rm(&mut named),
+            62..=77 => self.mv(&before, &mut named),
+            78..=86 => self.cp(&mut named),
+            87..=90 => self.mkdir(&mut named),
+            91..=94 => self.rmdir(&before, &mut named),
+            _ => self.rename(&before, &mut named),
+        }
+        let after = self.remember();
+        self.frame(i, &before, &after, &named);
+        let w = self.server.world();
+        let lost = w.lost_with_folder[lost_before..].to_vec();
+        drop(w);
+        for (folder, token) in lost {
+            self.failures.push(format!(
+                "op {i}: {token} was deleted with its folder {folder}"
+            ));
+        }
+    }
+
+    /// No message the operation did not name changed; none is held twice.
+    fn frame(&mut self, i: u64, before: &Placement, after: &Placement, named: &Named) {
+        let tokens: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        for t in tokens {
+            let (b, a) = (before.get(t), after.get(t));
+            if let Some(places) = a {
+                if places.len() > 1 && self.seen_dups.insert(t.clone()) {
+                    self.failures
+                        .push(format!("op {i}: {t} is held twice: {places:?}"));
+                }
+            }
+            if named.tokens.contains(t) {
+                continue;
+            }
+            let in_named = |p: Option<&Vec<(String, u32, BTreeSet<String>)>>| {
+                p.is_some_and(|v| v.iter().any(|(f, _, _)| named.folders.contains(f)))
+            };
+            if in_named(b) || in_named(a) {
+                continue;
+            }
+            if b != a {
+                self.failures.push(format!(
+                    "op {i}: {t}, not named by the operation, changed: {b:?} -> {a:?}"
+                ));
+            }
+        }
+    }
+
+    fn ls(&mut self) {
+        let Some(f) = self.pick(&self.folders()) else {
+            return;
+        };
+        let out = self.sh(&["ls", "-a", &self.path(&f)]);
+        let ok = out.status.success();
+        self.count_raw("ls", &out);
+        if !ok {
+            return;
+        }
+        self.aliased.remove(&f);
+        for name in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(uid) = name
+                .strip_suffix(".eml")
+                .and_then(|u| u.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !self.bodies.contains_key(&(f.clone(), uid)) {
+                self.failures
+                    .push(format!("ls {f} lists {name}, which the server never held"));
+            }
+        }
+    }
+
+    fn count_raw(&mut self, kind: &str, out: &Output) {
+        let outcome = if out.status.success() {
+            "ok".to_string()
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            match ERRNOS.iter().find(|e| err.contains(*e)) {
+                Some(e) => e.to_string(),
+                None => {
+                    self.failures
+                        .push(format!("{kind}: not an errno we expect: {err}"));
+                    format!("other: {}", err.trim())
+                }
+            }
+        };
+        *self
+            .outcomes
+            .entry((kind.to_string(), outcome))
+            .or_default() += 1;
+    }
+
+    fn cat(&mut self, named: &mut Named) {
+        let Some((f, uid, _)) = self.pick_named(named) else {
+            return;
+        };
+        let file = self.path(&format!("{f}/{uid}.eml"));
+        let out = self.sh(&["cat", &file]);
+        self.count_raw("cat", &out);
+        if !out.status.success() || self.aliased.contains(&f) {
+            return;
+        }
+        match self.bodies.get(&(f.clone(), uid)) {
+            Some(body) if *body == out.stdout => {}
+            Some(body) => self.failures.push(format!(
+                "cat {f}/{uid}.eml gave {} bytes ({:?}), the server holds {} ({:?})",
+                out.stdout.len(),
+                token_of(&out.stdout),
+                body.len(),
+                token_of(body)
+            )),
+            None => self.failures.push(format!(
+                "cat {f}/{uid}.eml succeeded; the server never held it"
+            )),
+        }
+    }
+
+    fn stat(&mut self, named: &mut Named) {
+        let Some((f, uid, _)) = self.pick_named(named) else {
+            return;
+        };
+        let file = self.path(&format!("{f}/{uid}.eml"));
+        let out = self.sh(&["stat", "-c", "%s", &file]);
+        self.count_raw("stat", &out);
+        if !out.status.success() || self.aliased.contains(&f) {
+            return;
+        }
+        let size: Option<usize> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+        let want = self.bodies.get(&(f.clone(), uid)).map(Vec::len);
+        if want.is_none() || size != want {
+            self.failures.push(format!(
+                "stat {f}/{uid}.eml: size {size:?}, the server's message {want:?}"
+            ));
+        }
+    }
+
+    fn getfattr(&mut self, named: &mut Named) {
+        let Some((f, uid, _)) = self.pick_named(named) else {
+            return;
+        };
+        let file = self.path(&format!("{f}/{uid}.eml"));
+        self.op(
+            "getfattr",
+            &["getfattr", "--only-values", "-n", "user.imap.flags", &file],
+        );
+    }
+
+    fn setfattr(&mut self, before: &Placement, named: &mut Named) {
+        let Some((f, uid, token)) = self.pick_named(named) else {
+            return;
+        };
+        let file = self.path(&format!("{f}/{uid}.eml"));
+        let mut chosen: Vec<&str> = FLAGS
+            .iter()
+            .copied()
+            .filter(|_| self.rng.below(3) == 0)
+            .collect();
+        if chosen.is_empty() {
+            chosen.push(FLAGS[self.rng.below(5) as usize]);
+        }
+        let was: BTreeSet<String> = before
+            .get(&token)
+            .and_then(|v| v.first())
+            .map(|(_, _, fl)| fl.clone())
+            .unwrap_or_default();
+        let which = self.rng.below(4);
+        let (args, want): (Vec<String>, BTreeSet<String>) = match which {
+            0 => (
+                vec!["-v".into(), chosen.join(" ")],
+                chosen.iter().map(|s| s.to_string()).collect(),
+            ),
+            1 => (
+                vec![
+                    "-v".into(),
+                    chosen
+                        .iter()
+                        .map(|c| format!("+{c}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ],
+                was.iter()
+                    .cloned()
+                    .chain(chosen.iter().map(|s| s.to_string()))
+                    .collect(),
+            ),
+            2 => (
+                vec![
+                    "-v".into(),
+                    chosen
+                        .iter()
+                        .map(|c| format!("-{c}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ],
+                was.iter()
+                    .filter(|f| !chosen.contains(&f.as_str()))
+                    .cloned()
+                    .collect(),
+            ),
+            _ => (vec!["-v".into(), String::new()], BTreeSet::new()),
+        };
+        let mut cmd = vec!["setfattr", "-n", "user.imap.flags"];
+        cmd.extend(args.iter().map(String::as_str));
+        cmd.push(&file);
+        if !self.op("setfattr", &cmd) || self.aliased.contains(&f) {
+            return;
+        }
+        let now = self
+            .server
+            .world()
+            .message(&f, uid)
+            .map(|m| m.flags.clone());
+        if now.as_ref() != Some(&want) {
+            self.failures.push(format!(
+                "setfattr {args:?} {f}/{uid}.eml ({token}) succeeded; the server has \
+                 {now:?}, asked {want:?} (from {was:?})"
+            ));
+        }
+    }
+
+    fn rm(&mut self, named: &mut Named) {
+        let Some((f, uid, token)) = self.pick_named(named) else {
+            return;
+        };
+        let file = self.path(&format!("{f}/{uid}.eml"));
+        if !self.op("rm", &["rm", &file]) || self.aliased.contains(&f) {
+            return;
+        }
+        let w = self.server.world();
+        let still = w.message(&f, uid).is_some();
+        let anywhere = !token.is_empty() && w.placement().contains_key(&token);
+        drop(w);
+        if still || anywhere {
+            self.failures.push(format!(
+                "rm {f}/{uid}.eml ({token}) succeeded; the server still holds it"
+            ));
+        }
+    }
+
+    fn mv(&mut self, before: &Placement, named: &mut Named) {
+        let Some((f, uid, token)) = self.pick_named(named) else {
+            return;
+        };
+        let others: Vec<String> = self.folders().into_iter().filter(|g| *g != f).collect();
+        let Some(g) = self.pick(&others) else {
+            return;
+        };
+        let file = self.path(&format!("{f}/{uid}.eml"));
+        let target = self.path(&format!("{g}/"));
+        self.aliased.insert(g.clone());
+        if !self.op("mv", &["mv", &file, &target]) || self.aliased.contains(&f) {
+            return;
+        }
+        if token.is_empty() {
+            self.failures.push(format!(
+                "mv {f}/{uid}.eml {g}/ succeeded; the server never held it"
+            ));
+            return;
+        }
+        // The move is queued; it reaches the server within a burst.
+        let deadline = Instant::now() + MOVE_LANDS;
+        let places = loop {
+            let places = self
+                .server
+                .world()
+                .placement()
+                .get(&token)
+                .cloned()
+                .unwrap_or_default();
+            if places.iter().all(|(h, _, _)| *h != f) || Instant::now() >= deadline {
+                break places;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let was = before.get(&token).cloned().unwrap_or_default();
+        match places.as_slice() {
+            [(h, _, _)] if *h == g => {
+                *self
+                    .outcomes
+                    .entry(("mv".into(), "ok: landed".into()))
+                    .or_default() += 1;
+            }
+            [(h, u, _)] if *h == f && *u == uid => {
+                // Documented: a queued move the server refused leaves the message in its
+                // source, and the name mv gave is ENOENT.
+                *self
+                    .outcomes
+                    .entry(("mv".into(), "ok: queued, then refused".into()))
+                    .or_default() += 1;
+                let alias = self.path(&format!("{g}/{uid}.eml"));
+                let out = self.sh(&["cat", &alias]);
+                if out.status.success() {
+                    self.failures.push(format!(
+                        "mv {f}/{uid}.eml {g}/ was refused by the server, yet {g}/{uid}.eml \
+                         reads {:?}",
+                        token_of(&out.stdout)
+                    ));
+                }
+            }
+            _ => self.failures.push(format!(
+                "mv {f}/{uid}.eml {g}/ ({token}) succeeded; the server has it at {places:?} \
+                 (was {was:?})"
+            )),
+        }
+        // Half the time the target is listed at once, which ends its aliases.
+        if self.rng.below(2) == 0 {
+            let out = self.sh(&["ls", &self.path(&g)]);
+            if out.status.success() {
+                self.aliased.remove(&g);
+            }
+        }
+    }
+
+    fn cp(&mut self, named: &mut Named) {
+        let Some(g) = self.pick(&self.folders()) else {
+            return;
+        };
+        self.next += 1;
+        let token = format!("N{:06}-{}", self.next, self.rng.below(1_000_000));
+        named.tokens.insert(token.clone());
+        let bytes = message(&token, "copied in");
+        let tmp = std::env::temp_dir().join(format!("chaos-{}-{token}.eml", std::process::id()));
+        std::fs::write(&tmp, &bytes).unwrap_or_else(|e| panic!("write temp: {e}"));
+        let target = self.path(&format!("{g}/new-{token}.eml"));
+        let ok = self.op("cp", &["cp", &tmp.to_string_lossy(), &target]);
+        let _ = std::fs::remove_file(&tmp);
+        let w = self.server.world();
+        let held: Vec<(String, Vec<u8>)> = w
+            .folders
+            .iter()
+            .flat_map(|(name, f)| {
+                f.msgs
+                    .values()
+                    .filter(|m| m.token() == token)
+                    .map(|m| (name.clone(), m.body.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        drop(w);
+        let right = held.len() == 1 && held[0].0 == g && held[0].1 == bytes;
+        if ok && !right {
+            self.failures.push(format!(
+                "cp to {g} ({token}) succeeded; the server holds {} copies ({:?})",
+                held.len(),
+                held.iter().map(|(f, b)| (f, b.len())).collect::<Vec<_>>()
+            ));
+        }
+        if !ok && held.len() > 1 {
+            self.failures.push(format!(
+                "cp to {g} ({token}) failed and left {} copies",
+                held.len()
+            ));
+        }
+    }
+
+    fn mkdir(&mut self, named: &mut Named) {
+        self.next += 1;
+        let name = format!("X{}", self.next);
+        named.folders.insert(name.clone());
+        if self.op("mkdir", &["mkdir", &self.path(&name)]) {
+            self.made.insert(name.clone());
+            if !self.server.world().folders.contains_key(&name) {
+                self.failures.push(format!(
+                    "mkdir {name} succeeded; the server has no such folder"
+                ));
+            }
+        } else if self.server.world().folders.contains_key(&name) {
+            // Created after all (a cut after CREATE): ours to use.
+            self.made.insert(name);
+        }
+    }
+
+    fn rmdir(&mut self, before: &Placement, named: &mut Named) {
+        let made: Vec<String> = self.made.iter().cloned().collect();
+        let Some(f) = self.pick(&made) else {
+            return;
+        };
+        named.folders.insert(f.clone());
+        let held: Vec<&String> = before
+            .iter()
+            .filter(|(_, v)| v.iter().any(|(h, _, _)| *h == f))
+            .map(|(t, _)| t)
+            .collect();
+        let ok = self.op("rmdir", &["rmdir", &self.path(&f)]);
+        let exists = self.server.world().folders.contains_key(&f);
+        if !exists {
+            self.made.remove(&f);
+        }
+        if ok && exists {
+            self.failures
+                .push(format!("rmdir {f} succeeded; the server still has it"));
+        }
+        if !exists && !held.is_empty() {
+            self.failures.push(format!(
+                "rmdir {f} (ok: {ok}) deleted a folder holding {held:?}"
+            ));
+        }
+    }
+
+    fn rename(&mut self, before: &Placement, named: &mut Named) {
+        let made: Vec<String> = self.made.iter().cloned().collect();
+        let Some(f) = self.pick(&made) else {
+            return;
+        };
+        self.next += 1;
+        let to = format!("R{}", self.next);
+        named.folders.insert(f.clone());
+        named.folders.insert(to.clone());
+        let ok = self.op("mv-folder", &["mv", &self.path(&f), &self.path(&to)]);
+        let w = self.server.world();
+        let (old, new) = (w.folders.contains_key(&f), w.folders.contains_key(&to));
+        let placement = w.placement();
+        drop(w);
+        if !old {
+            self.made.remove(&f);
+        }
+        if new {
+            self.made.insert(to.clone());
+            if self.aliased.contains(&f) {
+                self.aliased.insert(to.clone());
+            }
+        }
+        if ok && (old || !new) {
+            self.failures.push(format!(
+                "mv {f} {to} succeeded; the server has {f}: {old}, {to}: {new}"
+            ));
+        }
+        if new && !old {
+            for (t, v) in before {
+                if v.iter().any(|(h, _, _)| *h == f)
+                    && !placement
+                        .get(t)
+                        .is_some_and(|p| p.iter().any(|(h, _, _)| *h == to))
+                {
+                    self.failures
+                        .push(format!("mv {f} {to}: {t} did not go along"));
+                }
+            }
+        }
+    }
+}
