@@ -27,7 +27,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, is_mounted, try_run, Mount, MountOptions, Rng};
-use server::{message, token_of, ChaosServer, World};
+use server::{message, token_of, ChaosServer, Fault, World};
 
 /// `--timeout` of the mount, seconds.
 const TIMEOUT: u64 = 2;
@@ -68,6 +68,46 @@ fn chaos_long_run() {
     run_chaos(env_u64("IMAPFS_CHAOS_OPS").unwrap_or(5000));
 }
 
+// --- defects the chaos found, one regression test each -------------------------------------------
+
+/// Found by the chaos (seed 1796475604021835535): `UID STORE +FLAGS.SILENT (\Deleted)` was
+/// refused (NO), `UID EXPUNGE` answered OK (nothing to expunge), and the check `UID FETCH
+/// (UID)` came back without data; rm took the silence for "gone" and reported success while
+/// the message stayed. After a refusal in the round only an expunge report counts.
+#[test]
+fn defect_rm_with_a_refused_store_and_an_empty_check_is_no_success() {
+    let mut world = World::new();
+    world.add("INBOX", message("M1", "one"), &["\\Seen"]);
+    world.add("INBOX", message("M2", "two"), &[]);
+    let server = ChaosServer::start(world, 1, 0);
+    let mount = mount(&server);
+    let file = mount.join("INBOX/1.eml").to_string_lossy().into_owned();
+    assert!(mount.join("INBOX/1.eml").exists());
+    server.force("UID STORE 1 +FLAGS", Fault::No);
+    server.force("UID FETCH 1 (UID)", Fault::Missing);
+    let out = try_run(&["rm", &file], OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+    let held = server.world().message("INBOX", 1).cloned();
+    assert!(
+        !out.status.success(),
+        "rm reported success; the server holds it: {:?}\n{}",
+        held.as_ref().map(|m| &m.flags),
+        common::tail(&mount.log(), 40)
+    );
+    let flags = held.map(|m| m.flags).unwrap_or_default();
+    assert_eq!(flags, BTreeSet::from(["\\Seen".to_string()]));
+    // Without the faults, rm works.
+    let out = try_run(&["rm", &file], OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(server.world().message("INBOX", 1).is_none());
+}
+
+fn mount(server: &ChaosServer) -> Mount {
+    MountOptions::custom(server.url(), server.script.ca_file.clone(), "secret")
+        .args(&["--timeout", &TIMEOUT.to_string(), "--connections", "3"])
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"))
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -79,8 +119,6 @@ struct Run {
     mount: Mount,
     rng: Rng,
     failures: Vec<String>,
-    /// Every (folder, UID) -> body the server ever held, for cat and stat.
-    bodies: BTreeMap<(String, u32), Vec<u8>>,
     /// Folders a move went into since their last successful listing: names there may be
     /// aliases of moved messages (docs/usage.md), so bytes by UID are not checked.
     aliased: BTreeSet<String>,
@@ -91,6 +129,7 @@ struct Run {
     outcomes: BTreeMap<(String, String), u64>,
     slowest: (Duration, String),
     seen_dups: BTreeSet<String>,
+    op_number: u64,
 }
 
 fn run_chaos(ops: u64) {
@@ -118,22 +157,19 @@ fn run_chaos(ops: u64) {
         }
     }
     let server = ChaosServer::start(world, seed, rate);
-    let mount = MountOptions::custom(server.url(), server.script.ca_file.clone(), "secret")
-        .args(&["--timeout", &TIMEOUT.to_string(), "--connections", "3"])
-        .start()
-        .unwrap_or_else(|e| panic!("mount failed: {e}"));
+    let mount = mount(&server);
     let mut run = Run {
         server,
         mount,
         rng: Rng::new(seed),
         failures: Vec::new(),
-        bodies: BTreeMap::new(),
         aliased: BTreeSet::new(),
         made: BTreeSet::new(),
         next: 0,
         outcomes: BTreeMap::new(),
         slowest: (Duration::ZERO, String::new()),
         seen_dups: BTreeSet::new(),
+        op_number: 0,
     };
     run.remember();
     let root = run.mount.path().to_string_lossy().into_owned();
@@ -177,6 +213,9 @@ fn run_chaos(ops: u64) {
     println!("chaos: {faults} faults served");
     if !run.failures.is_empty() {
         let journal: Vec<String> = run.server.world().journal.iter().cloned().collect();
+        let saved = std::env::temp_dir().join(format!("imapfs-chaos-{seed}.journal"));
+        let _ = std::fs::write(&saved, journal.join("\n"));
+        println!("chaos: the server's journal is in {}", saved.display());
         panic!(
             "chaos (IMAPFS_CHAOS_SEED={seed} IMAPFS_CHAOS_OPS={ops} IMAPFS_CHAOS_RATE={rate}): \
              {} failure(s):\n{}\n--- server journal (tail) ---\n{}\n--- mount log (tail) ---\n{}",
@@ -200,24 +239,30 @@ impl Run {
         self.mount.join(rel).to_string_lossy().into_owned()
     }
 
-    /// The world's placement of non-victim messages, and every body into `bodies`.
+    /// The world's placement of non-victim messages.
     fn remember(&mut self) -> Placement {
-        let w = self.server.world();
-        for (name, f) in &w.folders {
-            for (uid, m) in &f.msgs {
-                self.bodies
-                    .entry((name.clone(), *uid))
-                    .or_insert_with(|| m.body.clone());
-            }
-        }
-        let mut p = w.placement();
+        let mut p = self.server.world().placement();
         p.retain(|t, _| !t.starts_with('V'));
         p
+    }
+
+    /// The body of `folder`/`uid` if the server ever held that message.
+    fn body(&self, folder: &str, uid: u32) -> Option<Vec<u8>> {
+        self.server
+            .world()
+            .ever
+            .get(&(folder.to_string(), uid))
+            .cloned()
     }
 
     /// Runs a command with the operation deadline; a hang is a failure (and an empty,
     /// failed output).
     fn sh(&mut self, cmd: &[&str]) -> Output {
+        let root = format!("{}/", self.mount.path().display());
+        let line = cmd.join(" ").replace(&root, "");
+        self.server
+            .world()
+            .note(format!("== op {}: {line}", self.op_number));
         let started = Instant::now();
         let out = match try_run(cmd, OP_DEADLINE) {
             Ok(out) => out,
@@ -229,6 +274,15 @@ impl Run {
             }
         };
         let took = started.elapsed();
+        self.server.world().note(format!(
+            "== op {} done in {took:.1?}: {}",
+            self.op_number,
+            if out.status.success() {
+                "ok".to_string()
+            } else {
+                String::from_utf8_lossy(&out.stderr).trim().to_string()
+            }
+        ));
         if took > self.slowest.0 {
             self.slowest = (took, cmd.join(" "));
         }
@@ -306,6 +360,7 @@ impl Run {
     }
 
     fn step(&mut self, i: u64) {
+        self.op_number = i;
         let before = self.remember();
         let lost_before = self.server.world().lost_with_folder.len();
         let mut named = Named::default();
@@ -352,7 +407,10 @@ impl Run {
             let in_named = |p: Option<&Vec<(String, u32, BTreeSet<String>)>>| {
                 p.is_some_and(|v| v.iter().any(|(f, _, _)| named.folders.contains(f)))
             };
-            if in_named(b) || in_named(a) {
+            let unsettled = |p: Option<&Vec<(String, u32, BTreeSet<String>)>>| {
+                p.is_some_and(|v| v.iter().any(|(f, _, _)| self.aliased.contains(f)))
+            };
+            if in_named(b) || in_named(a) || unsettled(b) || unsettled(a) {
                 continue;
             }
             if b != a {
@@ -381,7 +439,7 @@ impl Run {
             else {
                 continue;
             };
-            if !self.bodies.contains_key(&(f.clone(), uid)) {
+            if self.body(&f, uid).is_none() {
                 self.failures
                     .push(format!("ls {f} lists {name}, which the server never held"));
             }
@@ -418,14 +476,14 @@ impl Run {
         if !out.status.success() || self.aliased.contains(&f) {
             return;
         }
-        match self.bodies.get(&(f.clone(), uid)) {
-            Some(body) if *body == out.stdout => {}
+        match self.body(&f, uid) {
+            Some(body) if body == out.stdout => {}
             Some(body) => self.failures.push(format!(
                 "cat {f}/{uid}.eml gave {} bytes ({:?}), the server holds {} ({:?})",
                 out.stdout.len(),
                 token_of(&out.stdout),
                 body.len(),
-                token_of(body)
+                token_of(&body)
             )),
             None => self.failures.push(format!(
                 "cat {f}/{uid}.eml succeeded; the server never held it"
@@ -444,7 +502,7 @@ impl Run {
             return;
         }
         let size: Option<usize> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
-        let want = self.bodies.get(&(f.clone(), uid)).map(Vec::len);
+        let want = self.body(&f, uid).map(|b| b.len());
         if want.is_none() || size != want {
             self.failures.push(format!(
                 "stat {f}/{uid}.eml: size {size:?}, the server's message {want:?}"
@@ -566,7 +624,12 @@ impl Run {
         let file = self.path(&format!("{f}/{uid}.eml"));
         let target = self.path(&format!("{g}/"));
         self.aliased.insert(g.clone());
-        if !self.op("mv", &["mv", &file, &target]) || self.aliased.contains(&f) {
+        if !self.op("mv", &["mv", &file, &target]) {
+            return;
+        }
+        if named.folders.contains(&f) {
+            // A name in an unsettled folder: which message it named is not known here.
+            self.settle(&[&f, &g]);
             return;
         }
         if token.is_empty() {
@@ -620,11 +683,18 @@ impl Run {
                  (was {was:?})"
             )),
         }
-        // Half the time the target is listed at once, which ends its aliases.
-        if self.rng.below(2) == 0 {
-            let out = self.sh(&["ls", &self.path(&g)]);
+        self.settle(&[&f, &g]);
+    }
+
+    /// List `folders`: a listing waits for queued moves into or out of the folder and ends
+    /// its aliases. A folder whose listing failed stays unsettled (in `aliased`).
+    fn settle(&mut self, folders: &[&str]) {
+        for f in folders {
+            let out = self.sh(&["ls", &self.path(f)]);
             if out.status.success() {
-                self.aliased.remove(&g);
+                self.aliased.remove(*f);
+            } else {
+                self.aliased.insert(f.to_string());
             }
         }
     }

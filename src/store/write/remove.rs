@@ -170,13 +170,16 @@ impl Account {
                 marked_before.retain(|u| !before.contains_key(u));
                 marked_before.extend(before.into_iter().filter(|(_, m)| *m).map(|(u, _)| u));
             }
+            // A check without a UID proves it gone only if the STORE and the expunge were
+            // both accepted: after a refusal, the silence of a server that omits FETCH data
+            // would be taken for an expunge (seen with the chaos server, tests/safety/chaos.rs).
             let now_gone: Vec<Uid> = match &round.present {
-                Some(present) => left
+                Some(present) if round.refused.is_none() => left
                     .iter()
                     .copied()
                     .filter(|u| !present.contains(u))
                     .collect(),
-                None => left
+                _ => left
                     .iter()
                     .copied()
                     .filter(|u| round.vanished.contains(u))

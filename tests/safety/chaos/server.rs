@@ -42,7 +42,7 @@ const SYSTEM_FLAGS: [&str; 6] = [
     "\\Draft",
     "\\Recent",
 ];
-const JOURNAL: usize = 400;
+const JOURNAL: usize = 200_000;
 
 /// One message of the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +76,9 @@ pub struct World {
     pub journal: VecDeque<String>,
     /// Non-victim tokens deleted with their folder (DELETE of a folder holding them).
     pub lost_with_folder: Vec<(String, String)>,
+    /// Every (folder, UID) the server ever held, with its body (victims that came and went
+    /// within one operation too; a renamed folder's messages under both names).
+    pub ever: BTreeMap<(String, u32), Vec<u8>>,
 }
 
 impl World {
@@ -109,6 +112,7 @@ impl World {
         };
         let uid = f.uidnext;
         f.uidnext += 1;
+        self.ever.insert((folder.to_string(), uid), body.clone());
         f.msgs.insert(
             uid,
             Msg {
@@ -137,7 +141,8 @@ impl World {
         self.folders.get(folder)?.msgs.get(&uid)
     }
 
-    fn note(&mut self, what: String) {
+    /// Add a line to the journal (the test marks its operations there too).
+    pub fn note(&mut self, what: String) {
         if self.journal.len() >= JOURNAL {
             self.journal.pop_front();
         }
@@ -189,8 +194,10 @@ pub enum Fault {
     Modified,
     /// `NO [TRYCREATE]` to COPY, MOVE or APPEND of an existing folder.
     TryCreate,
-    /// FETCH with no data, or without the asked items.
+    /// FETCH answered OK with no data.
     Missing,
+    /// FETCH answered with the UIDs only, without the asked items.
+    Partial,
     /// `UID EXPUNGE` answered OK, nothing expunged.
     KeepOk,
 }
@@ -201,6 +208,8 @@ struct Shared {
     rate: u64,
     seed: u64,
     faults: Mutex<BTreeMap<String, u64>>,
+    /// Faults a test forces: the next command whose line contains the text gets the fault.
+    forced: Mutex<Vec<(String, Fault)>>,
 }
 
 /// A running chaos server; see the module documentation. `Drop` stops it.
@@ -217,6 +226,7 @@ impl ChaosServer {
             rate,
             seed,
             faults: Mutex::new(BTreeMap::new()),
+            forced: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
         let script = Script::start(Wire::Tls, move |c| serve(c, &s));
@@ -230,6 +240,16 @@ impl ChaosServer {
 
     pub fn set_chaos(&self, on: bool) {
         self.shared.chaos.store(on, Ordering::SeqCst);
+    }
+
+    /// Answer the next command whose line (without its tag) contains `text` with `fault`,
+    /// chaos or not. Forced faults are used in the order given.
+    pub fn force(&self, text: &str, fault: Fault) {
+        self.shared
+            .forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((text.to_string(), fault));
     }
 
     /// The world under its lock (hold it briefly: every connection waits for it).
@@ -439,7 +459,7 @@ fn serve(c: &mut Conn, shared: &Shared) {
     };
     c.send(format!("* OK [CAPABILITY {CAPS}] chaos server ready\r\n").as_bytes());
     while let Some(cmd) = read_command(c) {
-        let fault = choose(shared, &mut s, &cmd.verb);
+        let fault = forced(shared, &cmd).unwrap_or_else(|| choose(shared, &mut s, &cmd.verb));
         if fault != Fault::Correct {
             *shared
                 .faults
@@ -502,6 +522,15 @@ fn serve(c: &mut Conn, shared: &Shared) {
     }
 }
 
+fn forced(shared: &Shared, cmd: &Command) -> Option<Fault> {
+    let mut forced = shared.forced.lock().unwrap_or_else(|e| e.into_inner());
+    let line = cmd.line.split_once(' ').map_or("", |(_, l)| l);
+    let i = forced
+        .iter()
+        .position(|(text, _)| line.contains(text.as_str()))?;
+    Some(forced.remove(i).1)
+}
+
 fn fault_name(f: Fault) -> String {
     match f {
         Fault::Slow(_) => "Slow".into(),
@@ -530,7 +559,8 @@ fn choose(shared: &Shared, s: &mut Session, verb: &str) -> Fault {
     let special = match verb {
         "STORE" | "UID STORE" => Some(Fault::Modified),
         "COPY" | "UID COPY" | "MOVE" | "UID MOVE" | "APPEND" => Some(Fault::TryCreate),
-        "FETCH" | "UID FETCH" => Some(Fault::Missing),
+        "FETCH" | "UID FETCH" if s.rng.below(2) == 0 => Some(Fault::Missing),
+        "FETCH" | "UID FETCH" => Some(Fault::Partial),
         "UID EXPUNGE" | "EXPUNGE" => Some(Fault::KeepOk),
         _ => None,
     };
@@ -671,6 +701,9 @@ fn execute(w: &mut World, s: &mut Session, cmd: &Command, fault: Fault) -> Vec<u
             } else if w.folders.contains_key(&to) {
                 format!("{tag} NO [ALREADYEXISTS] exists\r\n")
             } else if let Some(f) = w.folders.remove(&from) {
+                for (uid, m) in &f.msgs {
+                    w.ever.insert((to.clone(), *uid), m.body.clone());
+                }
                 w.folders.insert(to.clone(), f);
                 w.note(format!("renamed {from} to {to}"));
                 ok("renamed")
@@ -763,8 +796,7 @@ fn selected_command(
         "FETCH" | "UID FETCH" => {
             let uids = resolve(w, s, &set(), uid_mode);
             let items = a.get(1).map(Tok::items).unwrap_or_default();
-            let missing = (fault == Fault::Missing).then(|| s.rng.below(2));
-            if missing == Some(0) {
+            if fault == Fault::Missing {
                 return format!("{tag} OK done\r\n");
             }
             let Some(sel) = &s.selected else {
@@ -777,7 +809,7 @@ fn selected_command(
                     continue;
                 };
                 let mut parts: Vec<Vec<u8>> = vec![format!("UID {uid}").into_bytes()];
-                if missing.is_none() {
+                if fault != Fault::Partial {
                     for item in &items {
                         if let Some(p) = fetch_item(m, &item.text(), writable) {
                             parts.push(p);
@@ -866,6 +898,10 @@ fn selected_command(
                 };
                 let new = t.uidnext;
                 t.uidnext += 1;
+                w.ever.insert((target.clone(), new), m.body.clone());
+                let Some(t) = w.folders.get_mut(&target) else {
+                    continue;
+                };
                 t.msgs.insert(new, m);
                 from.push(uid.to_string());
                 to.push(new.to_string());
