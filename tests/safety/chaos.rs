@@ -638,8 +638,15 @@ impl Run {
             ));
             return;
         }
-        // The move is queued; it reaches the server within a burst.
-        let deadline = Instant::now() + MOVE_LANDS;
+        // The move is queued; it reaches the server within a burst, which a listing of the
+        // source waits for (if that listing fails, wait for the message to leave the source).
+        self.settle(&[&f]);
+        let deadline = Instant::now()
+            + if self.aliased.contains(&f) {
+                MOVE_LANDS
+            } else {
+                Duration::ZERO
+            };
         let places = loop {
             let places = self
                 .server
@@ -683,7 +690,7 @@ impl Run {
                  (was {was:?})"
             )),
         }
-        self.settle(&[&f, &g]);
+        self.settle(&[&g]);
     }
 
     /// List `folders`: a listing waits for queued moves into or out of the folder and ends

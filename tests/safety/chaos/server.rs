@@ -16,6 +16,8 @@
 //!   command: `OK [MODIFIED]` to a STORE (nothing changed), `NO [TRYCREATE]` to COPY, MOVE and
 //!   APPEND, FETCH answered with no data or without the asked items, `UID EXPUNGE` answered OK
 //!   with nothing expunged.
+//! - Not served: a `UID EXPUNGE` answered OK that kept its messages followed at once by a
+//!   FETCH without data (two lies that agree; see `serve`).
 //! - Victims are messages whose token starts with `V`: the chaos may expunge, deliver and
 //!   re-flag them at any time, and the test never operates on them. Every other message
 //!   changes only by a command the mount sent.
@@ -443,6 +445,8 @@ struct Selected {
 
 struct Session {
     rng: Rng,
+    /// The last command was a `UID EXPUNGE` answered OK that kept its messages.
+    kept: bool,
     selected: Option<Selected>,
     id: usize,
 }
@@ -456,10 +460,18 @@ fn serve(c: &mut Conn, shared: &Shared) {
         ),
         selected: None,
         id: c.index,
+        kept: false,
     };
     c.send(format!("* OK [CAPABILITY {CAPS}] chaos server ready\r\n").as_bytes());
     while let Some(cmd) = read_command(c) {
-        let fault = forced(shared, &cmd).unwrap_or_else(|| choose(shared, &mut s, &cmd.verb));
+        let mut fault = forced(shared, &cmd).unwrap_or_else(|| choose(shared, &mut s, &cmd.verb));
+        // A server that keeps messages after an OK to their expunge and then leaves them out
+        // of the next FETCH tells two consistent lies: no client can see through them without
+        // sequence-number bookkeeping (the check after rm would read "gone"). One of the two.
+        if s.kept && fault == Fault::Missing {
+            fault = Fault::Partial;
+        }
+        s.kept = fault == Fault::KeepOk;
         if fault != Fault::Correct {
             *shared
                 .faults
