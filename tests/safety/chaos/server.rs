@@ -36,6 +36,9 @@ use crate::common::Rng;
 use crate::script::{Conn, Script, Wire};
 
 const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+ UIDPLUS MOVE UNSELECT ID NAMESPACE";
+/// Capabilities of the CONDSTORE/QRESYNC profile.
+const CAPS_MODSEQ: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+ UIDPLUS MOVE UNSELECT ID \
+                           NAMESPACE ENABLE CONDSTORE QRESYNC";
 const SYSTEM_FLAGS: [&str; 6] = [
     "\\Seen",
     "\\Answered",
@@ -51,6 +54,8 @@ const JOURNAL: usize = 200_000;
 pub struct Msg {
     pub flags: BTreeSet<String>,
     pub body: Vec<u8>,
+    /// CONDSTORE's MODSEQ: the folder's HIGHESTMODSEQ when it last changed.
+    pub modseq: u64,
 }
 
 impl Msg {
@@ -66,6 +71,26 @@ pub struct Folder {
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub msgs: BTreeMap<u32, Msg>,
+    pub highest: u64,
+    /// Expunged UID -> the MODSEQ of its expunge (for QRESYNC's VANISHED (EARLIER)).
+    pub expunged: BTreeMap<u32, u64>,
+}
+
+impl Folder {
+    /// Insert a message under `uid` with a new MODSEQ.
+    fn put(&mut self, uid: u32, mut m: Msg) {
+        self.highest += 1;
+        m.modseq = self.highest;
+        self.msgs.insert(uid, m);
+    }
+
+    /// Remove a message, remembering its expunge's MODSEQ.
+    fn take(&mut self, uid: u32) -> Option<Msg> {
+        let m = self.msgs.remove(&uid)?;
+        self.highest += 1;
+        self.expunged.insert(uid, self.highest);
+        Some(m)
+    }
 }
 
 /// The model mailbox set; see the module documentation.
@@ -101,6 +126,8 @@ impl World {
                     uidvalidity: self.next_validity,
                     uidnext: 1,
                     msgs: BTreeMap::new(),
+                    highest: 1,
+                    expunged: BTreeMap::new(),
                 },
             );
         }
@@ -115,11 +142,12 @@ impl World {
         let uid = f.uidnext;
         f.uidnext += 1;
         self.ever.insert((folder.to_string(), uid), body.clone());
-        f.msgs.insert(
+        f.put(
             uid,
             Msg {
                 flags: flags.iter().map(|s| s.to_string()).collect(),
                 body,
+                modseq: 0,
             },
         );
         uid
@@ -210,6 +238,8 @@ struct Shared {
     rate: u64,
     seed: u64,
     faults: Mutex<BTreeMap<String, u64>>,
+    /// The CONDSTORE/QRESYNC profile: MODSEQs, `UNCHANGEDSINCE`, `VANISHED`.
+    modseq: bool,
     /// Faults a test forces: the next command whose line contains the text gets the fault.
     forced: Mutex<Vec<(String, Fault)>>,
 }
@@ -221,7 +251,9 @@ pub struct ChaosServer {
 }
 
 impl ChaosServer {
-    pub fn start(world: World, seed: u64, rate: u64) -> ChaosServer {
+    /// `modseq`: advertise CONDSTORE and QRESYNC (and report expunges as VANISHED to a
+    /// client that enabled QRESYNC).
+    pub fn start(world: World, seed: u64, rate: u64, modseq: bool) -> ChaosServer {
         let shared = Arc::new(Shared {
             world: Mutex::new(world),
             chaos: AtomicBool::new(false),
@@ -229,6 +261,7 @@ impl ChaosServer {
             seed,
             faults: Mutex::new(BTreeMap::new()),
             forced: Mutex::new(Vec::new()),
+            modseq,
         });
         let s = shared.clone();
         let script = Script::start(Wire::Tls, move |c| serve(c, &s));
@@ -447,6 +480,10 @@ struct Session {
     rng: Rng,
     /// The last command was a `UID EXPUNGE` answered OK that kept its messages.
     kept: bool,
+    /// The client enabled QRESYNC (expunges are reported as VANISHED).
+    qresync: bool,
+    caps: &'static str,
+    modseq: bool,
     selected: Option<Selected>,
     id: usize,
 }
@@ -461,8 +498,11 @@ fn serve(c: &mut Conn, shared: &Shared) {
         selected: None,
         id: c.index,
         kept: false,
+        qresync: false,
+        caps: if shared.modseq { CAPS_MODSEQ } else { CAPS },
+        modseq: shared.modseq,
     };
-    c.send(format!("* OK [CAPABILITY {CAPS}] chaos server ready\r\n").as_bytes());
+    c.send(format!("* OK [CAPABILITY {}] chaos server ready\r\n", s.caps).as_bytes());
     while let Some(cmd) = read_command(c) {
         let mut fault = forced(shared, &cmd).unwrap_or_else(|| choose(shared, &mut s, &cmd.verb));
         // A server that keeps messages after an OK to their expunge and then leaves them out
@@ -623,8 +663,17 @@ fn execute(w: &mut World, s: &mut Session, cmd: &Command, fault: Fault) -> Vec<u
     }
     let ok = |t: &str| format!("{tag} OK {t}\r\n");
     let reply = match cmd.verb.as_str() {
-        "CAPABILITY" => format!("* CAPABILITY {CAPS}\r\n{}", ok("done")),
-        "LOGIN" | "AUTHENTICATE" | "ENABLE" | "SUBSCRIBE" | "UNSUBSCRIBE" => ok("done"),
+        "CAPABILITY" => format!("* CAPABILITY {}\r\n{}", s.caps, ok("done")),
+        "ENABLE" => {
+            let wanted = a.iter().any(|t| t.upper() == "QRESYNC");
+            if s.modseq && wanted {
+                s.qresync = true;
+                format!("* ENABLED QRESYNC\r\n{}", ok("done"))
+            } else {
+                ok("done")
+            }
+        }
+        "LOGIN" | "AUTHENTICATE" | "SUBSCRIBE" | "UNSUBSCRIBE" => ok("done"),
         "ID" => format!("* ID NIL\r\n{}", ok("done")),
         "NAMESPACE" => format!("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n{}", ok("done")),
         "NOOP" | "CHECK" => ok("done"),
@@ -665,6 +714,7 @@ fn execute(w: &mut World, s: &mut Session, cmd: &Command, fault: Fault) -> Vec<u
                                 .filter(|m| !m.flags.contains("\\Seen"))
                                 .count() as u64,
                             "SIZE" => f.msgs.values().map(|m| m.body.len() as u64).sum(),
+                            "HIGHESTMODSEQ" if s.modseq => f.highest,
                             _ => continue,
                         };
                         items.push(format!("{} {v}", item.upper()));
@@ -741,10 +791,41 @@ fn execute(w: &mut World, s: &mut Session, cmd: &Command, fault: Fault) -> Vec<u
                     } else {
                         ""
                     };
+                    let mut extra = String::new();
+                    if s.modseq {
+                        extra.push_str(&format!("* OK [HIGHESTMODSEQ {}] ok\r\n", f.highest));
+                    }
+                    if let Some((v, since)) = qresync_param(a.get(1)) {
+                        if s.qresync && v == f.uidvalidity {
+                            let gone: Vec<String> = f
+                                .expunged
+                                .iter()
+                                .filter(|(_, m)| **m > since)
+                                .map(|(u, _)| u.to_string())
+                                .collect();
+                            if !gone.is_empty() {
+                                extra.push_str(&format!(
+                                    "* VANISHED (EARLIER) {}\r\n",
+                                    gone.join(",")
+                                ));
+                            }
+                            for (i, (u, m)) in f.msgs.iter().enumerate() {
+                                if m.modseq > since {
+                                    extra.push_str(&format!(
+                                        "* {} FETCH (UID {u} FLAGS ({}) MODSEQ ({}))\r\n",
+                                        i + 1,
+                                        flag_list(&m.flags),
+                                        m.modseq
+                                    ));
+                                }
+                            }
+                        }
+                    }
                     format!(
                         "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
                          * OK [PERMANENTFLAGS ({perm})] ok\r\n* {} EXISTS\r\n* 0 RECENT\r\n\
-                         * OK [UIDVALIDITY {}] ok\r\n* OK [UIDNEXT {}] ok\r\n{tag} OK [{}] done\r\n",
+                         * OK [UIDVALIDITY {}] ok\r\n* OK [UIDNEXT {}] ok\r\n{extra}\
+                         {tag} OK [{}] done\r\n",
                         f.msgs.len(),
                         f.uidvalidity,
                         f.uidnext,
@@ -806,8 +887,17 @@ fn selected_command(
             out + &format!("{tag} OK expunged\r\n")
         }
         "FETCH" | "UID FETCH" => {
-            let uids = resolve(w, s, &set(), uid_mode);
-            let items = a.get(1).map(Tok::items).unwrap_or_default();
+            let mut uids = resolve(w, s, &set(), uid_mode);
+            let mut items = a.get(1).map(Tok::items).unwrap_or_default();
+            if let Some(since) = modifier(a.get(2), "CHANGEDSINCE") {
+                let name = s
+                    .selected
+                    .as_ref()
+                    .map(|x| x.name.clone())
+                    .unwrap_or_default();
+                uids.retain(|u| w.message(&name, *u).is_some_and(|m| m.modseq > since));
+                items.push(Tok::Atom("MODSEQ".into()));
+            }
             if fault == Fault::Missing {
                 return format!("{tag} OK done\r\n");
             }
@@ -823,7 +913,9 @@ fn selected_command(
                 let mut parts: Vec<Vec<u8>> = vec![format!("UID {uid}").into_bytes()];
                 if fault != Fault::Partial {
                     for item in &items {
-                        if let Some(p) = fetch_item(m, &item.text(), writable) {
+                        if item.upper() == "MODSEQ" {
+                            parts.push(format!("MODSEQ ({})", m.modseq).into_bytes());
+                        } else if let Some(p) = fetch_item(m, &item.text(), writable) {
                             parts.push(p);
                         }
                     }
@@ -845,9 +937,12 @@ fn selected_command(
             }
             let uids = resolve(w, s, &set(), uid_mode);
             let mut rest = a.get(1..).unwrap_or_default().to_vec();
+            let mut unchanged_since = None;
             if matches!(rest.first(), Some(Tok::List(_))) {
-                rest.remove(0); // (UNCHANGEDSINCE n): never advertised, ignored
+                unchanged_since = modifier(rest.first(), "UNCHANGEDSINCE");
+                rest.remove(0);
             }
+            let mut modified = Vec::new();
             let item = rest.first().map(Tok::upper).unwrap_or_default();
             let flags: BTreeSet<String> = rest
                 .get(1..)
@@ -863,9 +958,18 @@ fn selected_command(
                 .map(|x| x.name.clone())
                 .unwrap_or_default();
             for uid in uids {
-                let Some(m) = w.folders.get_mut(&name).and_then(|f| f.msgs.get_mut(&uid)) else {
+                let Some(f) = w.folders.get_mut(&name) else {
                     continue;
                 };
+                let Some(m) = f.msgs.get_mut(&uid) else {
+                    continue;
+                };
+                if unchanged_since.is_some_and(|u| m.modseq > u) {
+                    modified.push(uid.to_string());
+                    continue;
+                }
+                f.highest += 1;
+                m.modseq = f.highest;
                 if item.starts_with('+') {
                     m.flags.extend(flags.iter().cloned());
                 } else if item.starts_with('-') {
@@ -875,14 +979,28 @@ fn selected_command(
                 }
                 let now = flag_list(&m.flags);
                 let token = m.token();
-                if !item.ends_with(".SILENT") {
+                let modseq = if s.modseq {
+                    format!(" MODSEQ ({})", m.modseq)
+                } else {
+                    String::new()
+                };
+                if !item.ends_with(".SILENT") || unchanged_since.is_some() {
                     if let Some(seq) = seq_of(s, uid) {
-                        out.push_str(&format!("* {seq} FETCH (UID {uid} FLAGS ({now}))\r\n"));
+                        out.push_str(&format!(
+                            "* {seq} FETCH (UID {uid} FLAGS ({now}){modseq})\r\n"
+                        ));
                     }
                 }
                 w.note(format!("{name}/{uid} {token} flags now ({now})"));
             }
-            out + &format!("{tag} OK stored\r\n")
+            if modified.is_empty() {
+                out + &format!("{tag} OK stored\r\n")
+            } else {
+                out + &format!(
+                    "{tag} OK [MODIFIED {}] changed since\r\n",
+                    modified.join(",")
+                )
+            }
         }
         "COPY" | "UID COPY" | "MOVE" | "UID MOVE" => {
             let moving = verb.ends_with("MOVE");
@@ -914,7 +1032,7 @@ fn selected_command(
                 let Some(t) = w.folders.get_mut(&target) else {
                     continue;
                 };
-                t.msgs.insert(new, m);
+                t.put(new, m);
                 from.push(uid.to_string());
                 to.push(new.to_string());
                 w.note(format!("{verb} {name}/{uid} {token} -> {target}/{new}"));
@@ -933,16 +1051,11 @@ fn selected_command(
                 let mut gone = String::new();
                 if let Some(f) = w.folders.get_mut(&name) {
                     for uid in &moved {
-                        f.msgs.remove(uid);
+                        f.take(*uid);
                     }
                 }
                 for uid in moved {
-                    if let Some(seq) = seq_of(s, uid) {
-                        gone.push_str(&format!("* {seq} EXPUNGE\r\n"));
-                        if let Some(sel) = s.selected.as_mut() {
-                            sel.view.remove(seq - 1);
-                        }
-                    }
+                    gone.push_str(&report_gone(s, uid));
                 }
                 out + &gone + &format!("{tag} OK done\r\n")
             } else {
@@ -1030,13 +1143,19 @@ fn sync(w: &World, s: &mut Session, out: &mut Vec<u8>) {
         return;
     };
     let mut i = 0;
+    let mut vanished = Vec::new();
     while i < sel.view.len() {
         if f.msgs.contains_key(&sel.view[i]) {
             i += 1;
+        } else if s.qresync {
+            vanished.push(sel.view.remove(i).to_string());
         } else {
             out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
             sel.view.remove(i);
         }
+    }
+    if !vanished.is_empty() {
+        out.extend_from_slice(format!("* VANISHED {}\r\n", vanished.join(",")).as_bytes());
     }
     let last = sel.view.last().copied().unwrap_or(0);
     let before = sel.view.len();
@@ -1067,28 +1186,22 @@ fn noise(w: &mut World, s: &mut Session, out: &mut Vec<u8>) {
     match (s.rng.below(3), pick) {
         (0, Some(uid)) => {
             if let Some(f) = w.folders.get_mut(&name) {
-                f.msgs.remove(&uid);
+                f.take(uid);
             }
-            if let Some(seq) = seq_of(s, uid) {
-                out.extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes());
-                if let Some(sel) = s.selected.as_mut() {
-                    sel.view.remove(seq - 1);
-                }
-            }
+            out.extend_from_slice(report_gone(s, uid).as_bytes());
             w.note(format!("noise: expunged victim {name}/{uid}"));
         }
         (1, Some(uid)) => {
             let flag = ["\\Seen", "\\Flagged", "$Chaos"][s.rng.below(3) as usize];
-            let now = w
-                .folders
-                .get_mut(&name)
-                .and_then(|f| f.msgs.get_mut(&uid))
-                .map(|m| {
-                    if !m.flags.remove(flag) {
-                        m.flags.insert(flag.to_string());
-                    }
-                    flag_list(&m.flags)
-                });
+            let now = w.folders.get_mut(&name).and_then(|f| {
+                let m = f.msgs.get_mut(&uid)?;
+                if !m.flags.remove(flag) {
+                    m.flags.insert(flag.to_string());
+                }
+                f.highest += 1;
+                m.modseq = f.highest;
+                Some(flag_list(&m.flags))
+            });
             if let (Some(now), Some(seq)) = (now, seq_of(s, uid)) {
                 out.extend_from_slice(format!("* {seq} FETCH (FLAGS ({now}))\r\n").as_bytes());
             }
@@ -1117,16 +1230,53 @@ fn expunge(w: &mut World, s: &mut Session, uids: &[u32], _fault: Fault, out: &mu
         }
         let token = w.message(&name, *uid).map(Msg::token).unwrap_or_default();
         if let Some(f) = w.folders.get_mut(&name) {
-            f.msgs.remove(uid);
+            f.take(*uid);
         }
-        if let Some(seq) = seq_of(s, *uid) {
-            out.push_str(&format!("* {seq} EXPUNGE\r\n"));
-            if let Some(sel) = s.selected.as_mut() {
-                sel.view.remove(seq - 1);
-            }
-        }
+        out.push_str(&report_gone(s, *uid));
         w.note(format!("expunged {name}/{uid} {token}"));
     }
+}
+
+/// The report of `uid`'s expunge to this connection (`* n EXPUNGE`, or `* VANISHED uid` once
+/// QRESYNC is enabled), taking it out of the connection's view.
+fn report_gone(s: &mut Session, uid: u32) -> String {
+    let Some(seq) = seq_of(s, uid) else {
+        return String::new();
+    };
+    if let Some(sel) = s.selected.as_mut() {
+        sel.view.remove(seq - 1);
+    }
+    if s.qresync {
+        format!("* VANISHED {uid}\r\n")
+    } else {
+        format!("* {seq} EXPUNGE\r\n")
+    }
+}
+
+/// `(NAME n)` (a FETCH or STORE modifier): n.
+fn modifier(t: Option<&Tok>, name: &str) -> Option<u64> {
+    let items = match t? {
+        Tok::List(l) => l.clone(),
+        _ => return None,
+    };
+    let i = items.iter().position(|x| x.upper() == name)?;
+    items.get(i + 1)?.text().parse().ok()
+}
+
+/// `(QRESYNC (uidvalidity modseq ...))` of a SELECT: (uidvalidity, modseq).
+fn qresync_param(t: Option<&Tok>) -> Option<(u32, u64)> {
+    let items = match t? {
+        Tok::List(l) => l.clone(),
+        _ => return None,
+    };
+    let i = items.iter().position(|x| x.upper() == "QRESYNC")?;
+    let Tok::List(p) = items.get(i + 1)? else {
+        return None;
+    };
+    Some((
+        p.first()?.text().parse().ok()?,
+        p.get(1)?.text().parse().ok()?,
+    ))
 }
 
 fn seq_of(s: &Session, uid: u32) -> Option<usize> {
