@@ -70,10 +70,11 @@ fn chaos_long_run() {
 
 // --- defects the chaos found, one regression test each -------------------------------------------
 
-/// Found by the chaos (seed 1796475604021835535): `UID STORE +FLAGS.SILENT (\Deleted)` was
-/// refused (NO), `UID EXPUNGE` answered OK (nothing to expunge), and the check `UID FETCH
-/// (UID)` came back without data; rm took the silence for "gone" and reported success while
-/// the message stayed. After a refusal in the round only an expunge report counts.
+/// Found by the chaos (seeds 1796475604021835535 and 1796476214112197171): `UID STORE
+/// +FLAGS.SILENT (\Deleted)` was refused (NO), or answered `OK [MODIFIED]` (not stored),
+/// `UID EXPUNGE` answered OK (nothing to expunge), and the check `UID FETCH (UID)` came back
+/// without data; rm took the silence for "gone" and reported success while the message
+/// stayed. After a refusal in the round only an expunge report counts.
 #[test]
 fn defect_rm_with_a_refused_store_and_an_empty_check_is_no_success() {
     let mut world = World::new();
@@ -83,18 +84,20 @@ fn defect_rm_with_a_refused_store_and_an_empty_check_is_no_success() {
     let mount = mount(&server);
     let file = mount.join("INBOX/1.eml").to_string_lossy().into_owned();
     assert!(mount.join("INBOX/1.eml").exists());
-    server.force("UID STORE 1 +FLAGS", Fault::No);
-    server.force("UID FETCH 1 (UID)", Fault::Missing);
-    let out = try_run(&["rm", &file], OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
-    let held = server.world().message("INBOX", 1).cloned();
-    assert!(
-        !out.status.success(),
-        "rm reported success; the server holds it: {:?}\n{}",
-        held.as_ref().map(|m| &m.flags),
-        common::tail(&mount.log(), 40)
-    );
-    let flags = held.map(|m| m.flags).unwrap_or_default();
-    assert_eq!(flags, BTreeSet::from(["\\Seen".to_string()]));
+    for refusal in [Fault::No, Fault::Modified] {
+        server.force("UID STORE 1 +FLAGS", refusal);
+        server.force("UID FETCH 1 (UID)", Fault::Missing);
+        let out = try_run(&["rm", &file], OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+        let held = server.world().message("INBOX", 1).cloned();
+        assert!(
+            !out.status.success(),
+            "{refusal:?}: rm reported success; the server holds it: {:?}\n{}",
+            held.as_ref().map(|m| &m.flags),
+            common::tail(&mount.log(), 40)
+        );
+        let flags = held.map(|m| m.flags).unwrap_or_default();
+        assert_eq!(flags, BTreeSet::from(["\\Seen".to_string()]), "{refusal:?}");
+    }
     // Without the faults, rm works.
     let out = try_run(&["rm", &file], OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{out:?}");
