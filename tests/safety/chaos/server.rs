@@ -10,8 +10,9 @@
 //!   has its own [`Rng`], seeded from the run's seed and the connection's number, that picks
 //!   a [`Fault`] for every command after login ([`ChaosServer::set_chaos`] turns faults on and
 //!   off; `rate` is the percentage of commands that get one).
-//! - Faults: NO, BAD, BYE, a cut before or after the command was carried out, a slow reply
-//!   (well within the client's `--timeout`), noise (untagged EXPUNGE, EXISTS of a new message
+//! - Faults: NO, BAD, BYE, a cut before or after the command was carried out (after: with no
+//!   answer, or half of it), a slow reply or one in two halves (well within the client's
+//!   `--timeout`), noise (untagged EXPUNGE, EXISTS of a new message
 //!   or a FETCH FLAGS, of *victim* messages only, before the command's own answer), and per
 //!   command: `OK [MODIFIED]` to a STORE (nothing changed), `NO [TRYCREATE]` to COPY, MOVE and
 //!   APPEND, FETCH answered with no data or without the asked items, `UID EXPUNGE` answered OK
@@ -220,6 +221,10 @@ pub enum Fault {
     CutBefore,
     /// Carried out, then closed without an answer.
     CutAfter,
+    /// Carried out, half the answer sent (mid-line or mid-literal), then closed.
+    CutMid,
+    /// The answer in two halves, this many milliseconds apart.
+    Split(u64),
     /// `OK [MODIFIED set]` to a STORE, nothing changed.
     Modified,
     /// `NO [TRYCREATE]` to COPY, MOVE or APPEND of an existing folder.
@@ -562,11 +567,23 @@ fn serve(c: &mut Conn, shared: &Shared) {
                 _ => execute(&mut w, &mut s, &cmd, fault),
             }
         };
-        if fault == Fault::CutAfter {
-            c.close();
-            return;
+        match fault {
+            Fault::CutAfter => {
+                c.close();
+                return;
+            }
+            Fault::CutMid => {
+                c.send(&out[..out.len() / 2]);
+                c.close();
+                return;
+            }
+            Fault::Split(ms) => {
+                c.send(&out[..out.len() / 2]);
+                std::thread::sleep(Duration::from_millis(ms));
+                c.send(&out[out.len() / 2..]);
+            }
+            _ => c.send(&out),
         }
-        c.send(&out);
         if cmd.verb == "LOGOUT" {
             c.close();
             return;
@@ -586,6 +603,7 @@ fn forced(shared: &Shared, cmd: &Command) -> Option<Fault> {
 fn fault_name(f: Fault) -> String {
     match f {
         Fault::Slow(_) => "Slow".into(),
+        Fault::Split(_) => "Split".into(),
         other => format!("{other:?}"),
     }
 }
@@ -621,8 +639,10 @@ fn choose(shared: &Shared, s: &mut Session, verb: &str) -> Fault {
         15..=24 => Fault::Bad,
         25..=34 => Fault::Bye,
         35..=44 => Fault::CutBefore,
-        45..=59 => Fault::CutAfter,
-        60..=74 => Fault::Slow(50 + s.rng.below(700)),
+        45..=52 => Fault::CutAfter,
+        53..=59 => Fault::CutMid,
+        60..=67 => Fault::Slow(50 + s.rng.below(700)),
+        68..=74 => Fault::Split(20 + s.rng.below(500)),
         75..=84 => Fault::Noise,
         _ => special.unwrap_or(Fault::Noise),
     }
