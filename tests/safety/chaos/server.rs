@@ -12,8 +12,8 @@
 //!   off; `rate` is the percentage of commands that get one).
 //! - Faults: NO, BAD, BYE, a cut before or after the command was carried out (after: with no
 //!   answer, or half of it), a slow reply or one in two halves (well within the client's
-//!   `--timeout`), noise (untagged EXPUNGE, EXISTS of a new message
-//!   or a FETCH FLAGS, of *victim* messages only, before the command's own answer), and per
+//!   `--timeout`), noise (untagged EXPUNGE, EXISTS of a new message or a FETCH FLAGS, of
+//!   *victim* messages only, before the command's own answer), and per
 //!   command: `OK [MODIFIED]` to a STORE (nothing changed), `NO [TRYCREATE]` to COPY, MOVE and
 //!   APPEND, FETCH answered with no data or without the asked items, `UID EXPUNGE` answered OK
 //!   with nothing expunged.
@@ -22,6 +22,10 @@
 //! - Victims are messages whose token starts with `V`: the chaos may expunge, deliver and
 //!   re-flag them at any time, and the test never operates on them. Every other message
 //!   changes only by a command the mount sent.
+//! - Two profiles ([`ChaosServer::start`]'s `modseq`): plain IMAP4rev1 with UIDPLUS and MOVE,
+//!   or with CONDSTORE and QRESYNC too (MODSEQs, `UNCHANGEDSINCE` that really loses races,
+//!   `CHANGEDSINCE`, `SELECT (QRESYNC ...)` with `VANISHED (EARLIER)`, and expunges reported as
+//!   `VANISHED` to a client that enabled QRESYNC).
 //!
 //! Each connection keeps its own view (sequence number -> UID) of its selected folder and
 //! learns other connections' changes at the start of each command's answer (EXPUNGE, EXISTS),
