@@ -152,6 +152,51 @@ fn defect_cut_append_whose_proof_gets_no_fetch_data_is_not_sent_twice() {
     }
 }
 
+/// Found by the chaos (seed 1796477061407122909, 3,000 operations): RENAME succeeded, the
+/// folder list read after it failed, and the rename was reported as failed (`mv` then said
+/// the two names "are the same file"); rmdir the same after DELETE. A change the server made
+/// is a success; the list is read again later.
+#[test]
+fn defect_folder_rename_and_rmdir_done_but_the_list_after_fails_are_successes() {
+    let mut world = World::new();
+    world.add("INBOX", message("M1", "one"), &[]);
+    world.create("Old");
+    world.create("Gone");
+    let server = ChaosServer::start(world, 1, 0, false);
+    let mount = mount(&server);
+    let root = mount.path().to_string_lossy().into_owned();
+    let out = try_run(&["ls", &root], OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Old"));
+    for (verb, cmd) in [
+        (
+            "RENAME",
+            vec![
+                "mv".to_string(),
+                format!("{root}/Old"),
+                format!("{root}/New"),
+            ],
+        ),
+        ("DELETE", vec!["rmdir".to_string(), format!("{root}/Gone")]),
+    ] {
+        for _ in 0..6 {
+            server.force_after(verb, "LIST", Fault::Bad);
+        }
+        let out = try_run(&cmd, OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+        server.clear_forced();
+        let folders: Vec<String> = server.world().folders.keys().cloned().collect();
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed ({}) although the server did it: {folders:?}\n{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            common::tail(&mount.log(), 30)
+        );
+    }
+    let folders: Vec<String> = server.world().folders.keys().cloned().collect();
+    assert_eq!(folders, ["INBOX", "New"]);
+    let out = try_run(&["ls", &root], OP_DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "INBOX\nNew\n");
+}
+
 fn mount(server: &ChaosServer) -> Mount {
     MountOptions::custom(server.url(), server.script.ca_file.clone(), "secret")
         .args(&["--timeout", &TIMEOUT.to_string(), "--connections", "3"])
@@ -746,6 +791,17 @@ impl Run {
                         "mv {f}/{uid}.eml {g}/ was refused by the server, yet {g}/{uid}.eml \
                          reads {:?}",
                         token_of(&out.stdout)
+                    ));
+                }
+                // "still in its source under its old name" (docs/usage.md).
+                let out = self.sh(&["ls", &self.path(&f)]);
+                let listed = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .any(|l| l == format!("{uid}.eml"));
+                if out.status.success() && !listed {
+                    self.failures.push(format!(
+                        "mv {f}/{uid}.eml {g}/ was refused by the server, and {f} no longer \
+                         lists {uid}.eml"
                     ));
                 }
             }

@@ -241,6 +241,12 @@ pub enum Fault {
     KeepOk,
 }
 
+struct Forced {
+    after: Option<String>,
+    text: String,
+    fault: Fault,
+}
+
 struct Shared {
     world: Mutex<World>,
     chaos: AtomicBool,
@@ -249,8 +255,10 @@ struct Shared {
     faults: Mutex<BTreeMap<String, u64>>,
     /// The CONDSTORE/QRESYNC profile: MODSEQs, `UNCHANGEDSINCE`, `VANISHED`.
     modseq: bool,
-    /// Faults a test forces: the next command whose line contains the text gets the fault.
-    forced: Mutex<Vec<(String, Fault)>>,
+    /// Faults a test forces: once armed (a command containing the first text was seen, or
+    /// at once without one), the next command whose line contains the second text gets the
+    /// fault.
+    forced: Mutex<Vec<Forced>>,
 }
 
 /// A running chaos server; see the module documentation. `Drop` stops it.
@@ -289,11 +297,34 @@ impl ChaosServer {
     /// Answer the next command whose line (without its tag) contains `text` with `fault`,
     /// chaos or not. Forced faults are used in the order given.
     pub fn force(&self, text: &str, fault: Fault) {
+        self.push_forced(None, text, fault);
+    }
+
+    /// [`ChaosServer::force`], armed only once a command containing `after` arrived (on any
+    /// connection).
+    pub fn force_after(&self, after: &str, text: &str, fault: Fault) {
+        self.push_forced(Some(after), text, fault);
+    }
+
+    /// Forget the forced faults not served yet.
+    pub fn clear_forced(&self) {
         self.shared
             .forced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((text.to_string(), fault));
+            .clear();
+    }
+
+    fn push_forced(&self, after: Option<&str>, text: &str, fault: Fault) {
+        self.shared
+            .forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Forced {
+                after: after.map(str::to_string),
+                text: text.to_string(),
+                fault,
+            });
     }
 
     /// The world under its lock (hold it briefly: every connection waits for it).
@@ -600,8 +631,13 @@ fn forced(shared: &Shared, cmd: &Command) -> Option<Fault> {
     let line = cmd.line.split_once(' ').map_or("", |(_, l)| l);
     let i = forced
         .iter()
-        .position(|(text, _)| line.contains(text.as_str()))?;
-    Some(forced.remove(i).1)
+        .position(|f| f.after.is_none() && line.contains(f.text.as_str()));
+    for f in forced.iter_mut() {
+        if f.after.as_deref().is_some_and(|a| line.contains(a)) {
+            f.after = None;
+        }
+    }
+    Some(forced.remove(i?).fault)
 }
 
 fn fault_name(f: Fault) -> String {
