@@ -121,7 +121,17 @@ impl ImapFs {
         // index, says whether it is empty, on the session that deletes it.
         self.settle_below(id);
         self.account.delete_mailbox_if_empty(id, selectable)?;
-        self.sync_tree()
+        self.resync_after(&format!("deleted {mailbox}"));
+        Ok(())
+    }
+
+    /// Read the folder list again after a change the server made: a failure there leaves the
+    /// tree to the next listing and is logged, never reported as the change's failure (the
+    /// change happened; an error would send `mv` looking for a folder that moved).
+    fn resync_after(&self, change: &str) {
+        if let Err(e) = self.sync_tree() {
+            log::warn!("{change}, but the folder list could not be read again: {e}");
+        }
     }
 
     /// Wait for every queued move touching the folder `id` or a folder below it.
@@ -306,7 +316,8 @@ impl ImapFs {
         self.settle_below(id);
         self.account.rename_mailbox(id, &to)?;
         self.tree.lock().rename_path(&old_path, &new_path);
-        self.sync_tree()
+        self.resync_after(&format!("renamed {from} to {to}"));
+        Ok(())
     }
 
     /// The server name of a new folder `component` under directory `parent`.

@@ -96,10 +96,24 @@ impl Account {
             candidates.sort();
             candidates.dedup();
             let mut matching = Vec::new();
-            for (uid, size) in sizes(s, &candidates)? {
-                if size == wanted.size && body_digest(s, uid)?.as_ref() == wanted.digest {
-                    matching.push(uid);
+            let sized = sizes(s, &candidates)?;
+            // A candidate the server found but then sent no size or bytes for may be ours: its
+            // silence is no proof of absence (sending again could store a second copy).
+            let mut unknown = candidates
+                .iter()
+                .any(|c| !sized.iter().any(|(u, _)| u == c));
+            for (uid, size) in sized {
+                if size != wanted.size {
+                    continue;
                 }
+                match body_digest(s, uid, size)? {
+                    Some(d) if d.as_ref() == wanted.digest => matching.push(uid),
+                    Some(_) => {}
+                    None => unknown = true,
+                }
+            }
+            if unknown && floor.is_none_or(|f| matching.iter().all(|u| *u < f)) {
+                return Ok(Proof::Unsure);
             }
             Ok(match floor {
                 Some(f) => match matching.into_iter().find(|u| *u >= f) {
@@ -150,7 +164,10 @@ impl Account {
     pub(super) fn fingerprints(s: &mut Session, uids: &[Uid]) -> Result<Vec<(Uid, u64, Vec<u8>)>> {
         let mut out = Vec::new();
         for (uid, size) in sizes(s, uids)? {
-            out.push((uid, size, body_digest(s, uid)?.as_ref().to_vec()));
+            // Bytes that did not come back: no fingerprint (the caller keeps the source).
+            if let Some(d) = body_digest(s, uid, size)? {
+                out.push((uid, size, d.as_ref().to_vec()));
+            }
         }
         Ok(out)
     }
@@ -193,12 +210,15 @@ fn sizes(s: &mut Session, uids: &[Uid]) -> Result<Vec<(Uid, u64)>> {
     Ok(out)
 }
 
-/// SHA-256 of a message's whole body, fetched block by block. A block that does not come
-/// back makes the digest one of the bytes that did (then it simply matches nothing).
-fn body_digest(s: &mut Session, uid: Uid) -> Result<Digest> {
+/// SHA-256 of a message's whole body of `size` bytes (its RFC822.SIZE), fetched block by
+/// block; `None` if a block before the end did not come back (the server left the data out:
+/// the digest of the rest would match nothing, and "matches nothing" must not read as
+/// "absent"). A body shorter than its size ends the digest early (it then matches nothing,
+/// rightly: those are not the bytes we sent).
+fn body_digest(s: &mut Session, uid: Uid, size: u64) -> Result<Option<Digest>> {
     let mut ctx = digest_context();
     let mut pos = 0u64;
-    loop {
+    while pos < size {
         let done = s.run(Command::Fetch {
             uid: true,
             set: SequenceSet::single(uid.get()),
@@ -215,12 +235,14 @@ fn body_digest(s: &mut Session, uid: Uid) -> Result<Digest> {
             }),
             _ => None,
         });
-        let Some(data) = data else { break };
+        let Some(data) = data else {
+            return Ok(None);
+        };
         ctx.update(&data);
         pos += data.len() as u64;
         if data.len() < DIGEST_BLOCK as usize {
             break;
         }
     }
-    Ok(ctx.finish())
+    Ok(Some(ctx.finish()))
 }

@@ -24,7 +24,7 @@ use crate::imap::codec::{Command, FetchAttr, StoreMode};
 use crate::imap::pool::Retry;
 use crate::imap::session::{Access, Session};
 use crate::imap::types::{
-    fetch_uid, FetchItem, Flag, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
+    fetch_uid, Code, FetchItem, Flag, MailboxName, SequenceSet, Uid, UidValidity, Untagged,
 };
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::write::DeleteMode;
@@ -170,13 +170,16 @@ impl Account {
                 marked_before.retain(|u| !before.contains_key(u));
                 marked_before.extend(before.into_iter().filter(|(_, m)| *m).map(|(u, _)| u));
             }
+            // A check without a UID proves it gone only if the STORE and the expunge were
+            // both accepted: after a refusal, the silence of a server that omits FETCH data
+            // would be taken for an expunge (seen with the chaos server, tests/safety/chaos.rs).
             let now_gone: Vec<Uid> = match &round.present {
-                Some(present) => left
+                Some(present) if round.refused.is_none() => left
                     .iter()
                     .copied()
                     .filter(|u| !present.contains(u))
                     .collect(),
-                None => left
+                _ => left
                     .iter()
                     .copied()
                     .filter(|u| round.vanished.contains(u))
@@ -316,6 +319,13 @@ fn expunge_round(
     let mut before_known = first;
     for (i, reply) in s.pipeline(&cmds)?.into_iter().enumerate() {
         match reply {
+            // `[MODIFIED]` to the STORE: those UIDs were not marked, so the expunge left them.
+            Ok(done) if matches!(done.text.code, Some(Code::Modified(_))) => {
+                round.refused.get_or_insert(Error::Unconfirmed(format!(
+                    "the server did not mark UIDs of {name} \\Deleted ([MODIFIED])"
+                )));
+                stream.extend(done.untagged);
+            }
             Ok(done) => stream.extend(done.untagged),
             // The first FETCH failing only costs its knowledge (the index's word stands).
             Err(_) if first && i == 0 => before_known = false,
