@@ -44,6 +44,10 @@ pub enum Error {
     Bye(String),
     /// Login failed: the server's own words.
     Auth(String),
+    /// Login refused because the account has too many connections open (Dovecot's
+    /// `NO [LIMIT] Maximum number of connections ...`, Gmail's `NO [ALERT] Too many
+    /// simultaneous connections`): the pool shrinks to what it has instead of failing.
+    TooManyConnections(String),
     /// The user gave a value that cannot be sent (a NUL byte, an invalid flag, ...).
     InvalidInput(String),
     /// A mailbox that does not exist (any more).
@@ -124,6 +128,8 @@ impl Error {
             Error::AlreadyExists(_) => libc::EEXIST,
             Error::Unsupported(_) => libc::ENOTSUP,
             Error::Auth(_) => libc::EACCES,
+            // Only reaches a user when no connection at all could be opened.
+            Error::TooManyConnections(_) => libc::EAGAIN,
             _ => libc::EIO,
         }
     }
@@ -186,6 +192,11 @@ impl fmt::Display for Error {
             Error::Bad { command, text } => write!(f, "server rejected {command}: {}", show(text)),
             Error::Bye(m) => write!(f, "server closed the connection: {}", printable(m)),
             Error::Auth(m) => write!(f, "authentication failed: {}", printable(m)),
+            Error::TooManyConnections(m) => write!(
+                f,
+                "the server refuses more connections for this account: {}",
+                printable(m)
+            ),
             Error::InvalidInput(m) => write!(f, "invalid input: {}", printable(m)),
             Error::NoMailbox(m) => write!(f, "no such mailbox: {}", printable(m)),
             Error::NoMessage(m) => write!(f, "no such message: {}", printable(m)),

@@ -105,6 +105,15 @@ struct PoolState {
     /// Connections being opened right now.
     connecting: usize,
     outage: Option<Outage>,
+    /// The server refused a login for the number of connections: the pool keeps at most
+    /// `Cap::limit` until `Cap::until`, then tries one more again.
+    cap: Option<Cap>,
+}
+
+/// A connection cap learned from the server (see [`Pool::open_connection`]).
+struct Cap {
+    limit: usize,
+    until: Instant,
 }
 
 /// The server could not be reached lately.
@@ -122,6 +131,9 @@ struct Outage {
 const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest back-off.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a connection cap the server showed is kept before the pool tries one more
+/// connection again (other clients of the account, a phone, may have gone meanwhile).
+const CAP_KEPT: Duration = Duration::from_secs(120);
 
 impl Pool {
     /// A pool that opens at most `max` connections; `first` is an already open session.
@@ -135,6 +147,7 @@ impl Pool {
                 open,
                 connecting: 0,
                 outage: None,
+                cap: None,
             }),
             changed: Condvar::new(),
             round_trips: AtomicU64::new(0),
@@ -196,8 +209,38 @@ impl Pool {
     /// A session of its own for a long-lived task (the watcher's IDLE / NOTIFY): opened with
     /// the pool's account settings, outside its limit and its round-trip count, and never
     /// handed to [`Pool::with_session`] callers. The caller owns it and logs it out.
+    ///
+    /// When the server refuses it for the number of connections, the pool gives up a session
+    /// of its own (an idle one at once, else the next one given back) and lowers its cap, so
+    /// that the watcher's next attempt finds a free slot: live updates matter more than a
+    /// spare reader.
     pub fn dedicated_session(&self) -> Result<Session> {
-        connect(&self.config)
+        let result = connect(&self.config);
+        if let Err(Error::TooManyConnections(words)) = &result {
+            let mut st = self.state.lock();
+            let limit = st.open.saturating_sub(1).max(1);
+            st.cap = Some(Cap {
+                limit,
+                until: Instant::now() + CAP_KEPT,
+            });
+            let spare = if st.open > limit { st.idle.pop() } else { None };
+            if spare.is_some() {
+                st.open -= 1;
+            }
+            drop(st);
+            self.changed.notify_all();
+            log::info!(
+                "{}:{} refused a connection for live updates ({}); the pool keeps at most \
+                 {limit}",
+                self.config.host,
+                self.config.port,
+                printable(words)
+            );
+            if let Some(s) = spare {
+                s.logout();
+            }
+        }
+        result
     }
 
     /// Close every idle connection (on unmount).
@@ -277,7 +320,7 @@ impl Pool {
                 self.changed.notify_all();
                 continue;
             }
-            if st.open < self.max {
+            if st.open < self.limit(&mut st) {
                 let now = Instant::now();
                 let backing_off = st
                     .outage
@@ -287,7 +330,15 @@ impl Pool {
                     st.open += 1;
                     st.connecting += 1;
                     drop(st);
-                    return self.open_connection().map(|s| (s, true));
+                    match self.open_connection() {
+                        Err(Error::TooManyConnections(_)) if self.state.lock().cap.is_some() => {
+                            // Refused for the number of connections while others exist:
+                            // wait for one of those instead (the cap is now known).
+                            st = self.state.lock();
+                            continue;
+                        }
+                        other => return other.map(|s| (s, true)),
+                    }
                 }
                 if st.open == st.connecting {
                     // Nothing to wait for: no session exists that could come back.
@@ -334,6 +385,27 @@ impl Pool {
                     );
                 }
             }
+            Err(Error::TooManyConnections(words)) if st.open > 1 => {
+                // The server (or the account's other clients) allows no more connections
+                // than we hold: shrink to them and carry on; users see no error.
+                st.open -= 1;
+                let limit = st.open;
+                let was = st.cap.as_ref().map(|c| c.limit);
+                st.cap = Some(Cap {
+                    limit,
+                    until: Instant::now() + CAP_KEPT,
+                });
+                if was != Some(limit) {
+                    log::warn!(
+                        "{}:{} refuses more connections ({}); using {limit} of the {} allowed \
+                         by --connections",
+                        self.config.host,
+                        self.config.port,
+                        printable(words),
+                        self.max
+                    );
+                }
+            }
             Err(e) => {
                 st.open -= 1;
                 self.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -372,6 +444,19 @@ impl Pool {
         result
     }
 
+    /// The most sessions to hold now: `max`, or less while a cap the server showed is kept.
+    fn limit(&self, st: &mut PoolState) -> usize {
+        match &st.cap {
+            Some(cap) if Instant::now() < cap.until => cap.limit.min(self.max),
+            Some(_) => {
+                // Try for more again; refused again, the cap comes back for another while.
+                st.cap = None;
+                self.max
+            }
+            None => self.max,
+        }
+    }
+
     /// Drop a session that will not be lent again, and free its slot.
     fn discard(&self, session: Session) {
         self.state.lock().open -= 1;
@@ -381,7 +466,8 @@ impl Pool {
 
     fn give_back(&self, session: Session) {
         let mut st = self.state.lock();
-        let dropped = if session.is_reusable() {
+        let limit = self.limit(&mut st);
+        let dropped = if session.is_reusable() && st.open <= limit {
             st.idle.push(session);
             None
         } else {
