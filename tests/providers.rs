@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Dovecot, Mount, Seed};
+use common::provider_proxy::ProviderProxy;
+use common::{Dovecot, Mount, MountOptions, Seed};
 use imapfs::imap::auth::{connect, AuthMethod, Credential, Secret, Security, ServerConfig};
 use imapfs::imap::codec::{Command, Limits};
 use imapfs::imap::pool::{Pool, Retry};
@@ -131,4 +132,178 @@ fn parallel_reads_through_a_mount_at_a_connection_cap_all_succeed() {
         let name = format!("{uid}.eml");
         assert_eq!(sums.get(&name), Some(sum), "{name}");
     }
+}
+
+/// Microsoft 365's capability line after login (without AUTH=XOAUTH2: the test logs in with
+/// a password).
+const M365_CAPS: &str = "IMAP4 IMAP4rev1 AUTH=PLAIN SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN \
+                         IDLE NAMESPACE LITERAL+";
+/// Yahoo's.
+const YAHOO_CAPS: &str = "IMAP4rev1 ID MOVE NAMESPACE XYMHIGHESTMODSEQ UIDPLUS LITERAL+ \
+                          CHILDREN X-MSG-EXT UNSELECT OBJECTID";
+
+/// Words in a command line that only an extension allows, by the capability that allows them.
+const EXTENSION_WORDS: &[(&str, &[&str])] = &[
+    (
+        "CONDSTORE",
+        &["CONDSTORE", "MODSEQ", "CHANGEDSINCE", "UNCHANGEDSINCE"],
+    ),
+    ("QRESYNC", &["QRESYNC", "VANISHED"]),
+    (
+        "ESEARCH",
+        &["RETURN (MIN", "RETURN (ALL", "RETURN (COUNT", "RETURN ()"],
+    ),
+    (
+        "LIST-EXTENDED",
+        &["(SUBSCRIBED", "(SPECIAL-USE", "RETURN (CHILDREN"],
+    ),
+    ("LIST-STATUS", &["RETURN (STATUS"]),
+    ("SPECIAL-USE", &["SPECIAL-USE"]),
+    ("NOTIFY", &[" NOTIFY "]),
+    ("COMPRESS=DEFLATE", &[" COMPRESS "]),
+    ("ENABLE", &[" ENABLE "]),
+    ("UTF8=ACCEPT", &["UTF8=ACCEPT"]),
+    ("BINARY", &["BINARY[", "BINARY.PEEK["]),
+    ("MOVE", &[" MOVE "]),
+    ("ID", &[" ID "]),
+    ("UNSELECT", &[" UNSELECT"]),
+    ("IDLE", &[" IDLE"]),
+    ("ESORT", &[" SORT "]),
+    ("OBJECTID", &["EMAILID", "THREADID"]),
+    ("X-GM-EXT-1", &["X-GM-"]),
+];
+
+/// The command lines that use an extension not in `caps`.
+fn unadvertised(caps: &str, lines: &[String]) -> Vec<String> {
+    let caps: Vec<&str> = caps.split_whitespace().collect();
+    lines
+        .iter()
+        .filter(|line| {
+            let upper = format!("{} ", line.to_ascii_uppercase());
+            EXTENSION_WORDS.iter().any(|(cap, words)| {
+                !caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
+                    && words.iter().any(|w| upper.contains(w))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+fn mount_through(d: &Dovecot, port: u16, args: &[&str]) -> Mount {
+    let mut all = vec!["--insecure"];
+    all.extend_from_slice(args);
+    MountOptions::new(d)
+        .url(format!("imap://{}@127.0.0.1:{port}", d.user))
+        .args(&all)
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"))
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = Process::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A day of use on a server that advertises only `caps` (Dovecot told to advertise that
+/// line; it would still serve CONDSTORE, QRESYNC and ESEARCH if asked, which is why the
+/// commands are checked on the wire): reads byte-identical, flags, rm, mv, mkdir, search.
+fn only_what_is_advertised(caps: &str) {
+    let d = Dovecot::start_with(Seed::standard(), &format!("imap_capability = {caps}"));
+    let proxy = ProviderProxy::recording(d.imap_port);
+    let mount = mount_through(&d, proxy.port, &[]);
+    let want = d.oracle_fetch_all("INBOX");
+    for (uid, body) in &want {
+        let got = std::fs::read(mount.join(format!("INBOX/{uid}.eml"))).expect("read");
+        assert!(got == *body, "INBOX/{uid}.eml differs from the server's");
+    }
+    let first = want.keys().next().copied().expect("INBOX has mail");
+    let last = want.keys().last().copied().expect("INBOX has mail");
+    let file = mount.join(format!("INBOX/{first}.eml"));
+    let file = file.to_string_lossy();
+    run_ok(&[
+        "setfattr",
+        "-n",
+        "user.imap.flags",
+        "-v",
+        "+\\Flagged",
+        &file,
+    ]);
+    run_ok(&["ls", "-l", &mount.join("Archive").to_string_lossy()]);
+    run_ok(&[
+        "mv",
+        &mount.join(format!("INBOX/{last}.eml")).to_string_lossy(),
+        &mount.join("Archive/").to_string_lossy(),
+    ]);
+    run_ok(&["rm", &file]);
+    run_ok(&["mkdir", &mount.join("Made").to_string_lossy()]);
+    run_ok(&["ls", &mount.join(".search").to_string_lossy()]);
+    let lines = proxy.lines();
+    assert!(lines.len() > 10, "the proxy saw too little: {lines:?}");
+    // ID where offered, naming imapfs (Google asks clients to).
+    if caps.split_whitespace().any(|c| c == "ID") {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(" ID (\"name\" \"imapfs\" \"version\" ")),
+            "no ID naming imapfs: {lines:#?}"
+        );
+    }
+    let bad = unadvertised(caps, &lines);
+    assert!(bad.is_empty(), "commands outside {caps}: {bad:#?}");
+    // The moved and removed messages are really gone from INBOX.
+    let now = d.oracle_meta("INBOX");
+    assert!(!now.contains_key(&first) && !now.contains_key(&last));
+}
+
+#[test]
+fn on_microsoft_365s_capabilities_nothing_unadvertised_is_sent() {
+    only_what_is_advertised(M365_CAPS);
+}
+
+#[test]
+fn on_yahoos_capabilities_nothing_unadvertised_is_sent() {
+    only_what_is_advertised(YAHOO_CAPS);
+}
+
+#[test]
+fn unadvertised_words_are_seen() {
+    // The checker itself: a CONDSTORE select on a server without it is caught.
+    let lines = vec![
+        "a1 SELECT INBOX (CONDSTORE)".to_string(),
+        "a2 NOOP".to_string(),
+    ];
+    assert_eq!(unadvertised(M365_CAPS, &lines), vec![lines[0].clone()]);
+    assert!(unadvertised("IMAP4rev1 CONDSTORE", &lines).is_empty());
+}
+
+#[test]
+fn throttled_reads_wait_as_asked_and_succeed() {
+    let d = Dovecot::start_with(Seed::standard(), &format!("imap_capability = {M365_CAPS}"));
+    let wait = Duration::from_millis(300);
+    let proxy = ProviderProxy::throttling(d.imap_port, 3, wait);
+    let mount = mount_through(&d, proxy.port, &[]);
+    let want = d.oracle_fetch_all("INBOX");
+    for (uid, body) in &want {
+        let got = std::fs::read(mount.join(format!("INBOX/{uid}.eml")))
+            .unwrap_or_else(|e| panic!("INBOX/{uid}.eml: {e} (throttled reads must succeed)"));
+        assert!(got == *body, "INBOX/{uid}.eml differs from the server's");
+    }
+    assert!(
+        proxy.throttled() >= 2,
+        "the proxy throttled {} reads: the test did not test",
+        proxy.throttled()
+    );
+    assert_eq!(
+        proxy.impatient(),
+        0,
+        "a request came before the suggested wait"
+    );
 }

@@ -81,6 +81,8 @@ pub struct PoolStats {
     pub idle: usize,
     /// While the server cannot be reached: for how long already.
     pub unreachable_for: Option<Duration>,
+    /// Requests sent again after the wait a throttling server asked for.
+    pub throttle_waits: u64,
 }
 
 /// A bounded set of sessions to one account.
@@ -96,6 +98,9 @@ pub struct Pool {
     connect_failures: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Since when the server has been throttling us (an episode is logged once).
+    throttled_since: Mutex<Option<Instant>>,
+    throttle_waits: AtomicU64,
 }
 
 struct PoolState {
@@ -156,6 +161,8 @@ impl Pool {
             connect_failures: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            throttled_since: Mutex::new(None),
+            throttle_waits: AtomicU64::new(0),
         }
     }
 
@@ -203,6 +210,7 @@ impl Pool {
             open,
             idle,
             unreachable_for,
+            throttle_waits: self.throttle_waits.load(Ordering::Relaxed),
         }
     }
 
@@ -263,25 +271,51 @@ impl Pool {
         let (session, mut fresh) = self.acquire(mailbox)?;
         let mut lent = Lent::new(self, session);
         let mut result = lent.run(f);
-        // A pooled connection the server dropped while it sat idle fails at once (BYE, reset)
-        // and is worth a retry, on another idle session or a new connection; other idle ones
-        // may have been dropped too without our knowing yet, so this goes on until the request
-        // failed on a new connection (at most `max` + 1 runs: every failed session is gone).
-        // A timeout is not retried: the server is there but slow, and retrying would double
-        // the wait.
-        loop {
-            let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
-            if retry == Retry::Never || fresh || !lent.is_broken() || !dropped {
-                break;
+        // Two reasons to send a request again, both only when it may run twice:
+        // - A pooled connection the server dropped while it sat idle fails at once (BYE,
+        //   reset) and is worth a retry, on another idle session or a new connection; other
+        //   idle ones may have been dropped too without our knowing yet, so this goes on until
+        //   the request failed on a new connection (at most `max` + 1 runs: every failed
+        //   session is gone). A timeout is not retried: the server is there but slow, and
+        //   retrying would double the wait.
+        // - A server that throttles (Microsoft 365: `NO ... Request is throttled. Suggested
+        //   Backoff Time: N milliseconds`) gets the wait it asked for, then the request again,
+        //   while the waits fit in one command timeout. A BYE after a throttle reply is an
+        //   ordinary reconnect, even on a new connection.
+        let budget_end = Instant::now() + self.config.timeouts.command;
+        let mut throttled = false;
+        let mut may_reconnect = false;
+        while retry == Retry::Idempotent {
+            let wait = result.as_ref().err().and_then(throttle_wait);
+            if let Some(wait) = wait {
+                if Instant::now() + wait >= budget_end {
+                    break;
+                }
+                self.note_throttle(&result, wait);
+                throttled = true;
+                may_reconnect = true;
+                std::thread::sleep(wait);
+            } else {
+                let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
+                if (fresh && !may_reconnect) || !lent.is_broken() || !dropped {
+                    break;
+                }
+                if let Err(e) = &result {
+                    log::info!("retrying on another connection after: {e}");
+                }
+                // One reconnect after a throttle reply is ordinary; more is a real failure.
+                may_reconnect = may_reconnect && !fresh;
             }
-            if let Err(e) = &result {
-                log::info!("retrying on another connection after: {e}");
+            if lent.is_broken() {
+                drop(lent);
+                let session;
+                (session, fresh) = self.acquire(mailbox)?;
+                lent = Lent::new(self, session);
             }
-            drop(lent);
-            let session;
-            (session, fresh) = self.acquire(mailbox)?;
-            lent = Lent::new(self, session);
             result = lent.run(f);
+        }
+        if throttled && result.is_ok() {
+            self.end_throttle();
         }
         result
     }
@@ -479,6 +513,35 @@ impl Pool {
         drop(dropped); // closes the socket, outside the lock
     }
 
+    /// Log a throttle episode once, when it begins.
+    fn note_throttle<T>(&self, result: &Result<T>, wait: Duration) {
+        let mut since = self.throttled_since.lock();
+        if since.is_none() {
+            *since = Some(Instant::now());
+            if let Err(e) = result {
+                log::warn!(
+                    "{}:{} is throttling requests ({e}); waiting {} ms as it suggests and \
+                     sending them again",
+                    self.config.host,
+                    self.config.port,
+                    wait.as_millis()
+                );
+            }
+        }
+        self.throttle_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end_throttle(&self) {
+        if let Some(since) = self.throttled_since.lock().take() {
+            log::info!(
+                "{}:{} serves requests again after {:.1} s of throttling",
+                self.config.host,
+                self.config.port,
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
     fn note_error(&self, e: &Error) {
         let counts = e.is_fatal_to_connection()
             || matches!(
@@ -562,6 +625,42 @@ fn unavailable(outage: Option<&Outage>, now: Instant) -> Error {
     }
 }
 
+/// Longest wait a throttle reply can impose on one attempt.
+const THROTTLE_MAX: Duration = Duration::from_secs(10);
+/// Shortest wait after a throttle reply (one that suggests 0 ms is not asking for a storm).
+const THROTTLE_MIN: Duration = Duration::from_millis(50);
+/// The wait when a throttle reply names no time.
+const THROTTLE_DEFAULT: Duration = Duration::from_secs(1);
+
+/// The wait a NO (or BAD) reply asks for when it throttles: Microsoft 365's `Request is
+/// throttled. Suggested Backoff Time: N milliseconds`, capped at [`THROTTLE_MAX`]; `None` for
+/// any other error.
+pub fn throttle_wait(e: &Error) -> Option<Duration> {
+    let (Error::No { text, .. } | Error::Bad { text, .. }) = e else {
+        return None;
+    };
+    let words = text.text.to_ascii_lowercase();
+    if !words.contains("throttled") {
+        return None;
+    }
+    let millis = words
+        .split_once("backoff time:")
+        .and_then(|(_, rest)| {
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+        .map(Duration::from_millis);
+    Some(
+        millis
+            .unwrap_or(THROTTLE_DEFAULT)
+            .clamp(THROTTLE_MIN, THROTTLE_MAX),
+    )
+}
+
 /// The wait after the `failures`-th failed attempt in a row: [`BACKOFF_START`] doubling up to
 /// [`BACKOFF_MAX`], then a random 50-100 % of it, so that many clients of one server (or many
 /// mounts) do not retry in step.
@@ -577,6 +676,28 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_reply_asks_for_its_wait_capped() {
+        use crate::imap::types::ResponseText;
+        let no = |text: &str| Error::No {
+            command: "FETCH",
+            text: ResponseText {
+                code: None,
+                text: text.into(),
+            },
+        };
+        let m365 = "Request is throttled. Suggested Backoff Time: 250 milliseconds";
+        assert_eq!(throttle_wait(&no(m365)), Some(Duration::from_millis(250)));
+        let long = "Request is throttled. Suggested Backoff Time: 99999999 milliseconds";
+        assert_eq!(throttle_wait(&no(long)), Some(THROTTLE_MAX));
+        assert_eq!(
+            throttle_wait(&no("Request is throttled.")),
+            Some(THROTTLE_DEFAULT)
+        );
+        assert_eq!(throttle_wait(&no("Mailbox does not exist")), None);
+        assert_eq!(throttle_wait(&Error::Bye(m365.into())), None);
+    }
 
     #[test]
     fn backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter() {

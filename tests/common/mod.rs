@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod other_client;
 pub mod ports;
+pub mod provider_proxy;
 pub mod proxy;
 pub mod servers;
 

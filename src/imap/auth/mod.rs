@@ -313,7 +313,7 @@ fn finish_login(mut session: Session) -> Result<Session> {
     // (RFC 5161); a refusal is no reason to fail: modified UTF-7 and full listings still work.
     let wanted: Vec<String> = ["UTF8=ACCEPT", "QRESYNC"]
         .into_iter()
-        .filter(|c| session.has_capability(c))
+        .filter(|c| session.has_capability(c) && session.has_capability("ENABLE"))
         .map(String::from)
         .collect();
     if !wanted.is_empty() {
@@ -324,6 +324,20 @@ fn finish_login(mut session: Session) -> Result<Session> {
         }
         let utf8 = session.is_enabled("UTF8=ACCEPT");
         session.set_utf8(utf8);
+    }
+    // ID (RFC 2971) where offered: providers ask clients to name themselves (Google does),
+    // and a server's operators can then tell imapfs apart in their logs. Its answer is only
+    // logged; a refusal changes nothing.
+    if session.has_capability("ID") {
+        let fields = vec![
+            ("name".to_string(), "imapfs".to_string()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ];
+        match session.run(Command::Id(fields)) {
+            Ok(_) => {}
+            Err(e) if !e.is_fatal_to_connection() => log::debug!("ID refused: {e}"),
+            Err(e) => return Err(e),
+        }
     }
     Ok(session)
 }
