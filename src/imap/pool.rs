@@ -285,7 +285,7 @@ impl Pool {
         let budget_end = Instant::now() + self.config.timeouts.command;
         let mut throttled = false;
         let mut may_reconnect = false;
-        while retry == Retry::Idempotent {
+        while retry == Retry::Idempotent && result.is_err() {
             let wait = result.as_ref().err().and_then(throttle_wait);
             if let Some(wait) = wait {
                 if Instant::now() + wait >= budget_end {
