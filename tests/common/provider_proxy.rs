@@ -113,7 +113,7 @@ fn client_side(
     let mut partial: Vec<u8> = Vec::new();
     let mut skip = 0usize;
     let mut throttled_at: Option<Instant> = None;
-    let mut throttles_here = 0;
+    let mut throttles_here = 0u32;
     loop {
         let n = match client.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -137,7 +137,7 @@ fn client_side(
             && is_body_read(&lines[0]);
         if sh.every > 0 && single_read {
             let k = sh.reads.fetch_add(1, Ordering::SeqCst) + 1;
-            if k % sh.every == 0 {
+            if k.is_multiple_of(sh.every) {
                 let tag = lines[0].split(' ').next().unwrap_or("*").to_string();
                 let mut reply = format!(
                     "{tag} NO Request is throttled. Suggested Backoff Time: {} milliseconds\r\n",
@@ -145,7 +145,7 @@ fn client_side(
                 );
                 sh.throttled.fetch_add(1, Ordering::SeqCst);
                 throttles_here += 1;
-                let bye = throttles_here % 2 == 0;
+                let bye = throttles_here.is_multiple_of(2);
                 if bye {
                     reply.push_str("* BYE Connection is closed. 15\r\n");
                 }
