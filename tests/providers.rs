@@ -312,3 +312,86 @@ fn throttled_reads_wait_as_asked_and_succeed() {
         "a request came before the suggested wait"
     );
 }
+
+/// Dovecot refusing messages over 4 KiB (its quota plugin) and saying so (APPENDLIMIT).
+const APPENDLIMIT_4K: &str = "mail_plugins = $mail_plugins quota\n\
+    protocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n\
+    plugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=1G\n  \
+    quota_max_mail_size = 4k\n}\n\
+    imap_capability = +APPENDLIMIT=4096\n";
+
+fn message(size: usize, subject: &str) -> Vec<u8> {
+    let mut body =
+        format!("Subject: {subject}\r\nMessage-ID: <{subject}@imapfs.test>\r\n\r\n").into_bytes();
+    while body.len() + 2 < size {
+        body.extend_from_slice(
+            b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n",
+        );
+    }
+    body.truncate(size - 2);
+    body.extend_from_slice(b"\r\n");
+    body
+}
+
+#[test]
+fn a_message_over_the_appendlimit_is_efbig_before_any_byte_is_sent() {
+    let d = Dovecot::start_with(Seed::standard(), APPENDLIMIT_4K);
+    let proxy = ProviderProxy::recording(d.imap_port);
+    let mount = mount_through(&d, proxy.port, &[]);
+    let before = d.oracle_meta("Archive").len();
+    let big = message(20_000, "too-big");
+    let err = std::fs::write(mount.join("Archive/big.eml"), &big)
+        .expect_err("a message over APPENDLIMIT was accepted");
+    assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
+    let appends: Vec<String> = proxy
+        .lines()
+        .into_iter()
+        .filter(|l| l.to_ascii_uppercase().contains(" APPEND "))
+        .collect();
+    assert!(appends.is_empty(), "APPEND sent anyway: {appends:?}");
+    assert_eq!(d.oracle_meta("Archive").len(), before);
+    // A message under the limit goes through.
+    std::fs::write(mount.join("Archive/small.eml"), message(2_000, "small")).expect("small");
+    // (The APPEND may follow close(2) by a moment: drafts send at release.)
+    common::wait_for(
+        "the small message on the server",
+        Duration::from_secs(20),
+        || (d.oracle_meta("Archive").len() == before + 1).then_some(()),
+    );
+}
+
+#[test]
+fn literal_minus_sends_only_small_literals_without_waiting() {
+    let d = Dovecot::start_with(
+        Seed::standard(),
+        "imap_capability = IMAP4rev1 LITERAL- UIDPLUS MOVE IDLE ID",
+    );
+    let proxy = ProviderProxy::recording(d.imap_port);
+    let mount = mount_through(&d, proxy.port, &[]);
+    let small = message(1_000, "lit-small");
+    let large = message(10_000, "lit-large");
+    std::fs::write(mount.join("Archive/small.eml"), &small).expect("small");
+    std::fs::write(mount.join("Archive/large.eml"), &large).expect("large");
+    let appends: Vec<String> = common::wait_for("both APPENDs", Duration::from_secs(20), || {
+        let appends: Vec<String> = proxy
+            .lines()
+            .into_iter()
+            .filter(|l| l.to_ascii_uppercase().contains(" APPEND "))
+            .collect();
+        (appends.len() >= 2).then_some(appends)
+    });
+    assert!(
+        appends.iter().any(|l| l.ends_with("{1000+}")),
+        "the small message did not go as a non-synchronising literal: {appends:?}"
+    );
+    assert!(
+        appends.iter().any(|l| l.ends_with("{10000}")),
+        "the large message was not sent as a synchronising literal: {appends:?}"
+    );
+    assert!(
+        !appends.iter().any(|l| l.ends_with("{10000+}")),
+        "{appends:?}"
+    );
+    let bodies = d.oracle_fetch_all("Archive");
+    assert!(bodies.values().any(|b| *b == small) && bodies.values().any(|b| *b == large));
+}

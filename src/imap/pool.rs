@@ -101,6 +101,8 @@ pub struct Pool {
     /// Since when the server has been throttling us (an episode is logged once).
     throttled_since: Mutex<Option<Instant>>,
     throttle_waits: AtomicU64,
+    /// APPENDLIMIT of the last connection opened (0: none advertised).
+    append_limit: AtomicU64,
 }
 
 struct PoolState {
@@ -142,9 +144,10 @@ const CAP_KEPT: Duration = Duration::from_secs(120);
 
 impl Pool {
     /// A pool that opens at most `max` connections; `first` is an already open session.
-    pub fn new(config: ServerConfig, max: usize, first: Option<Session>) -> Pool {
+    pub fn new(config: ServerConfig, max: usize, mut first: Option<Session>) -> Pool {
         let open = usize::from(first.is_some());
-        Pool {
+        let append_limit = first.as_mut().map_or(0, session_append_limit);
+        let pool = Pool {
             config,
             max: max.max(1),
             state: Mutex::new(PoolState {
@@ -163,6 +166,18 @@ impl Pool {
             last_error: Mutex::new(None),
             throttled_since: Mutex::new(None),
             throttle_waits: AtomicU64::new(0),
+            append_limit: AtomicU64::new(0),
+        };
+        pool.append_limit.store(append_limit, Ordering::Relaxed);
+        pool
+    }
+
+    /// The largest message the server accepts, if it advertised APPENDLIMIT (RFC 7889) on
+    /// the connections opened so far.
+    pub fn append_limit(&self) -> Option<u64> {
+        match self.append_limit.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
         }
     }
 
@@ -403,6 +418,10 @@ impl Pool {
     /// like the requests that did not try: the outage was told once when it began.
     fn open_connection(&self) -> Result<Session> {
         let mut result = connect(&self.config);
+        if let Ok(session) = &mut result {
+            self.append_limit
+                .store(session_append_limit(session), Ordering::Relaxed);
+        }
         let mut st = self.state.lock();
         st.connecting -= 1;
         let mut again = None;
@@ -611,6 +630,15 @@ fn preferred(idle: &[Session], mailbox: Option<&MailboxName>) -> Option<usize> {
             .rposition(|s| s.selected().is_some_and(|sel| &sel.mailbox == m))
     });
     Some(on_mailbox.unwrap_or(last))
+}
+
+/// A session's APPENDLIMIT, 0 for none.
+fn session_append_limit(session: &mut Session) -> u64 {
+    session
+        .capability_set()
+        .ok()
+        .and_then(|c| c.append_limit())
+        .unwrap_or(0)
 }
 
 fn unavailable(outage: Option<&Outage>, now: Instant) -> Error {
