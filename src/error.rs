@@ -45,6 +45,12 @@ pub enum Error {
     Bye(String),
     /// Login failed: the server's own words.
     Auth(String),
+    /// Login refused because the account has too many connections open (Dovecot's
+    /// `NO [LIMIT] Maximum number of connections ...`, Gmail's `NO [ALERT] Too many
+    /// simultaneous connections`): the pool shrinks to what it has instead of failing.
+    TooManyConnections(String),
+    /// A message larger than the server accepts (its APPENDLIMIT): refused before sending.
+    MessageTooLarge { len: u64, limit: u64 },
     /// The user gave a value that cannot be sent (a NUL byte, an invalid flag, ...).
     InvalidInput(String),
     /// A mailbox that does not exist (any more).
@@ -142,6 +148,9 @@ impl Error {
             Error::Auth(_) => libc::EACCES,
             Error::ValidityChanged { .. } => libc::ENOENT,
             Error::Shared(e) => e.errno(),
+            // Only reaches a user when no connection at all could be opened.
+            Error::TooManyConnections(_) => libc::EAGAIN,
+            Error::MessageTooLarge { .. } => libc::EFBIG,
             _ => libc::EIO,
         }
     }
@@ -206,6 +215,16 @@ impl fmt::Display for Error {
             Error::Bad { command, text } => write!(f, "server rejected {command}: {}", show(text)),
             Error::Bye(m) => write!(f, "server closed the connection: {}", printable(m)),
             Error::Auth(m) => write!(f, "authentication failed: {}", printable(m)),
+            Error::MessageTooLarge { len, limit } => write!(
+                f,
+                "the message ({len} bytes) is larger than the server accepts ({limit} bytes, \
+                 its APPENDLIMIT)"
+            ),
+            Error::TooManyConnections(m) => write!(
+                f,
+                "the server refuses more connections for this account: {}",
+                printable(m)
+            ),
             Error::InvalidInput(m) => write!(f, "invalid input: {}", printable(m)),
             Error::NoMailbox(m) => write!(f, "no such mailbox: {}", printable(m)),
             Error::NoMessage(m) => write!(f, "no such message: {}", printable(m)),

@@ -271,6 +271,13 @@ impl ImapFs {
             .ok_or_else(|| Error::NoEntry("draft".into()))?;
         d.check_replaceable()?;
         let end = offset.saturating_add(data.len() as u64);
+        if let Some(limit) = self.account.pool().append_limit() {
+            // The server said it refuses larger messages (APPENDLIMIT): EFBIG now, before
+            // the user waits for the rest of it to be written and sent.
+            if end > limit {
+                return Err(Error::MessageTooLarge { len: end, limit });
+            }
+        }
         if end > MAX_DRAFT {
             return Err(Error::InvalidInput(format!(
                 "a message of more than {MAX_DRAFT} bytes"

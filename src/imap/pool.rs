@@ -81,6 +81,8 @@ pub struct PoolStats {
     pub idle: usize,
     /// While the server cannot be reached: for how long already.
     pub unreachable_for: Option<Duration>,
+    /// Requests sent again after the wait a throttling server asked for.
+    pub throttle_waits: u64,
 }
 
 /// A bounded set of sessions to one account.
@@ -96,6 +98,11 @@ pub struct Pool {
     connect_failures: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Since when the server has been throttling us (an episode is logged once).
+    throttled_since: Mutex<Option<Instant>>,
+    throttle_waits: AtomicU64,
+    /// APPENDLIMIT of the last connection opened (0: none advertised).
+    append_limit: AtomicU64,
 }
 
 struct PoolState {
@@ -105,6 +112,15 @@ struct PoolState {
     /// Connections being opened right now.
     connecting: usize,
     outage: Option<Outage>,
+    /// The server refused a login for the number of connections: the pool keeps at most
+    /// `Cap::limit` until `Cap::until`, then tries one more again.
+    cap: Option<Cap>,
+}
+
+/// A connection cap learned from the server (see [`Pool::open_connection`]).
+struct Cap {
+    limit: usize,
+    until: Instant,
 }
 
 /// The server could not be reached lately.
@@ -122,12 +138,16 @@ struct Outage {
 const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest back-off.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a connection cap the server showed is kept before the pool tries one more
+/// connection again (other clients of the account, a phone, may have gone meanwhile).
+const CAP_KEPT: Duration = Duration::from_secs(120);
 
 impl Pool {
     /// A pool that opens at most `max` connections; `first` is an already open session.
-    pub fn new(config: ServerConfig, max: usize, first: Option<Session>) -> Pool {
+    pub fn new(config: ServerConfig, max: usize, mut first: Option<Session>) -> Pool {
         let open = usize::from(first.is_some());
-        Pool {
+        let append_limit = first.as_mut().map_or(0, session_append_limit);
+        let pool = Pool {
             config,
             max: max.max(1),
             state: Mutex::new(PoolState {
@@ -135,6 +155,7 @@ impl Pool {
                 open,
                 connecting: 0,
                 outage: None,
+                cap: None,
             }),
             changed: Condvar::new(),
             round_trips: AtomicU64::new(0),
@@ -143,6 +164,20 @@ impl Pool {
             connect_failures: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            throttled_since: Mutex::new(None),
+            throttle_waits: AtomicU64::new(0),
+            append_limit: AtomicU64::new(0),
+        };
+        pool.append_limit.store(append_limit, Ordering::Relaxed);
+        pool
+    }
+
+    /// The largest message the server accepts, if it advertised APPENDLIMIT (RFC 7889) on
+    /// the connections opened so far.
+    pub fn append_limit(&self) -> Option<u64> {
+        match self.append_limit.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
         }
     }
 
@@ -190,14 +225,45 @@ impl Pool {
             open,
             idle,
             unreachable_for,
+            throttle_waits: self.throttle_waits.load(Ordering::Relaxed),
         }
     }
 
     /// A session of its own for a long-lived task (the watcher's IDLE / NOTIFY): opened with
     /// the pool's account settings, outside its limit and its round-trip count, and never
     /// handed to [`Pool::with_session`] callers. The caller owns it and logs it out.
+    ///
+    /// When the server refuses it for the number of connections, the pool gives up a session
+    /// of its own (an idle one at once, else the next one given back) and lowers its cap, so
+    /// that the watcher's next attempt finds a free slot: live updates matter more than a
+    /// spare reader.
     pub fn dedicated_session(&self) -> Result<Session> {
-        connect(&self.config)
+        let result = connect(&self.config);
+        if let Err(Error::TooManyConnections(words)) = &result {
+            let mut st = self.state.lock();
+            let limit = st.open.saturating_sub(1).max(1);
+            st.cap = Some(Cap {
+                limit,
+                until: Instant::now() + CAP_KEPT,
+            });
+            let spare = if st.open > limit { st.idle.pop() } else { None };
+            if spare.is_some() {
+                st.open -= 1;
+            }
+            drop(st);
+            self.changed.notify_all();
+            log::info!(
+                "{}:{} refused a connection for live updates ({}); the pool keeps at most \
+                 {limit}",
+                self.config.host,
+                self.config.port,
+                printable(words)
+            );
+            if let Some(s) = spare {
+                s.logout();
+            }
+        }
+        result
     }
 
     /// Close every idle connection (on unmount).
@@ -220,25 +286,51 @@ impl Pool {
         let (session, mut fresh) = self.acquire(mailbox)?;
         let mut lent = Lent::new(self, session);
         let mut result = lent.run(f);
-        // A pooled connection the server dropped while it sat idle fails at once (BYE, reset)
-        // and is worth a retry, on another idle session or a new connection; other idle ones
-        // may have been dropped too without our knowing yet, so this goes on until the request
-        // failed on a new connection (at most `max` + 1 runs: every failed session is gone).
-        // A timeout is not retried: the server is there but slow, and retrying would double
-        // the wait.
-        loop {
-            let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
-            if retry == Retry::Never || fresh || !lent.is_broken() || !dropped {
-                break;
+        // Two reasons to send a request again, both only when it may run twice:
+        // - A pooled connection the server dropped while it sat idle fails at once (BYE,
+        //   reset) and is worth a retry, on another idle session or a new connection; other
+        //   idle ones may have been dropped too without our knowing yet, so this goes on until
+        //   the request failed on a new connection (at most `max` + 1 runs: every failed
+        //   session is gone). A timeout is not retried: the server is there but slow, and
+        //   retrying would double the wait.
+        // - A server that throttles (Microsoft 365: `NO ... Request is throttled. Suggested
+        //   Backoff Time: N milliseconds`) gets the wait it asked for, then the request again,
+        //   while the waits fit in one command timeout. A BYE after a throttle reply is an
+        //   ordinary reconnect, even on a new connection.
+        let budget_end = Instant::now() + self.config.timeouts.command;
+        let mut throttled = false;
+        let mut may_reconnect = false;
+        while retry == Retry::Idempotent && result.is_err() {
+            let wait = result.as_ref().err().and_then(throttle_wait);
+            if let Some(wait) = wait {
+                if Instant::now() + wait >= budget_end {
+                    break;
+                }
+                self.note_throttle(&result, wait);
+                throttled = true;
+                may_reconnect = true;
+                std::thread::sleep(wait);
+            } else {
+                let dropped = matches!(&result, Err(Error::Bye(_) | Error::Io { .. }));
+                if (fresh && !may_reconnect) || !lent.is_broken() || !dropped {
+                    break;
+                }
+                if let Err(e) = &result {
+                    log::info!("retrying on another connection after: {e}");
+                }
+                // One reconnect after a throttle reply is ordinary; more is a real failure.
+                may_reconnect = may_reconnect && !fresh;
             }
-            if let Err(e) = &result {
-                log::info!("retrying on another connection after: {e}");
+            if lent.is_broken() {
+                drop(lent);
+                let session;
+                (session, fresh) = self.acquire(mailbox)?;
+                lent = Lent::new(self, session);
             }
-            drop(lent);
-            let session;
-            (session, fresh) = self.acquire(mailbox)?;
-            lent = Lent::new(self, session);
             result = lent.run(f);
+        }
+        if throttled && result.is_ok() {
+            self.end_throttle();
         }
         result
     }
@@ -277,7 +369,7 @@ impl Pool {
                 self.changed.notify_all();
                 continue;
             }
-            if st.open < self.max {
+            if st.open < self.limit(&mut st) {
                 let now = Instant::now();
                 let backing_off = st
                     .outage
@@ -287,7 +379,15 @@ impl Pool {
                     st.open += 1;
                     st.connecting += 1;
                     drop(st);
-                    return self.open_connection().map(|s| (s, true));
+                    match self.open_connection() {
+                        Err(Error::TooManyConnections(_)) if self.state.lock().cap.is_some() => {
+                            // Refused for the number of connections while others exist:
+                            // wait for one of those instead (the cap is now known).
+                            st = self.state.lock();
+                            continue;
+                        }
+                        other => return other.map(|s| (s, true)),
+                    }
                 }
                 if st.open == st.connecting {
                     // Nothing to wait for: no session exists that could come back.
@@ -318,6 +418,10 @@ impl Pool {
     /// like the requests that did not try: the outage was told once when it began.
     fn open_connection(&self) -> Result<Session> {
         let mut result = connect(&self.config);
+        if let Ok(session) = &mut result {
+            self.append_limit
+                .store(session_append_limit(session), Ordering::Relaxed);
+        }
         let mut st = self.state.lock();
         st.connecting -= 1;
         let mut again = None;
@@ -331,6 +435,27 @@ impl Pool {
                         self.config.port,
                         o.since.elapsed().as_secs_f64(),
                         o.failures
+                    );
+                }
+            }
+            Err(Error::TooManyConnections(words)) if st.open > 1 => {
+                // The server (or the account's other clients) allows no more connections
+                // than we hold: shrink to them and carry on; users see no error.
+                st.open -= 1;
+                let limit = st.open;
+                let was = st.cap.as_ref().map(|c| c.limit);
+                st.cap = Some(Cap {
+                    limit,
+                    until: Instant::now() + CAP_KEPT,
+                });
+                if was != Some(limit) {
+                    log::warn!(
+                        "{}:{} refuses more connections ({}); using {limit} of the {} allowed \
+                         by --connections",
+                        self.config.host,
+                        self.config.port,
+                        printable(words),
+                        self.max
                     );
                 }
             }
@@ -372,6 +497,19 @@ impl Pool {
         result
     }
 
+    /// The most sessions to hold now: `max`, or less while a cap the server showed is kept.
+    fn limit(&self, st: &mut PoolState) -> usize {
+        match &st.cap {
+            Some(cap) if Instant::now() < cap.until => cap.limit.min(self.max),
+            Some(_) => {
+                // Try for more again; refused again, the cap comes back for another while.
+                st.cap = None;
+                self.max
+            }
+            None => self.max,
+        }
+    }
+
     /// Drop a session that will not be lent again, and free its slot.
     fn discard(&self, session: Session) {
         self.state.lock().open -= 1;
@@ -381,7 +519,8 @@ impl Pool {
 
     fn give_back(&self, session: Session) {
         let mut st = self.state.lock();
-        let dropped = if session.is_reusable() {
+        let limit = self.limit(&mut st);
+        let dropped = if session.is_reusable() && st.open <= limit {
             st.idle.push(session);
             None
         } else {
@@ -391,6 +530,35 @@ impl Pool {
         drop(st);
         self.changed.notify_all();
         drop(dropped); // closes the socket, outside the lock
+    }
+
+    /// Log a throttle episode once, when it begins.
+    fn note_throttle<T>(&self, result: &Result<T>, wait: Duration) {
+        let mut since = self.throttled_since.lock();
+        if since.is_none() {
+            *since = Some(Instant::now());
+            if let Err(e) = result {
+                log::warn!(
+                    "{}:{} is throttling requests ({e}); waiting {} ms as it suggests and \
+                     sending them again",
+                    self.config.host,
+                    self.config.port,
+                    wait.as_millis()
+                );
+            }
+        }
+        self.throttle_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end_throttle(&self) {
+        if let Some(since) = self.throttled_since.lock().take() {
+            log::info!(
+                "{}:{} serves requests again after {:.1} s of throttling",
+                self.config.host,
+                self.config.port,
+                since.elapsed().as_secs_f64()
+            );
+        }
     }
 
     fn note_error(&self, e: &Error) {
@@ -468,6 +636,15 @@ fn preferred(idle: &[Session], mailbox: Option<&MailboxName>) -> Option<usize> {
     Some(on_mailbox.unwrap_or(last))
 }
 
+/// A session's APPENDLIMIT, 0 for none.
+fn session_append_limit(session: &mut Session) -> u64 {
+    session
+        .capability_set()
+        .ok()
+        .and_then(|c| c.append_limit())
+        .unwrap_or(0)
+}
+
 fn unavailable(outage: Option<&Outage>, now: Instant) -> Error {
     match outage {
         Some(o) => Error::Unavailable {
@@ -478,6 +655,42 @@ fn unavailable(outage: Option<&Outage>, now: Instant) -> Error {
             what: "a free connection to the server".into(),
         },
     }
+}
+
+/// Longest wait a throttle reply can impose on one attempt.
+const THROTTLE_MAX: Duration = Duration::from_secs(10);
+/// Shortest wait after a throttle reply (one that suggests 0 ms is not asking for a storm).
+const THROTTLE_MIN: Duration = Duration::from_millis(50);
+/// The wait when a throttle reply names no time.
+const THROTTLE_DEFAULT: Duration = Duration::from_secs(1);
+
+/// The wait a NO (or BAD) reply asks for when it throttles: Microsoft 365's `Request is
+/// throttled. Suggested Backoff Time: N milliseconds`, capped at [`THROTTLE_MAX`]; `None` for
+/// any other error.
+pub fn throttle_wait(e: &Error) -> Option<Duration> {
+    let (Error::No { text, .. } | Error::Bad { text, .. }) = e else {
+        return None;
+    };
+    let words = text.text.to_ascii_lowercase();
+    if !words.contains("throttled") {
+        return None;
+    }
+    let millis = words
+        .split_once("backoff time:")
+        .and_then(|(_, rest)| {
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+        .map(Duration::from_millis);
+    Some(
+        millis
+            .unwrap_or(THROTTLE_DEFAULT)
+            .clamp(THROTTLE_MIN, THROTTLE_MAX),
+    )
 }
 
 /// The wait after the `failures`-th failed attempt in a row: [`BACKOFF_START`] doubling up to
@@ -495,6 +708,28 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_reply_asks_for_its_wait_capped() {
+        use crate::imap::types::ResponseText;
+        let no = |text: &str| Error::No {
+            command: "FETCH",
+            text: ResponseText {
+                code: None,
+                text: text.into(),
+            },
+        };
+        let m365 = "Request is throttled. Suggested Backoff Time: 250 milliseconds";
+        assert_eq!(throttle_wait(&no(m365)), Some(Duration::from_millis(250)));
+        let long = "Request is throttled. Suggested Backoff Time: 99999999 milliseconds";
+        assert_eq!(throttle_wait(&no(long)), Some(THROTTLE_MAX));
+        assert_eq!(
+            throttle_wait(&no("Request is throttled.")),
+            Some(THROTTLE_DEFAULT)
+        );
+        assert_eq!(throttle_wait(&no("Mailbox does not exist")), None);
+        assert_eq!(throttle_wait(&Error::Bye(m365.into())), None);
+    }
 
     #[test]
     fn backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter() {

@@ -55,6 +55,7 @@ mod mount;
 mod oracle;
 pub mod other_client;
 pub mod ports;
+pub mod provider_proxy;
 pub mod proxy;
 mod seed;
 mod seed_standard;

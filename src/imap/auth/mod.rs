@@ -28,7 +28,7 @@ use crate::error::{printable, printable_bytes, Error, Result};
 use crate::imap::codec::{Command, Limits};
 use crate::imap::session::{Capability, Session, Timeouts};
 use crate::imap::transport::Transport;
-use crate::imap::types::{Code, Response, Status};
+use crate::imap::types::{Code, Response, ResponseText, Status};
 
 mod sasl;
 
@@ -313,7 +313,7 @@ fn finish_login(mut session: Session) -> Result<Session> {
     // (RFC 5161); a refusal is no reason to fail: modified UTF-7 and full listings still work.
     let wanted: Vec<String> = ["UTF8=ACCEPT", "QRESYNC"]
         .into_iter()
-        .filter(|c| session.has_capability(c))
+        .filter(|c| session.has_capability(c) && session.has_capability("ENABLE"))
         .map(String::from)
         .collect();
     if !wanted.is_empty() {
@@ -324,6 +324,20 @@ fn finish_login(mut session: Session) -> Result<Session> {
         }
         let utf8 = session.is_enabled("UTF8=ACCEPT");
         session.set_utf8(utf8);
+    }
+    // ID (RFC 2971) where offered: providers ask clients to name themselves (Google does),
+    // and a server's operators can then tell imapfs apart in their logs. Its answer is only
+    // logged; a refusal changes nothing.
+    if session.has_capability("ID") {
+        let fields = vec![
+            ("name".to_string(), "imapfs".to_string()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ];
+        match session.run(Command::Id(fields)) {
+            Ok(_) => {}
+            Err(e) if !e.is_fatal_to_connection() => log::debug!("ID refused: {e}"),
+            Err(e) => return Err(e),
+        }
     }
     Ok(session)
 }
@@ -420,9 +434,14 @@ fn login_command(session: &mut Session, user: &str, secret: &Secret) -> Result<(
     session.run(cmd).map(drop).map_err(|e| auth_error(e, None))
 }
 
-/// A NO or BAD from the server becomes [`Error::Auth`] with its words; other errors pass.
+/// A NO or BAD from the server becomes [`Error::Auth`] with its words, or
+/// [`Error::TooManyConnections`] when it refuses the login for the number of connections
+/// ([`is_connection_cap`]); other errors pass.
 fn auth_error(e: Error, detail: Option<String>) -> Error {
     match e {
+        Error::No { text, .. } | Error::Bad { text, .. } if is_connection_cap(&text) => {
+            Error::TooManyConnections(printable(&text.text).into_owned())
+        }
         Error::No { text, .. } | Error::Bad { text, .. } => {
             let words = printable(&text.text).into_owned();
             let words = if words.is_empty() {
@@ -441,6 +460,24 @@ fn auth_error(e: Error, detail: Option<String>) -> Error {
         }
         other => other,
     }
+}
+
+/// Whether a refused login means "too many connections for this account" rather than bad
+/// credentials: the `[LIMIT]` code (RFC 5530; Dovecot's `mail_max_userip_connections`), or the
+/// words Gmail (`[ALERT] Too many simultaneous connections`) and others use without a code.
+pub fn is_connection_cap(text: &ResponseText) -> bool {
+    if text.code == Some(Code::Limit) {
+        return true;
+    }
+    let words = text.text.to_ascii_lowercase();
+    [
+        "too many simultaneous connections",
+        "too many connections",
+        "maximum number of connections",
+        "connection limit",
+    ]
+    .iter()
+    .any(|p| words.contains(p))
 }
 
 /// More challenges than any mechanism here needs: a server that keeps asking is cut off.

@@ -528,13 +528,23 @@ impl Command {
         }
     }
 
-    /// Encode with `tag`. `literal_plus`: the server offers LITERAL+ (or LITERAL- and the
-    /// literal is small), so literals need no round trip.
+    /// Encode with `tag`. `literal_plus`: the server offers LITERAL+, so literals need no
+    /// round trip.
     pub fn encode(&self, tag: &str, literal_plus: bool) -> Result<Encoded, EncodeError> {
+        let literals = if literal_plus {
+            Literals::Plus
+        } else {
+            Literals::Sync
+        };
+        self.encode_with(tag, literals)
+    }
+
+    /// Encode with `tag`, sending literals as the server allows ([`Literals`]).
+    pub fn encode_with(&self, tag: &str, literals: Literals) -> Result<Encoded, EncodeError> {
         let mut w = Writer {
             chunks: Vec::new(),
             cur: Vec::new(),
-            literal_plus,
+            literals,
         };
         if !matches!(self, Command::Done) {
             w.raw(tag.as_bytes());
@@ -830,7 +840,11 @@ pub fn append_prefix(
     let mut w = Writer {
         chunks: Vec::new(),
         cur: Vec::new(),
-        literal_plus,
+        literals: if literal_plus {
+            Literals::Plus
+        } else {
+            Literals::Sync
+        },
     };
     w.raw(tag.as_bytes());
     w.raw(b" APPEND ");
@@ -843,15 +857,48 @@ pub fn append_prefix(
         w.raw(b" ");
         w.string(d.as_bytes())?;
     }
+    if !w.chunks.is_empty() {
+        // A mailbox name that needs a synchronising literal of its own: the caller streams
+        // one prefix, so refuse rather than send half of it.
+        return Err(EncodeError::Invalid(
+            "this mailbox name needs a literal the server must acknowledge first".into(),
+        ));
+    }
     let plus = if literal_plus { "+" } else { "" };
     w.raw(format!(" {{{len}{plus}}}\r\n").as_bytes());
     Ok(w.cur)
 }
 
+/// How a command's literals are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Literals {
+    /// Each after the server's `+` continuation request.
+    Sync,
+    /// LITERAL+ (RFC 7888): all without waiting (`{n+}`).
+    Plus,
+    /// LITERAL- (RFC 7888): those of at most [`LITERAL_MINUS_MAX`] bytes without waiting,
+    /// larger ones after `+`.
+    Minus,
+}
+
+/// The largest literal LITERAL- allows without a continuation request.
+pub const LITERAL_MINUS_MAX: u64 = 4096;
+
+impl Literals {
+    /// Whether a literal of `len` bytes goes without waiting for `+`.
+    pub fn non_synchronising(self, len: u64) -> bool {
+        match self {
+            Literals::Sync => false,
+            Literals::Plus => true,
+            Literals::Minus => len <= LITERAL_MINUS_MAX,
+        }
+    }
+}
+
 struct Writer {
     chunks: Vec<Vec<u8>>,
     cur: Vec<u8>,
-    literal_plus: bool,
+    literals: Literals,
 }
 
 impl Writer {
@@ -904,7 +951,7 @@ impl Writer {
     }
 
     fn literal(&mut self, b: &[u8]) {
-        if self.literal_plus {
+        if self.literals.non_synchronising(b.len() as u64) {
             self.raw(format!("{{{}+}}\r\n", b.len()).as_bytes());
         } else {
             self.raw(format!("{{{}}}\r\n", b.len()).as_bytes());

@@ -25,7 +25,8 @@ pub mod search;
 
 pub use encode::{
     append_prefix, imap_date_time, AString, Command, EncodeError, Encoded, FetchAttr, ListReturn,
-    NotifyEvent, NotifyFilter, QResync, SearchDate, SearchKey, SearchReturn, SelectSync, StoreMode,
+    Literals, NotifyEvent, NotifyFilter, QResync, SearchDate, SearchKey, SearchReturn, SelectSync,
+    StoreMode, LITERAL_MINUS_MAX,
 };
 pub use search::{parse_criteria, CriteriaError};
 

@@ -55,9 +55,11 @@ pub enum Capability {
     SpecialUse,
     ListExtended,
     Namespace,
+    /// RFC 7888: non-synchronising literals only up to 4096 bytes (Gmail).
+    LiteralMinus,
 }
 
-const KNOWN: [(&str, Capability); 19] = [
+const KNOWN: [(&str, Capability); 20] = [
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
     ("CONDSTORE", Capability::CondStore),
@@ -77,6 +79,7 @@ const KNOWN: [(&str, Capability); 19] = [
     ("SPECIAL-USE", Capability::SpecialUse),
     ("LIST-EXTENDED", Capability::ListExtended),
     ("NAMESPACE", Capability::Namespace),
+    ("LITERAL-", Capability::LiteralMinus),
 ];
 
 /// The capabilities the server advertised, parsed once when they arrive.
@@ -116,6 +119,31 @@ impl Capabilities {
 
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// APPENDLIMIT=N (RFC 7889): the largest message the server accepts, if it says.
+    pub fn append_limit(&self) -> Option<u64> {
+        self.names.iter().find_map(|n| {
+            let (name, value) = n.split_once('=')?;
+            if name.eq_ignore_ascii_case("APPENDLIMIT") {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// How literals may be sent: without waiting for `+` (LITERAL+), only small ones so
+    /// (LITERAL-), or each after the server's `+`.
+    pub fn literals(&self) -> crate::imap::codec::Literals {
+        use crate::imap::codec::Literals;
+        if self.has(Capability::LiteralPlus) {
+            Literals::Plus
+        } else if self.has(Capability::LiteralMinus) {
+            Literals::Minus
+        } else {
+            Literals::Sync
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,9 +231,8 @@ impl Core {
             return Err(Error::Protocol("connection is broken".into()));
         }
         let tag = self.new_tag();
-        let literal_plus = self.capabilities.has(Capability::LiteralPlus);
         let enc = cmd
-            .encode(tag.as_str(), literal_plus)
+            .encode_with(tag.as_str(), self.capabilities.literals())
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
         if !enc.sensitive {
             log::trace!(

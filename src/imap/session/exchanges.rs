@@ -16,8 +16,15 @@ impl Session {
         len: u64,
         next: &mut dyn FnMut() -> std::io::Result<Option<Vec<u8>>>,
     ) -> Result<Completed> {
+        // APPENDLIMIT (RFC 7889): a message the server said it will refuse is refused here,
+        // before any byte of it goes up.
+        if let Some(limit) = self.core.capabilities().append_limit() {
+            if len > limit {
+                return Err(Error::MessageTooLarge { len, limit });
+            }
+        }
         let deadline = self.command_deadline();
-        let literal_plus = self.core.capabilities().has(Capability::LiteralPlus);
+        let literal_plus = self.core.capabilities().literals().non_synchronising(len);
         let tag = self.core.begin_raw()?;
         let prefix = crate::imap::codec::append_prefix(
             tag.as_str(),
