@@ -751,7 +751,10 @@ impl ImapFs {
                 .account
                 .move_now(msg.mailbox, msg.validity, &[msg.uid], to_mb)?;
             self.note_local_change(from_mb);
-            let validity = self.account.cached_index(to_mb).map(|i| i.read().validity());
+            let validity = self
+                .account
+                .cached_index(to_mb)
+                .map(|i| i.read().validity());
             match (moved.get(&msg.uid), validity) {
                 (Some(uid), Some(validity)) => {
                     let at = MessageRef {

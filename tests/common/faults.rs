@@ -121,39 +121,29 @@ impl Dovecot {
     }
 }
 
-/// Every process whose parent chain leads to `root`.
+/// Every process whose parent chain leads to `root`, found through each process's
+/// `/proc/PID/task/TID/children` so that only the server's own processes are read: scanning
+/// every `/proc/*/stat` blocks (for a minute and more, seen here) on an unrelated process
+/// whose memory lock is held, e.g. one waiting in a page fault on another test's FUSE mount.
 pub(super) fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Ok(stat) = fs::read_to_string(entry.path().join("stat")) {
-                // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
-                if let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) {
-                    if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok())
-                    {
-                        parent_of.push((pid, ppid));
-                    }
-                }
-            }
-        }
-    }
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
         let parent = found[i];
-        found.extend(
-            parent_of
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) {
+            for task in tasks.flatten() {
+                if let Ok(children) = fs::read_to_string(task.path().join("children")) {
+                    for child in children
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok())
+                    {
+                        if !found.contains(&child) {
+                            found.push(child);
+                        }
+                    }
+                }
+            }
+        }
         i += 1;
     }
     found.remove(0);
