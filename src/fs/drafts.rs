@@ -17,8 +17,10 @@
 //!   (APPENDUID, or proved; see `store::write::proof`). A version that cannot be placed by UID
 //!   cannot be replaced, so writes after it fail (EPERM). A failed APPEND withdraws the version
 //!   before it too: a file whose last close failed leaves nothing behind.
-//! - A flush from a process that a signal is killing sends nothing (/proc: `PF_EXITING` and a
-//!   signal in its exit code): a killed `cp` leaves no partial message.
+//! - A close by a process other than the handle's opener (a descriptor inherited through
+//!   fork) sends nothing until a version was sent or the opener closed its own copy.
+//! - A flush from a process that a signal is killing sends nothing (/proc/TID/status: a
+//!   fatal signal pending): a killed `cp` leaves no partial message.
 //! - Nothing is sent at `release`: its error could reach no one. At the last release a draft
 //!   still changed since its last sent version was written after its writers' last close (a
 //!   killed writer): it is dropped with a warning, and a partial version already sent is
@@ -26,10 +28,12 @@
 //!
 //! Locking: [`Drafts`] sits behind one mutex that is never held across a server call or a
 //! kernel notification. Two writing flushes of one draft take turns (`Draft::sending`, waited
-//! for on [`ImapFs::drafts_turn`], which releases the mutex), so a replacement always knows
-//! which UID it replaces; reads, writes, getattr and a reader's flush or release never wait for
-//! an APPEND. (An earlier attempt held a lock that readers' requests also needed across the
-//! APPEND, and a concurrent `cat` hung in D state.)
+//! for on `ImapFs::drafts_turn`, which releases the mutex), so a replacement always knows
+//! which UID it replaces; reads, writes, getattr and a reader's flush or release never wait
+//! for an APPEND. Who flushes is read from `/proc/TID/status` only: an earlier attempt read
+//! `/proc/TID/stat`, which waits for the exec lock of a process in execve, and such a process
+//! (a child closing its inherited descriptor on exec) holds that lock while it waits for the
+//! reply to its FLUSH of this very file, so both hung in D state.
 //!
 //! A draft is shown under the name it was created with until its first APPEND is tried; the
 //! message then shows under its UID's name. Flags set with `setfattr` and an mtime set with
@@ -94,6 +98,8 @@ struct Handle {
     writes: bool,
     /// The process (thread group) that opened it; `None` if /proc could not tell.
     opener: Option<u32>,
+    /// The opener has closed a descriptor of it.
+    opener_closed: bool,
 }
 
 /// Why a draft is being flushed.
@@ -222,6 +228,7 @@ impl ImapFs {
                 Handle {
                     writes: true,
                     opener,
+                    opener_closed: false,
                 },
             )]),
             parent,
@@ -256,7 +263,14 @@ impl ImapFs {
             .by_ino
             .get_mut(&ino)
             .ok_or_else(|| Error::NoEntry("draft".into()))?;
-        d.handles.insert(fh, Handle { writes, opener });
+        d.handles.insert(
+            fh,
+            Handle {
+                writes,
+                opener,
+                opener_closed: false,
+            },
+        );
         Ok(fh)
     }
 
@@ -313,15 +327,16 @@ impl ImapFs {
     /// replaces. The APPEND's error is close()'s or fsync()'s.
     ///
     /// A close by a process other than the handle's opener is a copy of the descriptor it
-    /// inherited (a fork, often closed by exec): it sends nothing before the opener's first
-    /// send, so a `cp` that spawns a child mid-copy does not store half a message (it would
-    /// be replaced, but a reader must not see it). After that, any writing close sends what
-    /// changed. A process a signal is killing sends nothing.
+    /// inherited (a fork, often closed by exec): it sends nothing until the opener has closed
+    /// its copy or a version was sent, so a writer that spawns a child mid-copy does not store
+    /// half a message (it would be replaced, but a reader must not see it). After that, any
+    /// writing close sends what changed (a child writing a file its parent opened and closed).
+    /// A process a signal is killing sends nothing.
     pub(crate) fn flush_draft(&self, ino: Ino, fh: u64, pid: u32, kind: FlushKind) -> Result<()> {
         if !matches!(ino.kind(), InoKind::Draft(_)) {
             return Ok(());
         }
-        let (opener, sent_before) = {
+        let (opener, opener_closed, sent_before, worth) = {
             let drafts = self.drafts.lock();
             let Some(d) = drafts.by_ino.get(&ino) else {
                 return Ok(());
@@ -329,21 +344,42 @@ impl ImapFs {
             let Some(h) = d.handles.get(&fh).filter(|h| h.writes) else {
                 return Ok(());
             };
-            if !(d.worth_sending() || has_leftovers(d)) {
-                return Ok(());
-            }
-            (h.opener, d.stored != Stored::Nothing)
+            let worth = d.worth_sending() || has_leftovers(d);
+            (
+                h.opener,
+                h.opener_closed,
+                d.stored != Stored::Nothing,
+                worth,
+            )
         };
         // /proc/TID/status, never /proc/TID/stat: reading `stat` of a process in execve
         // waits for its exec lock, which it holds while close-on-exec flushes this very
         // file, waiting for our reply (both then hang in D state; seen here).
         let caller = Caller::of(pid);
         if caller.is_some_and(|c| c.killed) {
-            log::info!("a new file's writer (pid {pid}) was killed: its close sends nothing");
+            if worth {
+                log::info!("a new file's writer (pid {pid}) was killed: its close sends nothing");
+            }
             return Ok(());
         }
-        let own = opener.is_some() && caller.and_then(|c| c.tgid) == opener;
-        if kind == FlushKind::Close && !own && !sent_before {
+        // Who cannot be told (a caller outside our pid namespace) counts as the opener.
+        let own = match (opener, caller.and_then(|c| c.tgid)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if own && kind == FlushKind::Close && !opener_closed {
+            // From now on the descriptors other processes inherited are the writers (a
+            // parent that hands the file to a child and closes its own copy first).
+            let mut drafts = self.drafts.lock();
+            if let Some(h) = drafts
+                .by_ino
+                .get_mut(&ino)
+                .and_then(|d| d.handles.get_mut(&fh))
+            {
+                h.opener_closed = true;
+            }
+        }
+        if !worth || (kind == FlushKind::Close && !own && !sent_before && !opener_closed) {
             return Ok(());
         }
         // Our turn: one send of a draft at a time, the state read again once it is ours.
@@ -391,6 +427,10 @@ impl ImapFs {
                         .filter_map(|(m, r)| r.is_err().then_some(*m)),
                 );
                 d.sending = false;
+                if d.handles.is_empty() {
+                    // Its last release came while this send ran, and left it to us.
+                    drafts.by_ino.remove(&ino);
+                }
             }
         }
         self.drafts_turn.notify_all();
@@ -477,10 +517,11 @@ impl ImapFs {
         };
         let mut withdraw = d.superseded.clone();
         if d.worth_sending() {
-            let what = d.name.as_deref().unwrap_or("(sent before)");
+            let what = d.name.as_deref().unwrap_or("(a send was tried)");
             log::warn!(
-                "new message {what}: written to after its last close and never closed again \
-                 (was its writer killed?): its {} bytes are not stored",
+                "new message {what}: its {} bytes are not stored: its last close failed (the \
+                 writer was told), or it was written to after its last close (was its writer \
+                 killed?)",
                 d.len
             );
             if let Stored::At { at, .. } = d.stored {
