@@ -235,7 +235,11 @@ impl ImapFs {
             format!("listings_incremental={incremental}"),
             format!("watching={}", u8::from(self.account.is_live())),
             format!("streams={}", self.account.streams_started()),
+            format!("throttle_waits={}", p.throttle_waits),
         ];
+        if let Some(cap) = p.connection_cap {
+            lines.push(format!("connection_cap={cap}"));
+        }
         if let Some(e) = p.last_error {
             lines.push(format!("last_error={}", e.replace('\n', " ")));
         }

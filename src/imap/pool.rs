@@ -83,6 +83,9 @@ pub struct PoolStats {
     pub unreachable_for: Option<Duration>,
     /// Requests sent again after the wait a throttling server asked for.
     pub throttle_waits: u64,
+    /// The connection cap the server showed (a login refused for the number of
+    /// connections), while the pool keeps to it.
+    pub connection_cap: Option<usize>,
 }
 
 /// A bounded set of sessions to one account.
@@ -210,10 +213,15 @@ impl Pool {
 
     /// Counters for a status view.
     pub fn stats(&self) -> PoolStats {
-        let (open, idle, unreachable_for) = {
+        let (open, idle, unreachable_for, connection_cap) = {
             let st = self.state.lock();
             let since = st.outage.as_ref().map(|o| o.since.elapsed());
-            (st.open, st.idle.len(), since)
+            let cap = st
+                .cap
+                .as_ref()
+                .filter(|c| Instant::now() < c.until)
+                .map(|c| c.limit);
+            (st.open, st.idle.len(), since, cap)
         };
         PoolStats {
             round_trips: self.round_trips.load(Ordering::Relaxed),
@@ -226,6 +234,7 @@ impl Pool {
             idle,
             unreachable_for,
             throttle_waits: self.throttle_waits.load(Ordering::Relaxed),
+            connection_cap,
         }
     }
 

@@ -285,7 +285,12 @@ impl Account {
     }
 
     /// After a broken connection during a move: which of `uids` must still be sent. With
-    /// MOVE, those still in the source. With COPY, those in the source with no proven copy in
+    /// MOVE, all of them: a `UID MOVE` of a UID no longer in the source does nothing, so it is
+    /// safe to send again, and its OK is the server's own word that none of them is left in
+    /// the source (the new UIDs of those the cut command moved stay unknown: the target is
+    /// marked stale). Absence from a FETCH is not inferred from: a server may leave FETCH
+    /// data out (the chaos server does), and a message read as moved would vanish from its
+    /// folder's listing while the server still holds it there. With COPY, those in the source with no proven copy in
     /// the target (`proof`: UID floor, size, digest); proven ones get their source removed
     /// now, and where it cannot be told the move fails and the source stays.
     fn find_unmoved(
@@ -296,6 +301,9 @@ impl Account {
         target: MailboxId,
         moves: bool,
     ) -> Result<Vec<Uid>> {
+        if moves {
+            return Ok(uids.to_vec());
+        }
         let name = self.require_name(src)?;
         let to = self.require_name(target)?;
         let set = SequenceSet::from_numbers(uids.iter().map(|u| u.get()));
@@ -335,9 +343,6 @@ impl Account {
             .into_iter()
             .filter(|(u, _)| uids.contains(u))
             .collect();
-        if moves {
-            return Ok(present.into_iter().map(|(u, _)| u).collect());
-        }
         // COPY: a source counts as copied only if the target holds a message with its exact
         // bytes above the target's UIDNEXT from before (see `proof`); a matching Message-ID
         // alone proves nothing. When that cannot be told, the source stays and the move fails.
