@@ -9,32 +9,13 @@ use common::{Dovecot, Seed};
 use imapfs::imap::auth::{connect, AuthMethod, Credential, Secret, Security, ServerConfig};
 use imapfs::imap::codec::{Command, Limits};
 use imapfs::imap::pool::Pool;
-use imapfs::imap::session::{Access, Timeouts};
-use imapfs::imap::transport::tls_config;
+use imapfs::imap::session::Access;
 use imapfs::imap::types::{MailboxName, UidValidity, Untagged};
 use imapfs::store::{Account, MessageRef, StoreOptions};
 use imapfs::Error;
 
 fn server(d: &Dovecot, security: Security) -> ServerConfig {
-    ServerConfig {
-        host: "127.0.0.1".into(),
-        port: if security == Security::Tls {
-            d.imaps_port
-        } else {
-            d.imap_port
-        },
-        security,
-        tls: tls_config(Some(&d.ca_file)).unwrap(),
-        user: d.user.clone(),
-        credential: Credential::Secret(Secret::new(d.password.clone().into_bytes())),
-        timeouts: Timeouts {
-            inactivity: Duration::from_secs(10),
-            command: Duration::from_secs(60),
-        },
-        limits: Limits::default(),
-        auth: AuthMethod::Auto,
-        tunnel: None,
-    }
+    d.server_config(security)
 }
 
 fn mailbox(name: &str) -> MailboxName {

@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use common::provider_proxy::ProviderProxy;
 use common::{Dovecot, Mount, MountOptions, Seed};
-use imapfs::imap::auth::{connect, AuthMethod, Credential, Secret, Security, ServerConfig};
-use imapfs::imap::codec::{Command, Limits};
+use imapfs::imap::auth::{connect, Security, ServerConfig};
+use imapfs::imap::codec::Command;
 use imapfs::imap::pool::{Pool, Retry};
-use imapfs::imap::session::Timeouts;
-use imapfs::imap::transport::tls_config;
 use imapfs::imap::types::MailboxName;
 use imapfs::Error;
 
@@ -24,25 +22,7 @@ use imapfs::Error;
 const THREE_CONNECTIONS: &str = "protocol imap {\n  mail_max_userip_connections = 3\n}\n";
 
 fn server(d: &Dovecot, security: Security) -> ServerConfig {
-    ServerConfig {
-        host: "127.0.0.1".into(),
-        port: if security == Security::Tls {
-            d.imaps_port
-        } else {
-            d.imap_port
-        },
-        security,
-        tls: tls_config(Some(&d.ca_file)).unwrap(),
-        user: d.user.clone(),
-        credential: Credential::Secret(Secret::new(d.password.clone().into_bytes())),
-        timeouts: Timeouts {
-            inactivity: Duration::from_secs(10),
-            command: Duration::from_secs(60),
-        },
-        limits: Limits::default(),
-        auth: AuthMethod::Auto,
-        tunnel: None,
-    }
+    d.server_config(security)
 }
 
 #[test]

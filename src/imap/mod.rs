@@ -14,6 +14,7 @@ pub mod auth;
 pub mod codec;
 pub mod mutf7;
 pub mod pool;
+pub mod refusals;
 pub mod session;
 pub mod tls;
 pub mod transport;

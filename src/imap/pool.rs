@@ -43,6 +43,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{printable, Error, Result};
 use crate::imap::auth::{connect, ServerConfig};
+use crate::imap::refusals::throttle_wait;
 use crate::imap::session::Session;
 use crate::imap::types::MailboxName;
 
@@ -666,42 +667,6 @@ fn unavailable(outage: Option<&Outage>, now: Instant) -> Error {
     }
 }
 
-/// Longest wait a throttle reply can impose on one attempt.
-const THROTTLE_MAX: Duration = Duration::from_secs(10);
-/// Shortest wait after a throttle reply (one that suggests 0 ms is not asking for a storm).
-const THROTTLE_MIN: Duration = Duration::from_millis(50);
-/// The wait when a throttle reply names no time.
-const THROTTLE_DEFAULT: Duration = Duration::from_secs(1);
-
-/// The wait a NO (or BAD) reply asks for when it throttles: Microsoft 365's `Request is
-/// throttled. Suggested Backoff Time: N milliseconds`, capped at [`THROTTLE_MAX`]; `None` for
-/// any other error.
-pub fn throttle_wait(e: &Error) -> Option<Duration> {
-    let (Error::No { text, .. } | Error::Bad { text, .. }) = e else {
-        return None;
-    };
-    let words = text.text.to_ascii_lowercase();
-    if !words.contains("throttled") {
-        return None;
-    }
-    let millis = words
-        .split_once("backoff time:")
-        .and_then(|(_, rest)| {
-            let digits: String = rest
-                .trim_start()
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse::<u64>().ok()
-        })
-        .map(Duration::from_millis);
-    Some(
-        millis
-            .unwrap_or(THROTTLE_DEFAULT)
-            .clamp(THROTTLE_MIN, THROTTLE_MAX),
-    )
-}
-
 /// The wait after the `failures`-th failed attempt in a row: [`BACKOFF_START`] doubling up to
 /// [`BACKOFF_MAX`], then a random 50-100 % of it, so that many clients of one server (or many
 /// mounts) do not retry in step.
@@ -717,28 +682,6 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_throttle_reply_asks_for_its_wait_capped() {
-        use crate::imap::types::ResponseText;
-        let no = |text: &str| Error::No {
-            command: "FETCH",
-            text: ResponseText {
-                code: None,
-                text: text.into(),
-            },
-        };
-        let m365 = "Request is throttled. Suggested Backoff Time: 250 milliseconds";
-        assert_eq!(throttle_wait(&no(m365)), Some(Duration::from_millis(250)));
-        let long = "Request is throttled. Suggested Backoff Time: 99999999 milliseconds";
-        assert_eq!(throttle_wait(&no(long)), Some(THROTTLE_MAX));
-        assert_eq!(
-            throttle_wait(&no("Request is throttled.")),
-            Some(THROTTLE_DEFAULT)
-        );
-        assert_eq!(throttle_wait(&no("Mailbox does not exist")), None);
-        assert_eq!(throttle_wait(&Error::Bye(m365.into())), None);
-    }
 
     #[test]
     fn backoff_doubles_from_half_a_second_to_thirty_seconds_with_jitter() {

@@ -40,6 +40,33 @@ pub struct Dovecot {
 }
 
 impl Dovecot {
+    /// The engine's account settings for this server (`security` picks the port), with
+    /// generous timeouts: tests of the engine without a mount use it.
+    pub fn server_config(
+        &self,
+        security: imapfs::imap::auth::Security,
+    ) -> imapfs::imap::auth::ServerConfig {
+        use imapfs::imap::auth::{AuthMethod, Credential, Secret, Security, ServerConfig};
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: if security == Security::Tls {
+                self.imaps_port
+            } else {
+                self.imap_port
+            },
+            security,
+            tls: imapfs::imap::transport::tls_config(Some(&self.ca_file)).expect("tls config"),
+            user: self.user.clone(),
+            credential: Credential::Secret(Secret::new(self.password.clone().into_bytes())),
+            timeouts: imapfs::imap::session::Timeouts {
+                inactivity: Duration::from_secs(10),
+                command: Duration::from_secs(60),
+            },
+            limits: imapfs::imap::codec::Limits::default(),
+            auth: AuthMethod::Auto,
+            tunnel: None,
+        }
+    }
     /// Starts a server holding `seed`; panics (with the server log) if it cannot.
     pub fn start(seed: &Seed) -> Dovecot {
         Dovecot::start_with(seed, "")

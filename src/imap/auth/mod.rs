@@ -26,9 +26,10 @@ use hmac::{Hmac, Mac};
 
 use crate::error::{printable, printable_bytes, Error, Result};
 use crate::imap::codec::{Command, Limits};
+use crate::imap::refusals::is_connection_cap;
 use crate::imap::session::{Capability, Session, Timeouts};
 use crate::imap::transport::Transport;
-use crate::imap::types::{Code, Response, ResponseText, Status};
+use crate::imap::types::{Code, Response, Status};
 
 mod sasl;
 
@@ -460,24 +461,6 @@ fn auth_error(e: Error, detail: Option<String>) -> Error {
         }
         other => other,
     }
-}
-
-/// Whether a refused login means "too many connections for this account" rather than bad
-/// credentials: the `[LIMIT]` code (RFC 5530; Dovecot's `mail_max_userip_connections`), or the
-/// words Gmail (`[ALERT] Too many simultaneous connections`) and others use without a code.
-pub fn is_connection_cap(text: &ResponseText) -> bool {
-    if text.code == Some(Code::Limit) {
-        return true;
-    }
-    let words = text.text.to_ascii_lowercase();
-    [
-        "too many simultaneous connections",
-        "too many connections",
-        "maximum number of connections",
-        "connection limit",
-    ]
-    .iter()
-    .any(|p| words.contains(p))
 }
 
 /// More challenges than any mechanism here needs: a server that keeps asking is cut off.
