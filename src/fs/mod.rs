@@ -20,6 +20,7 @@
 //! `dir_ttl`, and every change we make or hear of is pushed to the kernel as an invalidation.
 
 pub mod aliases;
+pub(crate) mod caller;
 pub mod drafts;
 pub mod inode;
 pub mod invalidate;
