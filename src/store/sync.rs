@@ -466,7 +466,7 @@ fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
 }
 
 /// The listing entries among untagged responses (unsolicited flag updates are not).
-fn parse_listing(untagged: Vec<Untagged>) -> BTreeMap<Uid, MessageMeta> {
+pub(crate) fn parse_listing(untagged: Vec<Untagged>) -> BTreeMap<Uid, MessageMeta> {
     let mut messages = BTreeMap::new();
     for u in untagged {
         if let Untagged::Fetch { items, .. } = u {

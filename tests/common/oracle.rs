@@ -114,38 +114,12 @@ impl Dovecot {
 
     /// SHA-256 (lower-case hex) of every message's `BODY[]` in `folder`, by UID.
     pub fn oracle_sha256_all(&self, folder: &str) -> BTreeMap<u32, String> {
-        let out = self.oracle(&["sha256", &hex_encode(folder.as_bytes())], None);
-        parse_pairs(&out)
-            .into_iter()
-            .map(|(uid, hex)| (uid.parse().expect("uid"), hex))
-            .collect()
+        parse_sha256(&self.oracle(&["sha256", &hex_encode(folder.as_bytes())], None))
     }
 
     /// Flags of every message in `folder`, size and INTERNALDATE, by UID.
     pub fn oracle_meta(&self, folder: &str) -> BTreeMap<u32, OracleMeta> {
-        let out = self.oracle(&["meta", &hex_encode(folder.as_bytes())], None);
-        String::from_utf8(out)
-            .expect("oracle output is UTF-8")
-            .lines()
-            .map(|line| {
-                let mut fields = line.split('\t');
-                let mut next = || fields.next().expect("meta field");
-                let uid = next().parse().expect("uid");
-                let size = next().parse().expect("size");
-                let internal_date = next().parse().expect("date");
-                let mut flags: Vec<String> =
-                    next().split_whitespace().map(str::to_string).collect();
-                flags.sort();
-                (
-                    uid,
-                    OracleMeta {
-                        size,
-                        internal_date,
-                        flags,
-                    },
-                )
-            })
-            .collect()
+        parse_meta(&self.oracle(&["meta", &hex_encode(folder.as_bytes())], None))
     }
 
     /// Flags of one message, sorted, without `\Recent`.
@@ -158,17 +132,7 @@ impl Dovecot {
 
     /// `STATUS folder (UIDVALIDITY UIDNEXT MESSAGES)`.
     pub fn oracle_status(&self, folder: &str) -> OracleStatus {
-        let out = self.oracle(&["status", &hex_encode(folder.as_bytes())], None);
-        let text = String::from_utf8(out).expect("UTF-8");
-        let numbers: Vec<u32> = text
-            .split_whitespace()
-            .map(|n| n.parse().expect("number"))
-            .collect();
-        OracleStatus {
-            uidvalidity: numbers[0],
-            uidnext: numbers[1],
-            messages: numbers[2],
-        }
+        parse_status(&self.oracle(&["status", &hex_encode(folder.as_bytes())], None))
     }
 
     /// Removes one message as another client would: `UID STORE +FLAGS.SILENT (\Deleted)`, then
@@ -206,10 +170,7 @@ impl Dovecot {
             &["append", &hex_encode(folder.as_bytes()), &list],
             Some(bytes),
         );
-        String::from_utf8_lossy(&out)
-            .trim()
-            .parse()
-            .expect("APPENDUID uid")
+        parse_appended_uid(&out)
     }
 
     /// `UID SEARCH criteria` as Python's imaplib sends it: `criteria` is IMAP syntax sent as
@@ -293,19 +254,7 @@ impl Dovecot {
     }
 
     fn fetch_frames(&self, folder: &str, uids: &str) -> BTreeMap<u32, Vec<u8>> {
-        let out = self.oracle(&["fetch", &hex_encode(folder.as_bytes()), uids], None);
-        let mut frames = BTreeMap::new();
-        let mut rest = &out[..];
-        while !rest.is_empty() {
-            let newline = rest.iter().position(|&b| b == b'\n').expect("frame header");
-            let header = std::str::from_utf8(&rest[..newline]).expect("frame header");
-            let (uid, len) = header.split_once(' ').expect("uid len");
-            let len: usize = len.parse().expect("len");
-            let body = &rest[newline + 1..newline + 1 + len];
-            frames.insert(uid.parse().expect("uid"), body.to_vec());
-            rest = &rest[newline + 1 + len..];
-        }
-        frames
+        parse_frames(&self.oracle(&["fetch", &hex_encode(folder.as_bytes()), uids], None))
     }
 
     /// Runs one oracle command; panics with its stderr and the server log if it fails.
@@ -343,4 +292,75 @@ pub(super) fn write_oracle_script(dir: &Path, script: &str) -> PathBuf {
     let path = dir.join("oracle.py");
     fs::write(&path, script).expect("write oracle.py");
     path
+}
+
+// --- parsing the Python oracles' answers (oracle.py and servers_oracle.py print the same) ----
+
+/// `UID LEN\n` + LEN bytes, repeated: `BODY[]` by UID.
+pub(super) fn parse_frames(out: &[u8]) -> BTreeMap<u32, Vec<u8>> {
+    let mut frames = BTreeMap::new();
+    let mut rest = out;
+    while !rest.is_empty() {
+        let newline = rest.iter().position(|&b| b == b'\n').expect("frame header");
+        let header = std::str::from_utf8(&rest[..newline]).expect("frame header");
+        let (uid, len) = header.split_once(' ').expect("uid len");
+        let len: usize = len.parse().expect("len");
+        let body = &rest[newline + 1..newline + 1 + len];
+        frames.insert(uid.parse().expect("uid"), body.to_vec());
+        rest = &rest[newline + 1 + len..];
+    }
+    frames
+}
+
+/// `UID HEX` lines: SHA-256 of each message by UID.
+pub(super) fn parse_sha256(out: &[u8]) -> BTreeMap<u32, String> {
+    parse_pairs(out)
+        .into_iter()
+        .map(|(uid, hex)| (uid.parse().expect("uid"), hex))
+        .collect()
+}
+
+/// `UID\tSIZE\tDATE\tFLAGS` lines; flags sorted.
+pub(super) fn parse_meta(out: &[u8]) -> BTreeMap<u32, OracleMeta> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|line| {
+            let mut fields = line.split('\t');
+            let mut next = || fields.next().expect("meta field");
+            let uid = next().parse().expect("uid");
+            let size = next().parse().expect("size");
+            let internal_date = next().parse().expect("date");
+            let mut flags: Vec<String> = next().split_whitespace().map(str::to_string).collect();
+            flags.sort();
+            (
+                uid,
+                OracleMeta {
+                    size,
+                    internal_date,
+                    flags,
+                },
+            )
+        })
+        .collect()
+}
+
+/// `UIDVALIDITY UIDNEXT MESSAGES`.
+pub(super) fn parse_status(out: &[u8]) -> OracleStatus {
+    let numbers: Vec<u32> = String::from_utf8_lossy(out)
+        .split_whitespace()
+        .map(|n| n.parse().expect("number"))
+        .collect();
+    OracleStatus {
+        uidvalidity: numbers[0],
+        uidnext: numbers[1],
+        messages: numbers[2],
+    }
+}
+
+/// The UID an APPEND got.
+pub(super) fn parse_appended_uid(out: &[u8]) -> u32 {
+    String::from_utf8_lossy(out)
+        .trim()
+        .parse()
+        .expect("appended uid")
 }

@@ -41,7 +41,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::oracle::write_oracle_script;
+use super::oracle::{
+    parse_appended_uid, parse_frames, parse_meta, parse_sha256, parse_status, write_oracle_script,
+};
 use super::ports::listener_belongs_to;
 use super::{
     free_port, hex_encode, run_command, tail, unique_temp_dir, ListEntry, OracleMeta, OracleStatus,
@@ -312,38 +314,12 @@ impl ImapServer {
 
     /// SHA-256 (lower-case hex) of every message's `BODY[]` in `folder`, by UID.
     pub fn oracle_sha256_all(&self, folder: &str) -> BTreeMap<u32, String> {
-        let out = self.oracle(&["sha256", &hex_encode(folder.as_bytes())], None);
-        String::from_utf8_lossy(&out)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(uid, hex)| (uid.parse().expect("uid"), hex.to_string()))
-            .collect()
+        parse_sha256(&self.oracle(&["sha256", &hex_encode(folder.as_bytes())], None))
     }
 
     /// Flags (sorted, without `\Recent`), RFC822.SIZE and INTERNALDATE of every message.
     pub fn oracle_meta(&self, folder: &str) -> BTreeMap<u32, OracleMeta> {
-        let out = String::from_utf8(self.oracle(&["meta", &hex_encode(folder.as_bytes())], None))
-            .expect("UTF-8");
-        out.lines()
-            .map(|line| {
-                let mut fields = line.split('\t');
-                let mut next = || fields.next().expect("meta field");
-                let uid = next().parse().expect("uid");
-                let size = next().parse().expect("size");
-                let internal_date = next().parse().expect("date");
-                let mut flags: Vec<String> =
-                    next().split_whitespace().map(str::to_string).collect();
-                flags.sort();
-                (
-                    uid,
-                    OracleMeta {
-                        size,
-                        internal_date,
-                        flags,
-                    },
-                )
-            })
-            .collect()
+        parse_meta(&self.oracle(&["meta", &hex_encode(folder.as_bytes())], None))
     }
 
     /// Flags of one message, sorted, without `\Recent`.
@@ -356,16 +332,7 @@ impl ImapServer {
 
     /// `STATUS folder (UIDVALIDITY UIDNEXT MESSAGES)`.
     pub fn oracle_status(&self, folder: &str) -> OracleStatus {
-        let out = self.oracle(&["status", &hex_encode(folder.as_bytes())], None);
-        let numbers: Vec<u32> = String::from_utf8_lossy(&out)
-            .split_whitespace()
-            .map(|n| n.parse().expect("number"))
-            .collect();
-        OracleStatus {
-            uidvalidity: numbers[0],
-            uidnext: numbers[1],
-            messages: numbers[2],
-        }
+        parse_status(&self.oracle(&["status", &hex_encode(folder.as_bytes())], None))
     }
 
     /// `UID STORE uid <op> (flags)` with `op` one of `+FLAGS`, `-FLAGS`, `FLAGS` (and their
@@ -410,10 +377,7 @@ impl ImapServer {
             &["append", &hex_encode(folder.as_bytes()), &flags.join(" ")],
             Some(bytes),
         );
-        String::from_utf8_lossy(&out)
-            .trim()
-            .parse()
-            .expect("appended uid")
+        parse_appended_uid(&out)
     }
 
     /// `CREATE folder`.
@@ -659,19 +623,7 @@ impl ImapServer {
     }
 
     fn fetch_frames(&self, folder: &str, uids: &str) -> BTreeMap<u32, Vec<u8>> {
-        let out = self.oracle(&["fetch", &hex_encode(folder.as_bytes()), uids], None);
-        let mut frames = BTreeMap::new();
-        let mut rest = &out[..];
-        while !rest.is_empty() {
-            let newline = rest.iter().position(|&b| b == b'\n').expect("frame header");
-            let header = std::str::from_utf8(&rest[..newline]).expect("frame header");
-            let (uid, len) = header.split_once(' ').expect("uid len");
-            let len: usize = len.parse().expect("len");
-            let body = &rest[newline + 1..newline + 1 + len];
-            frames.insert(uid.parse().expect("uid"), body.to_vec());
-            rest = &rest[newline + 1 + len..];
-        }
-        frames
+        parse_frames(&self.oracle(&["fetch", &hex_encode(folder.as_bytes()), uids], None))
     }
 
     /// Runs one oracle command; panics with its stderr and the server log if it fails.

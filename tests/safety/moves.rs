@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
 
+use crate::common::proxy::CuttingProxy;
 use crate::common::{
     days_from_civil, run, run_ok, set_xattr, Dovecot, Mount, MountOptions, Seed, Subject,
     TextMessage,
@@ -312,6 +313,31 @@ fn item_10_a_replace_after_a_move_or_append_is_checked_against_the_target() {
         Err(libc::EBUSY)
     );
     assert_eq!(dovecot.oracle_flags("B", three), ["\\Answered"]);
+}
+
+/// A replace after a move whose STORE went through but whose answer was lost with the
+/// connection: the retry finds the flags already as asked, and that is a yes (it was an
+/// EBUSY, found by the model test with cuts: seed 1796490596432116106).
+#[test]
+fn item_10_a_replace_cut_after_the_server_stored_it_is_a_yes() {
+    let dovecot = Dovecot::start(&seed(&[("A", 2)], &["B"]));
+    let proxy = CuttingProxy::start(dovecot.imap_port, b"UNCHANGEDSINCE");
+    let mount = MountOptions::new(&dovecot)
+        .url(format!("imap://{}@127.0.0.1:{}", dovecot.user, proxy.port))
+        .args(&["--insecure", "-o", "idle=no"])
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"));
+    run_ok(&["mv", &p(&mount, "A/1.eml"), &p(&mount, "B/")]);
+    let one = uid_of(&dovecot, "B", &token("A", 1));
+    let path = mount.join(format!("B/{one}.eml"));
+    set_xattr(&path, "user.imap.flags", b"\\Seen $Work")
+        .expect("the server holds the flags asked for: a yes");
+    assert_eq!(proxy.cuts(), 1, "the proxy never cut the STORE");
+    assert_eq!(dovecot.oracle_flags("B", one), ["$Work", "\\Seen"]);
+    assert_eq!(
+        xattr(&mount, &format!("B/{one}.eml"), "user.imap.flags"),
+        "\\Seen $Work"
+    );
 }
 
 // --- the model test: a refresh answered before our move, applied after it ------------------

@@ -36,6 +36,12 @@ impl Account {
                 let Some((flags, modseq)) = flags_of(&now.untagged, msg.uid) else {
                     return Err(Error::NoMessage(format!("UID {} in {name}", msg.uid)));
                 };
+                if edit.holds_for(&flags) {
+                    // Already what was asked (an earlier try of this STORE whose connection
+                    // was cut did it, or another client did): nothing to send, and a yes is
+                    // true.
+                    return Ok((flags, modseq));
+                }
                 if known
                     .as_ref()
                     .is_some_and(|k| !same_flags(&flags, &k.flags))

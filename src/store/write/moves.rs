@@ -183,7 +183,7 @@ impl Account {
         for ((src, validity, target), moves) in groups {
             let uids: Vec<Uid> = moves.iter().map(|m| m.msg.uid).collect();
             let metas = self.source_metas(src, validity, &uids);
-            match self.move_on_server(src, validity, &uids, target) {
+            match self.move_on_server(src, validity, &uids, target, &metas) {
                 Ok(map) => {
                     // Callers hear first, the index second: a name for the new UID never
                     // exists before the caller knows the message arrived there.
@@ -222,18 +222,21 @@ impl Account {
         target: MailboxId,
     ) -> Result<BTreeMap<Uid, Uid>> {
         let metas = self.source_metas(src, validity, uids);
-        let map = self.move_on_server(src, validity, uids, target)?;
+        let map = self.move_on_server(src, validity, uids, target, &metas)?;
         self.moved(src, validity, metas, target, &map);
         Ok(map)
     }
 
-    /// The server's half of [`Account::move_now`]: the index is not told.
+    /// The server's half of [`Account::move_now`]: the index is not told. `metas` (the
+    /// sources' metadata from before) name the messages a cut command moved (see
+    /// [`Account::identify_cut_moves`]).
     fn move_on_server(
         &self,
         src: MailboxId,
         validity: UidValidity,
         uids: &[Uid],
         target: MailboxId,
+        metas: &[(Uid, Option<MessageMeta>)],
     ) -> Result<BTreeMap<Uid, Uid>> {
         let name = self.require_name(src)?;
         let to = self.require_name(target)?;
@@ -241,6 +244,9 @@ impl Account {
         let mut remaining: Vec<Uid> = uids.to_vec();
         let mut map = BTreeMap::new();
         let mut tries = 0;
+        // The target's UIDNEXT before the first attempt: what a cut command moved lies above.
+        let floor = self.index_floor(target);
+        let mut cut = false;
         while !remaining.is_empty() {
             tries += 1;
             let set = SequenceSet::from_numbers(remaining.iter().map(|u| u.get()));
@@ -273,15 +279,113 @@ impl Account {
                 }
                 Err(e) if e.is_fatal_to_connection() && tries < 3 => {
                     log::warn!("connection lost while moving from {name} to {to} ({e}): checking");
+                    cut = true;
                     remaining = self.find_unmoved(src, validity, &remaining, target, caps.moves)?;
                 }
                 Err(e) => {
+                    // The refusal may come with VANISHED/EXPUNGE of the source's messages
+                    // (Dovecot's `NO [EXPUNGEISSUED]`): both folders are listed again before
+                    // they are next shown.
+                    self.touch(src);
                     self.touch(target);
+                    let gone = matches!(
+                        &e,
+                        Error::No { text, .. } if text.code == Some(Code::ExpungeIssued)
+                    );
+                    if cut && caps.moves && gone {
+                        // After a cut, the messages the re-sent MOVE no longer found may be
+                        // the ones the cut command moved: a yes only if every one of them is
+                        // found in the target.
+                        self.identify_cut_moves(target, floor, metas, &mut map);
+                        if uids.iter().all(|u| map.contains_key(u)) {
+                            log::info!("the cut move from {name} to {to} had moved them all");
+                            return Ok(map);
+                        }
+                    }
                     return Err(e);
                 }
             }
         }
+        if cut && caps.moves && map.len() < uids.len() {
+            self.identify_cut_moves(target, floor, metas, &mut map);
+        }
         Ok(map)
+    }
+
+    /// After a cut `UID MOVE` that was sent again, the messages the cut command moved have
+    /// new UIDs nobody told us (its COPYUID was lost). Each is looked for among the target's
+    /// messages at or above `floor` (its UIDNEXT before the move) that no other message of
+    /// ours took: a MOVE keeps RFC822.SIZE and INTERNALDATE, so a candidate with both equal to
+    /// the source's, and the only one, is taken as its new UID, so that the name `mv` gave
+    /// names it. Anything less than exactly one match in both directions stays unknown (the
+    /// name is ENOENT until the folder is listed), never a guess. This only names a message
+    /// the server already confirmed moved; nothing is sent on the strength of it.
+    fn identify_cut_moves(
+        &self,
+        target: MailboxId,
+        floor: Option<(UidValidity, Uid)>,
+        metas: &[(Uid, Option<MessageMeta>)],
+        map: &mut BTreeMap<Uid, Uid>,
+    ) {
+        let Some((tv, floor)) = floor else { return };
+        let Ok(to) = self.require_name(target) else {
+            return;
+        };
+        let missing: Vec<(Uid, &MessageMeta)> = metas
+            .iter()
+            .filter(|(u, _)| !map.contains_key(u))
+            .filter_map(|(u, m)| Some((*u, m.as_ref()?)))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let listed = self.pool.with_session(Some(&to), Retry::Idempotent, |s| {
+            s.select_at(&to, tv, Access::Read)?;
+            let done = s.run(Command::Fetch {
+                uid: true,
+                set: SequenceSet::from(floor.get()),
+                attrs: vec![
+                    FetchAttr::Uid,
+                    FetchAttr::Rfc822Size,
+                    FetchAttr::InternalDate,
+                    FetchAttr::Flags,
+                ],
+                changed_since: None,
+            })?;
+            Ok(crate::store::sync::parse_listing(done.untagged))
+        });
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                log::debug!("cannot look for the messages a cut move moved: {e}");
+                return;
+            }
+        };
+        let taken: Vec<Uid> = map.values().copied().collect();
+        let free: Vec<(Uid, &MessageMeta)> = listed
+            .iter()
+            .filter(|(u, _)| **u >= floor && !taken.contains(u))
+            .map(|(u, m)| (*u, m))
+            .collect();
+        let same = |a: &MessageMeta, b: &MessageMeta| {
+            a.listed_size == b.listed_size && a.internal_date == b.internal_date
+        };
+        for (uid, meta) in &missing {
+            let candidates: Vec<Uid> = free
+                .iter()
+                .filter(|(_, m)| same(m, meta))
+                .map(|(u, _)| *u)
+                .collect();
+            let rivals = missing.iter().filter(|(_, m)| same(m, meta)).count();
+            if let ([new], 1) = (candidates.as_slice(), rivals) {
+                map.insert(*uid, *new);
+            }
+        }
+        log::info!(
+            "after a cut move, {} of {} moved message(s) named in the target",
+            missing.iter().filter(|(u, _)| map.contains_key(u)).count(),
+            missing.len()
+        );
     }
 
     /// After a broken connection during a move: which of `uids` must still be sent. With
