@@ -26,7 +26,10 @@
 //! lists the folder afresh.
 //!
 //! When: an index is saved after its first listing in this mount, then at most once a
-//! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]).
+//! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]). Saves are
+//! written by one saving thread, in the order they were asked: the snapshot, the fsync and
+//! the rename leave the FUSE thread whose listing refreshed the index (on a remount of a big
+//! folder they cost more than the listing itself); the unmount waits until all are on disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -34,6 +37,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -41,7 +45,7 @@ use parking_lot::Mutex;
 
 use crate::imap::types::{Flag, MailboxName, ModSeq, Uid, UidValidity};
 use crate::store::ids::MailboxId;
-use crate::store::index::{Index, MessageMeta};
+use crate::store::index::{Index, MessageMeta, SharedIndex};
 use crate::store::Account;
 
 const MAGIC: &[u8; 8] = b"IMAPFSIX";
@@ -78,7 +82,83 @@ impl PersistOptions {
 pub struct Saved {
     /// Mailboxes whose index changed since its last save.
     dirty: Mutex<HashMap<MailboxId, Option<Instant>>>,
+    /// The saving thread's queue, once started.
+    saver: Mutex<Option<mpsc::Sender<SaveJob>>>,
 }
+
+/// Work for the saving thread.
+enum SaveJob {
+    /// Snapshot an index and write it (fsync, rename).
+    Write {
+        account: String,
+        name: MailboxName,
+        index: SharedIndex,
+        path: PathBuf,
+    },
+    /// Everything queued before is on disk (or failed and was logged).
+    Barrier(mpsc::Sender<()>),
+}
+
+impl SaveJob {
+    fn run(self) {
+        match self {
+            SaveJob::Write {
+                account,
+                name,
+                index,
+                path,
+            } => {
+                // A consistent snapshot, taken under the lock; the disk is written after.
+                let bytes = encode(&account, &name, &index.read());
+                if let Err(e) = write_private(&path, &bytes) {
+                    log::warn!("saving the index of {name} to {}: {e}", path.display());
+                }
+            }
+            SaveJob::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl Saved {
+    /// Queue a job for the saving thread (started on first use); run it here if the thread
+    /// cannot be started.
+    fn queue(&self, job: SaveJob) {
+        let mut saver = self.saver.lock();
+        if saver.is_none() {
+            let (tx, rx) = mpsc::channel::<SaveJob>();
+            let started = std::thread::Builder::new()
+                .name("save-index".into())
+                .spawn(move || rx.into_iter().for_each(SaveJob::run));
+            match started {
+                Ok(_) => *saver = Some(tx),
+                Err(e) => log::warn!("starting the index saving thread: {e}"),
+            }
+        }
+        let job = match saver.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        drop(saver);
+        job.run();
+    }
+
+    /// Wait (bounded) until every save queued before is written.
+    fn wait_written(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.queue(SaveJob::Barrier(tx));
+        if rx.recv_timeout(SAVE_WAIT).is_err() {
+            log::warn!("index saves still not written after {SAVE_WAIT:?}");
+        }
+    }
+}
+
+/// Longest wait at unmount for the saving thread.
+const SAVE_WAIT: Duration = Duration::from_secs(60);
 
 impl Account {
     /// The index saved by an earlier mount, if there is a sound one (always marked stale).
@@ -127,6 +207,7 @@ impl Account {
         for id in ids {
             self.save_index(id);
         }
+        self.saved.wait_written();
     }
 
     fn save_index(&self, id: MailboxId) {
@@ -137,15 +218,14 @@ impl Account {
         ) else {
             return;
         };
-        // A consistent snapshot, taken under the lock; the disk is written after.
-        let bytes = encode(&p.account, &name, &ix.read());
         let path = file_for(p, &name);
-        match write_private(&path, &bytes) {
-            Ok(()) => {
-                self.saved.dirty.lock().insert(id, Some(Instant::now()));
-            }
-            Err(e) => log::warn!("saving the index of {name} to {}: {e}", path.display()),
-        }
+        self.saved.dirty.lock().insert(id, Some(Instant::now()));
+        self.saved.queue(SaveJob::Write {
+            account: p.account.clone(),
+            name,
+            index: ix,
+            path,
+        });
     }
 }
 
