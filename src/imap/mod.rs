@@ -4,6 +4,7 @@
 //! - [`types`]: the protocol's values (UIDs, flags, mailbox names, responses).
 //! - [`mutf7`]: modified UTF-7, the wire form of mailbox names without UTF8=ACCEPT.
 //! - [`transport`]: a blocking byte stream over TCP, plain or TLS, with deadlines.
+//! - [`compress`]: COMPRESS=DEFLATE (RFC 4978), both directions as deflate streams.
 //! - [`tls`]: which server certificates are trusted (roots, CA file, pinned fingerprint).
 //! - [`session`]: one authenticated connection: tags, capabilities, the selected mailbox and
 //!   the untagged updates the server sends about it.
@@ -12,6 +13,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod compress;
 pub mod mutf7;
 pub mod pool;
 pub mod refusals;

@@ -57,9 +57,12 @@ pub enum Capability {
     Namespace,
     /// RFC 7888: non-synchronising literals only up to 4096 bytes (Gmail).
     LiteralMinus,
+    /// RFC 4978.
+    CompressDeflate,
 }
 
-const KNOWN: [(&str, Capability); 20] = [
+const KNOWN: [(&str, Capability); 21] = [
+    ("COMPRESS=DEFLATE", Capability::CompressDeflate),
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
     ("CONDSTORE", Capability::CondStore),
@@ -311,6 +314,11 @@ impl Core {
     /// Bytes received but not yet part of a decoded response.
     pub fn buffered(&self) -> usize {
         self.decoder.buffered()
+    }
+
+    /// See [`ResponseDecoder::take_buffered`](crate::imap::codec::ResponseDecoder::take_buffered).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.decoder.take_buffered()
     }
 
     /// Decode and apply one response; `Ok(None)` when more bytes are needed. An error is
