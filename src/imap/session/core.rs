@@ -57,9 +57,13 @@ pub enum Capability {
     Namespace,
     /// RFC 7888: non-synchronising literals only up to 4096 bytes (Gmail).
     LiteralMinus,
+    /// Gmail's X-GM-EXT-1: labels, X-GM-MSGID, X-GM-THRID, X-GM-RAW.
+    GmExt,
+    /// RFC 8474: EMAILID and THREADID.
+    ObjectId,
 }
 
-const KNOWN: [(&str, Capability); 20] = [
+const KNOWN: [(&str, Capability); 22] = [
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
     ("CONDSTORE", Capability::CondStore),
@@ -80,6 +84,8 @@ const KNOWN: [(&str, Capability); 20] = [
     ("LIST-EXTENDED", Capability::ListExtended),
     ("NAMESPACE", Capability::Namespace),
     ("LITERAL-", Capability::LiteralMinus),
+    ("X-GM-EXT-1", Capability::GmExt),
+    ("OBJECTID", Capability::ObjectId),
 ];
 
 /// The capabilities the server advertised, parsed once when they arrive.
