@@ -144,6 +144,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "live updates with IDLE",
     },
     OptionSpec {
+        name: "compress",
+        value: Some("yes|no"),
+        help: "COMPRESS=DEFLATE where the server offers it (fewer bytes on a slow link)",
+    },
+    OptionSpec {
         name: "layout",
         value: Some("eml|maildir"),
         help: "how folders show messages: NUMBER.eml files, or a Maildir (cur/ new/ tmp/)",
@@ -192,6 +197,8 @@ pub struct Settings {
     pub trash: Option<String>,
     pub subscribed_only: bool,
     pub idle: bool,
+    /// `compress=yes|no`: COMPRESS=DEFLATE where offered.
+    pub compress: bool,
     pub layout: Layout,
     pub nonempty: bool,
 }
@@ -220,6 +227,7 @@ impl Default for Settings {
             trash: None,
             subscribed_only: false,
             idle: true,
+            compress: true,
             layout: Layout::Eml,
             nonempty: false,
         }
@@ -314,6 +322,7 @@ impl Settings {
             }
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
+            "compress" => self.compress = parse_yes_no(value).map_err(bad)?,
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
             "nonempty" => self.nonempty = true,

@@ -296,6 +296,9 @@ impl ImapFs {
             format!("watching={}", u8::from(self.account.is_live())),
             format!("streams={}", self.account.streams_started()),
             format!("throttle_waits={}", p.throttle_waits),
+            format!("compress={}", if p.compressed { "on" } else { "off" }),
+            format!("bytes_on_wire={}", p.bytes_on_wire),
+            format!("bytes_saved={}", p.bytes_saved),
         ];
         if let Some(cap) = p.connection_cap {
             lines.push(format!("connection_cap={cap}"));

@@ -120,6 +120,8 @@ pub enum Command {
 
     Logout,
     StartTls,
+    /// `COMPRESS DEFLATE` (RFC 4978).
+    CompressDeflate,
     Login {
         user: Vec<u8>,
         password: Vec<u8>,
@@ -508,6 +510,7 @@ impl Command {
             Command::Noop => "NOOP",
             Command::Logout => "LOGOUT",
             Command::StartTls => "STARTTLS",
+            Command::CompressDeflate => "COMPRESS",
             Command::Login { .. } => "LOGIN",
             Command::Authenticate { .. } => "AUTHENTICATE",
             Command::Enable(_) => "ENABLE",
@@ -582,6 +585,7 @@ impl Command {
             | Command::Done
             | Command::Unselect
             | Command::Close => w.raw(self.name().as_bytes()),
+            Command::CompressDeflate => w.raw(b"COMPRESS DEFLATE"),
             Command::Login { user, password } => {
                 sensitive = true;
                 w.raw(b"LOGIN ");

@@ -61,9 +61,12 @@ pub enum Capability {
     GmExt,
     /// RFC 8474: EMAILID and THREADID.
     ObjectId,
+    /// RFC 4978.
+    CompressDeflate,
 }
 
-const KNOWN: [(&str, Capability); 22] = [
+const KNOWN: [(&str, Capability); 23] = [
+    ("COMPRESS=DEFLATE", Capability::CompressDeflate),
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
     ("CONDSTORE", Capability::CondStore),
@@ -317,6 +320,11 @@ impl Core {
     /// Bytes received but not yet part of a decoded response.
     pub fn buffered(&self) -> usize {
         self.decoder.buffered()
+    }
+
+    /// See [`ResponseDecoder::take_buffered`](crate::imap::codec::ResponseDecoder::take_buffered).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.decoder.take_buffered()
     }
 
     /// Decode and apply one response; `Ok(None)` when more bytes are needed. An error is
