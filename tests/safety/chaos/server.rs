@@ -239,6 +239,10 @@ pub enum Fault {
     Partial,
     /// `UID EXPUNGE` answered OK, nothing expunged.
     KeepOk,
+    /// A MOVE carried out (untagged COPYUID, VANISHED/EXPUNGE of the sources) and then
+    /// refused with `NO [EXPUNGEISSUED]`, as Dovecot answers when another client expunged
+    /// one message of the set meanwhile.
+    MovedNo,
 }
 
 struct Forced {
@@ -557,7 +561,7 @@ fn serve(c: &mut Conn, shared: &Shared) {
                 .faults
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(format!("{:?} {}", fault_name(fault), cmd.verb))
+                .entry(format!("{} {}", fault_name(fault), cmd.verb))
                 .or_default() += 1;
         }
         let lock = || shared.world.lock().unwrap_or_else(|e| e.into_inner());
@@ -668,6 +672,7 @@ fn choose(shared: &Shared, s: &mut Session, verb: &str) -> Fault {
     }
     let special = match verb {
         "STORE" | "UID STORE" => Some(Fault::Modified),
+        "MOVE" | "UID MOVE" if s.rng.below(2) == 0 => Some(Fault::MovedNo),
         "COPY" | "UID COPY" | "MOVE" | "UID MOVE" | "APPEND" => Some(Fault::TryCreate),
         "FETCH" | "UID FETCH" if s.rng.below(2) == 0 => Some(Fault::Missing),
         "FETCH" | "UID FETCH" => Some(Fault::Partial),
@@ -1116,6 +1121,11 @@ fn selected_command(
                 }
                 for uid in moved {
                     gone.push_str(&report_gone(s, uid));
+                }
+                if fault == Fault::MovedNo {
+                    return out
+                        + &gone
+                        + &format!("{tag} NO [EXPUNGEISSUED] some messages no longer exist\r\n");
                 }
                 out + &gone + &format!("{tag} OK done\r\n")
             } else {
