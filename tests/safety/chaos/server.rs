@@ -378,6 +378,16 @@ struct Session {
     id: usize,
 }
 
+impl Session {
+    /// The selected folder's name ("" when none is selected).
+    fn folder(&self) -> String {
+        self.selected
+            .as_ref()
+            .map(|x| x.name.clone())
+            .unwrap_or_default()
+    }
+}
+
 fn serve(c: &mut Conn, shared: &Shared) {
     let mut s = Session {
         rng: Rng::new(

@@ -266,11 +266,7 @@ fn selected_command(
             let mut uids = resolve(w, s, &set(), uid_mode);
             let mut items = a.get(1).map(Tok::items).unwrap_or_default();
             if let Some(since) = modifier(a.get(2), "CHANGEDSINCE") {
-                let name = s
-                    .selected
-                    .as_ref()
-                    .map(|x| x.name.clone())
-                    .unwrap_or_default();
+                let name = s.folder();
                 uids.retain(|u| w.message(&name, *u).is_some_and(|m| m.modseq > since));
                 items.push(Tok::Atom("MODSEQ".into()));
             }
@@ -328,11 +324,7 @@ fn selected_command(
                 .map(|t| canonical_flag(&t.text()))
                 .filter(|f| !f.is_empty())
                 .collect();
-            let name = s
-                .selected
-                .as_ref()
-                .map(|x| x.name.clone())
-                .unwrap_or_default();
+            let name = s.folder();
             for uid in uids {
                 let Some(f) = w.folders.get_mut(&name) else {
                     continue;
@@ -388,11 +380,7 @@ fn selected_command(
                 return format!("{tag} NO [TRYCREATE] no such folder\r\n");
             }
             let uids = resolve(w, s, &set(), uid_mode);
-            let name = s
-                .selected
-                .as_ref()
-                .map(|x| x.name.clone())
-                .unwrap_or_default();
+            let name = s.folder();
             let (mut from, mut to) = (Vec::new(), Vec::new());
             for uid in &uids {
                 let Some(m) = w.message(&name, *uid).cloned() else {
@@ -444,11 +432,7 @@ fn selected_command(
             }
         }
         "SEARCH" | "UID SEARCH" => {
-            let name = s
-                .selected
-                .as_ref()
-                .map(|x| x.name.clone())
-                .unwrap_or_default();
+            let name = s.folder();
             let mut hits = selected_uids(w, s);
             let mut i = 0;
             while i < a.len() {

@@ -93,11 +93,7 @@ pub(super) fn expunge(
     _fault: Fault,
     out: &mut String,
 ) {
-    let name = s
-        .selected
-        .as_ref()
-        .map(|x| x.name.clone())
-        .unwrap_or_default();
+    let name = s.folder();
     for uid in uids {
         let deleted = w
             .message(&name, *uid)
