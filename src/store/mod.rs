@@ -34,6 +34,7 @@ pub mod changes;
 pub mod headers;
 pub mod ids;
 pub mod index;
+pub mod labels;
 pub mod mailboxes;
 pub mod mime;
 pub mod persist;

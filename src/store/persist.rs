@@ -10,7 +10,8 @@
 //! (a private directory of ours) on its fd, and reach the file relative to that fd.
 //!
 //! What: a folder's generation and listing as of one refresh: UIDVALIDITY, UIDNEXT,
-//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ and flags. The
+//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ, flags and the ids
+//! that name it across folders (X-GM-MSGID / X-GM-THRID, EMAILID / THREADID). The
 //! format has a field for the verified body length, but it is always written empty and
 //! ignored on load: after a server restore a saved length would cut reads short, so a length
 //! is only ever learned from the server's bytes in this mount. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
@@ -45,11 +46,13 @@ use parking_lot::Mutex;
 
 use crate::imap::types::{Flag, MailboxName, ModSeq, Uid, UidValidity};
 use crate::store::ids::MailboxId;
-use crate::store::index::{Index, MessageMeta, SharedIndex};
+use crate::store::index::{Index, MessageMeta, ObjectId, ObjectIds, SharedIndex};
 use crate::store::Account;
 
 const MAGIC: &[u8; 8] = b"IMAPFSIX";
-const VERSION: u32 = 1;
+/// 2: each message also carries its [`ObjectIds`] (version 1 files are listed afresh: their
+/// messages would lack the ids that make one message one inode).
+const VERSION: u32 = 2;
 /// Largest file read back (a listing of millions of messages stays below).
 const MAX_FILE: u64 = 512 << 20;
 /// Longest pause between two saves of a changing index.
@@ -360,10 +363,34 @@ fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
         for f in &m.flags {
             put_bytes(&mut w, f.as_str().as_bytes());
         }
+        match m.ids.as_deref() {
+            None => w.push(0),
+            Some(ids) => {
+                put_object_id(&mut w, &ids.message);
+                match &ids.thread {
+                    None => w.push(0),
+                    Some(t) => put_object_id(&mut w, t),
+                }
+            }
+        }
     }
     let sum = Md5::digest(&w);
     w.extend_from_slice(&sum);
     w
+}
+
+/// Tag 1 and a u64 for Gmail's ids, tag 2 and bytes for RFC 8474's (0 is "none").
+fn put_object_id(w: &mut Vec<u8>, id: &ObjectId) {
+    match id {
+        ObjectId::Gmail(n) => {
+            w.push(1);
+            w.extend_from_slice(&n.to_le_bytes());
+        }
+        ObjectId::Rfc8474(s) => {
+            w.push(2);
+            put_bytes(w, s.as_bytes());
+        }
+    }
 }
 
 fn put_u32(w: &mut Vec<u8>, n: u32) {
@@ -475,12 +502,20 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
             let f = std::str::from_utf8(r.bytes()?).map_err(|_| "flag not UTF-8")?;
             flags.push(Flag::parse(f).ok_or("bad flag")?);
         }
+        let ids = match r.object_id()? {
+            None => None,
+            Some(message) => Some(std::sync::Arc::new(ObjectIds {
+                message,
+                thread: r.object_id()?,
+            })),
+        };
         let meta = MessageMeta {
             listed_size,
             body_len: None,
             internal_date,
             flags,
             modseq,
+            ids,
         };
         if messages.insert(uid, meta).is_some() {
             return Err("a UID twice".into());
@@ -525,6 +560,18 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.u32()? as usize;
         self.take(n)
+    }
+
+    fn object_id(&mut self) -> Result<Option<ObjectId>, String> {
+        Ok(match self.take(1)?[0] {
+            0 => None,
+            1 => Some(ObjectId::Gmail(self.u64()?)),
+            2 => {
+                let s = std::str::from_utf8(self.bytes()?).map_err(|_| "id not UTF-8")?;
+                Some(ObjectId::Rfc8474(s.into()))
+            }
+            _ => return Err("bad id tag".into()),
+        })
     }
 
     fn opt(&mut self) -> Result<Option<u64>, String> {
