@@ -144,6 +144,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "live updates with IDLE",
     },
     OptionSpec {
+        name: "offline",
+        value: Some("yes|no"),
+        help: "start from the copy saved by an earlier mount when the server cannot be \
+               reached (read-only until it can); no: refuse to mount",
+    },
+    OptionSpec {
         name: "layout",
         value: Some("eml|maildir"),
         help: "how folders show messages: NUMBER.eml files, or a Maildir (cur/ new/ tmp/)",
@@ -192,6 +198,7 @@ pub struct Settings {
     pub trash: Option<String>,
     pub subscribed_only: bool,
     pub idle: bool,
+    pub offline: bool,
     pub layout: Layout,
     pub nonempty: bool,
 }
@@ -220,6 +227,7 @@ impl Default for Settings {
             trash: None,
             subscribed_only: false,
             idle: true,
+            offline: true,
             layout: Layout::Eml,
             nonempty: false,
         }
@@ -314,6 +322,7 @@ impl Settings {
             }
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
+            "offline" => self.offline = parse_yes_no(value).map_err(bad)?,
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
             "nonempty" => self.nonempty = true,
@@ -385,6 +394,7 @@ impl Settings {
             trash: self.trash.clone(),
             subscribed_only: self.subscribed_only,
             idle: self.idle,
+            offline: self.offline,
             layout: self.layout,
             nonempty: self.nonempty,
         }
