@@ -389,6 +389,7 @@ impl Resolved {
             },
             auth: s.auth,
             tunnel: s.tunnel.clone(),
+            compress: s.compress,
         })
     }
 

@@ -179,25 +179,7 @@ fn start_serving(
         .invalidation_channel()
         .map_err(|e| Error::io("starting the change thread", e))?;
 
-    let mut cfg = FuseConfig::default();
-    cfg.mount_options = vec![
-        MountOption::FSName(fsname),
-        MountOption::Subtype("imapfs".into()),
-        if opts.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoExec,
-        MountOption::NoAtime,
-        MountOption::DefaultPermissions,
-    ];
-    if opts.allow_other {
-        cfg.acl = SessionACL::All;
-    }
-    cfg.n_threads = Some(opts.connections.clamp(2, 8));
+    let cfg = fuse_config(fsname, opts.read_only, opts.allow_other, opts.connections);
     let session = fuser::Session::new(fs, &opts.mountpoint, &cfg).map_err(|e| {
         Error::Config(format!(
             "cannot mount on {}: {e}",
@@ -263,6 +245,38 @@ fn first_contact(
         },
         Err(error) => Err(error),
     }
+}
+
+/// The FUSE session imapfs mounts: options, who may enter, serving threads. Public so that the
+/// benchmark's in-memory floor (tests/bench/floor.rs) mounts with exactly these settings and
+/// cannot drift from them; what imapfs asks of the kernel at init is
+/// [`crate::fs::kernel_init`], shared the same way.
+pub fn fuse_config(
+    fsname: String,
+    read_only: bool,
+    allow_other: bool,
+    connections: usize,
+) -> FuseConfig {
+    let mut cfg = FuseConfig::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(fsname),
+        MountOption::Subtype("imapfs".into()),
+        if read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    if allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    cfg.n_threads = Some(connections.clamp(2, 8));
+    cfg
 }
 
 /// Check the mount point and return its canonical path: an existing, empty (unless

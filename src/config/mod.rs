@@ -254,7 +254,7 @@ mod tests {
             let value = match spec.name {
                 "tls_fingerprint" => Some("sha256:".to_string() + &"ab".repeat(32)),
                 "delete" => Some("trash".into()),
-                "idle" | "offline" => Some("yes".into()),
+                "idle" | "offline" | "compress" => Some("yes".into()),
                 "layout" => Some("maildir".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),

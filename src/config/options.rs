@@ -150,6 +150,11 @@ pub const OPTIONS: &[OptionSpec] = &[
                reached (read-only until it can); no: refuse to mount",
     },
     OptionSpec {
+        name: "compress",
+        value: Some("yes|no"),
+        help: "COMPRESS=DEFLATE where the server offers it (fewer bytes on a slow link)",
+    },
+    OptionSpec {
         name: "layout",
         value: Some("eml|maildir"),
         help: "how folders show messages: NUMBER.eml files, or a Maildir (cur/ new/ tmp/)",
@@ -199,6 +204,8 @@ pub struct Settings {
     pub subscribed_only: bool,
     pub idle: bool,
     pub offline: bool,
+    /// `compress=yes|no`: COMPRESS=DEFLATE where offered.
+    pub compress: bool,
     pub layout: Layout,
     pub nonempty: bool,
 }
@@ -228,6 +235,7 @@ impl Default for Settings {
             subscribed_only: false,
             idle: true,
             offline: true,
+            compress: true,
             layout: Layout::Eml,
             nonempty: false,
         }
@@ -323,6 +331,7 @@ impl Settings {
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
             "offline" => self.offline = parse_yes_no(value).map_err(bad)?,
+            "compress" => self.compress = parse_yes_no(value).map_err(bad)?,
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
             "nonempty" => self.nonempty = true,

@@ -216,6 +216,16 @@ impl ImapFs {
     }
 }
 
+/// What imapfs asks of the kernel when the session starts. Public so that the benchmark's
+/// in-memory floor asks the same (see [`crate::mount::fuse_config`]).
+pub fn kernel_init(config: &mut KernelConfig) {
+    let _ = config.set_max_readahead(1 << 20);
+    // `ls -l` in one pass: entries come with their attributes (no lookup per file).
+    if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS) {
+        log::info!("the kernel has no readdirplus ({e:?})");
+    }
+}
+
 /// Log an error with its context and turn it into an errno. A missing entry is routine, an
 /// outage was told once by the pool when it began, and a change refused offline is what the
 /// user was told at mount (or by the pool): none is a warning per request.
@@ -237,11 +247,7 @@ fn utf8(name: &OsStr) -> Result<&str, Error> {
 
 impl Filesystem for ImapFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_readahead(1 << 20);
-        // `ls -l` in one pass: entries come with their attributes (no lookup per file).
-        if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS) {
-            log::info!("the kernel has no readdirplus ({e:?})");
-        }
+        kernel_init(config);
         Ok(())
     }
 
@@ -632,10 +638,13 @@ impl Filesystem for ImapFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // Probes of security.* and system.* (ls -l asks for security.selinux on every file)
-        // are answered here, with no lock and no I/O.
+        // Namespaces imapfs has no handler for (`security.*`, `system.*`, `trusted.*`) are
+        // EOPNOTSUPP, as the VFS answers for a filesystem without them, with no lock and no
+        // I/O. Not ENODATA: `ls -l` probes `security.selinux` and `system.posix_acl_access`
+        // on every file, and on EOPNOTSUPP it stops probing for the rest of the device (two
+        // requests per listing instead of two per file; docs/architecture.md, Performance).
         let Some(name) = name.to_str().filter(|n| n.starts_with("user.")) else {
-            return reply.error(Errno::NO_XATTR);
+            return reply.error(Errno::EOPNOTSUPP);
         };
         match self.xattr_value(ino.into(), name) {
             Ok(Some(v)) => reply_xattr(reply, size, &v),

@@ -43,7 +43,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -94,6 +94,12 @@ pub struct PoolStats {
     /// The connection cap the server showed (a login refused for the number of
     /// connections), while the pool keeps to it.
     pub connection_cap: Option<usize>,
+    /// Whether the connections use COMPRESS=DEFLATE (the last one opened did).
+    pub compressed: bool,
+    /// Bytes that crossed the wire for `bytes_read` (after TLS; compressed or not).
+    pub bytes_on_wire: u64,
+    /// Bytes compression saved: `bytes_read` minus `bytes_on_wire`, as counted per session.
+    pub bytes_saved: u64,
 }
 
 /// Whether the server can be reached, as the pool last found out.
@@ -116,6 +122,9 @@ pub struct Pool {
     changed: Condvar,
     round_trips: AtomicU64,
     bytes_read: AtomicU64,
+    bytes_on_wire: AtomicU64,
+    bytes_saved: AtomicU64,
+    compressed: AtomicBool,
     opened: AtomicU64,
     connect_failures: AtomicU64,
     errors: AtomicU64,
@@ -172,6 +181,7 @@ impl Pool {
     pub fn new(config: ServerConfig, max: usize, mut first: Option<Session>) -> Pool {
         let open = usize::from(first.is_some());
         let append_limit = first.as_mut().map_or(0, session_append_limit);
+        let compressed = first.as_ref().is_some_and(|s| s.wire().compressed);
         let pool = Pool {
             config,
             max: max.max(1),
@@ -187,6 +197,9 @@ impl Pool {
             changed: Condvar::new(),
             round_trips: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            bytes_on_wire: AtomicU64::new(0),
+            bytes_saved: AtomicU64::new(0),
+            compressed: AtomicBool::new(compressed),
             opened: AtomicU64::new(open as u64),
             connect_failures: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -357,6 +370,9 @@ impl Pool {
             unreachable_for,
             throttle_waits: self.throttle_waits.load(Ordering::Relaxed),
             connection_cap,
+            compressed: self.compressed.load(Ordering::Relaxed),
+            bytes_on_wire: self.bytes_on_wire.load(Ordering::Relaxed),
+            bytes_saved: self.bytes_saved.load(Ordering::Relaxed),
         }
     }
 
@@ -482,12 +498,17 @@ impl Pool {
         session: &mut Session,
         f: &mut impl FnMut(&mut Session) -> Result<T>,
     ) -> Result<T> {
-        let (trips, bytes) = (session.round_trips(), session.bytes_read());
+        let (trips, bytes, wire) = (session.round_trips(), session.bytes_read(), session.wire());
         let result = f(session);
         self.round_trips
             .fetch_add(session.round_trips() - trips, Ordering::Relaxed);
         self.bytes_read
             .fetch_add(session.bytes_read() - bytes, Ordering::Relaxed);
+        let now = session.wire();
+        self.bytes_on_wire
+            .fetch_add(now.received - wire.received, Ordering::Relaxed);
+        self.bytes_saved
+            .fetch_add(now.saved.saturating_sub(wire.saved), Ordering::Relaxed);
         result
     }
 
@@ -563,6 +584,8 @@ impl Pool {
         if let Ok(session) = &mut result {
             self.append_limit
                 .store(session_append_limit(session), Ordering::Relaxed);
+            self.compressed
+                .store(session.wire().compressed, Ordering::Relaxed);
         }
         let mut st = self.state.lock();
         st.connecting -= 1;

@@ -36,6 +36,7 @@ pub mod changes;
 pub mod headers;
 pub mod ids;
 pub mod index;
+pub mod labels;
 pub mod link;
 pub mod mailboxes;
 pub mod mime;

@@ -10,7 +10,8 @@
 //! (a private directory of ours) on its fd, and reach the file relative to that fd.
 //!
 //! What: a folder's generation and listing as of one refresh: UIDVALIDITY, UIDNEXT,
-//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ and flags. The
+//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ, flags and the ids
+//! that name it across folders (X-GM-MSGID / X-GM-THRID, EMAILID / THREADID). The
 //! format has a field for the verified body length, but it is always written empty and
 //! ignored on load: after a server restore a saved length would cut reads short, so a length
 //! is only ever learned from the server's bytes in this mount. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
@@ -26,7 +27,10 @@
 //! lists the folder afresh.
 //!
 //! When: an index is saved after its first listing in this mount, then at most once a
-//! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]).
+//! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]). Saves are
+//! written by one saving thread, in the order they were asked: the snapshot, the fsync and
+//! the rename leave the FUSE thread whose listing refreshed the index (on a remount of a big
+//! folder they cost more than the listing itself); the unmount waits until all are on disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -34,6 +38,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -41,11 +46,13 @@ use parking_lot::Mutex;
 
 use crate::imap::types::{Flag, MailboxName, ModSeq, Uid, UidValidity};
 use crate::store::ids::MailboxId;
-use crate::store::index::{Index, MessageMeta};
+use crate::store::index::{Index, MessageMeta, ObjectId, ObjectIds, SharedIndex};
 use crate::store::Account;
 
 const MAGIC: &[u8; 8] = b"IMAPFSIX";
-const VERSION: u32 = 1;
+/// 2: each message also carries its [`ObjectIds`] (version 1 files are listed afresh: their
+/// messages would lack the ids that make one message one inode).
+const VERSION: u32 = 2;
 /// Largest file read back (a listing of millions of messages stays below).
 const MAX_FILE: u64 = 512 << 20;
 /// Longest pause between two saves of a changing index.
@@ -80,7 +87,83 @@ pub struct Saved {
     dirty: Mutex<HashMap<MailboxId, Option<Instant>>>,
     /// The folder list saved last ([`list`]); its lock serialises the saves.
     list: Mutex<Option<std::sync::Arc<Vec<crate::store::MailboxInfo>>>>,
+    /// The saving thread's queue, once started.
+    saver: Mutex<Option<mpsc::Sender<SaveJob>>>,
 }
+
+/// Work for the saving thread.
+enum SaveJob {
+    /// Snapshot an index and write it (fsync, rename).
+    Write {
+        account: String,
+        name: MailboxName,
+        index: SharedIndex,
+        path: PathBuf,
+    },
+    /// Everything queued before is on disk (or failed and was logged).
+    Barrier(mpsc::Sender<()>),
+}
+
+impl SaveJob {
+    fn run(self) {
+        match self {
+            SaveJob::Write {
+                account,
+                name,
+                index,
+                path,
+            } => {
+                // A consistent snapshot, taken under the lock; the disk is written after.
+                let bytes = encode(&account, &name, &index.read());
+                if let Err(e) = write_private(&path, &bytes) {
+                    log::warn!("saving the index of {name} to {}: {e}", path.display());
+                }
+            }
+            SaveJob::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl Saved {
+    /// Queue a job for the saving thread (started on first use); run it here if the thread
+    /// cannot be started.
+    fn queue(&self, job: SaveJob) {
+        let mut saver = self.saver.lock();
+        if saver.is_none() {
+            let (tx, rx) = mpsc::channel::<SaveJob>();
+            let started = std::thread::Builder::new()
+                .name("save-index".into())
+                .spawn(move || rx.into_iter().for_each(SaveJob::run));
+            match started {
+                Ok(_) => *saver = Some(tx),
+                Err(e) => log::warn!("starting the index saving thread: {e}"),
+            }
+        }
+        let job = match saver.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        drop(saver);
+        job.run();
+    }
+
+    /// Wait (bounded) until every save queued before is written.
+    fn wait_written(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.queue(SaveJob::Barrier(tx));
+        if rx.recv_timeout(SAVE_WAIT).is_err() {
+            log::warn!("index saves still not written after {SAVE_WAIT:?}");
+        }
+    }
+}
+
+/// Longest wait at unmount for the saving thread.
+const SAVE_WAIT: Duration = Duration::from_secs(60);
 
 impl Account {
     /// The index saved by an earlier mount, if there is a sound one (always marked stale).
@@ -129,6 +212,7 @@ impl Account {
         for id in ids {
             self.save_index(id);
         }
+        self.saved.wait_written();
     }
 
     fn save_index(&self, id: MailboxId) {
@@ -139,15 +223,14 @@ impl Account {
         ) else {
             return;
         };
-        // A consistent snapshot, taken under the lock; the disk is written after.
-        let bytes = encode(&p.account, &name, &ix.read());
         let path = file_for(p, &name);
-        match write_private(&path, &bytes) {
-            Ok(()) => {
-                self.saved.dirty.lock().insert(id, Some(Instant::now()));
-            }
-            Err(e) => log::warn!("saving the index of {name} to {}: {e}", path.display()),
-        }
+        self.saved.dirty.lock().insert(id, Some(Instant::now()));
+        self.saved.queue(SaveJob::Write {
+            account: p.account.clone(),
+            name,
+            index: ix,
+            path,
+        });
     }
 }
 
@@ -282,6 +365,16 @@ fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
         for f in &m.flags {
             put_bytes(&mut w, f.as_str().as_bytes());
         }
+        match m.ids.as_deref() {
+            None => w.push(0),
+            Some(ids) => {
+                put_object_id(&mut w, &ids.message);
+                match &ids.thread {
+                    None => w.push(0),
+                    Some(t) => put_object_id(&mut w, t),
+                }
+            }
+        }
     }
     seal(w)
 }
@@ -307,6 +400,20 @@ fn open_sealed<'a>(data: &'a [u8], magic: &[u8; 8], version: u32) -> Result<Read
         return Err("another version".into());
     }
     Ok(r)
+}
+
+/// Tag 1 and a u64 for Gmail's ids, tag 2 and bytes for RFC 8474's (0 is "none").
+fn put_object_id(w: &mut Vec<u8>, id: &ObjectId) {
+    match id {
+        ObjectId::Gmail(n) => {
+            w.push(1);
+            w.extend_from_slice(&n.to_le_bytes());
+        }
+        ObjectId::Rfc8474(s) => {
+            w.push(2);
+            put_bytes(w, s.as_bytes());
+        }
+    }
 }
 
 fn put_u32(w: &mut Vec<u8>, n: u32) {
@@ -417,12 +524,20 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
             let f = std::str::from_utf8(r.bytes()?).map_err(|_| "flag not UTF-8")?;
             flags.push(Flag::parse(f).ok_or("bad flag")?);
         }
+        let ids = match r.object_id()? {
+            None => None,
+            Some(message) => Some(std::sync::Arc::new(ObjectIds {
+                message,
+                thread: r.object_id()?,
+            })),
+        };
         let meta = MessageMeta {
             listed_size,
             body_len: None,
             internal_date,
             flags,
             modseq,
+            ids,
         };
         if messages.insert(uid, meta).is_some() {
             return Err("a UID twice".into());
@@ -479,6 +594,18 @@ impl<'a> Reader<'a> {
 
     fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    fn object_id(&mut self) -> Result<Option<ObjectId>, String> {
+        Ok(match self.take(1)?[0] {
+            0 => None,
+            1 => Some(ObjectId::Gmail(self.u64()?)),
+            2 => {
+                let s = std::str::from_utf8(self.bytes()?).map_err(|_| "id not UTF-8")?;
+                Some(ObjectId::Rfc8474(s.into()))
+            }
+            _ => return Err("bad id tag".into()),
+        })
     }
 
     fn opt(&mut self) -> Result<Option<u64>, String> {

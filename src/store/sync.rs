@@ -46,7 +46,7 @@ use crate::imap::types::{
 };
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
-use crate::store::index::{Delta, Index, Listing, MessageMeta, SharedIndex};
+use crate::store::index::{Delta, Index, Listing, MessageMeta, ObjectId, ObjectIds, SharedIndex};
 use crate::store::Account;
 
 mod verify;
@@ -267,15 +267,22 @@ impl Account {
 }
 
 /// The metadata a listing asks for.
-fn listing_attrs(condstore: bool) -> Vec<FetchAttr> {
+/// With the ids that make one message one inode where the server has them (Gmail's
+/// X-GM-MSGID, else OBJECTID's EMAILID), each only if advertised.
+pub(crate) fn listing_attrs(s: &mut Session) -> Vec<FetchAttr> {
     let mut attrs = vec![
         FetchAttr::Uid,
         FetchAttr::Flags,
         FetchAttr::Rfc822Size,
         FetchAttr::InternalDate,
     ];
-    if condstore {
+    if s.supports(Capability::CondStore) {
         attrs.push(FetchAttr::ModSeq);
+    }
+    if s.supports(Capability::GmExt) {
+        attrs.extend([FetchAttr::GmMsgId, FetchAttr::GmThrId]);
+    } else if s.supports(Capability::ObjectId) {
+        attrs.extend([FetchAttr::EmailId, FetchAttr::ThreadId]);
     }
     attrs
 }
@@ -301,7 +308,7 @@ pub(crate) fn sync_mailbox(
     let new_ones = Command::Fetch {
         uid: true,
         set: SequenceSet::from(base.uidnext.map_or(1, Uid::get)),
-        attrs: listing_attrs(condstore),
+        attrs: listing_attrs(s),
         changed_since: None,
     };
     let (sync, extra) = match (qresync, modseq) {
@@ -354,7 +361,7 @@ pub(crate) fn sync_mailbox(
         extra.push(Command::Fetch {
             uid: true,
             set: SequenceSet::from_numbers(base.check.iter().map(|(u, _, _)| u.get())),
-            attrs: listing_attrs(condstore),
+            attrs: listing_attrs(s),
             changed_since: None,
         });
     }
@@ -406,10 +413,11 @@ pub(crate) fn sync_mailbox(
         .collect();
     if !unknown.is_empty() {
         log::debug!("{name}: listing {} messages the index lacks", unknown.len());
+        let attrs = listing_attrs(s);
         let done = s.run(Command::Fetch {
             uid: true,
             set: SequenceSet::from_numbers(unknown),
-            attrs: listing_attrs(condstore),
+            attrs,
             changed_since: None,
         })?;
         let mut more = BTreeSet::new();
@@ -467,8 +475,18 @@ enum Parsed {
 
 fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
     let (mut uid, mut size, mut date, mut flags, mut modseq) = (None, None, None, None, None);
+    let (mut message, mut thread) = (None, None);
     for item in items {
         match item {
+            FetchItem::GmMsgId(n) => message = Some(ObjectId::Gmail(n)),
+            FetchItem::GmThrId(n) => thread = Some(ObjectId::Gmail(n)),
+            // NIL (no id for this message) comes as an empty string.
+            FetchItem::EmailId(s) if !s.is_empty() => {
+                message = Some(ObjectId::Rfc8474(s.into_boxed_str()))
+            }
+            FetchItem::ThreadId(s) if !s.is_empty() => {
+                thread = Some(ObjectId::Rfc8474(s.into_boxed_str()))
+            }
             FetchItem::Uid(u) => uid = Some(u),
             FetchItem::Rfc822Size(n) => size = Some(n),
             FetchItem::InternalDate(d) => date = Some(d),
@@ -487,6 +505,7 @@ fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
                 internal_date: date.unwrap_or(0),
                 flags: flags.unwrap_or_default(),
                 modseq,
+                ids: message.map(|message| std::sync::Arc::new(ObjectIds { message, thread })),
             },
         )),
         None => Some(Parsed::Flags(uid, flags?, modseq)),
@@ -508,11 +527,10 @@ pub(crate) fn parse_listing(untagged: Vec<Untagged>) -> BTreeMap<Uid, MessageMet
 
 /// EXAMINE a mailbox and list its messages' metadata in one FETCH.
 pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
-    let condstore = s.supports(Capability::CondStore);
     let list = Command::Fetch {
         uid: true,
         set: SequenceSet::from(1),
-        attrs: listing_attrs(condstore),
+        attrs: listing_attrs(s),
         changed_since: None,
     };
     let listed = s.reselect_then(name, true, Some(list))?;
