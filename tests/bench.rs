@@ -21,6 +21,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "bench/floor.rs"]
 mod floor;
+// `profiled` is for the scale benchmark.
+#[allow(dead_code)]
 #[path = "bench/tools.rs"]
 mod tools;
 

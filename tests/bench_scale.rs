@@ -16,7 +16,9 @@
 //! - each "ask the kernel for less" experiment on the floor, one knob at a time, with the
 //!   requests that still reached the filesystem.
 //!
-//! Knobs: BENCH_SCALE_MESSAGES (100000), BENCH_SCALE_MILLION (1 adds the 1,000,000 run).
+//! Knobs: BENCH_SCALE_MESSAGES (100000), BENCH_SCALE_MILLION (1 adds the 1,000,000 run),
+//! BENCH_PERF (a directory: each imapfs figure is also a `perf record` profile there),
+//! BENCH_SCALE_KNOBS (0 skips the floor experiments).
 
 mod common;
 #[path = "bench/floor.rs"]
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::{fill_folder, Dovecot, MountOptions, Seed};
 use floor::{Content, Floor, Knobs};
-use tools::{env_or, mount_listed, raw, timed, vm_hwm_kb};
+use tools::{env_or, mount_listed, profiled, raw, timed, vm_hwm_kb};
 
 /// Messages of the `Cat` folder (the second-`cat` figure).
 const CAT_MESSAGES: u32 = 10_000;
@@ -60,7 +62,9 @@ fn bench_scale() {
         raw(&d, d.imaps_port, name, "meta");
     }
     println!("Dovecot indexed them in {:.1} s", t.elapsed().as_secs_f64());
-    knob_experiments(sizes[0].1);
+    if env_or("BENCH_SCALE_KNOBS", 1) == 1 {
+        knob_experiments(sizes[0].1);
+    }
     for &(name, n) in &sizes {
         measure(&d, name, n);
     }
@@ -185,15 +189,15 @@ fn measure_imapfs(d: &Dovecot, name: &str) -> Figures {
     let dir = mount.join(name);
     let cat = mount.join("Cat");
     let mut f = Figures {
-        cold: timed("ls -l", &ls_l(&dir)),
+        cold: profiled("cold ls -l", mount.pid(), &ls_l(&dir)),
         ..Figures::default()
     };
     let cold_rss = vm_hwm_kb(mount.pid());
-    f.warm = timed("ls -l warm", &ls_l(&dir));
-    f.find = timed("find", &find_printf(&dir));
+    f.warm = profiled("warm ls -l", mount.pid(), &ls_l(&dir));
+    f.find = profiled("find", mount.pid(), &find_printf(&dir));
     timed("ls -l Cat", &ls_l(&cat));
-    f.cat1 = timed("cat", &cat_all(&cat));
-    f.cat2 = timed("cat", &cat_all(&cat));
+    f.cat1 = profiled("first cat", mount.pid(), &cat_all(&cat));
+    f.cat2 = profiled("second cat", mount.pid(), &cat_all(&cat));
     f.rss_kb = vm_hwm_kb(mount.pid());
     println!(
         "imapfs peak RSS after the cold listing {:.0} MiB",
@@ -201,7 +205,7 @@ fn measure_imapfs(d: &Dovecot, name: &str) -> Figures {
     );
     drop(mount);
     let mount = start();
-    f.remount = timed("remount ls -l", &ls_l(&mount.join(name)));
+    f.remount = profiled("remount ls -l", mount.pid(), &ls_l(&mount.join(name)));
     drop(mount);
     let _ = std::fs::remove_dir_all(&cache);
     f

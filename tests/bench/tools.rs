@@ -35,6 +35,32 @@ pub fn timed(what: &str, line: &str) -> Duration {
     d
 }
 
+/// [`timed`], with process `pid` (the imapfs daemon) sampled by `perf record` (cpu-clock,
+/// call graphs) into `$BENCH_PERF/<label>.data` when BENCH_PERF names a directory: read the
+/// profile with `perf report -i FILE --no-children`.
+pub fn profiled(label: &str, pid: u32, line: &str) -> Duration {
+    let Some(dir) = std::env::var_os("BENCH_PERF") else {
+        return timed(label, line);
+    };
+    let out = std::path::Path::new(&dir).join(format!("{}.data", label.replace(' ', "-")));
+    let mut perf = std::process::Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("perf (apt-get install linux-perf)");
+    // perf attaches within a moment; what it misses of the start is a few ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let took = timed(label, line);
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let _ = perf.wait();
+    took
+}
+
 pub fn vm_hwm_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
