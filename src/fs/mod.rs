@@ -182,12 +182,37 @@ impl ImapFs {
         self.invalidator.send(inv);
     }
 
+    /// EROFS for a change: on a read-only mount, and while the mount is offline or
+    /// resyncing after an outage (`store/link.rs`).
     fn refuse_if_read_only(&self) -> Result<(), Error> {
         if self.opts.read_only {
             Err(Error::ReadOnly)
+        } else if !self.account.is_writable() {
+            Err(Error::OfflineReadOnly)
         } else {
             Ok(())
         }
+    }
+
+    /// The errno of a failed open or read of a message: offline, a body that is not cached
+    /// is one line in the log naming it (the outage itself was told once, by the pool).
+    fn body_errno(&self, op: &str, ino: Ino, e: &Error) -> Errno {
+        if !matches!(e, Error::Unavailable { .. }) || !self.account.is_offline() {
+            return errno(op, e);
+        }
+        let what = match self.message_at(ino, false) {
+            Ok((msg, _)) => match self.account.mailbox_name(msg.mailbox) {
+                Some(name) => format!("{name}/{}", msg.uid),
+                None => format!("UID {}", msg.uid),
+            },
+            Err(_) => format!("inode {:#x}", ino.0),
+        };
+        let offline = self.account.link().since.elapsed().unwrap_or_default();
+        log::info!(
+            "{op} {what}: not cached, and the server cannot be reached (offline for {} s)",
+            offline.as_secs()
+        );
+        Errno::EIO
     }
 }
 
@@ -201,11 +226,12 @@ pub fn kernel_init(config: &mut KernelConfig) {
     }
 }
 
-/// Log an error with its context and turn it into an errno. A missing entry is routine, and
-/// an outage was told once by the pool when it began: neither is a warning per request.
+/// Log an error with its context and turn it into an errno. A missing entry is routine, an
+/// outage was told once by the pool when it began, and a change refused offline is what the
+/// user was told at mount (or by the pool): none is a warning per request.
 fn errno(op: &str, e: &Error) -> Errno {
     let n = e.errno();
-    if n == libc::ENOENT || matches!(e, Error::Unavailable { .. }) {
+    if n == libc::ENOENT || matches!(e, Error::Unavailable { .. } | Error::OfflineReadOnly) {
         log::debug!("{op}: {e}");
     } else {
         log::warn!("{op}: {e}");
@@ -385,7 +411,7 @@ impl Filesystem for ImapFs {
         }
         match self.open_file(ino, flags) {
             Ok(fopen) => reply.opened(FileHandle(0), fopen),
-            Err(e) => reply.error(errno("open", &e)),
+            Err(e) => reply.error(self.body_errno("open", ino, &e)),
         }
     }
 
@@ -402,7 +428,7 @@ impl Filesystem for ImapFs {
     ) {
         match self.read_file(ino.into(), offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", &e)),
+            Err(e) => reply.error(self.body_errno("read", ino.into(), &e)),
         }
     }
 

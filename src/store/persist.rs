@@ -85,6 +85,8 @@ impl PersistOptions {
 pub struct Saved {
     /// Mailboxes whose index changed since its last save.
     dirty: Mutex<HashMap<MailboxId, Option<Instant>>>,
+    /// The folder list saved last ([`list`]); its lock serialises the saves.
+    list: Mutex<Option<std::sync::Arc<Vec<crate::store::MailboxInfo>>>>,
     /// The saving thread's queue, once started.
     saver: Mutex<Option<mpsc::Sender<SaveJob>>>,
 }
@@ -374,9 +376,30 @@ fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
             }
         }
     }
+    seal(w)
+}
+
+/// End a file's bytes with the MD5 of everything before it.
+fn seal(mut w: Vec<u8>) -> Vec<u8> {
     let sum = Md5::digest(&w);
     w.extend_from_slice(&sum);
     w
+}
+
+/// Check a sealed file's magic, checksum and version; a reader of what follows them.
+fn open_sealed<'a>(data: &'a [u8], magic: &[u8; 8], version: u32) -> Result<Reader<'a>, String> {
+    if data.len() < magic.len() + 16 || &data[..magic.len()] != magic {
+        return Err("not a file of ours".into());
+    }
+    let (body, sum) = data.split_at(data.len() - 16);
+    if Md5::digest(body).as_slice() != sum {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader(&body[magic.len()..]);
+    if r.u32()? != version {
+        return Err("another version".into());
+    }
+    Ok(r)
 }
 
 /// Tag 1 and a u64 for Gmail's ids, tag 2 and bytes for RFC 8474's (0 is "none").
@@ -413,10 +436,19 @@ fn put_opt(w: &mut Vec<u8>, v: Option<u64>) {
 }
 
 /// Read a saved index: `Ok(None)` if there is none or it belongs to another key, `Err` with
-/// the reason if it must be discarded. The file is opened once, without following a symlink
-/// (in a private directory opened the same way); its type, owner, mode and size are checked
-/// on that fd, and the bytes are read from it: what was checked is what is read.
+/// the reason if it must be discarded.
 fn load(path: &Path, account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
+    match read_private(path)? {
+        Some(data) => decode(&data, account, name),
+        None => Ok(None),
+    }
+}
+
+/// The bytes of a private file of ours: `Ok(None)` if there is none, `Err` with the reason
+/// if it is not ours or too large. The file is opened once, without following a symlink (in
+/// a private directory opened the same way); its type, owner, mode and size are checked on
+/// that fd, and the bytes are read from it: what was checked is what is read.
+fn read_private(path: &Path) -> Result<Option<Vec<u8>>, String> {
     let (dir, file) = split(path).map_err(|e| e.to_string())?;
     let dirfd = match open_private_dir(dir) {
         Ok(d) => d,
@@ -456,22 +488,12 @@ fn load(path: &Path, account: &str, name: &MailboxName) -> Result<Option<Index>,
     if data.len() as u64 > MAX_FILE {
         return Err("too large".into());
     }
-    decode(&data, account, name)
+    Ok(Some(data))
 }
 
 /// Parse a saved index, checking everything.
 fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
-    if data.len() < MAGIC.len() + 16 || &data[..MAGIC.len()] != MAGIC {
-        return Err("not an index file".into());
-    }
-    let (body, sum) = data.split_at(data.len() - 16);
-    if Md5::digest(body).as_slice() != sum {
-        return Err("checksum mismatch".into());
-    }
-    let mut r = Reader(&body[MAGIC.len()..]);
-    if r.u32()? != VERSION {
-        return Err("another version".into());
-    }
+    let mut r = open_sealed(data, MAGIC, VERSION)?;
     if r.bytes()? != account.as_bytes() || r.bytes()? != name.raw() {
         // Another account's or folder's (a name hash collision): not for us.
         return Ok(None);
@@ -521,7 +543,7 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
             return Err("a UID twice".into());
         }
     }
-    if !r.0.is_empty() {
+    if !r.is_empty() {
         return Err("trailing bytes".into());
     }
     Ok(Some(Index::saved(
@@ -562,6 +584,18 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    fn flag(&mut self) -> Result<bool, String> {
+        match self.take(1)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err("bad flag byte".into()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn object_id(&mut self) -> Result<Option<ObjectId>, String> {
         Ok(match self.take(1)?[0] {
             0 => None,
@@ -582,6 +616,9 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+mod list;
+pub use list::saved_mailbox_list;
 
 #[cfg(test)]
 mod tests;
