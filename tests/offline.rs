@@ -109,22 +109,9 @@ fn read(path: &Path) -> (std::io::Result<Vec<u8>>, Duration) {
 
 /// One line of `user.imapfs.stats`.
 fn stat(mount: &Mount, key: &str) -> String {
-    let root = mount.path().to_string_lossy().into_owned();
-    let out = run(
-        &[
-            "getfattr",
-            "--only-values",
-            "-n",
-            "user.imapfs.stats",
-            &root,
-        ],
-        QUICK,
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no {key} in stats: {text}"))
+    mount
+        .stat(key)
+        .unwrap_or_else(|| panic!("no {key} in stats"))
 }
 
 fn xattr(path: &Path, name: &str) -> Option<String> {
