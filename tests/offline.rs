@@ -383,3 +383,26 @@ fn the_saved_folder_list_is_private() {
         "a temporary file was left: {names:?}"
     );
 }
+
+#[test]
+fn a_silent_server_starts_the_mount_offline_after_a_short_wait() {
+    // SIGSTOP: the kernel accepts connections, nobody greets. With a saved copy the first
+    // attempt waits at most 5 s (--timeout is 8 here), then the mount serves the copy; once
+    // the server answers again it goes live.
+    let seed = seed();
+    let dovecot = Dovecot::start(&seed);
+    let cache = CacheHome::new();
+    save_a_copy(&dovecot, &cache);
+    let paused = dovecot.pause();
+    let started = Instant::now();
+    let mount = mount_with(&dovecot, &cache, &[]);
+    let took = started.elapsed();
+    eprintln!("offline start against a silent server took {took:?}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(stat(&mount, "link"), "offline");
+    assert_eq!(names(&mount.join("Other")).unwrap().len(), 3);
+    paused.resume();
+    wait_for("the link online", Duration::from_secs(40), || {
+        (stat(&mount, "link") == "online").then_some(())
+    });
+}
