@@ -109,22 +109,9 @@ fn read(path: &Path) -> (std::io::Result<Vec<u8>>, Duration) {
 
 /// One line of `user.imapfs.stats`.
 fn stat(mount: &Mount, key: &str) -> String {
-    let root = mount.path().to_string_lossy().into_owned();
-    let out = run(
-        &[
-            "getfattr",
-            "--only-values",
-            "-n",
-            "user.imapfs.stats",
-            &root,
-        ],
-        QUICK,
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no {key} in stats: {text}"))
+    mount
+        .stat(key)
+        .unwrap_or_else(|| panic!("no {key} in stats"))
 }
 
 fn xattr(path: &Path, name: &str) -> Option<String> {
@@ -395,4 +382,27 @@ fn the_saved_folder_list_is_private() {
         names.iter().all(|n| !n.contains(".tmp")),
         "a temporary file was left: {names:?}"
     );
+}
+
+#[test]
+fn a_silent_server_starts_the_mount_offline_after_a_short_wait() {
+    // SIGSTOP: the kernel accepts connections, nobody greets. With a saved copy the first
+    // attempt waits at most 5 s (--timeout is 8 here), then the mount serves the copy; once
+    // the server answers again it goes live.
+    let seed = seed();
+    let dovecot = Dovecot::start(&seed);
+    let cache = CacheHome::new();
+    save_a_copy(&dovecot, &cache);
+    let paused = dovecot.pause();
+    let started = Instant::now();
+    let mount = mount_with(&dovecot, &cache, &[]);
+    let took = started.elapsed();
+    eprintln!("offline start against a silent server took {took:?}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(stat(&mount, "link"), "offline");
+    assert_eq!(names(&mount.join("Other")).unwrap().len(), 3);
+    paused.resume();
+    wait_for("the link online", Duration::from_secs(40), || {
+        (stat(&mount, "link") == "online").then_some(())
+    });
 }

@@ -75,22 +75,10 @@ fn mount(dovecot: &Dovecot, args: &[&str]) -> Mount {
 
 /// One value of the mount's `user.imapfs.stats` (see docs/usage.md).
 fn stat_value(mount: &Mount, key: &str) -> u64 {
-    let root = mount.path().to_string_lossy().into_owned();
-    let out = common::run(
-        &[
-            "getfattr",
-            "--only-values",
-            "-n",
-            "user.imapfs.stats",
-            &root,
-        ],
-        Duration::from_secs(20),
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+    mount
+        .stat(key)
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in stats: {text}"))
+        .unwrap_or_else(|| panic!("no {key} in stats"))
 }
 
 /// Read a whole file in a helper thread: its result and how long it took, or a panic after

@@ -100,6 +100,12 @@ enum SaveJob {
         index: SharedIndex,
         path: PathBuf,
     },
+    /// Write bytes encoded already (the folder list, `list`).
+    File {
+        what: &'static str,
+        path: PathBuf,
+        bytes: Vec<u8>,
+    },
     /// Everything queued before is on disk (or failed and was logged).
     Barrier(mpsc::Sender<()>),
 }
@@ -117,6 +123,11 @@ impl SaveJob {
                 let bytes = encode(&account, &name, &index.read());
                 if let Err(e) = write_private(&path, &bytes) {
                     log::warn!("saving the index of {name} to {}: {e}", path.display());
+                }
+            }
+            SaveJob::File { what, path, bytes } => {
+                if let Err(e) = write_private(&path, &bytes) {
+                    log::warn!("saving {what} to {}: {e}", path.display());
                 }
             }
             SaveJob::Barrier(done) => {

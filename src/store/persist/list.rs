@@ -1,7 +1,8 @@
 //! The folder list kept beside the indexes, so that a mount can start offline: without it
 //! there is no tree to show. One file per account, `mailboxes.lst` in the account's
-//! directory, written like an index (a private temporary file, fsynced, renamed; 0600 in a
-//! 0700 directory) whenever the list installed differs from the one saved last, and read
+//! directory, written like an index by the saving thread (a private temporary file, fsynced,
+//! renamed; 0600 in a 0700 directory) whenever the list installed differs from the one saved
+//! last, and read
 //! through the same checks (owner, mode, no symlink, checksum, account inside).
 //!
 //! Format (little-endian): `IMAPFSML`, a version, the account, the number of folders, and per
@@ -15,8 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    hex_md5, open_sealed, put_bytes, put_opt, put_u32, read_private, seal, write_private,
-    PersistOptions,
+    hex_md5, open_sealed, put_bytes, put_opt, put_u32, read_private, seal, PersistOptions, SaveJob,
 };
 use crate::imap::types::MailboxName;
 use crate::store::{Account, MailboxInfo};
@@ -43,11 +43,13 @@ impl Account {
         {
             return;
         }
-        let path = file(p);
-        match write_private(&path, &encode(&p.account, &list)) {
-            Ok(()) => *last = Some(list),
-            Err(e) => log::warn!("saving the folder list to {}: {e}", path.display()),
-        }
+        // Written by the saving thread, in the order queued (off the FUSE thread).
+        self.saved.queue(SaveJob::File {
+            what: "the folder list",
+            path: file(p),
+            bytes: encode(&p.account, &list),
+        });
+        *last = Some(list);
     }
 }
 
@@ -191,6 +193,7 @@ mod tests {
 
     #[test]
     fn saved_file_is_private_and_read_back() {
+        use super::super::write_private;
         let dir = std::env::temp_dir().join(format!("imapfs-list-{}", std::process::id()));
         let p = PersistOptions {
             dir: dir.clone(),
