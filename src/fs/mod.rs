@@ -231,7 +231,12 @@ pub fn kernel_init(config: &mut KernelConfig) {
 /// user was told at mount (or by the pool): none is a warning per request.
 fn errno(op: &str, e: &Error) -> Errno {
     let n = e.errno();
-    if n == libc::ENOENT || matches!(e, Error::Unavailable { .. } | Error::OfflineReadOnly) {
+    if n == libc::ENOENT
+        || matches!(
+            e,
+            Error::Unavailable { .. } | Error::OfflineReadOnly | Error::Offline(_)
+        )
+    {
         log::debug!("{op}: {e}");
     } else {
         log::warn!("{op}: {e}");
