@@ -38,6 +38,8 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+// Parsed once per run: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Mount an account: imapfs mount ACCOUNT|imaps://USER@HOST[:PORT] MOUNTPOINT [-o OPTIONS]
@@ -77,6 +79,14 @@ pub struct MountArgs {
     /// Memory for cached message content, e.g. 256M or 1G [default: 256M]
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
+    /// Where message bodies and folder indexes are kept between mounts
+    /// [default: $XDG_CACHE_HOME/imapfs]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<String>,
+    /// Disk space for message bodies kept between mounts, e.g. 1G; 0 keeps none
+    /// [default: 1G]
+    #[arg(long, value_name = "SIZE")]
+    pub disk_cache_size: Option<String>,
     /// Seconds a folder listing is trusted before asking the server again [default: 10]
     #[arg(long, value_name = "SECS")]
     pub dir_ttl: Option<String>,
@@ -230,6 +240,8 @@ impl MountArgs {
         let mut out = self.connection.pairs();
         let valued = [
             ("cache_size", &self.cache_size),
+            ("cache_dir", &self.cache_dir),
+            ("disk_cache_size", &self.disk_cache_size),
             ("dir_ttl", &self.dir_ttl),
             ("connections", &self.connections),
             ("delete", &self.delete),

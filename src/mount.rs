@@ -27,6 +27,7 @@ use crate::fs::{FsOptions, ImapFs};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::pool::Pool;
 use crate::imap::session::Session;
+use crate::store::disk_cache::DiskOptions;
 use crate::store::{Account, PersistOptions, StoreOptions};
 
 /// Mount the account and serve it until unmounted. Returns once the mount is gone.
@@ -106,13 +107,24 @@ fn start_serving(
     fsname: String,
 ) -> Result<(BackgroundSession, Arc<Account>)> {
     // Indexes are kept between mounts under the user's cache directory, per account.
-    let persist = PersistOptions::default_dir().map(|dir| PersistOptions {
+    // Bodies too, in the same account directory (store/disk_cache).
+    let account = format!("{}@{}:{}", server.user, server.host, server.port);
+    let dir = opts.cache_dir.clone().or_else(PersistOptions::default_dir);
+    let persist = dir.clone().map(|dir| PersistOptions {
         dir,
-        account: format!("{}@{}:{}", server.user, server.host, server.port),
+        account: account.clone(),
     });
+    let disk = dir
+        .filter(|_| opts.disk_cache_size > 0)
+        .map(|dir| DiskOptions {
+            dir,
+            account,
+            bound: opts.disk_cache_size,
+        });
     let pool = Pool::new(server, opts.connections, Some(first));
     let store_opts = StoreOptions {
         persist,
+        disk,
         cache_size: opts.cache_size,
         delete: opts.delete,
         trash: opts.trash.clone(),

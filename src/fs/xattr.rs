@@ -237,6 +237,7 @@ impl ImapFs {
             format!("streams={}", self.account.streams_started()),
             format!("throttle_waits={}", p.throttle_waits),
         ];
+        lines.extend(self.account.disk_cache_lines());
         if let Some(cap) = p.connection_cap {
             lines.push(format!("connection_cap={cap}"));
         }
