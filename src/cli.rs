@@ -57,6 +57,8 @@ pub enum Cmd {
     Check(CheckArgs),
     /// Show the statistics of a running mount (the user.imapfs.stats attribute of its root)
     Status { mountpoint: PathBuf },
+    /// What the cache directory keeps per account (bodies, indexes, hit rates), or clear it
+    Cache(CacheArgs),
     /// Print a shell completion script: imapfs completions bash|zsh|fish
     Completions {
         #[arg(value_enum)]
@@ -131,6 +133,47 @@ pub struct CheckArgs {
     pub connection: ConnectionArgs,
 }
 
+/// `imapfs cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Only this account: a config file account name or an account URL [default: every
+    /// account in the cache directory]
+    #[arg(long)]
+    pub account: Option<String>,
+    /// The cache directory [default: the account's cache_dir, else $XDG_CACHE_HOME/imapfs]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Delete the bodies and indexes kept (nothing may be mounted from them meanwhile)
+    #[arg(long, conflicts_with = "stats")]
+    pub clear: bool,
+    /// Also print the counters summed over every mount
+    #[arg(long)]
+    pub stats: bool,
+}
+
+impl CacheArgs {
+    /// The cache directory, and the account (`user@host:port`) if one was named.
+    pub fn resolve(&self) -> Result<(PathBuf, Option<String>)> {
+        let (settings, account) = match &self.account {
+            Some(a) => {
+                let r = resolve(Some(a), &[], &[])?;
+                let key = format!("{}@{}:{}", r.url.user, r.url.host, r.url.port);
+                (r.settings, Some(key))
+            }
+            None => (Settings::default(), None),
+        };
+        let dir = self
+            .cache_dir
+            .clone()
+            .or(settings.cache_dir)
+            .or_else(crate::store::PersistOptions::default_dir)
+            .ok_or_else(|| {
+                Error::Config("no cache directory: set --cache-dir, XDG_CACHE_HOME or HOME".into())
+            })?;
+        Ok((dir, account))
+    }
+}
+
 /// What `mount` and `check` share: how to reach the server and log in, and logging.
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {
@@ -182,7 +225,15 @@ pub struct ConnectionArgs {
 
 /// The subcommand names: a first argument that is none of them (nor an option) starts the
 /// mount helper form.
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "check", "status", "completions", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "mount",
+    "umount",
+    "check",
+    "status",
+    "cache",
+    "completions",
+    "help",
+];
 
 /// Turn the mount helper form `imapfs SOURCE MOUNTPOINT [-o OPTS]` into
 /// `imapfs mount SOURCE MOUNTPOINT [-o OPTS]`; any other command line is returned as is.

@@ -225,6 +225,24 @@ fn a_damaged_entry_is_fetched_again_never_served() {
     assert_eq!(stat(&m, "disk_cache_discarded"), 3);
     assert_eq!(stat(&m, "disk_cache_hits"), 3);
     assert!(m.unmount().success());
+
+    // `imapfs cache` reports what is kept and the counters of both mounts, then clears.
+    let cache_cmd = |extra: &[&str]| {
+        let dir = cache.imapfs();
+        let mut args = vec![env!("CARGO_BIN_EXE_imapfs"), "cache", "--cache-dir"];
+        args.push(dir.to_str().unwrap());
+        args.extend_from_slice(extra);
+        String::from_utf8(run_ok(&args).stdout).unwrap()
+    };
+    let url = dovecot.url();
+    let report = cache_cmd(&["--account", &url, "--stats"]);
+    assert!(report.contains("6 messages in 1 folders"), "{report}");
+    assert!(report.contains("hit rate: "), "{report}");
+    assert!(report.contains("hits        3\n"), "{report}");
+    assert!(report.contains("discarded   3"), "{report}");
+    let cleared = cache_cmd(&["--clear"]);
+    assert!(cleared.contains("removed 6 messages"), "{cleared}");
+    assert!(cache.entries().is_empty());
 }
 
 #[test]
@@ -273,7 +291,7 @@ fn a_reused_uidvalidity_serves_no_old_bytes_from_the_disk_cache() {
     for (i, entry) in fs::read_dir(folder.join("cur")).unwrap().enumerate() {
         let path = entry.unwrap().path();
         let token = format!("restored-{i}");
-        fs::write(&path, compose_text(&message(&token, 20 + i, 1_600_000_000))).unwrap();
+        fs::write(&path, compose_text(&message(&token, 30 + i, 1_600_000_000))).unwrap();
         let file = fs::File::options().write(true).open(&path).unwrap();
         file.set_modified(UNIX_EPOCH + Duration::from_secs(1_600_000_000 + i as u64))
             .unwrap();

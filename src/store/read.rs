@@ -168,7 +168,7 @@ impl Account {
             // A stream was bringing the first block: take what it brought.
             for (i, b) in (first..=last).enumerate() {
                 if have[i].is_none() {
-                    have[i] = self.cached_block(&key(b));
+                    have[i] = rs.blocks.get(&key(b));
                 }
             }
         }
@@ -184,7 +184,7 @@ impl Account {
             let _turn = rs.turn(msg).lock();
             for (i, b) in (first..=last).enumerate() {
                 if have[i].is_none() {
-                    have[i] = self.cached_block(&key(b));
+                    have[i] = rs.blocks.get(&key(b));
                 }
             }
             let required: Vec<(Uid, u64)> = (first..=last)
