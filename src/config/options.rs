@@ -155,6 +155,17 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "live updates with IDLE",
     },
     OptionSpec {
+        name: "offline",
+        value: Some("yes|no"),
+        help: "start from the copy saved by an earlier mount when the server cannot be \
+               reached (read-only until it can); no: refuse to mount",
+    },
+    OptionSpec {
+        name: "compress",
+        value: Some("yes|no"),
+        help: "COMPRESS=DEFLATE where the server offers it (fewer bytes on a slow link)",
+    },
+    OptionSpec {
         name: "layout",
         value: Some("eml|maildir"),
         help: "how folders show messages: NUMBER.eml files, or a Maildir (cur/ new/ tmp/)",
@@ -205,6 +216,9 @@ pub struct Settings {
     pub trash: Option<String>,
     pub subscribed_only: bool,
     pub idle: bool,
+    pub offline: bool,
+    /// `compress=yes|no`: COMPRESS=DEFLATE where offered.
+    pub compress: bool,
     pub layout: Layout,
     pub nonempty: bool,
 }
@@ -235,6 +249,8 @@ impl Default for Settings {
             trash: None,
             subscribed_only: false,
             idle: true,
+            offline: true,
+            compress: true,
             layout: Layout::Eml,
             nonempty: false,
         }
@@ -337,6 +353,8 @@ impl Settings {
             }
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
+            "offline" => self.offline = parse_yes_no(value).map_err(bad)?,
+            "compress" => self.compress = parse_yes_no(value).map_err(bad)?,
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
             "nonempty" => self.nonempty = true,
@@ -410,6 +428,7 @@ impl Settings {
             trash: self.trash.clone(),
             subscribed_only: self.subscribed_only,
             idle: self.idle,
+            offline: self.offline,
             layout: self.layout,
             nonempty: self.nonempty,
         }

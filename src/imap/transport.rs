@@ -18,6 +18,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use crate::error::{Error, Result};
+use crate::imap::compress::Deflate;
 use crate::imap::tls::certificate_problem;
 pub use crate::imap::tls::{tls_config, tls_config_pinned, Fingerprint};
 
@@ -59,8 +60,21 @@ impl Drop for Tunnel {
 pub struct Transport {
     stream: Stream,
     peer: String,
-    /// Bytes handed to the reader so far (IMAP bytes, after TLS).
+    /// Bytes handed to the reader so far (IMAP bytes, after TLS and decompression).
     bytes_read: u64,
+    /// COMPRESS=DEFLATE once started ([`Transport::compress`]).
+    deflate: Option<Box<Deflate>>,
+}
+
+/// What crossed the wire compared with what it stood for (see [`Transport::wire`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireBytes {
+    /// Bytes received from the socket (after TLS; compressed when compression is on).
+    pub received: u64,
+    /// Bytes saved by compression on the way in: plaintext minus what was received for it.
+    pub saved: u64,
+    /// Whether COMPRESS=DEFLATE is on.
+    pub compressed: bool,
 }
 
 impl Transport {
@@ -82,6 +96,7 @@ impl Transport {
                         stream: Stream::Plain(tcp),
                         peer,
                         bytes_read: 0,
+                        deflate: None,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -119,6 +134,7 @@ impl Transport {
             })),
             peer: "the tunnel".into(),
             bytes_read: 0,
+            deflate: None,
         })
     }
 
@@ -132,6 +148,9 @@ impl Transport {
         let Stream::Plain(tcp) = self.stream else {
             return Err(Error::Protocol("TLS is already active".into()));
         };
+        if self.deflate.is_some() {
+            return Err(Error::Protocol("TLS after COMPRESS".into()));
+        }
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| Error::Config(format!("`{host}` is not a valid TLS server name")))?;
         let conn = ClientConnection::new(config, name).map_err(|e| Error::Tls {
@@ -164,11 +183,79 @@ impl Transport {
             stream: Stream::Tls(Box::new(tls)),
             peer: self.peer,
             bytes_read: self.bytes_read,
+            deflate: None,
         })
+    }
+
+    /// Compress both directions from now on (after the tagged OK to `COMPRESS DEFLATE`);
+    /// `leftover` is what was read past that OK, already compressed.
+    pub fn compress(&mut self, leftover: Vec<u8>) -> Result<()> {
+        if self.deflate.is_some() {
+            return Err(Error::Protocol("COMPRESS is already active".into()));
+        }
+        self.deflate = Some(Box::new(Deflate::new(leftover)));
+        Ok(())
+    }
+
+    /// Bytes on the wire so far, and what compression saved.
+    pub fn wire(&self) -> WireBytes {
+        match &self.deflate {
+            None => WireBytes {
+                received: self.bytes_read,
+                saved: 0,
+                compressed: false,
+            },
+            Some(d) => {
+                let before = self.bytes_read - d.plain_in;
+                WireBytes {
+                    received: before + d.wire_in,
+                    saved: d.plain_in.saturating_sub(d.wire_in),
+                    compressed: true,
+                }
+            }
+        }
     }
 
     /// Read some bytes, waiting until `deadline` at most. `Ok(0)` means the server closed.
     pub fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize> {
+        let Some(mut deflate) = self.deflate.take() else {
+            let n = self.read_raw(buf, deadline)?;
+            self.bytes_read += n as u64;
+            return Ok(n);
+        };
+        let result = self.read_inflated(&mut deflate, buf, deadline);
+        self.deflate = Some(deflate);
+        let n = result?;
+        self.bytes_read += n as u64;
+        Ok(n)
+    }
+
+    /// Plaintext from the compressed stream: socket reads until some arrive.
+    fn read_inflated(
+        &mut self,
+        deflate: &mut Deflate,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> Result<usize> {
+        let mut raw = vec![0u8; buf.len().max(4096)];
+        loop {
+            let n = deflate.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if deflate.ended() {
+                return Ok(0); // the server ended its stream: nothing more will come
+            }
+            let got = self.read_raw(&mut raw, deadline)?;
+            if got == 0 {
+                return Ok(0);
+            }
+            deflate.take_in(&raw[..got]);
+        }
+    }
+
+    /// Bytes from the socket (after TLS, before decompression).
+    fn read_raw(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize> {
         let n = match &mut self.stream {
             Stream::Plain(s) => {
                 set_read_timeout(s, deadline, &self.peer)?;
@@ -186,12 +273,21 @@ impl Transport {
                 }
             }
         };
-        self.bytes_read += n as u64;
         Ok(n)
     }
 
-    /// Write all of `data` before `deadline`.
+    /// Write all of `data` before `deadline` (compressed, when compression is on).
     pub fn write_all(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
+        match self.deflate.as_mut() {
+            None => self.write_raw(data, deadline),
+            Some(d) => {
+                let wire = d.compress(data)?;
+                self.write_raw(&wire, deadline)
+            }
+        }
+    }
+
+    fn write_raw(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
         match &mut self.stream {
             Stream::Plain(s) => {
                 let mut rest = data;
@@ -228,6 +324,40 @@ impl Transport {
     /// blocking: a check on a connection that sat idle. TLS records that carry nothing to
     /// read (TLS 1.3 session tickets, key updates) are taken in and do not count.
     pub fn readable_now(&mut self) -> bool {
+        let Some(mut deflate) = self.deflate.take() else {
+            return self.raw_readable_now();
+        };
+        let readable = self.inflated_readable_now(&mut deflate);
+        self.deflate = Some(deflate);
+        readable
+    }
+
+    /// With compression, bytes on the socket may stand for nothing (a sync flush's empty
+    /// block ends every server write): they are taken in and decompressed here, and only
+    /// plaintext (or the end, or an error) counts as readable.
+    fn inflated_readable_now(&mut self, deflate: &mut Deflate) -> bool {
+        let mut raw = vec![0u8; 16 * 1024];
+        for _ in 0..64 {
+            if deflate.inflate_some().is_err() {
+                return true; // the read will report the corrupt stream
+            }
+            if deflate.has_plain() || deflate.has_input() || deflate.ended() {
+                return true; // plaintext, or an end the read will report
+            }
+            if !self.raw_readable_now() {
+                return false;
+            }
+            // Readable, so this does not block; a moment's deadline all the same.
+            let deadline = Instant::now() + Duration::from_millis(50);
+            match self.read_raw(&mut raw, deadline) {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => deflate.take_in(&raw[..n]),
+            }
+        }
+        true
+    }
+
+    fn raw_readable_now(&mut self) -> bool {
         match &mut self.stream {
             Stream::Plain(s) => poll_readable(s.as_raw_fd()),
             Stream::Tunnel(t) => poll_readable(t.stdout.as_raw_fd()),

@@ -65,6 +65,7 @@ impl Dovecot {
             limits: imapfs::imap::codec::Limits::default(),
             auth: AuthMethod::Auto,
             tunnel: None,
+            compress: true,
         }
     }
     /// Starts a server holding `seed`; panics (with the server log) if it cannot.

@@ -196,13 +196,30 @@ impl Conn {
         })
     }
 
+    /// The next bytes the client sent, whatever they are (a compressed stream has no lines),
+    /// or `None` when the client closed or the script was stopped.
+    pub fn read_raw(&mut self) -> Option<Vec<u8>> {
+        if !self.pending.is_empty() {
+            return Some(std::mem::take(&mut self.pending));
+        }
+        self.receive()
+    }
+
     /// The next raw line the client sent (with its CRLF).
     pub fn line(&mut self) -> Option<Vec<u8>> {
-        let mut buf = [0u8; 4096];
         loop {
             if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
                 return Some(self.pending.drain(..=pos).collect());
             }
+            let more = self.receive()?;
+            self.pending.extend_from_slice(&more);
+        }
+    }
+
+    /// One read from the socket (waiting through timeouts until the stop flag is raised).
+    fn receive(&mut self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 4096];
+        loop {
             if self.stop.load(Ordering::Relaxed) {
                 self.close();
                 return None;
@@ -214,7 +231,7 @@ impl Conn {
             };
             match r {
                 Ok(0) => return None,
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Ok(n) => return Some(buf[..n].to_vec()),
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.kind() == std::io::ErrorKind::TimedOut => {}
@@ -346,6 +363,7 @@ pub fn config_at(port: u16, ca_file: &std::path::Path, security: Security) -> Se
         limits: Limits::default(),
         auth: AuthMethod::Auto,
         tunnel: None,
+        compress: true,
     }
 }
 

@@ -139,6 +139,8 @@ pub struct ServerConfig {
     /// (`ssh host /usr/lib/dovecot/imap`). The tunnel is the protection: no TLS on top, and a
     /// PREAUTH greeting is accepted. `host` and `port` then only name the account.
     pub tunnel: Option<String>,
+    /// Turn on COMPRESS=DEFLATE (RFC 4978) after login where the server offers it.
+    pub compress: bool,
 }
 
 /// The login mechanism, as chosen by the user (`mechanism` option).
@@ -250,7 +252,7 @@ pub fn connect(cfg: &ServerConfig) -> Result<Session> {
             cfg.port,
         )?;
     }
-    let mut session = finish_login(session)?;
+    let mut session = finish_login(session, cfg.compress)?;
     session.set_deadline_cap(None);
     Ok(session)
 }
@@ -307,8 +309,17 @@ fn open_network(cfg: &ServerConfig, deadline: Instant) -> Result<(Session, bool)
 }
 
 /// After authentication: learn the capabilities afresh and enable what we use.
-fn finish_login(mut session: Session) -> Result<Session> {
+fn finish_login(mut session: Session, compress: bool) -> Result<Session> {
     session.forget_capabilities();
+    // COMPRESS first, so that everything after it (ENABLE, ID, every command) is compressed.
+    // A refusal leaves the connection uncompressed and working.
+    if compress && session.supports(Capability::CompressDeflate) {
+        match session.start_compress() {
+            Ok(()) => log::debug!("COMPRESS=DEFLATE on"),
+            Err(e) if !e.is_fatal_to_connection() => log::info!("COMPRESS refused: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
     // One ENABLE for everything wanted: UTF8=ACCEPT (names as UTF-8) and QRESYNC
     // (incremental resynchronisation, RFC 7162). Each counts only if the server says ENABLED
     // (RFC 5161); a refusal is no reason to fail: modified UTF-7 and full listings still work.

@@ -192,6 +192,17 @@ impl ResponseDecoder {
         self.buf.len() - self.start
     }
 
+    /// Take the bytes received but not yet decoded (after a switch of the stream's form:
+    /// what follows the OK to COMPRESS is compressed).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        self.scan = 0;
+        self.line_start = 0;
+        rest
+    }
+
     /// The length on the wire of the last response returned (or dropped as malformed).
     pub fn last_frame_len(&self) -> usize {
         self.last_len

@@ -57,9 +57,16 @@ pub enum Capability {
     Namespace,
     /// RFC 7888: non-synchronising literals only up to 4096 bytes (Gmail).
     LiteralMinus,
+    /// Gmail's X-GM-EXT-1: labels, X-GM-MSGID, X-GM-THRID, X-GM-RAW.
+    GmExt,
+    /// RFC 8474: EMAILID and THREADID.
+    ObjectId,
+    /// RFC 4978.
+    CompressDeflate,
 }
 
-const KNOWN: [(&str, Capability); 20] = [
+const KNOWN: [(&str, Capability); 23] = [
+    ("COMPRESS=DEFLATE", Capability::CompressDeflate),
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
     ("CONDSTORE", Capability::CondStore),
@@ -80,6 +87,8 @@ const KNOWN: [(&str, Capability); 20] = [
     ("LIST-EXTENDED", Capability::ListExtended),
     ("NAMESPACE", Capability::Namespace),
     ("LITERAL-", Capability::LiteralMinus),
+    ("X-GM-EXT-1", Capability::GmExt),
+    ("OBJECTID", Capability::ObjectId),
 ];
 
 /// The capabilities the server advertised, parsed once when they arrive.
@@ -311,6 +320,11 @@ impl Core {
     /// Bytes received but not yet part of a decoded response.
     pub fn buffered(&self) -> usize {
         self.decoder.buffered()
+    }
+
+    /// See [`ResponseDecoder::take_buffered`](crate::imap::codec::ResponseDecoder::take_buffered).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.decoder.take_buffered()
     }
 
     /// Decode and apply one response; `Ok(None)` when more bytes are needed. An error is

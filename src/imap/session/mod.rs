@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{printable, Error, Result};
 use crate::imap::codec::{Command, Limits, SelectSync};
-use crate::imap::transport::Transport;
+use crate::imap::transport::{Transport, WireBytes};
 use crate::imap::types::*;
 
 pub mod core;
@@ -233,6 +233,39 @@ impl Session {
         self.transport = self.transport.start_tls(config, host, deadline)?;
         self.core.reset_for_tls();
         Ok(self)
+    }
+
+    /// Turn on COMPRESS=DEFLATE (RFC 4978): after the server's tagged OK every byte in both
+    /// directions is a deflate stream. A NO leaves the connection as it was (the error is
+    /// returned and is not fatal); anything else is.
+    pub fn start_compress(&mut self) -> Result<()> {
+        if self.core.has_in_flight() {
+            return Err(Error::Internal("COMPRESS with a command in flight"));
+        }
+        let deadline = self.command_deadline();
+        let tag = self.send_before(&Command::CompressDeflate, deadline)?;
+        loop {
+            match self.read_event(deadline)? {
+                Event::Tagged(t) if t.tag == tag => {
+                    self.complete(t, "COMPRESS")?;
+                    break;
+                }
+                Event::Untagged { response, .. } => self.core.hold(response),
+                _ => {
+                    return Err(self.fail(Error::Protocol(
+                        "unexpected reply while starting compression".into(),
+                    )))
+                }
+            }
+        }
+        // Whatever followed the OK in the same read is already compressed.
+        let leftover = self.core.take_buffered();
+        self.transport.compress(leftover)
+    }
+
+    /// Bytes on the wire so far and what compression saved ([`WireBytes`]).
+    pub fn wire(&self) -> WireBytes {
+        self.transport.wire()
     }
 
     /// The server's capabilities, asking for them if not yet known.
@@ -505,6 +538,12 @@ impl Session {
             }
             Event::Continue(text) => Response::Continue(text),
         })
+    }
+
+    /// Wait as `timeouts` say from now on (a session opened under shorter ones, to learn
+    /// quickly whether the server is there, serves under the usual ones afterwards).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
     }
 
     /// Say LOGOUT, briefly; errors are irrelevant at this point.
