@@ -262,7 +262,8 @@ mod tests {
                 "layout" => Some("maildir".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),
-                "cache_size" | "max_literal" => Some("1M".into()),
+                "cache_size" | "max_literal" | "disk_cache_size" => Some("1M".into()),
+                "cache_dir" => Some("/var/cache/x".into()),
                 _ => spec.value.map(|_| "x".to_string()),
             };
             s.set(spec.name, value.as_deref())
