@@ -26,17 +26,13 @@ mod floor;
 #[path = "bench/tools.rs"]
 mod tools;
 
-use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{run, Dovecot, MountOptions, Rng, Seed};
-use tools::{env_or, mount_listed, raw, timed, vm_hwm_kb};
+use tools::{env_or, mount_listed, raw, timed, vm_hwm_kb, DelayProxy};
 
 /// A message size drawn from a mix like a real mailbox's: most are short, a few are large.
 fn realistic_size(rng: &mut Rng) -> usize {
@@ -106,93 +102,6 @@ fn bench_seed() -> Seed {
         );
     }
     seed
-}
-
-/// A TCP proxy on loopback that delays every chunk by `one_way` in each direction.
-struct DelayProxy {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl DelayProxy {
-    fn start(target: u16, one_way: Duration) -> DelayProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                client.set_nodelay(true).ok();
-                server.set_nodelay(true).ok();
-                pipe(
-                    client.try_clone().unwrap(),
-                    server.try_clone().unwrap(),
-                    one_way,
-                );
-                pipe(server, client, one_way);
-            }
-        });
-        DelayProxy { port, stop }
-    }
-}
-
-impl Drop for DelayProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Chunks waiting to be forwarded, each with the time it is due; `None` marks the end.
-type ChunkQueue = (Mutex<VecDeque<Option<(Instant, Vec<u8>)>>>, Condvar);
-
-/// Forward `from` to `to`, each chunk no earlier than `delay` after it arrived.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
-    let queue: Arc<ChunkQueue> = Arc::default();
-    let q = queue.clone();
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = from.read(&mut buf).unwrap_or(0);
-            let item = (n > 0).then(|| (Instant::now() + delay, buf[..n].to_vec()));
-            let end = item.is_none();
-            q.0.lock().unwrap().push_back(item);
-            q.1.notify_one();
-            if end {
-                return;
-            }
-        }
-    });
-    thread::spawn(move || loop {
-        let item = {
-            let mut g = queue.0.lock().unwrap();
-            loop {
-                if let Some(i) = g.pop_front() {
-                    break i;
-                }
-                g = queue.1.wait(g).unwrap();
-            }
-        };
-        let Some((due, data)) = item else {
-            let _ = to.shutdown(Shutdown::Write);
-            return;
-        };
-        let now = Instant::now();
-        if due > now {
-            thread::sleep(due - now);
-        }
-        if to.write_all(&data).is_err() {
-            return;
-        }
-    });
 }
 
 /// `mbsync` pulling `folder` into a fresh local maildir; the time, or `None` without mbsync.

@@ -18,7 +18,8 @@
 //!
 //! Knobs: BENCH_SCALE_MESSAGES (100000), BENCH_SCALE_MILLION (1 adds the 1,000,000 run),
 //! BENCH_PERF (a directory: each imapfs figure is also a `perf record` profile there),
-//! BENCH_SCALE_KNOBS (0 skips the floor experiments).
+//! BENCH_SCALE_KNOBS (0 skips the floor experiments), BENCH_RTT_MS (20: cold and remount
+//! listings behind a delay proxy; 0 skips them).
 
 mod common;
 #[path = "bench/floor.rs"]
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::{fill_folder, Dovecot, MountOptions, Seed};
 use floor::{Content, Floor, Knobs};
-use tools::{env_or, mount_listed, profiled, raw, timed, vm_hwm_kb};
+use tools::{env_or, mount_listed, profiled, raw, timed, vm_hwm_kb, DelayProxy};
 
 /// Messages of the `Cat` folder (the second-`cat` figure).
 const CAT_MESSAGES: u32 = 10_000;
@@ -48,7 +49,9 @@ fn bench_scale() {
     for (name, _) in &sizes {
         seed.folder_mut(name);
     }
-    let d = Dovecot::start(&seed);
+    // Dovecot's imap processes are limited to 256 MB by default: too little for a SELECT of
+    // 1,000,000 messages ("block_alloc: Out of memory").
+    let d = Dovecot::start_with(&seed, "default_vsz_limit = 4G");
     let t = Instant::now();
     fill_folder(&d.mail_dir, "Cat", CAT_MESSAGES, &scale_message);
     for &(name, n) in &sizes {
@@ -67,6 +70,13 @@ fn bench_scale() {
     }
     for &(name, n) in &sizes {
         measure(&d, name, n);
+    }
+    let rtt = env_or("BENCH_RTT_MS", 20);
+    if rtt > 0 {
+        let proxy = DelayProxy::start(d.imaps_port, Duration::from_millis(rtt / 2));
+        for &(name, n) in &sizes {
+            measure_delayed(&d, name, n, proxy.port, rtt);
+        }
     }
 }
 
@@ -316,4 +326,27 @@ fn knob_experiments(n: u32) {
         println!("    requests, warm ls -l: {warm_counts}");
         println!("    requests, 2nd cat:    {cat_counts}");
     }
+}
+
+/// Behind a delay proxy (`rtt` ms round trip, like a real provider): the listings that wait
+/// on the server, cold and from the saved index, beside the raw metadata fetch.
+fn measure_delayed(d: &Dovecot, name: &str, n: u32, port: u16, rtt: u64) {
+    let raw_meta = raw(d, port, name, "meta");
+    let cache = common::unique_temp_dir("scale-cache");
+    let url = format!("imaps://{}@127.0.0.1:{port}", d.user);
+    let start = || mount_listed(MountOptions::new(d).url(url.clone()).cache_home(&cache));
+    let mount = start();
+    let cold = timed("ls -l", &ls_l(&mount.join(name)));
+    drop(mount);
+    let mount = start();
+    let remount = timed("remount ls -l", &ls_l(&mount.join(name)));
+    drop(mount);
+    let _ = std::fs::remove_dir_all(&cache);
+    println!(
+        "\n== {n} messages ({name}), {rtt} ms round trip ==\n\
+         ls -l cold {:.3} s (raw metadata fetch {:.3} s), remount {:.3} s",
+        cold.as_secs_f64(),
+        raw_meta.as_secs_f64(),
+        remount.as_secs_f64()
+    );
 }

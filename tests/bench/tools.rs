@@ -1,6 +1,12 @@
 //! Helpers shared by the benchmarks (tests/bench.rs, tests/bench_scale.rs): timing a shell
 //! line, peak RSS, environment knobs, and the raw client (the cheapest possible IMAP client).
 
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, run, Dovecot, Mount, MountOptions};
@@ -134,4 +140,91 @@ fn raw_once(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     took
+}
+
+/// A TCP proxy on loopback that delays every chunk by `one_way` in each direction.
+pub struct DelayProxy {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl DelayProxy {
+    pub fn start(target: u16, one_way: Duration) -> DelayProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                client.set_nodelay(true).ok();
+                server.set_nodelay(true).ok();
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    one_way,
+                );
+                pipe(server, client, one_way);
+            }
+        });
+        DelayProxy { port, stop }
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Chunks waiting to be forwarded, each with the time it is due; `None` marks the end.
+type ChunkQueue = (Mutex<VecDeque<Option<(Instant, Vec<u8>)>>>, Condvar);
+
+/// Forward `from` to `to`, each chunk no earlier than `delay` after it arrived.
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let queue: Arc<ChunkQueue> = Arc::default();
+    let q = queue.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = from.read(&mut buf).unwrap_or(0);
+            let item = (n > 0).then(|| (Instant::now() + delay, buf[..n].to_vec()));
+            let end = item.is_none();
+            q.0.lock().unwrap().push_back(item);
+            q.1.notify_one();
+            if end {
+                return;
+            }
+        }
+    });
+    thread::spawn(move || loop {
+        let item = {
+            let mut g = queue.0.lock().unwrap();
+            loop {
+                if let Some(i) = g.pop_front() {
+                    break i;
+                }
+                g = queue.1.wait(g).unwrap();
+            }
+        };
+        let Some((due, data)) = item else {
+            let _ = to.shutdown(Shutdown::Write);
+            return;
+        };
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        if to.write_all(&data).is_err() {
+            return;
+        }
+    });
 }
