@@ -38,6 +38,8 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+// One value per process: the size of the mount's many options costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Mount an account: imapfs mount ACCOUNT|imaps://USER@HOST[:PORT] MOUNTPOINT [-o OPTIONS]
@@ -102,6 +104,10 @@ pub struct MountArgs {
     /// Live updates with IDLE: yes or no [default: yes]
     #[arg(long, value_name = "yes|no")]
     pub idle: Option<String>,
+    /// When the server cannot be reached: start from the copy an earlier mount saved,
+    /// read-only until it can (yes), or refuse to mount (no) [default: yes]
+    #[arg(long, value_name = "yes|no")]
+    pub offline: Option<String>,
     /// How folders show messages: NUMBER.eml files, or a Maildir with cur/ new/ tmp/ for
     /// notmuch, mutt, mblaze, mu and aerc (also -o maildir) [default: eml]
     #[arg(long, value_name = "eml|maildir")]
@@ -235,6 +241,7 @@ impl MountArgs {
             ("delete", &self.delete),
             ("trash", &self.trash),
             ("idle", &self.idle),
+            ("offline", &self.offline),
             ("layout", &self.layout),
         ];
         for (name, value) in valued {

@@ -142,6 +142,9 @@ pub struct MountOptions {
     pub subscribed_only: bool,
     /// `idle=yes|no`: watch for changes with IDLE (live updates).
     pub idle: bool,
+    /// `offline=yes|no`: start from what an earlier mount saved when the server cannot be
+    /// reached (read-only until it can), or refuse to mount.
+    pub offline: bool,
     /// `layout=eml|maildir` (or `maildir`): how folders show their messages.
     pub layout: Layout,
     /// `nonempty`: allow mounting over a directory that is not empty.
@@ -230,6 +233,8 @@ mod tests {
         let mut s = Settings::default();
         s.set_list("ro,delete=trash,subscribed,idle=no,nonempty,cache-size=1G,connections=2")
             .unwrap();
+        s.set_list("offline=no").unwrap();
+        assert!(!s.offline);
         s.set_list("trash=/INBOX/Trash/").unwrap();
         assert_eq!(s.trash.as_deref(), Some("INBOX/Trash"));
         s.set_list("timeout=60,dir_ttl=0,allow_other,auth=xoauth2,debug,max_literal=1M")
@@ -249,7 +254,7 @@ mod tests {
             let value = match spec.name {
                 "tls_fingerprint" => Some("sha256:".to_string() + &"ab".repeat(32)),
                 "delete" => Some("trash".into()),
-                "idle" | "compress" => Some("yes".into()),
+                "idle" | "offline" | "compress" => Some("yes".into()),
                 "layout" => Some("maildir".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),

@@ -144,6 +144,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "live updates with IDLE",
     },
     OptionSpec {
+        name: "offline",
+        value: Some("yes|no"),
+        help: "start from the copy saved by an earlier mount when the server cannot be \
+               reached (read-only until it can); no: refuse to mount",
+    },
+    OptionSpec {
         name: "compress",
         value: Some("yes|no"),
         help: "COMPRESS=DEFLATE where the server offers it (fewer bytes on a slow link)",
@@ -197,6 +203,7 @@ pub struct Settings {
     pub trash: Option<String>,
     pub subscribed_only: bool,
     pub idle: bool,
+    pub offline: bool,
     /// `compress=yes|no`: COMPRESS=DEFLATE where offered.
     pub compress: bool,
     pub layout: Layout,
@@ -227,6 +234,7 @@ impl Default for Settings {
             trash: None,
             subscribed_only: false,
             idle: true,
+            offline: true,
             compress: true,
             layout: Layout::Eml,
             nonempty: false,
@@ -322,6 +330,7 @@ impl Settings {
             }
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
+            "offline" => self.offline = parse_yes_no(value).map_err(bad)?,
             "compress" => self.compress = parse_yes_no(value).map_err(bad)?,
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
@@ -394,6 +403,7 @@ impl Settings {
             trash: self.trash.clone(),
             subscribed_only: self.subscribed_only,
             idle: self.idle,
+            offline: self.offline,
             layout: self.layout,
             nonempty: self.nonempty,
         }

@@ -309,6 +309,21 @@ impl ImapFs {
         if let Some(d) = p.unreachable_for {
             lines.push(format!("unreachable_for_secs={}", d.as_secs()));
         }
+        // The link (store/link.rs): online (and writable once resynced) or offline, since
+        // when (seconds since the epoch).
+        let link = self.account.link();
+        let state = match (link.online, self.account.is_writable()) {
+            (false, _) => "offline",
+            (true, false) => "resyncing",
+            (true, true) => "online",
+        };
+        lines.push(format!("link={state}"));
+        let since = link.since.duration_since(std::time::UNIX_EPOCH);
+        lines.push(format!(
+            "link_since={}",
+            since.unwrap_or_default().as_secs()
+        ));
+        lines.push(format!("resyncs={}", self.account.resyncs()));
         lines.join("\n")
     }
 }

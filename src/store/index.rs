@@ -107,6 +107,9 @@ pub struct Index {
     /// The next question about the mailbox must ask the server, however recent `fetched_at`
     /// (our own change made the listing doubtful, or it was loaded from disk).
     stale: bool,
+    /// Loaded from disk and not yet checked against the server: its first refresh checks a
+    /// sample of it (`store/sync/verify.rs`). Only an offline mount holds such an index.
+    unverified: bool,
 }
 
 impl Index {
@@ -126,6 +129,7 @@ impl Index {
             messages,
             fetched_at: Instant::now(),
             stale: false,
+            unverified: false,
         }
     }
 
@@ -138,6 +142,7 @@ impl Index {
     ) -> Index {
         Index {
             stale: true,
+            unverified: true,
             ..Index::listed(validity, uidnext, highest_modseq, None, messages)
         }
     }
@@ -172,6 +177,12 @@ impl Index {
     /// Whether the next question about the mailbox must ask the server.
     pub fn is_stale(&self) -> bool {
         self.stale
+    }
+
+    /// Whether the index was loaded from disk and never checked against the server (an
+    /// offline mount serves it; its first refresh checks it).
+    pub fn is_unverified(&self) -> bool {
+        self.unverified
     }
 
     /// Apply one change, noting what it did in `effects` (only what it did: a pass over

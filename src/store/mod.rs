@@ -14,8 +14,10 @@
 //!   or a UID and flags diff);
 //! - [`watch`]: the watcher connection (NOTIFY, else IDLE and STATUS polling) that turns other
 //!   clients' changes into refreshes, so they reach the filesystem within a second or two;
-//! - [`persist`]: indexes saved under the user's cache directory, so a remount starts from
-//!   them with one incremental refresh instead of a full listing;
+//! - [`persist`]: indexes and the folder list saved under the user's cache directory, so a
+//!   remount starts from them with one incremental refresh instead of a full listing;
+//! - [`link`]: online or offline; what is served without the server (read-only), and the
+//!   resync when it answers again;
 //! - [`read`]: open, blocks, readahead, folder walks, over the [`blocks`] cache;
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
 //! - [`write`]: flags, expunge, move / copy, append;
@@ -35,6 +37,7 @@ pub mod headers;
 pub mod ids;
 pub mod index;
 pub mod labels;
+pub mod link;
 pub mod mailboxes;
 pub mod mime;
 pub mod persist;
@@ -120,6 +123,7 @@ pub struct Account {
     /// Locks that serialise index refreshes per mailbox (striped by mailbox).
     refresh_turns: Vec<Mutex<()>>,
     watch: watch::Watch,
+    link_state: link::LinkState,
     sync_stats: sync::SyncStats,
     saved: persist::Saved,
     /// The account itself, once shared ([`Account::shared`]): what background threads (the
@@ -144,6 +148,7 @@ impl Account {
             moves: write::MoveQueue::default(),
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
             watch: watch::Watch::default(),
+            link_state: link::LinkState::default(),
             sync_stats: sync::SyncStats::default(),
             saved: persist::Saved::default(),
             me: std::sync::Weak::new(),
@@ -175,8 +180,9 @@ impl Account {
         self.changes.subscribe()
     }
 
-    /// Stop the watcher, save the indexes and log out every connection (at unmount).
+    /// Stop the watcher and the link thread, save the indexes and log out every connection (at unmount).
     pub fn close(&self) {
+        self.stop_link();
         self.stop_watcher();
         self.save_indexes();
         self.pool.close_all();

@@ -29,6 +29,7 @@
 //!
 //! Freshness: an index is trusted for the caller's `max_age`, or indefinitely while the
 //! watcher ([`crate::store::watch`]) reports every change to it; see [`Account::index`].
+//! Offline, the index held is served however old ([`crate::store::link`]).
 //!
 //! [`Indexes`]: crate::store::index::Indexes
 
@@ -107,12 +108,20 @@ impl Account {
         if let Some(ix) = fresh() {
             return Ok(ix);
         }
+        if self.is_offline() {
+            // Nothing to ask: what we hold, or what an earlier mount saved (store/link.rs).
+            return self.offline_index(id);
+        }
         // One refresh per mailbox at a time: the others wait and take its result.
         let _turn = self.refresh_turns[id.get() as usize % self.refresh_turns.len()].lock();
         if let Some(ix) = fresh() {
             return Ok(ix);
         }
-        self.refresh(id)
+        match self.refresh(id) {
+            // The server went away under this refresh.
+            Err(e) if self.is_offline() => self.offline_index(id).map_err(|_| e),
+            other => other,
+        }
     }
 
     /// The index we have, however old, without asking the server.
@@ -147,12 +156,26 @@ impl Account {
         let name = self.require_name(id)?;
         let listing = self.indexes.begin_listing(id);
         let held = self.indexes.get(id);
+        // An index an offline mount loaded from disk is checked like a saved one; a copy is
+        // kept for announcing its reset if the server does not match it.
+        let unverified = held
+            .as_ref()
+            .map(|ix| ix.read())
+            .filter(|ix| ix.is_unverified())
+            .map(|ix| ix.clone());
         let saved = match held {
             Some(_) => None,
             None => self.load_saved_index(id, &name),
         };
         let base = match (&held, &saved) {
-            (Some(ix), _) => Some(Base::of(&ix.read(), Vec::new())),
+            (Some(ix), _) => {
+                let ix = ix.read();
+                let check = match ix.is_unverified() {
+                    true => verify::sample(&ix),
+                    false => Vec::new(),
+                };
+                Some(Base::of(&ix, check))
+            }
             (None, Some(ix)) => Some(Base::of(ix, verify::sample(ix))),
             (None, None) => None,
         };
@@ -183,10 +206,15 @@ impl Account {
                     "{name}: the saved index does not match the server (same UIDVALIDITY, \
                      other messages): listing it afresh"
                 );
-                if saved.is_some() {
+                let disowned = saved.as_ref().or(unverified.as_ref());
+                if disowned.is_some() {
                     self.reading.blocks.forget_mailbox(id);
                 }
-                self.install_full(id, &name, index, &listing, saved.as_ref())
+                if unverified.is_some() {
+                    // Installed afresh: the old copy's lengths and names must not carry over.
+                    self.indexes.remove(id);
+                }
+                self.install_full(id, &name, index, &listing, disowned)
             }
             Learned::Delta(delta) => {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);

@@ -73,6 +73,7 @@ pub use self::{
     },
     dovecot::{self_signed_certificate, Dovecot},
     faults::Paused,
+    maildir::fill_folder,
     mount::{is_mounted, Mount, MountFailure, MountOptions},
     oracle::{ListEntry, OracleMeta, OraclePart, OracleParts, OracleStatus},
     ports::free_port,
