@@ -34,6 +34,7 @@ use crate::fs::{FsOptions, ImapFs};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::pool::Pool;
 use crate::imap::session::Session;
+use crate::store::disk_cache::DiskOptions;
 use crate::store::persist::saved_mailbox_list;
 use crate::store::{Account, MailboxInfo, PersistOptions, StoreOptions};
 
@@ -57,7 +58,7 @@ enum Start {
 pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
     // Absolute, so that unmounting still finds it after the daemon leaves its directory.
     opts.mountpoint = check_mountpoint(&opts.mountpoint, opts.nonempty)?;
-    let persist = persist_options(&server);
+    let persist = persist_options(&server, &opts);
     let first = first_contact(&server, &opts, persist.as_ref())?;
     // Shown in the mount table. Mount options are comma-separated: keep only safe characters
     // so that a user name cannot smuggle in an option.
@@ -148,6 +149,15 @@ fn start_serving(
     persist: Option<PersistOptions>,
     fsname: String,
 ) -> Result<(BackgroundSession, Arc<Account>)> {
+    // Bodies are kept beside the indexes, in the same account directory (store/disk_cache).
+    let disk = persist
+        .as_ref()
+        .filter(|_| opts.disk_cache_size > 0)
+        .map(|p| DiskOptions {
+            dir: p.dir.clone(),
+            account: p.account.clone(),
+            bound: opts.disk_cache_size,
+        });
     let (pool, saved) = match first {
         Start::Online(session) => (Pool::new(server, opts.connections, Some(*session)), None),
         Start::Offline { saved, error } => {
@@ -156,6 +166,7 @@ fn start_serving(
     };
     let store_opts = StoreOptions {
         persist,
+        disk,
         cache_size: opts.cache_size,
         delete: opts.delete,
         trash: opts.trash.clone(),
@@ -201,10 +212,11 @@ fn start_serving(
     Ok((bg, account))
 }
 
-/// Indexes and the folder list are kept between mounts under the user's cache directory,
-/// per account.
-fn persist_options(server: &ServerConfig) -> Option<PersistOptions> {
-    PersistOptions::default_dir().map(|dir| PersistOptions {
+/// Indexes, the folder list and bodies are kept between mounts under the user's cache
+/// directory (or `cache_dir=`), per account.
+fn persist_options(server: &ServerConfig, opts: &MountOptions) -> Option<PersistOptions> {
+    let dir = opts.cache_dir.clone().or_else(PersistOptions::default_dir);
+    dir.map(|dir| PersistOptions {
         dir,
         account: format!("{}@{}:{}", server.user, server.host, server.port),
     })

@@ -81,10 +81,7 @@ fn mount_with(dovecot: &Dovecot, cache: &CacheHome, args: &[&str]) -> Mount {
 /// Mount once online and look at both folders, so that their listings and the folder list
 /// are saved; unmount.
 fn save_a_copy(dovecot: &Dovecot, cache: &CacheHome) {
-    let mount = mount_with(dovecot, cache, &[]);
-    assert_eq!(names(&mount.join("INBOX")).expect("ls INBOX").len(), 5);
-    assert_eq!(names(&mount.join("Other")).expect("ls Other").len(), 3);
-    assert!(mount.unmount().success());
+    assert_names_and_unmount(mount_with(dovecot, cache, &[]));
 }
 
 /// The names in a directory, sorted, within [`QUICK`].
@@ -405,4 +402,46 @@ fn a_silent_server_starts_the_mount_offline_after_a_short_wait() {
     wait_for("the link online", Duration::from_secs(40), || {
         (stat(&mount, "link") == "online").then_some(())
     });
+}
+
+/// Issue 16, both halves: bodies read by an earlier mount are on disk, so an offline mount
+/// serves them byte for byte as the server sent them, while a body never read is EIO.
+#[test]
+fn an_offline_mount_serves_disk_cached_bodies_byte_identical() {
+    let mut dovecot = Dovecot::start(&seed());
+    let cache = CacheHome::new();
+    let wanted = [("INBOX", 1u32), ("INBOX", 4), ("Other", 2)];
+    let server: Vec<Vec<u8>> = wanted
+        .iter()
+        .map(|(f, uid)| dovecot.oracle_fetch(f, *uid))
+        .collect();
+    let mount = mount_with(&dovecot, &cache, &[]);
+    for (f, uid) in wanted {
+        let (r, _) = read(&mount.join(format!("{f}/{uid}.eml")));
+        r.expect("read online");
+    }
+    assert_names_and_unmount(mount);
+    dovecot.kill_server();
+
+    let mount = mount_with(&dovecot, &cache, &[]);
+    assert_eq!(stat(&mount, "link"), "offline");
+    for ((f, uid), bytes) in wanted.iter().zip(&server) {
+        let (r, _) = read(&mount.join(format!("{f}/{uid}.eml")));
+        let got = r.unwrap_or_else(|e| panic!("{f}/{uid}.eml offline: {e}"));
+        assert!(
+            got == *bytes,
+            "{f}/{uid}.eml differs from the server's bytes"
+        );
+    }
+    let (r, _) = read(&mount.join("INBOX/3.eml"));
+    assert_eq!(errno_of("cat INBOX/3.eml", r), libc::EIO);
+    assert!(stat(&mount, "disk_cache_hits").parse::<u64>().unwrap() >= 3);
+    drop(mount);
+}
+
+/// Both folders listed (so that the folder list and indexes are saved), then unmounted.
+fn assert_names_and_unmount(mount: Mount) {
+    assert_eq!(names(&mount.join("INBOX")).expect("ls INBOX").len(), 5);
+    assert_eq!(names(&mount.join("Other")).expect("ls Other").len(), 3);
+    assert!(mount.unmount().success());
 }

@@ -127,6 +127,10 @@ pub struct MountOptions {
     pub foreground: bool,
     /// Bytes of message content kept in memory.
     pub cache_size: u64,
+    /// `cache_dir=`: where bodies and indexes are kept (`None`: `$XDG_CACHE_HOME/imapfs`).
+    pub cache_dir: Option<PathBuf>,
+    /// `disk_cache_size=`: most bytes of message bodies kept on disk (0: none).
+    pub disk_cache_size: u64,
     /// How long a directory listing is trusted before asking the server again.
     pub dir_ttl: Duration,
     /// Most connections opened to the server at once.
@@ -258,7 +262,8 @@ mod tests {
                 "layout" => Some("maildir".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),
-                "cache_size" | "max_literal" => Some("1M".into()),
+                "cache_size" | "max_literal" | "disk_cache_size" => Some("1M".into()),
+                "cache_dir" => Some("/var/cache/x".into()),
                 _ => spec.value.map(|_| "x".to_string()),
             };
             s.set(spec.name, value.as_deref())

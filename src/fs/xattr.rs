@@ -300,6 +300,7 @@ impl ImapFs {
             format!("bytes_on_wire={}", p.bytes_on_wire),
             format!("bytes_saved={}", p.bytes_saved),
         ];
+        lines.extend(self.account.disk_cache_lines());
         if let Some(cap) = p.connection_cap {
             lines.push(format!("connection_cap={cap}"));
         }

@@ -18,7 +18,8 @@
 //!   remount starts from them with one incremental refresh instead of a full listing;
 //! - [`link`]: online or offline; what is served without the server (read-only), and the
 //!   resync when it answers again;
-//! - [`read`]: open, blocks, readahead, folder walks, over the [`blocks`] cache;
+//! - [`read`]: open, blocks, readahead, folder walks, over the body cache ([`bodies`]: the
+//!   memory [`blocks`] first, then the [`disk_cache`] shared by every mount of the account);
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
@@ -32,7 +33,9 @@
 //! of touching another message, and the cache keys make old blocks unreachable.
 
 pub mod blocks;
+pub mod bodies;
 pub mod changes;
+pub mod disk_cache;
 pub mod headers;
 pub mod ids;
 pub mod index;
@@ -87,6 +90,8 @@ pub struct StoreOptions {
     pub idle: bool,
     /// Keep indexes on disk between mounts ([`persist`]); `None`: never.
     pub persist: Option<persist::PersistOptions>,
+    /// Keep message bodies on disk between mounts ([`disk_cache`]); `None`: never.
+    pub disk: Option<disk_cache::DiskOptions>,
 }
 
 impl Default for StoreOptions {
@@ -102,6 +107,7 @@ impl Default for StoreOptions {
             trash: None,
             idle: true,
             persist: None,
+            disk: None,
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct Account {
     mailboxes: mailboxes::Mailboxes,
     indexes: index::Indexes,
     reading: read::ReadState,
+    /// The body cache's second level, if on.
+    disk: Option<std::sync::Arc<disk_cache::DiskCache>>,
     headers: headers::HeaderCache,
     /// Where changes go: the indexes send theirs ([`index::Indexes`]), the mailbox list its.
     changes: std::sync::Arc<ChangeFeed>,
@@ -138,7 +146,17 @@ pub struct Account {
 impl Account {
     pub fn new(pool: Pool, opts: StoreOptions) -> Account {
         let changes = std::sync::Arc::new(ChangeFeed::default());
+        let disk = opts.disk.as_ref().and_then(disk_cache::DiskCache::open);
+        let disk = disk.map(std::sync::Arc::new);
+        if let Some(d) = &disk {
+            // Learn what an earlier mount left (and trim it to the bound) in the background.
+            let d = d.clone();
+            let _ = std::thread::Builder::new()
+                .name("disk-cache-scan".into())
+                .spawn(move || d.scan());
+        }
         Account {
+            disk,
             pool,
             mailboxes: mailboxes::Mailboxes::default(),
             indexes: index::Indexes::new(changes.clone()),
@@ -185,6 +203,11 @@ impl Account {
         self.stop_link();
         self.stop_watcher();
         self.save_indexes();
+        if let Some(d) = &self.disk {
+            // Leave the cache within its bound (writers may have raced the last pass).
+            d.scan();
+            d.save_totals();
+        }
         self.pool.close_all();
     }
 

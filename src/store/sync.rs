@@ -200,7 +200,16 @@ impl Account {
             other => other?,
         };
         let shared = match learned {
-            Learned::Full(index) => self.install_full(id, &name, index, &listing, None),
+            Learned::Full(index) => {
+                if base
+                    .as_ref()
+                    .is_some_and(|b| b.validity != index.validity())
+                {
+                    // A new generation: the old one's bodies can never be asked for again.
+                    self.drop_cached_folder(id);
+                }
+                self.install_full(id, &name, index, &listing, None)
+            }
             Learned::Replaced(index) => {
                 log::warn!(
                     "{name}: the saved index does not match the server (same UIDVALIDITY, \
@@ -208,7 +217,7 @@ impl Account {
                 );
                 let disowned = saved.as_ref().or(unverified.as_ref());
                 if disowned.is_some() {
-                    self.reading.blocks.forget_mailbox(id);
+                    self.drop_cached_folder(id);
                 }
                 if unverified.is_some() {
                     // Installed afresh: the old copy's lengths and names must not carry over.
@@ -254,15 +263,15 @@ impl Account {
         let (shared, changes) = self.indexes.install(id, index, listing, disowned);
         if disowned.is_none() && changes.iter().any(|c| matches!(c, Change::Reset { .. })) {
             log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
-            self.reading.blocks.forget_mailbox(id);
+            self.drop_cached_folder(id);
         }
         shared
     }
 
     /// Drop everything held about a mailbox (deleted or renamed away).
     pub(crate) fn forget_mailbox_content(&self, id: MailboxId) {
+        self.drop_cached_folder(id);
         self.indexes.remove(id);
-        self.reading.blocks.forget_mailbox(id);
     }
 }
 
