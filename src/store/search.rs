@@ -45,6 +45,11 @@ impl Account {
             .pool
             .with_session(Some(&name), Retry::Idempotent, |s| {
                 let esearch = s.supports(Capability::Esearch);
+                if !s.supports(Capability::GmExt) && criteria.iter().any(SearchKey::uses_gmail) {
+                    return Err(Error::Unsupported(
+                        "X-GM-RAW: the server has no X-GM-EXT-1 (Gmail)".into(),
+                    ));
+                }
                 let cmd = Command::Search {
                     uid: true,
                     criteria: criteria.to_vec(),

@@ -21,6 +21,7 @@
 
 #![allow(dead_code)]
 
+pub mod gmail;
 pub mod mailbox;
 pub mod writes;
 

@@ -378,6 +378,18 @@ pub enum SearchKey {
 }
 
 impl SearchKey {
+    /// Whether the criteria hold Gmail's `X-GM-RAW` (then only a server with X-GM-EXT-1 may
+    /// be asked).
+    pub fn uses_gmail(&self) -> bool {
+        match self {
+            SearchKey::GmRaw(_) => true,
+            SearchKey::Not(k) => k.uses_gmail(),
+            SearchKey::Or(a, b) => a.uses_gmail() || b.uses_gmail(),
+            SearchKey::And(keys) => keys.iter().any(SearchKey::uses_gmail),
+            _ => false,
+        }
+    }
+
     /// Whether a string argument holds a non-ASCII byte (then a charset must be named).
     fn has_non_ascii(&self, depth: usize) -> bool {
         if depth > 33 {

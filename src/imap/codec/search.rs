@@ -217,6 +217,7 @@ fn one_argument_key(key: &str) -> bool {
         "TO",
         "UID",
         "UNKEYWORD",
+        "X-GM-RAW",
     ];
     KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
 }
@@ -286,6 +287,8 @@ impl Parser {
             "CC" => SearchKey::Cc(self.string(&upper)?),
             "BCC" => SearchKey::Bcc(self.string(&upper)?),
             "SUBJECT" => SearchKey::Subject(self.string(&upper)?),
+            // Gmail's own query language, passed as one string (quoted by the encoder).
+            "X-GM-RAW" => SearchKey::GmRaw(self.string(&upper)?),
             "SINCE" => SearchKey::Since(self.date(&upper)?),
             "BEFORE" => SearchKey::Before(self.date(&upper)?),
             "ON" => SearchKey::On(self.date(&upper)?),
