@@ -13,3 +13,5 @@ if ! command -v mbsync >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get install -y isync >/dev/null || echo "bench.sh: no mbsync (isync); that column stays empty" >&2
 fi
 cargo test --release --test bench -- --ignored --nocapture bench
+# At scale: 100,000 messages against the FUSE floor (BENCH_SCALE_MILLION=1 adds 1,000,000).
+./scripts/bench_scale.sh

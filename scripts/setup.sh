@@ -43,10 +43,11 @@ declare -A PROOF=(
     [tmux]=tmux
     [maildir-utils]=mu
     [isync]=mbsync
+    [strace]=strace
 )
 
 missing=()
-for pkg in fuse3 dovecot-imapd openssl attr python3 mblaze notmuch neomutt tmux maildir-utils isync; do
+for pkg in fuse3 dovecot-imapd openssl attr python3 mblaze notmuch neomutt tmux maildir-utils isync strace; do
     if ! command -v "${PROOF[$pkg]}" >/dev/null 2>&1; then
         missing+=("$pkg")
     fi

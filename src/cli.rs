@@ -38,6 +38,8 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+// One value per process: the size of the mount's many options costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Mount an account: imapfs mount ACCOUNT|imaps://USER@HOST[:PORT] MOUNTPOINT [-o OPTIONS]
@@ -55,6 +57,8 @@ pub enum Cmd {
     Check(CheckArgs),
     /// Show the statistics of a running mount (the user.imapfs.stats attribute of its root)
     Status { mountpoint: PathBuf },
+    /// What the cache directory keeps per account (bodies, indexes, hit rates), or clear it
+    Cache(CacheArgs),
     /// Print a shell completion script: imapfs completions bash|zsh|fish
     Completions {
         #[arg(value_enum)]
@@ -77,6 +81,14 @@ pub struct MountArgs {
     /// Memory for cached message content, e.g. 256M or 1G [default: 256M]
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
+    /// Where message bodies and folder indexes are kept between mounts
+    /// [default: $XDG_CACHE_HOME/imapfs]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<String>,
+    /// Disk space for message bodies kept between mounts, e.g. 1G; 0 keeps none
+    /// [default: 1G]
+    #[arg(long, value_name = "SIZE")]
+    pub disk_cache_size: Option<String>,
     /// Seconds a folder listing is trusted before asking the server again [default: 10]
     #[arg(long, value_name = "SECS")]
     pub dir_ttl: Option<String>,
@@ -102,6 +114,10 @@ pub struct MountArgs {
     /// Live updates with IDLE: yes or no [default: yes]
     #[arg(long, value_name = "yes|no")]
     pub idle: Option<String>,
+    /// When the server cannot be reached: start from the copy an earlier mount saved,
+    /// read-only until it can (yes), or refuse to mount (no) [default: yes]
+    #[arg(long, value_name = "yes|no")]
+    pub offline: Option<String>,
     /// How folders show messages: NUMBER.eml files, or a Maildir with cur/ new/ tmp/ for
     /// notmuch, mutt, mblaze, mu and aerc (also -o maildir) [default: eml]
     #[arg(long, value_name = "eml|maildir")]
@@ -119,6 +135,47 @@ pub struct CheckArgs {
     pub source: Option<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+/// `imapfs cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Only this account: a config file account name or an account URL [default: every
+    /// account in the cache directory]
+    #[arg(long)]
+    pub account: Option<String>,
+    /// The cache directory [default: the account's cache_dir, else $XDG_CACHE_HOME/imapfs]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Delete the bodies and indexes kept (nothing may be mounted from them meanwhile)
+    #[arg(long, conflicts_with = "stats")]
+    pub clear: bool,
+    /// Also print the counters summed over every mount
+    #[arg(long)]
+    pub stats: bool,
+}
+
+impl CacheArgs {
+    /// The cache directory, and the account (`user@host:port`) if one was named.
+    pub fn resolve(&self) -> Result<(PathBuf, Option<String>)> {
+        let (settings, account) = match &self.account {
+            Some(a) => {
+                let r = resolve(Some(a), &[], &[])?;
+                let key = format!("{}@{}:{}", r.url.user, r.url.host, r.url.port);
+                (r.settings, Some(key))
+            }
+            None => (Settings::default(), None),
+        };
+        let dir = self
+            .cache_dir
+            .clone()
+            .or(settings.cache_dir)
+            .or_else(crate::store::PersistOptions::default_dir)
+            .ok_or_else(|| {
+                Error::Config("no cache directory: set --cache-dir, XDG_CACHE_HOME or HOME".into())
+            })?;
+        Ok((dir, account))
+    }
 }
 
 /// What `mount` and `check` share: how to reach the server and log in, and logging.
@@ -172,7 +229,15 @@ pub struct ConnectionArgs {
 
 /// The subcommand names: a first argument that is none of them (nor an option) starts the
 /// mount helper form.
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "check", "status", "completions", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "mount",
+    "umount",
+    "check",
+    "status",
+    "cache",
+    "completions",
+    "help",
+];
 
 /// Turn the mount helper form `imapfs SOURCE MOUNTPOINT [-o OPTS]` into
 /// `imapfs mount SOURCE MOUNTPOINT [-o OPTS]`; any other command line is returned as is.
@@ -230,11 +295,14 @@ impl MountArgs {
         let mut out = self.connection.pairs();
         let valued = [
             ("cache_size", &self.cache_size),
+            ("cache_dir", &self.cache_dir),
+            ("disk_cache_size", &self.disk_cache_size),
             ("dir_ttl", &self.dir_ttl),
             ("connections", &self.connections),
             ("delete", &self.delete),
             ("trash", &self.trash),
             ("idle", &self.idle),
+            ("offline", &self.offline),
             ("layout", &self.layout),
         ];
         for (name, value) in valued {

@@ -100,6 +100,15 @@ pub enum Error {
         error: String,
         retry_in: std::time::Duration,
     },
+    /// The mount is offline (the server cannot be reached) and what was asked is not held:
+    /// a body never cached, a folder never listed, a search (EIO).
+    Offline(String),
+    /// The mount is offline: it serves what it holds read-only until the server is back
+    /// (EROFS for every change).
+    OfflineReadOnly,
+    /// `imapfs mount` could not reach the server and does not start offline (`offline=no`,
+    /// or nothing saved to serve): the connection error, and why there is no offline start.
+    Unreachable { cause: Box<Error>, why: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -138,7 +147,7 @@ impl Error {
             Error::InvalidInput(_) => libc::EINVAL,
             Error::NoMailbox(_) | Error::NoMessage(_) | Error::NoEntry(_) => libc::ENOENT,
             Error::NotPermitted(_) => libc::EPERM,
-            Error::ReadOnly => libc::EROFS,
+            Error::ReadOnly | Error::OfflineReadOnly => libc::EROFS,
             // Not EAGAIN: the kernel's FUSE setxattr path turns that into EOPNOTSUPP (seen
             // on Linux 6.18), which would read as "flags not supported".
             Error::Conflict(_) => libc::EBUSY,
@@ -152,6 +161,19 @@ impl Error {
             Error::TooManyConnections(_) => libc::EAGAIN,
             Error::MessageTooLarge { .. } => libc::EFBIG,
             _ => libc::EIO,
+        }
+    }
+
+    /// Whether a failure to connect means the server cannot be reached now (refused, reset,
+    /// no route, a name that does not resolve, silence, a BYE instead of a greeting), as
+    /// opposed to a server that answered and refused us (a wrong password, a certificate
+    /// that does not verify, no STARTTLS): only the first lets a mount start offline.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::Timeout { .. } | Error::Bye(_) => true,
+            Error::Unavailable { .. } | Error::Unreachable { .. } => true,
+            Error::Shared(e) => e.is_unreachable(),
+            _ => false,
         }
     }
 
@@ -177,6 +199,8 @@ impl Error {
             | Error::Tls { .. }
             | Error::Unavailable { .. } => 69, // EX_UNAVAILABLE
             Error::Internal(_) => 70,                        // EX_SOFTWARE
+            // Offline, or unreachable without an offline start: try again later.
+            Error::Unreachable { .. } | Error::Offline(_) => 75, // EX_TEMPFAIL
             Error::Shared(e) => e.exit_code(),
             _ => 76, // EX_PROTOCOL
         }
@@ -259,6 +283,18 @@ impl fmt::Display for Error {
                 retry_in.as_secs_f64(),
                 printable(error)
             ),
+            Error::Offline(what) => {
+                write!(
+                    f,
+                    "offline (the server cannot be reached): {}",
+                    printable(what)
+                )
+            }
+            Error::OfflineReadOnly => write!(
+                f,
+                "offline (the server cannot be reached): read-only until it is back"
+            ),
+            Error::Unreachable { cause, why } => write!(f, "{cause} ({})", printable(why)),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`error`]: the crate's error enum and its mapping to errno and exit codes; [`printable`]:
 //!   the filter for server text shown on a terminal or in a log.
 
+pub mod cache_report;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -99,10 +99,64 @@ fn run(cmd: Cmd) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Cache(args) => {
+            let (dir, account) = args.resolve()?;
+            let account = account.as_deref();
+            if args.clear {
+                for a in imapfs::cache_report::clear(&dir, account)? {
+                    println!(
+                        "{}: removed {} messages ({} bytes) and {} folder indexes",
+                        a.account, a.messages, a.body_bytes, a.indexes
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let found = imapfs::cache_report::report(&dir, account)?;
+            if found.is_empty() {
+                println!("nothing cached in {}", dir.display());
+            }
+            for a in found {
+                print_cache(&a, args.stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "imapfs", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_cache(a: &imapfs::cache_report::AccountCache, stats: bool) {
+    let mut out = std::io::stdout().lock();
+    let rate = a
+        .hit_rate()
+        .map_or_else(|| "none yet".to_string(), |r| format!("{r:.1}%"));
+    let _ = writeln!(out, "{}  ({})", a.account, a.dir.display());
+    let _ = writeln!(
+        out,
+        "  bodies:   {} messages in {} folders, {} files, {} bytes",
+        a.messages, a.folders, a.entries, a.body_bytes
+    );
+    let _ = writeln!(
+        out,
+        "  indexes:  {} folders, {} bytes",
+        a.indexes, a.index_bytes
+    );
+    let _ = writeln!(out, "  hit rate: {rate} (all mounts so far)");
+    if stats {
+        let t = &a.totals;
+        for (k, v) in [
+            ("hits", t.hits),
+            ("hit_bytes", t.hit_bytes),
+            ("misses", t.misses),
+            ("writes", t.writes),
+            ("write_bytes", t.write_bytes),
+            ("evicted", t.evicted),
+            ("discarded", t.discarded),
+        ] {
+            let _ = writeln!(out, "  {k:12}{v}");
         }
     }
 }

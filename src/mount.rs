@@ -12,6 +12,13 @@
 //! Before anything else the mount point is checked: it must exist, be a directory, be empty
 //! (unless `nonempty`) and not be a mount point already, so that a second `imapfs mount` on
 //! the same place fails with one line and leaves the first mount alone.
+//!
+//! Offline start: when the server cannot be reached (refused, silent, a name that does not
+//! resolve; never a refused login or certificate) and an earlier mount saved the folder list,
+//! the mount comes up from what was saved, read-only, says so on stderr, and the link thread
+//! (`store/link.rs`) keeps trying; the first attempt then waits at most
+//! [`OFFLINE_START_WAIT`]. With `offline=no`, or nothing saved, it fails with
+//! [`Error::Unreachable`] (exit 75).
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -27,13 +34,32 @@ use crate::fs::{FsOptions, ImapFs};
 use crate::imap::auth::{connect, ServerConfig};
 use crate::imap::pool::Pool;
 use crate::imap::session::Session;
-use crate::store::{Account, PersistOptions, StoreOptions};
+use crate::store::disk_cache::DiskOptions;
+use crate::store::persist::saved_mailbox_list;
+use crate::store::{Account, MailboxInfo, PersistOptions, StoreOptions};
+
+/// Longest the first connection attempt may take when the mount could start offline: a
+/// server slower than this is reached a moment later by the link thread.
+pub const OFFLINE_START_WAIT: Duration = Duration::from_secs(5);
+
+/// How the mount starts.
+enum Start {
+    /// Logged in: the first session.
+    Online(Box<Session>),
+    /// The server cannot be reached (`error`): serving the folder list an earlier mount
+    /// saved, and what else it saved, read-only.
+    Offline {
+        saved: Vec<MailboxInfo>,
+        error: Error,
+    },
+}
 
 /// Mount the account and serve it until unmounted. Returns once the mount is gone.
 pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
     // Absolute, so that unmounting still finds it after the daemon leaves its directory.
     opts.mountpoint = check_mountpoint(&opts.mountpoint, opts.nonempty)?;
-    let first = connect(&server)?;
+    let persist = persist_options(&server, &opts);
+    let first = first_contact(&server, &opts, persist.as_ref())?;
     // Shown in the mount table. Mount options are comma-separated: keep only safe characters
     // so that a user name cannot smuggle in an option.
     let fsname: String = format!("imapfs:{}@{}", server.user, server.host)
@@ -46,19 +72,36 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
             }
         })
         .collect();
-    log::info!(
-        "logged in to {}:{} as {}",
-        server.host,
-        server.port,
-        server.user
-    );
+    let notice = match &first {
+        Start::Online(_) => {
+            log::info!(
+                "logged in to {}:{} as {}",
+                server.host,
+                server.port,
+                server.user
+            );
+            None
+        }
+        Start::Offline { error, .. } => {
+            let notice = format!(
+                "{error}; serving the copy saved by an earlier mount, read-only, until the \
+                 server can be reached (trying again in the background)"
+            );
+            log::warn!("{notice}");
+            Some(notice)
+        }
+    };
+    if let (Some(n), true) = (&notice, opts.foreground) {
+        // The user's terminal (in the background the parent prints it, see `daemonize`).
+        eprintln!("imapfs: {n}");
+    }
     let notify = if opts.foreground {
         None
     } else {
         Some(daemonize()?)
     };
     block_signals();
-    let (bg, account) = match start_serving(server, &opts, first, fsname) {
+    let (bg, account) = match start_serving(server, &opts, first, persist, fsname) {
         Ok(started) => started,
         Err(e) => {
             if let Some(fd) = notify {
@@ -71,7 +114,7 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
     };
     log::info!("mounted on {}", opts.mountpoint.display());
     if let Some(fd) = notify {
-        report(fd, Ok(()));
+        report(fd, Ok(notice.as_deref()));
         detach_stdio();
         // A daemon must not keep the directory it was started in busy (unmountable).
         let _ = std::env::set_current_dir("/");
@@ -102,17 +145,28 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
 fn start_serving(
     server: ServerConfig,
     opts: &MountOptions,
-    first: Session,
+    first: Start,
+    persist: Option<PersistOptions>,
     fsname: String,
 ) -> Result<(BackgroundSession, Arc<Account>)> {
-    // Indexes are kept between mounts under the user's cache directory, per account.
-    let persist = PersistOptions::default_dir().map(|dir| PersistOptions {
-        dir,
-        account: format!("{}@{}:{}", server.user, server.host, server.port),
-    });
-    let pool = Pool::new(server, opts.connections, Some(first));
+    // Bodies are kept beside the indexes, in the same account directory (store/disk_cache).
+    let disk = persist
+        .as_ref()
+        .filter(|_| opts.disk_cache_size > 0)
+        .map(|p| DiskOptions {
+            dir: p.dir.clone(),
+            account: p.account.clone(),
+            bound: opts.disk_cache_size,
+        });
+    let (pool, saved) = match first {
+        Start::Online(session) => (Pool::new(server, opts.connections, Some(*session)), None),
+        Start::Offline { saved, error } => {
+            (Pool::offline(server, opts.connections, &error), Some(saved))
+        }
+    };
     let store_opts = StoreOptions {
         persist,
+        disk,
         cache_size: opts.cache_size,
         delete: opts.delete,
         trash: opts.trash.clone(),
@@ -120,6 +174,9 @@ fn start_serving(
         ..StoreOptions::default()
     };
     let account = Account::new(pool, store_opts).shared();
+    if let Some(saved) = saved {
+        account.serve_offline(saved);
+    }
     let fs_opts = FsOptions {
         dir_ttl: opts.dir_ttl,
         read_only: opts.read_only,
@@ -133,25 +190,7 @@ fn start_serving(
         .invalidation_channel()
         .map_err(|e| Error::io("starting the change thread", e))?;
 
-    let mut cfg = FuseConfig::default();
-    cfg.mount_options = vec![
-        MountOption::FSName(fsname),
-        MountOption::Subtype("imapfs".into()),
-        if opts.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoExec,
-        MountOption::NoAtime,
-        MountOption::DefaultPermissions,
-    ];
-    if opts.allow_other {
-        cfg.acl = SessionACL::All;
-    }
-    cfg.n_threads = Some(opts.connections.clamp(2, 8));
+    let cfg = fuse_config(fsname, opts.read_only, opts.allow_other, opts.connections);
     let session = fuser::Session::new(fs, &opts.mountpoint, &cfg).map_err(|e| {
         Error::Config(format!(
             "cannot mount on {}: {e}",
@@ -166,10 +205,90 @@ fn start_serving(
         .name("invalidate".into())
         .spawn(move || crate::fs::invalidate::run(invalidations, tree, notifier))
         .map_err(|e| Error::io("starting the invalidation thread", e))?;
+    account.start_link()?;
     if opts.idle {
         account.start_watcher()?;
     }
     Ok((bg, account))
+}
+
+/// Indexes, the folder list and bodies are kept between mounts under the user's cache
+/// directory (or `cache_dir=`), per account.
+fn persist_options(server: &ServerConfig, opts: &MountOptions) -> Option<PersistOptions> {
+    let dir = opts.cache_dir.clone().or_else(PersistOptions::default_dir);
+    dir.map(|dir| PersistOptions {
+        dir,
+        account: format!("{}@{}:{}", server.user, server.host, server.port),
+    })
+}
+
+/// The first connection: a session, or an offline start when the server cannot be reached
+/// and an earlier mount saved the folder list (unless `offline=no`). A refused login, a
+/// certificate that does not verify and the like fail as they are: the server answered.
+fn first_contact(
+    server: &ServerConfig,
+    opts: &MountOptions,
+    persist: Option<&PersistOptions>,
+) -> Result<Start> {
+    let saved = persist
+        .filter(|_| opts.offline)
+        .and_then(saved_mailbox_list);
+    let mut attempt = server.clone();
+    if saved.is_some() {
+        let t = &mut attempt.timeouts;
+        t.inactivity = t.inactivity.min(OFFLINE_START_WAIT);
+        t.command = t.command.min(OFFLINE_START_WAIT);
+    }
+    match connect(&attempt) {
+        Ok(mut session) => {
+            session.set_timeouts(server.timeouts.clone());
+            Ok(Start::Online(Box::new(session)))
+        }
+        Err(error) if error.is_unreachable() => match saved {
+            Some(saved) => Ok(Start::Offline { saved, error }),
+            None => Err(Error::Unreachable {
+                cause: Box::new(error),
+                why: if opts.offline {
+                    "no copy saved by an earlier mount to serve offline".into()
+                } else {
+                    "offline=no".into()
+                },
+            }),
+        },
+        Err(error) => Err(error),
+    }
+}
+
+/// The FUSE session imapfs mounts: options, who may enter, serving threads. Public so that the
+/// benchmark's in-memory floor (tests/bench/floor.rs) mounts with exactly these settings and
+/// cannot drift from them; what imapfs asks of the kernel at init is
+/// [`crate::fs::kernel_init`], shared the same way.
+pub fn fuse_config(
+    fsname: String,
+    read_only: bool,
+    allow_other: bool,
+    connections: usize,
+) -> FuseConfig {
+    let mut cfg = FuseConfig::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(fsname),
+        MountOption::Subtype("imapfs".into()),
+        if read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    if allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    cfg.n_threads = Some(connections.clamp(2, 8));
+    cfg
 }
 
 /// Check the mount point and return its canonical path: an existing, empty (unless
@@ -296,7 +415,12 @@ fn daemonize() -> Result<OwnedFd> {
             let mut verdict = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut verdict);
             let (code, msg) = match read_verdict(&verdict) {
-                Ok(()) => std::process::exit(0),
+                Ok(notice) => {
+                    if let Some(n) = notice {
+                        eprintln!("imapfs: {n}");
+                    }
+                    std::process::exit(0)
+                }
                 Err(failure) => failure,
             };
             eprintln!("imapfs: {msg}");
@@ -305,23 +429,28 @@ fn daemonize() -> Result<OwnedFd> {
     }
 }
 
-fn report(fd: OwnedFd, result: std::result::Result<(), &Error>) {
+fn report(fd: OwnedFd, result: std::result::Result<Option<&str>, &Error>) {
     let _ = std::fs::File::from(fd).write_all(verdict(result).as_bytes());
 }
 
-/// What the child tells the parent: `ok`, or its exit code and the error line, so that the
-/// parent exits as the child would have (64 for a configuration error, not always 69).
-fn verdict(result: std::result::Result<(), &Error>) -> String {
+/// What the child tells the parent: `ok` (with a line for the user after a newline: the
+/// mount started offline), or its exit code and the error line, so that the parent exits as
+/// the child would have (64 for a configuration error, not always 69).
+fn verdict(result: std::result::Result<Option<&str>, &Error>) -> String {
     match result {
-        Ok(()) => "ok".into(),
+        Ok(None) => "ok".into(),
+        Ok(Some(notice)) => format!("ok\n{notice}"),
         Err(e) => format!("{} {e}", e.exit_code()),
     }
 }
 
 /// The parent's reading of [`verdict`]; nothing at all means the child died.
-fn read_verdict(verdict: &str) -> std::result::Result<(), (i32, String)> {
+fn read_verdict(verdict: &str) -> std::result::Result<Option<String>, (i32, String)> {
     if verdict == "ok" {
-        return Ok(());
+        return Ok(None);
+    }
+    if let Some(notice) = verdict.strip_prefix("ok\n") {
+        return Ok(Some(notice.to_string()));
     }
     match verdict.split_once(' ') {
         Some((code, msg)) => match code.parse::<u8>() {
@@ -394,7 +523,19 @@ mod tests {
         );
         let auth = Error::Auth("Authentication failed.".into());
         assert_eq!(read_verdict(&verdict(Err(&auth))).unwrap_err().0, 77);
-        assert_eq!(read_verdict(&verdict(Ok(()))), Ok(()));
+        assert_eq!(read_verdict(&verdict(Ok(None))), Ok(None));
+        let offline = "server unreachable; serving the saved copy";
+        assert_eq!(
+            read_verdict(&verdict(Ok(Some(offline)))),
+            Ok(Some(offline.into()))
+        );
+        let unreachable = Error::Unreachable {
+            cause: Box::new(Error::Timeout {
+                what: "connecting".into(),
+            }),
+            why: "offline=no".into(),
+        };
+        assert_eq!(read_verdict(&verdict(Err(&unreachable))).unwrap_err().0, 75);
         assert_eq!(read_verdict("").unwrap_err().0, 69);
     }
 

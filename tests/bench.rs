@@ -17,25 +17,22 @@
 //! BENCH_RTT_MS (20; 0 skips the delayed run).
 
 mod common;
+// The request counters are for the scale benchmark's experiments.
+#[allow(dead_code)]
+#[path = "bench/floor.rs"]
+mod floor;
+// `profiled` is for the scale benchmark.
+#[allow(dead_code)]
+#[path = "bench/tools.rs"]
+mod tools;
 
-use std::collections::VecDeque;
-use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{run, Dovecot, MountOptions, Rng, Seed};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use tools::{env_or, mount_listed, raw, timed, vm_hwm_kb, DelayProxy};
 
 /// A message size drawn from a mix like a real mailbox's: most are short, a few are large.
 fn realistic_size(rng: &mut Rng) -> usize {
@@ -105,181 +102,6 @@ fn bench_seed() -> Seed {
         );
     }
     seed
-}
-
-/// A TCP proxy on loopback that delays every chunk by `one_way` in each direction.
-struct DelayProxy {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl DelayProxy {
-    fn start(target: u16, one_way: Duration) -> DelayProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                client.set_nodelay(true).ok();
-                server.set_nodelay(true).ok();
-                pipe(
-                    client.try_clone().unwrap(),
-                    server.try_clone().unwrap(),
-                    one_way,
-                );
-                pipe(server, client, one_way);
-            }
-        });
-        DelayProxy { port, stop }
-    }
-}
-
-impl Drop for DelayProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Chunks waiting to be forwarded, each with the time it is due; `None` marks the end.
-type ChunkQueue = (Mutex<VecDeque<Option<(Instant, Vec<u8>)>>>, Condvar);
-
-/// Forward `from` to `to`, each chunk no earlier than `delay` after it arrived.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
-    let queue: Arc<ChunkQueue> = Arc::default();
-    let q = queue.clone();
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = from.read(&mut buf).unwrap_or(0);
-            let item = (n > 0).then(|| (Instant::now() + delay, buf[..n].to_vec()));
-            let end = item.is_none();
-            q.0.lock().unwrap().push_back(item);
-            q.1.notify_one();
-            if end {
-                return;
-            }
-        }
-    });
-    thread::spawn(move || loop {
-        let item = {
-            let mut g = queue.0.lock().unwrap();
-            loop {
-                if let Some(i) = g.pop_front() {
-                    break i;
-                }
-                g = queue.1.wait(g).unwrap();
-            }
-        };
-        let Some((due, data)) = item else {
-            let _ = to.shutdown(Shutdown::Write);
-            return;
-        };
-        let now = Instant::now();
-        if due > now {
-            thread::sleep(due - now);
-        }
-        if to.write_all(&data).is_err() {
-            return;
-        }
-    });
-}
-
-/// Run a shell command line, return how long it took; panics if it fails.
-fn timed(what: &str, line: &str) -> Duration {
-    let t = Instant::now();
-    let out = run(&["sh", "-c", line], Duration::from_secs(1200));
-    let d = t.elapsed();
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d
-}
-
-fn vm_hwm_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The raw client: one pipelined `UID FETCH 1:*` of `what` over implicit TLS (Python `ssl`,
-/// literals skipped by length). Credentials through the environment, never argv.
-const RAW_CLIENT: &str = r#"
-import os, re, socket, ssl, sys
-port, folder, what = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='localhost')
-buf, pos = b'', 0
-def fill():
-    global buf, pos
-    d = s.recv(1 << 20)
-    if not d: sys.exit('eof')
-    buf, pos = buf[pos:] + d, 0
-def line():
-    global pos
-    while True:
-        j = buf.find(b'\r\n', pos)
-        if j >= 0:
-            l = buf[pos:j]; pos = j + 2; return l
-        fill()
-def skip(n):
-    global buf, pos
-    while len(buf) - pos < n:
-        n -= len(buf) - pos; buf, pos = b'', 0
-        d = s.recv(1 << 20)
-        if not d: sys.exit('eof')
-        buf = d
-    pos += n
-line()
-item = 'BODY.PEEK[]' if what == 'body' else 'FLAGS RFC822.SIZE INTERNALDATE'
-s.sendall(('a LOGIN %s %s\r\nb EXAMINE "%s"\r\nc UID FETCH 1:* (%s)\r\nd LOGOUT\r\n'
-           % (os.environ['RAW_USER'], os.environ['RAW_PASS'], folder, item)).encode())
-lit, n = re.compile(rb'\{(\d+)\}$'), 0
-while True:
-    l = line()
-    m = lit.search(l)
-    if m:
-        skip(int(m.group(1))); n += 1; continue
-    if l.startswith(b'c '):
-        if not l.startswith(b'c OK'): sys.exit(l.decode())
-        break
-print(n)
-"#;
-
-fn raw(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
-    // One retry: a loaded machine sometimes drops a fresh connection during TLS setup.
-    std::panic::catch_unwind(|| raw_once(d, port, folder, what))
-        .unwrap_or_else(|_| raw_once(d, port, folder, what))
-}
-
-fn raw_once(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
-    let mut cmd = std::process::Command::new("python3");
-    cmd.args(["-c", RAW_CLIENT, &port.to_string(), folder, what])
-        .env("RAW_USER", &d.user)
-        .env("RAW_PASS", &d.password);
-    let t = Instant::now();
-    let out = common::run_command(cmd, None, Duration::from_secs(1200)).expect("raw client");
-    let took = t.elapsed();
-    assert!(
-        out.status.success(),
-        "raw client ({folder} {what}): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    took
 }
 
 /// `mbsync` pulling `folder` into a fresh local maildir; the time, or `None` without mbsync.
@@ -408,18 +230,9 @@ fn measure(d: &Dovecot, seed: &Seed, label: &str, port: u16, floor: &Floor) {
     let raw_huge = raw(d, port, "Huge", "body");
     let mbsync_body = mbsync(d, port, "Bench");
 
-    let mount = MountOptions::new(d)
-        .url(url.clone())
-        .cache_home(&cache)
-        .quiet()
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mount = mount_listed(MountOptions::new(d).url(url.clone()).cache_home(&cache));
     let dir = mount.join("Bench");
     let dir = dir.display();
-    timed(
-        "ls root",
-        &format!("ls '{}' > /dev/null", mount.path().display()),
-    );
     let t_ls = timed("ls -l", &format!("ls -l '{dir}' > /dev/null"));
     let rt_ls = stat(&mount, "round_trips");
     let t_cat = timed("cat", &format!("cat '{dir}'/*.eml > /dev/null"));
@@ -434,16 +247,7 @@ fn measure(d: &Dovecot, seed: &Seed, label: &str, port: u16, floor: &Floor) {
     drop(mount);
 
     // A remount of the known folder: the saved index and one incremental round trip.
-    let mount = MountOptions::new(d)
-        .url(url.clone())
-        .cache_home(&cache)
-        .quiet()
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
-    timed(
-        "ls root",
-        &format!("ls '{}' > /dev/null", mount.path().display()),
-    );
+    let mount = mount_listed(MountOptions::new(d).url(url.clone()).cache_home(&cache));
     let rt0 = stat(&mount, "round_trips");
     let t_remount = timed(
         "remount ls -l",
@@ -604,8 +408,8 @@ fn bench() {
 
 // --- the FUSE floor -----------------------------------------------------------------------------
 
-/// What FUSE itself costs: the same names, sizes and bytes served from memory by a trivial
-/// fuser filesystem (readdirplus, long TTLs, kept page cache), and `cat` of the maildir.
+/// What FUSE itself costs (tests/bench/floor.rs: the same names, sizes and bytes served from
+/// memory with imapfs's own session settings), and `cat` of the maildir.
 struct Floor {
     ls: Duration,
     ls_warm: Duration,
@@ -616,31 +420,23 @@ struct Floor {
 
 impl Floor {
     fn measure(seed: &Seed, maildir: &Path) -> Floor {
-        let dir = common::unique_temp_dir("floor");
-        let mnt = dir.join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let files: Vec<(String, Arc<[u8]>)> = seed
+        let files: Vec<(Arc<[u8]>, i64)> = seed
             .folder("Bench")
             .messages
             .iter()
-            .map(|m| (m.file_name(), Arc::from(&m.bytes[..])))
+            .map(|m| (Arc::from(&m.bytes[..]), m.internal_date))
             .collect();
-        let mut cfg = fuser::Config::default();
-        cfg.mount_options = vec![
-            fuser::MountOption::RO,
-            fuser::MountOption::FSName("floor".into()),
-        ];
-        cfg.n_threads = Some(4);
-        let session = fuser::Session::new(MemFs { files }, &mnt, &cfg).expect("mount the floor");
-        let bg = session.spawn().expect("serve the floor");
-        let m = mnt.display();
+        let mounted = floor::Floor::mount(
+            vec![("Bench".into(), Box::new(files))],
+            floor::Knobs::IMAPFS,
+        );
+        let m = mounted.path().join("Bench");
+        let m = m.display();
         let ls = timed("floor ls -l", &format!("ls -l '{m}' > /dev/null"));
         let ls_warm = timed("floor ls -l", &format!("ls -l '{m}' > /dev/null"));
         let cat = timed("floor cat", &format!("cat '{m}'/*.eml > /dev/null"));
         let cat_warm = timed("floor cat", &format!("cat '{m}'/*.eml > /dev/null"));
-        let _ = bg.umount_and_join();
-        let _ = std::fs::remove_dir(&mnt);
-        let _ = std::fs::remove_dir(&dir);
+        drop(mounted);
         let md = maildir.display();
         timed("maildir cat", &format!("cat '{md}'/* > /dev/null"));
         let maildir = timed("maildir cat", &format!("cat '{md}'/* > /dev/null"));
@@ -651,171 +447,5 @@ impl Floor {
             cat_warm,
             maildir,
         }
-    }
-}
-
-/// Files `i.eml` in the root directory; inode `i + 2` is `files[i]`.
-struct MemFs {
-    files: Vec<(String, Arc<[u8]>)>,
-}
-
-const TTL: Duration = Duration::from_secs(3600);
-
-impl MemFs {
-    fn attr(&self, ino: u64) -> Option<fuser::FileAttr> {
-        let (kind, size, perm) = if ino == 1 {
-            (fuser::FileType::Directory, 0, 0o555)
-        } else {
-            let (_, data) = self.files.get(usize::try_from(ino).ok()?.checked_sub(2)?)?;
-            (fuser::FileType::RegularFile, data.len() as u64, 0o444)
-        };
-        Some(fuser::FileAttr {
-            ino: fuser::INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: UNIX_EPOCH,
-            mtime: UNIX_EPOCH,
-            ctime: UNIX_EPOCH,
-            crtime: UNIX_EPOCH,
-            kind,
-            perm,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        })
-    }
-}
-
-impl fuser::Filesystem for MemFs {
-    fn init(
-        &mut self,
-        _req: &fuser::Request,
-        config: &mut fuser::KernelConfig,
-    ) -> std::io::Result<()> {
-        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
-        Ok(())
-    }
-
-    fn lookup(
-        &self,
-        _req: &fuser::Request,
-        _parent: fuser::INodeNo,
-        name: &OsStr,
-        reply: fuser::ReplyEntry,
-    ) {
-        let found = name
-            .to_str()
-            .and_then(|n| self.files.iter().position(|(f, _)| f == n))
-            .and_then(|i| self.attr(i as u64 + 2));
-        match found {
-            Some(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
-            None => reply.error(fuser::Errno::ENOENT),
-        }
-    }
-
-    fn getattr(
-        &self,
-        _req: &fuser::Request,
-        ino: fuser::INodeNo,
-        _fh: Option<fuser::FileHandle>,
-        reply: fuser::ReplyAttr,
-    ) {
-        match self.attr(ino.0) {
-            Some(a) => reply.attr(&TTL, &a),
-            None => reply.error(fuser::Errno::ENOENT),
-        }
-    }
-
-    fn open(
-        &self,
-        _req: &fuser::Request,
-        _ino: fuser::INodeNo,
-        _flags: fuser::OpenFlags,
-        reply: fuser::ReplyOpen,
-    ) {
-        reply.opened(fuser::FileHandle(0), fuser::FopenFlags::FOPEN_KEEP_CACHE);
-    }
-
-    fn read(
-        &self,
-        _req: &fuser::Request,
-        ino: fuser::INodeNo,
-        _fh: fuser::FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: fuser::OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        reply: fuser::ReplyData,
-    ) {
-        let Some((_, data)) = (ino.0 as usize)
-            .checked_sub(2)
-            .and_then(|i| self.files.get(i))
-        else {
-            return reply.error(fuser::Errno::ENOENT);
-        };
-        let from = (offset as usize).min(data.len());
-        let to = (from + size as usize).min(data.len());
-        reply.data(&data[from..to]);
-    }
-
-    fn readdir(
-        &self,
-        _req: &fuser::Request,
-        _ino: fuser::INodeNo,
-        _fh: fuser::FileHandle,
-        offset: u64,
-        mut reply: fuser::ReplyDirectory,
-    ) {
-        for (i, (name, _)) in self.files.iter().enumerate().skip(offset as usize) {
-            if reply.add(
-                fuser::INodeNo(i as u64 + 2),
-                i as u64 + 1,
-                fuser::FileType::RegularFile,
-                name,
-            ) {
-                break;
-            }
-        }
-        reply.ok();
-    }
-
-    fn readdirplus(
-        &self,
-        _req: &fuser::Request,
-        _ino: fuser::INodeNo,
-        _fh: fuser::FileHandle,
-        offset: u64,
-        mut reply: fuser::ReplyDirectoryPlus,
-    ) {
-        for (i, (name, _)) in self.files.iter().enumerate().skip(offset as usize) {
-            let Some(a) = self.attr(i as u64 + 2) else {
-                break;
-            };
-            if reply.add(
-                fuser::INodeNo(i as u64 + 2),
-                i as u64 + 1,
-                name,
-                &TTL,
-                &a,
-                fuser::Generation(0),
-            ) {
-                break;
-            }
-        }
-        reply.ok();
-    }
-
-    fn getxattr(
-        &self,
-        _req: &fuser::Request,
-        _ino: fuser::INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: fuser::ReplyXattr,
-    ) {
-        reply.error(fuser::Errno::NO_XATTR);
     }
 }

@@ -417,12 +417,12 @@ fn unknown_responses_items_and_codes_are_kept_raw() {
         Untagged::Other { .. }
     ));
     let items = fetch(
-        b"* 1 FETCH (X-GM-LABELS (\"\\\\Inbox\" foo) UID 3 X-SNIPPET[1]<0> \"hi\" PREVIEW NIL)\r\n",
+        b"* 1 FETCH (X-ACME-TAGS (\"\\\\Inbox\" foo) UID 3 X-SNIPPET[1]<0> \"hi\" PREVIEW NIL)\r\n",
     );
     assert_eq!(
         items[0],
         FetchItem::Other {
-            name: "X-GM-LABELS".into(),
+            name: "X-ACME-TAGS".into(),
             raw: b"(\"\\\\Inbox\" foo)".to_vec()
         }
     );

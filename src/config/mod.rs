@@ -127,6 +127,10 @@ pub struct MountOptions {
     pub foreground: bool,
     /// Bytes of message content kept in memory.
     pub cache_size: u64,
+    /// `cache_dir=`: where bodies and indexes are kept (`None`: `$XDG_CACHE_HOME/imapfs`).
+    pub cache_dir: Option<PathBuf>,
+    /// `disk_cache_size=`: most bytes of message bodies kept on disk (0: none).
+    pub disk_cache_size: u64,
     /// How long a directory listing is trusted before asking the server again.
     pub dir_ttl: Duration,
     /// Most connections opened to the server at once.
@@ -142,6 +146,9 @@ pub struct MountOptions {
     pub subscribed_only: bool,
     /// `idle=yes|no`: watch for changes with IDLE (live updates).
     pub idle: bool,
+    /// `offline=yes|no`: start from what an earlier mount saved when the server cannot be
+    /// reached (read-only until it can), or refuse to mount.
+    pub offline: bool,
     /// `layout=eml|maildir` (or `maildir`): how folders show their messages.
     pub layout: Layout,
     /// `nonempty`: allow mounting over a directory that is not empty.
@@ -230,6 +237,8 @@ mod tests {
         let mut s = Settings::default();
         s.set_list("ro,delete=trash,subscribed,idle=no,nonempty,cache-size=1G,connections=2")
             .unwrap();
+        s.set_list("offline=no").unwrap();
+        assert!(!s.offline);
         s.set_list("trash=/INBOX/Trash/").unwrap();
         assert_eq!(s.trash.as_deref(), Some("INBOX/Trash"));
         s.set_list("timeout=60,dir_ttl=0,allow_other,auth=xoauth2,debug,max_literal=1M")
@@ -249,11 +258,12 @@ mod tests {
             let value = match spec.name {
                 "tls_fingerprint" => Some("sha256:".to_string() + &"ab".repeat(32)),
                 "delete" => Some("trash".into()),
-                "idle" | "compress" => Some("yes".into()),
+                "idle" | "offline" | "compress" => Some("yes".into()),
                 "layout" => Some("maildir".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),
-                "cache_size" | "max_literal" => Some("1M".into()),
+                "cache_size" | "max_literal" | "disk_cache_size" => Some("1M".into()),
+                "cache_dir" => Some("/var/cache/x".into()),
                 _ => spec.value.map(|_| "x".to_string()),
             };
             s.set(spec.name, value.as_deref())

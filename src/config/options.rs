@@ -99,6 +99,17 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "memory for cached message content",
     },
     OptionSpec {
+        name: "cache_dir",
+        value: Some("DIR"),
+        help: "where message bodies and folder indexes are kept between mounts \
+               (default $XDG_CACHE_HOME/imapfs)",
+    },
+    OptionSpec {
+        name: "disk_cache_size",
+        value: Some("SIZE"),
+        help: "disk space for message bodies kept between mounts (0: none; default 1G)",
+    },
+    OptionSpec {
         name: "dir_ttl",
         value: Some("SECS"),
         help: "seconds a folder listing is trusted (0-86400)",
@@ -142,6 +153,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "idle",
         value: Some("yes|no"),
         help: "live updates with IDLE",
+    },
+    OptionSpec {
+        name: "offline",
+        value: Some("yes|no"),
+        help: "start from the copy saved by an earlier mount when the server cannot be \
+               reached (read-only until it can); no: refuse to mount",
     },
     OptionSpec {
         name: "compress",
@@ -189,6 +206,8 @@ pub struct Settings {
     pub debug: bool,
     pub foreground: bool,
     pub cache_size: u64,
+    pub cache_dir: Option<PathBuf>,
+    pub disk_cache_size: u64,
     pub dir_ttl: Duration,
     pub connections: usize,
     pub allow_other: bool,
@@ -197,6 +216,7 @@ pub struct Settings {
     pub trash: Option<String>,
     pub subscribed_only: bool,
     pub idle: bool,
+    pub offline: bool,
     /// `compress=yes|no`: COMPRESS=DEFLATE where offered.
     pub compress: bool,
     pub layout: Layout,
@@ -219,6 +239,8 @@ impl Default for Settings {
             debug: false,
             foreground: false,
             cache_size: 256 << 20,
+            cache_dir: None,
+            disk_cache_size: 1 << 30,
             dir_ttl: Duration::from_secs(10),
             connections: 4,
             allow_other: false,
@@ -227,6 +249,7 @@ impl Default for Settings {
             trash: None,
             subscribed_only: false,
             idle: true,
+            offline: true,
             compress: true,
             layout: Layout::Eml,
             nonempty: false,
@@ -290,6 +313,14 @@ impl Settings {
             "debug" => self.debug = true,
             "foreground" => self.foreground = true,
             "cache_size" => self.cache_size = parse_size(value).map_err(bad)?,
+            "cache_dir" => {
+                let dir = expand_home(value.trim());
+                if !dir.is_absolute() {
+                    return Err(bad("needs an absolute path".into()));
+                }
+                self.cache_dir = Some(dir);
+            }
+            "disk_cache_size" => self.disk_cache_size = parse_size(value).map_err(bad)?,
             "dir_ttl" => {
                 let secs = parse_number(value, 0, MAX_DIR_TTL_SECS).map_err(bad)?;
                 self.dir_ttl = Duration::from_secs(secs);
@@ -322,6 +353,7 @@ impl Settings {
             }
             "subscribed" => self.subscribed_only = true,
             "idle" => self.idle = parse_yes_no(value).map_err(bad)?,
+            "offline" => self.offline = parse_yes_no(value).map_err(bad)?,
             "compress" => self.compress = parse_yes_no(value).map_err(bad)?,
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
@@ -386,6 +418,8 @@ impl Settings {
             mountpoint,
             foreground: self.foreground,
             cache_size: self.cache_size,
+            cache_dir: self.cache_dir.clone(),
+            disk_cache_size: self.disk_cache_size,
             dir_ttl: self.dir_ttl,
             connections: self.connections,
             allow_other: self.allow_other,
@@ -394,6 +428,7 @@ impl Settings {
             trash: self.trash.clone(),
             subscribed_only: self.subscribed_only,
             idle: self.idle,
+            offline: self.offline,
             layout: self.layout,
             nonempty: self.nonempty,
         }

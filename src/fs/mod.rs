@@ -182,20 +182,61 @@ impl ImapFs {
         self.invalidator.send(inv);
     }
 
+    /// EROFS for a change: on a read-only mount, and while the mount is offline or
+    /// resyncing after an outage (`store/link.rs`).
     fn refuse_if_read_only(&self) -> Result<(), Error> {
         if self.opts.read_only {
             Err(Error::ReadOnly)
+        } else if !self.account.is_writable() {
+            Err(Error::OfflineReadOnly)
         } else {
             Ok(())
         }
     }
+
+    /// The errno of a failed open or read of a message: offline, a body that is not cached
+    /// is one line in the log naming it (the outage itself was told once, by the pool).
+    fn body_errno(&self, op: &str, ino: Ino, e: &Error) -> Errno {
+        if !matches!(e, Error::Unavailable { .. }) || !self.account.is_offline() {
+            return errno(op, e);
+        }
+        let what = match self.message_at(ino, false) {
+            Ok((msg, _)) => match self.account.mailbox_name(msg.mailbox) {
+                Some(name) => format!("{name}/{}", msg.uid),
+                None => format!("UID {}", msg.uid),
+            },
+            Err(_) => format!("inode {:#x}", ino.0),
+        };
+        let offline = self.account.link().since.elapsed().unwrap_or_default();
+        log::info!(
+            "{op} {what}: not cached, and the server cannot be reached (offline for {} s)",
+            offline.as_secs()
+        );
+        Errno::EIO
+    }
 }
 
-/// Log an error with its context and turn it into an errno. A missing entry is routine, and
-/// an outage was told once by the pool when it began: neither is a warning per request.
+/// What imapfs asks of the kernel when the session starts. Public so that the benchmark's
+/// in-memory floor asks the same (see [`crate::mount::fuse_config`]).
+pub fn kernel_init(config: &mut KernelConfig) {
+    let _ = config.set_max_readahead(1 << 20);
+    // `ls -l` in one pass: entries come with their attributes (no lookup per file).
+    if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS) {
+        log::info!("the kernel has no readdirplus ({e:?})");
+    }
+}
+
+/// Log an error with its context and turn it into an errno. A missing entry is routine, an
+/// outage was told once by the pool when it began, and a change refused offline is what the
+/// user was told at mount (or by the pool): none is a warning per request.
 fn errno(op: &str, e: &Error) -> Errno {
     let n = e.errno();
-    if n == libc::ENOENT || matches!(e, Error::Unavailable { .. }) {
+    if n == libc::ENOENT
+        || matches!(
+            e,
+            Error::Unavailable { .. } | Error::OfflineReadOnly | Error::Offline(_)
+        )
+    {
         log::debug!("{op}: {e}");
     } else {
         log::warn!("{op}: {e}");
@@ -211,11 +252,7 @@ fn utf8(name: &OsStr) -> Result<&str, Error> {
 
 impl Filesystem for ImapFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_readahead(1 << 20);
-        // `ls -l` in one pass: entries come with their attributes (no lookup per file).
-        if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS) {
-            log::info!("the kernel has no readdirplus ({e:?})");
-        }
+        kernel_init(config);
         Ok(())
     }
 
@@ -379,7 +416,7 @@ impl Filesystem for ImapFs {
         }
         match self.open_file(ino, flags) {
             Ok(fopen) => reply.opened(FileHandle(0), fopen),
-            Err(e) => reply.error(errno("open", &e)),
+            Err(e) => reply.error(self.body_errno("open", ino, &e)),
         }
     }
 
@@ -396,7 +433,7 @@ impl Filesystem for ImapFs {
     ) {
         match self.read_file(ino.into(), offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", &e)),
+            Err(e) => reply.error(self.body_errno("read", ino.into(), &e)),
         }
     }
 
@@ -606,10 +643,13 @@ impl Filesystem for ImapFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        // Probes of security.* and system.* (ls -l asks for security.selinux on every file)
-        // are answered here, with no lock and no I/O.
+        // Namespaces imapfs has no handler for (`security.*`, `system.*`, `trusted.*`) are
+        // EOPNOTSUPP, as the VFS answers for a filesystem without them, with no lock and no
+        // I/O. Not ENODATA: `ls -l` probes `security.selinux` and `system.posix_acl_access`
+        // on every file, and on EOPNOTSUPP it stops probing for the rest of the device (two
+        // requests per listing instead of two per file; docs/architecture.md, Performance).
         let Some(name) = name.to_str().filter(|n| n.starts_with("user.")) else {
-            return reply.error(Errno::NO_XATTR);
+            return reply.error(Errno::EOPNOTSUPP);
         };
         match self.xattr_value(ino.into(), name) {
             Ok(Some(v)) => reply_xattr(reply, size, &v),

@@ -303,14 +303,17 @@ impl ImapFs {
                 let (msg, meta) = self.message_of(ino)?;
                 // Where the body's length is not known to match what the kernel was told,
                 // bypass its page cache (reads then end where the body does).
-                match self.account.open_message(msg)? {
-                    Some(len) if len == meta.listed_size => Ok(FopenFlags::FOPEN_KEEP_CACHE),
+                let cache = match self.account.open_message(msg)? {
+                    Some(len) if len == meta.listed_size => FopenFlags::FOPEN_KEEP_CACHE,
                     Some(_) => {
                         self.invalidate(Invalidation::Inode(ino));
-                        Ok(FopenFlags::FOPEN_DIRECT_IO)
+                        FopenFlags::FOPEN_DIRECT_IO
                     }
-                    None => Ok(FopenFlags::FOPEN_DIRECT_IO),
-                }
+                    None => FopenFlags::FOPEN_DIRECT_IO,
+                };
+                // A message's close has nothing to do (a FLUSH of it is a no-op): the kernel
+                // need not send one, a request fewer per file read.
+                Ok(cache | FopenFlags::FOPEN_NOFLUSH)
             }
         }
     }

@@ -6,6 +6,11 @@
 //! `user.mail.*`. The `user.imap.*` values come from the index (no round trip); `user.mail.*`
 //! need the header, fetched once per message and cached.
 //!
+//! Gmail (X-GM-EXT-1) messages also have `user.gmail.labels` (asked when read; written as
+//! `+Label`, `-Label` or a list that replaces, see [`crate::store::labels`]),
+//! `user.gmail.msgid` and `user.gmail.thrid`; on RFC 8474 servers (OBJECTID) a message has
+//! `user.imap.emailid` and `user.imap.threadid`. These come from the listing.
+//!
 //! Folders: `user.imap.messages`, `user.imap.unseen`, `user.imap.uidnext`,
 //! `user.imap.uidvalidity` (STATUS, asked when read), `user.imap.special-use` (from LIST) and
 //! `user.imap.subscribed` (read/write: `1`/`0`, SUBSCRIBE/UNSUBSCRIBE).
@@ -20,7 +25,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::ImapFs;
+use crate::imap::gmail::Label;
 use crate::imap::types::Flag;
+use crate::store::index::ObjectId;
+use crate::store::labels::LabelEdit;
 use crate::store::FlagEdit;
 
 /// The attribute names a message file has, in listing order.
@@ -35,6 +43,12 @@ pub const MESSAGE_NAMES: &[&str] = &[
     "user.mail.date",
     "user.mail.message-id",
 ];
+
+/// The attribute names of a Gmail message (X-GM-MSGID known), after [`MESSAGE_NAMES`].
+pub const GMAIL_NAMES: &[&str] = &["user.gmail.labels", "user.gmail.msgid", "user.gmail.thrid"];
+
+/// The attribute names of a message with an RFC 8474 EMAILID, after [`MESSAGE_NAMES`].
+pub const OBJECTID_NAMES: &[&str] = &["user.imap.emailid", "user.imap.threadid"];
 
 /// The attribute names a folder has.
 pub const FOLDER_NAMES: &[&str] = &[
@@ -72,6 +86,25 @@ impl ImapFs {
             "user.imap.uid" => Some(msg.uid.to_string()),
             "user.imap.uidvalidity" => Some(msg.validity.to_string()),
             "user.imap.modseq" => meta.modseq.map(|m| m.0.to_string()),
+            "user.gmail.labels" | "user.gmail.msgid" | "user.gmail.thrid" | "user.imap.emailid"
+            | "user.imap.threadid" => {
+                let Some(ids) = meta.ids.as_deref() else {
+                    return Ok(None);
+                };
+                let gmail = matches!(ids.message, ObjectId::Gmail(_));
+                match (name, gmail) {
+                    ("user.gmail.labels", true) => {
+                        Some(Label::list_text(&self.account.labels(msg)?))
+                    }
+                    ("user.gmail.msgid", true) | ("user.imap.emailid", false) => {
+                        Some(ids.message.to_string())
+                    }
+                    ("user.gmail.thrid", true) | ("user.imap.threadid", false) => {
+                        ids.thread.as_ref().map(ToString::to_string)
+                    }
+                    _ => None,
+                }
+            }
             n if n.starts_with("user.mail.") => {
                 let h = self.account.headers(msg)?;
                 match n {
@@ -123,8 +156,14 @@ impl ImapFs {
         let names: Vec<&str> = match ino.kind() {
             InoKind::Message { .. } => {
                 let (_, meta) = self.message_of(ino)?;
+                let extra: &[&str] = match meta.ids.as_deref().map(|i| &i.message) {
+                    Some(ObjectId::Gmail(_)) => GMAIL_NAMES,
+                    Some(ObjectId::Rfc8474(_)) => OBJECTID_NAMES,
+                    None => &[],
+                };
                 MESSAGE_NAMES
                     .iter()
+                    .chain(extra)
                     .copied()
                     .filter(|n| *n != "user.imap.modseq" || meta.modseq.is_some())
                     .collect()
@@ -163,8 +202,15 @@ impl ImapFs {
             return Err(Error::ReadOnly);
         }
         let name = name.to_str().unwrap_or("");
-        let known = MESSAGE_NAMES.contains(&name) || FOLDER_NAMES.contains(&name) || name == STATS;
-        let writable = name == "user.imap.flags" || name == "user.imap.subscribed";
+        let known = MESSAGE_NAMES.contains(&name)
+            || GMAIL_NAMES.contains(&name)
+            || OBJECTID_NAMES.contains(&name)
+            || FOLDER_NAMES.contains(&name)
+            || name == STATS;
+        let writable = matches!(
+            name,
+            "user.imap.flags" | "user.imap.subscribed" | "user.gmail.labels"
+        );
         if !writable {
             return Err(if known {
                 Error::NotPermitted(format!("{name} is read-only"))
@@ -184,6 +230,20 @@ impl ImapFs {
                 let edit = FlagEdit::parse(text)?;
                 let (msg, _) = self.message_of(ino)?;
                 self.account.set_flags(msg, &edit)?;
+                Ok(())
+            }
+            (InoKind::Message { .. }, "user.gmail.labels") => {
+                // Parsed before anything is asked: a bad value is EINVAL with nothing sent.
+                let edit = LabelEdit::parse(text)?;
+                let (msg, meta) = self.message_of(ino)?;
+                if !meta
+                    .ids
+                    .as_deref()
+                    .is_some_and(|i| matches!(i.message, ObjectId::Gmail(_)))
+                {
+                    return Err(Error::Unsupported("labels on a server without them".into()));
+                }
+                self.account.set_labels(msg, &edit)?;
                 Ok(())
             }
             (InoKind::Draft(_), "user.imap.flags") => {
@@ -240,6 +300,7 @@ impl ImapFs {
             format!("bytes_on_wire={}", p.bytes_on_wire),
             format!("bytes_saved={}", p.bytes_saved),
         ];
+        lines.extend(self.account.disk_cache_lines());
         if let Some(cap) = p.connection_cap {
             lines.push(format!("connection_cap={cap}"));
         }
@@ -249,6 +310,21 @@ impl ImapFs {
         if let Some(d) = p.unreachable_for {
             lines.push(format!("unreachable_for_secs={}", d.as_secs()));
         }
+        // The link (store/link.rs): online (and writable once resynced) or offline, since
+        // when (seconds since the epoch).
+        let link = self.account.link();
+        let state = match (link.online, self.account.is_writable()) {
+            (false, _) => "offline",
+            (true, false) => "resyncing",
+            (true, true) => "online",
+        };
+        lines.push(format!("link={state}"));
+        let since = link.since.duration_since(std::time::UNIX_EPOCH);
+        lines.push(format!(
+            "link_since={}",
+            since.unwrap_or_default().as_secs()
+        ));
+        lines.push(format!("resyncs={}", self.account.resyncs()));
         lines.join("\n")
     }
 }

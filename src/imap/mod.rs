@@ -2,6 +2,7 @@
 //!
 //! - [`codec`]: sans-I/O decoding of responses and encoding of commands.
 //! - [`types`]: the protocol's values (UIDs, flags, mailbox names, responses).
+//! - [`gmail`]: Gmail's X-GM-EXT-1 labels and ids ([`gmail::Label`]).
 //! - [`mutf7`]: modified UTF-7, the wire form of mailbox names without UTF8=ACCEPT.
 //! - [`transport`]: a blocking byte stream over TCP, plain or TLS, with deadlines.
 //! - [`compress`]: COMPRESS=DEFLATE (RFC 4978), both directions as deflate streams.
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod codec;
 pub mod compress;
+pub mod gmail;
 pub mod mutf7;
 pub mod pool;
 pub mod refusals;

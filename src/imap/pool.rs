@@ -30,15 +30,22 @@
 //! after it tries once more, while the others keep failing fast (and if that attempt fails
 //! too, so does its request: with `Unavailable`, which the filesystem logs only at debug
 //! level, so that one outage is one warning however many requests and attempts it spans).
-//! The first success ends the outage and is logged once. There is no background
-//! reconnection: attempts follow demand.
+//! The first success ends the outage and is logged once.
+//!
+//! The link: an outage is the pool's half of the mount's link state ([`Pool::link`]: online
+//! or offline, since when, and an epoch that moves with each change). A pool can start
+//! offline ([`Pool::offline`], a mount that came up from its saved state). Attempts follow
+//! demand, and a prober (the store's link thread) also makes one whenever the back-off ends
+//! ([`Pool::probe_due`], [`Pool::probe`]), so that the mount comes back by itself with no
+//! request to carry it. The watcher's own connection attempts count too: its failure
+//! begins an outage, its success ends one.
 //!
 //! [`Pool::stats`] gives counters for a status view ([`PoolStats`]).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -96,6 +103,17 @@ pub struct PoolStats {
     pub bytes_saved: u64,
 }
 
+/// Whether the server can be reached, as the pool last found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// False from a failed connection attempt until a successful one.
+    pub online: bool,
+    /// When the link last changed (the pool's creation at first).
+    pub since: SystemTime,
+    /// Moves on with every change of `online`.
+    pub epoch: u64,
+}
+
 /// A bounded set of sessions to one account.
 pub struct Pool {
     config: ServerConfig,
@@ -126,6 +144,9 @@ struct PoolState {
     /// Connections being opened right now.
     connecting: usize,
     outage: Option<Outage>,
+    /// When `outage` last began or ended, and how many times it did.
+    link_since: SystemTime,
+    link_epoch: u64,
     /// The server refused a login for the number of connections: the pool keeps at most
     /// `Cap::limit` until `Cap::until`, then tries one more again.
     cap: Option<Cap>,
@@ -170,6 +191,8 @@ impl Pool {
                 open,
                 connecting: 0,
                 outage: None,
+                link_since: SystemTime::now(),
+                link_epoch: 0,
                 cap: None,
             }),
             changed: Condvar::new(),
@@ -188,6 +211,104 @@ impl Pool {
         };
         pool.append_limit.store(append_limit, Ordering::Relaxed);
         pool
+    }
+
+    /// A pool that starts offline: the server could not be reached (`error`), and the first
+    /// attempt waits for the first back-off, as after any failed attempt.
+    pub fn offline(config: ServerConfig, max: usize, error: &Error) -> Pool {
+        let pool = Pool::new(config, max, None);
+        pool.connect_failures.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut st = pool.state.lock();
+        st.outage = Some(Outage {
+            since: now,
+            failures: 1,
+            retry_at: now + backoff(1),
+            error: printable(&error.to_string()).into_owned(),
+        });
+        st.link_epoch += 1;
+        drop(st);
+        pool
+    }
+
+    /// The link as the pool knows it: offline from a failed connection attempt until a
+    /// successful one.
+    pub fn link(&self) -> Link {
+        let st = self.state.lock();
+        Link {
+            online: st.outage.is_none(),
+            since: st.link_since,
+            epoch: st.link_epoch,
+        }
+    }
+
+    /// While offline: how long until a connection attempt is due (zero: now, and nobody is
+    /// making one). `None` while online.
+    pub fn probe_due(&self) -> Option<Duration> {
+        let st = self.state.lock();
+        let o = st.outage.as_ref()?;
+        if st.connecting > 0 {
+            return Some(BACKOFF_START);
+        }
+        Some(o.retry_at.saturating_duration_since(Instant::now()))
+    }
+
+    /// While offline and an attempt is due: try to connect once (idle sessions the server
+    /// closed are dropped first, so that their slots do not block the attempt); a new
+    /// session goes to the idle list. Returns whether the link is online afterwards.
+    pub fn probe(&self) -> bool {
+        if self.probe_due() != Some(Duration::ZERO) {
+            return self.link().online;
+        }
+        self.drop_dead_idle();
+        let mut st = self.state.lock();
+        let due = st
+            .outage
+            .as_ref()
+            .is_some_and(|o| Instant::now() >= o.retry_at);
+        if !due || st.connecting > 0 || st.open >= self.limit(&mut st) {
+            return st.outage.is_none();
+        }
+        st.open += 1;
+        st.connecting += 1;
+        drop(st);
+        match self.open_connection() {
+            Ok(session) => {
+                self.give_back(session);
+                true
+            }
+            Err(e) => {
+                log::debug!("probing the server: {e}");
+                self.link().online
+            }
+        }
+    }
+
+    /// Wait until something about the pool changes (a session given back, the link), or
+    /// `timeout`.
+    pub fn wait_changed(&self, timeout: Duration) {
+        let mut st = self.state.lock();
+        self.changed.wait_for(&mut st, timeout);
+    }
+
+    /// Drop the idle sessions the server closed (checked one by one outside the lock).
+    fn drop_dead_idle(&self) {
+        let idle = std::mem::take(&mut self.state.lock().idle);
+        let (mut alive, mut dead) = (Vec::new(), Vec::new());
+        for mut s in idle {
+            if s.check_idle() {
+                alive.push(s);
+            } else {
+                dead.push(s);
+            }
+        }
+        let mut st = self.state.lock();
+        st.open -= dead.len();
+        st.idle.extend(alive);
+        drop(st);
+        if !dead.is_empty() {
+            self.changed.notify_all();
+        }
     }
 
     /// The largest message the server accepts, if it advertised APPENDLIMIT (RFC 7889) on
@@ -266,6 +387,17 @@ impl Pool {
     /// spare reader.
     pub fn dedicated_session(&self) -> Result<Session> {
         let result = connect(&self.config);
+        match &result {
+            Ok(_) => self.end_outage(),
+            Err(e) if e.is_unreachable() => {
+                let mut st = self.state.lock();
+                self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                self.begin_outage(&mut st, e);
+                drop(st);
+                self.changed.notify_all();
+            }
+            Err(_) => {}
+        }
         if let Err(Error::TooManyConnections(words)) = &result {
             let mut st = self.state.lock();
             let limit = st.open.saturating_sub(1).max(1);
@@ -467,15 +599,7 @@ impl Pool {
         match &result {
             Ok(_) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                if let Some(o) = st.outage.take() {
-                    log::info!(
-                        "{}:{} reachable again after {:.1} s ({} failed attempts)",
-                        self.config.host,
-                        self.config.port,
-                        o.since.elapsed().as_secs_f64(),
-                        o.failures
-                    );
-                }
+                self.outage_over(&mut st);
             }
             Err(Error::TooManyConnections(words)) if st.open > 1 => {
                 // The server (or the account's other clients) allows no more connections
@@ -501,31 +625,7 @@ impl Pool {
             Err(e) => {
                 st.open -= 1;
                 self.connect_failures.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
-                let error = printable(&e.to_string()).into_owned();
-                match &mut st.outage {
-                    Some(o) => {
-                        o.failures += 1;
-                        o.retry_at = now + backoff(o.failures);
-                        log::debug!("connection attempt {} failed: {error}", o.failures);
-                        o.error = error;
-                        again = Some(unavailable(Some(o), now));
-                    }
-                    None => {
-                        log::warn!(
-                            "cannot connect to {}:{}: {error}; requests fail until it can be \
-                             reached again (retrying with back-off)",
-                            self.config.host,
-                            self.config.port
-                        );
-                        st.outage = Some(Outage {
-                            since: now,
-                            failures: 1,
-                            retry_at: now + backoff(1),
-                            error,
-                        });
-                    }
-                }
+                again = self.begin_outage(&mut st, e);
             }
         }
         drop(st);
@@ -534,6 +634,67 @@ impl Pool {
             result = Err(e);
         }
         result
+    }
+
+    /// A connection attempt failed with `e`: the outage begins (logged once, the link goes
+    /// offline) or goes on (the next attempt waits longer). During an outage the error
+    /// returned is [`Error::Unavailable`], for the attempt to fail like the requests that
+    /// did not try.
+    fn begin_outage(&self, st: &mut PoolState, e: &Error) -> Option<Error> {
+        let now = Instant::now();
+        let error = printable(&e.to_string()).into_owned();
+        match &mut st.outage {
+            Some(o) => {
+                o.failures += 1;
+                o.retry_at = now + backoff(o.failures);
+                log::debug!("connection attempt {} failed: {error}", o.failures);
+                o.error = error;
+                Some(unavailable(Some(o), now))
+            }
+            None => {
+                log::warn!(
+                    "cannot connect to {}:{}: {error}; requests fail until it can be reached \
+                     again (retrying with back-off)",
+                    self.config.host,
+                    self.config.port
+                );
+                st.outage = Some(Outage {
+                    since: now,
+                    failures: 1,
+                    retry_at: now + backoff(1),
+                    error,
+                });
+                st.link_since = SystemTime::now();
+                st.link_epoch += 1;
+                None
+            }
+        }
+    }
+
+    /// A connection was opened: an outage, if any, is over (logged once).
+    fn outage_over(&self, st: &mut PoolState) {
+        if let Some(o) = st.outage.take() {
+            log::info!(
+                "{}:{} reachable again after {:.1} s ({} failed attempts)",
+                self.config.host,
+                self.config.port,
+                o.since.elapsed().as_secs_f64(),
+                o.failures
+            );
+            st.link_since = SystemTime::now();
+            st.link_epoch += 1;
+        }
+    }
+
+    /// [`Pool::outage_over`] from outside a locked section (the watcher's connection).
+    fn end_outage(&self) {
+        let mut st = self.state.lock();
+        let was = st.outage.is_some();
+        self.outage_over(&mut st);
+        drop(st);
+        if was {
+            self.changed.notify_all();
+        }
     }
 
     /// The most sessions to hold now: `max`, or less while a cap the server showed is kept.

@@ -438,8 +438,16 @@ pub enum FetchItem {
         section: String,
         size: u64,
     },
+    /// OBJECTID (RFC 8474): the server's id of the message's content, the same in every
+    /// mailbox that holds a copy; empty for NIL.
     EmailId(String),
     ThreadId(String),
+    /// `X-GM-MSGID` (Gmail): the message's id, the same in every label folder.
+    GmMsgId(u64),
+    /// `X-GM-THRID` (Gmail): the conversation's id.
+    GmThrId(u64),
+    /// `X-GM-LABELS` (Gmail): the message's labels.
+    GmLabels(Vec<crate::imap::gmail::Label>),
     /// An item this client does not know: its name and raw value.
     Other {
         name: String,

@@ -48,7 +48,7 @@ impl Account {
             return Ok(h.clone());
         }
         // The first block, if cached, usually holds the whole header.
-        let cached = self.reading.blocks.get(&BlockKey {
+        let cached = self.cached_block(&BlockKey {
             mailbox: msg.mailbox,
             validity: msg.validity,
             uid: msg.uid,

@@ -17,6 +17,7 @@
 //! [`Change`]: crate::store::changes::Change
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::imap::types::{Flag, ModSeq, Uid, UidValidity};
@@ -40,6 +41,32 @@ pub struct MessageMeta {
     pub flags: Vec<Flag>,
     /// The message's MODSEQ (CONDSTORE servers).
     pub modseq: Option<ModSeq>,
+    /// Who the message is across folders (Gmail, RFC 8474 OBJECTID), where the server says.
+    pub ids: Option<Arc<ObjectIds>>,
+}
+
+/// A server's name for a message's content or its thread, the same in every folder that
+/// holds a copy: Gmail's `X-GM-MSGID` / `X-GM-THRID`, or RFC 8474's `EMAILID` / `THREADID`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectId {
+    Gmail(u64),
+    Rfc8474(Box<str>),
+}
+
+/// A message's ids across folders: one message, one inode, one cached body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectIds {
+    pub message: ObjectId,
+    pub thread: Option<ObjectId>,
+}
+
+impl std::fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectId::Gmail(n) => write!(f, "{n}"),
+            ObjectId::Rfc8474(s) => f.write_str(s),
+        }
+    }
 }
 
 impl MessageMeta {
@@ -80,6 +107,9 @@ pub struct Index {
     /// The next question about the mailbox must ask the server, however recent `fetched_at`
     /// (our own change made the listing doubtful, or it was loaded from disk).
     stale: bool,
+    /// Loaded from disk and not yet checked against the server: its first refresh checks a
+    /// sample of it (`store/sync/verify.rs`). Only an offline mount holds such an index.
+    unverified: bool,
 }
 
 impl Index {
@@ -99,6 +129,7 @@ impl Index {
             messages,
             fetched_at: Instant::now(),
             stale: false,
+            unverified: false,
         }
     }
 
@@ -111,6 +142,7 @@ impl Index {
     ) -> Index {
         Index {
             stale: true,
+            unverified: true,
             ..Index::listed(validity, uidnext, highest_modseq, None, messages)
         }
     }
@@ -145,6 +177,12 @@ impl Index {
     /// Whether the next question about the mailbox must ask the server.
     pub fn is_stale(&self) -> bool {
         self.stale
+    }
+
+    /// Whether the index was loaded from disk and never checked against the server (an
+    /// offline mount serves it; its first refresh checks it).
+    pub fn is_unverified(&self) -> bool {
+        self.unverified
     }
 
     /// Apply one change, noting what it did in `effects` (only what it did: a pass over

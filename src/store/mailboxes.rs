@@ -150,6 +150,21 @@ impl Mailboxes {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The list held now, however old.
+    pub(crate) fn current(&self) -> Option<Arc<Vec<MailboxInfo>>> {
+        self.list.lock().as_ref().map(|(list, _)| list.clone())
+    }
+
+    /// Hold a list saved by an earlier mount, untrusted (the first question that can reach
+    /// the server asks it), unless a list is held already. For an offline mount.
+    pub(crate) fn hold_saved(&self, list: Vec<MailboxInfo>) -> Arc<Vec<MailboxInfo>> {
+        self.list
+            .lock()
+            .get_or_insert_with(|| (Arc::new(list), None))
+            .0
+            .clone()
+    }
+
     fn fresh(&self, max_age: Duration) -> Option<Arc<Vec<MailboxInfo>>> {
         match &*self.list.lock() {
             Some((list, Some(at))) if at.elapsed() < max_age => Some(list.clone()),
@@ -165,6 +180,19 @@ impl Account {
         if let Some(list) = mb.fresh(max_age) {
             return Ok(list);
         }
+        if self.is_offline() {
+            return self.offline_mailboxes();
+        }
+        match self.list_mailboxes(max_age) {
+            // The server went away under this listing.
+            Err(e) if self.is_offline() => self.offline_mailboxes().map_err(|_| e),
+            other => other,
+        }
+    }
+
+    /// The mailbox list from the server (or from a listing that ran meanwhile).
+    fn list_mailboxes(&self, max_age: Duration) -> Result<Arc<Vec<MailboxInfo>>> {
+        let mb = &self.mailboxes;
         let _turn = mb.turn.lock();
         // A listing overtaken by a folder change of ours is asked again; after a few tries
         // (changes in a tight loop) the last one answers this question without being cached.
@@ -207,7 +235,7 @@ impl Account {
             return Err(list);
         }
         let now = Some(Instant::now());
-        Ok(match cached.as_mut() {
+        let installed = match cached.as_mut() {
             // The same as before: keep the old one (the tree built from it stays valid).
             Some((old, at)) if **old == list => {
                 *at = now;
@@ -226,7 +254,11 @@ impl Account {
                 *cached = Some((list.clone(), now));
                 (list, false)
             }
-        })
+        };
+        drop(cached);
+        // Kept on disk for an offline start (only when it differs from what was saved).
+        self.save_mailbox_list();
+        Ok(installed)
     }
 
     /// The list changed by a command of ours (or may have): read it again now, so that
@@ -395,6 +427,9 @@ impl Account {
 
     /// STATUS (MESSAGES UNSEEN UIDNEXT UIDVALIDITY).
     pub fn status(&self, id: MailboxId) -> Result<MailboxStatus> {
+        if self.is_offline() {
+            return self.offline_status(id);
+        }
         let epoch = self.changes.epoch(Some(id));
         if let Some(&(at, e, st)) = self.mailboxes.status.lock().get(&id) {
             if e == epoch && at.elapsed() < STATUS_TTL {

@@ -14,9 +14,12 @@
 //!   or a UID and flags diff);
 //! - [`watch`]: the watcher connection (NOTIFY, else IDLE and STATUS polling) that turns other
 //!   clients' changes into refreshes, so they reach the filesystem within a second or two;
-//! - [`persist`]: indexes saved under the user's cache directory, so a remount starts from
-//!   them with one incremental refresh instead of a full listing;
-//! - [`read`]: open, blocks, readahead, folder walks, over the [`blocks`] cache;
+//! - [`persist`]: indexes and the folder list saved under the user's cache directory, so a
+//!   remount starts from them with one incremental refresh instead of a full listing;
+//! - [`link`]: online or offline; what is served without the server (read-only), and the
+//!   resync when it answers again;
+//! - [`read`]: open, blocks, readahead, folder walks, over the body cache ([`bodies`]: the
+//!   memory [`blocks`] first, then the [`disk_cache`] shared by every mount of the account);
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
@@ -30,10 +33,14 @@
 //! of touching another message, and the cache keys make old blocks unreachable.
 
 pub mod blocks;
+pub mod bodies;
 pub mod changes;
+pub mod disk_cache;
 pub mod headers;
 pub mod ids;
 pub mod index;
+pub mod labels;
+pub mod link;
 pub mod mailboxes;
 pub mod mime;
 pub mod persist;
@@ -83,6 +90,8 @@ pub struct StoreOptions {
     pub idle: bool,
     /// Keep indexes on disk between mounts ([`persist`]); `None`: never.
     pub persist: Option<persist::PersistOptions>,
+    /// Keep message bodies on disk between mounts ([`disk_cache`]); `None`: never.
+    pub disk: Option<disk_cache::DiskOptions>,
 }
 
 impl Default for StoreOptions {
@@ -98,6 +107,7 @@ impl Default for StoreOptions {
             trash: None,
             idle: true,
             persist: None,
+            disk: None,
         }
     }
 }
@@ -112,6 +122,8 @@ pub struct Account {
     mailboxes: mailboxes::Mailboxes,
     indexes: index::Indexes,
     reading: read::ReadState,
+    /// The body cache's second level, if on.
+    disk: Option<std::sync::Arc<disk_cache::DiskCache>>,
     headers: headers::HeaderCache,
     /// Where changes go: the indexes send theirs ([`index::Indexes`]), the mailbox list its.
     changes: std::sync::Arc<ChangeFeed>,
@@ -119,6 +131,7 @@ pub struct Account {
     /// Locks that serialise index refreshes per mailbox (striped by mailbox).
     refresh_turns: Vec<Mutex<()>>,
     watch: watch::Watch,
+    link_state: link::LinkState,
     sync_stats: sync::SyncStats,
     saved: persist::Saved,
     /// The account itself, once shared ([`Account::shared`]): what background threads (the
@@ -133,7 +146,17 @@ pub struct Account {
 impl Account {
     pub fn new(pool: Pool, opts: StoreOptions) -> Account {
         let changes = std::sync::Arc::new(ChangeFeed::default());
+        let disk = opts.disk.as_ref().and_then(disk_cache::DiskCache::open);
+        let disk = disk.map(std::sync::Arc::new);
+        if let Some(d) = &disk {
+            // Learn what an earlier mount left (and trim it to the bound) in the background.
+            let d = d.clone();
+            let _ = std::thread::Builder::new()
+                .name("disk-cache-scan".into())
+                .spawn(move || d.scan());
+        }
         Account {
+            disk,
             pool,
             mailboxes: mailboxes::Mailboxes::default(),
             indexes: index::Indexes::new(changes.clone()),
@@ -143,6 +166,7 @@ impl Account {
             moves: write::MoveQueue::default(),
             refresh_turns: (0..REFRESH_STRIPES).map(|_| Mutex::new(())).collect(),
             watch: watch::Watch::default(),
+            link_state: link::LinkState::default(),
             sync_stats: sync::SyncStats::default(),
             saved: persist::Saved::default(),
             me: std::sync::Weak::new(),
@@ -174,10 +198,16 @@ impl Account {
         self.changes.subscribe()
     }
 
-    /// Stop the watcher, save the indexes and log out every connection (at unmount).
+    /// Stop the watcher and the link thread, save the indexes and log out every connection (at unmount).
     pub fn close(&self) {
+        self.stop_link();
         self.stop_watcher();
         self.save_indexes();
+        if let Some(d) = &self.disk {
+            // Leave the cache within its bound (writers may have raced the last pass).
+            d.scan();
+            d.save_totals();
+        }
         self.pool.close_all();
     }
 

@@ -10,7 +10,8 @@
 //! (a private directory of ours) on its fd, and reach the file relative to that fd.
 //!
 //! What: a folder's generation and listing as of one refresh: UIDVALIDITY, UIDNEXT,
-//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ and flags. The
+//! HIGHESTMODSEQ and, per message, UID, RFC822.SIZE, INTERNALDATE, MODSEQ, flags and the ids
+//! that name it across folders (X-GM-MSGID / X-GM-THRID, EMAILID / THREADID). The
 //! format has a field for the verified body length, but it is always written empty and
 //! ignored on load: after a server restore a saved length would cut reads short, so a length
 //! is only ever learned from the server's bytes in this mount. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
@@ -26,7 +27,10 @@
 //! lists the folder afresh.
 //!
 //! When: an index is saved after its first listing in this mount, then at most once a
-//! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]).
+//! [`SAVE_EVERY`] as refreshes change it, and at unmount ([`Account::close`]). Saves are
+//! written by one saving thread, in the order they were asked: the snapshot, the fsync and
+//! the rename leave the FUSE thread whose listing refreshed the index (on a remount of a big
+//! folder they cost more than the listing itself); the unmount waits until all are on disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -34,6 +38,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -41,11 +46,13 @@ use parking_lot::Mutex;
 
 use crate::imap::types::{Flag, MailboxName, ModSeq, Uid, UidValidity};
 use crate::store::ids::MailboxId;
-use crate::store::index::{Index, MessageMeta};
+use crate::store::index::{Index, MessageMeta, ObjectId, ObjectIds, SharedIndex};
 use crate::store::Account;
 
 const MAGIC: &[u8; 8] = b"IMAPFSIX";
-const VERSION: u32 = 1;
+/// 2: each message also carries its [`ObjectIds`] (version 1 files are listed afresh: their
+/// messages would lack the ids that make one message one inode).
+const VERSION: u32 = 2;
 /// Largest file read back (a listing of millions of messages stays below).
 const MAX_FILE: u64 = 512 << 20;
 /// Longest pause between two saves of a changing index.
@@ -78,7 +85,96 @@ impl PersistOptions {
 pub struct Saved {
     /// Mailboxes whose index changed since its last save.
     dirty: Mutex<HashMap<MailboxId, Option<Instant>>>,
+    /// The folder list saved last ([`list`]); its lock serialises the saves.
+    list: Mutex<Option<std::sync::Arc<Vec<crate::store::MailboxInfo>>>>,
+    /// The saving thread's queue, once started.
+    saver: Mutex<Option<mpsc::Sender<SaveJob>>>,
 }
+
+/// Work for the saving thread.
+enum SaveJob {
+    /// Snapshot an index and write it (fsync, rename).
+    Write {
+        account: String,
+        name: MailboxName,
+        index: SharedIndex,
+        path: PathBuf,
+    },
+    /// Write bytes encoded already (the folder list, `list`).
+    File {
+        what: &'static str,
+        path: PathBuf,
+        bytes: Vec<u8>,
+    },
+    /// Everything queued before is on disk (or failed and was logged).
+    Barrier(mpsc::Sender<()>),
+}
+
+impl SaveJob {
+    fn run(self) {
+        match self {
+            SaveJob::Write {
+                account,
+                name,
+                index,
+                path,
+            } => {
+                // A consistent snapshot, taken under the lock; the disk is written after.
+                let bytes = encode(&account, &name, &index.read());
+                if let Err(e) = write_private(&path, &bytes) {
+                    log::warn!("saving the index of {name} to {}: {e}", path.display());
+                }
+            }
+            SaveJob::File { what, path, bytes } => {
+                if let Err(e) = write_private(&path, &bytes) {
+                    log::warn!("saving {what} to {}: {e}", path.display());
+                }
+            }
+            SaveJob::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl Saved {
+    /// Queue a job for the saving thread (started on first use); run it here if the thread
+    /// cannot be started.
+    fn queue(&self, job: SaveJob) {
+        let mut saver = self.saver.lock();
+        if saver.is_none() {
+            let (tx, rx) = mpsc::channel::<SaveJob>();
+            let started = std::thread::Builder::new()
+                .name("save-index".into())
+                .spawn(move || rx.into_iter().for_each(SaveJob::run));
+            match started {
+                Ok(_) => *saver = Some(tx),
+                Err(e) => log::warn!("starting the index saving thread: {e}"),
+            }
+        }
+        let job = match saver.as_ref() {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        drop(saver);
+        job.run();
+    }
+
+    /// Wait (bounded) until every save queued before is written.
+    fn wait_written(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.queue(SaveJob::Barrier(tx));
+        if rx.recv_timeout(SAVE_WAIT).is_err() {
+            log::warn!("index saves still not written after {SAVE_WAIT:?}");
+        }
+    }
+}
+
+/// Longest wait at unmount for the saving thread.
+const SAVE_WAIT: Duration = Duration::from_secs(60);
 
 impl Account {
     /// The index saved by an earlier mount, if there is a sound one (always marked stale).
@@ -127,6 +223,7 @@ impl Account {
         for id in ids {
             self.save_index(id);
         }
+        self.saved.wait_written();
     }
 
     fn save_index(&self, id: MailboxId) {
@@ -137,15 +234,14 @@ impl Account {
         ) else {
             return;
         };
-        // A consistent snapshot, taken under the lock; the disk is written after.
-        let bytes = encode(&p.account, &name, &ix.read());
         let path = file_for(p, &name);
-        match write_private(&path, &bytes) {
-            Ok(()) => {
-                self.saved.dirty.lock().insert(id, Some(Instant::now()));
-            }
-            Err(e) => log::warn!("saving the index of {name} to {}: {e}", path.display()),
-        }
+        self.saved.dirty.lock().insert(id, Some(Instant::now()));
+        self.saved.queue(SaveJob::Write {
+            account: p.account.clone(),
+            name,
+            index: ix,
+            path,
+        });
     }
 }
 
@@ -280,10 +376,55 @@ fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
         for f in &m.flags {
             put_bytes(&mut w, f.as_str().as_bytes());
         }
+        match m.ids.as_deref() {
+            None => w.push(0),
+            Some(ids) => {
+                put_object_id(&mut w, &ids.message);
+                match &ids.thread {
+                    None => w.push(0),
+                    Some(t) => put_object_id(&mut w, t),
+                }
+            }
+        }
     }
+    seal(w)
+}
+
+/// End a file's bytes with the MD5 of everything before it.
+fn seal(mut w: Vec<u8>) -> Vec<u8> {
     let sum = Md5::digest(&w);
     w.extend_from_slice(&sum);
     w
+}
+
+/// Check a sealed file's magic, checksum and version; a reader of what follows them.
+fn open_sealed<'a>(data: &'a [u8], magic: &[u8; 8], version: u32) -> Result<Reader<'a>, String> {
+    if data.len() < magic.len() + 16 || &data[..magic.len()] != magic {
+        return Err("not a file of ours".into());
+    }
+    let (body, sum) = data.split_at(data.len() - 16);
+    if Md5::digest(body).as_slice() != sum {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader(&body[magic.len()..]);
+    if r.u32()? != version {
+        return Err("another version".into());
+    }
+    Ok(r)
+}
+
+/// Tag 1 and a u64 for Gmail's ids, tag 2 and bytes for RFC 8474's (0 is "none").
+fn put_object_id(w: &mut Vec<u8>, id: &ObjectId) {
+    match id {
+        ObjectId::Gmail(n) => {
+            w.push(1);
+            w.extend_from_slice(&n.to_le_bytes());
+        }
+        ObjectId::Rfc8474(s) => {
+            w.push(2);
+            put_bytes(w, s.as_bytes());
+        }
+    }
 }
 
 fn put_u32(w: &mut Vec<u8>, n: u32) {
@@ -306,10 +447,19 @@ fn put_opt(w: &mut Vec<u8>, v: Option<u64>) {
 }
 
 /// Read a saved index: `Ok(None)` if there is none or it belongs to another key, `Err` with
-/// the reason if it must be discarded. The file is opened once, without following a symlink
-/// (in a private directory opened the same way); its type, owner, mode and size are checked
-/// on that fd, and the bytes are read from it: what was checked is what is read.
+/// the reason if it must be discarded.
 fn load(path: &Path, account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
+    match read_private(path)? {
+        Some(data) => decode(&data, account, name),
+        None => Ok(None),
+    }
+}
+
+/// The bytes of a private file of ours: `Ok(None)` if there is none, `Err` with the reason
+/// if it is not ours or too large. The file is opened once, without following a symlink (in
+/// a private directory opened the same way); its type, owner, mode and size are checked on
+/// that fd, and the bytes are read from it: what was checked is what is read.
+fn read_private(path: &Path) -> Result<Option<Vec<u8>>, String> {
     let (dir, file) = split(path).map_err(|e| e.to_string())?;
     let dirfd = match open_private_dir(dir) {
         Ok(d) => d,
@@ -349,22 +499,12 @@ fn load(path: &Path, account: &str, name: &MailboxName) -> Result<Option<Index>,
     if data.len() as u64 > MAX_FILE {
         return Err("too large".into());
     }
-    decode(&data, account, name)
+    Ok(Some(data))
 }
 
 /// Parse a saved index, checking everything.
 fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
-    if data.len() < MAGIC.len() + 16 || &data[..MAGIC.len()] != MAGIC {
-        return Err("not an index file".into());
-    }
-    let (body, sum) = data.split_at(data.len() - 16);
-    if Md5::digest(body).as_slice() != sum {
-        return Err("checksum mismatch".into());
-    }
-    let mut r = Reader(&body[MAGIC.len()..]);
-    if r.u32()? != VERSION {
-        return Err("another version".into());
-    }
+    let mut r = open_sealed(data, MAGIC, VERSION)?;
     if r.bytes()? != account.as_bytes() || r.bytes()? != name.raw() {
         // Another account's or folder's (a name hash collision): not for us.
         return Ok(None);
@@ -395,18 +535,26 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
             let f = std::str::from_utf8(r.bytes()?).map_err(|_| "flag not UTF-8")?;
             flags.push(Flag::parse(f).ok_or("bad flag")?);
         }
+        let ids = match r.object_id()? {
+            None => None,
+            Some(message) => Some(std::sync::Arc::new(ObjectIds {
+                message,
+                thread: r.object_id()?,
+            })),
+        };
         let meta = MessageMeta {
             listed_size,
             body_len: None,
             internal_date,
             flags,
             modseq,
+            ids,
         };
         if messages.insert(uid, meta).is_some() {
             return Err("a UID twice".into());
         }
     }
-    if !r.0.is_empty() {
+    if !r.is_empty() {
         return Err("trailing bytes".into());
     }
     Ok(Some(Index::saved(
@@ -447,6 +595,30 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    fn flag(&mut self) -> Result<bool, String> {
+        match self.take(1)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err("bad flag byte".into()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn object_id(&mut self) -> Result<Option<ObjectId>, String> {
+        Ok(match self.take(1)?[0] {
+            0 => None,
+            1 => Some(ObjectId::Gmail(self.u64()?)),
+            2 => {
+                let s = std::str::from_utf8(self.bytes()?).map_err(|_| "id not UTF-8")?;
+                Some(ObjectId::Rfc8474(s.into()))
+            }
+            _ => return Err("bad id tag".into()),
+        })
+    }
+
     fn opt(&mut self) -> Result<Option<u64>, String> {
         match self.take(1)?[0] {
             0 => Ok(None),
@@ -455,6 +627,9 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+mod list;
+pub use list::saved_mailbox_list;
 
 #[cfg(test)]
 mod tests;

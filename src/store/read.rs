@@ -162,7 +162,7 @@ impl Account {
             block,
         };
         let mut have: Vec<Option<Arc<[u8]>>> =
-            (first..=last).map(|b| rs.blocks.get(&key(b))).collect();
+            (first..=last).map(|b| self.cached_block(&key(b))).collect();
         let streaming = offset == 0 && self.note_message_start(msg, have[0].is_none());
         if first == 0 && have[0].is_none() && self.wait_for_stream(msg) {
             // A stream was bringing the first block: take what it brought.
@@ -196,7 +196,7 @@ impl Account {
                 let mut optional = Vec::new();
                 let last_block = known_end.max(1).saturating_sub(1) / bs;
                 for b in last + 1..=(last + readahead).min(last_block) {
-                    if rs.blocks.get(&key(b)).is_none() {
+                    if !self.has_block(&key(b)) {
                         optional.push((msg.uid, b));
                     }
                 }
@@ -214,7 +214,7 @@ impl Account {
                     }
                 }
                 for ((uid, block), data) in fetched {
-                    self.reading.blocks.insert(
+                    self.keep_block(
                         BlockKey {
                             mailbox: msg.mailbox,
                             validity: msg.validity,
@@ -346,7 +346,7 @@ impl Account {
                 uid: next,
                 block: 0,
             };
-            if self.reading.blocks.get(&key).is_none() {
+            if !self.has_block(&key) {
                 bytes += cost;
                 out.push((next, 0));
             }

@@ -473,7 +473,7 @@ fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> 
                 uid,
                 block: i as u64,
             };
-            a.reading.blocks.insert(key, Arc::from(b));
+            a.keep_block(key, Arc::from(b));
         }
         a.reading.streams.landed.notify_all();
     }
@@ -513,7 +513,7 @@ fn next_batch(
             validity: stream.validity,
             uid,
         };
-        if !a.reading.blocks.contains(&key) && !a.reading.read_through.lock().contains(&msg) {
+        if !a.reading.read_through.lock().contains(&msg) && !a.has_block(&key) {
             if stream.whole[to] {
                 whole.push(uid);
             } else {

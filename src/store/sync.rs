@@ -29,6 +29,7 @@
 //!
 //! Freshness: an index is trusted for the caller's `max_age`, or indefinitely while the
 //! watcher ([`crate::store::watch`]) reports every change to it; see [`Account::index`].
+//! Offline, the index held is served however old ([`crate::store::link`]).
 //!
 //! [`Indexes`]: crate::store::index::Indexes
 
@@ -45,7 +46,7 @@ use crate::imap::types::{
 };
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
-use crate::store::index::{Delta, Index, Listing, MessageMeta, SharedIndex};
+use crate::store::index::{Delta, Index, Listing, MessageMeta, ObjectId, ObjectIds, SharedIndex};
 use crate::store::Account;
 
 mod verify;
@@ -107,12 +108,20 @@ impl Account {
         if let Some(ix) = fresh() {
             return Ok(ix);
         }
+        if self.is_offline() {
+            // Nothing to ask: what we hold, or what an earlier mount saved (store/link.rs).
+            return self.offline_index(id);
+        }
         // One refresh per mailbox at a time: the others wait and take its result.
         let _turn = self.refresh_turns[id.get() as usize % self.refresh_turns.len()].lock();
         if let Some(ix) = fresh() {
             return Ok(ix);
         }
-        self.refresh(id)
+        match self.refresh(id) {
+            // The server went away under this refresh.
+            Err(e) if self.is_offline() => self.offline_index(id).map_err(|_| e),
+            other => other,
+        }
     }
 
     /// The index we have, however old, without asking the server.
@@ -147,12 +156,26 @@ impl Account {
         let name = self.require_name(id)?;
         let listing = self.indexes.begin_listing(id);
         let held = self.indexes.get(id);
+        // An index an offline mount loaded from disk is checked like a saved one; a copy is
+        // kept for announcing its reset if the server does not match it.
+        let unverified = held
+            .as_ref()
+            .map(|ix| ix.read())
+            .filter(|ix| ix.is_unverified())
+            .map(|ix| ix.clone());
         let saved = match held {
             Some(_) => None,
             None => self.load_saved_index(id, &name),
         };
         let base = match (&held, &saved) {
-            (Some(ix), _) => Some(Base::of(&ix.read(), Vec::new())),
+            (Some(ix), _) => {
+                let ix = ix.read();
+                let check = match ix.is_unverified() {
+                    true => verify::sample(&ix),
+                    false => Vec::new(),
+                };
+                Some(Base::of(&ix, check))
+            }
             (None, Some(ix)) => Some(Base::of(ix, verify::sample(ix))),
             (None, None) => None,
         };
@@ -177,16 +200,30 @@ impl Account {
             other => other?,
         };
         let shared = match learned {
-            Learned::Full(index) => self.install_full(id, &name, index, &listing, None),
+            Learned::Full(index) => {
+                if base
+                    .as_ref()
+                    .is_some_and(|b| b.validity != index.validity())
+                {
+                    // A new generation: the old one's bodies can never be asked for again.
+                    self.drop_cached_folder(id);
+                }
+                self.install_full(id, &name, index, &listing, None)
+            }
             Learned::Replaced(index) => {
                 log::warn!(
                     "{name}: the saved index does not match the server (same UIDVALIDITY, \
                      other messages): listing it afresh"
                 );
-                if saved.is_some() {
-                    self.reading.blocks.forget_mailbox(id);
+                let disowned = saved.as_ref().or(unverified.as_ref());
+                if disowned.is_some() {
+                    self.drop_cached_folder(id);
                 }
-                self.install_full(id, &name, index, &listing, saved.as_ref())
+                if unverified.is_some() {
+                    // Installed afresh: the old copy's lengths and names must not carry over.
+                    self.indexes.remove(id);
+                }
+                self.install_full(id, &name, index, &listing, disowned)
             }
             Learned::Delta(delta) => {
                 self.sync_stats.incremental.fetch_add(1, Ordering::Relaxed);
@@ -226,28 +263,35 @@ impl Account {
         let (shared, changes) = self.indexes.install(id, index, listing, disowned);
         if disowned.is_none() && changes.iter().any(|c| matches!(c, Change::Reset { .. })) {
             log::warn!("UIDVALIDITY of {name} changed: dropping its cached content");
-            self.reading.blocks.forget_mailbox(id);
+            self.drop_cached_folder(id);
         }
         shared
     }
 
     /// Drop everything held about a mailbox (deleted or renamed away).
     pub(crate) fn forget_mailbox_content(&self, id: MailboxId) {
+        self.drop_cached_folder(id);
         self.indexes.remove(id);
-        self.reading.blocks.forget_mailbox(id);
     }
 }
 
 /// The metadata a listing asks for.
-fn listing_attrs(condstore: bool) -> Vec<FetchAttr> {
+/// With the ids that make one message one inode where the server has them (Gmail's
+/// X-GM-MSGID, else OBJECTID's EMAILID), each only if advertised.
+pub(crate) fn listing_attrs(s: &mut Session) -> Vec<FetchAttr> {
     let mut attrs = vec![
         FetchAttr::Uid,
         FetchAttr::Flags,
         FetchAttr::Rfc822Size,
         FetchAttr::InternalDate,
     ];
-    if condstore {
+    if s.supports(Capability::CondStore) {
         attrs.push(FetchAttr::ModSeq);
+    }
+    if s.supports(Capability::GmExt) {
+        attrs.extend([FetchAttr::GmMsgId, FetchAttr::GmThrId]);
+    } else if s.supports(Capability::ObjectId) {
+        attrs.extend([FetchAttr::EmailId, FetchAttr::ThreadId]);
     }
     attrs
 }
@@ -273,7 +317,7 @@ pub(crate) fn sync_mailbox(
     let new_ones = Command::Fetch {
         uid: true,
         set: SequenceSet::from(base.uidnext.map_or(1, Uid::get)),
-        attrs: listing_attrs(condstore),
+        attrs: listing_attrs(s),
         changed_since: None,
     };
     let (sync, extra) = match (qresync, modseq) {
@@ -326,7 +370,7 @@ pub(crate) fn sync_mailbox(
         extra.push(Command::Fetch {
             uid: true,
             set: SequenceSet::from_numbers(base.check.iter().map(|(u, _, _)| u.get())),
-            attrs: listing_attrs(condstore),
+            attrs: listing_attrs(s),
             changed_since: None,
         });
     }
@@ -378,10 +422,11 @@ pub(crate) fn sync_mailbox(
         .collect();
     if !unknown.is_empty() {
         log::debug!("{name}: listing {} messages the index lacks", unknown.len());
+        let attrs = listing_attrs(s);
         let done = s.run(Command::Fetch {
             uid: true,
             set: SequenceSet::from_numbers(unknown),
-            attrs: listing_attrs(condstore),
+            attrs,
             changed_since: None,
         })?;
         let mut more = BTreeSet::new();
@@ -439,8 +484,18 @@ enum Parsed {
 
 fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
     let (mut uid, mut size, mut date, mut flags, mut modseq) = (None, None, None, None, None);
+    let (mut message, mut thread) = (None, None);
     for item in items {
         match item {
+            FetchItem::GmMsgId(n) => message = Some(ObjectId::Gmail(n)),
+            FetchItem::GmThrId(n) => thread = Some(ObjectId::Gmail(n)),
+            // NIL (no id for this message) comes as an empty string.
+            FetchItem::EmailId(s) if !s.is_empty() => {
+                message = Some(ObjectId::Rfc8474(s.into_boxed_str()))
+            }
+            FetchItem::ThreadId(s) if !s.is_empty() => {
+                thread = Some(ObjectId::Rfc8474(s.into_boxed_str()))
+            }
             FetchItem::Uid(u) => uid = Some(u),
             FetchItem::Rfc822Size(n) => size = Some(n),
             FetchItem::InternalDate(d) => date = Some(d),
@@ -459,6 +514,7 @@ fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
                 internal_date: date.unwrap_or(0),
                 flags: flags.unwrap_or_default(),
                 modseq,
+                ids: message.map(|message| std::sync::Arc::new(ObjectIds { message, thread })),
             },
         )),
         None => Some(Parsed::Flags(uid, flags?, modseq)),
@@ -480,11 +536,10 @@ pub(crate) fn parse_listing(untagged: Vec<Untagged>) -> BTreeMap<Uid, MessageMet
 
 /// EXAMINE a mailbox and list its messages' metadata in one FETCH.
 pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
-    let condstore = s.supports(Capability::CondStore);
     let list = Command::Fetch {
         uid: true,
         set: SequenceSet::from(1),
-        attrs: listing_attrs(condstore),
+        attrs: listing_attrs(s),
         changed_since: None,
     };
     let listed = s.reselect_then(name, true, Some(list))?;

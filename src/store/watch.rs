@@ -195,6 +195,14 @@ fn run(account: Weak<Account>) {
         if a.watch.stop.load(Ordering::Relaxed) {
             return;
         }
+        if a.is_offline() {
+            // The link thread probes the server; the watcher follows once it answers.
+            drop(a);
+            if !sleep_unless_stopped(&account, POLL) {
+                return;
+            }
+            continue;
+        }
         let pool: &Pool = a.pool();
         let session = match pool.dedicated_session() {
             Ok(s) => s,

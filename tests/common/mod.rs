@@ -39,6 +39,7 @@
 //! | wait.rs | [`within`], [`wait_for`], [`set_xattr`]: deadlines |
 //! | text.rs | mUTF-7, base64, dates, hex, [`Rng`] |
 //! | ports.rs, proxy.rs | held ports, [`free_port`], whose listener a port is; the cutting proxy |
+//! | counting_proxy.rs | a proxy that counts the bytes on the wire (tests/disk_cache.rs) |
 //! | servers.rs, servers_oracle.py | other real servers (tests/compat.rs) and their raw oracle |
 //! | other_client.rs | a long-lived imaplib client for tests/safety/model.rs |
 //!
@@ -48,6 +49,7 @@
 #![allow(dead_code)]
 
 mod command;
+pub mod counting_proxy;
 mod dovecot;
 mod faults;
 mod maildir;
@@ -73,6 +75,7 @@ pub use self::{
     },
     dovecot::{self_signed_certificate, Dovecot},
     faults::Paused,
+    maildir::fill_folder,
     mount::{is_mounted, Mount, MountFailure, MountOptions},
     oracle::{ListEntry, OracleMeta, OraclePart, OracleParts, OracleStatus},
     ports::free_port,

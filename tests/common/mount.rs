@@ -246,6 +246,26 @@ impl Mount {
         wait_child(&mut self.child, timeout)
     }
 
+    /// One `key=value` line of the mount's `user.imapfs.stats` (docs/usage.md), if it has
+    /// that key (`None` also when getfattr fails or hangs past its deadline).
+    pub fn stat(&self, key: &str) -> Option<String> {
+        let root = self.mountpoint.to_string_lossy().into_owned();
+        let out = try_run(
+            &[
+                "getfattr",
+                "--only-values",
+                "-n",
+                "user.imapfs.stats",
+                &root,
+            ],
+            Duration::from_secs(20),
+        )
+        .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+    }
+
     /// Whether the kernel still lists the mount.
     pub fn is_mounted(&self) -> bool {
         is_mounted(&self.mountpoint)

@@ -316,8 +316,12 @@ fn run_chaos(ops: u64, default_seed: Option<u64>) {
     for ((op, outcome), count) in &run.outcomes {
         println!("chaos:   {op:<10} {outcome:<40} {count}");
     }
-    let faults: u64 = run.server.faults().values().sum();
+    let served = run.server.faults();
+    let faults: u64 = served.values().sum();
     println!("chaos: {faults} faults served");
+    for (fault, count) in &served {
+        println!("chaos:   {fault:<40} {count}");
+    }
     let journal: Vec<String> = run.server.world().journal.iter().cloned().collect();
     let saved = std::env::temp_dir().join(format!("imapfs-chaos-{seed}.journal"));
     if !run.failures.is_empty() || std::env::var_os("IMAPFS_CHAOS_JOURNAL").is_some() {

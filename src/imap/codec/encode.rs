@@ -102,6 +102,13 @@ pub enum FetchAttr {
     },
     /// `BINARY.SIZE[section]` (RFC 3516): the decoded size of a part.
     BinarySize(String),
+    /// `EMAILID` and `THREADID` (RFC 8474 OBJECTID).
+    EmailId,
+    ThreadId,
+    /// `X-GM-MSGID`, `X-GM-THRID`, `X-GM-LABELS` (Gmail's X-GM-EXT-1).
+    GmMsgId,
+    GmThrId,
+    GmLabels,
 }
 
 /// A client command (without its tag).
@@ -168,6 +175,15 @@ pub enum Command {
         silent: bool,
         flags: Vec<Flag>,
         unchanged_since: Option<ModSeq>,
+    },
+    /// `UID STORE set [+|-]X-GM-LABELS[.SILENT] (label ...)` (Gmail). `utf8`: UTF8=ACCEPT is
+    /// in force, so user labels go as UTF-8 instead of modified UTF-7.
+    StoreLabels {
+        set: SequenceSet,
+        mode: StoreMode,
+        silent: bool,
+        labels: Vec<crate::imap::gmail::Label>,
+        utf8: bool,
     },
     Copy {
         uid: bool,
@@ -357,6 +373,8 @@ pub enum SearchKey {
     Or(Box<SearchKey>, Box<SearchKey>),
     /// `(key key ...)`: every key holds; never empty.
     And(Vec<SearchKey>),
+    /// `X-GM-RAW string` (Gmail): a query in Gmail's own search language, sent as one string.
+    GmRaw(Vec<u8>),
 }
 
 impl SearchKey {
@@ -372,7 +390,8 @@ impl SearchKey {
             | SearchKey::To(t)
             | SearchKey::Cc(t)
             | SearchKey::Bcc(t)
-            | SearchKey::Subject(t) => !t.is_ascii(),
+            | SearchKey::Subject(t)
+            | SearchKey::GmRaw(t) => !t.is_ascii(),
             SearchKey::Header { field, value } => !field.is_ascii() || !value.is_ascii(),
             SearchKey::Not(k) => k.has_non_ascii(depth + 1),
             SearchKey::Or(a, b) => a.has_non_ascii(depth + 1) || b.has_non_ascii(depth + 1),
@@ -513,6 +532,7 @@ impl Command {
             Command::Rename { .. } => "RENAME",
             Command::Fetch { .. } => "FETCH",
             Command::Store { .. } => "STORE",
+            Command::StoreLabels { .. } => "UID STORE",
             Command::Copy { .. } => "COPY",
             Command::Move { .. } => "MOVE",
             Command::Expunge => "EXPUNGE",
@@ -773,16 +793,28 @@ impl Command {
                 if let Some(m) = unchanged_since {
                     w.raw(format!(" (UNCHANGEDSINCE {})", m.0).as_bytes());
                 }
-                w.raw(match mode {
-                    StoreMode::Add => b" +FLAGS",
-                    StoreMode::Remove => b" -FLAGS",
-                    StoreMode::Replace => b" FLAGS",
-                });
-                if *silent {
-                    w.raw(b".SILENT");
-                }
-                w.raw(b" ");
+                w.store_item(*mode, "FLAGS", *silent);
                 w.flags(flags)?;
+            }
+            Command::StoreLabels {
+                set,
+                mode,
+                silent,
+                labels,
+                utf8,
+            } => {
+                w.raw(b"UID STORE ");
+                w.set(set)?;
+                w.store_item(*mode, "X-GM-LABELS", *silent);
+                w.raw(b"(");
+                for (i, l) in labels.iter().enumerate() {
+                    if i > 0 {
+                        w.raw(b" ");
+                    }
+                    // Every label through the one door: atom, quoted string or literal.
+                    w.astring(&l.wire(*utf8))?;
+                }
+                w.raw(b")");
             }
             Command::Copy { uid, set, mailbox } | Command::Move { uid, set, mailbox } => {
                 if *uid {
@@ -1005,6 +1037,7 @@ impl Writer {
             SearchKey::Cc(t) => self.string_key(b"CC ", t)?,
             SearchKey::Bcc(t) => self.string_key(b"BCC ", t)?,
             SearchKey::Subject(t) => self.string_key(b"SUBJECT ", t)?,
+            SearchKey::GmRaw(t) => self.string_key(b"X-GM-RAW ", t)?,
             SearchKey::Header { field, value } => {
                 self.raw(b"HEADER ");
                 self.astring(field)?;
@@ -1080,6 +1113,20 @@ impl Writer {
         Ok(())
     }
 
+    /// ` [+|-]ITEM[.SILENT] ` of a STORE.
+    fn store_item(&mut self, mode: StoreMode, item: &str, silent: bool) {
+        self.raw(match mode {
+            StoreMode::Add => b" +",
+            StoreMode::Remove => b" -",
+            StoreMode::Replace => b" ",
+        });
+        self.raw(item.as_bytes());
+        if silent {
+            self.raw(b".SILENT");
+        }
+        self.raw(b" ");
+    }
+
     fn flags(&mut self, flags: &[Flag]) -> Result<(), EncodeError> {
         self.raw(b"(");
         for (i, f) in flags.iter().enumerate() {
@@ -1136,6 +1183,11 @@ impl Writer {
                 part_number(section)?;
                 self.raw(format!("BINARY.SIZE[{section}]").as_bytes());
             }
+            FetchAttr::EmailId => self.raw(b"EMAILID"),
+            FetchAttr::ThreadId => self.raw(b"THREADID"),
+            FetchAttr::GmMsgId => self.raw(b"X-GM-MSGID"),
+            FetchAttr::GmThrId => self.raw(b"X-GM-THRID"),
+            FetchAttr::GmLabels => self.raw(b"X-GM-LABELS"),
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 //! the stack.
 
 use crate::imap::codec::{is_astring_char, is_atom_char, DecodeError};
+use crate::imap::gmail::Label;
 use crate::imap::types::*;
 
 /// Parse one frame (ending in CRLF or LF) into a [`Response`].
@@ -479,6 +480,31 @@ impl<'a> Parser<'a> {
                     part: name,
                     data: self.nstring()?,
                 })
+            }
+            "X-GM-MSGID" | "X-GM-THRID" => {
+                self.sp()?;
+                let n = self.number64()?;
+                Ok(if name == "X-GM-MSGID" {
+                    FetchItem::GmMsgId(n)
+                } else {
+                    FetchItem::GmThrId(n)
+                })
+            }
+            "X-GM-LABELS" => {
+                self.sp()?;
+                let utf8 = self.utf8;
+                Ok(FetchItem::GmLabels(self.list(|p| {
+                    // `\Important` comes as an atom with its backslash, other labels as
+                    // astrings (quoted when they hold a space).
+                    if p.peek() == Some(b'\\') {
+                        p.pos += 1;
+                        let w = p.take_while(is_atom_char);
+                        let mut raw = b"\\".to_vec();
+                        raw.extend_from_slice(w);
+                        return Ok(Label::from_wire(&raw, utf8));
+                    }
+                    Ok(Label::from_wire(&p.astring()?, utf8))
+                })?))
             }
             "EMAILID" | "THREADID" => {
                 self.sp()?;

@@ -57,11 +57,15 @@ pub enum Capability {
     Namespace,
     /// RFC 7888: non-synchronising literals only up to 4096 bytes (Gmail).
     LiteralMinus,
+    /// Gmail's X-GM-EXT-1: labels, X-GM-MSGID, X-GM-THRID, X-GM-RAW.
+    GmExt,
+    /// RFC 8474: EMAILID and THREADID.
+    ObjectId,
     /// RFC 4978.
     CompressDeflate,
 }
 
-const KNOWN: [(&str, Capability); 21] = [
+const KNOWN: [(&str, Capability); 23] = [
     ("COMPRESS=DEFLATE", Capability::CompressDeflate),
     ("LITERAL+", Capability::LiteralPlus),
     ("IDLE", Capability::Idle),
@@ -83,6 +87,8 @@ const KNOWN: [(&str, Capability); 21] = [
     ("LIST-EXTENDED", Capability::ListExtended),
     ("NAMESPACE", Capability::Namespace),
     ("LITERAL-", Capability::LiteralMinus),
+    ("X-GM-EXT-1", Capability::GmExt),
+    ("OBJECTID", Capability::ObjectId),
 ];
 
 /// The capabilities the server advertised, parsed once when they arrive.

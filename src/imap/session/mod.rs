@@ -540,6 +540,12 @@ impl Session {
         })
     }
 
+    /// Wait as `timeouts` say from now on (a session opened under shorter ones, to learn
+    /// quickly whether the server is there, serves under the usual ones afterwards).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+    }
+
     /// Say LOGOUT, briefly; errors are irrelevant at this point.
     pub fn logout(mut self) {
         self.timeouts.inactivity = Duration::from_secs(2);

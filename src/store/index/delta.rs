@@ -119,6 +119,8 @@ impl Index {
         }
         self.fetched_at = Instant::now();
         self.stale = !complete;
+        // The delta was asked with a sample check of an unverified index, which passed.
+        self.unverified = false;
         unknown.into_iter().collect()
     }
 }

@@ -266,6 +266,17 @@ impl Indexes {
         Some((shared, unknown))
     }
 
+    /// Hold an index loaded from disk while the server cannot be reached (an offline
+    /// mount), unless one is held already: nothing is sent, the kernel has seen nothing of
+    /// the mailbox yet. Its first refresh checks it ([`Index::is_unverified`]).
+    pub(crate) fn install_saved(&self, id: MailboxId, saved: Index) -> SharedIndex {
+        self.map
+            .lock()
+            .entry(id)
+            .or_insert_with(|| SharedIndex(Arc::new(RwLock::new(saved))))
+            .clone()
+    }
+
     /// Forget a mailbox's index (it was deleted or renamed).
     pub fn remove(&self, id: MailboxId) {
         self.map.lock().remove(&id);

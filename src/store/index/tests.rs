@@ -16,6 +16,7 @@ fn meta(size: u64) -> MessageMeta {
         internal_date: 0,
         flags: Vec::new(),
         modseq: None,
+        ids: None,
     }
 }
 

@@ -13,6 +13,18 @@ fn sample() -> Index {
                 internal_date: -3 + i64::from(u),
                 flags: vec![Flag::Seen, Flag::Keyword("$Junk".into())],
                 modseq: Some(ModSeq(7)),
+                // Every form of id: Gmail's, RFC 8474's with and without a thread, none.
+                ids: match u {
+                    1 => Some(std::sync::Arc::new(ObjectIds {
+                        message: ObjectId::Gmail(1_600_000_000_000_000_001),
+                        thread: Some(ObjectId::Gmail(1_600_000_000_000_000_000)),
+                    })),
+                    5 => Some(std::sync::Arc::new(ObjectIds {
+                        message: ObjectId::Rfc8474("Mdeadbeef".into()),
+                        thread: None,
+                    })),
+                    _ => None,
+                },
             },
         );
     }

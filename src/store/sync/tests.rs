@@ -13,6 +13,7 @@ fn meta(flags: Vec<Flag>) -> MessageMeta {
         internal_date: 0,
         flags,
         modseq: None,
+        ids: None,
     }
 }
 

@@ -201,6 +201,8 @@ impl Account {
             internal_date: msg.date.unwrap_or_else(now_secs),
             flags: msg.flags,
             modseq: None,
+            // Not known until the next listing, which adds it (a new UID is listed whole).
+            ids: None,
         };
         let added = IndexChange::Added(uid, meta);
         if !self.indexes.apply(target, validity, [added]) {

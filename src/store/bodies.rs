@@ -1,0 +1,111 @@
+//! The body cache's two levels behind one interface: memory blocks first
+//! ([`crate::store::blocks`]), then the disk ([`crate::store::disk_cache`]), same keys plus
+//! the folder's raw name.
+//!
+//! Reads ask [`Account::cached_block`]: memory, else disk (a disk hit goes into memory too);
+//! every block fetched from the server goes through [`Account::keep_block`] into both. A
+//! disk entry is written with the message's RFC822.SIZE and INTERNALDATE as the index lists
+//! them and served only while the index still lists the same, so a server that reused a
+//! UIDVALIDITY for other messages gets no old bytes served even where the sample check of a
+//! saved index ([`crate::store::sync`]) did not look. When a folder's generation ends (new
+//! UIDVALIDITY, a saved index that does not match, deleted or renamed away) its entries on
+//! disk go with its blocks in memory ([`Account::drop_cached_folder`]).
+
+use std::sync::Arc;
+
+use crate::store::blocks::BlockKey;
+use crate::store::disk_cache::{DiskCache, DiskKey, Stamp};
+use crate::store::ids::{MailboxId, MessageRef};
+use crate::store::Account;
+
+impl Account {
+    /// A block from memory, else from disk.
+    pub(crate) fn cached_block(&self, key: &BlockKey) -> Option<Arc<[u8]>> {
+        if let Some(b) = self.reading.blocks.get(key) {
+            return Some(b);
+        }
+        let disk = self.disk.as_ref()?;
+        let (name, stamp) = self.disk_identity(key)?;
+        let data: Arc<[u8]> =
+            Arc::from(disk.get(disk_key(&name, key), stamp, self.opts.block_size)?);
+        self.reading.blocks.insert(key.clone(), data.clone());
+        Some(data)
+    }
+
+    /// Whether a block is at hand in memory or on disk (the disk entry is not read).
+    pub(crate) fn has_block(&self, key: &BlockKey) -> bool {
+        if self.reading.blocks.contains(key) {
+            return true;
+        }
+        match (&self.disk, self.disk_identity(key)) {
+            (Some(disk), Some((name, _))) => disk.contains(disk_key(&name, key)),
+            _ => false,
+        }
+    }
+
+    /// Keep a block that came from the server, in memory and on disk.
+    pub(crate) fn keep_block(&self, key: BlockKey, data: Arc<[u8]>) {
+        if let Some(disk) = &self.disk {
+            if let Some((name, stamp)) = self.disk_identity(&key) {
+                disk.put(disk_key(&name, &key), stamp, &data);
+            }
+        }
+        self.reading.blocks.insert(key, data);
+    }
+
+    /// A folder's generation ended: drop its blocks in memory and its entries on disk.
+    pub(crate) fn drop_cached_folder(&self, id: MailboxId) {
+        self.reading.blocks.forget_mailbox(id);
+        if let (Some(disk), Some(name)) = (&self.disk, self.mailbox_name(id)) {
+            disk.drop_folder(name.raw());
+        }
+    }
+
+    /// The disk cache, if on.
+    pub fn disk_cache(&self) -> Option<&DiskCache> {
+        self.disk.as_deref()
+    }
+
+    /// `key=value` lines about the disk cache for `user.imapfs.stats`.
+    pub fn disk_cache_lines(&self) -> Vec<String> {
+        let Some(d) = &self.disk else {
+            return vec!["disk_cache=off".into()];
+        };
+        let t = d.stats.snapshot();
+        vec![
+            "disk_cache=on".into(),
+            format!("disk_cache_bytes={}", d.bytes()),
+            format!("disk_cache_bound={}", d.bound()),
+            format!("disk_cache_hits={}", t.hits),
+            format!("disk_cache_hit_bytes={}", t.hit_bytes),
+            format!("disk_cache_misses={}", t.misses),
+            format!("disk_cache_writes={}", t.writes),
+            format!("disk_cache_evicted={}", t.evicted),
+            format!("disk_cache_discarded={}", t.discarded),
+        ]
+    }
+
+    /// The folder's raw name and the message's stamp, as the index has them now.
+    fn disk_identity(&self, key: &BlockKey) -> Option<(crate::imap::types::MailboxName, Stamp)> {
+        let meta = self.indexes.meta(MessageRef {
+            mailbox: key.mailbox,
+            validity: key.validity,
+            uid: key.uid,
+        })?;
+        let name = self.mailbox_name(key.mailbox)?;
+        let stamp = Stamp {
+            listed_size: meta.listed_size,
+            internal_date: meta.internal_date,
+        };
+        Some((name, stamp))
+    }
+}
+
+fn disk_key<'a>(name: &'a crate::imap::types::MailboxName, key: &BlockKey) -> DiskKey<'a> {
+    DiskKey {
+        folder: name.raw(),
+        validity: key.validity.get(),
+        uid: key.uid.get(),
+        block: key.block,
+    }
+}

@@ -1,0 +1,405 @@
+//! The second level of the body cache: message blocks kept on local disk between mounts.
+//!
+//! A message's bytes never change under (mailbox, UIDVALIDITY, UID), so an entry written
+//! once is valid for as long as that generation lives, with no revalidation. The memory
+//! [`crate::store::blocks::BlockCache`] stays the first level; this one is asked when a
+//! block is not in memory, and gets every block that arrives from the server, as it arrives.
+//!
+//! Where: `<cache dir>/<md5(user@host:port)>/bodies/<md5(raw folder name)>/<UIDVALIDITY>/
+//! <UID>.<block>` (the account directory also holds the saved indexes of
+//! [`crate::store::persist`]), shared by every mount of the account. A message up to one
+//! block (1 MiB) is one file, read with one `read`; bigger messages are sparse: only the
+//! blocks read are kept. Directories are 0700, files 0600; the account and bodies
+//! directories are checked to be ours and private when the cache opens, or it stays off.
+//!
+//! An entry is a [`HEADER`]-byte header and the block's bytes. The header holds a digest of
+//! the full key (account, folder, UIDVALIDITY, UID, block), the message's RFC822.SIZE and
+//! INTERNALDATE when it was written, the length, and a CRC-32 of all of it. An entry is
+//! served only if every check holds on the bytes read from one open file: ours and private,
+//! the key digest (a foreign file, a name collision), the length, the checksum (damage), and
+//! the size and date the index lists now (a server that reused a UIDVALIDITY for other
+//! messages). Anything else is removed and counts as a miss: the block is fetched again.
+//!
+//! Writes: a temporary file (O_EXCL, O_NOFOLLOW, 0600) renamed into place, so a reader sees
+//! an old entry or a whole new one; no fsync (a torn entry fails its checksum). Bound:
+//! [`DiskCache::put`] keeps a running estimate of the bytes held; past the bound an eviction
+//! pass ([`evict`]) lists every entry and removes the least recently used ones (by mtime,
+//! which a hit moves forward at most once a [`TOUCH_EVERY`]) down to 90% of the bound. The
+//! estimate is set from that listing, so mounts sharing the cache correct each other.
+
+mod evict;
+mod stats;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use parking_lot::Mutex;
+
+pub use stats::{DiskStats, Totals};
+
+const MAGIC: &[u8; 8] = b"IMAPFSB1";
+/// Bytes before the block's own: magic, key digest (16), RFC822.SIZE, INTERNALDATE, length
+/// (8 each), CRC-32 (4).
+pub const HEADER: usize = 8 + 16 + 8 + 8 + 8 + 4;
+/// A hit moves an entry's mtime (its place in the LRU order) at most this often.
+pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Name of the file in the account directory that says whose it is (for `imapfs cache`).
+pub const ACCOUNT_FILE: &str = "account";
+
+/// Where the disk cache lives and how big it may grow.
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// The cache directory (`$XDG_CACHE_HOME/imapfs` or `--cache-dir`).
+    pub dir: PathBuf,
+    /// `user@host:port`.
+    pub account: String,
+    /// Most bytes of entries (headers included).
+    pub bound: u64,
+}
+
+/// One block of one message, named as on disk.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskKey<'a> {
+    /// The folder's raw (wire) name.
+    pub folder: &'a [u8],
+    pub validity: u32,
+    pub uid: u32,
+    pub block: u64,
+}
+
+/// What the index says of the message: an entry written under another pair is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub listed_size: u64,
+    pub internal_date: i64,
+}
+
+/// The disk cache of one account.
+pub struct DiskCache {
+    /// `<dir>/<md5(account)>/bodies`.
+    root: PathBuf,
+    account: String,
+    bound: u64,
+    /// Bytes believed held (set by each eviction pass, added to by each write).
+    bytes: AtomicU64,
+    /// One eviction pass at a time.
+    evicting: Mutex<()>,
+    /// Distinguishes this process's temporary files.
+    tmp_counter: AtomicU64,
+    pub stats: DiskStats,
+}
+
+impl DiskCache {
+    /// Open (creating if needed) the account's cache. `None` with a warning when the bound is
+    /// 0 or the directories are not private directories of ours.
+    pub fn open(opts: &DiskOptions) -> Option<DiskCache> {
+        if opts.bound == 0 {
+            return None;
+        }
+        let account_dir = account_dir(&opts.dir, &opts.account);
+        let root = account_dir.join("bodies");
+        let made = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .and_then(|_| check_private_dir(&account_dir))
+            .and_then(|_| check_private_dir(&root));
+        if let Err(e) = made {
+            log::warn!("disk cache off: {}: {e}", root.display());
+            return None;
+        }
+        let marker = account_dir.join(ACCOUNT_FILE);
+        if !marker.exists() {
+            if let Err(e) = write_new(&account_dir, ACCOUNT_FILE, opts.account.as_bytes()) {
+                log::debug!("{}: {e}", marker.display());
+            }
+        }
+        let cache = DiskCache {
+            root,
+            account: opts.account.clone(),
+            bound: opts.bound,
+            bytes: AtomicU64::new(0),
+            evicting: Mutex::new(()),
+            tmp_counter: AtomicU64::new(0),
+            stats: DiskStats::default(),
+        };
+        Some(cache)
+    }
+
+    /// Count what is held and evict past the bound (at start, on a background thread).
+    pub fn scan(&self) {
+        evict::pass(self);
+    }
+
+    /// The bytes of an entry, if there is a sound one for `key` written under `stamp`.
+    pub fn get(&self, key: DiskKey<'_>, stamp: Stamp, max_len: u64) -> Option<Vec<u8>> {
+        let path = self.path(key);
+        let found = match read_entry(&path, max_len) {
+            Ok(Some((data, fd))) => match self.check(key, stamp, &data) {
+                Ok(()) => {
+                    touch(&fd);
+                    let mut data = data;
+                    data.drain(..HEADER);
+                    Some(data)
+                }
+                Err(why) => {
+                    self.discard(&path, why);
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(why) => {
+                self.discard(&path, why);
+                None
+            }
+        };
+        let counter = if found.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Relaxed);
+        if let Some(d) = &found {
+            self.stats.hit_bytes.fetch_add(d.len() as u64, Relaxed);
+        }
+        found
+    }
+
+    /// Whether an entry exists for `key` (not read, not checked: a reader will check it).
+    pub fn contains(&self, key: DiskKey<'_>) -> bool {
+        fs::symlink_metadata(self.path(key)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Keep a block. Errors are logged and ignored (the cache is an optimisation).
+    pub fn put(&self, key: DiskKey<'_>, stamp: Stamp, data: &[u8]) {
+        let size = (HEADER + data.len()) as u64;
+        if size > self.bound / 4 {
+            return;
+        }
+        let path = self.path(key);
+        let Some(dir) = path.parent() else {
+            return;
+        };
+        let mut entry = Vec::with_capacity(HEADER + data.len());
+        entry.extend_from_slice(MAGIC);
+        entry.extend_from_slice(&self.key_digest(key));
+        entry.extend_from_slice(&stamp.listed_size.to_le_bytes());
+        entry.extend_from_slice(&stamp.internal_date.to_le_bytes());
+        entry.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&entry);
+        crc.update(data);
+        entry.extend_from_slice(&crc.finalize().to_le_bytes());
+        entry.extend_from_slice(data);
+        let name = format!("{}.{}", key.uid, key.block);
+        let written = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|_| {
+                let n = self.tmp_counter.fetch_add(1, Relaxed);
+                let tmp = format!(".{name}.{}.{n}.tmp", std::process::id());
+                write_new(dir, &tmp, &entry)?;
+                fs::rename(dir.join(&tmp), &path).inspect_err(|_| {
+                    let _ = fs::remove_file(dir.join(&tmp));
+                })
+            });
+        match written {
+            Ok(()) => {
+                self.stats.writes.fetch_add(1, Relaxed);
+                self.stats.write_bytes.fetch_add(data.len() as u64, Relaxed);
+                let now = self.bytes.fetch_add(size, Relaxed) + size;
+                if now > self.bound {
+                    evict::pass(self);
+                }
+            }
+            Err(e) => log::debug!("disk cache: writing {}: {e}", path.display()),
+        }
+    }
+
+    /// Drop every entry of a folder (all its generations): it was deleted or renamed away,
+    /// its UIDVALIDITY changed, or the server reused one for other messages.
+    pub fn drop_folder(&self, folder: &[u8]) {
+        let dir = self.root.join(hex_md5(folder));
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => log::info!("disk cache: dropped {}", dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("disk cache: dropping {}: {e}", dir.display()),
+        }
+    }
+
+    /// Bytes held now (an estimate between eviction passes).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    pub fn bound(&self) -> u64 {
+        self.bound
+    }
+
+    /// Add this mount's counters to the account's running totals (at unmount).
+    pub fn save_totals(&self) {
+        stats::add_totals(&self.root, &self.stats);
+    }
+
+    fn path(&self, key: DiskKey<'_>) -> PathBuf {
+        self.root
+            .join(hex_md5(key.folder))
+            .join(key.validity.to_string())
+            .join(format!("{}.{}", key.uid, key.block))
+    }
+
+    fn key_digest(&self, key: DiskKey<'_>) -> [u8; 16] {
+        let mut h = Md5::new();
+        h.update(self.account.as_bytes());
+        h.update([0]);
+        h.update(key.folder);
+        h.update([0]);
+        h.update(key.validity.to_le_bytes());
+        h.update(key.uid.to_le_bytes());
+        h.update(key.block.to_le_bytes());
+        h.finalize().into()
+    }
+
+    /// Every check an entry must pass before it is served.
+    fn check(&self, key: DiskKey<'_>, stamp: Stamp, entry: &[u8]) -> Result<(), &'static str> {
+        if entry.len() < HEADER || &entry[..8] != MAGIC {
+            return Err("not an entry");
+        }
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&entry[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut sum = [0u8; 4];
+        sum.copy_from_slice(&entry[HEADER - 4..HEADER]);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&entry[..HEADER - 4]);
+        crc.update(&entry[HEADER..]);
+        if crc.finalize() != u32::from_le_bytes(sum) {
+            return Err("checksum mismatch");
+        }
+        if entry[8..24] != self.key_digest(key) {
+            return Err("another key's entry");
+        }
+        if u64_at(40) != (entry.len() - HEADER) as u64 {
+            return Err("length mismatch");
+        }
+        let written = Stamp {
+            listed_size: u64_at(24),
+            internal_date: u64_at(32) as i64,
+        };
+        if written != stamp {
+            return Err("written for another message (size or date differ)");
+        }
+        Ok(())
+    }
+
+    fn discard(&self, path: &Path, why: &str) {
+        log::warn!("disk cache: {} discarded: {why}", path.display());
+        self.stats.discarded.fetch_add(1, Relaxed);
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// `<dir>/<md5(account)>`: the account's directory (indexes and bodies).
+pub fn account_dir(dir: &Path, account: &str) -> PathBuf {
+    dir.join(hex_md5(account.as_bytes()))
+}
+
+pub(crate) fn hex_md5(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Read an entry: `Ok(None)` if there is none, `Err` if the file must go. The checks of
+/// type, owner and mode are made on the fd the bytes are read from.
+fn read_entry(path: &Path, max_len: u64) -> Result<Option<(Vec<u8>, fs::File)>, &'static str> {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return Ok(None);
+    };
+    // SAFETY: open with a NUL-terminated path; the fd returned is owned by the File below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(None),
+            _ => Err("cannot be opened"),
+        };
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
+    let meta = f.metadata().map_err(|_| "cannot be read")?;
+    if !meta.is_file() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
+        return Err("not a private file of ours");
+    }
+    let most = HEADER as u64 + max_len;
+    if meta.len() > most {
+        return Err("too large");
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    Read::take(&mut f, most + 1)
+        .read_to_end(&mut data)
+        .map_err(|_| "cannot be read")?;
+    Ok(Some((data, f)))
+}
+
+/// Move a hit entry forward in the LRU order, at most once a [`TOUCH_EVERY`].
+fn touch(f: &fs::File) {
+    let recent = f
+        .metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < TOUCH_EVERY);
+    if !recent {
+        // SAFETY: futimens on an open fd; a null times pointer means "now".
+        unsafe { libc::futimens(f.as_raw_fd(), std::ptr::null()) };
+    }
+}
+
+/// Create `dir/name` (it must not exist; never through a symlink), 0600, holding `bytes`.
+fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir.join(name))?;
+    f.write_all(bytes)
+}
+
+/// A directory of ours, private, not a symlink.
+fn check_private_dir(dir: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "not a private directory of ours",
+        ));
+    }
+    Ok(())
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! Helpers shared by the benchmarks (tests/bench.rs, tests/bench_scale.rs): timing a shell
+//! line, peak RSS, environment knobs, and the raw client (the cheapest possible IMAP client).
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, run, Dovecot, Mount, MountOptions};
+
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Mount quietly and list the root (the folder list is loaded before anything is timed).
+pub fn mount_listed(options: MountOptions) -> Mount {
+    let mount = options.quiet().start().unwrap_or_else(|e| panic!("{e}"));
+    timed(
+        "ls root",
+        &format!("ls '{}' > /dev/null", mount.path().display()),
+    );
+    mount
+}
+
+/// Run a shell command line, return how long it took; panics if it fails.
+pub fn timed(what: &str, line: &str) -> Duration {
+    let t = Instant::now();
+    let out = run(&["sh", "-c", line], Duration::from_secs(1200));
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+/// [`timed`], with process `pid` (the imapfs daemon) sampled by `perf record` (cpu-clock,
+/// call graphs) into `$BENCH_PERF/<label>.data` when BENCH_PERF names a directory: read the
+/// profile with `perf report -i FILE --no-children`.
+pub fn profiled(label: &str, pid: u32, line: &str) -> Duration {
+    let Some(dir) = std::env::var_os("BENCH_PERF") else {
+        return timed(label, line);
+    };
+    let out = std::path::Path::new(&dir).join(format!("{}.data", label.replace(' ', "-")));
+    let mut perf = std::process::Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("perf (apt-get install linux-perf)");
+    // perf attaches within a moment; what it misses of the start is a few ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let took = timed(label, line);
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let _ = perf.wait();
+    took
+}
+
+pub fn vm_hwm_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The raw client: one pipelined `UID FETCH 1:*` of `what` over implicit TLS (Python `ssl`,
+/// literals skipped by length). Credentials through the environment, never argv.
+const RAW_CLIENT: &str = r#"
+import os, re, socket, ssl, sys
+port, folder, what = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='localhost')
+buf, pos = b'', 0
+def fill():
+    global buf, pos
+    d = s.recv(1 << 20)
+    if not d: sys.exit('eof')
+    buf, pos = buf[pos:] + d, 0
+def line():
+    global pos
+    while True:
+        j = buf.find(b'\r\n', pos)
+        if j >= 0:
+            l = buf[pos:j]; pos = j + 2; return l
+        fill()
+def skip(n):
+    global buf, pos
+    while len(buf) - pos < n:
+        n -= len(buf) - pos; buf, pos = b'', 0
+        d = s.recv(1 << 20)
+        if not d: sys.exit('eof')
+        buf = d
+    pos += n
+line()
+item = 'BODY.PEEK[]' if what == 'body' else 'FLAGS RFC822.SIZE INTERNALDATE'
+s.sendall(('a LOGIN %s %s\r\nb EXAMINE "%s"\r\nc UID FETCH 1:* (%s)\r\nd LOGOUT\r\n'
+           % (os.environ['RAW_USER'], os.environ['RAW_PASS'], folder, item)).encode())
+lit, n = re.compile(rb'\{(\d+)\}$'), 0
+while True:
+    l = line()
+    m = lit.search(l)
+    if m:
+        skip(int(m.group(1))); n += 1; continue
+    if l.startswith(b'c '):
+        if not l.startswith(b'c OK'): sys.exit(l.decode())
+        break
+print(n)
+"#;
+
+pub fn raw(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
+    // One retry: a loaded machine sometimes drops a fresh connection during TLS setup.
+    std::panic::catch_unwind(|| raw_once(d, port, folder, what))
+        .unwrap_or_else(|_| raw_once(d, port, folder, what))
+}
+
+fn raw_once(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", RAW_CLIENT, &port.to_string(), folder, what])
+        .env("RAW_USER", &d.user)
+        .env("RAW_PASS", &d.password);
+    let t = Instant::now();
+    let out = common::run_command(cmd, None, Duration::from_secs(1200)).expect("raw client");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "raw client ({folder} {what}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// A TCP proxy on loopback that delays every chunk by `one_way` in each direction.
+pub struct DelayProxy {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl DelayProxy {
+    pub fn start(target: u16, one_way: Duration) -> DelayProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                client.set_nodelay(true).ok();
+                server.set_nodelay(true).ok();
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    one_way,
+                );
+                pipe(server, client, one_way);
+            }
+        });
+        DelayProxy { port, stop }
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Chunks waiting to be forwarded, each with the time it is due; `None` marks the end.
+type ChunkQueue = (Mutex<VecDeque<Option<(Instant, Vec<u8>)>>>, Condvar);
+
+/// Forward `from` to `to`, each chunk no earlier than `delay` after it arrived.
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let queue: Arc<ChunkQueue> = Arc::default();
+    let q = queue.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = from.read(&mut buf).unwrap_or(0);
+            let item = (n > 0).then(|| (Instant::now() + delay, buf[..n].to_vec()));
+            let end = item.is_none();
+            q.0.lock().unwrap().push_back(item);
+            q.1.notify_one();
+            if end {
+                return;
+            }
+        }
+    });
+    thread::spawn(move || loop {
+        let item = {
+            let mut g = queue.0.lock().unwrap();
+            loop {
+                if let Some(i) = g.pop_front() {
+                    break i;
+                }
+                g = queue.1.wait(g).unwrap();
+            }
+        };
+        let Some((due, data)) = item else {
+            let _ = to.shutdown(Shutdown::Write);
+            return;
+        };
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        if to.write_all(&data).is_err() {
+            return;
+        }
+    });
+}
