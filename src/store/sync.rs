@@ -186,7 +186,7 @@ impl Account {
         };
         let attempt = || {
             self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-                sync_mailbox(s, &name, base.as_ref(), &known)
+                sync_with_ids_or_without(s, &name, base.as_ref(), &known)
             })
         };
         let learned = match attempt() {
@@ -294,6 +294,31 @@ pub(crate) fn listing_attrs(s: &mut Session) -> Vec<FetchAttr> {
         attrs.extend([FetchAttr::EmailId, FetchAttr::ThreadId]);
     }
     attrs
+}
+
+/// [`sync_mailbox`], and again without the cross-folder ids if the server answered BAD to
+/// them: a server can advertise OBJECTID or X-GM-EXT-1 and not know EMAILID or X-GM-MSGID
+/// (Dovecot 2.3 told to advertise Yahoo's line does). The ids are then not used on that
+/// connection (a message in two folders is two files), logged once per connection.
+fn sync_with_ids_or_without(
+    s: &mut Session,
+    name: &MailboxName,
+    base: Option<&Base>,
+    known: &dyn Fn(Uid) -> bool,
+) -> Result<Learned> {
+    let ids = [Capability::GmExt, Capability::ObjectId];
+    match sync_mailbox(s, name, base, known) {
+        Err(e @ Error::Bad { .. }) if ids.iter().any(|c| s.supports(*c)) => {
+            log::warn!(
+                "{name}: the server refused the message ids it advertises ({e}); listing without them"
+            );
+            for cap in ids {
+                s.withdraw(cap);
+            }
+            sync_mailbox(s, name, base, known)
+        }
+        other => other,
+    }
 }
 
 /// Bring what `base` describes up to date on session `s`: a [`Learned::Delta`] in one round

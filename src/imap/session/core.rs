@@ -118,6 +118,13 @@ impl Capabilities {
             .is_some_and(|i| self.known & (1 << i) != 0)
     }
 
+    /// Stop using `cap` although it was advertised (a server that answered BAD to it).
+    pub fn withdraw(&mut self, cap: Capability) {
+        if let Some(i) = KNOWN.iter().position(|(_, c)| *c == cap) {
+            self.known &= !(1 << i);
+        }
+    }
+
     /// Any capability by name (case-insensitive), known to [`Capability`] or not.
     pub fn contains(&self, name: &str) -> bool {
         match KNOWN.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)) {

@@ -292,6 +292,13 @@ impl Session {
         self.capability_set().is_ok_and(|c| c.has(cap))
     }
 
+    /// Stop using an advertised extension on this connection: the server answered BAD to it.
+    pub fn withdraw(&mut self, cap: Capability) {
+        if self.capabilities().is_ok() {
+            self.core.capabilities.withdraw(cap);
+        }
+    }
+
     /// Whether the server reported an extension ENABLED (`* ENABLED`, RFC 5161) on this
     /// connection: the advertisement alone does not switch anything on.
     pub fn is_enabled(&self, ext: &str) -> bool {
