@@ -13,3 +13,4 @@ if ! command -v mbsync >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get install -y isync >/dev/null || echo "bench.sh: no mbsync (isync); that column stays empty" >&2
 fi
 cargo test --release --test bench -- --ignored --nocapture bench
+./scripts/bench_scale_engine.sh

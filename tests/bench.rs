@@ -28,7 +28,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use common::{run, Dovecot, MountOptions, Rng, Seed};
+use common::{run, vm_hwm_kb, Dovecot, MountOptions, Rng, Seed};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -205,15 +205,6 @@ fn timed(what: &str, line: &str) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     d
-}
-
-fn vm_hwm_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The raw client: one pipelined `UID FETCH 1:*` of `what` over implicit TLS (Python `ssl`,
