@@ -15,3 +15,5 @@ fi
 cargo test --release --test bench -- --ignored --nocapture bench
 # At scale: 100,000 messages against the FUSE floor (BENCH_SCALE_MILLION=1 adds 1,000,000).
 ./scripts/bench_scale.sh
+./scripts/bench_scale_engine.sh
+

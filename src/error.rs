@@ -36,6 +36,9 @@ pub enum Error {
     /// [`Limits`](crate::imap::codec::Limits)); what it sent was dropped and the connection
     /// goes on.
     TooLarge { what: &'static str, limit: u64 },
+    /// A folder listing with more messages than the store holds for one folder (a sanity
+    /// cap, `store::sync::MAX_LISTING`): nothing of it was installed.
+    TooManyMessages { limit: usize },
     /// The server answered BAD.
     Bad {
         command: &'static str,
@@ -234,6 +237,12 @@ impl fmt::Display for Error {
             Error::Protocol(m) => write!(f, "protocol error: {}", printable(m)),
             Error::TooLarge { what, limit } => {
                 write!(f, "{what} exceeded the limit of {limit} bytes")
+            }
+            Error::TooManyMessages { limit } => {
+                write!(
+                    f,
+                    "the folder lists more than {limit} messages, the most imapfs holds"
+                )
             }
             Error::No { command, text } => write!(f, "server refused {command}: {}", show(text)),
             Error::Bad { command, text } => write!(f, "server rejected {command}: {}", show(text)),

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::fs::inode::Ino;
 use crate::fs::invalidate::Invalidation;
 use crate::fs::write::Renamed;
-use crate::fs::{DirEntry, ImapFs, Listing};
+use crate::fs::{DirEntry, ImapFs};
 use crate::imap::types::{Flag, Uid, UidValidity};
 use crate::store::{FlagEdit, MailboxId, MessageBody, MessageMeta, MessageRef, NewMessage};
 
@@ -446,12 +446,12 @@ impl ImapFs {
     }
 
     /// Hook of `opendir`'s listing: a sub directory's entries.
-    pub(crate) fn maildir_listing(&self, ino: Ino) -> Option<Result<Listing>> {
+    pub(crate) fn maildir_listing(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
         let (folder, sub) = sub_of(ino)?;
         Some(self.sub_listing(ino, folder, sub))
     }
 
-    fn sub_listing(&self, ino: Ino, folder: Ino, sub: Sub) -> Result<Listing> {
+    fn sub_listing(&self, ino: Ino, folder: Ino, sub: Sub) -> Result<Vec<DirEntry>> {
         let mb = self
             .maildir_folder(folder)
             .ok_or_else(|| Error::NoEntry(format!("directory {:#x}", ino.0)))?;

@@ -24,6 +24,7 @@ pub(crate) mod caller;
 pub mod drafts;
 pub mod inode;
 pub mod invalidate;
+pub(crate) mod listing;
 pub mod maildir;
 pub mod read;
 pub mod tree;
@@ -49,6 +50,7 @@ use crate::error::Error;
 use crate::store::{Account, MailboxInfo};
 use inode::Ino;
 use invalidate::{Invalidation, Invalidator, Work};
+use listing::Listing;
 use tree::Tree;
 
 /// Attribute and entry lifetimes handed to the kernel, and what the mount allows.
@@ -92,9 +94,6 @@ pub(crate) struct DirEntry {
     /// Entry and attribute lifetime (readdirplus has one for both).
     pub ttl: Duration,
 }
-
-/// A directory listing, in readdir order.
-pub(crate) type Listing = Vec<DirEntry>;
 
 /// The filesystem.
 pub struct ImapFs {
@@ -580,11 +579,9 @@ impl Filesystem for ImapFs {
         let Some(entries) = self.dir_handles.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(e.ino.into(), i as u64 + 1, e.kind, &e.name) {
-                break;
-            }
-        }
+        entries.walk(self, offset, |next, e| {
+            reply.add(e.ino.into(), next, e.kind, &e.name)
+        });
         reply.ok();
     }
 
@@ -601,19 +598,9 @@ impl Filesystem for ImapFs {
         let Some(entries) = self.dir_handles.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let full = reply.add(
-                e.ino.into(),
-                i as u64 + 1,
-                &e.name,
-                &e.ttl,
-                &e.attr,
-                Generation(0),
-            );
-            if full {
-                break;
-            }
-        }
+        entries.walk(self, offset, |next, e| {
+            reply.add(e.ino.into(), next, &e.name, &e.ttl, &e.attr, Generation(0))
+        });
         reply.ok();
     }
 

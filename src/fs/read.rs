@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 use crate::fs::aliases::Named;
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
-use crate::fs::tree::{message_file_name, parse_message_file_name, split_name, Tree};
-use crate::fs::{DirEntry, ImapFs, Listing};
+use crate::fs::listing::{Listing, MessageRun};
+use crate::fs::tree::{parse_message_file_name, split_name, Tree};
+use crate::fs::{DirEntry, ImapFs};
 use crate::store::{MailboxId, MailboxInfo, MessageMeta, MessageRef};
 
 /// Attribute lifetime of directories (their contents are trusted for `dir_ttl`).
@@ -200,11 +201,11 @@ impl ImapFs {
     pub(crate) fn listing(&self, ino: Ino) -> Result<Listing> {
         // Hook: fs::views.
         if let InoKind::View(v) = ino.kind() {
-            return self.view_listing(v);
+            return self.view_listing(v).map(Listing::from);
         }
         // Hook: fs::maildir.
         if let Some(r) = self.maildir_listing(ino) {
-            return r;
+            return r.map(Listing::from);
         }
         self.sync_tree()?;
         let (parent, children, mailbox) = {
@@ -232,11 +233,12 @@ impl ImapFs {
                 }
             }
             out.extend(subs);
-            return Ok(out);
+            return Ok(out.into());
         }
         for (name, child) in children {
             out.push(dir(child, name.into()));
         }
+        let mut messages = None;
         if let Some((mb, true)) = mailbox {
             self.account.settle(mb);
             let index = self.account.index(mb, self.opts.dir_ttl)?;
@@ -248,27 +250,25 @@ impl ImapFs {
                     name: name.into(),
                 });
             }
-            let validity = index.read().validity();
+            // The UIDs and their generation under one lock: a snapshot of 4 bytes a message.
+            let (validity, uids) = {
+                let ix = index.read();
+                (ix.validity(), ix.messages().keys().copied().collect())
+            };
             let generation = self.tree.lock().generation(mb, validity);
             let ttl = ttl.min(self.message_ttl(mb));
-            let ix = index.read();
-            if ix.validity() == validity {
-                out.reserve(ix.messages().len());
-                out.extend(ix.messages().iter().map(|(&uid, meta)| {
-                    let ino = Ino::message(generation, uid);
-                    DirEntry {
-                        ino,
-                        kind: FileType::RegularFile,
-                        name: message_file_name(uid).into(),
-                        attr: self.message_attr(ino, meta),
-                        ttl,
-                    }
-                }));
-            }
+            messages = Some(MessageRun {
+                index,
+                validity,
+                generation,
+                uids,
+                ttl,
+            });
         }
+        let mut after = Vec::new();
         for (draft, kind, name) in self.drafts_in(ino) {
             if let Some(attr) = self.draft_attr(draft) {
-                out.push(DirEntry {
+                after.push(DirEntry {
                     ino: draft,
                     kind,
                     name,
@@ -277,7 +277,11 @@ impl ImapFs {
                 });
             }
         }
-        Ok(out)
+        Ok(Listing {
+            before: out,
+            messages,
+            after,
+        })
     }
 
     /// Open a file: messages for reading only (drafts: [`ImapFs::open_draft`]).

@@ -559,7 +559,13 @@ pub(crate) fn parse_listing(untagged: Vec<Untagged>) -> BTreeMap<Uid, MessageMet
     messages
 }
 
-/// EXAMINE a mailbox and list its messages' metadata in one FETCH.
+/// The most messages a listing may hold: a sanity cap far above any real folder (Gmail's All
+/// Mail holds a few million at most), so that a server that never stops sending FETCH
+/// responses cannot grow the index without end.
+pub(crate) const MAX_LISTING: usize = 50_000_000;
+
+/// EXAMINE a mailbox and list its messages' metadata in one FETCH, each response put into
+/// the index as it is decoded (a listing is never held whole as responses).
 pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> {
     let list = Command::Fetch {
         uid: true,
@@ -567,23 +573,42 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> 
         attrs: listing_attrs(s),
         changed_since: None,
     };
-    let listed = s.reselect_then(name, true, Some(list))?;
-    let (sel, validity) = s.just_selected(name)?;
-    let (uidnext, exists, highest_modseq) = (sel.uidnext, sel.exists, sel.highest_modseq);
-    let permanent_flags = sel.permanent_flags.clone();
-    let done: Option<Completed> = match listed {
-        Some(Ok(done)) => Some(done),
-        // `UID FETCH 1:*` in an empty mailbox: some servers answer BAD or NO.
-        Some(Err(Error::Bad { .. } | Error::No { .. })) if exists == 0 => None,
-        Some(Err(e)) => return Err(e),
-        None => return Err(Error::Internal("a pipeline without a reply to its FETCH")),
+    let mut messages = BTreeMap::new();
+    let mut over = false;
+    let mut take = |u: Untagged| {
+        if let Untagged::Fetch { items, .. } = u {
+            if let Some(Parsed::Listed(uid, meta)) = parse_fetch(items) {
+                if messages.len() < MAX_LISTING {
+                    messages.insert(uid, meta);
+                } else {
+                    over = true;
+                }
+            }
+        }
     };
-    let messages = parse_listing(done.map(|d| d.untagged).unwrap_or_default());
+    let listed = s.reselect_each(name, true, &list, &mut take)?;
+    let done: Option<Completed> = match listed {
+        Ok(done) => Some(done),
+        // `UID FETCH 1:*` in an empty mailbox: some servers answer BAD or NO.
+        Err(Error::Bad { .. } | Error::No { .. })
+            if s.just_selected(name).is_ok_and(|(sel, _)| sel.exists == 0) =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    for u in done.map(|d| d.untagged).unwrap_or_default() {
+        take(u);
+    }
+    if over {
+        return Err(Error::TooManyMessages { limit: MAX_LISTING });
+    }
+    let (sel, validity) = s.just_selected(name)?;
     Ok(Index::listed(
         validity,
-        uidnext,
-        highest_modseq,
-        permanent_flags,
+        sel.uidnext,
+        sel.highest_modseq,
+        sel.permanent_flags.clone(),
         messages,
     ))
 }

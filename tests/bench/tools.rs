@@ -67,14 +67,8 @@ pub fn profiled(label: &str, pid: u32, line: &str) -> Duration {
     took
 }
 
-pub fn vm_hwm_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+/// The peak resident memory of a process, in kB.
+pub use crate::common::vm_hwm_kb;
 
 /// The raw client: one pipelined `UID FETCH 1:*` of `what` over implicit TLS (Python `ssl`,
 /// literals skipped by length). Credentials through the environment, never argv.

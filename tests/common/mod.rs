@@ -71,7 +71,8 @@ mod wait;
 pub use self::{
     command::{
         finish, imapfs_command, parse_sha256sum, processes_mentioning, run, run_command, run_ok,
-        sha256_hex, sha256_hex_many, single_line, tail, try_run, unique_temp_dir, Finished,
+        sha256_hex, sha256_hex_many, single_line, tail, try_run, unique_temp_dir, vm_hwm_kb,
+        Finished,
     },
     dovecot::{self_signed_certificate, Dovecot},
     faults::Paused,

@@ -49,7 +49,7 @@ use crate::fs::inode::{Ino, InoKind, ViewIno, ROOT};
 use crate::fs::invalidate::Invalidation;
 use crate::fs::read::unix_time;
 use crate::fs::tree::{message_file_name, parse_message_file_name};
-use crate::fs::{DirEntry, ImapFs, Listing};
+use crate::fs::{DirEntry, ImapFs};
 use crate::imap::codec::{parse_criteria, SearchKey};
 use crate::imap::types::Uid;
 use crate::store::{MailboxId, MessageRef, PartKind, PartTree};
@@ -168,7 +168,7 @@ impl ImapFs {
     /// The entries of a view directory, with the attributes readdirplus hands the kernel:
     /// directories' without any I/O (a `.parts` folder lists one directory per message, whose
     /// tree is fetched only when entered), the others' from what the listing just used.
-    pub(crate) fn view_listing(&self, v: ViewIno) -> Result<Listing> {
+    pub(crate) fn view_listing(&self, v: ViewIno) -> Result<Vec<DirEntry>> {
         let entries = self.view_entries(v)?;
         Ok(entries
             .into_iter()

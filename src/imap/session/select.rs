@@ -141,6 +141,58 @@ impl Session {
         Ok(results.into_iter().next())
     }
 
+    /// [`Session::reselect_then`] with `then`'s untagged responses handed to `each` as they
+    /// are decoded instead of collected, so that a listing of a million messages is never
+    /// held whole. Returns `then`'s completion (its untagged data is only what arrived
+    /// before it was waited for; `each` has seen the rest).
+    pub fn reselect_each(
+        &mut self,
+        mailbox: &MailboxName,
+        read_only: bool,
+        then: &Command,
+        each: &mut dyn FnMut(Untagged),
+    ) -> Result<Result<Completed>> {
+        let sync = if self.supports(Capability::CondStore) {
+            SelectSync::CondStore
+        } else {
+            SelectSync::Plain
+        };
+        let select = Command::Select {
+            mailbox: mailbox.clone(),
+            read_only,
+            sync,
+        };
+        let sent = self
+            .send(&select)
+            .and_then(|s| self.send(then).map(|t| (s, t)));
+        let (select_tag, then_tag) = match sent {
+            Ok(tags) => tags,
+            Err(e) => {
+                self.core.selected = None;
+                return Err(e);
+            }
+        };
+        // As in [`Session::pipeline`]: a fatal error with a command still in flight leaves
+        // nobody to read its reply, so the connection is given up.
+        let fatal = |s: &mut Session, e: Error| {
+            s.core.selected = None;
+            if s.core.has_in_flight() {
+                s.fail(e)
+            } else {
+                e
+            }
+        };
+        let selected = match self.wait(&select_tag, select.name()) {
+            Err(e) if e.is_fatal_to_connection() => return Err(fatal(self, e)),
+            r => r,
+        };
+        let listed = match self.wait_each(&then_tag, then.name(), each) {
+            Err(e) if e.is_fatal_to_connection() => return Err(fatal(self, e)),
+            r => r,
+        };
+        selected.map(|_| listed)
+    }
+
     /// SELECT/EXAMINE with the given change-report parameters (`QRESYNC` needs
     /// `ENABLE QRESYNC` first: see [`Session::is_enabled`]), with `then` pipelined behind it in
     /// the same round trip. Returns the selection's own completion (with a QRESYNC

@@ -1,0 +1,112 @@
+//! Directory listings as readdir hands them out. A listing is taken at `opendir` and walked by
+//! offset; a folder of a million messages must not cost a million entries of memory, so its
+//! messages are held as a snapshot of their UIDs (4 bytes each) and each entry (name,
+//! attributes) is made only when readdir reaches it, from the index as it is then.
+//!
+//! Offsets are positions in the snapshot, so they stay valid whatever happens to the folder
+//! while it is listed: a message removed since `opendir` is skipped (it is gone), one added
+//! since shows in the next listing. Folders, `.`, `..` and drafts are few and kept as entries.
+
+use std::time::Duration;
+
+use fuser::FileType;
+
+use crate::fs::inode::Ino;
+use crate::fs::tree::message_file_name;
+use crate::fs::{DirEntry, ImapFs};
+use crate::imap::types::{Uid, UidValidity};
+use crate::store::SharedIndex;
+
+/// A directory listing, in readdir order: `before`, then the messages, then `after`.
+#[derive(Default)]
+pub(crate) struct Listing {
+    pub before: Vec<DirEntry>,
+    pub messages: Option<MessageRun>,
+    pub after: Vec<DirEntry>,
+}
+
+/// A folder's messages as listed at `opendir`: their UIDs, and where to find the rest.
+pub(crate) struct MessageRun {
+    pub index: SharedIndex,
+    /// The generation the UIDs belong to: a folder recreated since lists nothing here.
+    pub validity: UidValidity,
+    pub generation: u32,
+    pub uids: Vec<Uid>,
+    pub ttl: Duration,
+}
+
+impl From<Vec<DirEntry>> for Listing {
+    fn from(before: Vec<DirEntry>) -> Listing {
+        Listing {
+            before,
+            ..Listing::default()
+        }
+    }
+}
+
+impl Listing {
+    /// Hand the entries at and after `offset` to `add` with the offset of the entry after
+    /// each, until `add` says the reply is full (returns true).
+    pub(crate) fn walk(
+        &self,
+        fs: &ImapFs,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry) -> bool,
+    ) {
+        let run_len = self.messages.as_ref().map_or(0, |m| m.uids.len());
+        let mut at = usize::try_from(offset).unwrap_or(usize::MAX);
+        while at < self.before.len() {
+            if add(at as u64 + 1, &self.before[at]) {
+                return;
+            }
+            at += 1;
+        }
+        if let Some(run) = &self.messages {
+            let from = at - self.before.len();
+            if from < run_len && run.walk(fs, from, self.before.len(), &mut add) {
+                return;
+            }
+        }
+        let base = self.before.len() + run_len;
+        for (i, e) in self.after.iter().enumerate().skip(at.saturating_sub(base)) {
+            if add((base + i) as u64 + 1, e) {
+                return;
+            }
+        }
+    }
+}
+
+impl MessageRun {
+    /// Walk the messages from position `from`; `base` is the offset of the first. Returns
+    /// whether `add` said the reply is full.
+    fn walk(
+        &self,
+        fs: &ImapFs,
+        from: usize,
+        base: usize,
+        add: &mut impl FnMut(u64, &DirEntry) -> bool,
+    ) -> bool {
+        let ix = self.index.read();
+        if ix.validity() != self.validity {
+            return false;
+        }
+        for (i, &uid) in self.uids.iter().enumerate().skip(from) {
+            // Removed since opendir: gone, so not listed.
+            let Some(meta) = ix.messages().get(&uid) else {
+                continue;
+            };
+            let ino = Ino::message(self.generation, uid);
+            let entry = DirEntry {
+                ino,
+                kind: FileType::RegularFile,
+                name: message_file_name(uid).into(),
+                attr: fs.message_attr(ino, meta),
+                ttl: self.ttl,
+            };
+            if add((base + i) as u64 + 1, &entry) {
+                return true;
+            }
+        }
+        false
+    }
+}
