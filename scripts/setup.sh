@@ -6,11 +6,12 @@
 #   openssl        makes the throwaway self-signed certificates
 #   attr           getfattr/setfattr, to look at the xattrs
 #   python3        the independent IMAP client the tests compare against (imaplib)
-#   mblaze         Maildir tools tests/maildir.rs drives through the mount (mlist, mflag, ...)
-#   notmuch        the mail indexer tests/maildir.rs drives through the mount
-#   neomutt, tmux  the mail client and the terminal to drive it in (tests/maildir.rs)
-#   maildir-utils  mu, the indexer tests/maildir.rs drives through the mount
-#   isync          mbsync, the peer of the ignored Maildir benchmark in tests/maildir.rs
+#   mblaze         Maildir tools tests/maildir_clients.rs drives through the mount (mlist, ...)
+#   notmuch        the mail indexer tests/maildir_clients.rs drives through the mount
+#   neomutt, tmux  the mail client and the terminal to drive it in (tests/maildir_tty.rs)
+#   maildir-utils  mu, the indexer tests/maildir_clients.rs drives through the mount
+#   aerc           the terminal mail client tests/maildir_tty.rs drives in tmux
+#   isync          mbsync, the peer of scripts/bench-maildir.sh (notmuch over 10,000 messages)
 #
 # Then scripts/servers.sh: GNU mailutils imap4d, Courier-IMAP and Cyrus IMAP for
 # tests/compat.rs, unpacked privately beside dovecot-imapd (their packages conflict with it);
@@ -44,10 +45,11 @@ declare -A PROOF=(
     [maildir-utils]=mu
     [isync]=mbsync
     [strace]=strace
+    [aerc]=aerc
 )
 
 missing=()
-for pkg in fuse3 dovecot-imapd openssl attr python3 mblaze notmuch neomutt tmux maildir-utils isync strace; do
+for pkg in fuse3 dovecot-imapd openssl attr python3 mblaze notmuch neomutt tmux maildir-utils aerc isync strace; do
     if ! command -v "${PROOF[$pkg]}" >/dev/null 2>&1; then
         missing+=("$pkg")
     fi

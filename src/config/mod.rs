@@ -118,7 +118,7 @@ fn percent_decode(s: &str) -> Option<String> {
 pub use crate::store::DeleteMode;
 
 /// How folders show their messages (the filesystem's choice, named here for the options).
-pub use crate::fs::maildir::Layout;
+pub use crate::fs::layout::Layout;
 
 /// Options of `imapfs mount` beyond the account: what `mount::run` and the filesystem read.
 #[derive(Debug, Clone)]

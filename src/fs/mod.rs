@@ -11,7 +11,8 @@
 //!   moved inode's message is now;
 //! - [`drafts`]: new files, spooled and APPENDed when a writer closes them;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
-//! - [`maildir`]: the Maildir layout (`cur/`, `new/`, `tmp/`), through hooks in the above;
+//! - [`layout`]: the seam where a layout ([`maildir`]: `cur/`, `new/`, `tmp/`) claims the
+//!   requests it answers differently, before the default way;
 //! - [`views`]: the read-only, unlisted `.search` and `.parts` directories;
 //! - [`invalidate`]: the thread that tells the kernel what to forget.
 //!
@@ -24,6 +25,7 @@ pub(crate) mod caller;
 pub mod drafts;
 pub mod inode;
 pub mod invalidate;
+pub mod layout;
 pub(crate) mod listing;
 pub mod maildir;
 pub mod read;
@@ -69,7 +71,7 @@ pub struct FsOptions {
     /// `dir_ttl` / `message_ttl`.
     pub idle: bool,
     /// How folders show their messages.
-    pub layout: maildir::Layout,
+    pub layout: layout::Layout,
 }
 
 impl Default for FsOptions {
@@ -80,7 +82,7 @@ impl Default for FsOptions {
             read_only: false,
             subscribed_only: false,
             idle: true,
-            layout: maildir::Layout::Eml,
+            layout: layout::Layout::Eml,
         }
     }
 }
@@ -125,10 +127,11 @@ impl ImapFs {
     pub fn new(account: Arc<Account>, opts: FsOptions) -> ImapFs {
         // SAFETY: getuid/getgid cannot fail.
         let owner = unsafe { (libc::getuid(), libc::getgid()) };
+        let tree = Tree::new(opts.layout == layout::Layout::Maildir);
         ImapFs {
             account,
             opts,
-            tree: Arc::new(Mutex::new(Tree::default())),
+            tree: Arc::new(Mutex::new(tree)),
             built_from: Mutex::new(None),
             invalidator: Arc::new(Invalidator::default()),
             dir_handles: Mutex::new(HashMap::new()),
@@ -311,10 +314,7 @@ impl Filesystem for ImapFs {
     ) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
-            if let Some(r) = self.maildir_mkdir(parent.into(), n) {
-                return r; // hook: fs::maildir
-            }
-            self.make_dir(parent.into(), n)
+            self.mkdir_entry(parent.into(), n)
         });
         match r {
             Ok((attr, ttl)) => {
@@ -327,10 +327,7 @@ impl Filesystem for ImapFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
-            if let Some(r) = self.maildir_unlink(parent.into(), n) {
-                return r; // hook: fs::maildir
-            }
-            self.remove_file(parent.into(), n)
+            self.unlink_entry(parent.into(), n)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -341,10 +338,7 @@ impl Filesystem for ImapFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
-            if let Some(e) = self.maildir_rmdir(parent.into(), n) {
-                return Err(e); // hook: fs::maildir
-            }
-            self.remove_dir(parent.into(), n)
+            self.rmdir_entry(parent.into(), n)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -403,19 +397,9 @@ impl Filesystem for ImapFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let ino = Ino::from(ino);
-        // Hook: fs::maildir (a delivered draft's inode opens as its message).
-        if matches!(ino.kind(), inode::InoKind::Draft(_)) && self.delivered_as(ino).is_none() {
-            // A draft's handles are counted: only a writing one's close sends it.
-            match self.open_draft(ino, flags, req.pid()) {
-                Ok(fh) => reply.opened(FileHandle(fh), fuser::FopenFlags::empty()),
-                Err(e) => reply.error(errno("open", &e)),
-            }
-            return;
-        }
-        match self.open_file(ino, flags) {
-            Ok(fopen) => reply.opened(FileHandle(0), fopen),
-            Err(e) => reply.error(self.body_errno("open", ino, &e)),
+        match self.open_entry(ino.into(), flags, req.pid()) {
+            Ok((fh, fopen)) => reply.opened(FileHandle(fh), fopen),
+            Err(e) => reply.error(self.body_errno("open", ino.into(), &e)),
         }
     }
 
@@ -462,10 +446,7 @@ impl Filesystem for ImapFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if self.waits_for_rename(ino.into()) {
-            return reply.ok(); // hook: fs::maildir (tmp/ files are sent by their rename)
-        }
-        match self.flush_draft(ino.into(), fh.0, req.pid(), drafts::FlushKind::Close) {
+        match self.flush_entry(ino.into(), fh.0, req.pid(), drafts::FlushKind::Close) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("close", &e)),
         }
@@ -479,10 +460,7 @@ impl Filesystem for ImapFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if self.waits_for_rename(ino.into()) {
-            return reply.ok(); // hook: fs::maildir (tmp/ files are sent by their rename)
-        }
-        match self.flush_draft(ino.into(), fh.0, req.pid(), drafts::FlushKind::Fsync) {
+        match self.flush_entry(ino.into(), fh.0, req.pid(), drafts::FlushKind::Fsync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         }
@@ -512,13 +490,7 @@ impl Filesystem for ImapFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if self.waits_for_rename(ino.into()) {
-            self.close_draft_handle(ino.into(), fh.0); // hook: fs::maildir
-            return reply.ok();
-        }
-        // The kernel does not wait for this reply to return from close(2); a release
-        // may withdraw a partial version on the server (see drafts).
-        self.release_draft(ino.into(), fh.0);
+        self.release_entry(ino.into(), fh.0);
         reply.ok();
     }
 
@@ -534,10 +506,7 @@ impl Filesystem for ImapFs {
     ) {
         let r = utf8(name).and_then(|n| {
             self.refuse_in_views(parent.into(), n)?; // hook: fs::views
-            if let Some(r) = self.maildir_create(parent.into(), n, req.pid()) {
-                return r; // hook: fs::maildir
-            }
-            self.create_draft(parent.into(), n, req.pid())
+            self.create_entry(parent.into(), n, req.pid())
         });
         match r {
             Ok((attr, fh)) => reply.created(

@@ -25,7 +25,7 @@ use crate::fs::aliases::Named;
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
 use crate::fs::listing::{Listing, MessageRun};
-use crate::fs::tree::{parse_message_file_name, split_name, Tree};
+use crate::fs::tree::{parse_message_file_name, Tree};
 use crate::fs::{DirEntry, ImapFs};
 use crate::store::{MailboxId, MailboxInfo, MessageMeta, MessageRef};
 
@@ -224,19 +224,13 @@ impl ImapFs {
             ttl,
         };
         let mut out = vec![dir(ino, ".".into()), dir(parent, "..".into())];
-        if self.is_maildir() {
-            // Hook: fs::maildir. A subfolder named cur, new or tmp is hidden by them.
-            let subs = self.maildir_folder_entries(ino);
-            for (name, child) in children {
-                if !subs.iter().any(|s| s.name == *name) {
-                    out.push(dir(child, name.into()));
-                }
-            }
-            out.extend(subs);
-            return Ok(out.into());
-        }
         for (name, child) in children {
             out.push(dir(child, name.into()));
+        }
+        if self.is_maildir() {
+            // Hook: fs::maildir (subfolders named cur, new, tmp are shown escaped).
+            out.extend(self.maildir_folder_entries(ino));
+            return Ok(out.into());
         }
         let mut messages = None;
         if let Some((mb, true)) = mailbox {
@@ -265,22 +259,10 @@ impl ImapFs {
                 ttl,
             });
         }
-        let mut after = Vec::new();
-        for (draft, kind, name) in self.drafts_in(ino) {
-            if let Some(attr) = self.draft_attr(draft) {
-                after.push(DirEntry {
-                    ino: draft,
-                    kind,
-                    name,
-                    attr,
-                    ttl: Duration::ZERO,
-                });
-            }
-        }
         Ok(Listing {
             before: out,
             messages,
-            after,
+            after: self.draft_entries(ino),
         })
     }
 
@@ -414,6 +396,23 @@ impl ImapFs {
         self.attr(ino, FileType::RegularFile, perm, meta.size(), t)
     }
 
+    /// The entries of the drafts being written in directory `dir` (never cached: a draft's
+    /// size changes as it is written).
+    pub(crate) fn draft_entries(&self, dir: Ino) -> Vec<DirEntry> {
+        self.drafts_in(dir)
+            .into_iter()
+            .filter_map(|(draft, kind, name)| {
+                Some(DirEntry {
+                    ino: draft,
+                    kind,
+                    name,
+                    attr: self.draft_attr(draft)?,
+                    ttl: Duration::ZERO,
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn attr(
         &self,
         ino: Ino,
@@ -473,8 +472,9 @@ pub(crate) fn gone_dirs(
     subscribed_only: bool,
 ) -> Vec<Invalidation> {
     let mut paths = std::collections::HashSet::new();
+    let shown = Tree::new(tree.lock().maildir_names());
     for mb in shown_mailboxes(list, subscribed_only) {
-        let path = split_name(mb.name.as_str(), mb.delimiter);
+        let path = shown.display_path(mb.name.as_str(), mb.delimiter);
         for depth in 1..=path.len() {
             paths.insert(path[..depth].to_vec());
         }

@@ -10,7 +10,9 @@
 //! Names: a mailbox component is shown decoded (UTF-8). A `/` inside a component (possible
 //! where the delimiter is `.`) is shown as `%2F` and `%` as `%25`, so the mapping is
 //! reversible; a component that would read as a message file name (`123.eml`), as `.`/`..`
-//! or as a view's name (`.search`, `.parts`) has its dots escaped as `%2E`.
+//! or as a view's name (`.search`, `.parts`) has its dots escaped as `%2E`. In the Maildir
+//! layout a component named `cur`, `new` or `tmp` would meet the folder's own Maildir
+//! directories: it is shown with its first letter escaped (`%63ur`, `%6Eew`, `%74mp`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,6 +47,8 @@ pub struct Tree {
     delimiter: Option<char>,
     generations: HashMap<(MailboxId, UidValidity), u32>,
     generation_info: Vec<(MailboxId, UidValidity)>,
+    /// Components named `cur`, `new`, `tmp` are escaped (the Maildir layout).
+    maildir_names: bool,
 }
 
 impl Default for Tree {
@@ -65,11 +69,34 @@ impl Default for Tree {
             delimiter: None,
             generations: HashMap::new(),
             generation_info: Vec::new(),
+            maildir_names: false,
         }
     }
 }
 
 impl Tree {
+    /// An empty tree; `maildir_names`: escape components named `cur`, `new`, `tmp`.
+    pub fn new(maildir_names: bool) -> Tree {
+        Tree {
+            maildir_names,
+            ..Tree::default()
+        }
+    }
+
+    /// Whether components named `cur`, `new`, `tmp` are escaped.
+    pub fn maildir_names(&self) -> bool {
+        self.maildir_names
+    }
+
+    /// A decoded mailbox name as this tree's escaped display components.
+    pub fn display_path(&self, name: &str, delimiter: Option<char>) -> Vec<String> {
+        let path = split_name(name, delimiter);
+        if !self.maildir_names {
+            return path;
+        }
+        path.into_iter().map(escape_maildir_dir).collect()
+    }
+
     /// Rebuild the directory structure from a LIST result. `id_of` gives each mailbox its id.
     pub fn rebuild(
         &mut self,
@@ -87,7 +114,7 @@ impl Tree {
         self.by_mailbox.clear();
         self.delimiter = list.iter().find_map(|m| m.delimiter);
         for mb in list {
-            let path = split_name(mb.name.as_str(), mb.delimiter);
+            let path = self.display_path(mb.name.as_str(), mb.delimiter);
             if path.iter().any(|c| c.is_empty()) {
                 log::warn!(
                     "skipping mailbox with an empty name component: {:?}",
@@ -264,7 +291,16 @@ pub fn escape_component(c: &str) -> String {
     s
 }
 
-/// Undo [`escape_component`]: the mailbox name component a display name stands for.
+/// A component named as a Maildir directory (`cur`, `new`, `tmp`), shown with its first
+/// letter escaped so that it never meets the folder's own `cur/`, `new/`, `tmp/`.
+fn escape_maildir_dir(c: String) -> String {
+    match c.as_str() {
+        "cur" | "new" | "tmp" => format!("%{:02X}{}", c.as_bytes()[0], &c[1..]),
+        _ => c,
+    }
+}
+
+/// Undo [`escape_component`] (and the Maildir layout's `%63ur`, `%6Eew`, `%74mp`): the mailbox name component a display name stands for.
 pub fn unescape_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -275,6 +311,9 @@ pub fn unescape_component(s: &str) -> String {
             Some("25") => out.push('%'),
             Some("2F") | Some("2f") => out.push('/'),
             Some("2E") | Some("2e") => out.push('.'),
+            Some("63") => out.push('c'),
+            Some("6E") | Some("6e") => out.push('n'),
+            Some("74") => out.push('t'),
             _ => {
                 out.push('%');
                 rest = &rest[i + 1..];
@@ -325,6 +364,22 @@ mod tests {
             assert_eq!(unescape_component(&e), c, "{e}");
         }
         assert_eq!(escape_component("123.eml"), "123%2Eeml");
+    }
+
+    #[test]
+    fn maildir_directory_names_are_escaped_only_in_the_maildir_layout() {
+        let maildir = Tree::new(true);
+        assert_eq!(
+            maildir.display_path("INBOX/cur/new/tmp/curly", Some('/')),
+            ["INBOX", "%63ur", "%6Eew", "%74mp", "curly"]
+        );
+        assert_eq!(Tree::default().display_path("cur", None), ["cur"]);
+        for (shown, plain) in [("%63ur", "cur"), ("%6Eew", "new"), ("%74mp", "tmp")] {
+            assert_eq!(unescape_component(shown), plain);
+        }
+        // A folder literally named `%63ur` stays apart from one named `cur`.
+        assert_eq!(maildir.display_path("%63ur", None), ["%2563ur"]);
+        assert_eq!(unescape_component("%2563ur"), "%63ur");
     }
 
     #[test]

@@ -245,6 +245,37 @@ impl Account {
     }
 }
 
+impl Account {
+    /// A small file kept beside a folder's saved index (`<folder>.<kind>`, `kind` a fixed
+    /// lowercase word), private like it; `None` without a cache directory or if there is
+    /// none. One that is not a private file of ours is discarded.
+    pub(crate) fn load_beside(&self, id: MailboxId, kind: &str) -> Option<Vec<u8>> {
+        let path = beside(self.opts.persist.as_ref()?, &self.mailbox_name(id)?, kind);
+        read_private(&path).unwrap_or_else(|why| {
+            log::info!("{}: discarded ({why})", path.display());
+            let _ = fs::remove_file(&path);
+            None
+        })
+    }
+
+    /// Replace the file [`Account::load_beside`] reads (written as an index is: whole or not
+    /// at all, 0600 in a 0700 directory). Nothing without a cache directory.
+    pub(crate) fn save_beside(&self, id: MailboxId, kind: &str, bytes: &[u8]) {
+        let (Some(p), Some(name)) = (self.opts.persist.as_ref(), self.mailbox_name(id)) else {
+            return;
+        };
+        let path = beside(p, &name, kind);
+        if let Err(e) = write_private(&path, bytes) {
+            log::warn!("saving {}: {e}", path.display());
+        }
+    }
+}
+
+/// The file `kind` beside a folder's index.
+fn beside(p: &PersistOptions, name: &MailboxName, kind: &str) -> PathBuf {
+    file_for(p, name).with_extension(kind)
+}
+
 /// The file of a folder's index.
 fn file_for(p: &PersistOptions, name: &MailboxName) -> PathBuf {
     p.dir
