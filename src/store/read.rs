@@ -327,6 +327,11 @@ impl Account {
         let Some(index) = self.indexes.get(msg.mailbox) else {
             return Vec::new();
         };
+        // Asked before the index is taken: nothing below may take the index's lock again.
+        let folder = self
+            .disk
+            .as_ref()
+            .and_then(|_| self.mailbox_name(msg.mailbox));
         let index = index.read();
         if index.validity() != msg.validity {
             return Vec::new();
@@ -346,7 +351,7 @@ impl Account {
                 uid: next,
                 block: 0,
             };
-            if !self.has_block(&key) {
+            if !self.has_block_in(&key, folder.as_ref()) {
                 bytes += cost;
                 out.push((next, 0));
             }
