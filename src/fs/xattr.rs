@@ -285,6 +285,7 @@ impl ImapFs {
             format!("connect_failures={}", p.connect_failures),
             format!("round_trips={}", p.round_trips),
             format!("bytes_read={}", p.bytes_read),
+            format!("bytes_today={}", self.account.bytes_today()),
             format!("cache_bytes={cache_bytes}"),
             format!("cache_hits={hits}"),
             format!("cache_misses={misses}"),

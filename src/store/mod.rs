@@ -35,6 +35,7 @@
 pub mod blocks;
 pub mod bodies;
 pub mod changes;
+pub mod daily;
 pub mod disk_cache;
 pub mod headers;
 pub mod ids;
@@ -124,6 +125,8 @@ pub struct Account {
     reading: read::ReadState,
     /// The body cache's second level, if on.
     disk: Option<std::sync::Arc<disk_cache::DiskCache>>,
+    /// Bytes downloaded today, all mounts of the account ([`daily`]).
+    daily: daily::Daily,
     headers: headers::HeaderCache,
     /// Where changes go: the indexes send theirs ([`index::Indexes`]), the mailbox list its.
     changes: std::sync::Arc<ChangeFeed>,
@@ -155,8 +158,13 @@ impl Account {
                 .name("disk-cache-scan".into())
                 .spawn(move || d.scan());
         }
+        let account_dir = opts
+            .persist
+            .as_ref()
+            .map(|p| disk_cache::account_dir(&p.dir, &p.account));
         Account {
             disk,
+            daily: daily::Daily::open(account_dir),
             pool,
             mailboxes: mailboxes::Mailboxes::default(),
             indexes: index::Indexes::new(changes.clone()),
@@ -203,6 +211,7 @@ impl Account {
         self.stop_link();
         self.stop_watcher();
         self.save_indexes();
+        self.daily.flush(self.pool.bytes_read());
         if let Some(d) = &self.disk {
             // Leave the cache within its bound (writers may have raced the last pass).
             d.scan();
@@ -235,6 +244,11 @@ impl Account {
             self.reading.hits.load(Relaxed),
             self.reading.misses.load(Relaxed),
         )
+    }
+
+    /// Bytes received from the server today (UTC), by every mount of the account.
+    pub fn bytes_today(&self) -> u64 {
+        self.daily.today(self.pool.bytes_read())
     }
 
     /// The metadata of a message from what we hold (no I/O).
