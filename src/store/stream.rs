@@ -520,7 +520,10 @@ fn next_batch(
             validity: stream.validity,
             uid,
         };
-        if !a.reading.read_through.lock().contains(&msg) && !a.has_block(&key) {
+        if !a.reading.read_through.lock().contains(&msg)
+            && !a.has_block(&key)
+            && !a.body_elsewhere(msg)
+        {
             if stream.whole[to] {
                 whole.push(uid);
             } else {
