@@ -135,3 +135,98 @@ fn bytes_today_grows_with_reads_and_survives_a_remount() {
         (stat(&again, "bytes_today") >= kept + expected[&1].len() as u64).then_some(())
     });
 }
+
+/// Every message of `folder` as the server has it, and their total size.
+fn server_copy(dovecot: &Dovecot, folder: &str) -> (BTreeMap<u32, Vec<u8>>, u64) {
+    let all = dovecot.oracle_fetch_all(folder);
+    let bytes = all.values().map(|b| b.len() as u64).sum();
+    (all, bytes)
+}
+
+/// Wait until the prefetch reaches `phase`; returns (done, total).
+fn wait_phase(m: &Mount, phase: &str) -> (u64, u64) {
+    wait_for(&format!("prefetch={phase}"), QUICK, || {
+        (m.stat("prefetch").as_deref() == Some(phase))
+            .then(|| (stat(m, "prefetch_done"), stat(m, "prefetch_total")))
+    })
+}
+
+#[test]
+fn prefetched_folder_reads_offline_and_cached_messages_are_skipped() {
+    let mut dovecot = Dovecot::start(&seed(20));
+    let cache = CacheHome::new();
+    let (inbox, inbox_bytes) = server_copy(&dovecot, "INBOX");
+
+    let m = mount(&dovecot, &cache, &["-o", "prefetch=INBOX"]);
+    // List Other (names only, no body read) so that an offline mount knows its messages.
+    let other = within("ls Other", QUICK, {
+        let dir = m.join("Other");
+        move || std::fs::read_dir(dir).unwrap().count()
+    });
+    assert_eq!(other, 20);
+    let (done, total) = wait_phase(&m, "done");
+    assert_eq!((done, total), (20, 20));
+    assert!(
+        stat(&m, "prefetch_bytes") >= inbox_bytes,
+        "prefetch_bytes below the folder's {inbox_bytes} bytes"
+    );
+    assert_eq!(
+        stat(&m, "cache_misses"),
+        0,
+        "nothing was read through the mount"
+    );
+    m.unmount();
+
+    // A second mount finds everything on disk: nothing downloaded again.
+    let again = mount(&dovecot, &cache, &["-o", "prefetch=INBOX"]);
+    assert_eq!(wait_phase(&again, "done"), (20, 20));
+    assert_eq!(stat(&again, "prefetch_bytes"), 0);
+    again.unmount();
+
+    dovecot.kill_server();
+    let offline = mount(&dovecot, &cache, &["-o", "prefetch=INBOX"]);
+    assert_eq!(offline.stat("link").as_deref(), Some("offline"));
+    assert_eq!(offline.stat("prefetch").as_deref(), Some("offline"));
+    for (uid, bytes) in &inbox {
+        let got = read(offline.join(format!("INBOX/{uid}.eml")));
+        assert!(
+            got.as_ref().is_ok_and(|g| g == bytes),
+            "INBOX/{uid}.eml offline: {:?}",
+            got.map(|g| g.len())
+        );
+    }
+    let uncached = read(offline.join("Other/1.eml")).unwrap_err();
+    assert_eq!(uncached.raw_os_error(), Some(libc::EIO), "{uncached}");
+}
+
+#[test]
+fn prefetch_stops_at_the_daily_budget() {
+    let dovecot = Dovecot::start(&seed(30));
+    let cache = CacheHome::new();
+    let (_, inbox_bytes) = server_copy(&dovecot, "INBOX");
+    let budget = inbox_bytes / 2;
+    let option = format!("prefetch=INBOX,prefetch_budget={budget}");
+    let m = mount(&dovecot, &cache, &["-o", &option]);
+    let (done, total) = wait_phase(&m, "budget");
+    assert_eq!(total, 30);
+    assert!(
+        done > 0 && done < total,
+        "{done} of {total} messages prefetched under a budget of half the folder"
+    );
+    let fetched = stat(&m, "prefetch_bytes");
+    assert!(
+        fetched <= budget,
+        "prefetch_bytes={fetched} over the budget {budget}"
+    );
+    // The day's whole count stays within it too (an EXAMINE answer or so of slack).
+    let today = stat(&m, "bytes_today");
+    assert!(
+        today <= budget + 2048,
+        "bytes_today={today}, budget {budget}"
+    );
+    assert_eq!(
+        stat(&m, "prefetch_done"),
+        done,
+        "no progress past the budget"
+    );
+}

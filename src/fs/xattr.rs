@@ -302,6 +302,7 @@ impl ImapFs {
             format!("bytes_saved={}", p.bytes_saved),
         ];
         lines.extend(self.account.disk_cache_lines());
+        lines.extend(self.account.prefetch_lines());
         if let Some(cap) = p.connection_cap {
             lines.push(format!("connection_cap={cap}"));
         }

@@ -73,9 +73,11 @@ impl Account {
 
     /// Whether a block is at hand in memory or on disk (the disk entry is not read).
     pub(crate) fn has_block(&self, key: &BlockKey) -> bool {
-        if self.reading.blocks.contains(key) {
-            return true;
-        }
+        self.reading.blocks.contains(key) || self.on_disk(key)
+    }
+
+    /// Whether a block is on disk (the entry is not read): what prefetch needs not fetch.
+    pub(crate) fn on_disk(&self, key: &BlockKey) -> bool {
         match (&self.disk, self.disk_identity(key)) {
             (Some(disk), Some((name, _))) => disk.contains(disk_key(&name, key)),
             _ => false,

@@ -21,6 +21,8 @@
 //! - [`read`]: open, blocks, readahead, folder walks, over the body cache ([`bodies`]: the
 //!   memory [`blocks`] first, then the [`disk_cache`] shared by every mount of the account);
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
+//! - [`prefetch`]: chosen folders' bodies fetched into the disk cache for offline use, at low
+//!   priority within a daily budget ([`daily`]: bytes downloaded today, across mounts);
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
 //! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
@@ -45,6 +47,7 @@ pub mod link;
 pub mod mailboxes;
 pub mod mime;
 pub mod persist;
+pub mod prefetch;
 pub mod read;
 pub mod search;
 pub mod stream;
@@ -93,6 +96,8 @@ pub struct StoreOptions {
     pub persist: Option<persist::PersistOptions>,
     /// Keep message bodies on disk between mounts ([`disk_cache`]); `None`: never.
     pub disk: Option<disk_cache::DiskOptions>,
+    /// Fetch chosen folders' bodies into the disk cache in the background ([`prefetch`]).
+    pub prefetch: Option<prefetch::PrefetchOptions>,
 }
 
 impl Default for StoreOptions {
@@ -109,6 +114,7 @@ impl Default for StoreOptions {
             idle: true,
             persist: None,
             disk: None,
+            prefetch: None,
         }
     }
 }
@@ -127,6 +133,8 @@ pub struct Account {
     disk: Option<std::sync::Arc<disk_cache::DiskCache>>,
     /// Bytes downloaded today, all mounts of the account ([`daily`]).
     daily: daily::Daily,
+    /// The prefetch thread's progress ([`prefetch`]).
+    prefetch: prefetch::PrefetchState,
     headers: headers::HeaderCache,
     /// Where changes go: the indexes send theirs ([`index::Indexes`]), the mailbox list its.
     changes: std::sync::Arc<ChangeFeed>,
@@ -165,6 +173,7 @@ impl Account {
         Account {
             disk,
             daily: daily::Daily::open(account_dir),
+            prefetch: prefetch::PrefetchState::default(),
             pool,
             mailboxes: mailboxes::Mailboxes::default(),
             indexes: index::Indexes::new(changes.clone()),
@@ -208,6 +217,7 @@ impl Account {
 
     /// Stop the watcher and the link thread, save the indexes and log out every connection (at unmount).
     pub fn close(&self) {
+        self.stop_prefetch();
         self.stop_link();
         self.stop_watcher();
         self.save_indexes();
