@@ -11,7 +11,7 @@ mod maildir_fixture;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -199,12 +199,20 @@ fn neomutt_session(side: &Side, work: &Path) {
     tmux.wait_screen("neomutt's index", |s| {
         s.matches("maildir test").count() >= 4
     });
-    // neomutt compares directory mtimes in whole seconds (on a local disk too): a change in
-    // the second it read the folder in goes unseen until the next change, so the other
-    // client delivers in a later second.
+    // neomutt compares directory mtimes in whole seconds (on a local disk too): a change
+    // dated the second that new/ was last dated goes unseen until the next change. So the
+    // other client delivers once a file written now is dated a later second than new/ and
+    // than neomutt's reading: file times come from the kernel's coarse clock, which lags
+    // the system clock by up to a tick (a delivery at x.000 by the system clock was dated
+    // (x-1).999 and missed, about one run in six).
     let read_at = unix_seconds();
-    wait_for("a new second", QUICK, || {
-        (unix_seconds() > read_at).then_some(())
+    let new_dir = side.folder("INBOX").join("new");
+    let probe = work.join("clock-probe");
+    wait_for("a later second on the file clock", QUICK, || {
+        fs::write(&probe, b"").ok()?;
+        let now = u64::try_from(fs::metadata(&probe).ok()?.mtime()).ok()?;
+        let new = u64::try_from(fs::metadata(&new_dir).ok()?.mtime()).ok()?;
+        (now > new.max(read_at)).then_some(())
     });
     side.other_client_delivers(&other_clients_message(30));
     let what = format!(
