@@ -171,6 +171,13 @@ fn start_serving(
         delete: opts.delete,
         trash: opts.trash.clone(),
         idle: opts.idle,
+        prefetch: opts
+            .prefetch
+            .clone()
+            .map(|folders| crate::store::prefetch::PrefetchOptions {
+                folders,
+                budget: opts.prefetch_budget,
+            }),
         ..StoreOptions::default()
     };
     let account = Account::new(pool, store_opts).shared();
@@ -206,6 +213,7 @@ fn start_serving(
         .spawn(move || crate::fs::invalidate::run(invalidations, tree, notifier))
         .map_err(|e| Error::io("starting the invalidation thread", e))?;
     account.start_link()?;
+    account.start_prefetch()?;
     if opts.idle {
         account.start_watcher()?;
     }

@@ -325,6 +325,28 @@ fn unknown_option_is_one_line_and_exit_64() {
     assert!(line.contains("unknown option `frobnicate`"), "{line}");
 }
 
+/// Issue 16: a bad `prefetch=` or `prefetch_budget=` is refused before anything else.
+#[test]
+fn bad_prefetch_values_are_one_line_and_exit_64() {
+    for (list, words) in [
+        ("prefetch=/", "option prefetch: needs folder names"),
+        (
+            "prefetch=INBOX,prefetch_budget=lots",
+            "option prefetch_budget",
+        ),
+    ] {
+        let scratch = Scratch::new();
+        let mut command = imapfs_command(&scratch.config_home);
+        command
+            .arg(format!("imaps://{USER}@127.0.0.1:1"))
+            .arg(&scratch.mountpoint)
+            .args(["-o", list]);
+        let (code, line) = scratch.expect_failure(command);
+        assert_eq!(code, 64, "{line}");
+        assert!(line.contains(words), "{list}: {line}");
+    }
+}
+
 /// Issue 8: `--timeout 18446744073709551615` overflowed the command deadline.
 #[test]
 fn huge_timeout_is_refused_with_one_line() {

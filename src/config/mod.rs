@@ -153,6 +153,10 @@ pub struct MountOptions {
     pub layout: Layout,
     /// `nonempty`: allow mounting over a directory that is not empty.
     pub nonempty: bool,
+    /// `prefetch=`: folders whose bodies are fetched into the disk cache in the background.
+    pub prefetch: Option<crate::store::prefetch::FolderPatterns>,
+    /// `prefetch_budget=`: the daily download bound of prefetching.
+    pub prefetch_budget: u64,
 }
 
 /// Parse a size such as `256M`, `1G`, `4096`, `512k`.
@@ -262,7 +266,9 @@ mod tests {
                 "layout" => Some("maildir".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),
-                "cache_size" | "max_literal" | "disk_cache_size" => Some("1M".into()),
+                "cache_size" | "max_literal" | "disk_cache_size" | "prefetch_budget" => {
+                    Some("1M".into())
+                }
                 "cache_dir" => Some("/var/cache/x".into()),
                 _ => spec.value.map(|_| "x".to_string()),
             };
@@ -293,6 +299,25 @@ mod tests {
         assert!(err(&mut s, "trash=/").contains("needs a folder name"));
         let e = err(&mut s, "password=hunter2");
         assert!(!e.contains("hunter2"), "{e}");
+        assert!(err(&mut s, "prefetch=").contains("option prefetch: needs folder names"));
+        assert!(err(&mut s, "prefetch=INBOX,/").contains("needs folder names"));
+        assert!(err(&mut s, "prefetch_budget=lots").contains("option prefetch_budget"));
+        assert!(err(&mut s, "prefetch_budget=5T").contains("unknown size unit"));
+    }
+
+    #[test]
+    fn prefetch_takes_the_folders_after_it() {
+        use crate::store::prefetch::FolderPatterns;
+        let mut s = Settings::default();
+        assert_eq!(s.prefetch_budget, 500 << 20);
+        s.set_list("prefetch=INBOX,Work/*,ro,prefetch_budget=1G")
+            .unwrap();
+        let want = FolderPatterns::parse(["INBOX", "Work/*"]).unwrap();
+        assert_eq!(s.prefetch, Some(want));
+        assert!(s.read_only);
+        assert_eq!(s.prefetch_budget, 1 << 30);
+        s.set_list("prefetch=all").unwrap();
+        assert_eq!(s.prefetch, Some(FolderPatterns::parse(["*"]).unwrap()));
     }
 
     #[test]

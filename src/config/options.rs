@@ -1,6 +1,7 @@
 //! The option table and [`Settings`]: one parser for `-o` lists, flags and the config file.
 
 use super::*;
+use crate::store::prefetch::{FolderPatterns, DEFAULT_BUDGET};
 
 /// Longest `timeout=`: a day. Beyond that a silent server is dead, and the derived command
 /// deadline (ten times the timeout) stays far from overflowing an `Instant`.
@@ -176,6 +177,18 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "the Maildir layout (layout=maildir)",
     },
     OptionSpec {
+        name: "prefetch",
+        value: Some("FOLDERS|all"),
+        help: "fetch these folders' messages (INBOX,Work/*: * matches anything; all: every \
+               folder) into the disk cache in the background, for offline use",
+    },
+    OptionSpec {
+        name: "prefetch_budget",
+        value: Some("SIZE"),
+        help: "prefetch only while the account downloaded less than this today (UTC; \
+               default 500M)",
+    },
+    OptionSpec {
         name: "nonempty",
         value: None,
         help: "allow a mount point that is not empty",
@@ -221,6 +234,8 @@ pub struct Settings {
     pub compress: bool,
     pub layout: Layout,
     pub nonempty: bool,
+    pub prefetch: Option<FolderPatterns>,
+    pub prefetch_budget: u64,
 }
 
 impl Default for Settings {
@@ -253,6 +268,8 @@ impl Default for Settings {
             compress: true,
             layout: Layout::Eml,
             nonempty: false,
+            prefetch: None,
+            prefetch_budget: DEFAULT_BUDGET,
         }
     }
 }
@@ -358,15 +375,36 @@ impl Settings {
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
             "nonempty" => self.nonempty = true,
+            "prefetch" => {
+                self.prefetch = Some(FolderPatterns::parse(value.split(',')).map_err(bad)?);
+            }
+            "prefetch_budget" => self.prefetch_budget = parse_size(value).map_err(bad)?,
             _ => unreachable!("every OPTIONS entry is handled"),
         }
         Ok(())
     }
 
     /// Apply a `-o` list: `name[=value]` items separated by commas; `\,` is a comma inside a
-    /// value and `\\` a backslash.
+    /// value and `\\` a backslash. Items after `prefetch=` that have no `=` and name no
+    /// option are more folders of it (`-o prefetch=INBOX,Work/*,ro`).
     pub fn set_list(&mut self, list: &str) -> Result<()> {
-        for (name, value) in parse_option_list(list) {
+        let mut items = parse_option_list(list).into_iter().peekable();
+        while let Some((name, value)) = items.next() {
+            let mut value = value;
+            if name.trim().replace('-', "_") == "prefetch" {
+                while let Some((more, None)) = items.peek() {
+                    let key = more.trim().replace('-', "_");
+                    if OPTIONS.iter().any(|o| o.name == key) || is_generic_mount_option(&key) {
+                        break;
+                    }
+                    let folder = more.clone();
+                    items.next();
+                    if let Some(v) = value.as_mut() {
+                        v.push(',');
+                        v.push_str(&folder);
+                    }
+                }
+            }
             self.set(&name, value.as_deref())?;
         }
         Ok(())
@@ -431,6 +469,8 @@ impl Settings {
             offline: self.offline,
             layout: self.layout,
             nonempty: self.nonempty,
+            prefetch: self.prefetch.clone(),
+            prefetch_budget: self.prefetch_budget,
         }
     }
 }

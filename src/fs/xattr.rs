@@ -285,6 +285,7 @@ impl ImapFs {
             format!("connect_failures={}", p.connect_failures),
             format!("round_trips={}", p.round_trips),
             format!("bytes_read={}", p.bytes_read),
+            format!("bytes_today={}", self.account.bytes_today()),
             format!("cache_bytes={cache_bytes}"),
             format!("cache_hits={hits}"),
             format!("cache_misses={misses}"),
@@ -301,6 +302,7 @@ impl ImapFs {
             format!("bytes_saved={}", p.bytes_saved),
         ];
         lines.extend(self.account.disk_cache_lines());
+        lines.extend(self.account.prefetch_lines());
         if let Some(cap) = p.connection_cap {
             lines.push(format!("connection_cap={cap}"));
         }

@@ -347,6 +347,11 @@ impl Pool {
         self.round_trips.load(Ordering::Relaxed)
     }
 
+    /// Bytes received from the server so far (the IMAP stream, after TLS).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
     /// Counters for a status view.
     pub fn stats(&self) -> PoolStats {
         let (open, idle, unreachable_for, connection_cap) = {

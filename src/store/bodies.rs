@@ -3,7 +3,11 @@
 //! the folder's raw name.
 //!
 //! Reads ask [`Account::cached_block`]: memory, else disk (a disk hit goes into memory too);
-//! every block fetched from the server goes through [`Account::keep_block`] into both. A
+//! every block fetched from the server goes through [`Account::keep_block`] into both.
+//! A message the server names across folders (Gmail's X-GM-MSGID, RFC 8474's EMAILID) has
+//! one body whatever folder it is read through: [`Account::body_home`] sends a read to the
+//! copy whose blocks are at hand, and walks do not fetch a copy whose body is at hand
+//! elsewhere ([`Account::body_elsewhere`]). A
 //! disk entry is written with the message's RFC822.SIZE and INTERNALDATE as the index lists
 //! them and served only while the index still lists the same, so a server that reused a
 //! UIDVALIDITY for other messages gets no old bytes served even where the sample check of a
@@ -32,11 +36,48 @@ impl Account {
         Some(data)
     }
 
+    /// Where the body of `msg` is read from: `msg` itself, unless it is at hand only under
+    /// another copy of the same message (the same X-GM-MSGID or EMAILID in another folder
+    /// we hold the index of): then that copy, so that a message in INBOX, two labels and
+    /// All Mail is fetched and cached once. A server that gives no ids costs one look at
+    /// the message's metadata.
+    pub(crate) fn body_home(&self, msg: MessageRef) -> MessageRef {
+        let Some(ids) = self.indexes.object_ids(msg) else {
+            return msg;
+        };
+        if self.body_at_hand(msg) {
+            return msg;
+        }
+        self.indexes
+            .copies(&ids.message)
+            .into_iter()
+            .find(|c| *c != msg && self.body_at_hand(*c))
+            .unwrap_or(msg)
+    }
+
+    /// Whether a copy of `msg` other than itself has its body at hand (a walk need not
+    /// fetch it: a read of it is served from that copy).
+    pub(crate) fn body_elsewhere(&self, msg: MessageRef) -> bool {
+        self.body_home(msg) != msg
+    }
+
+    /// Whether the first block of `msg` is in memory or on disk.
+    fn body_at_hand(&self, msg: MessageRef) -> bool {
+        self.has_block(&BlockKey {
+            mailbox: msg.mailbox,
+            validity: msg.validity,
+            uid: msg.uid,
+            block: 0,
+        })
+    }
+
     /// Whether a block is at hand in memory or on disk (the disk entry is not read).
     pub(crate) fn has_block(&self, key: &BlockKey) -> bool {
-        if self.reading.blocks.contains(key) {
-            return true;
-        }
+        self.reading.blocks.contains(key) || self.on_disk(key)
+    }
+
+    /// Whether a block is on disk (the entry is not read): what prefetch needs not fetch.
+    pub(crate) fn on_disk(&self, key: &BlockKey) -> bool {
         match (&self.disk, self.disk_identity(key)) {
             (Some(disk), Some((name, _))) => disk.contains(disk_key(&name, key)),
             _ => false,

@@ -16,7 +16,7 @@
 //!
 //! [`Change`]: crate::store::changes::Change
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,6 +102,9 @@ pub struct Index {
     /// PERMANENTFLAGS of the last SELECT/EXAMINE, if the server sent them.
     permanent_flags: Option<Vec<Flag>>,
     messages: BTreeMap<Uid, MessageMeta>,
+    /// The messages the server gave an id across folders, by that id ([`ObjectIds`]);
+    /// empty on a server that gives none. Kept with `messages` by every edit.
+    by_object: HashMap<ObjectId, Uid>,
     /// When the listing was last checked against the server.
     fetched_at: Instant,
     /// The next question about the mailbox must ask the server, however recent `fetched_at`
@@ -121,12 +124,17 @@ impl Index {
         permanent_flags: Option<Vec<Flag>>,
         messages: BTreeMap<Uid, MessageMeta>,
     ) -> Index {
+        let by_object = messages
+            .iter()
+            .filter_map(|(uid, m)| Some((m.ids.as_ref()?.message.clone(), *uid)))
+            .collect();
         Index {
             validity,
             uidnext,
             highest_modseq,
             permanent_flags,
             messages,
+            by_object,
             fetched_at: Instant::now(),
             stale: false,
             unverified: false,
@@ -169,6 +177,12 @@ impl Index {
         &self.messages
     }
 
+    /// The UID of the message the server calls `id` (X-GM-MSGID, EMAILID), if this folder
+    /// holds one.
+    pub fn uid_of(&self, id: &ObjectId) -> Option<Uid> {
+        self.by_object.get(id).copied()
+    }
+
     /// When the listing was last checked against the server.
     pub fn fetched_at(&self) -> Instant {
         self.fetched_at
@@ -195,6 +209,9 @@ impl Index {
                 if self.uidnext.is_none_or(|n| n <= uid) {
                     self.uidnext = Uid::new(uid.get().saturating_add(1));
                 }
+                if let Some(ids) = &meta.ids {
+                    self.by_object.insert(ids.message.clone(), uid);
+                }
                 self.messages.insert(uid, meta).is_none()
             }
             IndexChange::Removed(uid) => {
@@ -202,7 +219,13 @@ impl Index {
                     return false;
                 }
                 effects.touch(self, uid);
-                self.messages.remove(&uid).is_some()
+                let removed = self.messages.remove(&uid);
+                if let Some(ids) = removed.as_ref().and_then(|m| m.ids.as_ref()) {
+                    if self.by_object.get(&ids.message) == Some(&uid) {
+                        self.by_object.remove(&ids.message);
+                    }
+                }
+                removed.is_some()
             }
             IndexChange::Flags { uid, flags, modseq } => {
                 let differs =

@@ -191,6 +191,7 @@ fn run(account: Weak<Account>) {
         if a.link_state.stop.load(Ordering::Relaxed) {
             return;
         }
+        a.daily.flush_if_due(a.pool.bytes_read());
         let link = a.pool.link();
         if link.online && a.link_state.synced.load(Ordering::SeqCst) != link.epoch {
             a.resync(link.epoch);

@@ -21,6 +21,8 @@
 //! - [`read`]: open, blocks, readahead, folder walks, over the body cache ([`bodies`]: the
 //!   memory [`blocks`] first, then the [`disk_cache`] shared by every mount of the account);
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
+//! - [`prefetch`]: chosen folders' bodies fetched into the disk cache for offline use, at low
+//!   priority within a daily budget ([`daily`]: bytes downloaded today, across mounts);
 //! - [`write`]: flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
 //! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
@@ -35,6 +37,7 @@
 pub mod blocks;
 pub mod bodies;
 pub mod changes;
+pub mod daily;
 pub mod disk_cache;
 pub mod headers;
 pub mod ids;
@@ -44,6 +47,7 @@ pub mod link;
 pub mod mailboxes;
 pub mod mime;
 pub mod persist;
+pub mod prefetch;
 pub mod read;
 pub mod search;
 pub mod stream;
@@ -57,7 +61,7 @@ use crate::imap::pool::Pool;
 pub use changes::{Change, ChangeFeed, ListChange};
 pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
-pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
+pub use index::{Index, IndexChange, MessageMeta, ObjectId, ObjectIds, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
 pub use mime::{PartInfo, PartKind, PartNode, PartTree};
 pub use persist::PersistOptions;
@@ -92,6 +96,8 @@ pub struct StoreOptions {
     pub persist: Option<persist::PersistOptions>,
     /// Keep message bodies on disk between mounts ([`disk_cache`]); `None`: never.
     pub disk: Option<disk_cache::DiskOptions>,
+    /// Fetch chosen folders' bodies into the disk cache in the background ([`prefetch`]).
+    pub prefetch: Option<prefetch::PrefetchOptions>,
 }
 
 impl Default for StoreOptions {
@@ -108,6 +114,7 @@ impl Default for StoreOptions {
             idle: true,
             persist: None,
             disk: None,
+            prefetch: None,
         }
     }
 }
@@ -124,6 +131,10 @@ pub struct Account {
     reading: read::ReadState,
     /// The body cache's second level, if on.
     disk: Option<std::sync::Arc<disk_cache::DiskCache>>,
+    /// Bytes downloaded today, all mounts of the account ([`daily`]).
+    daily: daily::Daily,
+    /// The prefetch thread's progress ([`prefetch`]).
+    prefetch: prefetch::PrefetchState,
     headers: headers::HeaderCache,
     /// Where changes go: the indexes send theirs ([`index::Indexes`]), the mailbox list its.
     changes: std::sync::Arc<ChangeFeed>,
@@ -155,8 +166,14 @@ impl Account {
                 .name("disk-cache-scan".into())
                 .spawn(move || d.scan());
         }
+        let account_dir = opts
+            .persist
+            .as_ref()
+            .map(|p| disk_cache::account_dir(&p.dir, &p.account));
         Account {
             disk,
+            daily: daily::Daily::open(account_dir),
+            prefetch: prefetch::PrefetchState::default(),
             pool,
             mailboxes: mailboxes::Mailboxes::default(),
             indexes: index::Indexes::new(changes.clone()),
@@ -200,9 +217,11 @@ impl Account {
 
     /// Stop the watcher and the link thread, save the indexes and log out every connection (at unmount).
     pub fn close(&self) {
+        self.stop_prefetch();
         self.stop_link();
         self.stop_watcher();
         self.save_indexes();
+        self.daily.flush(self.pool.bytes_read());
         if let Some(d) = &self.disk {
             // Leave the cache within its bound (writers may have raced the last pass).
             d.scan();
@@ -237,8 +256,19 @@ impl Account {
         )
     }
 
+    /// Bytes received from the server today (UTC), by every mount of the account.
+    pub fn bytes_today(&self) -> u64 {
+        self.daily.today(self.pool.bytes_read())
+    }
+
     /// The metadata of a message from what we hold (no I/O).
     pub fn message_meta(&self, msg: MessageRef) -> Option<MessageMeta> {
         self.indexes.meta(msg)
+    }
+
+    /// Every copy of the message the server calls `id` in the folders we hold a listing of
+    /// (no I/O; safe while holding an index's read lock).
+    pub fn copies(&self, id: &ObjectId) -> Vec<MessageRef> {
+        self.indexes.copies(id)
     }
 }

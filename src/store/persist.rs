@@ -301,7 +301,7 @@ fn hex_md5(data: &[u8]) -> String {
 /// a new temporary file in the same directory (O_EXCL, O_NOFOLLOW), written and fsynced,
 /// renamed over `path`, then the directory fsynced. The directory is created private if
 /// missing, and opened without following a symlink; the file is made relative to that fd.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let (dir, file) = split(path)?;
     fs::DirBuilder::new()
         .recursive(true)

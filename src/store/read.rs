@@ -20,6 +20,10 @@
 //! ([`crate::store::stream`]); while a stream serves a folder, a read whose first block is on
 //! its way waits for it, and no walk prefetch is added to the reader's own fetches.
 //!
+//! A message with copies in other folders (Gmail labels, RFC 8474 EMAILID) is read from the
+//! copy whose body is at hand ([`Account::body_home`]), and a walk skips a message whose
+//! body is at hand under another copy: its body crosses the wire once.
+//!
 //! Every fetch runs on a session selected at the message's generation
 //! ([`Session::select_at`]): a mailbox recreated since it was listed is ENOENT, never another
 //! message's bytes.
@@ -118,6 +122,7 @@ impl Account {
     /// yet (a big message not read to its end, or a body longer than listed); reads then end
     /// where the body does.
     pub fn open_message(&self, msg: MessageRef) -> Result<Option<u64>> {
+        let msg = self.body_home(msg);
         let meta = self
             .indexes
             .meta(msg)
@@ -141,6 +146,7 @@ impl Account {
 
     /// Read up to `len` bytes at `offset`. Shorter only at the end of the body.
     pub fn read(&self, msg: MessageRef, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let msg = self.body_home(msg);
         let meta = self
             .indexes
             .meta(msg)
@@ -346,7 +352,9 @@ impl Account {
                 uid: next,
                 block: 0,
             };
-            if !self.has_block(&key) {
+            let elsewhere =
+                || meta.ids.is_some() && self.body_elsewhere(MessageRef { uid: next, ..msg });
+            if !self.has_block(&key) && !elsewhere() {
                 bytes += cost;
                 out.push((next, 0));
             }

@@ -417,10 +417,15 @@ fn stream_on(
     }
 }
 
-/// Put what one streamed FETCH response brought into the cache: a whole body as blocks (its
-/// length learned first, so that a reader who sees the blocks also knows it), or a first
-/// block (which gives the length too when it is short).
-fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> Result<()> {
+/// Put what one streamed (or prefetched) FETCH response brought into the cache: a whole body
+/// as blocks (its length learned first, so that a reader who sees the blocks also knows it),
+/// or one block (which gives the length too when it is short).
+pub(super) fn land(
+    a: &Account,
+    mailbox: MailboxId,
+    validity: UidValidity,
+    u: Untagged,
+) -> Result<()> {
     let Untagged::Fetch { items, .. } = u else {
         return Ok(());
     };
@@ -449,10 +454,11 @@ fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> 
             log::warn!("server answered NIL for the body of UID {uid}");
             continue;
         };
-        let blocks: Vec<&[u8]> = match origin {
-            None if data.is_empty() => vec![&data[..]],
-            None => data.chunks(bs as usize).collect(),
-            Some(0) if data.len() as u64 <= bs => vec![&data[..]],
+        // A whole body, or one block at a block boundary (prefetch asks for any block).
+        let (first, blocks): (u64, Vec<&[u8]>) = match origin {
+            None if data.is_empty() => (0, vec![&data[..]]),
+            None => (0, data.chunks(bs as usize).collect()),
+            Some(at) if at % bs == 0 && data.len() as u64 <= bs => (at / bs, vec![&data[..]]),
             Some(_) => {
                 return Err(Error::BadReply {
                     command: "FETCH",
@@ -463,7 +469,8 @@ fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> 
         let complete = origin.is_none() || (data.len() as u64) < bs;
         if complete {
             if let Some(meta) = a.indexes.meta(msg) {
-                a.learn_length(msg, meta.size(), data.len() as u64);
+                let length = origin.unwrap_or(0) + data.len() as u64;
+                a.learn_length(msg, meta.size(), length);
             }
         }
         for (i, b) in blocks.into_iter().enumerate() {
@@ -471,7 +478,7 @@ fn land(a: &Account, mailbox: MailboxId, validity: UidValidity, u: Untagged) -> 
                 mailbox,
                 validity,
                 uid,
-                block: i as u64,
+                block: first + i as u64,
             };
             a.keep_block(key, Arc::from(b));
         }
@@ -513,7 +520,10 @@ fn next_batch(
             validity: stream.validity,
             uid,
         };
-        if !a.reading.read_through.lock().contains(&msg) && !a.has_block(&key) {
+        if !a.reading.read_through.lock().contains(&msg)
+            && !a.has_block(&key)
+            && !a.body_elsewhere(msg)
+        {
             if stream.whole[to] {
                 whole.push(uid);
             } else {

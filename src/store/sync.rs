@@ -97,6 +97,12 @@ impl Account {
     /// kept current by the watcher.
     pub fn index(&self, id: MailboxId, max_age: Duration) -> Result<SharedIndex> {
         self.note_use(id);
+        self.index_unnoted(id, max_age)
+    }
+
+    /// [`Account::index`] for background work (prefetch): the mailbox does not become the
+    /// one in use, which the watcher follows.
+    pub(crate) fn index_unnoted(&self, id: MailboxId, max_age: Duration) -> Result<SharedIndex> {
         let fresh = || {
             self.indexes.get(id).filter(|ix| {
                 let ix = ix.read();

@@ -32,7 +32,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use crate::imap::types::{Uid, UidValidity};
 use crate::store::changes::{Change, ChangeFeed};
 use crate::store::ids::{MailboxId, MessageRef};
-use crate::store::index::{Delta, Effects, Index, IndexChange, MessageMeta};
+use crate::store::index::{Delta, Effects, Index, IndexChange, MessageMeta, ObjectId, ObjectIds};
 
 /// A mailbox's index, shared between the store's threads and the filesystem: readable by
 /// all, changed only by [`Indexes`].
@@ -103,13 +103,49 @@ impl Indexes {
     }
 
     /// The metadata of a message of the generation it names, from what we hold (no I/O).
+    /// A recursive read: callers may hold an index's lock (a walk over a folder asking
+    /// whether a block is cached).
     pub fn meta(&self, msg: MessageRef) -> Option<MessageMeta> {
         let ix = self.get(msg.mailbox)?;
-        let ix = ix.read();
+        let ix = ix.0.read_recursive();
         if ix.validity != msg.validity {
             return None;
         }
         ix.messages.get(&msg.uid).cloned()
+    }
+
+    /// The ids a message has across folders, if the server gave it any (no I/O).
+    pub fn object_ids(&self, msg: MessageRef) -> Option<Arc<ObjectIds>> {
+        let ix = self.get(msg.mailbox)?;
+        let ix = ix.0.read_recursive();
+        if ix.validity != msg.validity {
+            return None;
+        }
+        ix.messages.get(&msg.uid)?.ids.clone()
+    }
+
+    /// Every copy of the message the server calls `id` in the folders we hold an index of,
+    /// in mailbox order (no I/O). Safe to call while holding a read lock of an index: the
+    /// locks are taken as recursive reads (never behind a waiting writer), and the table's
+    /// own lock is never held while an index lock is awaited.
+    pub fn copies(&self, id: &ObjectId) -> Vec<MessageRef> {
+        let mut held: Vec<(MailboxId, SharedIndex)> = self
+            .map
+            .lock()
+            .iter()
+            .map(|(m, ix)| (*m, ix.clone()))
+            .collect();
+        held.sort_unstable_by_key(|(m, _)| *m);
+        held.into_iter()
+            .filter_map(|(mailbox, ix)| {
+                let ix = ix.0.read_recursive();
+                Some(MessageRef {
+                    mailbox,
+                    validity: ix.validity,
+                    uid: ix.uid_of(id)?,
+                })
+            })
+            .collect()
     }
 
     /// The mailboxes we hold an index for.
