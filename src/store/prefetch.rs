@@ -22,8 +22,9 @@
 //!   `prefetch_budget`; otherwise the pass stops (`prefetch=budget`) until the next UTC day.
 //! - **Offline**: passes wait while the server cannot be reached or the mount is resyncing
 //!   (`prefetch=offline`); a batch the outage interrupts is tried again after.
-//! - **Disk bound**: a pass stops after fetching 80% of `--disk-cache-size` (`prefetch=full`):
-//!   past that it would evict what it just fetched.
+//! - **Disk bound**: a pass stops when the chosen folders' bytes on disk would pass 80% of
+//!   `--disk-cache-size` (`prefetch=full`): past that it would evict what it just fetched, and
+//!   every later pass would fetch it again.
 //!
 //! A message in several folders (Gmail's labels, RFC 8474 EMAILID) is fetched through the
 //! first folder of the pass that has it, and not at all where its body is at hand under
@@ -242,7 +243,7 @@ impl Account {
             .collect();
         // Count first, so that progress has its total from the start.
         let mut plans = Vec::new();
-        let (mut total, mut done) = (0, 0);
+        let (mut total, mut done, mut held) = (0, 0, 0);
         // A message in several folders (Gmail labels, EMAILID) is fetched through one of them.
         let mut planned = HashSet::new();
         for folder in chosen {
@@ -256,7 +257,10 @@ impl Account {
                 }
             };
             let (validity, wants) = self.missing(id, &ix.read(), &mut planned);
-            let n = ix.read().messages().len() as u64;
+            let ix = ix.read();
+            let n = ix.messages().len() as u64;
+            let all: u64 = ix.messages().values().map(|m| m.size()).sum();
+            held += all.saturating_sub(wants.iter().map(|w| w.cost).sum());
             total += n;
             done += n - wants.len() as u64;
             plans.push((folder.name.clone(), id, validity, wants));
@@ -264,7 +268,10 @@ impl Account {
         let p = &self.prefetch;
         p.total.store(total, Relaxed);
         p.done.store(done, Relaxed);
-        let disk_room = self.disk.as_ref().map_or(0, |d| d.bound()) / 10 * 8;
+        // The chosen folders' bytes on disk count too: a next pass must not evict the first
+        // messages to fetch the last ones of a selection bigger than the cache.
+        let bound = self.disk.as_ref().map_or(0, |d| d.bound());
+        let disk_room = (bound / 10 * 8).saturating_sub(held);
         let mut fetched = 0;
         let (_, hits, misses) = self.cache_stats();
         let mut seen = (hits + misses, Instant::now());
@@ -277,19 +284,22 @@ impl Account {
                 if !self.is_writable() {
                     return Ok(PassEnd::Offline);
                 }
-                // The longest batch that keeps the day within the budget.
-                let room = opts.budget.saturating_sub(self.bytes_today());
+                // The longest batch that keeps the day within the budget and the chosen
+                // folders within their share of the disk.
+                let budget_room = opts.budget.saturating_sub(self.bytes_today());
+                let disk_left = disk_room.saturating_sub(fetched);
                 let mut n = batch_len(rest);
                 let cost = |n: usize| -> u64 { rest[..n].iter().map(|w| w.cost + FRAMING).sum() };
-                while n > 0 && cost(n) > room {
+                while n > 0 && cost(n) > budget_room.min(disk_left) {
                     n -= 1;
                 }
                 if n == 0 {
-                    return Ok(PassEnd::Budget);
-                }
-                let cost = cost(n);
-                if fetched + cost > disk_room {
-                    return Ok(PassEnd::Full);
+                    let first = cost(1);
+                    return Ok(if first > budget_room {
+                        PassEnd::Budget
+                    } else {
+                        PassEnd::Full
+                    });
                 }
                 self.yield_to_users(&mut seen);
                 match self.prefetch_batch(&name, id, validity, &rest[..n]) {
