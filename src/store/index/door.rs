@@ -265,8 +265,10 @@ impl Indexes {
 
     /// Apply a refresh's findings to the index of `id` at `validity`, with the edits made
     /// since `listing` began on top; `saved` is the saved index the refresh started from
-    /// when none was held, installed with them. Returns the index and the UIDs the server
-    /// has that it lacks, or `None` when there is no index to apply them to.
+    /// when none was held, installed with them. Returns the index, the UIDs the server has
+    /// that it lacks and whether anything in the index changed (a saved index the refresh
+    /// found unchanged need not be written again), or `None` when there is no index to apply
+    /// them to.
     pub(crate) fn apply_delta(
         &self,
         id: MailboxId,
@@ -274,7 +276,7 @@ impl Indexes {
         delta: Delta,
         listing: &Listing<'_>,
         saved: Option<Index>,
-    ) -> Option<(SharedIndex, Vec<Uid>)> {
+    ) -> Option<(SharedIndex, Vec<Uid>, bool)> {
         let map = self.map.lock();
         let (shared, map) = match (map.get(&id).cloned(), saved) {
             (Some(shared), _) => {
@@ -295,16 +297,19 @@ impl Indexes {
         if ix.validity != validity {
             // The index was replaced meanwhile; its next refresh starts over.
             ix.stale = true;
-            return Some((shared.clone(), Vec::new()));
+            return Some((shared.clone(), Vec::new(), true));
         }
+        let marks = |ix: &Index| (ix.uidnext, ix.highest_modseq);
+        let before = marks(&ix);
         let mut effects = Effects::default();
         let unknown = ix.apply_delta(delta, &mut effects);
         self.replay(&mut ix, listing, &mut effects);
+        let edited = !effects.touched.is_empty() || marks(&ix) != before;
         let (removed, added, changed) = effects.net(&ix);
         self.feed
             .send(Change::of_diff(id, validity, removed, added, changed));
         drop(ix);
-        Some((shared, unknown))
+        Some((shared, unknown, edited))
     }
 
     /// Hold an index loaded from disk while the server cannot be reached (an offline
