@@ -293,6 +293,23 @@ fn search_links_point_into_cur_and_new() {
     })
     .expect("read");
     assert_eq!(bytes, f.dovecot.oracle_fetch("INBOX", 3));
+    // .parts works as in the default layout (by UID): the text part of message 3.
+    let parts = f.mount.join("INBOX/.parts/3");
+    let leaves = names(parts.clone());
+    assert!(!leaves.is_empty(), "no parts");
+    let texts: Vec<Vec<u8>> = leaves
+        .iter()
+        .filter_map(|leaf| {
+            let p = parts.join(leaf);
+            within("read a part", QUICK, move || fs::read(p)).ok()
+        })
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| String::from_utf8_lossy(t).contains("message number 3")),
+        "{leaves:?}"
+    );
 }
 
 /// Folders named `cur`, `new` and `tmp` are shown escaped (`%63ur`, `%6Eew`, `%74mp`): they
