@@ -2,7 +2,7 @@
 //! (issue 15): reads byte-identical, labels read and written as `user.gmail.labels`, the ids
 //! as `user.gmail.msgid` / `user.gmail.thrid`, `rm` in a label folder removing the label
 //! (the message stays in All Mail), `delete=trash` moving to `[Gmail]/Trash`, `X-GM-RAW`
-//! searches; and (ignored until it is built) one message one inode: a message in INBOX, two
+//! searches; and one message one inode: a message in INBOX, two
 //! labels and All Mail as one inode with four links whose body crosses the wire once.
 
 mod common;
@@ -202,11 +202,29 @@ fn quirk_gmail_rm_in_a_label_folder_removes_the_label_and_trash_mode_trashes() {
 /// whichever folder it is read through (issue 15).
 #[test]
 fn quirk_gmail_grep_over_every_folder_fetches_each_body_once() {
+    // The Maildir layout gives every copy a file of its own: only the body is shared there.
+    for layout in [&[][..], &["-o", "maildir"][..]] {
+        let server = GmailServer::start(&seeds(), &[]);
+        let m = mount(&server, layout);
+        let found = grep_everything(&m);
+        // Every copy was read: INBOX (1, 2, 4), Work, My Label, R\u{e9}unions, All Mail (4).
+        assert_eq!(found.len(), 3 + 1 + 1 + 1 + 4, "{layout:?}: {found:?}");
+        assert_fetched_once(&server);
+        drop(m);
+    }
+}
+
+/// `-o prefetch=all` over INBOX, the labels and All Mail downloads each body once.
+#[test]
+fn quirk_gmail_prefetch_of_every_folder_fetches_each_body_once() {
     let server = GmailServer::start(&seeds(), &[]);
-    let m = mount(&server, &[]);
-    let found = grep_everything(&m);
-    // Every copy was read: INBOX (1, 2, 4), Work, My Label, R\u{e9}unions, All Mail (4).
-    assert_eq!(found.len(), 3 + 1 + 1 + 1 + 4, "{found:?}");
+    let m = mount(&server, &["-o", "prefetch=all"]);
+    common::wait_for("prefetch=done", QUICK, || {
+        (m.stat("prefetch").as_deref() == Some("done")).then_some(())
+    });
+    assert_fetched_once(&server);
+    // Every name reads from the cache: nothing more crosses the wire.
+    assert_eq!(grep_everything(&m).len(), 10);
     assert_fetched_once(&server);
     drop(m);
 }
@@ -235,24 +253,61 @@ fn assert_fetched_once(server: &GmailServer) {
     );
 }
 
+/// One message, one inode (issue 15): message 1 in INBOX, Work, My Label and All Mail is one
+/// file with four names once the mount has listed those folders; reading every name fetches
+/// its body once; `rm` of one name removes that folder's copy only (on Gmail: the label), the
+/// copy the inode is numbered after included, and the other names go on working.
 #[test]
-#[ignore = "one message one inode is not built yet (issue 15): each folder's copy is its own inode"]
 fn quirk_gmail_one_message_one_inode_fetched_once() {
     let server = GmailServer::start(&seeds(), &[]);
     let m = mount(&server, &[]);
-    let paths: Vec<_> = ["INBOX", "Work", "My Label", ALL_MAIL]
-        .iter()
-        .map(|f| file(&m, &server, f, 1))
-        .collect();
-    let metas: Vec<_> = paths
-        .iter()
-        .map(|p| std::fs::metadata(p).expect("stat"))
-        .collect();
-    for meta in &metas {
-        assert_eq!(meta.ino(), metas[0].ino(), "one inode");
-        assert_eq!(meta.nlink(), 4, "INBOX, Work, My Label, All Mail");
+    let folders = ["INBOX", "Work", "My Label", ALL_MAIL];
+    // As far as the mount knows: the folders it has listed.
+    for f in folders {
+        std::fs::read_dir(m.join(f)).expect("ls").for_each(drop);
     }
+    let paths: Vec<_> = folders.iter().map(|f| file(&m, &server, f, 1)).collect();
+    let links = |paths: &[std::path::PathBuf], n: u64| {
+        let metas: Vec<_> = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).expect("stat"))
+            .collect();
+        for (meta, p) in metas.iter().zip(paths) {
+            assert_eq!(meta.ino(), metas[0].ino(), "one inode: {p:?}");
+            assert_eq!(meta.nlink(), n, "{p:?}");
+        }
+        metas[0].ino()
+    };
+    let ino = links(&paths, 4);
+    // Numbered after the first copy the mount saw: INBOX's.
+    let inbox_uid = server.uid("INBOX", msgid(1)).expect("uid");
+    assert_eq!(ino & 0xffff_ffff, u64::from(inbox_uid));
+    // Other messages keep inodes of their own.
+    let two = std::fs::metadata(file(&m, &server, "INBOX", 2)).expect("stat 2");
+    assert_ne!(two.ino(), ino);
+    assert_eq!(two.nlink(), 2, "INBOX and All Mail");
     grep_everything(&m);
     assert_fetched_once(&server);
+    // rm in Work removes Work's copy (the label); the other three names stay, one inode.
+    std::fs::remove_file(&paths[1]).expect("rm in Work");
+    let mut labels = server.labels(msgid(1));
+    labels.sort();
+    assert_eq!(labels, ["My Label", "\\Inbox"]);
+    assert!(!paths[1].exists());
+    let left = [paths[0].clone(), paths[2].clone(), paths[3].clone()];
+    assert_eq!(links(&left, 3), ino);
+    for p in &left {
+        assert_eq!(std::fs::read(p).expect("read"), body(1, ""), "{p:?}");
+    }
+    assert_fetched_once(&server);
+    // rm of the copy the inode is numbered after (INBOX): the other names still work.
+    std::fs::remove_file(&paths[0]).expect("rm in INBOX");
+    assert_eq!(server.labels(msgid(1)), ["My Label"]);
+    let left = [paths[2].clone(), paths[3].clone()];
+    assert_eq!(links(&left, 2), ino);
+    for p in &left {
+        assert_eq!(std::fs::read(p).expect("read"), body(1, ""), "{p:?}");
+    }
+    assert_eq!(server.exists(msgid(1)), Some(false), "still in All Mail");
     drop(m);
 }

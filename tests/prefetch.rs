@@ -230,3 +230,30 @@ fn prefetch_stops_at_the_daily_budget() {
         "no progress past the budget"
     );
 }
+
+#[test]
+fn prefetch_bigger_than_the_disk_cache_stops_and_is_not_fetched_again() {
+    let dovecot = Dovecot::start(&seed(30));
+    let cache = CacheHome::new();
+    let (_, inbox_bytes) = server_copy(&dovecot, "INBOX");
+    let bound = inbox_bytes / 2;
+    let size = bound.to_string();
+    let args = ["--disk-cache-size", &size, "-o", "prefetch=INBOX"];
+    let m = mount(&dovecot, &cache, &args);
+    let (done, total) = wait_phase(&m, "full");
+    assert!(
+        done > 0 && done < total,
+        "{done} of {total} under a bound of half the folder"
+    );
+    assert_eq!(
+        stat(&m, "disk_cache_evicted"),
+        0,
+        "the prefetch evicted its own messages"
+    );
+    m.unmount();
+
+    // The next mount counts what is held: it fetches nothing more, so evicts nothing.
+    let again = mount(&dovecot, &cache, &args);
+    assert_eq!(wait_phase(&again, "full"), (done, total));
+    assert_eq!(stat(&again, "prefetch_bytes"), 0);
+}

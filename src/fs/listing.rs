@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use fuser::FileType;
 
-use crate::fs::inode::Ino;
 use crate::fs::tree::message_file_name;
 use crate::fs::{DirEntry, ImapFs};
 use crate::imap::types::{Uid, UidValidity};
@@ -95,7 +94,7 @@ impl MessageRun {
             let Some(meta) = ix.messages().get(&uid) else {
                 continue;
             };
-            let ino = Ino::message(self.generation, uid);
+            let ino = fs.message_ino(self.generation, uid, meta);
             let entry = DirEntry {
                 ino,
                 kind: FileType::RegularFile,

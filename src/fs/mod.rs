@@ -9,6 +9,7 @@
 //! - [`write`]: rm, mv, mkdir, rmdir, setattr;
 //! - [`aliases`]: the names moves gave, until their folder is listed again, and where a
 //!   moved inode's message is now;
+//! - [`shared`]: one inode for a Gmail message in several folders (hard links);
 //! - [`drafts`]: new files, spooled and APPENDed when a writer closes them;
 //! - [`xattr`]: flags, headers and folder status as extended attributes;
 //! - [`layout`]: the seam where a layout ([`maildir`]: `cur/`, `new/`, `tmp/`) claims the
@@ -29,6 +30,7 @@ pub mod layout;
 pub(crate) mod listing;
 pub mod maildir;
 pub mod read;
+pub mod shared;
 pub mod tree;
 pub mod views;
 pub mod write;
@@ -115,6 +117,8 @@ pub struct ImapFs {
     departed: Mutex<lru::LruCache<Ino, fuser::FileAttr>>,
     /// Names moves gave, and where moved inodes are now (shared with the moves' callbacks).
     aliases: Arc<Mutex<aliases::Aliases>>,
+    /// The inodes of messages shown in several folders (Gmail).
+    shared: Mutex<shared::SharedInodes>,
     next_fh: AtomicU64,
     owner: (u32, u32),
     /// What the Maildir layout remembers (unused in the default layout).
@@ -142,6 +146,7 @@ impl ImapFs {
                 std::num::NonZeroUsize::new(4096).expect("non-zero"),
             )),
             aliases: Arc::new(Mutex::new(aliases::Aliases::default())),
+            shared: Mutex::new(shared::SharedInodes::default()),
             next_fh: AtomicU64::new(1),
             owner,
             maildir: maildir::MaildirState::default(),

@@ -25,8 +25,10 @@ use crate::fs::aliases::Named;
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
 use crate::fs::listing::{Listing, MessageRun};
+use crate::fs::shared;
 use crate::fs::tree::{parse_message_file_name, Tree};
 use crate::fs::{DirEntry, ImapFs};
+use crate::imap::types::Uid;
 use crate::store::{MailboxId, MailboxInfo, MessageMeta, MessageRef};
 
 /// Attribute lifetime of directories (their contents are trusted for `dir_ttl`).
@@ -130,7 +132,7 @@ impl ImapFs {
             return Err(Error::NoEntry(name.into()));
         }
         let generation = self.tree.lock().generation(mb, validity);
-        let ino = Ino::message(generation, uid);
+        let ino = self.message_ino(generation, uid, &meta);
         Ok((
             self.message_attr(ino, &meta),
             self.message_ttl(mb),
@@ -365,17 +367,78 @@ impl ImapFs {
                     return Ok((msg, meta));
                 }
             }
+            if moved.is_none() {
+                // One message, one inode (fs::shared): the copy it is numbered after went,
+                // another copy still names it.
+                if let Some(found) = self.other_copy(ino) {
+                    return Ok(found);
+                }
+            }
             return Err(Error::NoMessage(format!("UID {}", msg.uid)));
         }
         Err(Error::NoMessage(format!("UID {uid} is still moving")))
     }
 
-    /// The message named `name` in directory `parent`, looked up as `lookup` would.
+    /// The message named `name` in directory `parent`, looked up as `lookup` would. Of a
+    /// message in several folders (one inode, fs::shared), the copy in `parent`: what acts on
+    /// a name acts on that folder's copy only.
     pub(crate) fn message_named(&self, parent: Ino, name: &str) -> Result<(Ino, MessageRef)> {
         let (attr, _, _) = self.lookup_entry(parent, name)?;
         let ino = Ino(attr.ino.0);
         let (msg, _) = self.message_of(ino)?;
-        Ok((ino, msg))
+        if self.shared.lock().object(ino).is_none() {
+            return Ok((ino, msg));
+        }
+        let mb = self.selectable_mailbox(parent);
+        let uid = parse_message_file_name(name);
+        let (Some(mb), Some(uid)) = (mb, uid) else {
+            return Ok((ino, msg));
+        };
+        if mb == msg.mailbox || self.aliases.lock().named(mb, name).is_some() {
+            // The inode's own copy, or a name a move gave (it names where the move went).
+            return Ok((ino, msg));
+        }
+        let validity = self.account.index(mb, self.opts.dir_ttl)?.read().validity();
+        let own = MessageRef {
+            mailbox: mb,
+            validity,
+            uid,
+        };
+        match self.account.message_meta(own) {
+            Some(_) => Ok((ino, own)),
+            None => Err(Error::NoEntry(name.into())),
+        }
+    }
+
+    /// The inode of message `uid` of `generation`: its own number, or, for a message the
+    /// mount shows in several folders, the one inode they share (fs::shared).
+    pub(crate) fn message_ino(&self, generation: u32, uid: Uid, meta: &MessageMeta) -> Ino {
+        let own = Ino::message(generation, uid);
+        match shared::sharing_id(meta) {
+            Some(id) if !self.is_maildir() => self.shared.lock().ino(id, own),
+            _ => own,
+        }
+    }
+
+    /// A copy still held of the message a shared inode stands for, with its metadata.
+    fn other_copy(&self, ino: Ino) -> Option<(MessageRef, MessageMeta)> {
+        let id = self.shared.lock().object(ino)?.clone();
+        self.account
+            .copies(&id)
+            .into_iter()
+            .find_map(|c| Some((c, self.account.message_meta(c)?)))
+    }
+
+    /// The links of a message file: the folders the mount holds a listing of that have it,
+    /// where it shares an inode (fs::shared); else 1.
+    fn message_links(&self, meta: &MessageMeta) -> u32 {
+        match shared::sharing_id(meta) {
+            Some(id) if !self.is_maildir() => {
+                let n = self.account.copies(id).len();
+                u32::try_from(n).unwrap_or(u32::MAX).max(1)
+            }
+            _ => 1,
+        }
     }
 
     /// The mailbox of a directory inode, if it can hold messages.
@@ -393,7 +456,9 @@ impl ImapFs {
     pub(crate) fn message_attr(&self, ino: Ino, meta: &MessageMeta) -> FileAttr {
         let t = unix_time(meta.internal_date);
         let perm = if self.opts.read_only { 0o444 } else { 0o644 };
-        self.attr(ino, FileType::RegularFile, perm, meta.size(), t)
+        let mut attr = self.attr(ino, FileType::RegularFile, perm, meta.size(), t);
+        attr.nlink = self.message_links(meta);
+        attr
     }
 
     /// The entries of the drafts being written in directory `dir` (never cached: a draft's

@@ -61,7 +61,7 @@ use crate::imap::pool::Pool;
 pub use changes::{Change, ChangeFeed, ListChange};
 pub use headers::{decode_headers, Headers};
 pub use ids::{MailboxId, MessageRef};
-pub use index::{Index, IndexChange, MessageMeta, SharedIndex};
+pub use index::{Index, IndexChange, MessageMeta, ObjectId, ObjectIds, SharedIndex};
 pub use mailboxes::{MailboxInfo, MailboxStatus, Quota};
 pub use mime::{PartInfo, PartKind, PartNode, PartTree};
 pub use persist::PersistOptions;
@@ -264,5 +264,11 @@ impl Account {
     /// The metadata of a message from what we hold (no I/O).
     pub fn message_meta(&self, msg: MessageRef) -> Option<MessageMeta> {
         self.indexes.meta(msg)
+    }
+
+    /// Every copy of the message the server calls `id` in the folders we hold a listing of
+    /// (no I/O; safe while holding an index's read lock).
+    pub fn copies(&self, id: &ObjectId) -> Vec<MessageRef> {
+        self.indexes.copies(id)
     }
 }

@@ -22,12 +22,18 @@
 //!   `prefetch_budget`; otherwise the pass stops (`prefetch=budget`) until the next UTC day.
 //! - **Offline**: passes wait while the server cannot be reached or the mount is resyncing
 //!   (`prefetch=offline`); a batch the outage interrupts is tried again after.
-//! - **Disk bound**: a pass stops after fetching 80% of `--disk-cache-size` (`prefetch=full`):
-//!   past that it would evict what it just fetched.
+//! - **Disk bound**: a pass stops when the chosen folders' bytes on disk would pass 80% of
+//!   `--disk-cache-size` (`prefetch=full`): past that it would evict what it just fetched, and
+//!   every later pass would fetch it again.
+//!
+//! A message in several folders (Gmail's labels, RFC 8474 EMAILID) is fetched through the
+//! first folder of the pass that has it, and not at all where its body is at hand under
+//! another copy ([`Account::body_elsewhere`]): reads through any copy find it there.
 //!
 //! After a complete pass (`prefetch=done`) the thread waits [`RELIST_EVERY`] and makes
 //! another, which fetches what arrived meanwhile.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -42,7 +48,7 @@ use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, 
 use crate::store::blocks::BlockKey;
 use crate::store::daily::utc_day;
 use crate::store::ids::MailboxId;
-use crate::store::{Account, MailboxInfo};
+use crate::store::{Account, MailboxInfo, ObjectId};
 
 /// Most body bytes one batch asks for (one round trip that a user request may wait behind).
 const BATCH_BYTES: u64 = 2 << 20;
@@ -237,7 +243,9 @@ impl Account {
             .collect();
         // Count first, so that progress has its total from the start.
         let mut plans = Vec::new();
-        let (mut total, mut done) = (0, 0);
+        let (mut total, mut done, mut held) = (0, 0, 0);
+        // A message in several folders (Gmail labels, EMAILID) is fetched through one of them.
+        let mut planned = HashSet::new();
         for folder in chosen {
             let id = self.mailbox_id(&folder.name);
             let ix = match self.index_unnoted(id, RELIST_EVERY) {
@@ -248,8 +256,11 @@ impl Account {
                     continue;
                 }
             };
-            let (validity, wants) = self.missing(id, &ix.read());
-            let n = ix.read().messages().len() as u64;
+            let (validity, wants) = self.missing(id, &ix.read(), &mut planned);
+            let ix = ix.read();
+            let n = ix.messages().len() as u64;
+            let all: u64 = ix.messages().values().map(|m| m.size()).sum();
+            held += all.saturating_sub(wants.iter().map(|w| w.cost).sum());
             total += n;
             done += n - wants.len() as u64;
             plans.push((folder.name.clone(), id, validity, wants));
@@ -257,7 +268,10 @@ impl Account {
         let p = &self.prefetch;
         p.total.store(total, Relaxed);
         p.done.store(done, Relaxed);
-        let disk_room = self.disk.as_ref().map_or(0, |d| d.bound()) / 10 * 8;
+        // The chosen folders' bytes on disk count too: a next pass must not evict the first
+        // messages to fetch the last ones of a selection bigger than the cache.
+        let bound = self.disk.as_ref().map_or(0, |d| d.bound());
+        let disk_room = (bound / 10 * 8).saturating_sub(held);
         let mut fetched = 0;
         let (_, hits, misses) = self.cache_stats();
         let mut seen = (hits + misses, Instant::now());
@@ -270,19 +284,22 @@ impl Account {
                 if !self.is_writable() {
                     return Ok(PassEnd::Offline);
                 }
-                // The longest batch that keeps the day within the budget.
-                let room = opts.budget.saturating_sub(self.bytes_today());
+                // The longest batch that keeps the day within the budget and the chosen
+                // folders within their share of the disk.
+                let budget_room = opts.budget.saturating_sub(self.bytes_today());
+                let disk_left = disk_room.saturating_sub(fetched);
                 let mut n = batch_len(rest);
                 let cost = |n: usize| -> u64 { rest[..n].iter().map(|w| w.cost + FRAMING).sum() };
-                while n > 0 && cost(n) > room {
+                while n > 0 && cost(n) > budget_room.min(disk_left) {
                     n -= 1;
                 }
                 if n == 0 {
-                    return Ok(PassEnd::Budget);
-                }
-                let cost = cost(n);
-                if fetched + cost > disk_room {
-                    return Ok(PassEnd::Full);
+                    let first = cost(1);
+                    return Ok(if first > budget_room {
+                        PassEnd::Budget
+                    } else {
+                        PassEnd::Full
+                    });
                 }
                 self.yield_to_users(&mut seen);
                 match self.prefetch_batch(&name, id, validity, &rest[..n]) {
@@ -309,12 +326,29 @@ impl Account {
         Ok(PassEnd::Done)
     }
 
-    /// The messages of an index that are not wholly on disk, in UID order.
-    fn missing(&self, id: MailboxId, ix: &super::Index) -> (UidValidity, Vec<Want>) {
+    /// The messages of an index that are not wholly on disk, in UID order, but those whose
+    /// body is at hand under another copy or that a copy in `planned` (object ids planned in
+    /// this pass) brings.
+    fn missing(
+        &self,
+        id: MailboxId,
+        ix: &super::Index,
+        planned: &mut HashSet<ObjectId>,
+    ) -> (UidValidity, Vec<Want>) {
         let bs = self.opts.block_size;
         let validity = ix.validity();
         let mut wants = Vec::new();
         for (&uid, meta) in ix.messages() {
+            if let Some(ids) = &meta.ids {
+                let msg = super::MessageRef {
+                    mailbox: id,
+                    validity,
+                    uid,
+                };
+                if !planned.insert(ids.message.clone()) || self.body_elsewhere(msg) {
+                    continue;
+                }
+            }
             let size = meta.size();
             let n_blocks = size.div_ceil(bs).max(1);
             let key = |block| BlockKey {
