@@ -214,6 +214,21 @@ fn quirk_gmail_grep_over_every_folder_fetches_each_body_once() {
     }
 }
 
+/// `-o prefetch=all` over INBOX, the labels and All Mail downloads each body once.
+#[test]
+fn quirk_gmail_prefetch_of_every_folder_fetches_each_body_once() {
+    let server = GmailServer::start(&seeds(), &[]);
+    let m = mount(&server, &["-o", "prefetch=all"]);
+    common::wait_for("prefetch=done", QUICK, || {
+        (m.stat("prefetch").as_deref() == Some("done")).then_some(())
+    });
+    assert_fetched_once(&server);
+    // Every name reads from the cache: nothing more crosses the wire.
+    assert_eq!(grep_everything(&m).len(), 10);
+    assert_fetched_once(&server);
+    drop(m);
+}
+
 /// `grep -r -l` over the whole mount: the files that matched.
 fn grep_everything(m: &common::Mount) -> Vec<String> {
     let root = m.path().to_string_lossy();

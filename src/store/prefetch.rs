@@ -27,9 +27,14 @@
 //!   `--disk-cache-size` (`prefetch=full`): past that it would evict what it just fetched, and
 //!   every later pass would fetch it again.
 //!
+//! A message in several folders (Gmail's labels, RFC 8474 EMAILID) is fetched through the
+//! first folder of the pass that has it, and not at all where its body is at hand under
+//! another copy ([`Account::body_elsewhere`]): reads through any copy find it there.
+//!
 //! After a complete pass (`prefetch=done`) the thread waits [`RELIST_EVERY`] and makes
 //! another, which fetches what arrived meanwhile.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,7 +49,7 @@ use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, 
 use crate::store::blocks::BlockKey;
 use crate::store::daily::utc_day;
 use crate::store::ids::MailboxId;
-use crate::store::{Account, MailboxInfo};
+use crate::store::{Account, MailboxInfo, ObjectId};
 
 /// Most body bytes one batch asks for (one round trip that a user request may wait behind).
 const BATCH_BYTES: u64 = 2 << 20;
@@ -242,6 +247,8 @@ impl Account {
         // Count first, so that progress has its total from the start.
         let mut plans = Vec::new();
         let (mut total, mut done, mut held) = (0, 0, 0);
+        // A message in several folders (Gmail labels, EMAILID) is fetched through one of them.
+        let mut planned = HashSet::new();
         for folder in chosen {
             let id = self.mailbox_id(&folder.name);
             let ix = match self.index_unnoted(id, RELIST_EVERY) {
@@ -252,7 +259,7 @@ impl Account {
                     continue;
                 }
             };
-            let (validity, wants) = self.missing(id, &ix.read());
+            let (validity, wants) = self.missing(id, &ix.read(), &mut planned);
             let ix = ix.read();
             let n = ix.messages().len() as u64;
             let all: u64 = ix.messages().values().map(|m| m.size()).sum();
@@ -321,12 +328,29 @@ impl Account {
         Ok(PassEnd::Done)
     }
 
-    /// The messages of an index that are not wholly on disk, in UID order.
-    fn missing(&self, id: MailboxId, ix: &super::Index) -> (UidValidity, Vec<Want>) {
+    /// The messages of an index that are not wholly on disk, in UID order, but those whose
+    /// body is at hand under another copy or that a copy in `planned` (object ids planned in
+    /// this pass) brings.
+    fn missing(
+        &self,
+        id: MailboxId,
+        ix: &super::Index,
+        planned: &mut HashSet<ObjectId>,
+    ) -> (UidValidity, Vec<Want>) {
         let bs = self.opts.block_size;
         let validity = ix.validity();
         let mut wants = Vec::new();
         for (&uid, meta) in ix.messages() {
+            if let Some(ids) = &meta.ids {
+                let msg = super::MessageRef {
+                    mailbox: id,
+                    validity,
+                    uid,
+                };
+                if !planned.insert(ids.message.clone()) || self.body_elsewhere(msg) {
+                    continue;
+                }
+            }
             let size = meta.size();
             let n_blocks = size.div_ceil(bs).max(1);
             let key = |block| BlockKey {
