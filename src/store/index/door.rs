@@ -40,8 +40,13 @@ use crate::store::index::{Delta, Effects, Index, IndexChange, MessageMeta, Objec
 pub struct SharedIndex(Arc<RwLock<Index>>);
 
 impl SharedIndex {
+    /// A read of the index. Recursive: a thread that already holds a read (a walk over the
+    /// messages asking the caches about each) gets another even while a writer waits, where a
+    /// plain parking_lot read would queue behind the writer, which waits for the first read:
+    /// every thread of the mount stuck (seen: a folder walk's prefetch against a stream
+    /// landing blocks). Reads are short, so the writer waits for them only briefly.
     pub fn read(&self) -> RwLockReadGuard<'_, Index> {
-        self.0.read()
+        self.0.read_recursive()
     }
 }
 
