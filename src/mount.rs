@@ -101,6 +101,8 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         Some(daemonize()?)
     };
     block_signals();
+    // How long an unmount asked for by a signal may take (docs/usage.md, Unmount).
+    let unmount_grace = server.timeouts.inactivity + Duration::from_secs(5);
     let (bg, account) = match start_serving(server, &opts, first, persist, fsname) {
         Ok(started) => started,
         Err(e) => {
@@ -127,6 +129,7 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         }
         if let Some(sig) = wait_signal(Duration::from_millis(500)) {
             log::info!("signal {sig}: unmounting");
+            unmount_watchdog(&opts.mountpoint, unmount_grace);
             if let Err(e) = bg.umount_and_join() {
                 // Busy (a process has its cwd or a file open inside): as root fuser's
                 // umount(2) has no MNT_DETACH and fails with EBUSY. Detach lazily rather
@@ -376,6 +379,32 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
 
 /// Detach a busy mount: umount2(MNT_DETACH) (root), else `fusermount3 -u -z`. Fails only if
 /// the mount is still there afterwards.
+/// A signal asked for the end, and the end must come: if the unmount has not finished in
+/// `grace` (a request stuck on a server that stopped answering mid-command, or a bug that
+/// stopped the serving threads), detach the mount and exit, so that neither the shell that
+/// sent the signal nor the mount point waits forever.
+fn unmount_watchdog(mountpoint: &Path, grace: Duration) {
+    let mountpoint = mountpoint.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("unmount-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(grace);
+            log::error!(
+                "unmount did not finish in {} s: detaching {} and exiting",
+                grace.as_secs(),
+                mountpoint.display()
+            );
+            let _ = lazy_unmount(&mountpoint);
+            std::process::exit(EXIT_UNMOUNT_STUCK);
+        });
+    if let Err(e) = spawned {
+        log::warn!("no unmount watchdog ({e})");
+    }
+}
+
+/// The exit code of a mount whose unmount had to be forced ([`unmount_watchdog`]).
+const EXIT_UNMOUNT_STUCK: i32 = 70;
+
 fn lazy_unmount(mountpoint: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     if let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {

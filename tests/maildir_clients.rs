@@ -97,12 +97,34 @@ fn notmuch_script(side: &Side) -> Steps {
     let mut steps = Steps::new();
     nm(&["new", "--quiet"]);
     steps.push(("files", count("*")));
-    let hits = nm(&["search", "--output=files", "zebracorn and folder:INBOX"]);
     if let Side::Mount(f) = side {
-        let server = f.dovecot.oracle_search("INBOX", "BODY zebracorn", None);
-        assert_eq!(hits.lines().count(), server.len(), "search = SEARCH");
+        let server: u32 = ["INBOX", "Archive", "Archive.2024"]
+            .iter()
+            .map(|folder| f.dovecot.oracle_status(folder).messages)
+            .sum();
+        assert_eq!(
+            count("*"),
+            server.to_string(),
+            "notmuch new = the server's count"
+        );
+    }
+    let hits = nm(&["search", "--output=files", "zebracorn and folder:INBOX"]);
+    let one = nm(&[
+        "search",
+        "--output=files",
+        "\"message number 3\" and folder:INBOX",
+    ]);
+    if let Side::Mount(f) = side {
+        // The same messages as the server's SEARCH, by the UIDs in the file names.
+        for (hits, criteria) in [(&hits, "BODY zebracorn"), (&one, "BODY \"number 3\"")] {
+            let mut server = f.dovecot.oracle_search("INBOX", criteria, None);
+            server.sort_unstable();
+            assert_eq!(uids_of(hits), server, "notmuch search = SEARCH {criteria}");
+        }
+        assert_eq!(uids_of(&one), vec![3]);
     }
     steps.push(("zebracorn in INBOX", hits.lines().count().to_string()));
+    steps.push(("message number 3", one.lines().count().to_string()));
     // Another client delivers, then flags: each is seen by the next `notmuch new` (through
     // the mount once IDLE told imapfs, hence the deadline).
     side.other_client_delivers(&other_clients_message(60));
@@ -132,7 +154,26 @@ fn notmuch_script(side: &Side) -> Steps {
     steps
 }
 
-/// mblaze: mlist, mscan, mflag -F/-S, mrefile (one copy, bytes intact), mdeliver (one
+/// The UIDs in the names of files (`.../V.UID.imapfs:2,...`) listed one a line, sorted.
+fn uids_of(files: &str) -> Vec<u32> {
+    let mut uids: Vec<u32> = files
+        .lines()
+        .map(|line| {
+            let name = Path::new(line)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            name.split('.')
+                .nth(1)
+                .and_then(|uid| uid.parse().ok())
+                .unwrap_or_else(|| panic!("not a file of the mount: {line}"))
+        })
+        .collect();
+    uids.sort_unstable();
+    uids
+}
+
+/// mblaze: mlist, mscan, mflag -F/-S/-T (T only \\Deleted), mrefile (one copy, bytes intact), mdeliver (one
 /// APPEND), and another client's delivery seen by the next mlist.
 #[test]
 fn mblaze_lists_flags_refiles_and_delivers() {
@@ -143,7 +184,10 @@ fn mblaze_lists_flags_refiles_and_delivers() {
     let f = side.fixture();
     assert_eq!(flags(f, "INBOX", 2), set(&["\\Flagged", "\\Seen"]));
     assert_eq!(flags(f, "INBOX", 1), set(&["\\Seen"]));
-    assert!(!f.dovecot.oracle_meta("INBOX").contains_key(&3), "refiled");
+    assert_eq!(flags(f, "INBOX", 4), set(&["\\Answered", "\\Deleted"]));
+    let inbox = f.dovecot.oracle_meta("INBOX");
+    assert!(!inbox.contains_key(&3), "refiled");
+    assert!(inbox.contains_key(&4), "T is not an expunge");
     let target = f.dovecot.oracle_fetch_all("Archive.2024");
     assert_eq!(target.len(), 2, "one refiled, one delivered");
     assert_eq!(
@@ -165,6 +209,9 @@ fn mblaze_script(side: &Side) -> Steps {
     steps.push(("mflag -F", place_of(&side.file("INBOX", 2))));
     sh(&["mflag", "-S", &path(&side.file("INBOX", 1))]);
     steps.push(("mflag -S", place_of(&side.file("INBOX", 1))));
+    // T alone is \Deleted only: the message stays.
+    sh(&["mflag", "-T", &path(&side.file("INBOX", 4))]);
+    steps.push(("mflag -T", place_of(&side.file("INBOX", 4))));
     let original = fs::read(side.file("INBOX", 3)).expect("read 3");
     sh(&["mrefile", &path(&side.file("INBOX", 3)), &path(&archive)]);
     let refiled = side.files("Archive/2024");
@@ -241,4 +288,126 @@ fn mu_script(side: &Side) -> Steps {
     ));
     let _ = fs::remove_dir_all(&home);
     steps
+}
+
+/// The benchmark of issue 18 (`scripts/bench-maildir.sh`; MAILDIR_BENCH_MESSAGES sets the
+/// count, 10,000): `notmuch new` through the mount, cold and warm, beside `mbsync` pulling a
+/// local copy plus `notmuch new` there. Prints figures and the ratio; asserts only that
+/// both indexes hold every message.
+#[test]
+#[ignore]
+fn bench_notmuch_new_through_the_mount_and_after_mbsync() {
+    if !client_present(&["notmuch", "mbsync"]) {
+        return;
+    }
+    let n: u32 = std::env::var("MAILDIR_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut seed = common::Seed::new();
+    seed.size_hints = true;
+    for i in 0..n {
+        let mut m = message(i + 1000);
+        m.message_id = format!("<bench-{i}@example.org>");
+        for line in 0..(i % 40) {
+            m.body_lines
+                .push(format!("line {line} of message {i}, word{}", i % 97));
+        }
+        seed.folder_mut("Bench").push_text(&m, &["\\Seen"]);
+    }
+    let dovecot = common::Dovecot::start(&seed);
+    let work = unique_temp_dir("bench-notmuch");
+    let notmuch = |root: &Path, db: &str, args: &[&str]| -> (Duration, String) {
+        let config = work.join(format!("{db}.config"));
+        let db = work.join(db);
+        fs::create_dir_all(&db).expect("db");
+        fs::write(
+            &config,
+            format!(
+                "[database]\npath={}\nmail_root={}\n[new]\ntags=unread;inbox\n",
+                db.display(),
+                root.display()
+            ),
+        )
+        .expect("config");
+        let mut c = Command::new("notmuch");
+        c.args(args)
+            .env("NOTMUCH_CONFIG", &config)
+            .env("HOME", &work);
+        let t = std::time::Instant::now();
+        let out = run_command(c, None, Duration::from_secs(1800)).expect("notmuch");
+        let took = t.elapsed();
+        assert!(
+            out.status.success(),
+            "notmuch {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            took,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let count = ["count", "--output=files", "*"];
+
+    let cache = unique_temp_dir("bench-notmuch-cache");
+    let mount = maildir_fixture::mount_with_cache(&dovecot, &["-o", "maildir"], &cache);
+    let (cold, _) = notmuch(mount.path(), "mount-db", &["new", "--quiet"]);
+    let (warm, _) = notmuch(mount.path(), "mount-db", &["new", "--quiet"]);
+    assert_eq!(notmuch(mount.path(), "mount-db", &count).1, n.to_string());
+    drop(mount);
+    let _ = fs::remove_dir_all(&cache);
+
+    let local = work.join("local");
+    fs::create_dir_all(&local).expect("local");
+    let conf = work.join("mbsyncrc");
+    fs::write(
+        &conf,
+        format!(
+            "IMAPAccount bench\nHost 127.0.0.1\nPort {}\nUser {}\nPass {}\nSSLType None\n\
+             AuthMechs LOGIN\n\nIMAPStore remote\nAccount bench\n\n\
+             MaildirStore local\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
+             Channel bench\nFar :remote:\nNear :local:\nPatterns Bench\nCreate Near\n\
+             Sync Pull\nSyncState *\n",
+            dovecot.imap_port,
+            dovecot.user,
+            dovecot.password,
+            local.display(),
+            local.display()
+        ),
+    )
+    .expect("mbsyncrc");
+    let t = std::time::Instant::now();
+    let out = common::run(
+        &["mbsync", "-q", "-c", &conf.to_string_lossy(), "bench"],
+        Duration::from_secs(1800),
+    );
+    let pull = t.elapsed();
+    assert!(
+        out.status.success(),
+        "mbsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (local_cold, _) = notmuch(&local, "local-db", &["new", "--quiet"]);
+    let (local_warm, _) = notmuch(&local, "local-db", &["new", "--quiet"]);
+    assert_eq!(notmuch(&local, "local-db", &count).1, n.to_string());
+    let s = |d: Duration| d.as_secs_f64();
+    println!("notmuch new over {n} messages (seconds):");
+    println!("  through the mount, cold:              {:8.2}", s(cold));
+    println!("  through the mount, warm:              {:8.2}", s(warm));
+    println!(
+        "  mbsync pull + notmuch new, cold:      {:8.2} ({:.2} + {:.2})",
+        s(pull + local_cold),
+        s(pull),
+        s(local_cold)
+    );
+    println!(
+        "  notmuch new on the local copy, warm:  {:8.2}",
+        s(local_warm)
+    );
+    println!(
+        "  cold: mbsync + notmuch / through the mount = {:.2}x (goal: above 1)",
+        s(pull + local_cold) / s(cold)
+    );
+    drop(dovecot);
+    let _ = fs::remove_dir_all(&work);
 }

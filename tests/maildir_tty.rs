@@ -45,6 +45,7 @@ fn neomutt_sees_new_mail_flags_deletes_saves_and_syncs() {
     neomutt_session(&side, &work);
     let f = side.fixture();
     server_inbox_after_session(f);
+    assert_no_tmp_files(&side);
     let archive = f.dovecot.oracle_fetch_all("Archive");
     assert_eq!(archive.len(), 2, "exactly one copy saved");
     assert_eq!(archive.get(&2), Some(&saved_bytes));
@@ -78,6 +79,7 @@ fn aerc_sees_new_mail_flags_deletes_moves_and_copies() {
     aerc_session(&side, &work);
     let f = side.fixture();
     server_inbox_after_session(f);
+    assert_no_tmp_files(&side);
     let archive = f.dovecot.oracle_fetch_all("Archive");
     assert_eq!(archive.len(), 3, "one moved in, one copied in");
     assert_eq!(archive.get(&2), Some(&compose_text(&message(3))), "moved");
@@ -165,7 +167,14 @@ fn control_files_after_session(control: &Side) -> BTreeSet<String> {
     let files = files_below(control.root());
     let inbox = files.iter().filter(|f| f.starts_with("INBOX/")).count();
     assert_eq!(inbox, 3, "{files:?}");
+    assert_no_tmp_files(control);
     files
+}
+
+/// Nothing is left in a `tmp/` (neomutt's save: write in tmp/, link() refused, rename).
+fn assert_no_tmp_files(side: &Side) {
+    let files = files_below(side.root());
+    assert!(!files.iter().any(|f| f.contains("/tmp/")), "{files:?}");
 }
 
 /// INBOX on the server after a session: 1 flagged, 2 deleted, 3 gone to Archive, 4 as it was

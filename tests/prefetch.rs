@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::counting_proxy::CountingProxy;
 use common::{
     unique_temp_dir, wait_for, within, Dovecot, Mount, MountOptions, Seed, Subject, TextMessage,
 };
@@ -80,8 +81,16 @@ fn find(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
 }
 
 fn mount(dovecot: &Dovecot, cache: &CacheHome, args: &[&str]) -> Mount {
+    mount_via(dovecot, cache, None, args)
+}
+
+/// [`mount`] at another address of the server (a proxy).
+fn mount_via(dovecot: &Dovecot, cache: &CacheHome, url: Option<&str>, args: &[&str]) -> Mount {
     let all: Vec<&str> = ["--timeout", "8"].iter().chain(args).copied().collect();
-    let options = MountOptions::new(dovecot).cache_home(&cache.0).args(&all);
+    let mut options = MountOptions::new(dovecot).cache_home(&cache.0).args(&all);
+    if let Some(url) = url {
+        options = options.url(url);
+    }
     let started = options.rust_log("info").start();
     started.unwrap_or_else(|e| panic!("mount failed: {e}"))
 }
@@ -106,8 +115,12 @@ fn bytes_today_grows_with_reads_and_survives_a_remount() {
     let cache = CacheHome::new();
     let expected: BTreeMap<u32, Vec<u8>> = dovecot.oracle_fetch_all("INBOX");
     let body_bytes: u64 = expected.values().map(|b| b.len() as u64).sum();
+    // Through a proxy that counts what the server sends (TLS included): the ground truth.
+    let proxy = CountingProxy::start(dovecot.imaps_port);
+    let url = format!("imaps://{}@127.0.0.1:{}", dovecot.user, proxy.port);
+    let args = ["--disk-cache-size", "0", "-o", "compress=no"];
 
-    let m = mount(&dovecot, &cache, &["--disk-cache-size", "0"]);
+    let m = mount_via(&dovecot, &cache, Some(&url), &args);
     let before = stat(&m, "bytes_today");
     for (uid, bytes) in &expected {
         assert!(read(m.join(format!("INBOX/{uid}.eml"))).unwrap() == *bytes);
@@ -117,6 +130,11 @@ fn bytes_today_grows_with_reads_and_survives_a_remount() {
         after >= before + body_bytes,
         "bytes_today went from {before} to {after} over {body_bytes} bytes of bodies read"
     );
+    let wire = proxy.bytes_down();
+    assert!(
+        after <= wire && after >= wire / 2,
+        "bytes_today={after} against {wire} bytes from the server on the wire"
+    );
     m.unmount();
 
     let files = cache.find("download-today");
@@ -124,7 +142,7 @@ fn bytes_today_grows_with_reads_and_survives_a_remount() {
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    let again = mount(&dovecot, &cache, &["--disk-cache-size", "0"]);
+    let again = mount_via(&dovecot, &cache, Some(&url), &args);
     let kept = stat(&again, "bytes_today");
     assert!(
         kept >= after,

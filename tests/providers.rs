@@ -249,6 +249,39 @@ fn on_microsoft_365s_capabilities_nothing_unadvertised_is_sent() {
 }
 
 #[test]
+fn check_names_the_provider_from_its_capabilities() {
+    let gmail = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID CHILDREN X-GM-EXT-1 UIDPLUS ENABLE \
+                 MOVE CONDSTORE ESEARCH LIST-EXTENDED LIST-STATUS LITERAL- SPECIAL-USE";
+    for (caps, name, note) in [
+        (M365_CAPS, "Microsoft 365", "throttled requests wait"),
+        (YAHOO_CAPS, "Yahoo", "no CONDSTORE"),
+        (gmail, "Gmail", "one inode"),
+        ("", "standard IMAP", ""),
+    ] {
+        let setting = if caps.is_empty() {
+            String::new()
+        } else {
+            format!("imap_capability = {caps}")
+        };
+        let d = Dovecot::start_with(Seed::standard(), &setting);
+        let config_home = common::unique_temp_dir("check-profile");
+        let mut command = common::imapfs_command(&config_home);
+        command
+            .args(["check", "--ca-file"])
+            .arg(&d.ca_file)
+            .arg(format!("imaps://{}@127.0.0.1:{}", d.user, d.imaps_port))
+            .env("IMAPFS_PASSWORD", &d.password);
+        let out = common::finish(command, Duration::from_secs(60));
+        let _ = std::fs::remove_dir_all(&config_home);
+        assert_eq!(out.code(), 0, "{out:?}");
+        let stdout = &out.stdout;
+        let profile = format!("profile:       {name}\n");
+        assert!(stdout.contains(&profile), "{caps}: {stdout}");
+        assert!(stdout.contains(note), "{caps}: {stdout}");
+    }
+}
+
+#[test]
 fn on_yahoos_capabilities_nothing_unadvertised_is_sent() {
     only_what_is_advertised(YAHOO_CAPS);
 }

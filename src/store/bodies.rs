@@ -84,6 +84,24 @@ impl Account {
         }
     }
 
+    /// [`Account::has_block`] for a caller that holds the folder's index: `folder` is the
+    /// folder's name ([`Account::mailbox_name`], asked before the index was taken), so the
+    /// index is not read again for each message of a walk (see `SharedIndex::read` for why
+    /// a second read by the same thread must never queue behind a writer).
+    pub(crate) fn has_block_in(
+        &self,
+        key: &BlockKey,
+        folder: Option<&crate::imap::types::MailboxName>,
+    ) -> bool {
+        if self.reading.blocks.contains(key) {
+            return true;
+        }
+        match (&self.disk, folder) {
+            (Some(disk), Some(name)) => disk.contains(disk_key(name, key)),
+            _ => false,
+        }
+    }
+
     /// Keep a block that came from the server, in memory and on disk.
     pub(crate) fn keep_block(&self, key: BlockKey, data: Arc<[u8]>) {
         if let Some(disk) = &self.disk {

@@ -14,8 +14,14 @@
 //! that name it across folders (X-GM-MSGID / X-GM-THRID, EMAILID / THREADID). The
 //! format has a field for the verified body length, but it is always written empty and
 //! ignored on load: after a server restore a saved length would cut reads short, so a length
-//! is only ever learned from the server's bytes in this mount. Format (little-endian): `IMAPFSIX`, a version, the account and the raw
-//! folder name, the fields, and an MD5 of everything before it.
+//! is only ever learned from the server's bytes in this mount. Format (little-endian):
+//! `IMAPFSIX`, a version, the account and the raw folder name, UIDVALIDITY, UIDNEXT,
+//! HIGHESTMODSEQ, the table of the distinct flag sets the messages carry (each flag as text,
+//! parsed once per set on load), then per message, in ascending UID order: UID, RFC822.SIZE,
+//! INTERNALDATE, MODSEQ, the index of its flag set in the table and its ids; and last a
+//! CRC-32 of everything before it. A remount's listing waits for the load, so the format is
+//! made for decoding: no per-message text to parse, a checksum at memory speed (MD5 was 15%
+//! of a remount's `ls -l`), and a map built from sorted entries instead of one insert each.
 //!
 //! Trust: none. A file that is not ours (another owner, a symlink, a loose mode, in a
 //! directory that is not private), of another version, for another account or folder,
@@ -51,8 +57,9 @@ use crate::store::Account;
 
 const MAGIC: &[u8; 8] = b"IMAPFSIX";
 /// 2: each message also carries its [`ObjectIds`] (version 1 files are listed afresh: their
-/// messages would lack the ids that make one message one inode).
-const VERSION: u32 = 2;
+/// messages would lack the ids that make one message one inode). 3: flag sets in a table, no
+/// verified-length field, CRC-32 instead of MD5 (older files are listed afresh).
+const VERSION: u32 = 3;
 /// Largest file read back (a listing of millions of messages stays below).
 const MAX_FILE: u64 = 512 << 20;
 /// Longest pause between two saves of a changing index.
@@ -386,7 +393,7 @@ fn euid() -> u32 {
 
 /// Serialise an index (see the module documentation for the layout).
 fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
-    let mut w = Vec::with_capacity(64 + ix.messages().len() * 48);
+    let mut w = Vec::with_capacity(64 + ix.messages().len() * 40);
     w.extend_from_slice(MAGIC);
     put_u32(&mut w, VERSION);
     put_bytes(&mut w, account.as_bytes());
@@ -394,19 +401,35 @@ fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
     put_u32(&mut w, ix.validity().get());
     put_opt(&mut w, ix.uidnext().map(|u| u64::from(u.get())));
     put_opt(&mut w, ix.highest_modseq().map(|m| m.0));
+    // Each distinct flag set once (a folder has a handful); messages name theirs by number.
+    let mut sets: HashMap<&[Flag], u32> = HashMap::new();
+    let mut table: Vec<&[Flag]> = Vec::new();
+    let set_of: Vec<u32> = ix
+        .messages()
+        .values()
+        .map(|m| {
+            *sets.entry(m.flags.as_slice()).or_insert_with(|| {
+                table.push(&m.flags);
+                table.len() as u32 - 1
+            })
+        })
+        .collect();
+    put_u32(&mut w, table.len() as u32);
+    for set in &table {
+        put_u32(&mut w, set.len() as u32);
+        for f in *set {
+            put_bytes(&mut w, f.as_str().as_bytes());
+        }
+    }
     put_u32(&mut w, ix.messages().len() as u32);
-    for (uid, m) in ix.messages() {
+    for ((uid, m), set) in ix.messages().iter().zip(set_of) {
         put_u32(&mut w, uid.get());
         w.extend_from_slice(&m.listed_size.to_le_bytes());
         // The verified length is not saved: it would be trusted over the server's bytes
-        // after a restore (see the module documentation). The field stays in the format.
-        put_opt(&mut w, None);
+        // after a restore (see the module documentation).
         w.extend_from_slice(&m.internal_date.to_le_bytes());
         put_opt(&mut w, m.modseq.map(|m| m.0));
-        put_u32(&mut w, m.flags.len() as u32);
-        for f in &m.flags {
-            put_bytes(&mut w, f.as_str().as_bytes());
-        }
+        put_u32(&mut w, set);
         match m.ids.as_deref() {
             None => w.push(0),
             Some(ids) => {
@@ -421,27 +444,29 @@ fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
     seal(w)
 }
 
-/// End a file's bytes with the MD5 of everything before it.
+/// End a file's bytes with the CRC-32 of everything before it (damage, not forgery, is what
+/// it catches: the file is private to its owner, and a loaded index is checked against the
+/// server before it is used).
 fn seal(mut w: Vec<u8>) -> Vec<u8> {
-    let sum = Md5::digest(&w);
-    w.extend_from_slice(&sum);
+    let sum = crc32fast::hash(&w);
+    w.extend_from_slice(&sum.to_le_bytes());
     w
 }
 
-/// Check a sealed file's magic, checksum and version; a reader of what follows them.
+/// Check a sealed file's magic, version and checksum; a reader of what follows them.
 fn open_sealed<'a>(data: &'a [u8], magic: &[u8; 8], version: u32) -> Result<Reader<'a>, String> {
-    if data.len() < magic.len() + 16 || &data[..magic.len()] != magic {
+    if data.len() < magic.len() + 8 || &data[..magic.len()] != magic {
         return Err("not a file of ours".into());
     }
-    let (body, sum) = data.split_at(data.len() - 16);
-    if Md5::digest(body).as_slice() != sum {
-        return Err("checksum mismatch".into());
-    }
-    let mut r = Reader(&body[magic.len()..]);
+    let mut r = Reader(&data[magic.len()..]);
     if r.u32()? != version {
         return Err("another version".into());
     }
-    Ok(r)
+    let (body, sum) = data.split_at(data.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != sum {
+        return Err("checksum mismatch".into());
+    }
+    Ok(Reader(&body[magic.len() + 4..]))
 }
 
 /// Tag 1 and a u64 for Gmail's ids, tag 2 and bytes for RFC 8474's (0 is "none").
@@ -551,21 +576,31 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
         None => None,
     };
     let highest_modseq = r.opt()?.map(ModSeq);
+    let nsets = r.u32()? as usize;
+    let mut sets = Vec::with_capacity(nsets.min(r.0.len() / 4));
+    for _ in 0..nsets {
+        let n = r.u32()? as usize;
+        let mut set = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let f = std::str::from_utf8(r.bytes()?).map_err(|_| "flag not UTF-8")?;
+            set.push(Flag::parse(f).ok_or("bad flag")?);
+        }
+        sets.push(set);
+    }
     let count = r.u32()? as usize;
-    let mut messages = BTreeMap::new();
+    // Bounded by what the bytes can hold, not by what they claim.
+    let mut messages = Vec::with_capacity(count.min(r.0.len() / MIN_MESSAGE));
+    let mut last: Option<Uid> = None;
     for _ in 0..count {
         let uid = Uid::new(r.u32()?).ok_or("UID 0")?;
+        if last.is_some_and(|l| l >= uid) {
+            return Err("UIDs out of order".into());
+        }
+        last = Some(uid);
         let listed_size = r.u64()?;
-        // Never trusted from disk: a length is learned again from the server's bytes.
-        let _saved_len = r.opt()?;
         let internal_date = r.u64()? as i64;
         let modseq = r.opt()?.map(ModSeq);
-        let nflags = r.u32()? as usize;
-        let mut flags = Vec::with_capacity(nflags.min(64));
-        for _ in 0..nflags {
-            let f = std::str::from_utf8(r.bytes()?).map_err(|_| "flag not UTF-8")?;
-            flags.push(Flag::parse(f).ok_or("bad flag")?);
-        }
+        let flags = sets.get(r.u32()? as usize).ok_or("bad flag set")?.clone();
         let ids = match r.object_id()? {
             None => None,
             Some(message) => Some(std::sync::Arc::new(ObjectIds {
@@ -575,19 +610,20 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
         };
         let meta = MessageMeta {
             listed_size,
+            // Never trusted from disk: a length is learned again from the server's bytes.
             body_len: None,
             internal_date,
             flags,
             modseq,
             ids,
         };
-        if messages.insert(uid, meta).is_some() {
-            return Err("a UID twice".into());
-        }
+        messages.push((uid, meta));
     }
     if !r.is_empty() {
         return Err("trailing bytes".into());
     }
+    // Ascending and distinct (checked above): the map is built in one pass.
+    let messages: BTreeMap<Uid, MessageMeta> = messages.into_iter().collect();
     Ok(Some(Index::saved(
         validity,
         uidnext,
@@ -595,6 +631,9 @@ fn decode(data: &[u8], account: &str, name: &MailboxName) -> Result<Option<Index
         messages,
     )))
 }
+
+/// The fewest bytes a saved message takes (UID, size, date, no MODSEQ, flag set, no ids).
+const MIN_MESSAGE: usize = 4 + 8 + 8 + 1 + 4 + 1;
 
 /// A bounds-checked cursor.
 struct Reader<'a>(&'a [u8]);

@@ -14,9 +14,10 @@
 //! - **One connection at most**: each batch borrows one pool session for one round trip
 //!   ([`BATCH_BYTES`], [`BATCH_MESSAGES`]), so a user request waits at most for one batch,
 //!   and the pool's `--connections` bound holds.
-//! - **Yields to users**: before each batch the thread waits while the filesystem is reading
-//!   (the block cache's lookups moved within the last [`QUIET`]) or every pool connection is
-//!   in use.
+//! - **Yields to users**: before each batch the thread waits while anyone else used the
+//!   server or the cache within the last [`QUIET`] (the pool's round trips not its own: reads,
+//!   listings, streams; the block cache's lookups: reads served from memory or disk) or every
+//!   pool connection is in use.
 //! - **Daily budget**: a batch is sent only if the account's bytes downloaded today
 //!   ([`super::daily`], every mount's, reads included) plus the batch's size stay within
 //!   `prefetch_budget`; otherwise the pass stops (`prefetch=budget`) until the next UTC day.
@@ -43,7 +44,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
-use crate::imap::session::Access;
+use crate::imap::session::{Access, Session};
 use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
 use crate::store::blocks::BlockKey;
 use crate::store::daily::utc_day;
@@ -141,6 +142,8 @@ pub struct PrefetchState {
     done: AtomicU64,
     /// Body bytes the prefetch downloaded in this mount.
     bytes: AtomicU64,
+    /// Round trips the prefetch made (the pool's others are someone else's).
+    own_trips: AtomicU64,
     phase: Mutex<Phase>,
 }
 
@@ -273,8 +276,7 @@ impl Account {
         let bound = self.disk.as_ref().map_or(0, |d| d.bound());
         let disk_room = (bound / 10 * 8).saturating_sub(held);
         let mut fetched = 0;
-        let (_, hits, misses) = self.cache_stats();
-        let mut seen = (hits + misses, Instant::now());
+        let mut seen = (self.others_activity(), Instant::now());
         for (name, id, validity, wants) in plans {
             let mut rest = &wants[..];
             while !rest.is_empty() {
@@ -396,14 +398,13 @@ impl Account {
         })
     }
 
-    /// Wait while the filesystem is reading (its block cache lookups moved within the last
-    /// [`QUIET`]) or every pool connection is busy. `seen`: the lookups counted last, and
-    /// when they last moved (kept across batches).
+    /// Wait while others use the server or the cache: the pool's round trips other than the
+    /// prefetch's own (listings, reads, streams; the watcher's connection is not the pool's)
+    /// or the block cache's lookups (reads) moved within the last [`QUIET`], or every pool
+    /// connection is in use. `seen`: that activity count as last looked at, and when it last
+    /// moved (kept across batches).
     fn yield_to_users(&self, seen: &mut (u64, Instant)) {
-        let lookups = || {
-            let (_, hits, misses) = self.cache_stats();
-            hits + misses
-        };
+        let lookups = || self.others_activity();
         loop {
             if self.prefetch.stop.load(Relaxed) {
                 return;
@@ -419,6 +420,13 @@ impl Account {
             }
             self.pool.wait_changed(QUIET / 4);
         }
+    }
+
+    /// A count that moves whenever anyone but the prefetch asks the pool or the block cache.
+    fn others_activity(&self) -> u64 {
+        let (_, hits, misses) = self.cache_stats();
+        let own = self.prefetch.own_trips.load(Relaxed);
+        (hits + misses).wrapping_add(self.pool.round_trips().wrapping_sub(own))
     }
 
     /// Fetch one batch on one pool session; returns the body bytes that arrived.
@@ -443,27 +451,46 @@ impl Account {
             let ranges = w.blocks.iter().map(|b| Some((b * bs, bs))).collect();
             commands.push(fetch(SequenceSet::from_numbers([w.uid.get()]), ranges));
         }
-        self.pool.with_session(Some(name), Retry::Idempotent, |s| {
-            s.select_at(name, validity, Access::Read)?;
-            let tags = commands
-                .iter()
-                .map(|c| s.send(c))
-                .collect::<Result<Vec<_>>>()?;
-            let mut bytes = 0;
-            let mut failed = None;
-            for tag in tags {
-                s.wait_each(&tag, "FETCH", |u| {
-                    bytes += body_bytes(&u);
-                    if let Err(e) = super::stream::land(self, id, validity, u) {
-                        failed.get_or_insert(e);
-                    }
-                })?;
+        let mut own_trips = 0;
+        let result = self.pool.with_session(Some(name), Retry::Idempotent, |s| {
+            let trips = s.round_trips();
+            let result = batch_on(s, self, name, id, validity, &commands);
+            own_trips += s.round_trips() - trips;
+            result
+        });
+        // Counted after the pool counted them, so that the two never disagree at a look.
+        self.prefetch.own_trips.fetch_add(own_trips, Relaxed);
+        result
+    }
+}
+
+/// The batch's commands on one session, pipelined; returns the body bytes that arrived.
+fn batch_on(
+    s: &mut Session,
+    a: &Account,
+    name: &MailboxName,
+    id: MailboxId,
+    validity: UidValidity,
+    commands: &[Command],
+) -> Result<u64> {
+    s.select_at(name, validity, Access::Read)?;
+    let tags = commands
+        .iter()
+        .map(|c| s.send(c))
+        .collect::<Result<Vec<_>>>()?;
+    let mut bytes = 0;
+    let mut failed = None;
+    for tag in tags {
+        s.wait_each(&tag, "FETCH", |u| {
+            bytes += body_bytes(&u);
+            if let Err(e) = super::stream::land(a, id, validity, u) {
+                failed.get_or_insert(e);
             }
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(bytes),
-            }
-        })
+        })?;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(bytes),
     }
 }
 

@@ -236,7 +236,7 @@ impl Account {
                 let no_index = || Error::Internal("an incremental refresh without an index");
                 let validity = base.as_ref().map(|b| b.validity).ok_or_else(no_index)?;
                 // `saved` is there only when no index was held: it goes in with the delta.
-                let (shared, unknown) = self
+                let (shared, unknown, changed) = self
                     .indexes
                     .apply_delta(id, validity, delta, &listing, saved)
                     .ok_or_else(no_index)?;
@@ -247,6 +247,12 @@ impl Account {
                         "{name}: the server reported {} messages it would not list",
                         unknown.len()
                     );
+                }
+                if !changed {
+                    // The same index as before (on a remount: as the file on disk), so
+                    // nothing to save; a change still unsaved is saved with the next one,
+                    // or at unmount.
+                    return Ok(shared);
                 }
                 shared
             }

@@ -72,6 +72,13 @@ impl Index {
             {
                 effects.touch(self, uid);
                 effects.attributes(uid);
+            } else if self
+                .messages
+                .get(&uid)
+                .is_some_and(|m| meta.modseq.is_some() && m.modseq != meta.modseq)
+            {
+                // Not news for the filesystem, but the index changed.
+                effects.touch(self, uid);
             }
             match self.messages.get_mut(&uid) {
                 Some(m) => {

@@ -40,8 +40,13 @@ use crate::store::index::{Delta, Effects, Index, IndexChange, MessageMeta, Objec
 pub struct SharedIndex(Arc<RwLock<Index>>);
 
 impl SharedIndex {
+    /// A read of the index. Recursive: a thread that already holds a read (a walk over the
+    /// messages asking the caches about each) gets another even while a writer waits, where a
+    /// plain parking_lot read would queue behind the writer, which waits for the first read:
+    /// every thread of the mount stuck (seen: a folder walk's prefetch against a stream
+    /// landing blocks). Reads are short, so the writer waits for them only briefly.
     pub fn read(&self) -> RwLockReadGuard<'_, Index> {
-        self.0.read()
+        self.0.read_recursive()
     }
 }
 
@@ -260,8 +265,10 @@ impl Indexes {
 
     /// Apply a refresh's findings to the index of `id` at `validity`, with the edits made
     /// since `listing` began on top; `saved` is the saved index the refresh started from
-    /// when none was held, installed with them. Returns the index and the UIDs the server
-    /// has that it lacks, or `None` when there is no index to apply them to.
+    /// when none was held, installed with them. Returns the index, the UIDs the server has
+    /// that it lacks and whether anything in the index changed (a saved index the refresh
+    /// found unchanged need not be written again), or `None` when there is no index to apply
+    /// them to.
     pub(crate) fn apply_delta(
         &self,
         id: MailboxId,
@@ -269,7 +276,7 @@ impl Indexes {
         delta: Delta,
         listing: &Listing<'_>,
         saved: Option<Index>,
-    ) -> Option<(SharedIndex, Vec<Uid>)> {
+    ) -> Option<(SharedIndex, Vec<Uid>, bool)> {
         let map = self.map.lock();
         let (shared, map) = match (map.get(&id).cloned(), saved) {
             (Some(shared), _) => {
@@ -290,16 +297,19 @@ impl Indexes {
         if ix.validity != validity {
             // The index was replaced meanwhile; its next refresh starts over.
             ix.stale = true;
-            return Some((shared.clone(), Vec::new()));
+            return Some((shared.clone(), Vec::new(), true));
         }
+        let marks = |ix: &Index| (ix.uidnext, ix.highest_modseq);
+        let before = marks(&ix);
         let mut effects = Effects::default();
         let unknown = ix.apply_delta(delta, &mut effects);
         self.replay(&mut ix, listing, &mut effects);
+        let edited = !effects.touched.is_empty() || marks(&ix) != before;
         let (removed, added, changed) = effects.net(&ix);
         self.feed
             .send(Change::of_diff(id, validity, removed, added, changed));
         drop(ix);
-        Some((shared, unknown))
+        Some((shared, unknown, edited))
     }
 
     /// Hold an index loaded from disk while the server cannot be reached (an offline

@@ -215,7 +215,7 @@ fn a_qresync_delta_removes_adds_and_reflags() {
         ..Delta::default()
     };
     let listing = ix.begin_listing(id());
-    let (shared, unknown) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
+    let (shared, unknown, _) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
     assert!(unknown.is_empty());
     assert_eq!(uids_of(&ix), [1, 2, 4, 5]);
     let shared = shared.read();
@@ -241,7 +241,7 @@ fn a_plain_delta_judges_expunges_only_below_its_uidnext() {
         ..Delta::default()
     };
     let listing = ix.begin_listing(id());
-    let (_, unknown) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
+    let (_, unknown, _) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
     assert_eq!(
         unknown,
         vec![uid(3)],
@@ -266,7 +266,7 @@ fn a_delta_for_another_generation_is_not_applied() {
         ..Delta::default()
     };
     let listing = ix.begin_listing(id());
-    let (shared, _) = ix.apply_delta(id(), v(8), delta, &listing, None).unwrap();
+    let (shared, _, _) = ix.apply_delta(id(), v(8), delta, &listing, None).unwrap();
     assert!(heard(&rx).is_empty());
     assert_eq!(uids_of(&ix), [1]);
     assert!(shared.read().is_stale());
@@ -283,7 +283,7 @@ fn item_6_a_delta_with_unlisted_uids_keeps_the_old_highestmodseq_and_uidnext() {
         ..Delta::default()
     };
     let listing = ix.begin_listing(id());
-    let (shared, unknown) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
+    let (shared, unknown, _) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
     assert_eq!(unknown, vec![uid(3)]);
     {
         let ix = shared.read();
@@ -299,7 +299,7 @@ fn item_6_a_delta_with_unlisted_uids_keeps_the_old_highestmodseq_and_uidnext() {
         listed: BTreeMap::from([(uid(3), meta(10))]),
         ..Delta::default()
     };
-    let (shared, unknown) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
+    let (shared, unknown, _) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
     assert!(unknown.is_empty());
     let ix = shared.read();
     assert!(ix.messages().contains_key(&uid(3)));
@@ -329,12 +329,13 @@ fn a_saved_index_goes_in_with_its_first_delta() {
     assert!(ix
         .apply_delta(id(), v(7), Delta::default(), &listing, None)
         .is_none());
-    let (shared, _) = ix
+    let (shared, _, changed) = ix
         .apply_delta(id(), v(7), delta, &listing, Some(saved))
         .unwrap();
     assert_eq!(uids_of(&ix), [2]);
     assert!(!shared.read().is_stale());
     assert_eq!(heard(&rx).len(), 1, "the removal");
+    assert!(changed, "a removal changes the saved index");
 }
 
 // Edits made while a refresh was under way (issue 14; the model test's "listed in the
@@ -453,4 +454,54 @@ fn issue_14_edits_before_a_first_listing_lands_are_kept() {
     assert!(!ix.apply(id(), v(7), [IndexChange::Added(uid(4), meta(3))]));
     ix.install(id(), index(7, &[1]), &listing, None);
     assert_eq!(uids_of(&ix), [1, 4]);
+}
+
+#[test]
+fn a_delta_that_changes_nothing_says_so() {
+    // Issue 17: a remount's refresh of an unchanged folder need not write its index again.
+    let (ix, rx) = door(index(7, &[1, 2]));
+    let same = || Delta {
+        uidnext: Some(uid(3)),
+        highest_modseq: Some(ModSeq(10)),
+        flags: vec![(uid(1), Vec::new(), None)],
+        listed: BTreeMap::from([(uid(2), meta(10))]),
+        ..Delta::default()
+    };
+    let listing = ix.begin_listing(id());
+    let (_, _, changed) = ix.apply_delta(id(), v(7), same(), &listing, None).unwrap();
+    assert!(!changed, "the same flags, sizes and marks");
+    assert!(heard(&rx).is_empty());
+    // Each kind of edit counts: flags, a MODSEQ alone, HIGHESTMODSEQ, UIDNEXT, an expunge.
+    let edits = [
+        Delta {
+            flags: vec![(uid(1), vec![Flag::Seen], None)],
+            ..same()
+        },
+        Delta {
+            listed: BTreeMap::from([(
+                uid(2),
+                MessageMeta {
+                    modseq: Some(ModSeq(9)),
+                    ..meta(10)
+                },
+            )]),
+            ..same()
+        },
+        Delta {
+            highest_modseq: Some(ModSeq(11)),
+            ..same()
+        },
+        Delta {
+            uidnext: Some(uid(5)),
+            ..same()
+        },
+        Delta {
+            vanished: vec![(2, 2)],
+            ..same()
+        },
+    ];
+    for (i, delta) in edits.into_iter().enumerate() {
+        let (_, _, changed) = ix.apply_delta(id(), v(7), delta, &listing, None).unwrap();
+        assert!(changed, "edit {i}");
+    }
 }

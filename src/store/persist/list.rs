@@ -7,7 +7,8 @@
 //!
 //! Format (little-endian): `IMAPFSML`, a version, the account, the number of folders, and per
 //! folder its raw name, whether that name is UTF-8 (else modified UTF-7), its delimiter,
-//! `\Noselect`, its LIST attributes and whether it is subscribed; then an MD5 of the rest.
+//! `\Noselect`, its LIST attributes and whether it is subscribed; then a CRC-32 of the rest
+//! (version 2; version 1 ended with an MD5).
 //!
 //! Trust: the list is only ever shown while the server cannot be reached; the first LIST
 //! once it can replaces it (and the filesystem hears the difference).
@@ -22,7 +23,7 @@ use crate::imap::types::MailboxName;
 use crate::store::{Account, MailboxInfo};
 
 const MAGIC: &[u8; 8] = b"IMAPFSML";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const FILE: &str = "mailboxes.lst";
 
 impl Account {

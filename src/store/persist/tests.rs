@@ -11,7 +11,12 @@ fn sample() -> Index {
                 listed_size: 100 + u64::from(u),
                 body_len: (u == 5).then_some(99),
                 internal_date: -3 + i64::from(u),
-                flags: vec![Flag::Seen, Flag::Keyword("$Junk".into())],
+                // Three flag sets, one of them empty.
+                flags: match u {
+                    1 => vec![Flag::Seen, Flag::Keyword("$Junk".into())],
+                    5 => vec![Flag::Extension("\\Important".into()), Flag::Flagged],
+                    _ => Vec::new(),
+                },
                 modseq: Some(ModSeq(7)),
                 // Every form of id: Gmail's, RFC 8474's with and without a thread, none.
                 ids: match u {
@@ -67,6 +72,45 @@ fn foreign_and_damaged_files_are_never_trusted() {
         assert!(decode(&bad, "u@h:993", &name).is_err(), "flip at {i}");
         assert!(decode(&bytes[..i], "u@h:993", &name).is_err(), "cut at {i}");
     }
+}
+
+#[test]
+fn damage_under_a_good_checksum_is_still_refused() {
+    // Bytes that pass the CRC (written by a buggy encoder, say) are checked field by field.
+    let name = MailboxName::from_utf8("INBOX", false);
+    let reseal = |mut bytes: Vec<u8>| {
+        bytes.truncate(bytes.len() - 4);
+        seal(bytes)
+    };
+    let ix = sample();
+    let good = encode("u@h:993", &name, &ix);
+    assert!(decode(&reseal(good.clone()), "u@h:993", &name).is_ok());
+    // Messages start after the header and the flag set table; find UID 5's record by its
+    // size field (105, unique) and UID 9's by its UID followed by its size (109).
+    let find = |needle: &[u8]| {
+        good.windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    let at5 = find(&[5, 0, 0, 0, 105, 0, 0, 0, 0, 0, 0, 0]);
+    let at9 = find(&[9, 0, 0, 0, 109, 0, 0, 0, 0, 0, 0, 0]);
+    for (what, uid) in [("a UID twice", 5u32), ("out of order", 3)] {
+        let mut bad = good.clone();
+        bad[at9..at9 + 4].copy_from_slice(&uid.to_le_bytes());
+        let why = decode(&reseal(bad), "u@h:993", &name).err();
+        assert_eq!(why.as_deref(), Some("UIDs out of order"), "{what}");
+    }
+    // UID 5's flag set index (after UID, size, date and MODSEQ) pointing past the table.
+    let mut bad = good.clone();
+    let set = at5 + 4 + 8 + 8 + 9;
+    bad[set..set + 4].copy_from_slice(&3u32.to_le_bytes());
+    let why = decode(&reseal(bad), "u@h:993", &name).err();
+    assert_eq!(why.as_deref(), Some("bad flag set"));
+    // A file of another version (version 2 ended with an MD5) is refused as such.
+    let mut old = good.clone();
+    old[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let why = decode(&old, "u@h:993", &name).err();
+    assert_eq!(why.as_deref(), Some("another version"));
 }
 
 #[test]
