@@ -109,11 +109,22 @@ fn notmuch_script(side: &Side) -> Steps {
         );
     }
     let hits = nm(&["search", "--output=files", "zebracorn and folder:INBOX"]);
+    let one = nm(&[
+        "search",
+        "--output=files",
+        "\"message number 3\" and folder:INBOX",
+    ]);
     if let Side::Mount(f) = side {
-        let server = f.dovecot.oracle_search("INBOX", "BODY zebracorn", None);
-        assert_eq!(hits.lines().count(), server.len(), "search = SEARCH");
+        // The same messages as the server's SEARCH, by the UIDs in the file names.
+        for (hits, criteria) in [(&hits, "BODY zebracorn"), (&one, "BODY \"number 3\"")] {
+            let mut server = f.dovecot.oracle_search("INBOX", criteria, None);
+            server.sort_unstable();
+            assert_eq!(uids_of(hits), server, "notmuch search = SEARCH {criteria}");
+        }
+        assert_eq!(uids_of(&one), vec![3]);
     }
     steps.push(("zebracorn in INBOX", hits.lines().count().to_string()));
+    steps.push(("message number 3", one.lines().count().to_string()));
     // Another client delivers, then flags: each is seen by the next `notmuch new` (through
     // the mount once IDLE told imapfs, hence the deadline).
     side.other_client_delivers(&other_clients_message(60));
@@ -141,6 +152,25 @@ fn notmuch_script(side: &Side) -> Steps {
     steps.push(("Archive indexed", count("folder:Archive")));
     let _ = fs::remove_dir_all(&home);
     steps
+}
+
+/// The UIDs in the names of files (`.../V.UID.imapfs:2,...`) listed one a line, sorted.
+fn uids_of(files: &str) -> Vec<u32> {
+    let mut uids: Vec<u32> = files
+        .lines()
+        .map(|line| {
+            let name = Path::new(line)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            name.split('.')
+                .nth(1)
+                .and_then(|uid| uid.parse().ok())
+                .unwrap_or_else(|| panic!("not a file of the mount: {line}"))
+        })
+        .collect();
+    uids.sort_unstable();
+    uids
 }
 
 /// mblaze: mlist, mscan, mflag -F/-S/-T (T only \\Deleted), mrefile (one copy, bytes intact), mdeliver (one

@@ -21,7 +21,7 @@
 //! Rest of a message over [`WHOLE_MAX`]: its first block comes with the stream, the others
 //! with the reader's own sequential readahead (`read`), on another connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -56,6 +56,10 @@ const BATCH_BYTES: u64 = 8 << 20;
 
 /// Most messages one streamed batch asks for.
 const BATCH_MESSAGES: usize = 512;
+
+/// Most messages one stream plans: more than it can be ahead of the reader in a cache of
+/// 128 MiB of small messages; a longer walk gets the next stream where this one ends.
+const PLAN_MESSAGES: usize = 16_384;
 
 /// In which order a reader walks a folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,13 +151,20 @@ impl Account {
         if prev == msg.uid || at.elapsed() > WALK_GAP {
             return false;
         }
+        let slots = self.pool.capacity().saturating_sub(1);
+        let busy = |active: &mut HashMap<MailboxId, Arc<Stream>>| {
+            active.retain(|_, s| s.alive.load(Ordering::Relaxed));
+            active.len() >= slots
+        };
+        // No plan is made for a stream that could not start anyway.
+        if busy(&mut streams.active.lock()) {
+            return false;
+        }
         let Some((order, plan)) = self.walk_plan(msg, prev) else {
             return false;
         };
-        let slots = self.pool.capacity().saturating_sub(1);
         let mut active = streams.active.lock();
-        active.retain(|_, s| s.alive.load(Ordering::Relaxed));
-        if active.len() >= slots || plan.is_empty() || self.me.upgrade().is_none() {
+        if busy(&mut active) || plan.is_empty() || self.me.upgrade().is_none() {
             return false;
         }
         let stream = Arc::new(self.new_stream(msg, plan));
@@ -178,43 +189,31 @@ impl Account {
         true
     }
 
-    /// If `msg` follows `prev` in UID order or in file name order, that order and the messages
-    /// after `msg` in it.
+    /// If `msg` follows `prev` in UID order or in file name order, that order and the next
+    /// [`PLAN_MESSAGES`] messages after `msg` in it. Proportional to what it returns, not to
+    /// the folder: a few range lookups in the index per plan (a reader that walks past the
+    /// end of one plan starts the next stream there).
     fn walk_plan(&self, msg: MessageRef, prev: Uid) -> Option<(Order, Vec<Uid>)> {
         let ix = self.indexes.get(msg.mailbox)?;
         let ix = ix.read();
         if ix.validity() != msg.validity {
             return None;
         }
-        let next_by_uid = ix.messages().range(prev..).nth(1).map(|(u, _)| *u);
+        let messages = ix.messages();
+        let next_by_uid = messages.range(prev..).nth(1).map(|(u, _)| *u);
         if next_by_uid == Some(msg.uid) {
-            let plan = ix
-                .messages()
+            let plan = messages
                 .range(msg.uid..)
                 .skip(1)
+                .take(PLAN_MESSAGES)
                 .map(|(u, _)| *u)
                 .collect();
             return Some((Order::Uid, plan));
         }
-        let name = |u: &Uid| u.to_string() + ".eml";
-        let (prev_name, this_name) = (name(&prev), name(&msg.uid));
-        let next_by_name = ix
-            .messages()
-            .keys()
-            .map(name)
-            .filter(|n| *n > prev_name)
-            .min();
-        if next_by_name.as_ref() != Some(&this_name) {
+        if names_after(messages, prev, 1) != [msg.uid] {
             return None;
         }
-        let mut after: Vec<(String, Uid)> = ix
-            .messages()
-            .keys()
-            .map(|u| (name(u), *u))
-            .filter(|(n, _)| *n > this_name)
-            .collect();
-        after.sort_unstable();
-        Some((Order::Name, after.into_iter().map(|(_, u)| u).collect()))
+        Some((Order::Name, names_after(messages, msg.uid, PLAN_MESSAGES)))
     }
 
     fn new_stream(&self, msg: MessageRef, plan: Vec<Uid>) -> Stream {
@@ -534,4 +533,122 @@ fn next_batch(
         to += 1;
     }
     (to, whole, first)
+}
+
+/// Up to `limit` UIDs of `messages` after `after` in file name order (`<uid>.eml` in byte
+/// order: decimal strings, a prefix first), found without looking at the others. UIDs of one
+/// digit count are in the same order by number and by name, so the name order is a merge
+/// of at most ten ranges of the map, one per digit count, each starting at its first name
+/// after `after`'s.
+fn names_after<V>(messages: &BTreeMap<Uid, V>, after: Uid, limit: usize) -> Vec<Uid> {
+    let x = u64::from(after.get());
+    let len = digits(x);
+    let mut runs: Vec<_> = (1..=10u32)
+        .filter_map(|d| {
+            let first = match d.cmp(&len) {
+                // Same length: a greater number.
+                std::cmp::Ordering::Equal => x + 1,
+                // Longer: its first `len` digits at least `after`'s.
+                std::cmp::Ordering::Greater => x * 10u64.pow(d - len),
+                // Shorter: greater than `after`'s first `d` digits (equal is a prefix).
+                std::cmp::Ordering::Less => x / 10u64.pow(len - d) + 1,
+            };
+            let lo = first.max(10u64.pow(d - 1));
+            let hi = (10u64.pow(d) - 1).min(u64::from(u32::MAX));
+            let (lo, hi) = (Uid::new(u32::try_from(lo).ok()?)?, Uid::new(hi as u32)?);
+            (lo <= hi).then(|| messages.range(lo..=hi).map(|(u, _)| *u).peekable())
+        })
+        .collect();
+    let mut out = Vec::with_capacity(limit.min(messages.len()));
+    while out.len() < limit {
+        let next = runs
+            .iter_mut()
+            .filter_map(|r| r.peek().copied())
+            .min_by(|a, b| name_order(a.get(), b.get()));
+        let Some(next) = next else {
+            break;
+        };
+        for r in &mut runs {
+            r.next_if_eq(&next);
+        }
+        out.push(next);
+    }
+    out
+}
+
+/// Decimal digits of `n` (1 for 0).
+fn digits(mut n: u64) -> u32 {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// `a.eml` against `b.eml` in byte order: compared as decimal strings padded with zeros to
+/// one length, the shorter first on a tie (it is a prefix, and `.` sorts before digits).
+fn name_order(a: u32, b: u32) -> std::cmp::Ordering {
+    let (a, b) = (u64::from(a), u64::from(b));
+    let (da, db) = (digits(a), digits(b));
+    let width = da.max(db);
+    (a * 10u64.pow(width - da))
+        .cmp(&(b * 10u64.pow(width - db)))
+        .then(da.cmp(&db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The oracle: every name made and sorted.
+    fn by_sorting(uids: &[u32], after: u32, limit: usize) -> Vec<u32> {
+        let mut names: Vec<String> = uids.iter().map(|u| format!("{u}.eml")).collect();
+        names.sort();
+        let after = format!("{after}.eml");
+        names
+            .into_iter()
+            .filter(|n| *n > after)
+            .take(limit)
+            .map(|n| n.trim_end_matches(".eml").parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn issue_17_name_order_plans_match_sorted_names() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..200 {
+            // Dense small folders, sparse ones, and UIDs of every length up to u32::MAX.
+            let span = [30u64, 1_000, 100_000, u64::from(u32::MAX)][round % 4];
+            let n = 1 + (rand() % 300) as usize;
+            let mut uids: Vec<u32> = (0..n).map(|_| 1 + (rand() % span) as u32).collect();
+            uids.extend([1, 9, 10, 99, 100]);
+            uids.sort_unstable();
+            uids.dedup();
+            let map: BTreeMap<Uid, ()> = uids.iter().map(|&u| (Uid::new(u).unwrap(), ())).collect();
+            for _ in 0..5 {
+                // A UID of the folder, or one that is not (a message gone meanwhile).
+                let after = match rand() % 2 {
+                    0 => uids[(rand() % uids.len() as u64) as usize],
+                    _ => 1 + (rand() % span) as u32,
+                };
+                let limit = 1 + (rand() % 400) as usize;
+                let got: Vec<u32> = names_after(&map, Uid::new(after).unwrap(), limit)
+                    .into_iter()
+                    .map(Uid::get)
+                    .collect();
+                assert_eq!(
+                    got,
+                    by_sorting(&uids, after, limit),
+                    "after {after} in {uids:?}"
+                );
+            }
+        }
+    }
 }
