@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::imap::auth::{connect, Security, ServerConfig};
 use crate::imap::codec::Command;
+use crate::imap::profile::Profile;
 use crate::imap::session::Session;
 use crate::imap::transport::Transport;
 use crate::imap::types::{MailboxName, QuotaResource, StatusItem, Untagged};
@@ -56,6 +57,11 @@ impl Report {
     /// Whether imapfs can use this account.
     pub fn usable(&self) -> bool {
         self.inbox_ok
+    }
+
+    /// The provider this server looks like, from its capabilities and greeting.
+    pub fn profile(&self) -> Profile {
+        Profile::detect(&self.capabilities, self.greeting.as_deref())
     }
 
     /// Whether the server offers `cap` (case-insensitive).

@@ -177,6 +177,11 @@ fn print_report(where_: &str, r: &Report) {
         let _ = writeln!(out, "greeting:      {g}");
     }
     let _ = writeln!(out, "capabilities:  {}", r.capabilities.join(" "));
+    let profile = r.profile();
+    let _ = writeln!(out, "profile:       {}", profile.name());
+    for note in profile.notes(&r.capabilities) {
+        let _ = writeln!(out, "  does:        {note}");
+    }
     if r.quota.is_empty() {
         let what = if r.has("QUOTA") {
             "none set"

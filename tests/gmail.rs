@@ -229,6 +229,54 @@ fn quirk_gmail_prefetch_of_every_folder_fetches_each_body_once() {
     drop(m);
 }
 
+/// `mv` of one of a message's links moves that folder's copy only (on Gmail: swaps that
+/// label), and the message keeps its one inode under its new name.
+#[test]
+fn quirk_gmail_mv_of_one_link_moves_that_folders_copy() {
+    let server = GmailServer::start(&seeds(), &[]);
+    let m = mount(&server, &[]);
+    for f in ["INBOX", "Work", "My Label", ALL_MAIL, "R\u{e9}unions"] {
+        std::fs::read_dir(m.join(f)).expect("ls").for_each(drop);
+    }
+    let ino = std::fs::metadata(file(&m, &server, "INBOX", 1))
+        .expect("stat")
+        .ino();
+    let in_work = file(&m, &server, "Work", 1);
+    let target = m.join("R\u{e9}unions");
+    let moved = target.join(in_work.file_name().expect("name"));
+    std::fs::rename(&in_work, &moved).expect("mv Work/ -> R\u{e9}unions/");
+    // Settled once the target is listed: the copy in Work is gone, one arrived.
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    let mut labels = server.labels(msgid(1));
+    labels.sort();
+    assert_eq!(labels, ["My Label", "R&AOk-unions", "\\Inbox"]);
+    assert!(!in_work.exists());
+    let arrived = file(&m, &server, "R&AOk-unions", 1);
+    let arrived = target.join(arrived.file_name().expect("name"));
+    assert!(names.contains(&arrived), "{names:?}");
+    let meta = std::fs::metadata(&arrived).expect("stat");
+    assert_eq!(meta.ino(), ino, "one inode under its new name");
+    assert_eq!(meta.nlink(), 4, "INBOX, My Label, R\u{e9}unions, All Mail");
+    assert_eq!(std::fs::read(&arrived).expect("read"), body(1, ""));
+    assert_fetched_once_or_less(&server);
+    drop(m);
+}
+
+/// No body was fetched more than once.
+fn assert_fetched_once_or_less(server: &GmailServer) {
+    let fetched: Vec<u64> = server.body_fetches().iter().map(|(id, _)| *id).collect();
+    for id in &fetched {
+        assert_eq!(
+            fetched.iter().filter(|f| *f == id).count(),
+            1,
+            "{fetched:?}"
+        );
+    }
+}
+
 /// `grep -r -l` over the whole mount: the files that matched.
 fn grep_everything(m: &common::Mount) -> Vec<String> {
     let root = m.path().to_string_lossy();

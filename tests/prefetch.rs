@@ -201,6 +201,9 @@ fn prefetched_folder_reads_offline_and_cached_messages_are_skipped() {
     assert_eq!(stat(&again, "prefetch_bytes"), 0);
     again.unmount();
 
+    // New mail while nothing is mounted, then the server goes.
+    let new = b"From: c@example.org\r\nSubject: new\r\n\r\narrived while unmounted\r\n";
+    let uid = dovecot.oracle_append("INBOX", new);
     dovecot.kill_server();
     let offline = mount(&dovecot, &cache, &["-o", "prefetch=INBOX"]);
     assert_eq!(offline.stat("link").as_deref(), Some("offline"));
@@ -215,6 +218,21 @@ fn prefetched_folder_reads_offline_and_cached_messages_are_skipped() {
     }
     let uncached = read(offline.join("Other/1.eml")).unwrap_err();
     assert_eq!(uncached.raw_os_error(), Some(libc::EIO), "{uncached}");
+
+    // The server back: the prefetch resumes by itself and fetches the new mail.
+    let misses = stat(&offline, "cache_misses");
+    dovecot.start_again();
+    wait_for("the new message prefetched", QUICK, || {
+        let phase = offline.stat("prefetch");
+        let counts = (
+            stat(&offline, "prefetch_done"),
+            stat(&offline, "prefetch_total"),
+        );
+        (phase.as_deref() == Some("done") && counts == (21, 21)).then_some(())
+    });
+    assert!(stat(&offline, "prefetch_bytes") >= new.len() as u64);
+    assert_eq!(stat(&offline, "cache_misses"), misses, "fetched by no read");
+    assert!(read(offline.join(format!("INBOX/{uid}.eml"))).unwrap() == new);
 }
 
 #[test]
@@ -274,4 +292,23 @@ fn prefetch_bigger_than_the_disk_cache_stops_and_is_not_fetched_again() {
     let again = mount(&dovecot, &cache, &args);
     assert_eq!(wait_phase(&again, "full"), (done, total));
     assert_eq!(stat(&again, "prefetch_bytes"), 0);
+}
+
+#[test]
+fn new_mail_the_watcher_hears_of_is_prefetched_without_waiting_a_minute() {
+    let dovecot = Dovecot::start(&seed(5));
+    let cache = CacheHome::new();
+    let m = mount(&dovecot, &cache, &["-o", "prefetch=INBOX"]);
+    assert_eq!(wait_phase(&m, "done"), (5, 5));
+    wait_for("the watcher", QUICK, || {
+        (m.stat("watching").as_deref() == Some("1")).then_some(())
+    });
+    let new = b"From: d@example.org\r\nSubject: fresh\r\n\r\nnew mail\r\n";
+    let uid = dovecot.oracle_append("INBOX", new);
+    wait_for("the new message prefetched", QUICK, || {
+        let counts = (stat(&m, "prefetch_done"), stat(&m, "prefetch_total"));
+        (m.stat("prefetch").as_deref() == Some("done") && counts == (6, 6)).then_some(())
+    });
+    assert_eq!(stat(&m, "cache_misses"), 0, "fetched by no read");
+    assert!(read(m.join(format!("INBOX/{uid}.eml"))).unwrap() == new);
 }

@@ -249,6 +249,95 @@ fn on_microsoft_365s_capabilities_nothing_unadvertised_is_sent() {
 }
 
 #[test]
+fn check_names_the_provider_from_its_capabilities() {
+    let gmail = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID CHILDREN X-GM-EXT-1 UIDPLUS ENABLE \
+                 MOVE CONDSTORE ESEARCH LIST-EXTENDED LIST-STATUS LITERAL- SPECIAL-USE";
+    for (caps, name, note) in [
+        (M365_CAPS, "Microsoft 365", "throttled requests wait"),
+        (YAHOO_CAPS, "Yahoo", "no CONDSTORE"),
+        (gmail, "Gmail", "one inode"),
+        ("", "standard IMAP", ""),
+    ] {
+        let setting = if caps.is_empty() {
+            String::new()
+        } else {
+            format!("imap_capability = {caps}")
+        };
+        let d = Dovecot::start_with(Seed::standard(), &setting);
+        let config_home = common::unique_temp_dir("check-profile");
+        let mut command = common::imapfs_command(&config_home);
+        command
+            .args(["check", "--ca-file"])
+            .arg(&d.ca_file)
+            .arg(format!("imaps://{}@127.0.0.1:{}", d.user, d.imaps_port))
+            .env("IMAPFS_PASSWORD", &d.password);
+        let out = common::finish(command, Duration::from_secs(60));
+        let _ = std::fs::remove_dir_all(&config_home);
+        assert_eq!(out.code(), 0, "{out:?}");
+        let stdout = &out.stdout;
+        let profile = format!("profile:       {name}\n");
+        assert!(stdout.contains(&profile), "{caps}: {stdout}");
+        assert!(stdout.contains(note), "{caps}: {stdout}");
+    }
+}
+
+/// Another client's append and flag change in the folder in use show through the mount on a
+/// server with only `caps` (Microsoft 365: IDLE but no CONDSTORE or NOTIFY; Yahoo: neither
+/// IDLE nor CONDSTORE), long before the listing's TTL (an hour here) would have shown them:
+/// the watcher's IDLE or NOOP on the folder in use and its STATUS polls did it. The times are
+/// printed (the issue's goal is 2 s); the deadline only bounds a loaded machine.
+fn other_clients_changes_show_in_the_folder_in_use(caps: &str) {
+    let d = Dovecot::start_with(Seed::standard(), &format!("imap_capability = {caps}"));
+    let mount = mount_through(&d, d.imap_port, &["--dir-ttl", "3600"]);
+    let inbox = mount.join("INBOX");
+    let listed = |name: &str| {
+        std::fs::read_dir(&inbox)
+            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name() == name))
+            .unwrap_or(false)
+    };
+    let first = *d
+        .oracle_meta("INBOX")
+        .keys()
+        .next()
+        .expect("INBOX has mail");
+    assert!(listed(&format!("{first}.eml")));
+    let flags_of = |uid: u32| {
+        let out = Process::new("getfattr")
+            .args(["--only-values", "-n", "user.imap.flags"])
+            .arg(inbox.join(format!("{uid}.eml")))
+            .output()
+            .expect("getfattr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!flags_of(first).contains("\\Flagged"));
+    let limit = Duration::from_secs(20);
+
+    let uid = d.oracle_append("INBOX", b"Subject: from elsewhere\r\n\r\nhello\r\n");
+    let started = std::time::Instant::now();
+    common::wait_for("the other client's message", limit, || {
+        listed(&format!("{uid}.eml")).then_some(())
+    });
+    eprintln!("{caps}: append shown after {:?}", started.elapsed());
+
+    d.oracle_store("INBOX", first, "+FLAGS", &["\\Flagged"]);
+    let started = std::time::Instant::now();
+    common::wait_for("the other client's flag", limit, || {
+        flags_of(first).contains("\\Flagged").then_some(())
+    });
+    eprintln!("{caps}: flag shown after {:?}", started.elapsed());
+}
+
+#[test]
+fn other_clients_changes_show_on_microsoft_365s_capabilities() {
+    other_clients_changes_show_in_the_folder_in_use(M365_CAPS);
+}
+
+#[test]
+fn other_clients_changes_show_on_yahoos_capabilities() {
+    other_clients_changes_show_in_the_folder_in_use(YAHOO_CAPS);
+}
+
+#[test]
 fn on_yahoos_capabilities_nothing_unadvertised_is_sent() {
     only_what_is_advertised(YAHOO_CAPS);
 }

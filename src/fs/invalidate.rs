@@ -95,22 +95,16 @@ fn translate(tree: &Mutex<Tree>, change: &Change) -> Vec<Invalidation> {
             }));
             out
         }
-        Change::Removed {
-            mailbox,
-            validity,
-            uids,
-        }
-        | Change::Reset {
-            mailbox,
-            old: validity,
-            uids,
-        } => {
-            let Some(dir) = tree.dir_of(*mailbox) else {
+        Change::Removed { .. } | Change::Reset { .. } => {
+            let Some((mailbox, validity, uids)) = change.messages() else {
+                return Vec::new();
+            };
+            let Some(dir) = tree.dir_of(mailbox) else {
                 return Vec::new();
             };
             // The names go, and so do the inodes' attributes and pages: no byte of a gone
             // message (or of an old generation) is served from the kernel's cache.
-            let generation = tree.generation(*mailbox, *validity);
+            let generation = tree.generation(mailbox, validity);
             let mut out = vec![Invalidation::Inode(dir)];
             out.extend(maildir_dirs(dir));
             for uid in uids {

@@ -118,7 +118,7 @@ pub struct ImapFs {
     /// Names moves gave, and where moved inodes are now (shared with the moves' callbacks).
     aliases: Arc<Mutex<aliases::Aliases>>,
     /// The inodes of messages shown in several folders (Gmail).
-    shared: Mutex<shared::SharedInodes>,
+    shared: Arc<Mutex<shared::SharedInodes>>,
     next_fh: AtomicU64,
     owner: (u32, u32),
     /// What the Maildir layout remembers (unused in the default layout).
@@ -146,7 +146,7 @@ impl ImapFs {
                 std::num::NonZeroUsize::new(4096).expect("non-zero"),
             )),
             aliases: Arc::new(Mutex::new(aliases::Aliases::default())),
-            shared: Mutex::new(shared::SharedInodes::default()),
+            shared: Arc::new(Mutex::new(shared::SharedInodes::default())),
             next_fh: AtomicU64::new(1),
             owner,
             maildir: maildir::MaildirState::default(),
@@ -163,6 +163,7 @@ impl ImapFs {
         self.invalidator.connect(tx.clone());
         let changes = self.account.subscribe();
         let tree = self.tree.clone();
+        let shared = self.shared.clone();
         let subscribed_only = self.opts.subscribed_only;
         std::thread::Builder::new()
             .name("changes".into())
@@ -177,8 +178,15 @@ impl ImapFs {
                             }
                         }
                     }
+                    // A change to one copy of a message with several links (fs::shared).
+                    let links = shared::link_changes(&c, &tree, &shared);
                     if tx.send(Work::Store(c)).is_err() {
                         break;
+                    }
+                    for inv in links {
+                        if tx.send(Work::Kernel(inv)).is_err() {
+                            return;
+                        }
                     }
                 }
             })?;

@@ -18,6 +18,7 @@ pub mod compress;
 pub mod gmail;
 pub mod mutf7;
 pub mod pool;
+pub mod profile;
 pub mod refusals;
 pub mod session;
 pub mod tls;

@@ -56,6 +56,33 @@ pub enum Change {
 }
 
 impl Change {
+    /// The mailbox, generation and UIDs of a change about messages (`None`: the list).
+    pub fn messages(&self) -> Option<(MailboxId, UidValidity, &[Uid])> {
+        match self {
+            Change::Mailboxes(_) => None,
+            Change::Added {
+                mailbox,
+                validity,
+                uids,
+            }
+            | Change::Removed {
+                mailbox,
+                validity,
+                uids,
+            }
+            | Change::Changed {
+                mailbox,
+                validity,
+                uids,
+            }
+            | Change::Reset {
+                mailbox,
+                old: validity,
+                uids,
+            } => Some((*mailbox, *validity, uids)),
+        }
+    }
+
     /// The mailbox the change is about (`None`: the mailbox list).
     pub fn mailbox(&self) -> Option<MailboxId> {
         match self {

@@ -31,8 +31,9 @@
 //! first folder of the pass that has it, and not at all where its body is at hand under
 //! another copy ([`Account::body_elsewhere`]): reads through any copy find it there.
 //!
-//! After a complete pass (`prefetch=done`) the thread waits [`RELIST_EVERY`] and makes
-//! another, which fetches what arrived meanwhile.
+//! After a complete pass (`prefetch=done`) the thread makes another after [`RELIST_EVERY`],
+//! or sooner (at most every [`EARLY_GAP`]) when the change feed moved (the watcher heard of
+//! new mail), which fetches what arrived meanwhile.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -61,6 +62,9 @@ const QUIET: Duration = Duration::from_millis(200);
 pub const RELIST_EVERY: Duration = Duration::from_secs(60);
 /// Allowance per message for the FETCH response around its bytes, in the budget check.
 const FRAMING: u64 = 128;
+/// Shortest time between the start of a completed pass and one started early because the
+/// watcher heard of changes (new mail).
+const EARLY_GAP: Duration = Duration::from_secs(5);
 /// Longest wait between two looks at the stop flag.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -546,6 +550,8 @@ fn batch_len(wants: &[Want]) -> usize {
 fn run(account: Weak<Account>) {
     let mut next_pass = Instant::now();
     let mut budget_day = None;
+    // The change epoch and the time at the start of the last pass that completed.
+    let mut completed: Option<(u64, Instant)> = None;
     loop {
         let Some(a) = account.upgrade() else { return };
         let Some(opts) = a.opts.prefetch.clone() else {
@@ -555,21 +561,35 @@ fn run(account: Weak<Account>) {
             return;
         }
         let today = utc_day(std::time::SystemTime::now());
-        let waiting = Instant::now() < next_pass || budget_day == Some(today);
-        if waiting || !a.is_writable() {
-            if !a.is_writable() {
-                a.set_phase(Phase::Offline);
-                next_pass = Instant::now();
-            }
+        if !a.is_writable() {
+            a.set_phase(Phase::Offline);
+            next_pass = Instant::now();
+            a.pool.wait_changed(POLL);
+            continue;
+        }
+        if budget_day == Some(today) {
+            a.set_phase(Phase::Budget);
+            a.pool.wait_changed(POLL);
+            continue;
+        }
+        // New mail the watcher heard of starts a pass early (at most once an EARLY_GAP).
+        let heard = completed
+            .is_some_and(|(epoch, at)| a.change_epoch(None) != epoch && at.elapsed() >= EARLY_GAP);
+        if Instant::now() < next_pass && !heard {
             a.pool.wait_changed(POLL);
             continue;
         }
         a.set_phase(Phase::Running);
         budget_day = None;
+        let started = (a.change_epoch(None), Instant::now());
         let end = a.prefetch_pass(&opts);
         next_pass = Instant::now() + RELIST_EVERY;
+        completed = None;
         match end {
-            Ok(PassEnd::Done) => a.set_phase(Phase::Done),
+            Ok(PassEnd::Done) => {
+                a.set_phase(Phase::Done);
+                completed = Some(started);
+            }
             Ok(PassEnd::Budget) => {
                 a.set_phase(Phase::Budget);
                 budget_day = Some(today);

@@ -54,7 +54,7 @@ use crate::imap::session::{Access, Session};
 use crate::imap::types::{fetch_uid, FetchItem, SequenceSet, Uid, Untagged};
 use crate::store::blocks::{BlockCache, BlockKey};
 use crate::store::ids::{MailboxId, MessageRef};
-use crate::store::index::IndexChange;
+use crate::store::index::{IndexChange, MessageMeta};
 use crate::store::Account;
 
 /// A block fetched from the server: (UID, block number) and its bytes.
@@ -122,11 +122,7 @@ impl Account {
     /// yet (a big message not read to its end, or a body longer than listed); reads then end
     /// where the body does.
     pub fn open_message(&self, msg: MessageRef) -> Result<Option<u64>> {
-        let msg = self.body_home(msg);
-        let meta = self
-            .indexes
-            .meta(msg)
-            .ok_or_else(|| Error::NoMessage(format!("UID {} in {}", msg.uid, msg.mailbox)))?;
+        let (msg, meta) = self.read_from(msg)?;
         // Opening is where a walk shows first (a stream steers by it).
         let at_hand = self.reading.read_through.lock().contains(&msg);
         self.note_message_start(msg, !at_hand);
@@ -146,11 +142,7 @@ impl Account {
 
     /// Read up to `len` bytes at `offset`. Shorter only at the end of the body.
     pub fn read(&self, msg: MessageRef, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let msg = self.body_home(msg);
-        let meta = self
-            .indexes
-            .meta(msg)
-            .ok_or_else(|| Error::NoMessage(format!("UID {} in {}", msg.uid, msg.mailbox)))?;
+        let (msg, meta) = self.read_from(msg)?;
         let end = offset.saturating_add(len);
         let end = meta.body_len.map_or(end, |l| end.min(l));
         if offset >= end {
@@ -264,6 +256,24 @@ impl Account {
             }
         }
         Ok(out)
+    }
+
+    /// The copy a read of `msg` reads ([`Account::body_home`]) and its metadata; `msg` itself,
+    /// with no further look, where the server gives no ids.
+    fn read_from(&self, msg: MessageRef) -> Result<(MessageRef, MessageMeta)> {
+        let meta = |m: MessageRef| {
+            self.indexes
+                .meta(m)
+                .ok_or_else(|| Error::NoMessage(format!("UID {} in {}", m.uid, m.mailbox)))
+        };
+        let own = meta(msg)?;
+        if own.ids.is_none() {
+            return Ok((msg, own));
+        }
+        match self.body_home(msg) {
+            home if home == msg => Ok((msg, own)),
+            home => Ok((home, meta(home)?)),
+        }
     }
 
     /// Record a message's real length; the filesystem hears of it if its size changes.
