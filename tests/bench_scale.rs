@@ -24,6 +24,8 @@
 mod common;
 #[path = "bench/floor.rs"]
 mod floor;
+// `bytes_down` is for the compression benchmark.
+#[allow(dead_code)]
 #[path = "bench/tools.rs"]
 mod tools;
 

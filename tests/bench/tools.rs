@@ -1,10 +1,11 @@
-//! Helpers shared by the benchmarks (tests/bench.rs, tests/bench_scale.rs): timing a shell
-//! line, peak RSS, environment knobs, and the raw client (the cheapest possible IMAP client).
+//! Helpers shared by the benchmarks (tests/bench.rs, tests/bench_scale.rs,
+//! tests/bench_compress.rs): timing a shell line, peak RSS, environment knobs, the raw client
+//! (the cheapest possible IMAP client) and a proxy that delays (and limits) the link.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -140,10 +141,52 @@ fn raw_once(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
 pub struct DelayProxy {
     pub port: u16,
     stop: Arc<AtomicBool>,
+    /// Bytes forwarded from the server to its clients (all connections).
+    down: Arc<Link>,
+}
+
+/// One direction of the emulated link, shared by every connection through the proxy: the
+/// bytes it carried, and (when its rate is limited) when it is next free.
+struct Link {
+    bytes: AtomicU64,
+    /// Bytes a second; 0 is unlimited.
+    rate: u64,
+    free_at: Mutex<Instant>,
+}
+
+impl Link {
+    fn new(rate: u64) -> Arc<Link> {
+        Arc::new(Link {
+            bytes: AtomicU64::new(0),
+            rate,
+            free_at: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// When `n` bytes that may leave at `due` have all arrived at the other end: the link
+    /// carries one chunk at a time at its rate.
+    fn arrival(&self, due: Instant, n: usize) -> Instant {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if self.rate == 0 {
+            return due;
+        }
+        let mut free = self.free_at.lock().unwrap();
+        let start = due.max(*free);
+        *free = start + Duration::from_secs_f64(n as f64 / self.rate as f64);
+        *free
+    }
 }
 
 impl DelayProxy {
     pub fn start(target: u16, one_way: Duration) -> DelayProxy {
+        DelayProxy::limited(target, one_way, 0)
+    }
+
+    /// A proxy whose link also carries at most `rate` bytes a second in each direction,
+    /// shared by all its connections (0: unlimited).
+    pub fn limited(target: u16, one_way: Duration, rate: u64) -> DelayProxy {
+        let (up, down) = (Link::new(rate), Link::new(rate));
+        let down_seen = down.clone();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -165,11 +208,21 @@ impl DelayProxy {
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
                     one_way,
+                    up.clone(),
                 );
-                pipe(server, client, one_way);
+                pipe(server, client, one_way, down.clone());
             }
         });
-        DelayProxy { port, stop }
+        DelayProxy {
+            port,
+            stop,
+            down: down_seen,
+        }
+    }
+
+    /// Bytes the server sent through the proxy so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.down.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -183,7 +236,7 @@ impl Drop for DelayProxy {
 type ChunkQueue = (Mutex<VecDeque<Option<(Instant, Vec<u8>)>>>, Condvar);
 
 /// Forward `from` to `to`, each chunk no earlier than `delay` after it arrived.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, link: Arc<Link>) {
     let queue: Arc<ChunkQueue> = Arc::default();
     let q = queue.clone();
     thread::spawn(move || {
@@ -213,6 +266,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
             let _ = to.shutdown(Shutdown::Write);
             return;
         };
+        let due = link.arrival(due, data.len());
         let now = Instant::now();
         if due > now {
             thread::sleep(due - now);
