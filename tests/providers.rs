@@ -3,6 +3,7 @@
 //! tests/providers_script.rs.)
 
 mod common;
+mod script;
 
 use std::process::Command as Process;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use imapfs::imap::codec::Command;
 use imapfs::imap::pool::{Pool, Retry};
 use imapfs::imap::types::MailboxName;
 use imapfs::Error;
+use script::mailbox::{body_of, MailboxServer};
 
 /// Dovecot 2.3 refusing a user's fourth connection from one address, as a busy account at a
 /// provider does (`NO [LIMIT] Maximum number of connections from user+IP exceeded`).
@@ -463,4 +465,49 @@ fn literal_minus_sends_only_small_literals_without_waiting() {
     );
     let bodies = d.oracle_fetch_all("Archive");
     assert!(bodies.values().any(|b| *b == small) && bodies.values().any(|b| *b == large));
+}
+
+/// Yahoo (issue 15): small body sections come back as quoted strings, not literals, and the
+/// listing carries OBJECTID's EMAILID and THREADID. Through a mount of a server in Yahoo's
+/// manner every message reads byte-identical: a whole small message sent quoted, and a
+/// message whose last block (its tail after the first MiB, holding `"` and `\`) is quoted.
+#[test]
+fn yahoo_quoted_body_sections_read_byte_identical_and_objectids_show() {
+    const BLOCK: usize = 1 << 20;
+    let small = b"Subject: short \"quoted\" note with a \\ backslash".to_vec();
+    let mut long = body_of(2, BLOCK);
+    long.extend_from_slice(b"tail: \"quotes\", a \\ and the end");
+    let messages = vec![
+        (1, small.len() as u64, small.clone()),
+        (2, long.len() as u64, long.clone()),
+        (3, 5_000, body_of(3, 5_000)),
+    ];
+    let server = MailboxServer::start_yahoo(&messages);
+    let mount = MountOptions::custom(server.url(), server.script.ca_file.clone(), "secret")
+        .start()
+        .unwrap_or_else(|e| panic!("mount failed: {e}"));
+    for (uid, _, body) in &messages {
+        let got = common::within("read", Duration::from_secs(30), {
+            let path = mount.join(format!("INBOX/{uid}.eml"));
+            move || std::fs::read(&path)
+        })
+        .expect("read");
+        assert!(
+            got == *body,
+            "UID {uid}: {} bytes read, {} served",
+            got.len(),
+            body.len()
+        );
+    }
+    assert!(
+        server.quoted() >= 2,
+        "the server quoted {} sections: the case under test did not happen",
+        server.quoted()
+    );
+    let out = Process::new("getfattr")
+        .args(["--only-values", "-n", "user.imap.emailid"])
+        .arg(mount.join("INBOX/2.eml"))
+        .output()
+        .expect("getfattr");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Y2");
 }

@@ -22,6 +22,14 @@ use super::{Conn, Script, Wire};
 /// Capabilities of the mailbox server.
 const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+";
 
+/// Capabilities in Yahoo's manner ([`MailboxServer::start_yahoo`]): Yahoo's line after login
+/// (issue 15) with a login mechanism.
+const YAHOO_CAPS: &str = "IMAP4rev1 ID MOVE NAMESPACE XYMHIGHESTMODSEQ UIDPLUS LITERAL+ \
+                          CHILDREN X-MSG-EXT UNSELECT OBJECTID AUTH=PLAIN SASL-IR";
+
+/// Longest body section the Yahoo manner sends as a quoted string (when it can be quoted).
+const YAHOO_QUOTED_UP_TO: usize = 256;
+
 const UIDVALIDITY: u32 = 7;
 
 /// How the server answers a FETCH of one block.
@@ -47,6 +55,11 @@ struct State {
     served: Vec<(u32, u64, Fault)>,
     /// Listing FETCHes (`UID FETCH 1:*`) answered.
     listings: usize,
+    /// Yahoo's manners: its capabilities, EMAILID/THREADID in listings, small body sections
+    /// as quoted strings.
+    yahoo: bool,
+    /// Body sections sent as quoted strings.
+    quoted: usize,
 }
 
 /// A running mailbox server; see the module documentation. `Drop` stops it.
@@ -57,11 +70,24 @@ pub struct MailboxServer {
 
 impl MailboxServer {
     pub fn start(messages: &[(u32, u64, Vec<u8>)]) -> MailboxServer {
+        MailboxServer::start_with(messages, false)
+    }
+
+    /// A server in Yahoo's manner: Yahoo's capability line (OBJECTID, no IDLE, no
+    /// CONDSTORE), `EMAILID (Y<uid>) THREADID (T<uid>)` in listings, and a body section of up
+    /// to 256 bytes without CR, LF or 8-bit bytes sent as a quoted string (`"` and `\`
+    /// escaped) instead of a literal, as Yahoo does.
+    pub fn start_yahoo(messages: &[(u32, u64, Vec<u8>)]) -> MailboxServer {
+        MailboxServer::start_with(messages, true)
+    }
+
+    fn start_with(messages: &[(u32, u64, Vec<u8>)], yahoo: bool) -> MailboxServer {
         let state = Arc::new(Mutex::new(State {
             messages: messages
                 .iter()
                 .map(|(uid, listed, body)| (*uid, (*listed, Arc::new(body.clone()))))
                 .collect(),
+            yahoo,
             ..State::default()
         }));
         let shared = state.clone();
@@ -99,6 +125,11 @@ impl MailboxServer {
         self.lock().listings
     }
 
+    /// Body sections sent as quoted strings so far (Yahoo's manner).
+    pub fn quoted(&self) -> usize {
+        self.lock().quoted
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -106,9 +137,16 @@ impl MailboxServer {
 
 fn serve(c: &mut Conn, state: &Mutex<State>) {
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    c.send(format!("* OK [CAPABILITY {CAPS}] mailbox server ready\r\n").as_bytes());
+    let yahoo = lock().yahoo;
+    let caps = if yahoo { YAHOO_CAPS } else { CAPS };
+    c.send(format!("* OK [CAPABILITY {caps}] mailbox server ready\r\n").as_bytes());
     while let Some(cmd) = c.command() {
-        if c.answer_basic(&cmd, CAPS) {
+        if c.answer_basic(&cmd, caps) {
+            continue;
+        }
+        if yahoo && cmd.verb == "ID" {
+            let tag = &cmd.tag;
+            c.send(format!("* ID (\"name\" \"yahoo-like\")\r\n{tag} OK done\r\n").as_bytes());
             continue;
         }
         let tag = &cmd.tag;
@@ -136,9 +174,14 @@ fn serve(c: &mut Conn, state: &Mutex<State>) {
                 let mut st = lock();
                 st.listings += 1;
                 for (seq, (uid, (listed, _))) in st.messages.iter().enumerate() {
+                    let ids = if st.yahoo {
+                        format!(" EMAILID (Y{uid}) THREADID (T{uid})")
+                    } else {
+                        String::new()
+                    };
                     out.push_str(&format!(
                         "* {} FETCH (UID {uid} FLAGS (\\Seen) RFC822.SIZE {listed} \
-                         INTERNALDATE \"01-Jan-2024 00:00:00 +0000\")\r\n",
+                         INTERNALDATE \"01-Jan-2024 00:00:00 +0000\"{ids})\r\n",
                         seq + 1
                     ));
                 }
@@ -164,7 +207,7 @@ fn fetch_body(c: &mut Conn, state: &Mutex<State>, tag: &str, rest: &str) {
         c.send(format!("{tag} BAD not a FETCH this server knows\r\n").as_bytes());
         return;
     };
-    let (seq, body, fault) = {
+    let (seq, body, fault, yahoo) = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.fetched.push((uid, offset));
         let Some(seq) = st.messages.keys().position(|u| *u == uid) else {
@@ -177,7 +220,7 @@ fn fetch_body(c: &mut Conn, state: &Mutex<State>, tag: &str, rest: &str) {
         if let Some(f) = fault {
             st.served.push((uid, offset, f));
         }
-        (seq + 1, body, fault)
+        (seq + 1, body, fault, st.yahoo)
     };
     match fault {
         Some(Fault::Nil) => c.send(
@@ -190,6 +233,26 @@ fn fetch_body(c: &mut Conn, state: &Mutex<State>, tag: &str, rest: &str) {
             let start = (offset as usize).min(body.len());
             let end = (offset.saturating_add(len) as usize).min(body.len());
             let data = &body[start..end];
+            if yahoo
+                && data.len() <= YAHOO_QUOTED_UP_TO
+                && data.iter().all(|&b| (32..127).contains(&b))
+            {
+                let mut quoted = Vec::with_capacity(data.len() + 2);
+                quoted.push(b'"');
+                for &b in data {
+                    if b == b'"' || b == b'\\' {
+                        quoted.push(b'\\');
+                    }
+                    quoted.push(b);
+                }
+                quoted.push(b'"');
+                state.lock().unwrap_or_else(|e| e.into_inner()).quoted += 1;
+                let mut out = format!("* {seq} FETCH (UID {uid} BODY[]<{offset}> ").into_bytes();
+                out.extend_from_slice(&quoted);
+                out.extend_from_slice(format!(")\r\n{tag} OK done\r\n").as_bytes());
+                c.send(&out);
+                return;
+            }
             let mut out = format!(
                 "* {seq} FETCH (UID {uid} BODY[]<{offset}> {{{}}}\r\n",
                 data.len()
