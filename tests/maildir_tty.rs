@@ -2,7 +2,8 @@
 //! session run first on a plain local Maildir with the same messages (the control), then on
 //! the mount, with the server checked by the harness's oracle:
 //! - neomutt: open INBOX, see another client's new mail arrive, flag one message, delete one,
-//!   save one to another folder, sync, quit: exactly those changes on the server;
+//!   save one to another folder, sync, quit: exactly those changes on the server; a message
+//!   another client set \Deleted on (a `T` file) is purged on sync;
 //! - aerc: the same with its commands (`:flag`, `:delete`, `:move`, `:copy`), and the new
 //!   mail seen through its check-mail timer.
 
@@ -52,6 +53,43 @@ fn neomutt_sees_new_mail_flags_deletes_saves_and_syncs() {
     assert_eq!(flags(f, "Archive", 2), set(&["\\Flagged", "\\Seen"]));
     drop(side);
     let _ = fs::remove_dir_all(&work);
+}
+
+/// neomutt treats a file with `T` as deleted and purges it on sync: the unlink expunges.
+#[test]
+fn neomutt_purges_a_trashed_message_on_sync() {
+    if !client_present(&["neomutt", "tmux"]) {
+        return;
+    }
+    let work = unique_temp_dir("neomutt-purge");
+    let control = Side::local();
+    control.other_client_trashes(2);
+    purge_session(&control, &work);
+    let files = files_below(control.root());
+    assert!(!files.iter().any(|f| f.contains("/2.control")), "{files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f.starts_with("INBOX/")).count(),
+        3,
+        "{files:?}"
+    );
+    drop(control);
+
+    let side = Side::mount();
+    side.other_client_trashes(2);
+    purge_session(&side, &work);
+    let f = side.fixture();
+    let inbox = f.dovecot.oracle_meta("INBOX");
+    assert_eq!(inbox.keys().copied().collect::<Vec<_>>(), vec![1, 3, 4]);
+    assert_eq!(flags(f, "INBOX", 4), set(&["\\Answered"]));
+    drop(side);
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// neomutt opens INBOX, syncs and quits.
+fn purge_session(side: &Side, work: &Path) {
+    let tmux = start_neomutt(side, work);
+    tmux.command("push \"<sync-mailbox><quit>\"");
+    tmux.exited_0();
 }
 
 #[test]
@@ -191,23 +229,7 @@ fn server_inbox_after_session(f: &Fixture) {
 /// neomutt shows that message (its mailbox check), then flags the first message, deletes the
 /// second, saves the third to Archive, syncs and quits. Returns once neomutt exited 0.
 fn neomutt_session(side: &Side, work: &Path) {
-    let rc = work.join("neomuttrc");
-    fs::write(
-        &rc,
-        format!(
-            "set mbox_type=Maildir\nset folder={}\nset spoolfile=+INBOX\nset sort=date\n\
-             set confirmappend=no\nset delete=yes\nset quit=yes\nset move=no\nset mark_old=no\n\
-             set maildir_trash=no\nset header_cache=\nset record=\nset wait_key=no\n\
-             set resolve=no\nset mail_check=1\nset timeout=1\nset beep_new=no\n",
-            side.root().display()
-        ),
-    )
-    .expect("muttrc");
-    let command = format!("neomutt -n -F '{}'", rc.display());
-    let tmux = Tmux::start("neomutt", &command, work);
-    tmux.wait_screen("neomutt's index", |s| {
-        s.matches("maildir test").count() >= 4
-    });
+    let tmux = start_neomutt(side, work);
     // neomutt compares directory mtimes in whole seconds (on a local disk too): a change
     // dated the second that new/ was last dated goes unseen until the next change. So the
     // other client delivers once a file written now is dated a later second than new/ and
@@ -235,12 +257,38 @@ fn neomutt_session(side: &Side, work: &Path) {
     tmux.exited_0();
 }
 
+/// neomutt in tmux on `side`'s INBOX (sorted by date; deleting is unlink on sync), once its
+/// index shows the four seeded messages.
+fn start_neomutt(side: &Side, work: &Path) -> Tmux {
+    let rc = work.join("neomuttrc");
+    fs::write(
+        &rc,
+        format!(
+            "set mbox_type=Maildir\nset folder={}\nset spoolfile=+INBOX\nset sort=date\n\
+             set confirmappend=no\nset delete=yes\nset quit=yes\nset move=no\nset mark_old=no\n\
+             set maildir_trash=no\nset header_cache=\nset record=\nset wait_key=no\n\
+             set resolve=no\nset mail_check=1\nset timeout=1\nset beep_new=no\n",
+            side.root().display()
+        ),
+    )
+    .expect("muttrc");
+    let command = format!("neomutt -n -F '{}'", rc.display());
+    let tmux = Tmux::start("neomutt", &command, work);
+    tmux.wait_screen("neomutt's index", |s| {
+        s.matches("maildir test").count() >= 4
+    });
+    tmux
+}
+
 fn unix_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
 }
+
+/// Tmux servers started by this process (each has its own socket).
+static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A program running in a private tmux server (its pty): screen, keys, exit status. The
 /// server is killed on drop (the test's cleanup, on failure too).
@@ -255,7 +303,11 @@ impl Tmux {
     /// files in `work`.
     fn start(what: &'static str, command: &str, work: &Path) -> Tmux {
         let tmux = Tmux {
-            socket: format!("imapfs-maildir-{what}-{}", std::process::id()),
+            socket: format!(
+                "imapfs-maildir-{what}-{}-{}",
+                std::process::id(),
+                SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             work: work.to_path_buf(),
             what,
         };

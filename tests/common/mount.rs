@@ -300,7 +300,9 @@ impl Mount {
                 let _ = try_run(&["umount", "-l", &mp], Duration::from_secs(10));
             }
         }
-        let status = wait_child(&mut self.child, Duration::from_secs(10));
+        // imapfs exits once its index saves are on disk (it waits up to a minute for them):
+        // on a loaded machine an fsync alone took seconds, so 10 s was seen to be too short.
+        let status = wait_child(&mut self.child, Duration::from_secs(40));
         if status.is_none() {
             let _ = self.child.kill();
             let _ = wait_child(&mut self.child, Duration::from_secs(5));

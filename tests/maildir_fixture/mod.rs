@@ -312,13 +312,23 @@ impl Side {
     /// Another client sets \Flagged on INBOX message `n` (a STORE, or a rename in the
     /// control).
     pub fn other_client_flags(&self, n: u32) {
+        self.other_client_sets(n, "\\Flagged", 'F');
+    }
+
+    /// Another client sets \Deleted on INBOX message `n` (a STORE, or a rename adding `T`
+    /// in the control).
+    pub fn other_client_trashes(&self, n: u32) {
+        self.other_client_sets(n, "\\Deleted", 'T');
+    }
+
+    fn other_client_sets(&self, n: u32, flag: &str, letter: char) {
         match self {
-            Side::Mount(f) => f.dovecot.oracle_store("INBOX", n, "+FLAGS", &["\\Flagged"]),
+            Side::Mount(f) => f.dovecot.oracle_store("INBOX", n, "+FLAGS", &[flag]),
             Side::Local(_) => {
                 let from = self.file("INBOX", n);
                 let name = from.file_name().unwrap().to_string_lossy().into_owned();
                 let (unique, info) = name.split_once(":2,").expect("maildir name");
-                let mut l: Vec<char> = info.chars().chain(['F']).collect();
+                let mut l: Vec<char> = info.chars().chain([letter]).collect();
                 l.sort_unstable();
                 l.dedup();
                 let to = from
