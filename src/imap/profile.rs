@@ -93,7 +93,11 @@ impl Profile {
             out.push("COMPRESS=DEFLATE on (-o compress=no turns it off)".into());
         }
         if has("OBJECTID") {
-            out.push("OBJECTID: user.imap.emailid and user.imap.threadid".into());
+            out.push(
+                "OBJECTID: user.imap.emailid and user.imap.threadid; a message in several \
+                 folders is downloaded once"
+                    .into(),
+            );
         }
         out
     }
