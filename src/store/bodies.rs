@@ -30,8 +30,7 @@ impl Account {
         }
         let disk = self.disk.as_ref()?;
         let (name, stamp) = self.disk_identity(key)?;
-        let data: Arc<[u8]> =
-            Arc::from(disk.get(disk_key(&name, key), stamp, self.opts.block_size)?);
+        let data = disk.get(disk_key(&name, key), stamp, self.opts.block_size)?;
         self.reading.blocks.insert(key.clone(), data.clone());
         Some(data)
     }

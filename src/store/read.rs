@@ -123,8 +123,15 @@ impl Account {
     /// where the body does.
     pub fn open_message(&self, msg: MessageRef) -> Result<Option<u64>> {
         let (msg, meta) = self.read_from(msg)?;
-        // Opening is where a walk shows first (a stream steers by it).
-        let at_hand = self.reading.read_through.lock().contains(&msg);
+        // Opening is where a walk shows first (a stream steers by it). A body at hand in
+        // memory or on disk (after a remount: nothing read through yet) needs no stream.
+        let at_hand = self.reading.read_through.lock().contains(&msg)
+            || self.has_block(&BlockKey {
+                mailbox: msg.mailbox,
+                validity: msg.validity,
+                uid: msg.uid,
+                block: 0,
+            });
         self.note_message_start(msg, !at_hand);
         if let Some(len) = meta.body_len {
             return Ok(Some(len));

@@ -8,7 +8,7 @@
 //! Where: `<cache dir>/<md5(user@host:port)>/bodies/<md5(raw folder name)>/<UIDVALIDITY>/
 //! <UID>.<block>` (the account directory also holds the saved indexes of
 //! [`crate::store::persist`]), shared by every mount of the account. A message up to one
-//! block (1 MiB) is one file, read with one `read`; bigger messages are sparse: only the
+//! block (1 MiB) is one file; bigger messages are sparse: only the
 //! blocks read are kept. Directories are 0700, files 0600; the account and bodies
 //! directories are checked to be ours and private when the cache opens, or it stays off.
 //!
@@ -19,6 +19,8 @@
 //! the key digest (a foreign file, a name collision), the length, the checksum (damage), and
 //! the size and date the index lists now (a server that reused a UIDVALIDITY for other
 //! messages). Anything else is removed and counts as a miss: the block is fetched again.
+//! The bytes are read straight into the `Arc<[u8]>` both levels then share (header into the
+//! stack, block into a fresh zeroed allocation: no copy after the read).
 //!
 //! Writes: a temporary file (O_EXCL, O_NOFOLLOW, 0600) renamed into place, so a reader sees
 //! an old entry or a whole new one; no fsync (a torn entry fails its checksum). Bound:
@@ -38,7 +40,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
@@ -140,15 +143,13 @@ impl DiskCache {
     }
 
     /// The bytes of an entry, if there is a sound one for `key` written under `stamp`.
-    pub fn get(&self, key: DiskKey<'_>, stamp: Stamp, max_len: u64) -> Option<Vec<u8>> {
+    pub fn get(&self, key: DiskKey<'_>, stamp: Stamp, max_len: u64) -> Option<Arc<[u8]>> {
         let path = self.path(key);
         let found = match read_entry(&path, max_len) {
-            Ok(Some((data, fd))) => match self.check(key, stamp, &data) {
+            Ok(Some(entry)) => match self.check(key, stamp, &entry.header, &entry.data) {
                 Ok(()) => {
-                    touch(&fd);
-                    let mut data = data;
-                    data.drain(..HEADER);
-                    Some(data)
+                    touch(&entry.file, entry.modified);
+                    Some(entry.data)
                 }
                 Err(why) => {
                     self.discard(&path, why);
@@ -270,27 +271,33 @@ impl DiskCache {
     }
 
     /// Every check an entry must pass before it is served.
-    fn check(&self, key: DiskKey<'_>, stamp: Stamp, entry: &[u8]) -> Result<(), &'static str> {
-        if entry.len() < HEADER || &entry[..8] != MAGIC {
+    fn check(
+        &self,
+        key: DiskKey<'_>,
+        stamp: Stamp,
+        header: &[u8; HEADER],
+        data: &[u8],
+    ) -> Result<(), &'static str> {
+        if &header[..8] != MAGIC {
             return Err("not an entry");
         }
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];
-            b.copy_from_slice(&entry[i..i + 8]);
+            b.copy_from_slice(&header[i..i + 8]);
             u64::from_le_bytes(b)
         };
         let mut sum = [0u8; 4];
-        sum.copy_from_slice(&entry[HEADER - 4..HEADER]);
+        sum.copy_from_slice(&header[HEADER - 4..]);
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&entry[..HEADER - 4]);
-        crc.update(&entry[HEADER..]);
+        crc.update(&header[..HEADER - 4]);
+        crc.update(data);
         if crc.finalize() != u32::from_le_bytes(sum) {
             return Err("checksum mismatch");
         }
-        if entry[8..24] != self.key_digest(key) {
+        if header[8..24] != self.key_digest(key) {
             return Err("another key's entry");
         }
-        if u64_at(40) != (entry.len() - HEADER) as u64 {
+        if u64_at(40) != data.len() as u64 {
             return Err("length mismatch");
         }
         let written = Stamp {
@@ -322,9 +329,19 @@ pub(crate) fn hex_md5(data: &[u8]) -> String {
         .collect()
 }
 
+/// An entry as read from its file, not yet checked.
+struct Entry {
+    header: [u8; HEADER],
+    /// The block's bytes, read straight into the buffer the caches share (no copy after).
+    data: Arc<[u8]>,
+    /// The file they were read from, and its mtime then (for [`touch`]).
+    file: fs::File,
+    modified: Option<SystemTime>,
+}
+
 /// Read an entry: `Ok(None)` if there is none, `Err` if the file must go. The checks of
 /// type, owner and mode are made on the fd the bytes are read from.
-fn read_entry(path: &Path, max_len: u64) -> Result<Option<(Vec<u8>, fs::File)>, &'static str> {
+fn read_entry(path: &Path, max_len: u64) -> Result<Option<Entry>, &'static str> {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return Ok(None);
     };
@@ -342,28 +359,44 @@ fn read_entry(path: &Path, max_len: u64) -> Result<Option<(Vec<u8>, fs::File)>, 
         };
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
-    let mut f = unsafe { fs::File::from_raw_fd(fd) };
-    let meta = f.metadata().map_err(|_| "cannot be read")?;
+    let mut file = unsafe { fs::File::from_raw_fd(fd) };
+    let meta = file.metadata().map_err(|_| "cannot be read")?;
     if !meta.is_file() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
         return Err("not a private file of ours");
     }
-    let most = HEADER as u64 + max_len;
-    if meta.len() > most {
+    let Some(len) = meta.len().checked_sub(HEADER as u64) else {
+        return Err("not an entry");
+    };
+    if len > max_len {
         return Err("too large");
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    Read::take(&mut f, most + 1)
-        .read_to_end(&mut data)
-        .map_err(|_| "cannot be read")?;
-    Ok(Some((data, f)))
+    let mut header = [0u8; HEADER];
+    file.read_exact(&mut header).map_err(|_| "cannot be read")?;
+    // Zeroed memory is a valid [u8], and a fresh allocation of a block's size comes zeroed
+    // from the system (mmap): no memset, and the bytes land where the caches keep them.
+    let mut data: Arc<[u8]> = {
+        let zeroed = Arc::<[u8]>::new_zeroed_slice(len as usize);
+        // SAFETY: every byte is initialised (to zero) by `new_zeroed_slice`.
+        unsafe { zeroed.assume_init() }
+    };
+    let buf = Arc::get_mut(&mut data).ok_or("cannot be read")?;
+    file.read_exact(buf).map_err(|_| "cannot be read")?;
+    // The file must end there (the header's length is checked against this one).
+    if file.read(&mut [0u8; 1]).map_err(|_| "cannot be read")? != 0 {
+        return Err("length mismatch");
+    }
+    Ok(Some(Entry {
+        header,
+        data,
+        file,
+        modified: meta.modified().ok(),
+    }))
 }
 
-/// Move a hit entry forward in the LRU order, at most once a [`TOUCH_EVERY`].
-fn touch(f: &fs::File) {
-    let recent = f
-        .metadata()
-        .ok()
-        .and_then(|m| m.modified().ok())
+/// Move a hit entry forward in the LRU order, at most once a [`TOUCH_EVERY`]: `modified` is
+/// its mtime when it was read.
+fn touch(f: &fs::File, modified: Option<SystemTime>) {
+    let recent = modified
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age < TOUCH_EVERY);
     if !recent {

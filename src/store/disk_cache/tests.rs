@@ -102,3 +102,39 @@ fn dropping_a_folder_drops_its_entries() {
     assert_eq!((t.writes, t.misses), (1, 1));
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_truncated_an_extended_or_an_oversized_entry_is_removed() {
+    let dir = temp_dir("lengths");
+    let c = open(&dir, 1 << 20);
+    let path = c.path(key(1));
+    let whole = |c: &DiskCache| {
+        c.put(key(1), STAMP, b"hello");
+        fs::read(&path).unwrap()
+    };
+    // Shorter than its header says, shorter than a header, longer than its header says.
+    let bytes = whole(&c);
+    for damaged in [
+        bytes[..bytes.len() - 1].to_vec(),
+        bytes[..HEADER - 1].to_vec(),
+        [&bytes[..], b"!"].concat(),
+    ] {
+        let _ = fs::remove_file(&path);
+        fs::write(&path, &damaged).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            c.get(key(1), STAMP, 1 << 20).is_none(),
+            "{} bytes",
+            damaged.len()
+        );
+        assert!(!path.exists());
+    }
+    // Sound, but longer than a block may be: not served, removed.
+    whole(&c);
+    assert!(c.get(key(1), STAMP, 4).is_none());
+    assert!(!path.exists());
+    whole(&c);
+    assert_eq!(c.get(key(1), STAMP, 5).as_deref(), Some(&b"hello"[..]));
+    assert_eq!(c.stats.discarded.load(Relaxed), 4);
+    let _ = fs::remove_dir_all(&dir);
+}
