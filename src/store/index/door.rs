@@ -458,3 +458,48 @@ fn diff(mailbox: MailboxId, old: &Index, new: &Index) -> Vec<Change> {
     }
     Change::of_diff(mailbox, validity, removed, added, changed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// The deadlock of the folder walk (a thread holding a read asked for another while a
+    /// writer waited): a read while another read is held must not queue behind the writer.
+    #[test]
+    fn a_read_never_queues_behind_a_writer_waiting_for_another_read() {
+        let validity = UidValidity::new(1).expect("validity");
+        let ix = Index::listed(validity, None, None, None, BTreeMap::new());
+        let shared = SharedIndex(Arc::new(RwLock::new(ix)));
+        let first = shared.read();
+        let writer = {
+            let s = shared.clone();
+            std::thread::spawn(move || drop(s.0.write()))
+        };
+        // The writer has claimed the lock against new plain reads (it waits for `first`).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.0.try_read().is_some() {
+            assert!(Instant::now() < deadline, "the writer never queued");
+            std::thread::yield_now();
+        }
+        let (tx, rx) = mpsc::channel();
+        let reader = {
+            let s = shared.clone();
+            std::thread::spawn(move || {
+                let _second = s.read();
+                let _ = tx.send(());
+            })
+        };
+        let second = rx.recv_timeout(Duration::from_secs(10));
+        drop(first);
+        writer.join().expect("writer");
+        reader.join().expect("reader");
+        assert!(
+            second.is_ok(),
+            "a second read waited for the writer: deadlock"
+        );
+    }
+}
