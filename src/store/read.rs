@@ -141,10 +141,32 @@ impl Account {
             if self.wait_for_stream(msg) {
                 return Ok(self.indexes.meta(msg).and_then(|m| m.body_len));
             }
-            return Ok(None);
+            return Ok(self.length_at_hand(msg, &meta));
         }
         self.read(msg, 0, self.opts.block_size)?;
         Ok(self.indexes.meta(msg).and_then(|m| m.body_len))
+    }
+
+    /// The length of a message bigger than a block, if the cache (memory, or the disk after
+    /// a remount) holds the block its listed size ends in and the body ends in that block
+    /// (a short block, not empty: the server's own bytes say where the body ends). Then the
+    /// kernel can be told the length at open and keep the pages; otherwise reads end where
+    /// the body does. Never asks the server.
+    fn length_at_hand(&self, msg: MessageRef, meta: &MessageMeta) -> Option<u64> {
+        let bs = self.opts.block_size;
+        let last = meta.listed_size.checked_sub(1)? / bs;
+        let block = self.cached_block(&BlockKey {
+            mailbox: msg.mailbox,
+            validity: msg.validity,
+            uid: msg.uid,
+            block: last,
+        })?;
+        if block.is_empty() || block.len() as u64 >= bs {
+            return None;
+        }
+        let len = last * bs + block.len() as u64;
+        self.learn_length(msg, meta.size(), len);
+        Some(len)
     }
 
     /// Read up to `len` bytes at `offset`. Shorter only at the end of the body.
