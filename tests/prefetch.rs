@@ -125,10 +125,15 @@ fn bytes_today_grows_with_reads_and_survives_a_remount() {
     for (uid, bytes) in &expected {
         assert!(read(m.join(format!("INBOX/{uid}.eml"))).unwrap() == *bytes);
     }
-    let after = stat(&m, "bytes_today");
-    assert!(
-        after >= before + body_bytes,
-        "bytes_today went from {before} to {after} over {body_bytes} bytes of bodies read"
+    // A folder stream's bytes are counted when its command ends, which may be after the
+    // reads it served returned: wait for them under a deadline.
+    let after = wait_for(
+        &format!("bytes_today to grow from {before} by the {body_bytes} bytes of bodies read"),
+        QUICK,
+        || {
+            let now = stat(&m, "bytes_today");
+            (now >= before + body_bytes).then_some(now)
+        },
     );
     let wire = proxy.bytes_down();
     assert!(
