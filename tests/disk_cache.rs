@@ -1,7 +1,8 @@
 //! The disk body cache (issue 16) through real mounts of a real Dovecot: a second mount reads
 //! what the first read with almost no body bytes on the wire (counted by a proxy), the size
 //! bound holds, a damaged entry is fetched again, a new or reused UIDVALIDITY serves no old
-//! bytes, and everything on disk is private.
+//! bytes, a big message read back from disk keeps its pages, and everything on disk is
+//! private.
 
 mod common;
 
@@ -160,6 +161,33 @@ fn a_second_mount_reads_2000_messages_with_under_2_percent_of_their_bytes_on_the
         warm * 50 < total,
         "the second mount read {warm} bytes from the server for {total} bytes of mail"
     );
+}
+
+/// A message bigger than a block, read back from the disk after a remount: its length is
+/// known at open (its last block is on disk, and short), so the kernel keeps its pages: a
+/// second read reaches no block at all. The bytes are the server's.
+#[test]
+fn a_big_message_read_back_from_disk_is_opened_with_its_length_and_keeps_its_pages() {
+    let dovecot = Dovecot::start(&seed("Big", 2, 40_000));
+    let bodies = dovecot.oracle_fetch_all("Big");
+    assert!(bodies.values().all(|b| b.len() > 2 << 20));
+    let cache = CacheDir::new();
+    let first = mount(&dovecot, &cache, None, &[]);
+    read_all(&first, "Big", &bodies);
+    assert!(first.unmount().success());
+
+    let second = mount(&dovecot, &cache, None, &[]);
+    read_all(&second, "Big", &bodies);
+    let blocks = stat(&second, "cache_hits") + stat(&second, "cache_misses");
+    let disk = stat(&second, "disk_cache_hits");
+    read_all(&second, "Big", &bodies);
+    let again = stat(&second, "cache_hits") + stat(&second, "cache_misses");
+    assert!(second.unmount().success());
+    assert!(
+        disk >= 6,
+        "{disk} disk cache hits for 2 messages of 3 blocks"
+    );
+    assert_eq!(again, blocks, "the second read reached the daemon's blocks");
 }
 
 #[test]
