@@ -176,6 +176,64 @@ impl From<Ino> for fuser::INodeNo {
     }
 }
 
+// Maildir layout (`crate::fs::maildir`): a folder's `cur/`, `new/` and `tmp/` are not in the
+// tree; their numbers are computed from the folder's, here with the rest of the numbering, so
+// that what only needs the numbers (invalidation) does not depend on the layout.
+
+/// One of a Maildir folder's three directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sub {
+    Cur,
+    New,
+    Tmp,
+}
+
+impl Sub {
+    pub const ALL: [Sub; 3] = [Sub::Cur, Sub::New, Sub::Tmp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sub::Cur => "cur",
+            Sub::New => "new",
+            Sub::Tmp => "tmp",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<Sub> {
+        Sub::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    fn index(self) -> u64 {
+        match self {
+            Sub::Cur => 0,
+            Sub::New => 1,
+            Sub::Tmp => 2,
+        }
+    }
+}
+
+/// The high half of the first sub directory's inode number.
+const SUB_HIGH: u64 = 0xffff_fff0;
+
+/// The inode of `folder/sub` (folder directories have numbers below 2^32).
+pub fn sub_ino(folder: Ino, sub: Sub) -> Option<Ino> {
+    let low = u32::try_from(folder.0).ok()?;
+    Some(Ino((SUB_HIGH + sub.index()) << 32 | u64::from(low)))
+}
+
+/// The folder directory and sub directory an inode number names, if it is one of them.
+pub fn sub_of(ino: Ino) -> Option<(Ino, Sub)> {
+    let high = ino.0 >> 32;
+    let folder = Ino(ino.0 & 0xffff_ffff);
+    let sub = match high.checked_sub(SUB_HIGH)? {
+        0 => Sub::Cur,
+        1 => Sub::New,
+        2 => Sub::Tmp,
+        _ => return None,
+    };
+    (folder.0 != 0).then_some((folder, sub))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::fs::inode::Ino;
-use crate::fs::maildir::{sub_ino, Sub};
+use crate::fs::inode::{sub_ino, Sub};
 use crate::fs::tree::{message_file_name, Tree};
 use crate::store::Change;
 

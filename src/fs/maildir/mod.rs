@@ -35,7 +35,7 @@ use crate::fs::inode::Ino;
 use crate::fs::ImapFs;
 use crate::store::{MailboxId, MessageRef};
 
-pub use dirs::{sub_ino, sub_of, Sub};
+pub use crate::fs::inode::{sub_ino, sub_of, Sub};
 pub use naming::{message_name, parse_name, ParsedName};
 
 /// What the layout remembers while mounted.

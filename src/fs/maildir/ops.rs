@@ -18,8 +18,8 @@ use fuser::FileAttr;
 
 use crate::error::{Error, Result};
 use crate::fs::inode::Ino;
+use crate::fs::inode::{sub_of, Sub};
 use crate::fs::invalidate::Invalidation;
-use crate::fs::maildir::dirs::{sub_of, Sub};
 use crate::fs::maildir::naming::{letter_edit, letter_of, parse_name};
 use crate::fs::write::Renamed;
 use crate::fs::ImapFs;

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::fs::maildir::dirs::Sub;
+use crate::fs::inode::Sub;
 use crate::fs::ImapFs;
 use crate::imap::types::{Flag, Uid, UidValidity};
 use crate::store::{MailboxId, MessageMeta, MessageRef};
