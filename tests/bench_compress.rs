@@ -14,11 +14,9 @@ mod common;
 #[path = "bench/tools.rs"]
 mod tools;
 
-use std::collections::BTreeMap;
-use std::process::Command as Process;
 use std::time::Duration;
 
-use common::{fill_folder, Dovecot, Mount, MountOptions, Seed};
+use common::{fill_folder, Dovecot, MountOptions, Seed};
 use tools::{env_or, mount_listed, raw, timed, DelayProxy};
 
 /// Dovecot offering COMPRESS=DEFLATE (as tests/compress.rs).
@@ -74,19 +72,6 @@ fn text_message(uid: u32) -> (Vec<u8>, i64) {
     (m, 1_700_000_000 + i64::from(uid))
 }
 
-fn stats(mount: &Mount) -> BTreeMap<String, String> {
-    let out = Process::new("getfattr")
-        .args(["--only-values", "-n", "user.imapfs.stats"])
-        .arg(mount.path())
-        .output()
-        .expect("getfattr");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// A cold `cat` of every message through a fresh mount (fresh cache: nothing on disk) with
 /// `args`: its time, and the server's bytes through the proxy.
 fn cold_cat(d: &Dovecot, proxy: &DelayProxy, args: &[&str]) -> (Duration, u64, String) {
@@ -101,12 +86,12 @@ fn cold_cat(d: &Dovecot, proxy: &DelayProxy, args: &[&str]) -> (Duration, u64, S
         &format!("cat '{}'/*.eml | wc -c > /dev/null", dir.display()),
     );
     let down = proxy.bytes_down() - before;
-    let s = stats(&mount);
+    let stat = |key: &str| mount.stat(key).unwrap_or_else(|| "?".into());
     let line = format!(
         "compress={} bytes_on_wire={} bytes_saved={}",
-        s.get("compress").map_or("?", |v| v),
-        s.get("bytes_on_wire").map_or("?", |v| v),
-        s.get("bytes_saved").map_or("?", |v| v),
+        stat("compress"),
+        stat("bytes_on_wire"),
+        stat("bytes_saved"),
     );
     drop(mount);
     let _ = std::fs::remove_dir_all(&cache);

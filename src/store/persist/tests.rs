@@ -1,6 +1,11 @@
 //! Unit tests of the saved index: format, checks on the file and its directory.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::imap::types::{Flag, ModSeq, Uid, UidValidity};
+use crate::store::index::{MessageMeta, ObjectId, ObjectIds};
+use std::os::unix::fs::MetadataExt;
 
 fn sample() -> Index {
     let mut messages = BTreeMap::new();
