@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{run, MountOptions};
+use common::{getfattr, run, MountOptions};
 use script::gmail::{GmailServer, Seed, ALL_MAIL};
 
 const QUICK: Duration = Duration::from_secs(20);
@@ -58,25 +58,6 @@ fn mount(server: &GmailServer, extra: &[&str]) -> common::Mount {
         .args(&args)
         .start()
         .unwrap_or_else(|e| panic!("mount failed: {e}"))
-}
-
-fn getfattr(path: &Path, name: &str) -> Result<String, String> {
-    let out = run(
-        &[
-            "getfattr",
-            "--absolute-names",
-            "--only-values",
-            "-n",
-            name,
-            &path.to_string_lossy(),
-        ],
-        QUICK,
-    );
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 fn setfattr(path: &Path, name: &str, value: &str) -> Result<(), String> {

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{run, wait_for, Dovecot, Mount, Seed};
+use common::{getfattr, run, wait_for, Dovecot, Mount, Seed};
 
 /// How long a change may take to show: the watcher's 2 s with a loaded machine's margin.
 const LIVE: Duration = Duration::from_secs(20);
@@ -33,24 +33,6 @@ fn seed(n: usize) -> Seed {
 }
 
 /// `getfattr` of one attribute: its value, or the error text.
-fn getfattr(path: &Path, name: &str) -> Result<String, String> {
-    let out = run(
-        &[
-            "getfattr",
-            "--only-values",
-            "-n",
-            name,
-            &path.to_string_lossy(),
-        ],
-        Duration::from_secs(30),
-    );
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 #[test]
 fn ls_l_probes_foreign_xattrs_once_per_listing_and_user_ones_still_answer() {
     let dovecot = Dovecot::start(&seed(40));

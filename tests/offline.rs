@@ -10,9 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{
-    run, set_xattr, unique_temp_dir, wait_for, within, Dovecot, Mount, MountOptions, Seed,
-};
+use common::{set_xattr, unique_temp_dir, wait_for, within, Dovecot, Mount, MountOptions, Seed};
 
 /// Deadline for one filesystem call expected to answer at once.
 const QUICK: Duration = Duration::from_secs(20);
@@ -111,12 +109,9 @@ fn stat(mount: &Mount, key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} in stats"))
 }
 
-fn xattr(path: &Path, name: &str) -> Option<String> {
-    let p = path.to_string_lossy().into_owned();
-    let out = run(&["getfattr", "--only-values", "-n", name, &p], QUICK);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// getfattr(1)'s value, `None` when it fails.
+fn getfattr_ok(path: &Path, name: &str) -> Option<String> {
+    common::getfattr(path, name).ok()
 }
 
 fn errno_of<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) -> i32 {
@@ -199,12 +194,15 @@ fn offline_start_serves_the_saved_copy_read_only() {
         assert_eq!(meta.len(), m.bytes.len() as u64, "size of {}", m.uid);
     }
     assert_eq!(
-        xattr(&inbox.join("2.eml"), "user.imap.flags").unwrap(),
+        getfattr_ok(&inbox.join("2.eml"), "user.imap.flags").unwrap(),
         "\\Seen"
     );
-    assert_eq!(xattr(&inbox.join("4.eml"), "user.imap.uid").unwrap(), "4");
-    assert_eq!(xattr(&inbox, "user.imap.messages").unwrap(), "5");
-    assert_eq!(xattr(&inbox, "user.imap.unseen").unwrap(), "4");
+    assert_eq!(
+        getfattr_ok(&inbox.join("4.eml"), "user.imap.uid").unwrap(),
+        "4"
+    );
+    assert_eq!(getfattr_ok(&inbox, "user.imap.messages").unwrap(), "5");
+    assert_eq!(getfattr_ok(&inbox, "user.imap.unseen").unwrap(), "4");
 
     // A body never cached: EIO, at once, and one line in the log naming it.
     let (r, took) = read(&inbox.join("3.eml"));
@@ -260,7 +258,7 @@ fn the_server_back_makes_the_mount_live_and_writable_without_a_remount() {
         let listed = names(&inbox).ok()?;
         let other = names(&mount.join("Other")).ok()?;
         let root = names(mount.path()).ok()?;
-        let flags = xattr(&inbox.join("3.eml"), "user.imap.flags")?;
+        let flags = getfattr_ok(&inbox.join("3.eml"), "user.imap.flags")?;
         (listed.len() == 6
             && other == ["1.eml", "3.eml"]
             && root.contains(&"Fresh".to_string())

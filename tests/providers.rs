@@ -304,12 +304,7 @@ fn other_clients_changes_show_in_the_folder_in_use(caps: &str) {
         .expect("INBOX has mail");
     assert!(listed(&format!("{first}.eml")));
     let flags_of = |uid: u32| {
-        let out = Process::new("getfattr")
-            .args(["--only-values", "-n", "user.imap.flags"])
-            .arg(inbox.join(format!("{uid}.eml")))
-            .output()
-            .expect("getfattr");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::getfattr(&inbox.join(format!("{uid}.eml")), "user.imap.flags").unwrap_or_default()
     };
     assert!(!flags_of(first).contains("\\Flagged"));
     let limit = Duration::from_secs(20);
@@ -504,10 +499,8 @@ fn yahoo_quoted_body_sections_read_byte_identical_and_objectids_show() {
         "the server quoted {} sections: the case under test did not happen",
         server.quoted()
     );
-    let out = Process::new("getfattr")
-        .args(["--only-values", "-n", "user.imap.emailid"])
-        .arg(mount.join("INBOX/2.eml"))
-        .output()
-        .expect("getfattr");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Y2");
+    assert_eq!(
+        common::getfattr(&mount.join("INBOX/2.eml"), "user.imap.emailid").as_deref(),
+        Ok("Y2")
+    );
 }

@@ -18,6 +18,27 @@ use super::wait::wait_child;
 
 /// Runs `cmd` (program and arguments) with stdin closed and a deadline; panics if it does not
 /// finish in time (the process is killed first). Exit status is for the caller to judge.
+/// One extended attribute's value read with getfattr(1) (the real tool, under a 30 s
+/// deadline): its text, or getfattr's error text (e.g. "No such attribute").
+pub fn getfattr(path: &std::path::Path, name: &str) -> Result<String, String> {
+    let out = run(
+        &[
+            "getfattr",
+            "--absolute-names",
+            "--only-values",
+            "-n",
+            name,
+            &path.to_string_lossy(),
+        ],
+        Duration::from_secs(30),
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 pub fn run<S: AsRef<OsStr>>(cmd: &[S], timeout: Duration) -> Output {
     try_run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
