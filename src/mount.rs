@@ -377,8 +377,6 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Detach a busy mount: umount2(MNT_DETACH) (root), else `fusermount3 -u -z`. Fails only if
-/// the mount is still there afterwards.
 /// A signal asked for the end, and the end must come: if the unmount has not finished in
 /// `grace` (a request stuck on a server that stopped answering mid-command, or a bug that
 /// stopped the serving threads), detach the mount and exit, so that neither the shell that
@@ -405,6 +403,8 @@ fn unmount_watchdog(mountpoint: &Path, grace: Duration) {
 /// The exit code of a mount whose unmount had to be forced ([`unmount_watchdog`]).
 const EXIT_UNMOUNT_STUCK: i32 = 70;
 
+/// Detach a busy mount: umount2(MNT_DETACH) (root), else `fusermount3 -u -z`. Fails only if
+/// the mount is still there afterwards.
 fn lazy_unmount(mountpoint: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     if let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {

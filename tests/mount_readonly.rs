@@ -631,24 +631,8 @@ fn list_names(dir: &Path) -> BTreeSet<String> {
 
 /// One xattr's raw value, read with getfattr(1).
 fn xattr(path: &Path, name: &str) -> Vec<u8> {
-    let out = run(
-        &[
-            "getfattr",
-            "--absolute-names",
-            "--only-values",
-            "-n",
-            name,
-            &path.to_string_lossy(),
-        ],
-        QUICK,
-    );
-    assert!(
-        out.status.success(),
-        "getfattr -n {name} {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    common::getfattr_bytes(path, name)
+        .unwrap_or_else(|e| panic!("getfattr -n {name} {}: {e}", path.display()))
 }
 
 fn xattr_text(path: &Path, name: &str) -> String {

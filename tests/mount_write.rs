@@ -75,16 +75,9 @@ fn fails_with(cmd: &[&str], errno_text: &str) {
 }
 
 fn xattr(path: &Path, name: &str) -> String {
-    let p = path.to_string_lossy();
-    let out = run_ok(&[
-        "getfattr",
-        "--absolute-names",
-        "--only-values",
-        "-n",
-        name,
-        &p,
-    ]);
-    String::from_utf8(out.stdout).expect("UTF-8")
+    let value = common::getfattr_bytes(path, name)
+        .unwrap_or_else(|e| panic!("getfattr -n {name} {}: {e}", path.display()));
+    String::from_utf8(value).expect("UTF-8")
 }
 
 fn sorted_words(s: &str) -> Vec<String> {

@@ -434,7 +434,7 @@ impl ImapFs {
     fn message_links(&self, meta: &MessageMeta) -> u32 {
         match shared::sharing_id(meta) {
             Some(id) if !self.is_maildir() => {
-                let n = self.account.copies(id).len();
+                let n = self.account.copy_count(id);
                 u32::try_from(n).unwrap_or(u32::MAX).max(1)
             }
             _ => 1,

@@ -86,6 +86,11 @@ pub(crate) fn link_changes(
     let Some((mailbox, validity, uids)) = change.messages() else {
         return Vec::new();
     };
+    // No shared inodes (a server without Gmail's ids): nothing to look up, and no
+    // generation made for a folder only to find nothing under it.
+    if shared.lock().links.is_empty() {
+        return Vec::new();
+    }
     // One lock at a time (the tree's, then the table's): nothing else nests them.
     let generation = tree.lock().generation(mailbox, validity);
     let shared = shared.lock();

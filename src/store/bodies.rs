@@ -76,29 +76,14 @@ impl Account {
     }
 
     /// Whether a block is on disk (the entry is not read): what prefetch needs not fetch.
+    /// Only the folder's name is needed to find the entry (its stamp is checked when it is
+    /// read), so the index is not looked at, and nothing is done with the disk cache off.
     pub(crate) fn on_disk(&self, key: &BlockKey) -> bool {
-        match (&self.disk, self.disk_identity(key)) {
-            (Some(disk), Some((name, _))) => disk.contains(disk_key(&name, key)),
-            _ => false,
-        }
-    }
-
-    /// [`Account::has_block`] for a caller that holds the folder's index: `folder` is the
-    /// folder's name ([`Account::mailbox_name`], asked before the index was taken), so the
-    /// index is not read again for each message of a walk (see `SharedIndex::read` for why
-    /// a second read by the same thread must never queue behind a writer).
-    pub(crate) fn has_block_in(
-        &self,
-        key: &BlockKey,
-        folder: Option<&crate::imap::types::MailboxName>,
-    ) -> bool {
-        if self.reading.blocks.contains(key) {
-            return true;
-        }
-        match (&self.disk, folder) {
-            (Some(disk), Some(name)) => disk.contains(disk_key(name, key)),
-            _ => false,
-        }
+        let Some(disk) = &self.disk else {
+            return false;
+        };
+        self.mailbox_name(key.mailbox)
+            .is_some_and(|name| disk.contains(disk_key(&name, key)))
     }
 
     /// Keep a block that came from the server, in memory and on disk.

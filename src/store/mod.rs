@@ -271,4 +271,9 @@ impl Account {
     pub fn copies(&self, id: &ObjectId) -> Vec<MessageRef> {
         self.indexes.copies(id)
     }
+
+    /// How many of those copies there are ([`Indexes::copy_count`]: nothing collected).
+    pub fn copy_count(&self, id: &ObjectId) -> usize {
+        self.indexes.copy_count(id)
+    }
 }

@@ -44,10 +44,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
 use crate::imap::types::MailboxName;
+use crate::store::disk_cache::{account_dir, hex_md5};
 use crate::store::ids::MailboxId;
 use crate::store::index::{Index, SharedIndex};
 use crate::store::Account;
@@ -256,15 +256,18 @@ impl Account {
     }
 
     /// Replace the file [`Account::load_beside`] reads (written as an index is: whole or not
-    /// at all, 0600 in a 0700 directory). Nothing without a cache directory.
+    /// at all, 0600 in a 0700 directory), by the saving thread in the order asked (no fsync
+    /// on the FUSE thread that asked; unmount waits for it). Nothing without a cache
+    /// directory.
     pub(crate) fn save_beside(&self, id: MailboxId, kind: &str, bytes: &[u8]) {
         let (Some(p), Some(name)) = (self.opts.persist.as_ref(), self.mailbox_name(id)) else {
             return;
         };
-        let path = beside(p, &name, kind);
-        if let Err(e) = write_private(&path, bytes) {
-            log::warn!("saving {}: {e}", path.display());
-        }
+        self.saved.queue(SaveJob::File {
+            what: "a file beside a folder's index",
+            path: beside(p, &name, kind),
+            bytes: bytes.to_vec(),
+        });
     }
 }
 
@@ -275,16 +278,7 @@ fn beside(p: &PersistOptions, name: &MailboxName, kind: &str) -> PathBuf {
 
 /// The file of a folder's index.
 fn file_for(p: &PersistOptions, name: &MailboxName) -> PathBuf {
-    p.dir
-        .join(hex_md5(p.account.as_bytes()))
-        .join(format!("{}.idx", hex_md5(name.raw())))
-}
-
-fn hex_md5(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    account_dir(&p.dir, &p.account).join(format!("{}.idx", hex_md5(name.raw())))
 }
 
 /// Read a saved index: `Ok(None)` if there is none or it belongs to another key, `Err` with
@@ -303,7 +297,7 @@ mod private;
 use format::{decode, encode, open_sealed, put_bytes, put_opt, put_u32, seal};
 pub use list::saved_mailbox_list;
 use private::read_private;
-pub(crate) use private::write_private;
+pub(crate) use private::{euid, write_private};
 
 #[cfg(test)]
 mod tests;

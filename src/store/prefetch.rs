@@ -263,8 +263,10 @@ impl Account {
                     continue;
                 }
             };
-            let (validity, wants) = self.missing(id, &ix.read(), &mut planned);
+            // One read of the index for the plan and the counts, so that `wants` is a subset
+            // of the messages counted (an expunge in between made `n - wants` underflow).
             let ix = ix.read();
+            let (validity, wants) = self.missing(id, &ix, &mut planned);
             let n = ix.messages().len() as u64;
             let all: u64 = ix.messages().values().map(|m| m.size()).sum();
             held += all.saturating_sub(wants.iter().map(|w| w.cost).sum());

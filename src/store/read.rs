@@ -372,11 +372,6 @@ impl Account {
         let Some(index) = self.indexes.get(msg.mailbox) else {
             return Vec::new();
         };
-        // Asked before the index is taken: nothing below may take the index's lock again.
-        let folder = self
-            .disk
-            .as_ref()
-            .and_then(|_| self.mailbox_name(msg.mailbox));
         let index = index.read();
         if index.validity() != msg.validity {
             return Vec::new();
@@ -398,7 +393,7 @@ impl Account {
             };
             let elsewhere =
                 || meta.ids.is_some() && self.body_elsewhere(MessageRef { uid: next, ..msg });
-            if !self.has_block_in(&key, folder.as_ref()) && !elsewhere() {
+            if !self.has_block(&key) && !elsewhere() {
                 bytes += cost;
                 out.push((next, 0));
             }

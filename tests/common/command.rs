@@ -18,9 +18,9 @@ use super::wait::wait_child;
 
 /// Runs `cmd` (program and arguments) with stdin closed and a deadline; panics if it does not
 /// finish in time (the process is killed first). Exit status is for the caller to judge.
-/// One extended attribute's value read with getfattr(1) (the real tool, under a 30 s
-/// deadline): its text, or getfattr's error text (e.g. "No such attribute").
-pub fn getfattr(path: &std::path::Path, name: &str) -> Result<String, String> {
+/// One extended attribute's raw value read with getfattr(1) (the real tool, under a 30 s
+/// deadline), or getfattr's error text (e.g. "No such attribute").
+pub fn getfattr_bytes(path: &std::path::Path, name: &str) -> Result<Vec<u8>, String> {
     let out = run(
         &[
             "getfattr",
@@ -33,10 +33,15 @@ pub fn getfattr(path: &std::path::Path, name: &str) -> Result<String, String> {
         Duration::from_secs(30),
     );
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out.stdout)
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// [`getfattr_bytes`] as text.
+pub fn getfattr(path: &std::path::Path, name: &str) -> Result<String, String> {
+    getfattr_bytes(path, name).map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
 pub fn run<S: AsRef<OsStr>>(cmd: &[S], timeout: Duration) -> Output {

@@ -70,9 +70,9 @@ mod wait;
 #[allow(unused_imports)]
 pub use self::{
     command::{
-        finish, getfattr, imapfs_command, parse_sha256sum, processes_mentioning, run, run_command,
-        run_ok, sha256_hex, sha256_hex_many, single_line, tail, try_run, unique_temp_dir,
-        vm_hwm_kb, Finished,
+        finish, getfattr, getfattr_bytes, imapfs_command, parse_sha256sum, processes_mentioning,
+        run, run_command, run_ok, sha256_hex, sha256_hex_many, single_line, tail, try_run,
+        unique_temp_dir, vm_hwm_kb, Finished,
     },
     dovecot::{self_signed_certificate, Dovecot},
     faults::Paused,

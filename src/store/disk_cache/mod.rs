@@ -46,6 +46,8 @@ use std::time::{Duration, SystemTime};
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
+use crate::store::persist::euid;
+
 pub use stats::{DiskStats, Totals};
 
 const MAGIC: &[u8; 8] = b"IMAPFSB1";
@@ -427,11 +429,6 @@ fn check_private_dir(dir: &Path) -> std::io::Result<()> {
         ));
     }
     Ok(())
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

@@ -134,12 +134,7 @@ impl Indexes {
     /// locks are taken as recursive reads (never behind a waiting writer), and the table's
     /// own lock is never held while an index lock is awaited.
     pub fn copies(&self, id: &ObjectId) -> Vec<MessageRef> {
-        let mut held: Vec<(MailboxId, SharedIndex)> = self
-            .map
-            .lock()
-            .iter()
-            .map(|(m, ix)| (*m, ix.clone()))
-            .collect();
+        let mut held = self.held();
         held.sort_unstable_by_key(|(m, _)| *m);
         held.into_iter()
             .filter_map(|(mailbox, ix)| {
@@ -150,6 +145,26 @@ impl Indexes {
                     uid: ix.uid_of(id)?,
                 })
             })
+            .collect()
+    }
+
+    /// How many folders we hold an index of hold the message `id` names: the length of
+    /// [`Indexes::copies`] without ordering or collecting them (a Gmail message's link count,
+    /// asked for every entry of a listing and every getattr).
+    pub fn copy_count(&self, id: &ObjectId) -> usize {
+        self.held()
+            .into_iter()
+            .filter(|(_, ix)| ix.0.read_recursive().uid_of(id).is_some())
+            .count()
+    }
+
+    /// Every index we hold, with its mailbox (the table's lock is released on return, before
+    /// any index lock is taken).
+    fn held(&self) -> Vec<(MailboxId, SharedIndex)> {
+        self.map
+            .lock()
+            .iter()
+            .map(|(m, ix)| (*m, ix.clone()))
             .collect()
     }
 

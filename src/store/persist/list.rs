@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    hex_md5, open_sealed, put_bytes, put_opt, put_u32, read_private, seal, PersistOptions, SaveJob,
+    account_dir, open_sealed, put_bytes, put_opt, put_u32, read_private, seal, PersistOptions,
+    SaveJob,
 };
 use crate::imap::types::MailboxName;
 use crate::store::{Account, MailboxInfo};
@@ -73,7 +74,7 @@ pub fn saved_mailbox_list(p: &PersistOptions) -> Option<Vec<MailboxInfo>> {
 }
 
 fn file(p: &PersistOptions) -> PathBuf {
-    p.dir.join(hex_md5(p.account.as_bytes())).join(FILE)
+    account_dir(&p.dir, &p.account).join(FILE)
 }
 
 fn encode(account: &str, list: &[MailboxInfo]) -> Vec<u8> {

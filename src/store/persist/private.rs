@@ -100,7 +100,7 @@ fn open_private_dir(dir: &Path) -> std::io::Result<fs::File> {
     Ok(d)
 }
 
-fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and touches no memory.
     unsafe { libc::geteuid() }
 }
