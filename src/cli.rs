@@ -161,7 +161,8 @@ impl CacheArgs {
         let (settings, account) = match &self.account {
             Some(a) => {
                 let r = resolve(Some(a), &[], &[])?;
-                let key = format!("{}@{}:{}", r.url.user, r.url.host, r.url.port);
+                let key =
+                    crate::store::PersistOptions::account_key(&r.url.user, &r.url.host, r.url.port);
                 (r.settings, Some(key))
             }
             None => (Settings::default(), None),

@@ -229,7 +229,7 @@ fn persist_options(server: &ServerConfig, opts: &MountOptions) -> Option<Persist
     let dir = opts.cache_dir.clone().or_else(PersistOptions::default_dir);
     dir.map(|dir| PersistOptions {
         dir,
-        account: format!("{}@{}:{}", server.user, server.host, server.port),
+        account: PersistOptions::account_key(&server.user, &server.host, server.port),
     })
 }
 

@@ -75,6 +75,12 @@ impl PersistOptions {
         };
         base.is_absolute().then(|| base.join("imapfs"))
     }
+
+    /// The key an account's saved state is kept under, `user@host:port`: the mount and
+    /// `imapfs cache --account` must build the same one.
+    pub fn account_key(user: &str, host: &str, port: u16) -> String {
+        format!("{user}@{host}:{port}")
+    }
 }
 
 /// What is saved when.
