@@ -227,7 +227,7 @@ impl Account {
                         optional.push((msg.uid, b));
                     }
                 }
-                if first == 0 && !streaming && !self.is_streaming(msg.mailbox) {
+                if first == 0 && !streaming {
                     optional.extend(self.walk_prefetch(msg));
                 }
                 let fetched = self.fetch_blocks(msg, &required, &optional)?;
