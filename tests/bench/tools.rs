@@ -68,13 +68,29 @@ pub fn profiled(label: &str, pid: u32, line: &str) -> Duration {
     took
 }
 
+/// The CPU time (user + system) a process has used so far, in ms (clock ticks of 10 ms).
+pub fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / hz
+}
+
 /// The peak resident memory of a process, in kB.
 pub use crate::common::vm_hwm_kb;
 
 /// The raw client: one pipelined `UID FETCH 1:*` of `what` over implicit TLS (Python `ssl`,
-/// literals skipped by length). Credentials through the environment, never argv.
+/// literals skipped by length), or with `search:CRITERIA` a `UID SEARCH CRITERIA` and with
+/// `esearch:CRITERIA` a `UID SEARCH RETURN (ALL) CRITERIA` (ESEARCH, RFC 4731) instead, timed
+/// from the EXAMINE sent after the login to the search's completion (the answer is read, not
+/// parsed). Credentials through the environment, never argv.
 const RAW_CLIENT: &str = r#"
-import os, re, socket, ssl, sys
+import os, re, socket, ssl, sys, time
 port, folder, what = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='localhost')
@@ -100,9 +116,25 @@ def skip(n):
         buf = d
     pos += n
 line()
-item = 'BODY.PEEK[]' if what == 'body' else 'FLAGS RFC822.SIZE INTERNALDATE'
-s.sendall(('a LOGIN %s %s\r\nb EXAMINE "%s"\r\nc UID FETCH 1:* (%s)\r\nd LOGOUT\r\n'
-           % (os.environ['RAW_USER'], os.environ['RAW_PASS'], folder, item)).encode())
+search = what.startswith('search:') or what.startswith('esearch:')
+if search:
+    mode, criteria = what.split(':', 1)
+    ret = 'RETURN (ALL) ' if mode == 'esearch' else ''
+    command = 'UID SEARCH %s%s' % (ret, criteria)
+else:
+    item = 'BODY.PEEK[]' if what == 'body' else 'FLAGS RFC822.SIZE INTERNALDATE'
+    command = 'UID FETCH 1:* (%s)' % item
+login = 'a LOGIN %s %s\r\n' % (os.environ['RAW_USER'], os.environ['RAW_PASS'])
+rest = 'b EXAMINE "%s"\r\nc %s\r\nd LOGOUT\r\n' % (folder, command)
+if search:
+    # A search is timed from its EXAMINE on (one round trip), after the login.
+    s.sendall(login.encode())
+    while not line().startswith(b'a '):
+        pass
+    start = time.monotonic()
+    s.sendall(rest.encode())
+else:
+    s.sendall((login + rest).encode())
 lit, n = re.compile(rb'\{(\d+)\}$'), 0
 while True:
     l = line()
@@ -112,7 +144,7 @@ while True:
     if l.startswith(b'c '):
         if not l.startswith(b'c OK'): sys.exit(l.decode())
         break
-print(n)
+print('%.6f' % (time.monotonic() - start) if search else n)
 "#;
 
 pub fn raw(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
@@ -134,6 +166,14 @@ fn raw_once(d: &Dovecot, port: u16, folder: &str, what: &str) -> Duration {
         "raw client ({folder} {what}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if what.contains("search:") {
+        // The client timed the search itself (EXAMINE + UID SEARCH, after its login).
+        let secs: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("time");
+        return Duration::from_secs_f64(secs);
+    }
     took
 }
 
