@@ -69,6 +69,16 @@ impl std::fmt::Display for ObjectId {
     }
 }
 
+/// `flags` without `\Recent`, which is never kept in an index. It is per-session state
+/// (Dovecot shows it to one session only, and a read-write SELECT by any client takes it
+/// away), not a property of the mail, and IMAP4rev2 (RFC 9051) dropped it: kept, it made an
+/// unchanged folder look changed from one mount to the next (attributes invalidated, the
+/// saved index written again). Nothing shows it (`user.imap.flags` never did).
+pub(crate) fn without_recent(mut flags: Vec<Flag>) -> Vec<Flag> {
+    flags.retain(|f| *f != Flag::Recent);
+    flags
+}
+
 impl MessageMeta {
     /// The size to show: the verified length when known, else the listed one.
     pub fn size(&self) -> u64 {
@@ -204,7 +214,8 @@ impl Index {
     /// whether the index changed.
     fn apply(&mut self, change: IndexChange, effects: &mut Effects) -> bool {
         match change {
-            IndexChange::Added(uid, meta) => {
+            IndexChange::Added(uid, mut meta) => {
+                meta.flags = without_recent(meta.flags);
                 effects.touch(self, uid);
                 if self.uidnext.is_none_or(|n| n <= uid) {
                     self.uidnext = Uid::new(uid.get().saturating_add(1));
@@ -228,6 +239,7 @@ impl Index {
                 removed.is_some()
             }
             IndexChange::Flags { uid, flags, modseq } => {
+                let flags = without_recent(flags);
                 let differs =
                     |m: &MessageMeta| m.flags != flags || (modseq.is_some() && m.modseq != modseq);
                 if !self.messages.get(&uid).is_some_and(differs) {

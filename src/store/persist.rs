@@ -39,8 +39,7 @@
 //! folder they cost more than the listing itself); the unmount waits until all are on disk.
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -183,22 +182,12 @@ impl Account {
     /// The index saved by an earlier mount, if there is a sound one (always marked stale).
     pub(crate) fn load_saved_index(&self, _id: MailboxId, name: &MailboxName) -> Option<Index> {
         let p = self.opts.persist.as_ref()?;
-        let path = file_for(p, name);
-        match load(&path, &p.account, name) {
-            Ok(Some(ix)) => {
-                log::debug!(
-                    "{name}: starting from the saved index ({} messages)",
-                    ix.messages().len()
-                );
-                Some(ix)
-            }
-            Ok(None) => None,
-            Err(why) => {
-                log::info!("{}: discarded ({why})", path.display());
-                let _ = fs::remove_file(&path);
-                None
-            }
-        }
+        let ix = load_private(&file_for(p, name), |data| decode(&data, &p.account, name))?;
+        log::debug!(
+            "{name}: starting from the saved index ({} messages)",
+            ix.messages().len()
+        );
+        Some(ix)
     }
 
     /// A refresh changed an index: save it now if it was never saved in this mount or not
@@ -254,11 +243,7 @@ impl Account {
     /// none. One that is not a private file of ours is discarded.
     pub(crate) fn load_beside(&self, id: MailboxId, kind: &str) -> Option<Vec<u8>> {
         let path = beside(self.opts.persist.as_ref()?, &self.mailbox_name(id)?, kind);
-        read_private(&path).unwrap_or_else(|why| {
-            log::info!("{}: discarded ({why})", path.display());
-            let _ = fs::remove_file(&path);
-            None
-        })
+        load_private(&path, |data| Ok(Some(data)))
     }
 
     /// Replace the file [`Account::load_beside`] reads (written as an index is: whole or not
@@ -287,21 +272,13 @@ fn file_for(p: &PersistOptions, name: &MailboxName) -> PathBuf {
     account_dir(&p.dir, &p.account).join(format!("{}.idx", hex_md5(name.raw())))
 }
 
-/// Read a saved index: `Ok(None)` if there is none or it belongs to another key, `Err` with
-/// the reason if it must be discarded.
-fn load(path: &Path, account: &str, name: &MailboxName) -> Result<Option<Index>, String> {
-    match read_private(path)? {
-        Some(data) => decode(&data, account, name),
-        None => Ok(None),
-    }
-}
-
 mod format;
 mod list;
 mod private;
 
 use format::{decode, encode, open_sealed, put_bytes, put_opt, put_u32, seal};
 pub use list::saved_mailbox_list;
+use private::load_private;
 pub(crate) use private::{euid, read_private, with_dir_locked, write_private};
 
 #[cfg(test)]

@@ -46,7 +46,9 @@ use crate::imap::types::{
 };
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
-use crate::store::index::{Delta, Index, Listing, MessageMeta, ObjectId, ObjectIds, SharedIndex};
+use crate::store::index::{
+    without_recent, Delta, Index, Listing, MessageMeta, ObjectId, ObjectIds, SharedIndex,
+};
 use crate::store::Account;
 
 mod verify;
@@ -394,12 +396,7 @@ pub(crate) fn sync_mailbox(
                 attrs: vec![FetchAttr::Uid, FetchAttr::Flags],
                 changed_since: None,
             };
-            let sync = if condstore {
-                SelectSync::CondStore
-            } else {
-                SelectSync::Plain
-            };
-            (sync, vec![new_ones, flags])
+            (s.select_sync(), vec![new_ones, flags])
         }
     };
     let mut extra = extra;
@@ -536,7 +533,7 @@ fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
             FetchItem::Uid(u) => uid = Some(u),
             FetchItem::Rfc822Size(n) => size = Some(n),
             FetchItem::InternalDate(d) => date = Some(d),
-            FetchItem::Flags(f) => flags = Some(f),
+            FetchItem::Flags(f) => flags = Some(without_recent(f)),
             FetchItem::ModSeq(m) => modseq = Some(m),
             _ => {}
         }

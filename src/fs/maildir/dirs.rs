@@ -24,7 +24,7 @@ use crate::fs::inode::Ino;
 use crate::fs::inode::{sub_ino, sub_of, Sub};
 use crate::fs::maildir::naming::message_name;
 use crate::fs::{DirEntry, ImapFs};
-use crate::store::{MailboxId, MessageRef};
+use crate::store::MailboxId;
 
 pub(super) struct Clock {
     seen: (u64, u64),
@@ -122,15 +122,7 @@ impl ImapFs {
         if ix.validity() != validity {
             return Ok(out); // reset meanwhile: the next listing shows the new generation
         }
-        for (&uid, meta) in ix.messages() {
-            let msg = MessageRef {
-                mailbox: mb,
-                validity,
-                uid,
-            };
-            if self.in_new(msg, meta) != (sub == Sub::New) {
-                continue;
-            }
+        for (uid, meta) in self.shown_in(mb, validity, sub, ix.messages()) {
             let ino = Ino::message(generation, uid);
             out.push(DirEntry {
                 ino,

@@ -45,19 +45,58 @@ fn by_rule(meta: &MessageMeta) -> Sub {
     }
 }
 
+impl Placement {
+    /// Where `msg` is shown: where a client put it, else by the rule.
+    fn sub(&self, msg: &MessageRef, meta: &MessageMeta) -> Sub {
+        self.chosen
+            .get(msg)
+            .copied()
+            .unwrap_or_else(|| by_rule(meta))
+    }
+}
+
 impl ImapFs {
     /// Whether a message is shown in `new/` (else in `cur/`).
     pub(super) fn in_new(&self, msg: MessageRef, meta: &MessageMeta) -> bool {
-        self.load_placement(msg.mailbox);
-        let chosen = self
-            .maildir
-            .inner
-            .lock()
-            .placement
-            .chosen
-            .get(&msg)
-            .copied();
-        chosen.unwrap_or_else(|| by_rule(meta)) == Sub::New
+        self.with_placement(msg.mailbox, |p| p.sub(&msg, meta) == Sub::New)
+    }
+
+    /// Which of a folder's `messages` (of generation `validity`) a listing of `sub` shows:
+    /// one look at the placement for the whole listing.
+    pub(super) fn shown_in<'m>(
+        &self,
+        mb: MailboxId,
+        validity: UidValidity,
+        sub: Sub,
+        messages: impl IntoIterator<Item = (&'m Uid, &'m MessageMeta)>,
+    ) -> Vec<(Uid, &'m MessageMeta)> {
+        self.with_placement(mb, |p| {
+            messages
+                .into_iter()
+                .filter(|&(&uid, meta)| {
+                    let msg = MessageRef {
+                        mailbox: mb,
+                        validity,
+                        uid,
+                    };
+                    p.sub(&msg, meta) == sub
+                })
+                .map(|(&uid, meta)| (uid, meta))
+                .collect()
+        })
+    }
+
+    /// `f` on the placement with folder `mb`'s saved choices read, under one lock (two when
+    /// the saved file is read first).
+    fn with_placement<R>(&self, mb: MailboxId, f: impl FnOnce(&Placement) -> R) -> R {
+        {
+            let inner = self.maildir.inner.lock();
+            if inner.placement.loaded.contains(&mb) {
+                return f(&inner.placement);
+            }
+        }
+        self.load_placement(mb);
+        f(&self.maildir.inner.lock().placement)
     }
 
     /// A client put `msg` in `sub` (`cur/` or `new/`); `was` is the message it was before, if

@@ -61,10 +61,11 @@ impl Index {
             self.apply(IndexChange::Removed(*u), effects);
         }
         let mut unknown = BTreeSet::new();
-        for (uid, meta) in delta.listed {
+        for (uid, mut meta) in delta.listed {
             if removed.binary_search(&uid).is_ok() {
                 continue;
             }
+            meta.flags = super::without_recent(meta.flags);
             if self
                 .messages
                 .get(&uid)

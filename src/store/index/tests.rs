@@ -505,3 +505,30 @@ fn a_delta_that_changes_nothing_says_so() {
         assert!(changed, "edit {i}");
     }
 }
+
+#[test]
+fn recent_is_never_kept_so_it_is_no_change() {
+    // Issue 17: \Recent is one session's view (another client's SELECT takes it away); an
+    // index that kept it looked changed from one mount to the next.
+    let (ix, rx) = door(index(7, &[1, 2]));
+    let listing = ix.begin_listing(id());
+    let recent = Delta {
+        uidnext: Some(uid(3)),
+        highest_modseq: Some(ModSeq(10)),
+        flags: vec![(uid(1), vec![Flag::Recent], None)],
+        listed: BTreeMap::from([(uid(2), flagged(vec![Flag::Recent]))]),
+        ..Delta::default()
+    };
+    let (_, _, changed) = ix.apply_delta(id(), v(7), recent, &listing, None).unwrap();
+    assert!(!changed, "\\Recent alone is no change");
+    assert!(heard(&rx).is_empty());
+    let added = IndexChange::Added(uid(3), flagged(vec![Flag::Recent, Flag::Seen]));
+    assert!(ix.apply(id(), v(7), [added]));
+    let shared = ix.get(id()).unwrap();
+    let held = shared.read();
+    assert!(held
+        .messages()
+        .values()
+        .all(|m| !m.flags.contains(&Flag::Recent)));
+    assert_eq!(held.messages()[&uid(3)].flags, [Flag::Seen]);
+}

@@ -157,7 +157,11 @@ pub(super) fn decode(
         let mut set = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             let f = std::str::from_utf8(r.bytes()?).map_err(|_| "flag not UTF-8")?;
-            set.push(Flag::parse(f).ok_or("bad flag")?);
+            // An index saved before \Recent was left out of indexes may hold it.
+            match Flag::parse(f).ok_or("bad flag")? {
+                Flag::Recent => {}
+                flag => set.push(flag),
+            }
         }
         sets.push(set);
     }

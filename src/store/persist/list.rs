@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    account_dir, open_sealed, put_bytes, put_opt, put_u32, read_private, seal, PersistOptions,
+    account_dir, load_private, open_sealed, put_bytes, put_opt, put_u32, seal, PersistOptions,
     SaveJob,
 };
 use crate::imap::types::MailboxName;
@@ -58,19 +58,7 @@ impl Account {
 /// The folder list an earlier mount saved for the account, if a sound one exists (a damaged
 /// or foreign file is removed and reported as none).
 pub fn saved_mailbox_list(p: &PersistOptions) -> Option<Vec<MailboxInfo>> {
-    let path = file(p);
-    let loaded = read_private(&path).and_then(|data| match data {
-        Some(data) => decode(&data, &p.account),
-        None => Ok(None),
-    });
-    match loaded {
-        Ok(list) => list,
-        Err(why) => {
-            log::info!("{}: discarded ({why})", path.display());
-            let _ = std::fs::remove_file(&path);
-            None
-        }
-    }
+    load_private(&file(p), |data| decode(&data, &p.account))
 }
 
 fn file(p: &PersistOptions) -> PathBuf {

@@ -125,6 +125,22 @@ pub(crate) fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// A private file of ours, decoded: `None` if there is none or `decode` finds it is for
+/// another key (`Ok(None)`). One that is not ours, too large, or that `decode` refuses
+/// (`Err`) is discarded: logged, removed, and reported as none.
+pub(super) fn load_private<T>(
+    path: &Path,
+    decode: impl FnOnce(Vec<u8>) -> Result<Option<T>, String>,
+) -> Option<T> {
+    read_private(path)
+        .and_then(|data| data.map_or(Ok(None), decode))
+        .unwrap_or_else(|why| {
+            log::info!("{}: discarded ({why})", path.display());
+            let _ = fs::remove_file(path);
+            None
+        })
+}
+
 /// The bytes of a private file of ours: `Ok(None)` if there is none, `Err` with the reason
 /// if it is not ours or too large. The file is opened once, without following a symlink (in
 /// a private directory opened the same way); its type, owner, mode and size are checked on

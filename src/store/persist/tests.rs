@@ -1,6 +1,7 @@
 //! Unit tests of the saved index: format, checks on the file and its directory.
 
 use std::collections::BTreeMap;
+use std::fs;
 
 use super::*;
 use crate::imap::types::{Flag, ModSeq, Uid, UidValidity};
@@ -135,7 +136,9 @@ fn files_are_private_and_replaced_whole() {
         fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
         0o700
     );
-    let back = load(&path, &p.account, &name).unwrap().unwrap();
+    let back = decode(&read_private(&path).unwrap().unwrap(), &p.account, &name)
+        .unwrap()
+        .unwrap();
     assert!(
         back.messages().values().all(|m| m.body_len.is_none()),
         "item 15: a saved length is never trusted over the server's bytes"
@@ -164,7 +167,7 @@ fn item_14_a_symlink_or_a_loose_file_or_directory_is_never_read() {
     let path = file_for(&p, &name);
     let bytes = encode(&p.account, &name, &sample());
     write_private(&path, &bytes).unwrap();
-    assert!(load(&path, &p.account, &name).unwrap().is_some());
+    assert!(read_private(&path).unwrap().is_some());
 
     // A symlink in place of the file, to a sound index elsewhere: refused.
     let elsewhere = dir.join("elsewhere.idx");
@@ -172,7 +175,7 @@ fn item_14_a_symlink_or_a_loose_file_or_directory_is_never_read() {
     fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
     fs::remove_file(&path).unwrap();
     symlink(&elsewhere, &path).unwrap();
-    assert!(load(&path, &p.account, &name).is_err(), "a symlinked file");
+    assert!(read_private(&path).is_err(), "a symlinked file");
     // Writing replaces the link itself, never the file it points to.
     write_private(&path, &bytes).unwrap();
     assert!(!fs::symlink_metadata(&path)
@@ -182,7 +185,7 @@ fn item_14_a_symlink_or_a_loose_file_or_directory_is_never_read() {
 
     // A file others can read or write: refused.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(load(&path, &p.account, &name).is_err(), "a loose file");
+    assert!(read_private(&path).is_err(), "a loose file");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
 
     // The account directory swapped for a symlink to another directory: refused, for
@@ -191,16 +194,13 @@ fn item_14_a_symlink_or_a_loose_file_or_directory_is_never_read() {
     let moved = dir.join("moved");
     fs::rename(&account_dir, &moved).unwrap();
     symlink(&moved, &account_dir).unwrap();
-    assert!(
-        load(&path, &p.account, &name).is_err(),
-        "a symlinked directory"
-    );
+    assert!(read_private(&path).is_err(), "a symlinked directory");
     assert!(write_private(&path, &bytes).is_err());
     fs::remove_file(&account_dir).unwrap();
     fs::rename(&moved, &account_dir).unwrap();
 
     // A directory others can enter: refused.
     fs::set_permissions(&account_dir, fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(load(&path, &p.account, &name).is_err(), "a loose directory");
+    assert!(read_private(&path).is_err(), "a loose directory");
     let _ = fs::remove_dir_all(&dir);
 }
