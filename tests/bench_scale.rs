@@ -41,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use common::{fill_folder, Dovecot, MountOptions, Seed};
 use floor::{Content, Floor, Knobs};
-use tools::{cpu_ms, env_or, mount_listed, profiled, raw, timed, vm_hwm_kb, DelayProxy};
+use tools::{
+    cpu_ms, env_or, mount_listed, profiled, raw, raw_search, timed, vm_hwm_kb, DelayProxy,
+};
 
 /// Messages of the `Cat` folder (the second-`cat` figure).
 const CAT_MESSAGES: u32 = 10_000;
@@ -386,8 +388,8 @@ fn measure_search(d: &Dovecot, name: &str, n: u32) {
             .iter()
             .enumerate()
         {
-            let raw_all = raw(d, d.imaps_port, name, &format!("esearch:{criteria}"));
-            let raw_plain = raw(d, d.imaps_port, name, &format!("search:{criteria}"));
+            let raw_all = raw_search(d, d.imaps_port, name, criteria, true);
+            let raw_plain = raw_search(d, d.imaps_port, name, criteria, false);
             let result = dir.join(".search").join(spelling);
             let line = format!("LC_ALL=C ls '{}' > /dev/null", result.display());
             let cpu = cpu_ms(mount.pid());

@@ -29,6 +29,7 @@ use crate::fs::shared;
 use crate::fs::tree::{parse_message_file_name, Tree};
 use crate::fs::{DirEntry, ImapFs};
 use crate::imap::types::Uid;
+use crate::store::read::ReadBytes;
 use crate::store::{MailboxId, MailboxInfo, MessageMeta, MessageRef};
 
 /// Attribute lifetime of directories (their contents are trusted for `dir_ttl`).
@@ -306,12 +307,12 @@ impl ImapFs {
         }
     }
 
-    pub(crate) fn read_file(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub(crate) fn read_file(&self, ino: Ino, offset: u64, size: u32) -> Result<ReadBytes> {
         match ino.kind() {
             InoKind::Draft(_) => match self.delivered_as(ino) {
                 // Hook: fs::maildir.
                 Some(msg) => self.account.read(msg, offset, u64::from(size)),
-                None => self.read_draft(ino, offset, size),
+                None => self.read_draft(ino, offset, size).map(ReadBytes::from),
             },
             InoKind::Message { .. } => {
                 let (msg, _) = self.message_of(ino)?;
@@ -319,7 +320,7 @@ impl ImapFs {
             }
             InoKind::Dir => Err(Error::InvalidInput("a directory".into())),
             // Hook: fs::views.
-            InoKind::View(v) => self.view_read(v, offset, size),
+            InoKind::View(v) => self.view_read(v, offset, size).map(ReadBytes::from),
         }
     }
 

@@ -56,7 +56,7 @@ use crate::imap::types::MailboxName;
 mod link;
 
 pub use link::Link;
-use link::{backoff, unavailable, Outage};
+use link::{unavailable, Outage};
 
 /// Whether a request may be sent again after the connection broke under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,16 +195,7 @@ impl Pool {
     pub fn offline(config: ServerConfig, max: usize, error: &Error) -> Pool {
         let pool = Pool::new(config, max, None);
         pool.connect_failures.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut st = pool.state.lock();
-        st.outage = Some(Outage {
-            since: now,
-            failures: 1,
-            retry_at: now + backoff(1),
-            error: printable(&error.to_string()).into_owned(),
-        });
-        st.link_epoch += 1;
-        drop(st);
+        pool.begin_outage(&mut pool.state.lock(), error);
         pool
     }
 

@@ -396,12 +396,7 @@ pub(crate) fn sync_mailbox(
                 attrs: vec![FetchAttr::Uid, FetchAttr::Flags],
                 changed_since: None,
             };
-            let sync = if condstore {
-                SelectSync::CondStore
-            } else {
-                SelectSync::Plain
-            };
-            (sync, vec![new_ones, flags])
+            (s.select_sync(), vec![new_ones, flags])
         }
     };
     let mut extra = extra;

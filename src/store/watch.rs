@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::imap::codec::{Command, NotifyEvent, NotifyFilter, SelectSync};
+use crate::imap::codec::{Command, NotifyEvent, NotifyFilter};
 use crate::imap::pool::Pool;
 use crate::imap::session::{Capability, MailboxEvent, Session};
 use crate::imap::types::{StatusItem, Untagged};
@@ -507,11 +507,7 @@ impl Watcher {
         let Some(name) = a.mailbox_name(id) else {
             return Ok(());
         };
-        let sync = if self.modseq {
-            SelectSync::CondStore
-        } else {
-            SelectSync::Plain
-        };
+        let sync = s.select_sync();
         match s.select_with(&name, true, sync, &[]) {
             Ok(_) => {
                 let since = Instant::now();

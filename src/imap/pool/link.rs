@@ -166,7 +166,7 @@ pub(super) fn unavailable(outage: Option<&Outage>, now: Instant) -> Error {
 /// The wait after the `failures`-th failed attempt in a row: [`BACKOFF_START`] doubling up to
 /// [`BACKOFF_MAX`], then a random 50-100 % of it, so that many clients of one server (or many
 /// mounts) do not retry in step.
-pub(super) fn backoff(failures: u32) -> Duration {
+fn backoff(failures: u32) -> Duration {
     let doubled = BACKOFF_START.saturating_mul(1 << failures.saturating_sub(1).min(16));
     let full = doubled.min(BACKOFF_MAX);
     // A random fraction in [0.5, 1): RandomState is seeded randomly per process and counter.

@@ -131,11 +131,7 @@ impl Session {
         read_only: bool,
         then: Option<Command>,
     ) -> Result<Option<Result<Completed>>> {
-        let sync = if self.supports(Capability::CondStore) {
-            SelectSync::CondStore
-        } else {
-            SelectSync::Plain
-        };
+        let sync = self.select_sync();
         let then: Vec<Command> = then.into_iter().collect();
         let (_, results) = self.select_with(mailbox, read_only, sync, &then)?;
         Ok(results.into_iter().next())
@@ -152,11 +148,7 @@ impl Session {
         then: &Command,
         each: &mut dyn FnMut(Untagged),
     ) -> Result<Result<Completed>> {
-        let sync = if self.supports(Capability::CondStore) {
-            SelectSync::CondStore
-        } else {
-            SelectSync::Plain
-        };
+        let sync = self.select_sync();
         let select = Command::Select {
             mailbox: mailbox.clone(),
             read_only,
@@ -191,6 +183,16 @@ impl Session {
             r => r,
         };
         selected.map(|_| listed)
+    }
+
+    /// The change reports a selection with nothing to resync from asks for: CONDSTORE where
+    /// the server offers it (so that replies carry MODSEQs), else none.
+    pub fn select_sync(&mut self) -> SelectSync {
+        if self.supports(Capability::CondStore) {
+            SelectSync::CondStore
+        } else {
+            SelectSync::Plain
+        }
     }
 
     /// SELECT/EXAMINE with the given change-report parameters (`QRESYNC` needs
