@@ -66,6 +66,51 @@ pub(crate) type FetchedBlock = ((Uid, u64), Arc<[u8]>);
 /// answered with a NIL body.
 type Fetched = (Vec<FetchedBlock>, Vec<(Uid, u64)>);
 
+/// The bytes of a read: a range of one cached block, handed out as it is (a read within a
+/// block, the common case: no copy before the reply), or the bytes of several blocks joined.
+#[derive(Debug, Default)]
+pub struct ReadBytes(Joined);
+
+#[derive(Debug, Default)]
+enum Joined {
+    #[default]
+    Empty,
+    Shared(Arc<[u8]>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl ReadBytes {
+    /// Append `block[range]` (a range within the block).
+    fn push(&mut self, block: Arc<[u8]>, range: std::ops::Range<usize>) {
+        self.0 = match std::mem::take(&mut self.0) {
+            Joined::Empty => Joined::Shared(block, range),
+            Joined::Shared(first, r) => Joined::Owned([&first[r], &block[range]].concat()),
+            Joined::Owned(mut v) => {
+                v.extend_from_slice(&block[range]);
+                Joined::Owned(v)
+            }
+        };
+    }
+}
+
+impl From<Vec<u8>> for ReadBytes {
+    fn from(v: Vec<u8>) -> ReadBytes {
+        ReadBytes(Joined::Owned(v))
+    }
+}
+
+impl std::ops::Deref for ReadBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Joined::Empty => &[],
+            Joined::Shared(block, range) => &block[range.clone()],
+            Joined::Owned(v) => v,
+        }
+    }
+}
+
 const FETCH_STRIPES: usize = 64;
 
 /// Longest gap between two message starts that still counts as walking a folder.
@@ -175,27 +220,44 @@ impl Account {
     /// where the body does.
     pub fn open_message(&self, msg: MessageRef) -> Result<Option<u64>> {
         let (msg, meta) = self.read_from(msg)?;
+        let bs = self.opts.block_size;
         // Opening is where a walk shows first (a stream steers by it). A body at hand in
-        // memory or on disk (after a remount: nothing read through yet) needs no stream.
-        let at_hand = self.reading.read_through.lock().contains(&msg)
-            || self.has_block(&BlockKey {
+        // memory or on disk (after a remount: nothing read through yet) needs no stream. Its
+        // first block is loaded now (from disk into memory): the read that follows needs it,
+        // and a small message's length is then known.
+        let read_through = self.reading.read_through.lock().contains(&msg);
+        let first = match read_through {
+            true => None,
+            false => self.cached_block(&BlockKey {
                 mailbox: msg.mailbox,
                 validity: msg.validity,
                 uid: msg.uid,
                 block: 0,
-            });
-        self.note_message_start(msg, !at_hand);
+            }),
+        };
+        self.note_message_start(msg, !read_through && first.is_none());
         if let Some(len) = meta.body_len {
             return Ok(Some(len));
         }
-        if meta.listed_size > self.opts.block_size {
+        if meta.listed_size > bs {
             // A stream may be bringing it whole: then its length is known in a moment.
             if self.wait_for_stream(msg) {
                 return Ok(self.indexes.meta(msg).and_then(|m| m.body_len));
             }
             return Ok(self.length_at_hand(msg, &meta));
         }
-        self.read(msg, 0, self.opts.block_size)?;
+        match first {
+            // A short first block is the whole body (no copy of it is made here).
+            Some(block) => {
+                self.reading.hits.fetch_add(1, Ordering::Relaxed);
+                if (block.len() as u64) < bs {
+                    self.learn_length(msg, meta.size(), block.len() as u64);
+                }
+            }
+            None => {
+                self.read(msg, 0, bs)?;
+            }
+        }
         Ok(self.indexes.meta(msg).and_then(|m| m.body_len))
     }
 
@@ -221,13 +283,14 @@ impl Account {
         Some(len)
     }
 
-    /// Read up to `len` bytes at `offset`. Shorter only at the end of the body.
-    pub fn read(&self, msg: MessageRef, offset: u64, len: u64) -> Result<Vec<u8>> {
+    /// Read up to `len` bytes at `offset`. Shorter only at the end of the body. Bytes within
+    /// one block are handed out as a range of the cached block, not copied.
+    pub fn read(&self, msg: MessageRef, offset: u64, len: u64) -> Result<ReadBytes> {
         let (msg, meta) = self.read_from(msg)?;
         let end = offset.saturating_add(len);
         let end = meta.body_len.map_or(end, |l| end.min(l));
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(ReadBytes::default());
         }
         // How far readahead may go: the known length, else the listed one.
         let known_end = meta.body_len.unwrap_or(meta.listed_size);
@@ -307,8 +370,8 @@ impl Account {
                 }
             }
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for (i, block) in have.iter().enumerate() {
+        let mut out = ReadBytes::default();
+        for (i, block) in have.into_iter().enumerate() {
             let b = first + i as u64;
             let block_start = b * bs;
             let Some(data) = block else {
@@ -317,23 +380,24 @@ impl Account {
                     what: format!("no data for block {b} of UID {}", msg.uid),
                 });
             };
+            let data_len = data.len() as u64;
             let from = offset.max(block_start) - block_start;
-            let to = (end - block_start).min(data.len() as u64);
+            let to = (end - block_start).min(data_len);
             if from < to {
-                out.extend_from_slice(&data[from as usize..to as usize]);
+                out.push(data, from as usize..to as usize);
             }
-            if (data.len() as u64) < bs {
+            if data_len < bs {
                 // The message ends in this block: its real length is known now, unless the
                 // block is empty and the reader jumped here: then the body may have ended
                 // in an earlier block, and only a full block just before proves where.
                 let proven = b == 0
-                    || !data.is_empty()
+                    || data_len > 0
                     || rs
                         .blocks
                         .get(&key(b - 1))
                         .is_some_and(|d| d.len() as u64 == bs);
                 if proven {
-                    self.learn_length(msg, meta.size(), block_start + data.len() as u64);
+                    self.learn_length(msg, meta.size(), block_start + data_len);
                 }
                 break;
             }
