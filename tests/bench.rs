@@ -25,6 +25,9 @@ mod floor;
 #[allow(dead_code)]
 #[path = "bench/tools.rs"]
 mod tools;
+// Issue 17's memory bound (scripts/bench_memory.sh).
+#[path = "bench/memory.rs"]
+mod memory;
 
 use std::io::Write;
 use std::path::Path;
