@@ -150,9 +150,21 @@ impl Stream {
         if p < next || p >= next + STEP || p >= self.end.load(Ordering::Relaxed) {
             return false;
         }
-        self.reader.fetch_max(p, Ordering::Relaxed);
+        // Forward only (`usize::MAX` is "none yet", below every position).
+        let _ = self
+            .reader
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                (r == usize::MAX || r < p).then_some(p)
+            });
         *self.reader_moved.lock() = Instant::now();
         true
+    }
+
+    /// Whether this stream has asked for `uid` (or passed it over, cached or asked for by
+    /// another stream), and its plan position.
+    fn asked(&self, uid: Uid) -> Option<usize> {
+        let p = *self.pos_of.get(&uid)?;
+        (p < self.sent.load(Ordering::Relaxed)).then_some(p)
     }
 
     /// The message the reader is at (the start, until it reaches the plan).
@@ -198,6 +210,15 @@ impl Account {
         if steered {
             return true;
         }
+        // Another reader is here, ahead of a stream's own: that stream leaves the rest to it.
+        for s in folder.iter().flatten() {
+            if let Some(&q) = s.pos_of.get(&msg.uid) {
+                let r = s.reader.load(Ordering::Relaxed);
+                if (r == usize::MAX && q >= STEP) || (r != usize::MAX && q > r + STEP) {
+                    s.end.fetch_min(q, Ordering::Relaxed);
+                }
+            }
+        }
         if again {
             return false;
         }
@@ -214,6 +235,11 @@ impl Account {
         };
         if plan.is_empty() || self.me.upgrade().is_none() {
             return false;
+        }
+        // Another stream ran ahead into this walker's stretch: it brings the next messages
+        // (the walker waits for them), and this walker's stream starts where it stops.
+        if folder.iter().flatten().any(|s| s.asked(plan[0]).is_some()) {
+            return true;
         }
         // Built before the lock is taken: it reads the index.
         let stream = Arc::new(self.new_stream(msg, plan));
@@ -347,11 +373,8 @@ impl Account {
         let streams = &self.reading.streams;
         let folder = streams.active.lock().get(&msg.mailbox).cloned();
         let Some((stream, p)) = folder.into_iter().flatten().find_map(|s| {
-            let p = *s.pos_of.get(&msg.uid)?;
-            let asked = s.validity == msg.validity
-                && s.alive.load(Ordering::Relaxed)
-                && p < s.sent.load(Ordering::Relaxed);
-            asked.then_some((s, p))
+            let p = s.asked(msg.uid)?;
+            (s.validity == msg.validity && s.alive.load(Ordering::Relaxed)).then_some((s, p))
         }) else {
             return false;
         };
@@ -616,12 +639,7 @@ fn next_batch(
             validity: stream.validity,
             uid,
         };
-        let asked = |o: &Arc<Stream>| {
-            o.pos_of
-                .get(&uid)
-                .is_some_and(|&q| q < o.sent.load(Ordering::Relaxed))
-        };
-        if !others.iter().any(asked)
+        if !others.iter().any(|o| o.asked(uid).is_some())
             && !a.reading.read_through.lock().contains(&msg)
             && !a.has_block(&key)
             && !a.body_elsewhere(msg)
