@@ -25,6 +25,9 @@ mod floor;
 #[allow(dead_code)]
 #[path = "bench/tools.rs"]
 mod tools;
+// Issue 17's memory bound (scripts/bench_memory.sh).
+#[path = "bench/memory.rs"]
+mod memory;
 
 use std::io::Write;
 use std::path::Path;
@@ -32,40 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{run, Dovecot, MountOptions, Rng, Seed};
-use tools::{env_or, mount_listed, profiled, raw, timed, vm_hwm_kb, DelayProxy};
-
-/// A message size drawn from a mix like a real mailbox's: most are short, a few are large.
-fn realistic_size(rng: &mut Rng) -> usize {
-    let r = rng.below(1000);
-    let (lo, hi) = match r {
-        0..620 => (2_000, 10_000),
-        620..870 => (10_000, 60_000),
-        870..960 => (60_000, 300_000),
-        960..995 => (300_000, 1_500_000),
-        _ => (1_500_000, 4_000_000),
-    };
-    lo + rng.below((hi - lo) as u64) as usize
-}
-
-/// A message of about `len` bytes: headers, then 76-character lines taken from `filler`.
-fn message(i: usize, len: usize, filler: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut m = format!(
-        "From: a{i}@example.org\r\nTo: b@example.org\r\nSubject: bench {i}\r\n\
-         Message-ID: <b{i}@example.org>\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\n\r\n"
-    )
-    .into_bytes();
-    m.reserve(len.saturating_sub(m.len()) + 80);
-    let mut at = rng.below((filler.len() - 80) as u64) as usize;
-    while m.len() < len {
-        if at + 76 > filler.len() {
-            at = 0;
-        }
-        m.extend_from_slice(&filler[at..at + 76]);
-        m.extend_from_slice(b"\r\n");
-        at += 76;
-    }
-    m
-}
+use tools::{
+    env_or, message, mount_listed, profiled, raw, realistic_size, timed, vm_hwm_kb, DelayProxy,
+};
 
 fn bench_seed() -> Seed {
     let mut seed = Seed::new();

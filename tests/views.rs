@@ -600,10 +600,29 @@ fn mime_messages() -> Vec<Vec<u8>> {
         headers("odd names", date),
         b64(b"%PDF-1.4 tiny")
     );
-    vec![one, two, three, four, five]
+    // Texts over 1 MiB (issue 17: never held whole). Six is UTF-8 already, read as it is,
+    // with a two-byte character cut by the first 1 MiB block boundary (line 13,443, char 10);
+    // seven is Latin-1, made into UTF-8 once and kept in the part block cache.
+    let six = format!(
+        "{}Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         a{}",
+        headers("big utf-8 text", date),
+        format!("{}\r\n", "\u{fc}".repeat(38)).repeat(16_000)
+    );
+    let mut seven = format!(
+        "{}Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        headers("big latin-1 text", date)
+    )
+    .into_bytes();
+    for _ in 0..40_000 {
+        seven.extend_from_slice(b"Gr\xfc\xdfe aus M\xfcnchen, line after line\r\n");
+    }
+    let mut all: Vec<Vec<u8>> = vec![one, two, three, four, five, six]
         .into_iter()
         .map(String::into_bytes)
-        .collect()
+        .collect();
+    all.push(seven);
+    all
 }
 
 fn mime_seed() -> Seed {
@@ -735,8 +754,11 @@ fn mime_fixture(extra_conf: &str) -> (Dovecot, Mount) {
 fn parts_equal_an_independent_decoders() {
     let (dovecot, mount) = mime_fixture("");
     let uids = list(mount.join("Mime/.parts")).unwrap();
-    assert_eq!(uids, ["1", "2", "3", "4", "5"].map(String::from).into());
-    for uid in [1, 3, 4, 5] {
+    assert_eq!(
+        uids,
+        ["1", "2", "3", "4", "5", "6", "7"].map(String::from).into()
+    );
+    for uid in [1, 3, 4, 5, 6, 7] {
         check_parts(&dovecot, &mount, "Mime", uid);
     }
     let top = list(mount.join("Mime/.parts/1")).unwrap();
@@ -853,7 +875,7 @@ fn parts_and_search_without_binary_and_esearch() {
         received > (5 << 20) * 4 / 3,
         "only {received} bytes received"
     );
-    for uid in [1, 2, 4, 5] {
+    for uid in [1, 2, 4, 5, 6, 7] {
         check_parts(&dovecot, &mount, "Mime", uid);
     }
     let got = result_uids(&mount, "Mime", "TEXT Köln").unwrap();

@@ -24,11 +24,12 @@ use crate::error::{Error, Result};
 use crate::fs::aliases::Named;
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
-use crate::fs::listing::{Listing, MessageRun};
+use crate::fs::listing::{LazyEntries, Listing, MessageRun};
 use crate::fs::shared;
 use crate::fs::tree::{parse_message_file_name, Tree};
 use crate::fs::{DirEntry, ImapFs};
 use crate::imap::types::Uid;
+use crate::store::read::ReadBytes;
 use crate::store::{MailboxId, MailboxInfo, MessageMeta, MessageRef};
 
 /// Attribute lifetime of directories (their contents are trusted for `dir_ttl`).
@@ -203,7 +204,7 @@ impl ImapFs {
     pub(crate) fn listing(&self, ino: Ino) -> Result<Listing> {
         // Hook: fs::views.
         if let InoKind::View(v) = ino.kind() {
-            return self.view_listing(v).map(Listing::from);
+            return self.view_listing(v);
         }
         // Hook: fs::maildir.
         if let Some(r) = self.maildir_listing(ino) {
@@ -253,13 +254,13 @@ impl ImapFs {
             };
             let generation = self.tree.lock().generation(mb, validity);
             let ttl = ttl.min(self.message_ttl(mb));
-            messages = Some(MessageRun {
+            messages = Some(Box::new(MessageRun {
                 index,
                 validity,
                 generation,
                 uids,
                 ttl,
-            });
+            }) as Box<dyn LazyEntries>);
         }
         Ok(Listing {
             before: out,
@@ -306,12 +307,12 @@ impl ImapFs {
         }
     }
 
-    pub(crate) fn read_file(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub(crate) fn read_file(&self, ino: Ino, offset: u64, size: u32) -> Result<ReadBytes> {
         match ino.kind() {
             InoKind::Draft(_) => match self.delivered_as(ino) {
                 // Hook: fs::maildir.
                 Some(msg) => self.account.read(msg, offset, u64::from(size)),
-                None => self.read_draft(ino, offset, size),
+                None => self.read_draft(ino, offset, size).map(ReadBytes::from),
             },
             InoKind::Message { .. } => {
                 let (msg, _) = self.message_of(ino)?;
@@ -319,7 +320,7 @@ impl ImapFs {
             }
             InoKind::Dir => Err(Error::InvalidInput("a directory".into())),
             // Hook: fs::views.
-            InoKind::View(v) => self.view_read(v, offset, size),
+            InoKind::View(v) => self.view_read(v, offset, size).map(ReadBytes::from),
         }
     }
 

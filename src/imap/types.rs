@@ -528,8 +528,22 @@ pub struct ESearch {
     pub count: Option<u32>,
     pub all: Option<SequenceSet>,
     pub modseq: Option<ModSeq>,
-    /// Return data this client does not know (e.g. PARTIAL): upper-cased name and raw value.
+    /// `PARTIAL (range results)`: one page of the matches (RFC 5267's CONTEXT=SEARCH,
+    /// RFC 9394's PARTIAL). imapfs does not ask for it (a `.search` listing needs every
+    /// match, and each page is a search of its own on the server), but reads it right.
+    pub partial: Option<PartialResult>,
+    /// Return data this client does not know: upper-cased name and raw value.
     pub other: Vec<(String, Vec<u8>)>,
+}
+
+/// ESEARCH's `PARTIAL` return data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartialResult {
+    /// The positions among the matches that were asked for, as sent: `1:100` counts from
+    /// the first match, `-1:-100` from the last (RFC 9394).
+    pub range: (i64, i64),
+    /// The matches at those positions (empty for `NIL`: none there).
+    pub results: SequenceSet,
 }
 
 /// The NAMESPACE response (RFC 2342): personal, other users', shared.

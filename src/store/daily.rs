@@ -18,10 +18,6 @@
 //! `user.imapfs.stats`) adds the bytes not flushed yet to what the file said at the last
 //! flush, without I/O.
 
-use std::fs;
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -132,40 +128,27 @@ pub fn utc_day(t: SystemTime) -> u64 {
 /// Under the directory's lock: the file's count for `day` (0 if it is of another day or
 /// missing) plus `new`, written back. Returns the new count.
 fn add_to_file(dir: &std::path::Path, day: u64, new: u64) -> std::io::Result<u64> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let d = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir)?;
-    // SAFETY: flock on an open fd; released when `d` is closed.
-    if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let path = dir.join(DAILY_FILE);
-    let old = read_file(&path)
-        .filter(|(d, _)| *d == day)
-        .map_or(0, |(_, b)| b);
-    let total = old.saturating_add(new);
-    if new > 0 || old == 0 {
-        let text = format!("{MAGIC}\nday {day}\nbytes {total}\n");
-        super::persist::write_private(&path, text.as_bytes())?;
-    }
-    Ok(total)
+    super::persist::with_dir_locked(dir, || {
+        let path = dir.join(DAILY_FILE);
+        let old = read_file(&path)
+            .filter(|(d, _)| *d == day)
+            .map_or(0, |(_, b)| b);
+        let total = old.saturating_add(new);
+        if new > 0 || old == 0 {
+            let text = format!("{MAGIC}\nday {day}\nbytes {total}\n");
+            super::persist::write_private(&path, text.as_bytes())?;
+        }
+        Ok(total)
+    })
 }
 
-/// `(day, bytes)` from the file, if it is there and well formed.
+/// `(day, bytes)` from the file, if it is there, a private file of ours and well formed.
 fn read_file(path: &std::path::Path) -> Option<(u64, u64)> {
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let mut text = String::new();
-    Read::take(&mut f, 256).read_to_string(&mut text).ok()?;
+    let bytes = super::persist::read_private(path).unwrap_or_else(|why| {
+        log::warn!("{}: {why}", path.display());
+        None
+    })?;
+    let text = std::str::from_utf8(&bytes).ok()?;
     let mut lines = text.lines();
     if lines.next()? != MAGIC {
         return None;
@@ -185,8 +168,10 @@ fn read_file(path: &std::path::Path) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::fs;
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
+    use super::*;
 
     fn private_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -220,17 +205,28 @@ mod tests {
     #[test]
     fn another_days_file_counts_as_zero() {
         let dir = private_dir();
+        let path = dir.join(DAILY_FILE);
         let yesterday = utc_day(SystemTime::now()) - 1;
-        fs::write(
-            dir.join(DAILY_FILE),
-            format!("{MAGIC}\nday {yesterday}\nbytes 99999\n"),
-        )
-        .unwrap();
+        let text = format!("{MAGIC}\nday {yesterday}\nbytes 99999\n");
+        crate::store::persist::write_private(&path, text.as_bytes()).unwrap();
         let d = Daily::open(Some(dir.clone()));
         assert_eq!(d.today(10), 10);
         d.flush(10);
-        assert_eq!(read_file(&dir.join(DAILY_FILE)).unwrap().1, 10);
-        fs::write(dir.join(DAILY_FILE), "garbage").unwrap();
+        assert_eq!(read_file(&path).unwrap().1, 10);
+        crate::store::persist::write_private(&path, b"garbage").unwrap();
+        assert_eq!(Daily::open(Some(dir.clone())).today(0), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_private_is_not_believed() {
+        let dir = private_dir();
+        let path = dir.join(DAILY_FILE);
+        let today = utc_day(SystemTime::now());
+        let text = format!("{MAGIC}\nday {today}\nbytes 99999\n");
+        crate::store::persist::write_private(&path, text.as_bytes()).unwrap();
+        assert_eq!(Daily::open(Some(dir.clone())).today(0), 99999);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(Daily::open(Some(dir.clone())).today(0), 0);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -279,9 +279,7 @@ mod private;
 use format::{decode, encode, open_sealed, put_bytes, put_opt, put_u32, seal};
 pub use list::saved_mailbox_list;
 use private::load_private;
-#[cfg(test)]
-use private::read_private;
-pub(crate) use private::{euid, write_private};
+pub(crate) use private::{euid, read_private, with_dir_locked, write_private};
 
 #[cfg(test)]
 mod tests;

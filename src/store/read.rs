@@ -6,7 +6,9 @@
 //! readahead window that doubles while the reader stays sequential; a reader that opens one
 //! message after another (`cat *`, `grep -r`) has the next messages' first blocks fetched in
 //! the same round trip (the walk window also doubles). All blocks of one read go out as one
-//! pipeline.
+//! pipeline. What all readers together fetch ahead of need is bounded by one shared budget (an
+//! eighth of the cache): parallel readers share it instead of each holding a window of its
+//! own beside the cache.
 //!
 //! Lengths: the listed RFC822.SIZE is a claim. A read whose block comes back short has found
 //! the end of the body: the real length goes into the index ([`IndexChange::BodyLength`]) and
@@ -64,6 +66,51 @@ pub(crate) type FetchedBlock = ((Uid, u64), Arc<[u8]>);
 /// answered with a NIL body.
 type Fetched = (Vec<FetchedBlock>, Vec<(Uid, u64)>);
 
+/// The bytes of a read: a range of one cached block, handed out as it is (a read within a
+/// block, the common case: no copy before the reply), or the bytes of several blocks joined.
+#[derive(Debug, Default)]
+pub struct ReadBytes(Joined);
+
+#[derive(Debug, Default)]
+enum Joined {
+    #[default]
+    Empty,
+    Shared(Arc<[u8]>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl ReadBytes {
+    /// Append `block[range]` (a range within the block).
+    fn push(&mut self, block: Arc<[u8]>, range: std::ops::Range<usize>) {
+        self.0 = match std::mem::take(&mut self.0) {
+            Joined::Empty => Joined::Shared(block, range),
+            Joined::Shared(first, r) => Joined::Owned([&first[r], &block[range]].concat()),
+            Joined::Owned(mut v) => {
+                v.extend_from_slice(&block[range]);
+                Joined::Owned(v)
+            }
+        };
+    }
+}
+
+impl From<Vec<u8>> for ReadBytes {
+    fn from(v: Vec<u8>) -> ReadBytes {
+        ReadBytes(Joined::Owned(v))
+    }
+}
+
+impl std::ops::Deref for ReadBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Joined::Empty => &[],
+            Joined::Shared(block, range) => &block[range.clone()],
+            Joined::Owned(v) => v,
+        }
+    }
+}
+
 const FETCH_STRIPES: usize = 64;
 
 /// Longest gap between two message starts that still counts as walking a folder.
@@ -85,6 +132,10 @@ pub struct ReadState {
     /// Messages read to their end in this mount (the kernel was then told their exact length
     /// and keeps their pages): a stream does not fetch them again.
     pub(crate) read_through: Mutex<std::collections::HashSet<MessageRef>>,
+    /// Bytes of blocks on their way ahead of need (readahead and walk prefetch), all
+    /// readers together: at most [`ReadState::ahead_budget`], so that what parallel readers
+    /// hold in flight beside the cache is bounded whatever their number (issue 17).
+    ahead: std::sync::atomic::AtomicU64,
     /// Blocks that reads found in the cache, and that they had to fetch.
     pub(crate) hits: std::sync::atomic::AtomicU64,
     pub(crate) misses: std::sync::atomic::AtomicU64,
@@ -101,8 +152,42 @@ impl ReadState {
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
             streams: crate::store::stream::Streams::default(),
             read_through: Mutex::new(std::collections::HashSet::new()),
+            ahead: Default::default(),
             hits: Default::default(),
             misses: Default::default(),
+        }
+    }
+
+    /// Keep the longest prefix of `optional` (blocks and their cost in bytes) that fits in
+    /// what is left of the shared budget for blocks fetched ahead; the guard gives the
+    /// bytes back when the fetch is over.
+    fn reserve_ahead(&self, optional: &mut Vec<((Uid, u64), u64)>, budget: u64) -> Ahead<'_> {
+        let mut current = self.ahead.load(Ordering::Relaxed);
+        loop {
+            let room = budget.saturating_sub(current);
+            let (mut bytes, mut kept) = (0, 0);
+            for (_, cost) in optional.iter() {
+                if bytes + cost > room {
+                    break;
+                }
+                bytes += cost;
+                kept += 1;
+            }
+            match self.ahead.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    optional.truncate(kept);
+                    return Ahead {
+                        counter: &self.ahead,
+                        bytes,
+                    };
+                }
+                Err(now) => current = now,
+            }
         }
     }
 
@@ -115,6 +200,18 @@ impl ReadState {
     }
 }
 
+/// Bytes reserved in [`ReadState::ahead`], given back on drop.
+struct Ahead<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    bytes: u64,
+}
+
+impl Drop for Ahead<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 impl Account {
     /// Prepare a message for reading. Returns its exact length when known: from an earlier
     /// read (no I/O at all), or, for a message listed as one block or less, by fetching that
@@ -123,27 +220,44 @@ impl Account {
     /// where the body does.
     pub fn open_message(&self, msg: MessageRef) -> Result<Option<u64>> {
         let (msg, meta) = self.read_from(msg)?;
+        let bs = self.opts.block_size;
         // Opening is where a walk shows first (a stream steers by it). A body at hand in
-        // memory or on disk (after a remount: nothing read through yet) needs no stream.
-        let at_hand = self.reading.read_through.lock().contains(&msg)
-            || self.has_block(&BlockKey {
+        // memory or on disk (after a remount: nothing read through yet) needs no stream. Its
+        // first block is loaded now (from disk into memory): the read that follows needs it,
+        // and a small message's length is then known.
+        let read_through = self.reading.read_through.lock().contains(&msg);
+        let first = match read_through {
+            true => None,
+            false => self.cached_block(&BlockKey {
                 mailbox: msg.mailbox,
                 validity: msg.validity,
                 uid: msg.uid,
                 block: 0,
-            });
-        self.note_message_start(msg, !at_hand);
+            }),
+        };
+        self.note_message_start(msg, !read_through && first.is_none());
         if let Some(len) = meta.body_len {
             return Ok(Some(len));
         }
-        if meta.listed_size > self.opts.block_size {
+        if meta.listed_size > bs {
             // A stream may be bringing it whole: then its length is known in a moment.
             if self.wait_for_stream(msg) {
                 return Ok(self.indexes.meta(msg).and_then(|m| m.body_len));
             }
             return Ok(self.length_at_hand(msg, &meta));
         }
-        self.read(msg, 0, self.opts.block_size)?;
+        match first {
+            // A short first block is the whole body (no copy of it is made here).
+            Some(block) => {
+                self.reading.hits.fetch_add(1, Ordering::Relaxed);
+                if (block.len() as u64) < bs {
+                    self.learn_length(msg, meta.size(), block.len() as u64);
+                }
+            }
+            None => {
+                self.read(msg, 0, bs)?;
+            }
+        }
         Ok(self.indexes.meta(msg).and_then(|m| m.body_len))
     }
 
@@ -169,13 +283,14 @@ impl Account {
         Some(len)
     }
 
-    /// Read up to `len` bytes at `offset`. Shorter only at the end of the body.
-    pub fn read(&self, msg: MessageRef, offset: u64, len: u64) -> Result<Vec<u8>> {
+    /// Read up to `len` bytes at `offset`. Shorter only at the end of the body. Bytes within
+    /// one block are handed out as a range of the cached block, not copied.
+    pub fn read(&self, msg: MessageRef, offset: u64, len: u64) -> Result<ReadBytes> {
         let (msg, meta) = self.read_from(msg)?;
         let end = offset.saturating_add(len);
         let end = meta.body_len.map_or(end, |l| end.min(l));
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(ReadBytes::default());
         }
         // How far readahead may go: the known length, else the listed one.
         let known_end = meta.body_len.unwrap_or(meta.listed_size);
@@ -224,12 +339,14 @@ impl Account {
                 let last_block = known_end.max(1).saturating_sub(1) / bs;
                 for b in last + 1..=(last + readahead).min(last_block) {
                     if !self.has_block(&key(b)) {
-                        optional.push((msg.uid, b));
+                        optional.push(((msg.uid, b), bs));
                     }
                 }
                 if first == 0 && !streaming && !self.is_streaming(msg.mailbox) {
                     optional.extend(self.walk_prefetch(msg));
                 }
+                let _ahead = rs.reserve_ahead(&mut optional, self.ahead_budget());
+                let optional: Vec<(Uid, u64)> = optional.into_iter().map(|(b, _)| b).collect();
                 let fetched = self.fetch_blocks(msg, &required, &optional)?;
                 for ((u, b), data) in &fetched {
                     if *u == msg.uid {
@@ -253,8 +370,8 @@ impl Account {
                 }
             }
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for (i, block) in have.iter().enumerate() {
+        let mut out = ReadBytes::default();
+        for (i, block) in have.into_iter().enumerate() {
             let b = first + i as u64;
             let block_start = b * bs;
             let Some(data) = block else {
@@ -263,23 +380,24 @@ impl Account {
                     what: format!("no data for block {b} of UID {}", msg.uid),
                 });
             };
+            let data_len = data.len() as u64;
             let from = offset.max(block_start) - block_start;
-            let to = (end - block_start).min(data.len() as u64);
+            let to = (end - block_start).min(data_len);
             if from < to {
-                out.extend_from_slice(&data[from as usize..to as usize]);
+                out.push(data, from as usize..to as usize);
             }
-            if (data.len() as u64) < bs {
+            if data_len < bs {
                 // The message ends in this block: its real length is known now, unless the
                 // block is empty and the reader jumped here: then the body may have ended
                 // in an earlier block, and only a full block just before proves where.
                 let proven = b == 0
-                    || !data.is_empty()
+                    || data_len > 0
                     || rs
                         .blocks
                         .get(&key(b - 1))
                         .is_some_and(|d| d.len() as u64 == bs);
                 if proven {
-                    self.learn_length(msg, meta.size(), block_start + data.len() as u64);
+                    self.learn_length(msg, meta.size(), block_start + data_len);
                 }
                 break;
             }
@@ -345,11 +463,18 @@ impl Account {
         ahead
     }
 
+    /// Most bytes all readers together fetch ahead of need at a time: an eighth of the cache
+    /// (16 MiB of a 128 MiB cache, the most one sequential reader's window grows to anyway).
+    fn ahead_budget(&self) -> u64 {
+        (self.opts.cache_size / 8).max(self.opts.block_size)
+    }
+
     /// When a reader starts message `uid` right after starting another of the same mailbox,
     /// it is walking the folder: the first blocks of the next messages (in UID order) not yet
     /// cached, to fetch in the same round trip. The window doubles with every round trip of
     /// the walk, so a long walk costs a logarithmic number of them.
-    fn walk_prefetch(&self, msg: MessageRef) -> Vec<(Uid, u64)> {
+    /// Each comes with its cost in bytes (its size, at most a block).
+    fn walk_prefetch(&self, msg: MessageRef) -> Vec<((Uid, u64), u64)> {
         let window = {
             let mut last = self.reading.last_started.lock();
             // A walk opens the next message right after the last one; a pause ends it.
@@ -395,7 +520,7 @@ impl Account {
                 || meta.ids.is_some() && self.body_elsewhere(MessageRef { uid: next, ..msg });
             if !self.has_block(&key) && !elsewhere() {
                 bytes += cost;
-                out.push((next, 0));
+                out.push(((next, 0), cost));
             }
         }
         out

@@ -64,6 +64,7 @@ pub struct MountOptions<'a> {
     ca_file: bool,
     rust_log: Option<String>,
     cache_home: Option<PathBuf>,
+    binary: Option<PathBuf>,
 }
 
 impl<'a> MountOptions<'a> {
@@ -84,6 +85,7 @@ impl<'a> MountOptions<'a> {
             ca_file: true,
             rust_log: Some("debug,imapfs::imap::session=trace".to_string()),
             cache_home: None,
+            binary: None,
         }
     }
 
@@ -92,6 +94,12 @@ impl<'a> MountOptions<'a> {
     /// no test reads or writes the user's real cache.
     pub fn cache_home(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_home = Some(dir.into());
+        self
+    }
+
+    /// Runs another imapfs binary than this build's (a benchmark's "before" figures).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
         self
     }
 
@@ -138,7 +146,11 @@ impl<'a> MountOptions<'a> {
         fs::create_dir(&mountpoint).expect("create mountpoint");
         let log = dir.join("imapfs.log");
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_imapfs"));
+        let mut command = Command::new(
+            self.binary
+                .clone()
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_imapfs").into()),
+        );
         command.arg("mount").arg("-f");
         if self.ca_file {
             command.arg("--ca-file").arg(&self.ca_path);

@@ -2,9 +2,10 @@
 //! running totals over every mount (a small text file beside the entries, for
 //! `imapfs cache --stats`).
 
-use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::store::persist::{read_private, with_dir_locked, write_private};
 
 /// Name of the totals file in the bodies directory.
 pub const TOTALS_FILE: &str = "totals";
@@ -57,10 +58,20 @@ impl Totals {
         ]
     }
 
-    /// Read the totals file of a bodies directory (missing or unreadable: zeros).
+    /// Read the totals file of a bodies directory (missing, unreadable or not a private
+    /// file of ours: zeros).
     pub fn load(bodies: &Path) -> Totals {
         let mut t = Totals::default();
-        let Ok(text) = fs::read_to_string(bodies.join(TOTALS_FILE)) else {
+        let path = bodies.join(TOTALS_FILE);
+        let bytes = match read_private(&path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return t,
+            Err(why) => {
+                log::warn!("{}: {why}", path.display());
+                return t;
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
             return t;
         };
         for line in text.lines() {
@@ -100,18 +111,19 @@ impl DiskStats {
     }
 }
 
-/// Add a mount's counters to the totals file (written whole, then renamed into place).
+/// Add a mount's counters to the totals file, under the bodies directory's lock (mounts of
+/// the account that unmount together lose none of each other's counts); the file is
+/// replaced whole.
 pub(super) fn add_totals(bodies: &Path, stats: &DiskStats) {
-    let mut t = Totals::load(bodies);
-    let mut now = stats.snapshot();
-    for (sum, v) in t.fields().into_iter().zip(now.fields()) {
-        *sum = sum.saturating_add(*v);
-    }
-    let tmp = format!(".{TOTALS_FILE}.{}.tmp", std::process::id());
-    let _ = fs::remove_file(bodies.join(&tmp));
-    let written = super::write_new(bodies, &tmp, t.render().as_bytes())
-        .and_then(|_| fs::rename(bodies.join(&tmp), bodies.join(TOTALS_FILE)));
-    if let Err(e) = written {
+    let added = with_dir_locked(bodies, || {
+        let mut t = Totals::load(bodies);
+        let mut now = stats.snapshot();
+        for (sum, v) in t.fields().into_iter().zip(now.fields()) {
+            *sum = sum.saturating_add(*v);
+        }
+        write_private(&bodies.join(TOTALS_FILE), t.render().as_bytes())
+    });
+    if let Err(e) = added {
         log::debug!("disk cache totals: {e}");
     }
 }

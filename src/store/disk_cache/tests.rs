@@ -138,3 +138,25 @@ fn a_truncated_an_extended_or_an_oversized_entry_is_removed() {
     assert_eq!(c.stats.discarded.load(Relaxed), 4);
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn totals_added_at_once_by_several_mounts_lose_no_count() {
+    let dir = temp_dir("totals");
+    let c = std::sync::Arc::new(open(&dir, 1 << 20));
+    c.stats.hits.store(1, Relaxed);
+    let adders: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    c.save_totals();
+                }
+            })
+        })
+        .collect();
+    for a in adders {
+        a.join().unwrap();
+    }
+    assert_eq!(Totals::load(&c.root).hits, 40);
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -25,7 +25,8 @@
 //! encoding (7bit, 8bit, binary) is read the same way with `BODY.PEEK[n]<offset.len>`, and
 //! base64 or quoted-printable is fetched whole with `BODY.PEEK[n]` and decoded here (its size
 //! is then known only after that fetch). Decoded blocks live in their own byte-bounded cache
-//! (a quarter of `cache_size`).
+//! (an eighth of `cache_size`, taken from the message blocks' share:
+//! [`crate::store::cache_shares`]).
 //!
 //! Files: `listing` (the two FETCHes that learn a tree), `tree` (BODYSTRUCTURE -> nodes and
 //! names), `names` (sections, filenames, extensions, transfer decoding, charsets); this file
@@ -53,7 +54,7 @@ mod names;
 mod tree;
 
 use listing::{load_tree, sections_of};
-use names::{decode, identity, to_utf8};
+use names::{decode, identity, is_utf8_charset, to_utf8};
 pub use names::{extension, sanitize_filename};
 
 /// Most nodes in one message's tree, its directory included (the inode numbering of the
@@ -66,9 +67,10 @@ pub const MAX_NAME_BYTES: usize = 200;
 /// A text part up to this size (encoded) is fetched with the tree.
 const TEXT_PREFETCH: u64 = 64 << 10;
 
-/// The `text` of a message is kept with its tree up to this size (a longer one is made again
-/// from the cached part blocks when read).
-const TEXT_KEPT: usize = 1 << 20;
+/// The `text` of a message is kept with its tree up to this size; a longer one is read from
+/// its source or kept in the part block cache (see [`TextForm`]), so that the [`TREES`] kept
+/// hold a few MiB at most, not 256 texts of any size (issue 17).
+const TEXT_KEPT: usize = 16 << 10;
 
 /// Trees kept.
 const TREES: usize = 256;
@@ -138,9 +140,23 @@ pub enum PartKind {
     Text {
         source: u16,
         html: bool,
-        content: OnceLock<Arc<[u8]>>,
+        made: OnceLock<TextForm>,
     },
     Leaf(Leaf),
+}
+
+/// Where a `text` entry's bytes are, once its length is known. A text is never held whole
+/// beyond [`TEXT_KEPT`]: a big one is read from its source or from the part block cache, so
+/// its memory is that cache's bound (issue 17).
+#[derive(Debug, Clone)]
+pub enum TextForm {
+    /// Made (charset converted, HTML made plain), up to [`TEXT_KEPT`] bytes: kept here.
+    Kept(Arc<[u8]>),
+    /// The source's own bytes, already UTF-8 and not HTML: read from the source part.
+    Source(u64),
+    /// Made and longer, of this length: its blocks are in the part block cache under the
+    /// text entry's index, made again if evicted.
+    Cached(u64),
 }
 
 /// A leaf part.
@@ -249,7 +265,10 @@ impl Account {
         match &tree.node(index)?.kind {
             PartKind::Dir { .. } => Ok(0),
             PartKind::Header { bytes } => Ok(bytes.get().map_or(0, |b| b.len() as u64)),
-            PartKind::Text { .. } => Ok(self.text(msg, tree, index)?.len() as u64),
+            PartKind::Text { .. } => Ok(match self.text_form(msg, tree, index)? {
+                TextForm::Kept(b) => b.len() as u64,
+                TextForm::Source(len) | TextForm::Cached(len) => len,
+            }),
             PartKind::Leaf(l) => {
                 if let Some(&n) = l.size.get() {
                     return Ok(n);
@@ -280,7 +299,14 @@ impl Account {
         match &tree.node(index)?.kind {
             PartKind::Dir { .. } => Err(Error::InvalidInput("a directory".into())),
             PartKind::Header { bytes } => Ok(bytes.get().map(|b| slice(b)).unwrap_or_default()),
-            PartKind::Text { .. } => Ok(slice(&self.text(msg, tree, index)?)),
+            PartKind::Text { source, .. } => match self.text_form(msg, tree, index)? {
+                TextForm::Kept(b) => Ok(slice(&b)),
+                TextForm::Source(_) => self.read_part(msg, tree, *source, offset, len),
+                TextForm::Cached(size) => match self.cached_blocks(msg, index, size, offset, len) {
+                    Some(data) => Ok(data),
+                    None => Ok(slice(&self.make_text(msg, tree, index)?.0)),
+                },
+            },
             PartKind::Leaf(l) => {
                 if !tree.binary && !identity(&l.encoding) {
                     if let Some(data) = self.cached_range(msg, index, l, offset, len) {
@@ -368,7 +394,19 @@ impl Account {
         offset: u64,
         len: u64,
     ) -> Option<Vec<u8>> {
-        let size = *leaf.size.get()?;
+        self.cached_blocks(msg, index, *leaf.size.get()?, offset, len)
+    }
+
+    /// A range of entry `index`, `size` bytes long, from cached blocks alone (`None` if one
+    /// is missing).
+    fn cached_blocks(
+        &self,
+        msg: MessageRef,
+        index: u16,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Option<Vec<u8>> {
         let end = offset.saturating_add(len).min(size);
         if offset >= end {
             return Some(Vec::new());
@@ -522,37 +560,100 @@ impl Account {
         Ok(decoded)
     }
 
-    /// The `text` entry's content: the source part, in UTF-8, HTML made plain.
-    fn text(&self, msg: MessageRef, tree: &PartTree, index: u16) -> Result<Arc<[u8]>> {
-        let PartKind::Text {
-            source,
-            html,
-            content,
-        } = &tree.node(index)?.kind
-        else {
+    /// Where the `text` entry's bytes are, learning it the first time: a source that is
+    /// UTF-8 already (and not HTML) is checked block by block and then read as it is; any
+    /// other is made once (see [`Account::make_text`]).
+    fn text_form(&self, msg: MessageRef, tree: &PartTree, index: u16) -> Result<TextForm> {
+        let PartKind::Text { source, html, made } = &tree.node(index)?.kind else {
             return Err(Error::InvalidInput("not a text entry".into()));
         };
-        if let Some(c) = content.get() {
-            return Ok(c.clone());
+        if let Some(form) = made.get() {
+            return Ok(form.clone());
         }
         let PartKind::Leaf(leaf) = &tree.node(*source)?.kind else {
             return Err(Error::Internal("a text entry whose source is not a leaf"));
         };
+        if !*html && leaf.prefetched.get().is_none() && is_utf8_charset(leaf.charset.as_deref()) {
+            let size = self.part_size(msg, tree, *source)?;
+            if size > TEXT_KEPT as u64 && self.source_is_utf8(msg, tree, *source, size)? {
+                return Ok(made.get_or_init(|| TextForm::Source(size)).clone());
+            }
+        }
+        Ok(self.make_text(msg, tree, index)?.1)
+    }
+
+    /// Whether leaf `source` (`size` bytes) is valid UTF-8, read block by block through the
+    /// part block cache (never whole).
+    fn source_is_utf8(
+        &self,
+        msg: MessageRef,
+        tree: &PartTree,
+        source: u16,
+        size: u64,
+    ) -> Result<bool> {
+        let bs = self.opts.block_size.max(1);
+        // A character cut by a block boundary: its first bytes wait for the next block.
+        let mut carry: Vec<u8> = Vec::new();
+        let mut offset = 0;
+        while offset < size {
+            let block = self.read_part(msg, tree, source, offset, bs)?;
+            if block.is_empty() {
+                break;
+            }
+            offset += block.len() as u64;
+            carry.extend_from_slice(&block);
+            match std::str::from_utf8(&carry) {
+                Ok(_) => carry.clear(),
+                Err(e) if e.error_len().is_none() => {
+                    carry.drain(..e.valid_up_to());
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(carry.is_empty())
+    }
+
+    /// Make the `text` entry's content from its source (charset to UTF-8, HTML made plain):
+    /// the bytes, and where they are kept from now on: with the tree up to [`TEXT_KEPT`],
+    /// else in the part block cache.
+    fn make_text(
+        &self,
+        msg: MessageRef,
+        tree: &PartTree,
+        index: u16,
+    ) -> Result<(Arc<[u8]>, TextForm)> {
+        let PartKind::Text { source, html, made } = &tree.node(index)?.kind else {
+            return Err(Error::InvalidInput("not a text entry".into()));
+        };
+        let PartKind::Leaf(leaf) = &tree.node(*source)?.kind else {
+            return Err(Error::Internal("a text entry whose source is not a leaf"));
+        };
         let raw = match leaf.prefetched.get() {
-            Some(raw) => raw.clone(),
+            Some(raw) => raw.to_vec(),
             None => {
                 let size = self.part_size(msg, tree, *source)?;
-                Arc::from(self.read_part(msg, tree, *source, 0, size)?)
+                self.read_part(msg, tree, *source, 0, size)?
             }
         };
-        let mut text = to_utf8(&raw, leaf.charset.as_deref());
+        let mut text = to_utf8(raw, leaf.charset.as_deref());
         if *html {
             text = mail_parser::decoders::html::html_to_text(&text);
         }
         let text: Arc<[u8]> = Arc::from(text.into_bytes());
-        if text.len() <= TEXT_KEPT {
-            let _ = content.set(text.clone());
-        }
-        Ok(text)
+        let form = if text.len() <= TEXT_KEPT {
+            TextForm::Kept(text.clone())
+        } else {
+            let bs = self.opts.block_size.max(1) as usize;
+            for (b, chunk) in text.chunks(bs).enumerate() {
+                let key = PartBlock {
+                    msg,
+                    node: index,
+                    block: b as u64,
+                };
+                self.parts.blocks.insert(key, Arc::from(chunk));
+            }
+            TextForm::Cached(text.len() as u64)
+        };
+        Ok((text, made.get_or_init(|| form).clone()))
     }
 }

@@ -33,20 +33,25 @@ pub(super) fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
 
 /// Text in `charset` as UTF-8 (mail-parser's decoders; unknown charsets read as UTF-8 with
 /// replacement characters).
-pub(super) fn to_utf8(raw: &[u8], charset: Option<&str>) -> String {
-    let utf8 = charset.is_none_or(|c| {
-        c.eq_ignore_ascii_case("utf-8")
-            || c.eq_ignore_ascii_case("utf8")
-            || c.eq_ignore_ascii_case("us-ascii")
-    });
-    if !utf8 {
+pub(super) fn to_utf8(raw: Vec<u8>, charset: Option<&str>) -> String {
+    if !is_utf8_charset(charset) {
         if let Some(decoder) = charset
             .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()))
         {
-            return decoder(raw);
+            return decoder(&raw);
         }
     }
-    String::from_utf8_lossy(raw).into_owned()
+    // Valid UTF-8 (the usual case) is taken as it is, without a copy.
+    String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Whether a part of this charset is UTF-8 as it stands (none named, UTF-8 or US-ASCII).
+pub(super) fn is_utf8_charset(charset: Option<&str>) -> bool {
+    charset.is_none_or(|c| {
+        c.eq_ignore_ascii_case("utf-8")
+            || c.eq_ignore_ascii_case("utf8")
+            || c.eq_ignore_ascii_case("us-ascii")
+    })
 }
 
 /// A parameter (`filename`, `name`) decoded the way mail-parser decodes a header: RFC 2231
@@ -227,7 +232,7 @@ mod tests {
         );
         assert_eq!(decode("7bit", b"as is"), b"as is");
         assert_eq!(
-            to_utf8(b"Gr\xfc\xdfe", Some("iso-8859-1")),
+            to_utf8(b"Gr\xfc\xdfe".to_vec(), Some("iso-8859-1")),
             "Gr\u{fc}\u{df}e"
         );
     }

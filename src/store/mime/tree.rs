@@ -92,7 +92,7 @@ impl Builder {
                 PartKind::Text {
                     source,
                     html,
-                    content: OnceLock::new(),
+                    made: OnceLock::new(),
                 },
             ) {
                 // Listed right after `header`.

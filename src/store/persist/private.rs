@@ -66,6 +66,26 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     dirfd.sync_all()
 }
 
+/// Run `edit` with the private directory `dir` (created if missing) locked against every
+/// other process that edits files in it this way (`flock` on the directory's fd, released
+/// when the fd closes): a read-add-write of a file shared by the mounts of an account loses
+/// no other mount's update.
+pub(crate) fn with_dir_locked<T>(
+    dir: &Path,
+    edit: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let d = open_private_dir(dir)?;
+    // SAFETY: flock on an open fd; released when `d` is closed.
+    if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    edit()
+}
+
 /// The directory and file name of `path`.
 fn split(path: &Path) -> std::io::Result<(&Path, &std::ffi::OsStr)> {
     match (path.parent(), path.file_name()) {
@@ -125,7 +145,7 @@ pub(super) fn load_private<T>(
 /// if it is not ours or too large. The file is opened once, without following a symlink (in
 /// a private directory opened the same way); its type, owner, mode and size are checked on
 /// that fd, and the bytes are read from it: what was checked is what is read.
-pub(super) fn read_private(path: &Path) -> Result<Option<Vec<u8>>, String> {
+pub(crate) fn read_private(path: &Path) -> Result<Option<Vec<u8>>, String> {
     let (dir, file) = split(path).map_err(|e| e.to_string())?;
     let dirfd = match open_private_dir(dir) {
         Ok(d) => d,
