@@ -10,15 +10,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-/// ATOM-CHAR of RFC 3501: any CHAR except atom-specials.
-pub fn is_atom_char(b: u8) -> bool {
-    (0x21..0x7f).contains(&b) && !b"(){ %*\"\\]".contains(&b)
-}
-
-/// ASTRING-CHAR: ATOM-CHAR or `]`.
-pub fn is_astring_char(b: u8) -> bool {
-    is_atom_char(b) || b == b']'
-}
+use crate::imap::chars::{is_astring_char, is_atom_char};
 
 /// A command tag (RFC 3501 `tag`: one or more ASTRING-CHARs other than `+`). The session
 /// core numbers the client's own (`A1`, `A2`, ...), and a tag in flight is always one of

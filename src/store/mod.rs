@@ -181,7 +181,7 @@ impl Account {
         let account_dir = opts
             .persist
             .as_ref()
-            .map(|p| disk_cache::account_dir(&p.dir, &p.account));
+            .map(|p| persist::account_dir(&p.dir, &p.account));
         Account {
             disk,
             daily: daily::Daily::open(account_dir),

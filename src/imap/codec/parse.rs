@@ -16,7 +16,8 @@
 //! [`Parser::enter`], so nesting is bounded by `max_depth` and a hostile frame cannot exhaust
 //! the stack.
 
-use crate::imap::codec::{is_astring_char, is_atom_char, DecodeError};
+use crate::imap::chars::{is_astring_char, is_atom_char};
+use crate::imap::codec::DecodeError;
 use crate::imap::gmail::Label;
 use crate::imap::types::*;
 

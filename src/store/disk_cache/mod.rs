@@ -46,7 +46,7 @@ use std::time::{Duration, SystemTime};
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
-use crate::store::persist::euid;
+use crate::store::persist::{account_dir, euid, hex_md5};
 
 pub use stats::{DiskStats, Totals};
 
@@ -317,18 +317,6 @@ impl DiskCache {
         self.stats.discarded.fetch_add(1, Relaxed);
         let _ = fs::remove_file(path);
     }
-}
-
-/// `<dir>/<md5(account)>`: the account's directory (indexes and bodies).
-pub fn account_dir(dir: &Path, account: &str) -> PathBuf {
-    dir.join(hex_md5(account.as_bytes()))
-}
-
-pub(crate) fn hex_md5(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// An entry as read from its file, not yet checked.
