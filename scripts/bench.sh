@@ -19,3 +19,6 @@ cargo test --release --test bench -- --ignored --nocapture bench
 
 # Memory under read patterns against --cache-size + 64 MiB (issue 17).
 ./scripts/bench_memory.sh
+
+# Parallel readers of one folder and of eight, beside the raw client on 1 and 4 connections (issue 17).
+./scripts/bench_parallel.sh
