@@ -6,7 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::store::disk_cache::{self, Totals, ACCOUNT_FILE};
+use crate::store::disk_cache::{Totals, ACCOUNT_FILE};
+use crate::store::persist;
 
 /// One account's part of the cache directory.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ impl AccountCache {
 pub fn report(dir: &Path, account: Option<&str>) -> Result<Vec<AccountCache>> {
     let mut out = Vec::new();
     let dirs: Vec<PathBuf> = match account {
-        Some(a) => vec![disk_cache::account_dir(dir, a)],
+        Some(a) => vec![persist::account_dir(dir, a)],
         None => match fs::read_dir(dir) {
             Ok(rd) => rd
                 .flatten()

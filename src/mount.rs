@@ -130,6 +130,7 @@ pub fn run(server: ServerConfig, mut opts: MountOptions) -> Result<()> {
         if let Some(sig) = wait_signal(Duration::from_millis(500)) {
             log::info!("signal {sig}: unmounting");
             unmount_watchdog(&opts.mountpoint, unmount_grace);
+            stall_unmount_for_tests();
             if let Err(e) = bg.umount_and_join() {
                 // Busy (a process has its cwd or a file open inside): as root fuser's
                 // umount(2) has no MNT_DETACH and fails with EBUSY. Detach lazily rather
@@ -397,6 +398,21 @@ fn unmount_watchdog(mountpoint: &Path, grace: Duration) {
         });
     if let Err(e) = spawned {
         log::warn!("no unmount watchdog ({e})");
+    }
+}
+
+/// Test hook, in debug builds only: with `IMAPFS_TEST_STALL_UNMOUNT` set, an unmount asked
+/// for by a signal never begins, as if the thread serving it were stuck for good, so that
+/// `tests/cli.rs` sees [`unmount_watchdog`] force it. The cases the watchdog is for (a
+/// serving thread that a bug stopped) cannot be brought about in a correct daemon, and a
+/// server that stops answering only holds a request for `timeout`; release builds do not
+/// read the variable.
+fn stall_unmount_for_tests() {
+    if cfg!(debug_assertions) && std::env::var_os("IMAPFS_TEST_STALL_UNMOUNT").is_some() {
+        log::warn!("IMAPFS_TEST_STALL_UNMOUNT: the unmount stalls (a test of its watchdog)");
+        loop {
+            std::thread::park();
+        }
     }
 }
 

@@ -16,9 +16,16 @@
 //! - each "ask the kernel for less" experiment on the floor, one knob at a time, with the
 //!   requests that still reached the filesystem.
 //!
+//! Then `.search` (issue 17): `ls` of a result directory matching half the folder
+//! (`LARGER 1100`) and one matching 4 messages (`SMALLER 422`), each beside a raw client's
+//! EXAMINE + `UID SEARCH` of the same criteria over TLS, with `RETURN (ALL)` (ESEARCH) and
+//! without; and the refresh of the unchanged folder (`-o idle=no,dir_ttl=0`, a `stat` each):
+//! its round trips and the daemon's CPU, the remount's first one (saved index) apart.
+//!
 //! Knobs: BENCH_SCALE_MESSAGES (100000), BENCH_SCALE_MILLION (1 adds the 1,000,000 run),
 //! BENCH_PERF (a directory: each imapfs figure is also a `perf record` profile there),
-//! BENCH_SCALE_KNOBS (0 skips the floor experiments), BENCH_RTT_MS (20: cold and remount
+//! BENCH_SCALE_KNOBS (0 skips the floor experiments), BENCH_SCALE_LISTING (0 skips the
+//! listing and `cat` figures), BENCH_RTT_MS (20: cold and remount
 //! listings behind a delay proxy; 0 skips them).
 
 mod common;
@@ -34,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use common::{fill_folder, Dovecot, MountOptions, Seed};
 use floor::{Content, Floor, Knobs};
-use tools::{env_or, mount_listed, profiled, raw, timed, vm_hwm_kb, DelayProxy};
+use tools::{
+    cpu_ms, env_or, mount_listed, profiled, raw, raw_search, timed, vm_hwm_kb, DelayProxy,
+};
 
 /// Messages of the `Cat` folder (the second-`cat` figure).
 const CAT_MESSAGES: u32 = 10_000;
@@ -71,7 +80,11 @@ fn bench_scale() {
         knob_experiments(sizes[0].1);
     }
     for &(name, n) in &sizes {
-        measure(&d, name, n);
+        if env_or("BENCH_SCALE_LISTING", 1) == 1 {
+            measure(&d, name, n);
+        }
+        measure_search(&d, name, n);
+        measure_refresh(&d, name, n);
     }
     let rtt = env_or("BENCH_RTT_MS", 20);
     if rtt > 0 {
@@ -351,4 +364,139 @@ fn measure_delayed(d: &Dovecot, name: &str, n: u32, port: u16, rtt: u64) {
         raw_meta.as_secs_f64(),
         remount.as_secs_f64()
     );
+}
+
+/// Criteria of the `.search` figures: half of a generated folder, and four of its messages
+/// (the sizes come from [`scale_message`]; the server answers both from its cached sizes).
+const SEARCHES: [(&str, &str); 2] = [("half", "LARGER 1100"), ("few", "SMALLER 422")];
+
+/// `ls` of a `.search` result directory (a fresh search each time: another spelling of the
+/// criteria is another result) beside the raw client's `UID SEARCH`, ESEARCH and plain.
+fn measure_search(d: &Dovecot, name: &str, n: u32) {
+    let cache = common::unique_temp_dir("scale-cache");
+    let mount = mount_listed(MountOptions::new(d).cache_home(&cache));
+    let dir = mount.join(name);
+    // The folder's index is held, as it is once the folder was looked at.
+    timed("ls -l", &ls_l(&dir));
+    println!("\n== .search in {n} messages ({name}), loopback, implicit TLS ==");
+    println!(
+        "{:<26} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}",
+        "", "hits", "imapfs", "raw ALL", "raw plain", "/ALL", "/plain", "CPU"
+    );
+    for (label, criteria) in SEARCHES {
+        for (round, spelling) in [criteria.to_string(), criteria.to_lowercase()]
+            .iter()
+            .enumerate()
+        {
+            let raw_all = raw_search(d, d.imaps_port, name, criteria, true);
+            let raw_plain = raw_search(d, d.imaps_port, name, criteria, false);
+            let result = dir.join(".search").join(spelling);
+            let line = format!("LC_ALL=C ls '{}' > /dev/null", result.display());
+            let cpu = cpu_ms(mount.pid());
+            let took = profiled(&format!("search {label} {round}"), mount.pid(), &line);
+            let cpu = cpu_ms(mount.pid()) - cpu;
+            let hits = std::fs::read_dir(&result).map_or(0, |r| r.count());
+            let s = |d: Duration| d.as_secs_f64();
+            println!(
+                "{:<26} {hits:>8} {:>7.3} s {:>7.3} s {:>7.3} s {:>7.2}x {:>7.2}x {cpu:>4} ms",
+                format!("ls .search/{spelling}"),
+                s(took),
+                s(raw_all),
+                s(raw_plain),
+                s(took) / s(raw_all).max(1e-9),
+                s(took) / s(raw_plain).max(1e-9),
+            );
+        }
+    }
+    println!("goal: 2x the raw UID SEARCH (ESEARCH where offered)");
+    drop(mount);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// The refresh of an unchanged folder: a mount that saved its index, then one with
+/// `idle=no,dir_ttl=0` on which every `stat` of a message refreshes the folder. Round trips
+/// (the mount's own count) and the daemon's CPU (/proc/PID/stat) per refresh.
+fn measure_refresh(d: &Dovecot, name: &str, n: u32) {
+    const REFRESHES: u64 = 40;
+    let cache = common::unique_temp_dir("scale-cache");
+    let mount = mount_listed(MountOptions::new(d).cache_home(&cache));
+    timed("ls -l", &ls_l(&mount.join(name)));
+    drop(mount);
+    // The commands are logged (trace of the session), to say which ones a refresh sends.
+    let mount = MountOptions::new(d)
+        .cache_home(&cache)
+        .args(&["--idle", "no", "--dir-ttl", "0"])
+        .rust_log("warn,imapfs::imap::session=trace")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    timed(
+        "ls root",
+        &format!("ls '{}' > /dev/null", mount.path().display()),
+    );
+    let trips = || -> u64 {
+        common::getfattr(mount.path(), "user.imapfs.stats")
+            .expect("stats")
+            .lines()
+            .find_map(|l| l.strip_prefix("round_trips=")?.parse().ok())
+            .expect("round_trips")
+    };
+    let stat = format!(
+        "stat -c %s '{}' > /dev/null",
+        mount.join(name).join("1.eml").display()
+    );
+    let sent = || -> Vec<String> {
+        mount
+            .log()
+            .lines()
+            .filter_map(|l| {
+                let command = l.split_once("C: ")?.1;
+                // The tag, then the command's name (and UID's).
+                let mut words = command.split(' ').skip(1);
+                let name = words.next()?.to_string();
+                Some(match words.next() {
+                    Some(w) if name == "UID" => format!("UID {w}"),
+                    _ => name,
+                })
+            })
+            .collect()
+    };
+    let (cpu0, trips0, sent0) = (cpu_ms(mount.pid()), trips(), sent().len());
+    let first = profiled("first refresh", mount.pid(), &stat);
+    let (cpu1, trips1, sent1) = (cpu_ms(mount.pid()), trips(), sent());
+    let loop_line = format!("for i in $(seq {REFRESHES}); do {stat}; done");
+    let took = profiled("unchanged refresh", mount.pid(), &loop_line);
+    let (cpu2, trips2, sent2) = (cpu_ms(mount.pid()), trips(), sent());
+    let tally = |commands: &[String]| {
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for c in commands {
+            *counts.entry(c.as_str()).or_default() += 1;
+        }
+        counts
+            .iter()
+            .map(|(c, n)| format!("{c} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("\n== refresh of the unchanged folder of {n} messages ({name}) ==");
+    println!(
+        "remount's first refresh (saved index loaded, checked, delta): {} round trips, \
+         {} ms CPU, {:.3} s; sent: {}",
+        trips1 - trips0,
+        cpu1 - cpu0,
+        first.as_secs_f64(),
+        tally(&sent1[sent0..])
+    );
+    println!(
+        "sent by the {REFRESHES} stats: {}",
+        tally(&sent2[sent1.len()..])
+    );
+    println!(
+        "refresh of the unchanged folder ({REFRESHES}, a stat each): {:.2} round trips and \
+         {:.1} ms of daemon CPU each, {:.1} ms each end to end (goal: 1 round trip, < 50 ms CPU)",
+        (trips2 - trips1) as f64 / REFRESHES as f64,
+        (cpu2 - cpu1) as f64 / REFRESHES as f64,
+        took.as_secs_f64() * 1000.0 / REFRESHES as f64
+    );
+    drop(mount);
+    let _ = std::fs::remove_dir_all(&cache);
 }

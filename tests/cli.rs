@@ -637,6 +637,51 @@ fn sigterm_on_a_busy_mount_detaches_it_instead_of_leaving_it_dead() {
     );
 }
 
+/// The unmount watchdog (docs/usage.md, Unmount): an unmount asked for by a signal that has
+/// not finished `timeout` + 5 s later is forced: the mount is detached and the daemon exits
+/// 70. The debug-build hook `IMAPFS_TEST_STALL_UNMOUNT` makes the unmount never begin (see
+/// `stall_unmount_for_tests` in src/mount.rs); release builds ignore it, so there the test
+/// has nothing to check.
+#[test]
+fn a_stuck_unmount_after_a_signal_is_forced_and_exits_70() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the stall hook exists in debug builds only");
+        return;
+    }
+    let timeout = Duration::from_secs(1);
+    let grace = timeout + Duration::from_secs(5);
+    let dovecot = Dovecot::start(Seed::standard());
+    let mut mount = MountOptions::new(&dovecot)
+        .args(&["--timeout", &timeout.as_secs().to_string()])
+        .env("IMAPFS_TEST_STALL_UNMOUNT", "1")
+        .start()
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(list(&mount.join("INBOX")).len() > 1);
+    let signalled = Instant::now();
+    let out = run(&["kill", "-TERM", &mount.pid().to_string()], QUICK);
+    assert!(out.status.success());
+    wait_for("the unmount to stall", QUICK, || {
+        mount.log().contains("the unmount stalls").then_some(())
+    });
+    // Nothing unmounted it: whatever detaches it from here is the watchdog.
+    assert!(mount.is_mounted(), "the stalled unmount went ahead");
+    let status = mount
+        .wait_exit(grace + Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("imapfs still running {grace:?} after SIGTERM"));
+    assert!(
+        signalled.elapsed() >= grace,
+        "forced before its grace ({:?})",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(70), "{status:?}\n{}", mount.log());
+    assert!(!mount.is_mounted(), "the forced unmount left it mounted");
+    assert!(
+        mount.log().contains("unmount did not finish in 6 s"),
+        "{}",
+        mount.log()
+    );
+}
+
 // --- -o options, the helper form, mount -t fuse.imapfs, fstab ----------------------------------
 
 #[test]

@@ -308,6 +308,7 @@ fn esearch_full() {
             count: Some(3),
             all: Some(SequenceSet(vec![(1, 3), (5, 5)])),
             modseq: Some(ModSeq(7)),
+            partial: None,
             other: vec![],
         })
     );
@@ -329,9 +330,66 @@ fn esearch_empty_and_unknown_return_data() {
     };
     assert_eq!(es.count, Some(9));
     assert_eq!(
-        es.other,
-        vec![("PARTIAL".to_string(), b"(1:10 101:105)".to_vec())]
+        es.partial,
+        Some(PartialResult {
+            range: (1, 10),
+            results: SequenceSet(vec![(101, 105)]),
+        })
     );
+    let Untagged::ESearch(es) = untagged(b"* ESEARCH UID X-NEW (1 (2)) COUNT 1\r\n") else {
+        panic!()
+    };
+    assert_eq!(es.other, vec![("X-NEW".to_string(), b"(1 (2))".to_vec())]);
+    assert_eq!(es.count, Some(1));
+}
+
+/// Issue 17: PARTIAL as Dovecot 2.3 (CONTEXT=SEARCH, RFC 5267) and RFC 9394 send it: a
+/// positive or negative range of positions, then a UID set or NIL.
+#[test]
+fn esearch_partial_pages() {
+    let partial = |line: &[u8]| match untagged(line) {
+        Untagged::ESearch(es) => es.partial,
+        other => panic!("{other:?}"),
+    };
+    // RFC 9394 section 4.1's examples.
+    assert_eq!(
+        partial(b"* ESEARCH (TAG \"A01\") UID PARTIAL (-1:-100 200:250,252:300)\r\n"),
+        Some(PartialResult {
+            range: (-1, -100),
+            results: SequenceSet(vec![(200, 250), (252, 300)]),
+        })
+    );
+    assert_eq!(
+        partial(b"* ESEARCH (TAG \"A04\") UID PARTIAL (23500:24000 NIL)\r\n"),
+        Some(PartialResult {
+            range: (23500, 24000),
+            results: SequenceSet::default(),
+        })
+    );
+    // Dovecot 2.3's form, with COUNT beside it.
+    let Untagged::ESearch(es) =
+        untagged(b"* ESEARCH (TAG \"c\") UID COUNT 500002 PARTIAL (1:3 2,4:5)\r\n")
+    else {
+        panic!()
+    };
+    assert_eq!(es.count, Some(500_002));
+    assert_eq!(
+        es.partial.unwrap().results,
+        SequenceSet(vec![(2, 2), (4, 5)])
+    );
+    // Broken pages are errors, not guesses.
+    for bad in [
+        &b"* ESEARCH UID PARTIAL (0:5 1)\r\n"[..],
+        b"* ESEARCH UID PARTIAL (1:-5 1)\r\n",
+        b"* ESEARCH UID PARTIAL (1:5)\r\n",
+        b"* ESEARCH UID PARTIAL 1:5 1\r\n",
+    ] {
+        assert!(
+            parse_response(bad, 64, false).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
 }
 
 #[test]

@@ -482,6 +482,51 @@ fn a_remount_after_another_client_took_recent_does_not_rewrite_the_index() {
     let _ = fs::remove_dir_all(&cache);
 }
 
+/// Issue 17: a refresh of a folder that did not change costs one STATUS, not an EXAMINE
+/// (which makes Dovecot look through the whole folder); a folder that did change is still
+/// refreshed in full detail, flags, expunges and arrivals.
+#[test]
+fn an_unchanged_folder_is_refreshed_by_one_status() {
+    let dovecot = Dovecot::start(&seed_with("Probe", 20, 2));
+    let mount = Mount::start(&dovecot, &["--idle", "no", "--dir-ttl", "0"]).expect("mount");
+    let dir = mount.join("Probe");
+    assert_eq!(long_listing(&dir).len(), 20);
+    let before = stats(&mount);
+    for _ in 0..5 {
+        fs::metadata(dir.join("3.eml")).expect("stat");
+    }
+    let after = stats(&mount);
+    let unchanged = after["listings_unchanged"] - before["listings_unchanged"];
+    assert!(
+        unchanged >= 5,
+        "each stat refreshed by STATUS: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after["listings_incremental"],
+        before["listings_incremental"]
+    );
+    assert_eq!(after["listings_full"], before["listings_full"]);
+    // Another client's flag change, expunge and append: each seen by the next refresh.
+    dovecot.oracle_store("Probe", 3, "+FLAGS", &["\\Flagged"]);
+    fs::metadata(dir.join("3.eml")).expect("stat");
+    let flags = xattr(&dir.join("3.eml"), "user.imap.flags").unwrap();
+    assert!(flags.contains("\\Flagged"), "{flags}");
+    dovecot.oracle_expunge("Probe", 5);
+    let appended = dovecot.oracle_append("Probe", &message("probe-new", 2));
+    let listing = long_listing(&dir);
+    assert!(!listing.contains_key("5.eml"), "{listing:?}");
+    assert!(
+        listing.contains_key(&format!("{appended}.eml")),
+        "{listing:?}"
+    );
+    let last = stats(&mount);
+    assert!(
+        last["listings_incremental"] > after["listings_incremental"],
+        "{last:?}"
+    );
+    assert_eq!(last["listings_full"], after["listings_full"]);
+}
+
 /// Every file under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

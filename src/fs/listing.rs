@@ -6,6 +6,8 @@
 //! Offsets are positions in the snapshot, so they stay valid whatever happens to the folder
 //! while it is listed: a message removed since `opendir` is skipped (it is gone), one added
 //! since shows in the next listing. Folders, `.`, `..` and drafts are few and kept as entries.
+//! A `.search` result is walked the same way ([`LazyEntries`], `fs/views/search.rs`): its
+//! links are made from the search run's UIDs as readdir reaches them.
 
 use std::time::Duration;
 
@@ -20,8 +22,25 @@ use crate::store::SharedIndex;
 #[derive(Default)]
 pub(crate) struct Listing {
     pub before: Vec<DirEntry>,
-    pub messages: Option<MessageRun>,
+    pub messages: Option<Box<dyn LazyEntries>>,
     pub after: Vec<DirEntry>,
+}
+
+/// Entries made only when readdir reaches them: a folder's messages ([`MessageRun`]), a
+/// search result's links.
+pub(crate) trait LazyEntries: Send + Sync {
+    /// How many positions the entries take (some may be skipped when walked).
+    fn len(&self) -> usize;
+
+    /// Walk the entries from position `from`; `base` is the offset of the first. Returns
+    /// whether `add` said the reply is full.
+    fn walk(
+        &self,
+        fs: &ImapFs,
+        from: usize,
+        base: usize,
+        add: &mut dyn FnMut(u64, &DirEntry) -> bool,
+    ) -> bool;
 }
 
 /// A folder's messages as listed at `opendir`: their UIDs, and where to find the rest.
@@ -52,7 +71,7 @@ impl Listing {
         offset: u64,
         mut add: impl FnMut(u64, &DirEntry) -> bool,
     ) {
-        let run_len = self.messages.as_ref().map_or(0, |m| m.uids.len());
+        let run_len = self.messages.as_ref().map_or(0, |m| m.len());
         let mut at = usize::try_from(offset).unwrap_or(usize::MAX);
         while at < self.before.len() {
             if add(at as u64 + 1, &self.before[at]) {
@@ -75,15 +94,17 @@ impl Listing {
     }
 }
 
-impl MessageRun {
-    /// Walk the messages from position `from`; `base` is the offset of the first. Returns
-    /// whether `add` said the reply is full.
+impl LazyEntries for MessageRun {
+    fn len(&self) -> usize {
+        self.uids.len()
+    }
+
     fn walk(
         &self,
         fs: &ImapFs,
         from: usize,
         base: usize,
-        add: &mut impl FnMut(u64, &DirEntry) -> bool,
+        add: &mut dyn FnMut(u64, &DirEntry) -> bool,
     ) -> bool {
         let ix = self.index.read();
         if ix.validity() != self.validity {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::fs::aliases::Named;
 use crate::fs::inode::{Ino, InoKind, ROOT};
 use crate::fs::invalidate::Invalidation;
-use crate::fs::listing::{Listing, MessageRun};
+use crate::fs::listing::{LazyEntries, Listing, MessageRun};
 use crate::fs::shared;
 use crate::fs::tree::{parse_message_file_name, Tree};
 use crate::fs::{DirEntry, ImapFs};
@@ -204,7 +204,7 @@ impl ImapFs {
     pub(crate) fn listing(&self, ino: Ino) -> Result<Listing> {
         // Hook: fs::views.
         if let InoKind::View(v) = ino.kind() {
-            return self.view_listing(v).map(Listing::from);
+            return self.view_listing(v);
         }
         // Hook: fs::maildir.
         if let Some(r) = self.maildir_listing(ino) {
@@ -254,13 +254,13 @@ impl ImapFs {
             };
             let generation = self.tree.lock().generation(mb, validity);
             let ttl = ttl.min(self.message_ttl(mb));
-            messages = Some(MessageRun {
+            messages = Some(Box::new(MessageRun {
                 index,
                 validity,
                 generation,
                 uids,
                 ttl,
-            });
+            }) as Box<dyn LazyEntries>);
         }
         Ok(Listing {
             before: out,

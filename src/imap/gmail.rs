@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use crate::imap::types::is_atom_char;
+use crate::imap::chars::is_atom_char;
 
 /// A Gmail label; see the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

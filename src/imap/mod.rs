@@ -2,6 +2,7 @@
 //!
 //! - [`codec`]: sans-I/O decoding of responses and encoding of commands.
 //! - [`types`]: the protocol's values (UIDs, flags, mailbox names, responses).
+//! - [`chars`]: the grammar's character classes (what an atom or an astring may hold).
 //! - [`gmail`]: Gmail's X-GM-EXT-1 labels and ids ([`gmail::Label`]).
 //! - [`mutf7`]: modified UTF-7, the wire form of mailbox names without UTF8=ACCEPT.
 //! - [`transport`]: a blocking byte stream over TCP, plain or TLS, with deadlines.
@@ -13,6 +14,7 @@
 //! - [`pool`]: a bounded pool of sessions, retry policy, outage back-off, statistics.
 
 pub mod auth;
+pub mod chars;
 pub mod codec;
 pub mod compress;
 pub mod gmail;

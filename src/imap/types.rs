@@ -10,15 +10,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-/// ATOM-CHAR of RFC 3501: any CHAR except atom-specials.
-pub fn is_atom_char(b: u8) -> bool {
-    (0x21..0x7f).contains(&b) && !b"(){ %*\"\\]".contains(&b)
-}
-
-/// ASTRING-CHAR: ATOM-CHAR or `]`.
-pub fn is_astring_char(b: u8) -> bool {
-    is_atom_char(b) || b == b']'
-}
+use crate::imap::chars::{is_astring_char, is_atom_char};
 
 /// A command tag (RFC 3501 `tag`: one or more ASTRING-CHARs other than `+`). The session
 /// core numbers the client's own (`A1`, `A2`, ...), and a tag in flight is always one of
@@ -536,8 +528,22 @@ pub struct ESearch {
     pub count: Option<u32>,
     pub all: Option<SequenceSet>,
     pub modseq: Option<ModSeq>,
-    /// Return data this client does not know (e.g. PARTIAL): upper-cased name and raw value.
+    /// `PARTIAL (range results)`: one page of the matches (RFC 5267's CONTEXT=SEARCH,
+    /// RFC 9394's PARTIAL). imapfs does not ask for it (a `.search` listing needs every
+    /// match, and each page is a search of its own on the server), but reads it right.
+    pub partial: Option<PartialResult>,
+    /// Return data this client does not know: upper-cased name and raw value.
     pub other: Vec<(String, Vec<u8>)>,
+}
+
+/// ESEARCH's `PARTIAL` return data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartialResult {
+    /// The positions among the matches that were asked for, as sent: `1:100` counts from
+    /// the first match, `-1:-100` from the last (RFC 9394).
+    pub range: (i64, i64),
+    /// The matches at those positions (empty for `NIL`: none there).
+    pub results: SequenceSet,
 }
 
 /// The NAMESPACE response (RFC 2342): personal, other users', shared.

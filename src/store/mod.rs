@@ -122,6 +122,18 @@ impl Default for StoreOptions {
 /// Stripes of the per-mailbox refresh locks.
 const REFRESH_STRIPES: usize = 64;
 
+/// How `--cache-size` is shared: (message blocks, decoded MIME parts of the `.parts` view).
+/// The parts get an eighth, at least two blocks and at most half; the message blocks the rest
+/// (at least one block), so that the two caches together stay within `--cache-size` (issue
+/// 17: the parts had a quarter on top of it).
+pub fn cache_shares(opts: &StoreOptions) -> (u64, u64) {
+    let parts = (opts.cache_size / 8)
+        .max(2 * opts.block_size)
+        .min(opts.cache_size / 2);
+    let blocks = (opts.cache_size - parts).max(opts.block_size.min(opts.cache_size));
+    (blocks, parts)
+}
+
 /// The account as the filesystem sees it.
 pub struct Account {
     pool: Pool,
@@ -170,7 +182,7 @@ impl Account {
         let account_dir = opts
             .persist
             .as_ref()
-            .map(|p| disk_cache::account_dir(&p.dir, &p.account));
+            .map(|p| persist::account_dir(&p.dir, &p.account));
         Account {
             disk,
             daily: daily::Daily::open(account_dir),
@@ -178,7 +190,7 @@ impl Account {
             pool,
             mailboxes: mailboxes::Mailboxes::default(),
             indexes: index::Indexes::new(changes.clone()),
-            reading: read::ReadState::new(opts.cache_size),
+            reading: read::ReadState::new(cache_shares(&opts).0),
             headers: headers::HeaderCache::default(),
             changes,
             moves: write::MoveQueue::default(),
@@ -189,7 +201,7 @@ impl Account {
             saved: persist::Saved::default(),
             me: std::sync::Weak::new(),
             searches: std::sync::atomic::AtomicU64::new(0),
-            parts: mime::PartState::new((opts.cache_size / 4).max(8 << 20)),
+            parts: mime::PartState::new(cache_shares(&opts).1),
             opts,
         }
     }
@@ -232,12 +244,14 @@ impl Account {
         self.pool.close_all();
     }
 
-    /// Refreshes done so far: (full listings, incremental), for `user.imapfs.stats`.
-    pub fn sync_counts(&self) -> (u64, u64) {
+    /// Refreshes done so far: (full listings, incremental, answered by a STATUS alone), for
+    /// `user.imapfs.stats`.
+    pub fn sync_counts(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
             self.sync_stats.full.load(Relaxed),
             self.sync_stats.incremental.load(Relaxed),
+            self.sync_stats.unchanged.load(Relaxed),
         )
     }
 
@@ -277,5 +291,25 @@ impl Account {
     /// How many of those copies there are ([`Indexes::copy_count`]: nothing collected).
     pub fn copy_count(&self, id: &ObjectId) -> usize {
         self.indexes.copy_count(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_caches_share_cache_size() {
+        let shares = |cache_size| {
+            cache_shares(&StoreOptions {
+                cache_size,
+                ..StoreOptions::default()
+            })
+        };
+        assert_eq!(shares(128 << 20), (112 << 20, 16 << 20));
+        assert_eq!(shares(16 << 20), (14 << 20, 2 << 20));
+        // Below a few blocks: the parts at most half, the message blocks at least one block.
+        assert_eq!(shares(1 << 20), (1 << 20, 512 << 10));
+        assert_eq!(shares(0), (0, 0));
     }
 }

@@ -39,14 +39,14 @@
 //! folder they cost more than the listing itself); the unmount waits until all are on disk.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use md5::{Digest, Md5};
 use parking_lot::Mutex;
 
 use crate::imap::types::MailboxName;
-use crate::store::disk_cache::{account_dir, hex_md5};
 use crate::store::ids::MailboxId;
 use crate::store::index::{Index, SharedIndex};
 use crate::store::Account;
@@ -80,6 +80,22 @@ impl PersistOptions {
     pub fn account_key(user: &str, host: &str, port: u16) -> String {
         format!("{user}@{host}:{port}")
     }
+}
+
+/// `<dir>/<md5(account)>`: an account's directory, which holds everything saved for it (the
+/// indexes and the folder list here, the bodies of [`crate::store::disk_cache`], the daily
+/// counts of [`crate::store::daily`]).
+pub fn account_dir(dir: &Path, account: &str) -> PathBuf {
+    dir.join(hex_md5(account.as_bytes()))
+}
+
+/// The name a key is kept under in the cache directory: its MD5 in hex (names only: the
+/// files hold their full key and check it).
+pub(crate) fn hex_md5(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What is saved when.

@@ -6,7 +6,9 @@
 //! readahead window that doubles while the reader stays sequential; a reader that opens one
 //! message after another (`cat *`, `grep -r`) has the next messages' first blocks fetched in
 //! the same round trip (the walk window also doubles). All blocks of one read go out as one
-//! pipeline.
+//! pipeline. What all readers together fetch ahead of need is bounded by one shared budget (an
+//! eighth of the cache): parallel readers share it instead of each holding a window of its
+//! own beside the cache.
 //!
 //! Lengths: the listed RFC822.SIZE is a claim. A read whose block comes back short has found
 //! the end of the body: the real length goes into the index ([`IndexChange::BodyLength`]) and
@@ -130,6 +132,10 @@ pub struct ReadState {
     /// Messages read to their end in this mount (the kernel was then told their exact length
     /// and keeps their pages): a stream does not fetch them again.
     pub(crate) read_through: Mutex<std::collections::HashSet<MessageRef>>,
+    /// Bytes of blocks on their way ahead of need (readahead and walk prefetch), all
+    /// readers together: at most [`ReadState::ahead_budget`], so that what parallel readers
+    /// hold in flight beside the cache is bounded whatever their number (issue 17).
+    ahead: std::sync::atomic::AtomicU64,
     /// Blocks that reads found in the cache, and that they had to fetch.
     pub(crate) hits: std::sync::atomic::AtomicU64,
     pub(crate) misses: std::sync::atomic::AtomicU64,
@@ -146,8 +152,42 @@ impl ReadState {
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
             streams: crate::store::stream::Streams::default(),
             read_through: Mutex::new(std::collections::HashSet::new()),
+            ahead: Default::default(),
             hits: Default::default(),
             misses: Default::default(),
+        }
+    }
+
+    /// Keep the longest prefix of `optional` (blocks and their cost in bytes) that fits in
+    /// what is left of the shared budget for blocks fetched ahead; the guard gives the
+    /// bytes back when the fetch is over.
+    fn reserve_ahead(&self, optional: &mut Vec<((Uid, u64), u64)>, budget: u64) -> Ahead<'_> {
+        let mut current = self.ahead.load(Ordering::Relaxed);
+        loop {
+            let room = budget.saturating_sub(current);
+            let (mut bytes, mut kept) = (0, 0);
+            for (_, cost) in optional.iter() {
+                if bytes + cost > room {
+                    break;
+                }
+                bytes += cost;
+                kept += 1;
+            }
+            match self.ahead.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    optional.truncate(kept);
+                    return Ahead {
+                        counter: &self.ahead,
+                        bytes,
+                    };
+                }
+                Err(now) => current = now,
+            }
         }
     }
 
@@ -157,6 +197,18 @@ impl ReadState {
             .wrapping_add(msg.uid.get() as usize)
             % FETCH_STRIPES;
         &self.fetch_turns[i]
+    }
+}
+
+/// Bytes reserved in [`ReadState::ahead`], given back on drop.
+struct Ahead<'a> {
+    counter: &'a std::sync::atomic::AtomicU64,
+    bytes: u64,
+}
+
+impl Drop for Ahead<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -287,12 +339,14 @@ impl Account {
                 let last_block = known_end.max(1).saturating_sub(1) / bs;
                 for b in last + 1..=(last + readahead).min(last_block) {
                     if !self.has_block(&key(b)) {
-                        optional.push((msg.uid, b));
+                        optional.push(((msg.uid, b), bs));
                     }
                 }
                 if first == 0 && !streaming && !self.is_streaming(msg.mailbox) {
                     optional.extend(self.walk_prefetch(msg));
                 }
+                let _ahead = rs.reserve_ahead(&mut optional, self.ahead_budget());
+                let optional: Vec<(Uid, u64)> = optional.into_iter().map(|(b, _)| b).collect();
                 let fetched = self.fetch_blocks(msg, &required, &optional)?;
                 for ((u, b), data) in &fetched {
                     if *u == msg.uid {
@@ -409,11 +463,18 @@ impl Account {
         ahead
     }
 
+    /// Most bytes all readers together fetch ahead of need at a time: an eighth of the cache
+    /// (16 MiB of a 128 MiB cache, the most one sequential reader's window grows to anyway).
+    fn ahead_budget(&self) -> u64 {
+        (self.opts.cache_size / 8).max(self.opts.block_size)
+    }
+
     /// When a reader starts message `uid` right after starting another of the same mailbox,
     /// it is walking the folder: the first blocks of the next messages (in UID order) not yet
     /// cached, to fetch in the same round trip. The window doubles with every round trip of
     /// the walk, so a long walk costs a logarithmic number of them.
-    fn walk_prefetch(&self, msg: MessageRef) -> Vec<(Uid, u64)> {
+    /// Each comes with its cost in bytes (its size, at most a block).
+    fn walk_prefetch(&self, msg: MessageRef) -> Vec<((Uid, u64), u64)> {
         let window = {
             let mut last = self.reading.last_started.lock();
             // A walk opens the next message right after the last one; a pause ends it.
@@ -459,7 +520,7 @@ impl Account {
                 || meta.ids.is_some() && self.body_elsewhere(MessageRef { uid: next, ..msg });
             if !self.has_block(&key) && !elsewhere() {
                 bytes += cost;
-                out.push((next, 0));
+                out.push(((next, 0), cost));
             }
         }
         out

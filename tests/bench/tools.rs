@@ -68,6 +68,72 @@ pub fn profiled(label: &str, pid: u32, line: &str) -> Duration {
     took
 }
 
+/// The CPU time (user + system) a process has used so far, in ms (clock ticks of 10 ms).
+pub fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / hz
+}
+
+/// The raw searcher: over implicit TLS, after its login, an EXAMINE and `UID SEARCH
+/// [RETURN (ALL)] criteria` pipelined (one round trip), timed from sending them to the
+/// search's completion; the answer is read, not parsed. Credentials through the environment.
+const RAW_SEARCH: &str = r#"
+import os, socket, ssl, sys, time
+port, folder, ret, criteria = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', port)), server_hostname='localhost')
+buf = b''
+def line():
+    global buf
+    while b'\r\n' not in buf:
+        d = s.recv(1 << 20)
+        if not d: sys.exit('eof')
+        buf += d
+    l, buf = buf.split(b'\r\n', 1)
+    return l
+line()
+s.sendall(('a LOGIN %s %s\r\n' % (os.environ['RAW_USER'], os.environ['RAW_PASS'])).encode())
+while not line().startswith(b'a '):
+    pass
+start = time.monotonic()
+s.sendall(('b EXAMINE "%s"\r\nc UID SEARCH %s%s\r\n' % (folder, ret, criteria)).encode())
+while True:
+    l = line()
+    if l.startswith(b'c '):
+        if not l.startswith(b'c OK'): sys.exit(l.decode())
+        break
+print('%.6f' % (time.monotonic() - start))
+s.sendall(b'z LOGOUT\r\n')
+"#;
+
+/// The raw client's EXAMINE + `UID SEARCH criteria` of `folder` (with `RETURN (ALL)`, ESEARCH,
+/// when `esearch`): its time from sending them to the answer's end, after the login.
+pub fn raw_search(d: &Dovecot, port: u16, folder: &str, criteria: &str, esearch: bool) -> Duration {
+    let ret = if esearch { "RETURN (ALL) " } else { "" };
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", RAW_SEARCH, &port.to_string(), folder, ret, criteria])
+        .env("RAW_USER", &d.user)
+        .env("RAW_PASS", &d.password);
+    let out = common::run_command(cmd, None, Duration::from_secs(1200)).expect("raw searcher");
+    assert!(
+        out.status.success(),
+        "raw searcher ({folder} {criteria}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a time");
+    Duration::from_secs_f64(secs)
+}
+
 /// The peak resident memory of a process, in kB.
 pub use crate::common::vm_hwm_kb;
 

@@ -65,6 +65,7 @@ pub struct MountOptions<'a> {
     rust_log: Option<String>,
     cache_home: Option<PathBuf>,
     binary: Option<PathBuf>,
+    envs: Vec<(String, String)>,
 }
 
 impl<'a> MountOptions<'a> {
@@ -86,6 +87,7 @@ impl<'a> MountOptions<'a> {
             rust_log: Some("debug,imapfs::imap::session=trace".to_string()),
             cache_home: None,
             binary: None,
+            envs: Vec::new(),
         }
     }
 
@@ -130,6 +132,12 @@ impl<'a> MountOptions<'a> {
     /// Runs without `RUST_LOG`, so stderr holds only what imapfs prints for the user.
     pub fn quiet(mut self) -> Self {
         self.rust_log = None;
+        self
+    }
+
+    /// Sets an environment variable for imapfs.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -184,6 +192,7 @@ impl<'a> MountOptions<'a> {
         if let Some(level) = &self.rust_log {
             command.env("RUST_LOG", level);
         }
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
 
         let started = Instant::now();
         let child = command.spawn().expect("spawn imapfs");

@@ -47,16 +47,17 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::fs::inode::{Ino, InoKind, ViewIno, ROOT};
 use crate::fs::invalidate::Invalidation;
+use crate::fs::listing::{LazyEntries, Listing};
 use crate::fs::read::unix_time;
 use crate::fs::tree::{message_file_name, parse_message_file_name};
 use crate::fs::{DirEntry, ImapFs};
 use crate::imap::codec::{parse_criteria, SearchKey};
-use crate::imap::types::Uid;
+use crate::imap::types::{Uid, UidValidity};
 use crate::store::{MailboxId, MessageRef, PartKind, PartTree};
 
 mod search;
 
-use search::SearchTable;
+use search::{LinkWalk, SearchTable};
 
 /// The name of the search view in every folder and at the root.
 pub const SEARCH_DIR: &str = ".search";
@@ -168,7 +169,29 @@ impl ImapFs {
     /// The entries of a view directory, with the attributes readdirplus hands the kernel:
     /// directories' without any I/O (a `.parts` folder lists one directory per message, whose
     /// tree is fetched only when entered), the others' from what the listing just used.
-    pub(crate) fn view_listing(&self, v: ViewIno) -> Result<Vec<DirEntry>> {
+    pub(crate) fn view_listing(&self, v: ViewIno) -> Result<Listing> {
+        if let ViewIno::SearchResult(id) = v {
+            // The links are made as readdir reaches them, from the run's UIDs.
+            let (dir, run) = self.fresh_run(id)?;
+            let dot = |ino: Ino, name: &str| DirEntry {
+                ino,
+                kind: FileType::Directory,
+                name: name.into(),
+                attr: self.view_dir_attr(ino),
+                ttl: VIEW_DIR_TTL,
+            };
+            return Ok(Listing {
+                before: vec![
+                    dot(view_ino(v)?, "."),
+                    dot(view_ino(ViewIno::SearchRoot(dir))?, ".."),
+                ],
+                messages: Some(Box::new(LinkWalk {
+                    run,
+                    ttl: self.opts.dir_ttl,
+                })),
+                after: Vec::new(),
+            });
+        }
         let entries = self.view_entries(v)?;
         Ok(entries
             .into_iter()
@@ -189,7 +212,8 @@ impl ImapFs {
                     ttl,
                 })
             })
-            .collect())
+            .collect::<Vec<_>>()
+            .into())
     }
 
     /// The entries of a view directory: inode, kind and name.
@@ -203,18 +227,6 @@ impl ImapFs {
         };
         match v {
             ViewIno::SearchRoot(dir) if self.search_root_exists(dir) => Ok(dot(dir)),
-            ViewIno::SearchResult(id) => {
-                let (dir, run) = self.fresh_run(id)?;
-                let mut out = dot(view_ino(ViewIno::SearchRoot(dir))?);
-                for (i, link) in run.links.iter().enumerate() {
-                    let link_ino = view_ino(ViewIno::SearchLink {
-                        run: run.id,
-                        index: i as u32,
-                    })?;
-                    out.push((link_ino, FileType::Symlink, OsString::from(&link.name)));
-                }
-                Ok(out)
-            }
             ViewIno::PartsRoot(dir) => {
                 let mb = self
                     .selectable_mailbox(dir)
@@ -381,13 +393,12 @@ impl ImapFs {
             ViewIno::SearchRoot(dir) => self.lookup_search(dir, name),
             ViewIno::SearchResult(id) => {
                 let (_, run) = self.fresh_run(id)?;
-                let index = *run
-                    .by_name
-                    .get(name)
+                let (index, link) = run
+                    .find(name)
+                    .and_then(|i| Some((i, run.link(i)?)))
                     .ok_or_else(|| Error::NoEntry(name.into()))?;
                 let ino = view_ino(ViewIno::SearchLink { run: run.id, index })?;
-                let link = &run.links[index as usize];
-                Ok((self.link_attr(ino, link), self.opts.dir_ttl))
+                Ok((self.link_attr(ino, &link), self.opts.dir_ttl))
             }
             ViewIno::PartsRoot(dir) => self.lookup_parts_message(dir, name),
             ViewIno::Part {

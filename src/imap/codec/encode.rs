@@ -14,7 +14,7 @@
 //! [`SearchDate`], the [`QResync`] parameters of SELECT/EXAMINE, the [`ListReturn`] options of
 //! an extended LIST. Their user text travels through [`AString`] like every other string.
 
-use crate::imap::codec::is_atom_char;
+use crate::imap::chars::is_atom_char;
 use crate::imap::types::{Flag, MailboxName, ModSeq, SequenceSet, UidValidity};
 
 /// Longest string sent quoted; longer ones go as literals.

@@ -32,7 +32,6 @@ pub use search::{parse_criteria, CriteriaError};
 
 /// Kept at its old path: modified UTF-7 lives beside the types that use it.
 pub use crate::imap::mutf7;
-pub use crate::imap::types::{is_astring_char, is_atom_char};
 
 use crate::error::printable;
 use crate::imap::types::Response;

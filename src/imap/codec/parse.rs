@@ -16,7 +16,8 @@
 //! [`Parser::enter`], so nesting is bounded by `max_depth` and a hostile frame cannot exhaust
 //! the stack.
 
-use crate::imap::codec::{is_astring_char, is_atom_char, DecodeError};
+use crate::imap::chars::{is_astring_char, is_atom_char};
+use crate::imap::codec::DecodeError;
 use crate::imap::gmail::Label;
 use crate::imap::types::*;
 
@@ -208,6 +209,7 @@ impl<'a> Parser<'a> {
                 "COUNT" => es.count = Some(self.number()?),
                 "ALL" => es.all = Some(self.sequence_set()?),
                 "MODSEQ" => es.modseq = Some(ModSeq(self.number64()?)),
+                "PARTIAL" => es.partial = Some(self.partial_result()?),
                 _ => {
                     let start = self.pos;
                     self.skip_value()?;
@@ -217,6 +219,40 @@ impl<'a> Parser<'a> {
         }
         self.end()?;
         Ok(es)
+    }
+
+    /// `"(" partial-range SP (sequence-set / "NIL") ")"` (RFC 9394 section 4, RFC 5267
+    /// section 4.4): a range of positions (`first:last`, negative counting from the end),
+    /// then the matches there.
+    fn partial_result(&mut self) -> PResult<PartialResult> {
+        self.expect(b'(')?;
+        let first = self.partial_position()?;
+        self.expect(b':')?;
+        let last = self.partial_position()?;
+        if (first < 0) != (last < 0) {
+            return Err("PARTIAL range mixes ends".into());
+        }
+        self.sp()?;
+        let results = if self.eat_word("NIL") {
+            SequenceSet::default()
+        } else {
+            self.sequence_set()?
+        };
+        self.expect(b')')?;
+        Ok(PartialResult {
+            range: (first, last),
+            results,
+        })
+    }
+
+    /// A position of a PARTIAL range: a non-zero number, negative from the end.
+    fn partial_position(&mut self) -> PResult<i64> {
+        let negative = self.eat(b'-');
+        let n = i64::from(self.number()?);
+        if n == 0 {
+            return Err("PARTIAL position 0".into());
+        }
+        Ok(if negative { -n } else { n })
     }
 
     fn vanished(&mut self) -> PResult<Untagged> {

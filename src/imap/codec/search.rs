@@ -17,8 +17,8 @@
 //! a name), unknown keys, missing or malformed arguments, nesting deeper than
 //! [`MAX_DEPTH`].
 
+use crate::imap::chars::is_atom_char;
 use crate::imap::codec::encode::{SearchDate, SearchKey};
-use crate::imap::codec::is_atom_char;
 use crate::imap::types::{ModSeq, SequenceSet};
 
 /// Deepest nesting of `NOT`, `OR` and parentheses accepted (the encoder's bound is 32).

@@ -16,16 +16,16 @@
 //! ```
 //!
 //! A continuation request for a command with chunks left queues its next chunk and gives
-//! [`Event::Continue`]; the driver writes it. Every untagged response passes [`Core::observe`]
+//! [`Event::Continue`]; the driver writes it. Every untagged response passes `Core::observe`
 //! (capabilities, BYE, ENABLED, the selected mailbox) and comes out as
-//! [`Event::Untagged`] with its [`MailboxEvent`](super::MailboxEvent), if any. A completion for
+//! [`Event::Untagged`] with its [`MailboxEvent`], if any. A completion for
 //! a tag not in flight, or an undecodable stream, breaks the core: it is a protocol violation
 //! that no later reply can repair. The blocking [`Session`](super::Session) adds the transport
 //! and the deadlines; the transcript tests (`tests/transcripts.rs`) drive a core from bytes.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::imap::codec::{Command, DecodeError, Limits, ResponseDecoder};
 use crate::imap::types::*;
 
@@ -387,6 +387,62 @@ impl Core {
                 }
             };
         }
+    }
+
+    /// Apply an untagged response to the connection and mailbox state; returns what it says
+    /// about the selected mailbox.
+    pub(super) fn observe(&mut self, u: &Untagged) -> Option<MailboxEvent> {
+        match u {
+            Untagged::Capability(c) => self.capabilities = Capabilities::new(c.clone()),
+            Untagged::Status {
+                status: Status::Bye,
+                text,
+            } => self.bye = Some(text.text.clone()),
+            Untagged::Status { text, .. } => {
+                if let Some(sel) = self.selected.as_mut() {
+                    match &text.code {
+                        Some(Code::UidValidity(v)) => sel.uidvalidity = Some(*v),
+                        Some(Code::UidNext(n)) => sel.uidnext = Some(*n),
+                        Some(Code::HighestModSeq(m)) => sel.highest_modseq = Some(*m),
+                        Some(Code::ReadOnly) => sel.read_only = true,
+                        Some(Code::PermanentFlags(f)) => sel.permanent_flags = Some(f.clone()),
+                        _ => {}
+                    }
+                }
+                if text.code == Some(Code::Alert) {
+                    log::warn!("server alert: {}", printable(&text.text));
+                }
+            }
+            Untagged::Exists(n) => {
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.exists = *n;
+                }
+            }
+            Untagged::Expunge(_) => {
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.exists = sel.exists.saturating_sub(1);
+                }
+            }
+            // VANISHED (not EARLIER) replaces EXPUNGE once QRESYNC is enabled.
+            Untagged::Vanished {
+                earlier: false,
+                uids,
+            } => {
+                if let Some(sel) = self.selected.as_mut() {
+                    let n = uids.iter_capped(u32::MAX - 1, sel.exists as usize).count();
+                    sel.exists = sel.exists.saturating_sub(n as u32);
+                }
+            }
+            Untagged::Enabled(caps) => {
+                for c in caps {
+                    if !self.enabled.iter().any(|e| e.eq_ignore_ascii_case(c)) {
+                        self.enabled.push(c.to_ascii_uppercase());
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.selected.as_ref().and_then(|_| MailboxEvent::of(u))
     }
 
     /// Keep an untagged response for the next completion, within the backlog cap: past it,

@@ -29,7 +29,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::{printable, Error, Result};
+use crate::error::{Error, Result};
 use crate::imap::codec::{Command, Limits, SelectSync};
 use crate::imap::transport::{Transport, WireBytes};
 use crate::imap::types::*;

@@ -1,14 +1,12 @@
 //! Untagged responses as typed events: what the server says about the selected mailbox
-//! becomes a [`MailboxEvent`], and every untagged response is applied to the connection and
-//! mailbox state (capabilities, BYE, ENABLED, UIDVALIDITY, EXISTS, EXPUNGE, ...) wherever it
-//! arrives, by [`Core::observe`].
+//! becomes a [`MailboxEvent`]. (Applying every untagged response to the connection and
+//! mailbox state is the session core's: `Core::observe` in [`super::core`].)
 //!
 //! [`MailboxEvent::of`] is a pure function of one response, so the watcher, the store and the
 //! transcript tests all read the same meaning out of it: EXISTS and EXPUNGE count and move
 //! sequence numbers; VANISHED names UIDs (`earlier` for the QRESYNC catch-up of a SELECT);
 //! FETCH carries what changed about one message (UID, flags, MODSEQ), if it says anything.
 
-use super::core::{Capabilities, Core};
 use super::*;
 
 /// A change to the selected mailbox, as the server reported it.
@@ -89,63 +87,5 @@ impl MailboxEvent {
             },
             _ => return None,
         })
-    }
-}
-
-impl Core {
-    /// Apply an untagged response to the connection and mailbox state; returns what it says
-    /// about the selected mailbox.
-    pub(super) fn observe(&mut self, u: &Untagged) -> Option<MailboxEvent> {
-        match u {
-            Untagged::Capability(c) => self.capabilities = Capabilities::new(c.clone()),
-            Untagged::Status {
-                status: Status::Bye,
-                text,
-            } => self.bye = Some(text.text.clone()),
-            Untagged::Status { text, .. } => {
-                if let Some(sel) = self.selected.as_mut() {
-                    match &text.code {
-                        Some(Code::UidValidity(v)) => sel.uidvalidity = Some(*v),
-                        Some(Code::UidNext(n)) => sel.uidnext = Some(*n),
-                        Some(Code::HighestModSeq(m)) => sel.highest_modseq = Some(*m),
-                        Some(Code::ReadOnly) => sel.read_only = true,
-                        Some(Code::PermanentFlags(f)) => sel.permanent_flags = Some(f.clone()),
-                        _ => {}
-                    }
-                }
-                if text.code == Some(Code::Alert) {
-                    log::warn!("server alert: {}", printable(&text.text));
-                }
-            }
-            Untagged::Exists(n) => {
-                if let Some(sel) = self.selected.as_mut() {
-                    sel.exists = *n;
-                }
-            }
-            Untagged::Expunge(_) => {
-                if let Some(sel) = self.selected.as_mut() {
-                    sel.exists = sel.exists.saturating_sub(1);
-                }
-            }
-            // VANISHED (not EARLIER) replaces EXPUNGE once QRESYNC is enabled.
-            Untagged::Vanished {
-                earlier: false,
-                uids,
-            } => {
-                if let Some(sel) = self.selected.as_mut() {
-                    let n = uids.iter_capped(u32::MAX - 1, sel.exists as usize).count();
-                    sel.exists = sel.exists.saturating_sub(n as u32);
-                }
-            }
-            Untagged::Enabled(caps) => {
-                for c in caps {
-                    if !self.enabled.iter().any(|e| e.eq_ignore_ascii_case(c)) {
-                        self.enabled.push(c.to_ascii_uppercase());
-                    }
-                }
-            }
-            _ => {}
-        }
-        self.selected.as_ref().and_then(|_| MailboxEvent::of(u))
     }
 }

@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 use md5::{Digest, Md5};
 use parking_lot::{Condvar, Mutex};
 
-use crate::store::persist::euid;
+use crate::store::persist::{account_dir, euid, hex_md5};
 
 pub use stats::{DiskStats, Totals};
 
@@ -373,21 +373,6 @@ impl DiskCache {
         self.stats.discarded.fetch_add(1, Relaxed);
         let _ = fs::remove_file(path);
     }
-}
-
-/// `<dir>/<md5(account)>`: the account's directory (indexes and bodies).
-pub fn account_dir(dir: &Path, account: &str) -> PathBuf {
-    dir.join(hex_md5(account.as_bytes()))
-}
-
-pub(crate) fn hex_md5(data: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(32);
-    for b in Md5::digest(data) {
-        hex.push(DIGITS[usize::from(b >> 4)].into());
-        hex.push(DIGITS[usize::from(b & 15)].into());
-    }
-    hex
 }
 
 /// An entry as read from its file, not yet checked.

@@ -25,7 +25,8 @@
 //! encoding (7bit, 8bit, binary) is read the same way with `BODY.PEEK[n]<offset.len>`, and
 //! base64 or quoted-printable is fetched whole with `BODY.PEEK[n]` and decoded here (its size
 //! is then known only after that fetch). Decoded blocks live in their own byte-bounded cache
-//! (a quarter of `cache_size`).
+//! (an eighth of `cache_size`, taken from the message blocks' share:
+//! [`crate::store::cache_shares`]).
 //!
 //! Files: `listing` (the two FETCHes that learn a tree), `tree` (BODYSTRUCTURE -> nodes and
 //! names), `names` (sections, filenames, extensions, transfer decoding, charsets); this file
@@ -66,9 +67,10 @@ pub const MAX_NAME_BYTES: usize = 200;
 /// A text part up to this size (encoded) is fetched with the tree.
 const TEXT_PREFETCH: u64 = 64 << 10;
 
-/// The `text` of a message is kept with its tree up to this size (a longer one is made again
-/// from the cached part blocks when read).
-const TEXT_KEPT: usize = 1 << 20;
+/// The `text` of a message is kept with its tree up to this size; a longer one is read from
+/// its source or kept in the part block cache (see [`TextForm`]), so that the [`TREES`] kept
+/// hold a few MiB at most, not 256 texts of any size (issue 17).
+const TEXT_KEPT: usize = 16 << 10;
 
 /// Trees kept.
 const TREES: usize = 256;
