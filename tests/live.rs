@@ -482,6 +482,51 @@ fn a_remount_after_another_client_took_recent_does_not_rewrite_the_index() {
     let _ = fs::remove_dir_all(&cache);
 }
 
+/// Issue 17: a refresh of a folder that did not change costs one STATUS, not an EXAMINE
+/// (which makes Dovecot look through the whole folder); a folder that did change is still
+/// refreshed in full detail, flags, expunges and arrivals.
+#[test]
+fn an_unchanged_folder_is_refreshed_by_one_status() {
+    let dovecot = Dovecot::start(&seed_with("Probe", 20, 2));
+    let mount = Mount::start(&dovecot, &["--idle", "no", "--dir-ttl", "0"]).expect("mount");
+    let dir = mount.join("Probe");
+    assert_eq!(long_listing(&dir).len(), 20);
+    let before = stats(&mount);
+    for _ in 0..5 {
+        fs::metadata(dir.join("3.eml")).expect("stat");
+    }
+    let after = stats(&mount);
+    let unchanged = after["listings_unchanged"] - before["listings_unchanged"];
+    assert!(
+        unchanged >= 5,
+        "each stat refreshed by STATUS: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after["listings_incremental"],
+        before["listings_incremental"]
+    );
+    assert_eq!(after["listings_full"], before["listings_full"]);
+    // Another client's flag change, expunge and append: each seen by the next refresh.
+    dovecot.oracle_store("Probe", 3, "+FLAGS", &["\\Flagged"]);
+    fs::metadata(dir.join("3.eml")).expect("stat");
+    let flags = xattr(&dir.join("3.eml"), "user.imap.flags").unwrap();
+    assert!(flags.contains("\\Flagged"), "{flags}");
+    dovecot.oracle_expunge("Probe", 5);
+    let appended = dovecot.oracle_append("Probe", &message("probe-new", 2));
+    let listing = long_listing(&dir);
+    assert!(!listing.contains_key("5.eml"), "{listing:?}");
+    assert!(
+        listing.contains_key(&format!("{appended}.eml")),
+        "{listing:?}"
+    );
+    let last = stats(&mount);
+    assert!(
+        last["listings_incremental"] > after["listings_incremental"],
+        "{last:?}"
+    );
+    assert_eq!(last["listings_full"], after["listings_full"]);
+}
+
 /// Every file under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -653,6 +698,49 @@ fn messages_appended_after_the_sessions_last_sync_are_not_enoent() {
             Err(e) => panic!("{uid}.eml, appended and never expunged: {e}"),
         }
     }
+}
+
+/// Issue 17: parallel readers of one folder (`ls | xargs -P4 -n 100`, each `sha256sum` walking
+/// its own stretch of names) each get a stream of their own, on its own connection, and every
+/// byte is the server's. A small cache keeps each stream close to its reader, so that no one
+/// stream has fetched the others' stretches before their readers start.
+#[test]
+fn parallel_readers_of_one_folder_each_get_a_stream_and_every_byte_is_right() {
+    let seed = seed_with("Par", 400, 2_500);
+    let dovecot = Dovecot::start(&seed);
+    let folder = seed.folder("Par");
+    let bodies: Vec<&[u8]> = folder.messages.iter().map(|m| &m.bytes[..]).collect();
+    let want: BTreeMap<PathBuf, String> = folder
+        .messages
+        .iter()
+        .zip(common::sha256_hex_many(&bodies))
+        .map(|(m, h)| (PathBuf::from(m.file_name()), h))
+        .collect();
+    let mount = Mount::start(&dovecot, &["--cache-size", "16M"]).expect("mount");
+    let dir = mount.join("Par");
+    let out = common::run(
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cd '{}' && LC_ALL=C ls | xargs -P4 -n 100 sha256sum",
+                dir.display()
+            ),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(common::parse_sha256sum(&out.stdout), want);
+    let after = stats(&mount);
+    // Four walkers, at most connections - 1 = 3 streams at once.
+    assert!(
+        (2..=3).contains(&after["streams_at_once"]),
+        "several streams ran at once, one connection left: {after:?}"
+    );
 }
 
 /// `cat *.eml` (file name order) and `grep -r` (UID order) walks are streamed ahead of the

@@ -277,7 +277,7 @@ impl ImapFs {
     fn stats(&self) -> String {
         let p = self.account.pool().stats();
         let (cache_bytes, hits, misses) = self.account.cache_stats();
-        let (full, incremental) = self.account.sync_counts();
+        let (full, incremental, unchanged) = self.account.sync_counts();
         let mut lines = vec![
             format!("connections_open={}", p.open),
             format!("connections_idle={}", p.idle),
@@ -294,8 +294,10 @@ impl ImapFs {
             format!("part_trees={}", self.account.part_trees_built()),
             format!("listings_full={full}"),
             format!("listings_incremental={incremental}"),
+            format!("listings_unchanged={unchanged}"),
             format!("watching={}", u8::from(self.account.is_live())),
             format!("streams={}", self.account.streams_started()),
+            format!("streams_at_once={}", self.account.streams_at_once()),
             format!("throttle_waits={}", p.throttle_waits),
             format!("compress={}", if p.compressed { "on" } else { "off" }),
             format!("bytes_on_wire={}", p.bytes_on_wire),

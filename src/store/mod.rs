@@ -242,12 +242,14 @@ impl Account {
         self.pool.close_all();
     }
 
-    /// Refreshes done so far: (full listings, incremental), for `user.imapfs.stats`.
-    pub fn sync_counts(&self) -> (u64, u64) {
+    /// Refreshes done so far: (full listings, incremental, answered by a STATUS alone), for
+    /// `user.imapfs.stats`.
+    pub fn sync_counts(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
             self.sync_stats.full.load(Relaxed),
             self.sync_stats.incremental.load(Relaxed),
+            self.sync_stats.unchanged.load(Relaxed),
         )
     }
 

@@ -76,3 +76,21 @@ fn item_15_a_sample_that_differs_from_the_server_fails_the_check() {
     assert_eq!(sample.len(), 200);
     assert!((901..=1000).all(|u| sample.iter().any(|(s, _, _)| s.get() == u)));
 }
+
+#[test]
+fn a_sample_of_a_sparse_index_is_of_its_messages() {
+    // Issue 17: the random part is drawn by UID (no pass over the index); every draw lands
+    // on a message the index holds, below the newest ones, and none twice.
+    let uids: Vec<u32> = (1..=3000).step_by(7).chain(1_000_000..1_000_050).collect();
+    let ix = index(&uids);
+    let sample = verify::sample(&ix);
+    let newest: Vec<u32> = uids[uids.len() - verify::NEWEST..].to_vec();
+    assert_eq!(sample.len(), verify::NEWEST + verify::RANDOM);
+    let mut seen = BTreeSet::new();
+    for (u, _, _) in &sample {
+        assert!(ix.messages().contains_key(u), "UID {u} is held");
+        assert!(seen.insert(*u), "UID {u} drawn twice");
+    }
+    let older = sample.iter().filter(|(u, _, _)| !newest.contains(&u.get()));
+    assert_eq!(older.count(), verify::RANDOM);
+}
