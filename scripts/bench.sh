@@ -17,3 +17,5 @@ cargo test --release --test bench -- --ignored --nocapture bench
 ./scripts/bench_scale.sh
 ./scripts/bench_scale_engine.sh
 
+# Memory under read patterns against --cache-size + 64 MiB (issue 17).
+./scripts/bench_memory.sh

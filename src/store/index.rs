@@ -74,8 +74,13 @@ impl std::fmt::Display for ObjectId {
 /// away), not a property of the mail, and IMAP4rev2 (RFC 9051) dropped it: kept, it made an
 /// unchanged folder look changed from one mount to the next (attributes invalidated, the
 /// saved index written again). Nothing shows it (`user.imap.flags` never did).
+///
+/// Also the door of every flag list into an index, so it gives back the spare capacity a
+/// decoded list has (room for 4 flags, 128 bytes, where most messages have one: about 90
+/// bytes a message, 90 MB of a folder of 1,000,000; issue 17).
 pub(crate) fn without_recent(mut flags: Vec<Flag>) -> Vec<Flag> {
     flags.retain(|f| *f != Flag::Recent);
+    flags.shrink_to_fit();
     flags
 }
 

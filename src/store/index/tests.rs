@@ -532,3 +532,12 @@ fn recent_is_never_kept_so_it_is_no_change() {
         .all(|m| !m.flags.contains(&Flag::Recent)));
     assert_eq!(held.messages()[&uid(3)].flags, [Flag::Seen]);
 }
+
+#[test]
+fn flag_lists_enter_an_index_without_spare_room() {
+    // As a decoder builds it: room for more than it holds.
+    let mut decoded = Vec::with_capacity(4);
+    decoded.extend([Flag::Seen, Flag::Recent]);
+    let kept = without_recent(decoded);
+    assert_eq!((kept.as_slice(), kept.capacity()), (&[Flag::Seen][..], 1));
+}
