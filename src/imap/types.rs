@@ -403,6 +403,28 @@ pub fn fetch_uid(items: &[FetchItem]) -> Option<Uid> {
     })
 }
 
+/// A whole-message body item: its origin (`None`: from the start) and its data (`None`: the
+/// server answered NIL).
+pub type BodyItem = (Option<u64>, Option<Vec<u8>>);
+
+/// The whole-message body items (`BODY[]`, `BODY[]<origin>`) of a FETCH response that
+/// names its UID, with the UID. `None` for any other response.
+pub fn message_bodies(u: Untagged) -> Option<(Uid, impl Iterator<Item = BodyItem>)> {
+    let Untagged::Fetch { items, .. } = u else {
+        return None;
+    };
+    let uid = fetch_uid(&items)?;
+    let bodies = items.into_iter().filter_map(|item| match item {
+        FetchItem::Body {
+            section,
+            origin,
+            data,
+        } if section.is_empty() => Some((origin, data)),
+        _ => None,
+    });
+    Some((uid, bodies))
+}
+
 /// A data item of a FETCH response.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

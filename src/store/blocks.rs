@@ -65,17 +65,25 @@ impl<K: Hash + Eq> BlockCache<K> {
         if len > self.capacity {
             return;
         }
+        // The blocks pushed out are freed after the lock is released (a big one is an munmap).
+        let mut out = Vec::new();
         let mut inner = self.inner.lock();
         if let Some(old) = inner.lru.put(key, data) {
             inner.bytes -= old.len() as u64;
+            out.push(old);
         }
         inner.bytes += len;
         while inner.bytes > self.capacity {
             match inner.lru.pop_lru() {
-                Some((_, old)) => inner.bytes -= old.len() as u64,
+                Some((_, old)) => {
+                    inner.bytes -= old.len() as u64;
+                    out.push(old);
+                }
                 None => break,
             }
         }
+        drop(inner);
+        drop(out);
     }
 
     /// Bytes held now.

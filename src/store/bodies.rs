@@ -125,6 +125,10 @@ impl Account {
             format!("disk_cache_writes={}", t.writes),
             format!("disk_cache_evicted={}", t.evicted),
             format!("disk_cache_discarded={}", t.discarded),
+            format!(
+                "disk_cache_skipped={}",
+                d.stats.skipped.load(std::sync::atomic::Ordering::Relaxed)
+            ),
         ]
     }
 

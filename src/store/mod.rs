@@ -172,11 +172,12 @@ impl Account {
         let disk = opts.disk.as_ref().and_then(disk_cache::DiskCache::open);
         let disk = disk.map(std::sync::Arc::new);
         if let Some(d) = &disk {
-            // Learn what an earlier mount left (and trim it to the bound) in the background.
+            // Learn what an earlier mount left (and trim it to the bound), then evict each
+            // time writes take it past the bound: in the background, never on a reader's path.
             let d = d.clone();
             let _ = std::thread::Builder::new()
-                .name("disk-cache-scan".into())
-                .spawn(move || d.scan());
+                .name("disk-cache-evict".into())
+                .spawn(move || d.run_evictor());
         }
         let account_dir = opts
             .persist
@@ -235,7 +236,8 @@ impl Account {
         self.save_indexes();
         self.daily.flush(self.pool.bytes_read());
         if let Some(d) = &self.disk {
-            // Leave the cache within its bound (writers may have raced the last pass).
+            // Leave the cache within its bound (after the pass under way, if any).
+            d.stop_evictor();
             d.scan();
             d.save_totals();
         }

@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
 use crate::imap::session::{Access, Session};
-use crate::imap::types::{fetch_uid, FetchItem, SequenceSet, Uid, Untagged};
+use crate::imap::types::{message_bodies, SequenceSet, Uid};
 use crate::store::blocks::{BlockCache, BlockKey};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
@@ -605,24 +605,10 @@ fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> R
     let mut nil = Vec::new();
     let mut out = Vec::new();
     for u in untagged {
-        let Untagged::Fetch { items, .. } = u else {
+        let Some((uid, bodies)) = message_bodies(u) else {
             continue;
         };
-        let Some(uid) = fetch_uid(&items) else {
-            continue;
-        };
-        for item in items {
-            let FetchItem::Body {
-                section,
-                origin,
-                data,
-            } = item
-            else {
-                continue;
-            };
-            if !section.is_empty() {
-                continue;
-            }
+        for (origin, data) in bodies {
             let origin = origin.unwrap_or(0);
             let Some(data) = data else {
                 log::debug!("the server answered NIL for the body of UID {uid} at {origin}");

@@ -42,7 +42,7 @@ use crate::imap::codec::{Command, FetchAttr};
 use crate::imap::pool::Retry;
 use crate::imap::session::{Access, Session};
 use crate::imap::types::{
-    fetch_uid, FetchItem, MailboxName, SequenceSet, Tag, Uid, UidValidity, Untagged,
+    message_bodies, MailboxName, SequenceSet, Tag, Uid, UidValidity, Untagged,
 };
 use crate::store::blocks::BlockKey;
 use crate::store::ids::{MailboxId, MessageRef};
@@ -544,10 +544,7 @@ pub(super) fn land(
     validity: UidValidity,
     u: Untagged,
 ) -> Result<()> {
-    let Untagged::Fetch { items, .. } = u else {
-        return Ok(());
-    };
-    let Some(uid) = fetch_uid(&items) else {
+    let Some((uid, bodies)) = message_bodies(u) else {
         return Ok(());
     };
     let bs = a.opts.block_size;
@@ -556,18 +553,7 @@ pub(super) fn land(
         validity,
         uid,
     };
-    for item in items {
-        let FetchItem::Body {
-            section,
-            origin,
-            data,
-        } = item
-        else {
-            continue;
-        };
-        if !section.is_empty() {
-            continue;
-        }
+    for (origin, data) in bodies {
         let Some(data) = data else {
             log::warn!("server answered NIL for the body of UID {uid}");
             continue;

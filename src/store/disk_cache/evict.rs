@@ -22,11 +22,9 @@ struct Entry {
     size: u64,
 }
 
-/// Run a pass unless another one is running.
+/// Run a pass (after the one under way, if any).
 pub(super) fn pass(cache: &DiskCache) {
-    let Some(_turn) = cache.evicting.try_lock() else {
-        return;
-    };
+    let _turn = cache.evicting.lock();
     let mut entries = Vec::new();
     let mut dirs = Vec::new();
     list(&cache.root, 0, &mut entries, &mut dirs);

@@ -19,22 +19,24 @@
 //! the key digest (a foreign file, a name collision), the length, the checksum (damage), and
 //! the size and date the index lists now (a server that reused a UIDVALIDITY for other
 //! messages). Anything else is removed and counts as a miss: the block is fetched again.
-//! The bytes are read straight into the `Arc<[u8]>` both levels then share (header into the
-//! stack, block into a fresh zeroed allocation: no copy after the read).
+//! The bytes are read with one `preadv` straight into the `Arc<[u8]>` both levels then share
+//! (header into the stack, block into a fresh allocation: no copy after the read).
 //!
 //! Writes: a temporary file (O_EXCL, O_NOFOLLOW, 0600) renamed into place, so a reader sees
 //! an old entry or a whole new one; no fsync (a torn entry fails its checksum). Bound:
-//! [`DiskCache::put`] keeps a running estimate of the bytes held; past the bound an eviction
-//! pass ([`evict`]) lists every entry and removes the least recently used ones (by mtime,
-//! which a hit moves forward at most once a [`TOUCH_EVERY`]) down to 90% of the bound. The
-//! estimate is set from that listing, so mounts sharing the cache correct each other.
+//! [`DiskCache::put`] keeps a running estimate of the bytes held; past the bound it wakes the
+//! eviction thread ([`DiskCache::run_evictor`]), whose pass ([`evict`]) lists every entry and
+//! removes the least recently used ones (by mtime, which a hit moves forward at most once a
+//! [`TOUCH_EVERY`]) down to 90% of the bound. No reader or writer waits for a pass; past the
+//! bound by [`SLACK`] (the thread is behind) blocks are not written. The estimate is set from
+//! each listing, so mounts sharing the cache correct each other.
 
 mod evict;
 mod stats;
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -44,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use md5::{Digest, Md5};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::store::persist::{account_dir, euid, hex_md5};
 
@@ -56,6 +58,9 @@ const MAGIC: &[u8; 8] = b"IMAPFSB1";
 pub const HEADER: usize = 8 + 16 + 8 + 8 + 8 + 4;
 /// A hit moves an entry's mtime (its place in the LRU order) at most this often.
 pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// How far past the bound (in percent) writes go on while the eviction thread catches up;
+/// beyond, blocks are not written.
+pub const SLACK: u64 = 5;
 /// Name of the file in the account directory that says whose it is (for `imapfs cache`).
 pub const ACCOUNT_FILE: &str = "account";
 
@@ -87,6 +92,14 @@ pub struct Stamp {
     pub internal_date: i64,
 }
 
+/// What the eviction thread is asked to do.
+#[derive(Default)]
+struct Evictor {
+    /// A write took the cache past its bound.
+    due: bool,
+    stop: bool,
+}
+
 /// The disk cache of one account.
 pub struct DiskCache {
     /// `<dir>/<md5(account)>/bodies`.
@@ -97,6 +110,9 @@ pub struct DiskCache {
     bytes: AtomicU64,
     /// One eviction pass at a time.
     evicting: Mutex<()>,
+    /// Wakes the eviction thread ([`DiskCache::run_evictor`]).
+    evictor: Mutex<Evictor>,
+    evictor_wake: Condvar,
     /// Distinguishes this process's temporary files.
     tmp_counter: AtomicU64,
     pub stats: DiskStats,
@@ -133,15 +149,48 @@ impl DiskCache {
             bound: opts.bound,
             bytes: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            evictor: Mutex::new(Evictor::default()),
+            evictor_wake: Condvar::new(),
             tmp_counter: AtomicU64::new(0),
             stats: DiskStats::default(),
         };
         Some(cache)
     }
 
-    /// Count what is held and evict past the bound (at start, on a background thread).
+    /// Count what is held and evict past the bound (at unmount; waits for a pass under way).
     pub fn scan(&self) {
         evict::pass(self);
+    }
+
+    /// The eviction thread's body: a pass at once (learn what earlier mounts left, trim it to
+    /// the bound), then one each time a write takes the cache past its bound, until
+    /// [`DiskCache::stop_evictor`]. Readers and writers never run a pass themselves.
+    pub fn run_evictor(&self) {
+        evict::pass(self);
+        loop {
+            {
+                let mut e = self.evictor.lock();
+                while !e.due && !e.stop {
+                    self.evictor_wake.wait(&mut e);
+                }
+                if e.stop {
+                    return;
+                }
+                e.due = false;
+            }
+            evict::pass(self);
+        }
+    }
+
+    /// End [`DiskCache::run_evictor`] (at unmount, before the last [`DiskCache::scan`]).
+    pub fn stop_evictor(&self) {
+        self.evictor.lock().stop = true;
+        self.evictor_wake.notify_all();
+    }
+
+    fn wake_evictor(&self) {
+        self.evictor.lock().due = true;
+        self.evictor_wake.notify_all();
     }
 
     /// The bytes of an entry, if there is a sound one for `key` written under `stamp`.
@@ -181,10 +230,17 @@ impl DiskCache {
         fs::symlink_metadata(self.path(key)).is_ok_and(|m| m.is_file())
     }
 
-    /// Keep a block. Errors are logged and ignored (the cache is an optimisation).
+    /// Keep a block. Errors are logged and ignored (the cache is an optimisation). Past the
+    /// bound the eviction thread is woken; past it by [`SLACK`] (the thread is behind) the
+    /// block is not written.
     pub fn put(&self, key: DiskKey<'_>, stamp: Stamp, data: &[u8]) {
         let size = (HEADER + data.len()) as u64;
         if size > self.bound / 4 {
+            return;
+        }
+        if self.bytes.load(Relaxed) + size > self.bound + self.bound / 100 * SLACK {
+            self.stats.skipped.fetch_add(1, Relaxed);
+            self.wake_evictor();
             return;
         }
         let path = self.path(key);
@@ -221,7 +277,7 @@ impl DiskCache {
                 self.stats.write_bytes.fetch_add(data.len() as u64, Relaxed);
                 let now = self.bytes.fetch_add(size, Relaxed) + size;
                 if now > self.bound {
-                    evict::pass(self);
+                    self.wake_evictor();
                 }
             }
             Err(e) => log::debug!("disk cache: writing {}: {e}", path.display()),
@@ -330,7 +386,9 @@ struct Entry {
 }
 
 /// Read an entry: `Ok(None)` if there is none, `Err` if the file must go. The checks of
-/// type, owner and mode are made on the fd the bytes are read from.
+/// type, owner and mode are made on the fd the bytes are read from. Four system calls: open,
+/// fstat (the checks, the length, the mtime), one `preadv` of the header, the block and a
+/// byte past it (there must be none: the file ends where its length said), close.
 fn read_entry(path: &Path, max_len: u64) -> Result<Option<Entry>, &'static str> {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return Ok(None);
@@ -349,7 +407,7 @@ fn read_entry(path: &Path, max_len: u64) -> Result<Option<Entry>, &'static str> 
         };
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
-    let mut file = unsafe { fs::File::from_raw_fd(fd) };
+    let file = unsafe { fs::File::from_raw_fd(fd) };
     let meta = file.metadata().map_err(|_| "cannot be read")?;
     if !meta.is_file() || meta.uid() != euid() || meta.mode() & 0o077 != 0 {
         return Err("not a private file of ours");
@@ -360,21 +418,39 @@ fn read_entry(path: &Path, max_len: u64) -> Result<Option<Entry>, &'static str> 
     if len > max_len {
         return Err("too large");
     }
+    let len = len as usize;
     let mut header = [0u8; HEADER];
-    file.read_exact(&mut header).map_err(|_| "cannot be read")?;
-    // Zeroed memory is a valid [u8], and a fresh allocation of a block's size comes zeroed
-    // from the system (mmap): no memset, and the bytes land where the caches keep them.
-    let mut data: Arc<[u8]> = {
-        let zeroed = Arc::<[u8]>::new_zeroed_slice(len as usize);
-        // SAFETY: every byte is initialised (to zero) by `new_zeroed_slice`.
-        unsafe { zeroed.assume_init() }
-    };
+    let mut past = [0u8; 1];
+    // The block's bytes land where the caches keep them; no memset first: the buffer is
+    // taken as initialised only once the read filled all of it.
+    let mut data = Arc::<[u8]>::new_uninit_slice(len);
     let buf = Arc::get_mut(&mut data).ok_or("cannot be read")?;
-    file.read_exact(buf).map_err(|_| "cannot be read")?;
-    // The file must end there (the header's length is checked against this one).
-    if file.read(&mut [0u8; 1]).map_err(|_| "cannot be read")? != 0 {
+    let iov = [
+        libc::iovec {
+            iov_base: header.as_mut_ptr().cast(),
+            iov_len: HEADER,
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: len,
+        },
+        libc::iovec {
+            iov_base: past.as_mut_ptr().cast(),
+            iov_len: 1,
+        },
+    ];
+    // SAFETY: preadv into three buffers that are live, writable and as long as stated.
+    let n = unsafe { libc::preadv(file.as_raw_fd(), iov.as_ptr(), 3, 0) };
+    let Ok(n) = usize::try_from(n) else {
+        return Err("cannot be read");
+    };
+    // Shorter: cut since the fstat; longer: grown. A regular file's read stops short only at
+    // its end.
+    if n != HEADER + len {
         return Err("length mismatch");
     }
+    // SAFETY: the read filled all `len` bytes of the block's buffer.
+    let data = unsafe { data.assume_init() };
     Ok(Some(Entry {
         header,
         data,

@@ -21,6 +21,8 @@ pub struct DiskStats {
     pub evicted: AtomicU64,
     /// Entries removed because a check failed (damaged, foreign, another message's).
     pub discarded: AtomicU64,
+    /// Blocks not written: the cache was past its bound and the eviction thread behind.
+    pub skipped: AtomicU64,
 }
 
 /// Counters summed over mounts, as kept in the totals file.

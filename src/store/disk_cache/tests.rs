@@ -1,4 +1,5 @@
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use super::*;
 
@@ -75,18 +76,50 @@ fn a_damaged_entry_is_removed_and_files_are_private() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// Wait (with a deadline) until `done` holds.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: timed out");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
-fn the_bound_holds_and_the_oldest_go_first() {
+fn the_eviction_thread_keeps_the_bound_and_the_oldest_go_first() {
     let dir = temp_dir("bound");
+    let c = std::sync::Arc::new(open(&dir, 40_000));
+    let evictor = {
+        let c = c.clone();
+        std::thread::spawn(move || c.run_evictor())
+    };
+    let block = vec![7u8; 1000];
+    for uid in 1..=100 {
+        c.put(key(uid), STAMP, &block);
+        wait_for("the eviction thread", || c.bytes() <= 40_000);
+    }
+    c.stop_evictor();
+    evictor.join().unwrap();
+    assert!(c.contains(key(100)));
+    assert!(!c.contains(key(1)));
+    assert!(c.stats.evicted.load(Relaxed) > 0);
+    assert_eq!(c.stats.skipped.load(Relaxed), 0);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn writes_stop_past_the_slack_while_no_pass_runs_and_a_scan_restores_the_bound() {
+    let dir = temp_dir("slack");
     let c = open(&dir, 40_000);
     let block = vec![7u8; 1000];
     for uid in 1..=100 {
         c.put(key(uid), STAMP, &block);
-        assert!(c.bytes() <= 40_000, "{} bytes held", c.bytes());
     }
-    assert!(c.contains(key(100)));
-    assert!(!c.contains(key(1)));
-    assert!(c.stats.evicted.load(Relaxed) > 0);
+    assert!(c.bytes() <= 40_000 / 100 * (100 + SLACK), "{}", c.bytes());
+    assert!(c.stats.skipped.load(Relaxed) > 0);
+    assert!(!c.contains(key(100)));
+    c.scan();
+    assert!(c.bytes() <= 40_000, "{}", c.bytes());
     let _ = fs::remove_dir_all(&dir);
 }
 
