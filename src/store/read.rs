@@ -342,7 +342,7 @@ impl Account {
                         optional.push(((msg.uid, b), bs));
                     }
                 }
-                if first == 0 && !streaming {
+                if first == 0 && !streaming && !self.is_streaming(msg.mailbox) {
                     optional.extend(self.walk_prefetch(msg));
                 }
                 let _ahead = rs.reserve_ahead(&mut optional, self.ahead_budget());

@@ -11,27 +11,18 @@
 //! (FUSE threads): the reader finds its blocks waiting, or waits for one already on its way
 //! ([`Account::wait_for_stream`]) instead of asking for it again.
 //!
-//! Several readers may walk one folder at once, each at its own place (`ls | xargs -P4 cat`:
-//! each `cat` walks its own stretch of names). Each walker is told apart by its last message:
-//! a start that follows it (in either order) continues that walk. Each walker gets a stream of
-//! its own, on its own connection, steered by that walker's starts only; a stream that a
-//! new walker starts ahead of, in its plan, ends where the new one starts, and a stream does
-//! not ask for a message another stream of the folder has asked for, so no message is fetched
-//! twice. Readers of different folders get streams on different connections the same way.
-//!
-//! Bounds: each stream stays at most a quarter of the cache ahead of its reader (in bytes of
-//! first blocks), so that little it fetched is evicted before it is read; a stream ends
-//! when it reaches the end of its plan (or where another walker's begins), when its reader
-//! stops for [`STALL`], or when the mailbox changes generation. Fewer streams than pool
-//! connections, so that other requests always find a connection; a walker without a stream
-//! reads with its own walk prefetch (`read`). The walks and streams tables are never held
-//! while the index is read: plans are made before the table is locked.
+//! Bounds: the stream stays at most a quarter of the cache ahead of the reader (in bytes of
+//! first blocks), so nothing it fetched is evicted before it is read; it ends when it reaches
+//! the end of its plan, when the reader leaves the plan or stops for [`STALL`], or when the
+//! mailbox changes generation. At most one stream per folder, and fewer streams than pool
+//! connections, so that other requests always find a connection; readers of different folders
+//! get streams on different connections.
 //!
 //! Rest of a message over [`WHOLE_MAX`]: its first block comes with the stream, the others
 //! with the reader's own sequential readahead (`read`), on another connection.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -70,14 +61,6 @@ const BATCH_MESSAGES: usize = 512;
 /// 128 MiB of small messages; a longer walk gets the next stream where this one ends.
 const PLAN_MESSAGES: usize = 16_384;
 
-/// How many messages past its reader's last one a message may be and still continue that
-/// reader's walk (a reader that skips a few names, e.g. of messages gone meanwhile).
-const STEP: usize = 8;
-
-/// Most message starts remembered per folder, the candidates a next start may continue (one
-/// per reader that walks it, and a few more).
-const WALKERS: usize = 16;
-
 /// In which order a reader walks a folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Order {
@@ -90,26 +73,19 @@ enum Order {
 /// Walks under way and their streams.
 #[derive(Default)]
 pub struct Streams {
-    /// The messages started lately in each folder, and when, oldest first: the last message
-    /// of each reader walking it, which the reader's next start follows.
-    walks: Mutex<HashMap<MailboxId, Vec<(Uid, Instant)>>>,
-    /// Each folder's streams, one per walker that has one; their unfetched ranges do not
-    /// overlap (a stream ends where another walker's stream starts, see [`Stream::end`]).
-    active: Mutex<HashMap<MailboxId, Vec<Arc<Stream>>>>,
+    /// The last message started in each folder, and when.
+    walks: Mutex<HashMap<MailboxId, (Uid, Instant)>>,
+    active: Mutex<HashMap<MailboxId, Arc<Stream>>>,
     /// Signalled whenever a stream puts a block in the cache or ends.
     landed: Condvar,
     landed_lock: Mutex<()>,
     /// Streams started so far (for `user.imapfs.stats`).
-    started: AtomicU64,
-    /// Most streams running at once so far (for `user.imapfs.stats`).
-    most: AtomicUsize,
+    started: std::sync::atomic::AtomicU64,
 }
 
-/// One walker's stream.
+/// One folder's stream.
 struct Stream {
     validity: UidValidity,
-    /// The message whose start began the stream; the plan starts after it.
-    start: Uid,
     /// The messages in the reader's order, from the one after its start.
     plan: Vec<Uid>,
     /// Position of each planned message.
@@ -124,211 +100,120 @@ struct Stream {
     sent: AtomicUsize,
     /// Plan positions below this have been answered.
     answered: AtomicUsize,
-    /// Plan positions from this one on belong to another walker, whose stream started there
-    /// (or whose reader is there): this stream does not fetch them, and ends when it gets
-    /// there.
-    end: AtomicUsize,
     alive: AtomicBool,
     reader_moved: Mutex<Instant>,
 }
 
-impl Stream {
-    /// Whether `msg` continues this stream's walk (the reader's next message or one a few
-    /// names on, or the same message again): then the stream follows the reader to it.
-    fn follows(&self, msg: MessageRef) -> bool {
-        if !self.alive.load(Ordering::Relaxed) || self.validity != msg.validity {
-            return false;
-        }
-        let r = self.reader.load(Ordering::Relaxed);
-        let Some(&p) = self.pos_of.get(&msg.uid) else {
-            return r == usize::MAX && msg.uid == self.start;
-        };
-        if r != usize::MAX && p == r {
-            return true;
-        }
-        let next = if r == usize::MAX { 0 } else { r + 1 };
-        if p < next || p >= next + STEP || p >= self.end.load(Ordering::Relaxed) {
-            return false;
-        }
-        // Forward only (`usize::MAX` is "none yet", below every position).
-        let _ = self
-            .reader
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                (r == usize::MAX || r < p).then_some(p)
-            });
-        *self.reader_moved.lock() = Instant::now();
-        true
-    }
-
-    /// Whether this stream has asked for `uid` (or passed it over, cached or asked for by
-    /// another stream), and its plan position.
-    fn asked(&self, uid: Uid) -> Option<usize> {
-        let p = *self.pos_of.get(&uid)?;
-        (p < self.sent.load(Ordering::Relaxed)).then_some(p)
-    }
-
-    /// The message the reader is at (the start, until it reaches the plan).
-    fn reader_at(&self) -> Uid {
-        match self.reader.load(Ordering::Relaxed) {
-            usize::MAX => self.start,
-            r => self.plan[r],
-        }
-    }
-
-    /// The first plan position not to fetch.
-    fn stop(&self) -> usize {
-        self.end.load(Ordering::Relaxed).min(self.plan.len())
-    }
-}
-
 impl Account {
     /// A reader starts reading `msg` (opens it, or reads at offset 0): follow its walk, steer
-    /// its stream, and start one if the reader needs the server (`missing`: the message is
-    /// not at hand). Several readers may walk one folder, each at its own place (`ls | xargs
-    /// -P4 cat`): each walker gets a stream of its own while there are connections for it.
-    /// Returns whether a stream is bringing this walker's next messages (the caller then
-    /// does no walk prefetch of its own).
+    /// the folder's stream, and start one if the reader needs the server (`missing`: the
+    /// message is not at hand). Returns whether a stream is bringing the folder's messages
+    /// (the caller then does no walk prefetch of its own).
     pub(crate) fn note_message_start(&self, msg: MessageRef, missing: bool) -> bool {
         let streams = &self.reading.streams;
-        let folder = streams.active.lock().get(&msg.mailbox).cloned();
-        let steered = folder.iter().flatten().any(|s| s.follows(msg));
-        // What was started lately, newest first: the messages a next start may follow.
-        let (again, recent) = {
-            let mut walks = streams.walks.lock();
-            let w = walks.entry(msg.mailbox).or_default();
-            w.retain(|(_, at)| at.elapsed() <= WALK_GAP);
-            let again = w.iter().any(|(u, _)| *u == msg.uid);
-            let recent: Vec<Uid> = w.iter().rev().map(|(u, _)| *u).collect();
-            w.retain(|(u, _)| *u != msg.uid);
-            w.push((msg.uid, Instant::now()));
-            if w.len() > WALKERS {
-                w.remove(0);
-            }
-            (again, recent)
-        };
-        // A walk that has a stream goes on; the same message again is no step.
-        if steered {
-            return true;
-        }
-        // Another reader is here, ahead of a stream's own: that stream leaves the rest to it.
-        for s in folder.iter().flatten() {
-            if let Some(&q) = s.pos_of.get(&msg.uid) {
-                let r = s.reader.load(Ordering::Relaxed);
-                if (r == usize::MAX && q >= STEP) || (r != usize::MAX && q > r + STEP) {
-                    s.end.fetch_min(q, Ordering::Relaxed);
+        let previous = streams
+            .walks
+            .lock()
+            .insert(msg.mailbox, (msg.uid, Instant::now()));
+        let current = streams.active.lock().get(&msg.mailbox).cloned();
+        if let Some(stream) = current {
+            if stream.alive.load(Ordering::Relaxed) && stream.validity == msg.validity {
+                match stream.pos_of.get(&msg.uid) {
+                    Some(&p) => {
+                        let r = stream.reader.load(Ordering::Relaxed);
+                        if r == usize::MAX || p >= r {
+                            stream.reader.store(p, Ordering::Relaxed);
+                            *stream.reader_moved.lock() = Instant::now();
+                            return true;
+                        }
+                    }
+                    None if previous.is_some_and(|(u, _)| u == msg.uid) => return true,
+                    None => {}
                 }
             }
+            // The reader left the plan (or went back): this stream is of no use now.
+            log::debug!(
+                "{}: the reader left its stream at UID {} (position {:?}, reader at {})",
+                msg.mailbox,
+                msg.uid,
+                stream.pos_of.get(&msg.uid),
+                stream.reader.load(Ordering::Relaxed)
+            );
+            stream.alive.store(false, Ordering::Relaxed);
+            streams.active.lock().remove(&msg.mailbox);
         }
-        if again {
+        let Some((prev, at)) = previous else {
+            return false;
+        };
+        if !missing {
             return false;
         }
-        if !missing || recent.is_empty() {
+        if prev == msg.uid || at.elapsed() > WALK_GAP {
             return false;
         }
         let slots = self.pool.capacity().saturating_sub(1);
+        let busy = |active: &mut HashMap<MailboxId, Arc<Stream>>| {
+            active.retain(|_, s| s.alive.load(Ordering::Relaxed));
+            active.len() >= slots
+        };
         // No plan is made for a stream that could not start anyway.
-        if running(&mut streams.active.lock()) >= slots {
+        if busy(&mut streams.active.lock()) {
             return false;
         }
-        let Some((order, prev, plan)) = self.walk_plan(msg, &recent) else {
+        let Some((order, plan)) = self.walk_plan(msg, prev) else {
             return false;
         };
-        if plan.is_empty() || self.me.upgrade().is_none() {
-            return false;
-        }
-        // Another stream ran ahead into this walker's stretch: it brings the next messages
-        // (the walker waits for them), and this walker's stream starts where it stops.
-        if folder.iter().flatten().any(|s| s.asked(plan[0]).is_some()) {
-            return true;
-        }
-        // Built before the lock is taken: it reads the index.
-        let stream = Arc::new(self.new_stream(msg, plan));
         let mut active = streams.active.lock();
-        // This walker's stream, which it left (for another order): of no use now.
-        for other in active.get(&msg.mailbox).into_iter().flatten() {
-            if other.reader_at() == prev {
-                other.alive.store(false, Ordering::Relaxed);
-            }
-        }
-        let now = running(&mut active);
-        if now >= slots {
+        if busy(&mut active) || plan.is_empty() || self.me.upgrade().is_none() {
             return false;
         }
-        let list = active.entry(msg.mailbox).or_default();
-        for other in list.iter() {
-            // This walker starts ahead of the other's reader, in its plan: the other stream
-            // stops here, and this one where the other's reader is, if that is ahead of it:
-            // no message is fetched by two streams.
-            if let Some(&q) = other.pos_of.get(&msg.uid) {
-                let r = other.reader.load(Ordering::Relaxed);
-                if r == usize::MAX || q > r {
-                    other.end.fetch_min(q, Ordering::Relaxed);
-                }
-            }
-            if let Some(&q) = stream.pos_of.get(&other.reader_at()) {
-                stream.end.fetch_min(q, Ordering::Relaxed);
-            }
-        }
-        list.push(stream.clone());
+        let stream = Arc::new(self.new_stream(msg, plan));
+        active.insert(msg.mailbox, stream.clone());
         drop(active);
         streams.started.fetch_add(1, Ordering::Relaxed);
-        streams.most.fetch_max(now + 1, Ordering::Relaxed);
         log::debug!(
-            "{}: reader walks in {order:?} order from UID {}; streaming {} messages ({} streams)",
+            "{}: reader walks in {order:?} order from UID {}; streaming {} messages",
             msg.mailbox,
             msg.uid,
-            stream.stop(),
-            now + 1
+            stream.plan.len()
         );
         let weak = self.me.clone();
-        let thread = stream.clone();
         let started = std::thread::Builder::new()
             .name("stream".into())
-            .spawn(move || run(weak, msg.mailbox, thread));
+            .spawn(move || run(weak, msg.mailbox, stream));
         if let Err(e) = started {
             log::warn!("cannot start a stream thread: {e}");
-            stream.alive.store(false, Ordering::Relaxed);
+            self.reading.streams.active.lock().remove(&msg.mailbox);
             return false;
         }
         true
     }
 
-    /// If `msg` follows one of `recent` (newest first: a walker's own last message is newer
-    /// than its earlier ones, which `msg` may follow by chance in the other order) in file
-    /// name order or in UID order, that order and the next [`PLAN_MESSAGES`] messages after
-    /// `msg` in it, and the message it follows. Proportional to what it returns, not to the
-    /// folder: a few range lookups in the index per candidate (a reader that walks past the
+    /// If `msg` follows `prev` in UID order or in file name order, that order and the next
+    /// [`PLAN_MESSAGES`] messages after `msg` in it. Proportional to what it returns, not to
+    /// the folder: a few range lookups in the index per plan (a reader that walks past the
     /// end of one plan starts the next stream there).
-    fn walk_plan(&self, msg: MessageRef, recent: &[Uid]) -> Option<(Order, Uid, Vec<Uid>)> {
+    fn walk_plan(&self, msg: MessageRef, prev: Uid) -> Option<(Order, Vec<Uid>)> {
         let ix = self.indexes.get(msg.mailbox)?;
         let ix = ix.read();
         if ix.validity() != msg.validity {
             return None;
         }
         let messages = ix.messages();
-        // Where both orders agree (1001 after 1000), file names: a walk that starts in the
-        // middle of a folder is a batch of names (`xargs`), and a UID walker stays within a
-        // name plan's few steps (it skips `101.eml` between `1009.eml` and `1010.eml`), where
-        // a name walker leaves a UID plan for good.
-        let (order, prev) = recent.iter().find_map(|&prev| {
-            if names_after(messages, prev, 1) == [msg.uid] {
-                Some((Order::Name, prev))
-            } else if messages.range(prev..).nth(1).map(|(u, _)| *u) == Some(msg.uid) {
-                Some((Order::Uid, prev))
-            } else {
-                None
-            }
-        })?;
-        let plan = match order {
-            Order::Uid => messages
+        let next_by_uid = messages.range(prev..).nth(1).map(|(u, _)| *u);
+        if next_by_uid == Some(msg.uid) {
+            let plan = messages
                 .range(msg.uid..)
                 .skip(1)
                 .take(PLAN_MESSAGES)
                 .map(|(u, _)| *u)
-                .collect(),
-            Order::Name => names_after(messages, msg.uid, PLAN_MESSAGES),
-        };
-        Some((order, prev, plan))
+                .collect();
+            return Some((Order::Uid, plan));
+        }
+        if names_after(messages, prev, 1) != [msg.uid] {
+            return None;
+        }
+        Some((Order::Name, names_after(messages, msg.uid, PLAN_MESSAGES)))
     }
 
     fn new_stream(&self, msg: MessageRef, plan: Vec<Uid>) -> Stream {
@@ -351,9 +236,7 @@ impl Account {
         whole.resize(plan.len(), false);
         Stream {
             validity: msg.validity,
-            start: msg.uid,
             pos_of: plan.iter().enumerate().map(|(i, u)| (*u, i)).collect(),
-            end: AtomicUsize::new(plan.len()),
             plan,
             ahead,
             whole,
@@ -365,19 +248,20 @@ impl Account {
         }
     }
 
-    /// The first block of `msg` is missing from the cache: if a stream has asked for it,
-    /// wait (at most [`READER_WAIT`]) until it lands or the stream gives up on it. Returns
-    /// whether it waited at all. A message no stream has asked for yet is not waited for:
-    /// its stream may be held back by its own reader, elsewhere in the folder.
+    /// The first block of `msg` is missing from the cache: if a stream is bringing it, wait
+    /// (at most [`READER_WAIT`]) until it lands or the stream gives up on it. Returns whether
+    /// it waited at all.
     pub(crate) fn wait_for_stream(&self, msg: MessageRef) -> bool {
         let streams = &self.reading.streams;
-        let folder = streams.active.lock().get(&msg.mailbox).cloned();
-        let Some((stream, p)) = folder.into_iter().flatten().find_map(|s| {
-            let p = s.asked(msg.uid)?;
-            (s.validity == msg.validity && s.alive.load(Ordering::Relaxed)).then_some((s, p))
-        }) else {
+        let Some(stream) = streams.active.lock().get(&msg.mailbox).cloned() else {
             return false;
         };
+        let Some(&p) = stream.pos_of.get(&msg.uid) else {
+            return false;
+        };
+        if stream.validity != msg.validity {
+            return false;
+        }
         let key = BlockKey {
             mailbox: msg.mailbox,
             validity: msg.validity,
@@ -405,19 +289,15 @@ impl Account {
         self.reading.streams.started.load(Ordering::Relaxed)
     }
 
-    /// Most streams that ran at once so far.
-    pub fn streams_at_once(&self) -> usize {
-        self.reading.streams.most.load(Ordering::Relaxed)
+    /// Whether a stream is bringing `mailbox`'s messages now.
+    pub(crate) fn is_streaming(&self, mailbox: MailboxId) -> bool {
+        self.reading
+            .streams
+            .active
+            .lock()
+            .get(&mailbox)
+            .is_some_and(|s| s.alive.load(Ordering::Relaxed))
     }
-}
-
-/// Streams running now, in all folders (ended ones are forgotten on the way).
-fn running(active: &mut HashMap<MailboxId, Vec<Arc<Stream>>>) -> usize {
-    active.retain(|_, list| {
-        list.retain(|s| s.alive.load(Ordering::Relaxed));
-        !list.is_empty()
-    });
-    active.values().map(Vec::len).sum()
 }
 
 /// The stream thread: one pool session for the whole walk.
@@ -436,7 +316,14 @@ fn run(account: Weak<Account>, mailbox: MailboxId, stream: Arc<Stream>) {
     stream.alive.store(false, Ordering::Relaxed);
     if let Some(a) = account.upgrade() {
         let streams = &a.reading.streams;
-        running(&mut streams.active.lock());
+        let mut active = streams.active.lock();
+        if active
+            .get(&mailbox)
+            .is_some_and(|s| Arc::ptr_eq(s, &stream))
+        {
+            active.remove(&mailbox);
+        }
+        drop(active);
         streams.landed.notify_all();
     }
 }
@@ -465,13 +352,7 @@ fn stream_on(
         let base = if reader == usize::MAX { 0 } else { reader + 1 };
         let from = stream.sent.load(Ordering::Relaxed).max(base);
         let (to, whole, first) = if alive && in_flight.len() < 4 {
-            let others: Vec<Arc<Stream>> = (a.reading.streams.active.lock().get(&mailbox))
-                .into_iter()
-                .flatten()
-                .filter(|o| !std::ptr::eq(&***o, stream))
-                .cloned()
-                .collect();
-            next_batch(&a, stream, &others, mailbox, from, base, budget)
+            next_batch(&a, stream, mailbox, from, base, budget)
         } else {
             (from, Vec::new(), Vec::new())
         };
@@ -495,7 +376,7 @@ fn stream_on(
             };
             in_flight.push_back((s.send(&cmd)?, to));
         }
-        if sent && in_flight.len() < 3 && to < stream.stop() {
+        if sent && in_flight.len() < 3 && to < stream.plan.len() {
             continue; // the next batch out before waiting for this one
         }
         if !sent && to > from {
@@ -522,7 +403,7 @@ fn stream_on(
             done?;
             continue;
         }
-        if !alive || to >= stream.stop() {
+        if !alive || to >= stream.plan.len() {
             return Ok(());
         }
         // A whole budget ahead of the reader: wait for it to move on.
@@ -591,14 +472,13 @@ pub(super) fn land(
     Ok(())
 }
 
-/// The next messages to ask for from plan position `from`: those not cached and not asked
-/// for by one of the folder's `others` streams, within the budget ahead of the reader (whose
-/// next message is at `base`) and one batch's bounds. Returns the position after the batch,
-/// the messages to fetch whole and those to fetch the first block of.
+/// The next messages to ask for from plan position `from`: those not cached, within the
+/// budget ahead of the reader (whose next message is at `base`) and one batch's bounds.
+/// Returns the position after the batch, the messages to fetch whole and those to fetch the
+/// first block of.
 fn next_batch(
     a: &Account,
     stream: &Stream,
-    others: &[Arc<Stream>],
     mailbox: MailboxId,
     from: usize,
     base: usize,
@@ -607,7 +487,7 @@ fn next_batch(
     let mut to = from;
     let (mut whole, mut first) = (Vec::new(), Vec::new());
     let mut bytes = 0;
-    while to < stream.stop() && whole.len() + first.len() < BATCH_MESSAGES {
+    while to < stream.plan.len() && whole.len() + first.len() < BATCH_MESSAGES {
         let cost = stream.ahead[to + 1] - stream.ahead[to];
         let ahead = stream.ahead[to + 1] - stream.ahead[base.min(to)];
         if ahead > budget || (bytes > 0 && bytes + cost > BATCH_BYTES) {
@@ -625,8 +505,7 @@ fn next_batch(
             validity: stream.validity,
             uid,
         };
-        if !others.iter().any(|o| o.asked(uid).is_some())
-            && !a.reading.read_through.lock().contains(&msg)
+        if !a.reading.read_through.lock().contains(&msg)
             && !a.has_block(&key)
             && !a.body_elsewhere(msg)
         {
