@@ -54,6 +54,7 @@ use crate::imap::session::Session;
 use crate::imap::types::MailboxName;
 
 mod link;
+mod pushback;
 
 pub use link::Link;
 use link::{unavailable, Outage};
@@ -141,18 +142,8 @@ struct PoolState {
     link_epoch: u64,
     /// The server refused a login for the number of connections: the pool keeps at most
     /// `Cap::limit` until `Cap::until`, then tries one more again.
-    cap: Option<Cap>,
+    cap: Option<pushback::Cap>,
 }
-
-/// A connection cap learned from the server (see [`Pool::open_connection`]).
-struct Cap {
-    limit: usize,
-    until: Instant,
-}
-
-/// How long a connection cap the server showed is kept before the pool tries one more
-/// connection again (other clients of the account, a phone, may have gone meanwhile).
-const CAP_KEPT: Duration = Duration::from_secs(120);
 
 impl Pool {
     /// A pool that opens at most `max` connections; `first` is an already open session.
@@ -272,11 +263,7 @@ impl Pool {
         let (open, idle, unreachable_for, connection_cap) = {
             let st = self.state.lock();
             let since = st.outage.as_ref().map(|o| o.since.elapsed());
-            let cap = st
-                .cap
-                .as_ref()
-                .filter(|c| Instant::now() < c.until)
-                .map(|c| c.limit);
+            let cap = st.cap_kept();
             (st.open, st.idle.len(), since, cap)
         };
         PoolStats {
@@ -321,10 +308,7 @@ impl Pool {
         if let Err(Error::TooManyConnections(words)) = &result {
             let mut st = self.state.lock();
             let limit = st.open.saturating_sub(1).max(1);
-            st.cap = Some(Cap {
-                limit,
-                until: Instant::now() + CAP_KEPT,
-            });
+            st.cap_at(limit);
             let spare = if st.open > limit { st.idle.pop() } else { None };
             if spare.is_some() {
                 st.open -= 1;
@@ -522,25 +506,8 @@ impl Pool {
                 self.outage_over(&mut st);
             }
             Err(Error::TooManyConnections(words)) if st.open > 1 => {
-                // The server (or the account's other clients) allows no more connections
-                // than we hold: shrink to them and carry on; users see no error.
                 st.open -= 1;
-                let limit = st.open;
-                let was = st.cap.as_ref().map(|c| c.limit);
-                st.cap = Some(Cap {
-                    limit,
-                    until: Instant::now() + CAP_KEPT,
-                });
-                if was != Some(limit) {
-                    log::warn!(
-                        "{}:{} refuses more connections ({}); using {limit} of the {} allowed \
-                         by --connections",
-                        self.config.host,
-                        self.config.port,
-                        printable(words),
-                        self.max
-                    );
-                }
+                self.learn_cap(&mut st, words);
             }
             Err(e) => {
                 st.open -= 1;
@@ -554,19 +521,6 @@ impl Pool {
             result = Err(e);
         }
         result
-    }
-
-    /// The most sessions to hold now: `max`, or less while a cap the server showed is kept.
-    fn limit(&self, st: &mut PoolState) -> usize {
-        match &st.cap {
-            Some(cap) if Instant::now() < cap.until => cap.limit.min(self.max),
-            Some(_) => {
-                // Try for more again; refused again, the cap comes back for another while.
-                st.cap = None;
-                self.max
-            }
-            None => self.max,
-        }
     }
 
     /// Drop a session that will not be lent again, and free its slot.
@@ -589,35 +543,6 @@ impl Pool {
         drop(st);
         self.changed.notify_all();
         drop(dropped); // closes the socket, outside the lock
-    }
-
-    /// Log a throttle episode once, when it begins.
-    fn note_throttle<T>(&self, result: &Result<T>, wait: Duration) {
-        let mut since = self.throttled_since.lock();
-        if since.is_none() {
-            *since = Some(Instant::now());
-            if let Err(e) = result {
-                log::warn!(
-                    "{}:{} is throttling requests ({e}); waiting {} ms as it suggests and \
-                     sending them again",
-                    self.config.host,
-                    self.config.port,
-                    wait.as_millis()
-                );
-            }
-        }
-        self.throttle_waits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn end_throttle(&self) {
-        if let Some(since) = self.throttled_since.lock().take() {
-            log::info!(
-                "{}:{} serves requests again after {:.1} s of throttling",
-                self.config.host,
-                self.config.port,
-                since.elapsed().as_secs_f64()
-            );
-        }
     }
 
     fn note_error(&self, e: &Error) {
