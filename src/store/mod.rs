@@ -174,10 +174,15 @@ impl Account {
         if let Some(d) = &disk {
             // Learn what an earlier mount left (and trim it to the bound), then evict each
             // time writes take it past the bound: in the background, never on a reader's path.
-            let d = d.clone();
+            let evictor = d.clone();
             let _ = std::thread::Builder::new()
                 .name("disk-cache-evict".into())
-                .spawn(move || d.run_evictor());
+                .spawn(move || evictor.run_evictor());
+            // Blocks are written by their own thread, off the readers' and streams' paths.
+            let writer = d.clone();
+            let _ = std::thread::Builder::new()
+                .name("disk-cache-write".into())
+                .spawn(move || writer.run_writer());
         }
         let account_dir = opts
             .persist
@@ -236,7 +241,9 @@ impl Account {
         self.save_indexes();
         self.daily.flush(self.pool.bytes_read());
         if let Some(d) = &self.disk {
-            // Leave the cache within its bound (after the pass under way, if any).
+            // Write what is queued (bounded), then leave the cache within its bound (after
+            // the pass under way, if any).
+            d.stop_writer();
             d.stop_evictor();
             d.scan();
             d.save_totals();

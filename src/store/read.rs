@@ -366,6 +366,7 @@ impl Account {
                             block,
                         },
                         data,
+                        crate::store::disk_cache::Origin::Read,
                     );
                 }
             }
