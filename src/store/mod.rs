@@ -23,7 +23,7 @@
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
 //! - [`prefetch`]: chosen folders' bodies fetched into the disk cache for offline use, at low
 //!   priority within a daily budget ([`daily`]: bytes downloaded today, across mounts);
-//! - [`write`]: flags, expunge, move / copy, append;
+//! - [`write`](mod@write): flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
 //! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
 //! - [`mime`]: a message's MIME parts from BODYSTRUCTURE, fetched and decoded part by part
@@ -295,7 +295,7 @@ impl Account {
         self.indexes.copies(id)
     }
 
-    /// How many of those copies there are ([`Indexes::copy_count`]: nothing collected).
+    /// How many of those copies there are ([`index::Indexes::copy_count`]: nothing collected).
     pub fn copy_count(&self, id: &ObjectId) -> usize {
         self.indexes.copy_count(id)
     }
