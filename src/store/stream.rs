@@ -36,6 +36,7 @@ use crate::imap::types::{
     message_bodies, MailboxName, SequenceSet, Tag, Uid, UidValidity, Untagged,
 };
 use crate::store::blocks::BlockKey;
+use crate::store::disk_cache::Origin;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::UidMap;
 use crate::store::Account;
@@ -392,7 +393,7 @@ fn stream_on(
             let streams = &a.reading.streams;
             let mut failed = None;
             let done = s.wait_each(&tag, "FETCH", |u| {
-                if let Err(e) = land(&a, mailbox, stream.validity, u) {
+                if let Err(e) = land(&a, mailbox, stream.validity, u, Origin::Read) {
                     failed.get_or_insert(e);
                 }
             });
@@ -425,6 +426,7 @@ pub(super) fn land(
     mailbox: MailboxId,
     validity: UidValidity,
     u: Untagged,
+    by: Origin,
 ) -> Result<()> {
     let Some((uid, bodies)) = message_bodies(u) else {
         return Ok(());
@@ -466,7 +468,7 @@ pub(super) fn land(
                 uid,
                 block: first + i as u64,
             };
-            a.keep_block(key, Arc::from(b));
+            a.keep_block(key, Arc::from(b), by);
         }
         a.reading.streams.landed.notify_all();
     }
