@@ -21,7 +21,7 @@
 //! Rest of a message over [`WHOLE_MAX`]: its first block comes with the stream, the others
 //! with the reader's own sequential readahead (`read`), on another connection.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use crate::imap::types::{
 use crate::store::blocks::BlockKey;
 use crate::store::disk_cache::Origin;
 use crate::store::ids::{MailboxId, MessageRef};
+use crate::store::index::UidMap;
 use crate::store::Account;
 
 /// A reader that starts no message for this long has stopped walking: its stream ends.
@@ -528,7 +529,7 @@ fn next_batch(
 /// digit count are in the same order by number and by name, so the name order is a merge
 /// of at most ten ranges of the map, one per digit count, each starting at its first name
 /// after `after`'s.
-fn names_after<V>(messages: &BTreeMap<Uid, V>, after: Uid, limit: usize) -> Vec<Uid> {
+fn names_after<V>(messages: &UidMap<V>, after: Uid, limit: usize) -> Vec<Uid> {
     let x = u64::from(after.get());
     let len = digits(x);
     let mut runs: Vec<_> = (1..=10u32)
@@ -619,7 +620,7 @@ mod tests {
             uids.extend([1, 9, 10, 99, 100]);
             uids.sort_unstable();
             uids.dedup();
-            let map: BTreeMap<Uid, ()> = uids.iter().map(|&u| (Uid::new(u).unwrap(), ())).collect();
+            let map: UidMap<()> = uids.iter().map(|&u| (Uid::new(u).unwrap(), ())).collect();
             for _ in 0..5 {
                 // A UID of the folder, or one that is not (a message gone meanwhile).
                 let after = match rand() % 2 {
