@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 
+step "cargo doc (private items, warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --quiet
+
 step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

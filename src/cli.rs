@@ -38,8 +38,9 @@ pub struct Cli {
     pub command: Cmd,
 }
 
-// One value per process: the size of the mount's many options costs nothing.
-#[allow(clippy::large_enum_variant)]
+// One value per process: the size of the mount's many options costs nothing. The doc comments
+// are clap's help text, where `[:PORT]` means optional, not a link.
+#[allow(clippy::large_enum_variant, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Mount an account: imapfs mount ACCOUNT|imaps://USER@HOST[:PORT] MOUNTPOINT [-o OPTIONS]
@@ -67,6 +68,7 @@ pub enum Cmd {
 }
 
 /// `imapfs mount`.
+#[allow(rustdoc::broken_intra_doc_links)] // `[:PORT]` in clap's help text
 #[derive(Debug, Args)]
 pub struct MountArgs {
     /// An account name from the config file, or imaps://USER@HOST[:PORT] (TLS) or

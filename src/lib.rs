@@ -17,6 +17,11 @@
 //! - [`mount`]: mount point checks, daemonising, serving until unmounted.
 //! - [`error`]: the crate's error enum and its mapping to errno and exit codes; [`printable`]:
 //!   the filter for server text shown on a terminal or in a log.
+//!
+//! These docs are for the people who work on imapfs, read with
+//! `cargo doc --document-private-items` (scripts/test.sh checks them so, warnings denied), so
+//! a module's text may link to the private items it is made of.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod cache_report;
 pub mod check;

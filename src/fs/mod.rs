@@ -6,7 +6,7 @@
 //! - [`inode`]: what an inode number names (directory, message, draft);
 //! - [`tree`]: directories from the mailbox list, names and their escaping;
 //! - [`read`]: lookup, attributes, listings, open and read;
-//! - [`write`]: rm, mv, mkdir, rmdir, setattr;
+//! - [`write`](mod@write): rm, mv, mkdir, rmdir, setattr;
 //! - [`aliases`]: the names moves gave, until their folder is listed again, and where a
 //!   moved inode's message is now;
 //! - [`shared`]: one inode for a Gmail message in several folders (hard links);

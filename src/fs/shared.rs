@@ -4,17 +4,17 @@
 //! of each folder's own and the same `X-GM-MSGID`. The mount gives every such name one inode
 //! ([`SharedInodes`]): the number of the first copy it handed out (`generation << 32 | uid`,
 //! [`crate::fs::inode`]), kept for the life of the mount, and `st_nlink` is the number of
-//! folders the mount holds a listing of that have the message ([`crate::store::Indexes::copies`]).
+//! folders the mount holds a listing of that have the message ([`crate::store::Account::copies`]).
 //! The kernel then sees hard links: one set of attributes and one page cache, and the store
 //! reads the body once whatever name it is read through ([`crate::store::Account::body_home`]).
 //!
 //! Invariants:
 //! - The number is only ever handed out for that message: it is its first copy's, and a UID
 //!   is never reused within a generation. When that copy goes (rm in that folder, another
-//!   client), the inode resolves to any copy still held ([`ImapFs::message_at`]).
+//!   client), the inode resolves to any copy still held ([`ImapFs::message_at`](crate::fs::ImapFs::message_at)).
 //! - Whatever acts on a *name* acts on that folder's copy: `rm Work/7.eml` removes the copy
 //!   in Work (on Gmail: the label), never the copy the inode is numbered after
-//!   ([`ImapFs::message_named`]). Whatever acts on the inode (read, getattr, xattrs) acts on
+//!   ([`ImapFs::message_named`](crate::fs::ImapFs::message_named)). Whatever acts on the inode (read, getattr, xattrs) acts on
 //!   the copy it is numbered after: on Gmail flags and labels belong to the message, so every
 //!   copy answers the same.
 //! - Only Gmail's ids share an inode, and only in the default layout. RFC 8474's EMAILID says

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use crate::store::blocks::BlockKey;
-use crate::store::disk_cache::{DiskCache, DiskKey, Stamp};
+use crate::store::disk_cache::{DiskCache, DiskKey, Origin, Stamp};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::Account;
 
@@ -86,11 +86,12 @@ impl Account {
             .is_some_and(|name| disk.contains(disk_key(&name, key)))
     }
 
-    /// Keep a block that came from the server, in memory and on disk.
-    pub(crate) fn keep_block(&self, key: BlockKey, data: Arc<[u8]>) {
+    /// Keep a block that came from the server, in memory and on disk (queued for the disk
+    /// cache's writer; `origin` says whether it may wait for room there).
+    pub(crate) fn keep_block(&self, key: BlockKey, data: Arc<[u8]>, origin: Origin) {
         if let Some(disk) = &self.disk {
             if let Some((name, stamp)) = self.disk_identity(&key) {
-                disk.put(disk_key(&name, &key), stamp, &data);
+                disk.put(disk_key(&name, &key), stamp, data.clone(), origin);
             }
         }
         self.reading.blocks.insert(key, data);
@@ -128,6 +129,12 @@ impl Account {
             format!(
                 "disk_cache_skipped={}",
                 d.stats.skipped.load(std::sync::atomic::Ordering::Relaxed)
+            ),
+            format!(
+                "disk_cache_queue_full={}",
+                d.stats
+                    .queue_full
+                    .load(std::sync::atomic::Ordering::Relaxed)
             ),
         ]
     }

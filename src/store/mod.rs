@@ -23,7 +23,7 @@
 //! - [`stream`]: a folder's messages fetched in the background ahead of a reader walking it;
 //! - [`prefetch`]: chosen folders' bodies fetched into the disk cache for offline use, at low
 //!   priority within a daily budget ([`daily`]: bytes downloaded today, across mounts);
-//! - [`write`]: flags, expunge, move / copy, append;
+//! - [`write`](mod@write): flags, expunge, move / copy, append;
 //! - [`headers`]: decoded headers for xattrs;
 //! - [`search`]: `UID SEARCH` in one mailbox (the `.search` view);
 //! - [`mime`]: a message's MIME parts from BODYSTRUCTURE, fetched and decoded part by part
@@ -174,10 +174,15 @@ impl Account {
         if let Some(d) = &disk {
             // Learn what an earlier mount left (and trim it to the bound), then evict each
             // time writes take it past the bound: in the background, never on a reader's path.
-            let d = d.clone();
+            let evictor = d.clone();
             let _ = std::thread::Builder::new()
                 .name("disk-cache-evict".into())
-                .spawn(move || d.run_evictor());
+                .spawn(move || evictor.run_evictor());
+            // Blocks are written by their own thread, off the readers' and streams' paths.
+            let writer = d.clone();
+            let _ = std::thread::Builder::new()
+                .name("disk-cache-write".into())
+                .spawn(move || writer.run_writer());
         }
         let account_dir = opts
             .persist
@@ -236,7 +241,9 @@ impl Account {
         self.save_indexes();
         self.daily.flush(self.pool.bytes_read());
         if let Some(d) = &self.disk {
-            // Leave the cache within its bound (after the pass under way, if any).
+            // Write what is queued (bounded), then leave the cache within its bound (after
+            // the pass under way, if any).
+            d.stop_writer();
             d.stop_evictor();
             d.scan();
             d.save_totals();
@@ -288,7 +295,7 @@ impl Account {
         self.indexes.copies(id)
     }
 
-    /// How many of those copies there are ([`Indexes::copy_count`]: nothing collected).
+    /// How many of those copies there are ([`index::Indexes::copy_count`]: nothing collected).
     pub fn copy_count(&self, id: &ObjectId) -> usize {
         self.indexes.copy_count(id)
     }

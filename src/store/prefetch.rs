@@ -49,6 +49,7 @@ use crate::imap::session::{Access, Session};
 use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
 use crate::store::blocks::BlockKey;
 use crate::store::daily::utc_day;
+use crate::store::disk_cache::Origin;
 use crate::store::ids::MailboxId;
 use crate::store::{Account, MailboxInfo, ObjectId};
 
@@ -489,7 +490,7 @@ fn batch_on(
     for tag in tags {
         s.wait_each(&tag, "FETCH", |u| {
             bytes += body_bytes(&u);
-            if let Err(e) = super::stream::land(a, id, validity, u) {
+            if let Err(e) = super::stream::land(a, id, validity, u, Origin::Prefetch) {
                 failed.get_or_insert(e);
             }
         })?;

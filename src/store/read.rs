@@ -133,7 +133,7 @@ pub struct ReadState {
     /// and keeps their pages): a stream does not fetch them again.
     pub(crate) read_through: Mutex<std::collections::HashSet<MessageRef>>,
     /// Bytes of blocks on their way ahead of need (readahead and walk prefetch), all
-    /// readers together: at most [`ReadState::ahead_budget`], so that what parallel readers
+    /// readers together: at most `ReadState::ahead_budget`, so that what parallel readers
     /// hold in flight beside the cache is bounded whatever their number (issue 17).
     ahead: std::sync::atomic::AtomicU64,
     /// Blocks that reads found in the cache, and that they had to fetch.
@@ -366,6 +366,7 @@ impl Account {
                             block,
                         },
                         data,
+                        crate::store::disk_cache::Origin::Read,
                     );
                 }
             }

@@ -21,7 +21,7 @@
 //! that the index lacks (appended below the UIDNEXT we knew, or learned only by its flags) is
 //! listed right away on the same session, whose view includes it (it has just EXAMINEd);
 //! that is the only way a refresh takes two round trips. HIGHESTMODSEQ and UIDNEXT advance
-//! only once every reported UID is in the index ([`delta`]).
+//! only once every reported UID is in the index (`delta`).
 //!
 //! A saved index is checked before it is believed ([`verify`]): its first refresh lists a
 //! sample of it in the same round trip, and a mismatch (same UIDVALIDITY, other messages)
@@ -162,7 +162,7 @@ impl Account {
     /// afresh as if its UIDVALIDITY had changed.
     ///
     /// Edits of ours made while the server is asked are applied again on top of its answer
-    /// (a [`Listing`](crate::store::index::Listing) is open): an answer that predates them
+    /// (a [`crate::store::index::Listing`] is open): an answer that predates them
     /// cannot undo them.
     ///
     /// With `probe`, an index held and believed asks first whether anything changed at all

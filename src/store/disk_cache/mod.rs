@@ -22,9 +22,11 @@
 //! The bytes are read with one `preadv` straight into the `Arc<[u8]>` both levels then share
 //! (header into the stack, block into a fresh allocation: no copy after the read).
 //!
-//! Writes: a temporary file (O_EXCL, O_NOFOLLOW, 0600) renamed into place, so a reader sees
-//! an old entry or a whole new one; no fsync (a torn entry fails its checksum). Bound:
-//! [`DiskCache::put`] keeps a running estimate of the bytes held; past the bound it wakes the
+//! Writes ([`writer`]): [`DiskCache::put`] queues the block for the writer thread and returns;
+//! a queued block is served from the queue. An entry is a temporary file (O_EXCL, O_NOFOLLOW,
+//! 0600) renamed into place, so a reader sees an old entry or a whole new one; no fsync (a
+//! torn entry fails its checksum). Bound: the writer keeps a running estimate of the bytes
+//! held; past the bound it wakes the
 //! eviction thread ([`DiskCache::run_evictor`]), whose pass ([`evict`]) lists every entry and
 //! removes the least recently used ones (by mtime, which a hit moves forward at most once a
 //! [`TOUCH_EVERY`]) down to 90% of the bound. No reader or writer waits for a pass; past the
@@ -33,6 +35,7 @@
 
 mod evict;
 mod stats;
+mod writer;
 
 use std::ffi::CString;
 use std::fs;
@@ -51,6 +54,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::store::persist::{account_dir, euid, hex_md5};
 
 pub use stats::{DiskStats, Totals};
+pub use writer::{Origin, DRAIN_WAIT, QUEUE_BYTES, QUEUE_JOBS};
 
 const MAGIC: &[u8; 8] = b"IMAPFSB1";
 /// Bytes before the block's own: magic, key digest (16), RFC822.SIZE, INTERNALDATE, length
@@ -115,6 +119,8 @@ pub struct DiskCache {
     evictor_wake: Condvar,
     /// Distinguishes this process's temporary files.
     tmp_counter: AtomicU64,
+    /// Blocks queued for the writer thread ([`DiskCache::run_writer`]).
+    writes: writer::Writes,
     pub stats: DiskStats,
 }
 
@@ -152,6 +158,7 @@ impl DiskCache {
             evictor: Mutex::new(Evictor::default()),
             evictor_wake: Condvar::new(),
             tmp_counter: AtomicU64::new(0),
+            writes: writer::Writes::default(),
             stats: DiskStats::default(),
         };
         Some(cache)
@@ -194,9 +201,16 @@ impl DiskCache {
     }
 
     /// The bytes of an entry, if there is a sound one for `key` written under `stamp`.
+    /// A block still queued for writing is served from the queue.
     pub fn get(&self, key: DiskKey<'_>, stamp: Stamp, max_len: u64) -> Option<Arc<[u8]>> {
         let path = self.path(key);
-        let found = match read_entry(&path, max_len) {
+        let queued = self
+            .queued(key, stamp)
+            .filter(|d| d.len() as u64 <= max_len);
+        let found = match queued
+            .as_ref()
+            .map_or_else(|| read_entry(&path, max_len), |_| Ok(None))
+        {
             Ok(Some(entry)) => match self.check(key, stamp, &entry.header, &entry.data) {
                 Ok(()) => {
                     touch(&entry.file, entry.modified);
@@ -207,7 +221,7 @@ impl DiskCache {
                     None
                 }
             },
-            Ok(None) => None,
+            Ok(None) => queued,
             Err(why) => {
                 self.discard(&path, why);
                 None
@@ -225,68 +239,19 @@ impl DiskCache {
         found
     }
 
-    /// Whether an entry exists for `key` (not read, not checked: a reader will check it).
+    /// Whether an entry exists or is queued for `key` (not read, not checked: a reader will
+    /// check it).
     pub fn contains(&self, key: DiskKey<'_>) -> bool {
-        fs::symlink_metadata(self.path(key)).is_ok_and(|m| m.is_file())
-    }
-
-    /// Keep a block. Errors are logged and ignored (the cache is an optimisation). Past the
-    /// bound the eviction thread is woken; past it by [`SLACK`] (the thread is behind) the
-    /// block is not written.
-    pub fn put(&self, key: DiskKey<'_>, stamp: Stamp, data: &[u8]) {
-        let size = (HEADER + data.len()) as u64;
-        if size > self.bound / 4 {
-            return;
-        }
-        if self.bytes.load(Relaxed) + size > self.bound + self.bound / 100 * SLACK {
-            self.stats.skipped.fetch_add(1, Relaxed);
-            self.wake_evictor();
-            return;
-        }
-        let path = self.path(key);
-        let Some(dir) = path.parent() else {
-            return;
-        };
-        let mut entry = Vec::with_capacity(HEADER + data.len());
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&self.key_digest(key));
-        entry.extend_from_slice(&stamp.listed_size.to_le_bytes());
-        entry.extend_from_slice(&stamp.internal_date.to_le_bytes());
-        entry.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&entry);
-        crc.update(data);
-        entry.extend_from_slice(&crc.finalize().to_le_bytes());
-        entry.extend_from_slice(data);
-        let name = format!("{}.{}", key.uid, key.block);
-        let written = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .and_then(|_| {
-                let n = self.tmp_counter.fetch_add(1, Relaxed);
-                let tmp = format!(".{name}.{}.{n}.tmp", std::process::id());
-                write_new(dir, &tmp, &entry)?;
-                fs::rename(dir.join(&tmp), &path).inspect_err(|_| {
-                    let _ = fs::remove_file(dir.join(&tmp));
-                })
-            });
-        match written {
-            Ok(()) => {
-                self.stats.writes.fetch_add(1, Relaxed);
-                self.stats.write_bytes.fetch_add(data.len() as u64, Relaxed);
-                let now = self.bytes.fetch_add(size, Relaxed) + size;
-                if now > self.bound {
-                    self.wake_evictor();
-                }
-            }
-            Err(e) => log::debug!("disk cache: writing {}: {e}", path.display()),
-        }
+        self.is_queued(key) || fs::symlink_metadata(self.path(key)).is_ok_and(|m| m.is_file())
     }
 
     /// Drop every entry of a folder (all its generations): it was deleted or renamed away,
     /// its UIDVALIDITY changed, or the server reused one for other messages.
+    /// Its queued blocks go first, and the directory only after a write under way ended:
+    /// nothing of it is written after (see [`writer`]).
     pub fn drop_folder(&self, folder: &[u8]) {
+        self.cancel_queued(folder);
+        let _gate = self.writes.gate.write();
         let dir = self.root.join(hex_md5(folder));
         match fs::remove_dir_all(&dir) {
             Ok(()) => log::info!("disk cache: dropped {}", dir.display()),
@@ -314,6 +279,21 @@ impl DiskCache {
             .join(hex_md5(key.folder))
             .join(key.validity.to_string())
             .join(format!("{}.{}", key.uid, key.block))
+    }
+
+    /// An entry's header for `data` under `key` and `stamp`.
+    fn header(&self, key: DiskKey<'_>, stamp: Stamp, data: &[u8]) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..24].copy_from_slice(&self.key_digest(key));
+        h[24..32].copy_from_slice(&stamp.listed_size.to_le_bytes());
+        h[32..40].copy_from_slice(&stamp.internal_date.to_le_bytes());
+        h[40..48].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&h[..HEADER - 4]);
+        crc.update(data);
+        h[HEADER - 4..].copy_from_slice(&crc.finalize().to_le_bytes());
+        h
     }
 
     fn key_digest(&self, key: DiskKey<'_>) -> [u8; 16] {

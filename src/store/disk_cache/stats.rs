@@ -23,6 +23,8 @@ pub struct DiskStats {
     pub discarded: AtomicU64,
     /// Blocks not written: the cache was past its bound and the eviction thread behind.
     pub skipped: AtomicU64,
+    /// Blocks a read or a stream brought that were not written: the writer's queue was full.
+    pub queue_full: AtomicU64,
 }
 
 /// Counters summed over mounts, as kept in the totals file.

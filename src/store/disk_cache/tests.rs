@@ -1,4 +1,5 @@
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -18,6 +19,25 @@ fn open(dir: &Path, bound: u64) -> DiskCache {
     .expect("cache opens")
 }
 
+/// The cache's writer thread, as a mount runs it.
+fn start_writer(c: &Arc<DiskCache>) -> std::thread::JoinHandle<()> {
+    let c = c.clone();
+    std::thread::spawn(move || c.run_writer())
+}
+
+/// A cache with its writer running.
+fn open_writing(dir: &Path, bound: u64) -> Arc<DiskCache> {
+    let c = Arc::new(open(dir, bound));
+    start_writer(&c);
+    c
+}
+
+/// Queue a read's block and wait until it is written.
+fn put(c: &DiskCache, key: DiskKey<'_>, data: &[u8]) {
+    c.put(key, STAMP, Arc::from(data), Origin::Read);
+    assert!(c.wait_written(Duration::from_secs(10)), "not written");
+}
+
 fn key(uid: u32) -> DiskKey<'static> {
     DiskKey {
         folder: b"INBOX",
@@ -35,8 +55,8 @@ const STAMP: Stamp = Stamp {
 #[test]
 fn an_entry_comes_back_only_under_its_key_and_stamp() {
     let dir = temp_dir("key");
-    let c = open(&dir, 1 << 20);
-    c.put(key(1), STAMP, b"hello");
+    let c = open_writing(&dir, 1 << 20);
+    put(&c, key(1), b"hello");
     assert_eq!(
         c.get(key(1), STAMP, 1 << 20).as_deref(),
         Some(&b"hello"[..])
@@ -56,8 +76,8 @@ fn an_entry_comes_back_only_under_its_key_and_stamp() {
 #[test]
 fn a_damaged_entry_is_removed_and_files_are_private() {
     let dir = temp_dir("damage");
-    let c = open(&dir, 1 << 20);
-    c.put(key(1), STAMP, b"hello");
+    let c = open_writing(&dir, 1 << 20);
+    put(&c, key(1), b"hello");
     let path = c.path(key(1));
     let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -88,14 +108,14 @@ fn wait_for(what: &str, done: impl Fn() -> bool) {
 #[test]
 fn the_eviction_thread_keeps_the_bound_and_the_oldest_go_first() {
     let dir = temp_dir("bound");
-    let c = std::sync::Arc::new(open(&dir, 40_000));
+    let c = open_writing(&dir, 40_000);
     let evictor = {
         let c = c.clone();
         std::thread::spawn(move || c.run_evictor())
     };
     let block = vec![7u8; 1000];
     for uid in 1..=100 {
-        c.put(key(uid), STAMP, &block);
+        put(&c, key(uid), &block);
         wait_for("the eviction thread", || c.bytes() <= 40_000);
     }
     c.stop_evictor();
@@ -110,10 +130,10 @@ fn the_eviction_thread_keeps_the_bound_and_the_oldest_go_first() {
 #[test]
 fn writes_stop_past_the_slack_while_no_pass_runs_and_a_scan_restores_the_bound() {
     let dir = temp_dir("slack");
-    let c = open(&dir, 40_000);
+    let c = open_writing(&dir, 40_000);
     let block = vec![7u8; 1000];
     for uid in 1..=100 {
-        c.put(key(uid), STAMP, &block);
+        put(&c, key(uid), &block);
     }
     assert!(c.bytes() <= 40_000 / 100 * (100 + SLACK), "{}", c.bytes());
     assert!(c.stats.skipped.load(Relaxed) > 0);
@@ -126,8 +146,8 @@ fn writes_stop_past_the_slack_while_no_pass_runs_and_a_scan_restores_the_bound()
 #[test]
 fn dropping_a_folder_drops_its_entries() {
     let dir = temp_dir("drop");
-    let c = open(&dir, 1 << 20);
-    c.put(key(1), STAMP, b"hello");
+    let c = open_writing(&dir, 1 << 20);
+    put(&c, key(1), b"hello");
     c.drop_folder(b"INBOX");
     assert!(c.get(key(1), STAMP, 1 << 20).is_none());
     c.save_totals();
@@ -139,10 +159,10 @@ fn dropping_a_folder_drops_its_entries() {
 #[test]
 fn a_truncated_an_extended_or_an_oversized_entry_is_removed() {
     let dir = temp_dir("lengths");
-    let c = open(&dir, 1 << 20);
+    let c = open_writing(&dir, 1 << 20);
     let path = c.path(key(1));
     let whole = |c: &DiskCache| {
-        c.put(key(1), STAMP, b"hello");
+        put(c, key(1), b"hello");
         fs::read(&path).unwrap()
     };
     // Shorter than its header says, shorter than a header, longer than its header says.
@@ -191,5 +211,132 @@ fn totals_added_at_once_by_several_mounts_lose_no_count() {
         a.join().unwrap();
     }
     assert_eq!(Totals::load(&c.root).hits, 40);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+fn folder_key(folder: &'static [u8], uid: u32) -> DiskKey<'static> {
+    DiskKey { folder, ..key(uid) }
+}
+
+#[test]
+fn a_full_queue_skips_a_reads_blocks_and_counts_them_and_queued_blocks_are_served() {
+    let dir = temp_dir("full");
+    // No writer yet: nothing leaves the queue.
+    let c = Arc::new(open(&dir, 1 << 30));
+    let extra = 10;
+    for uid in 1..=QUEUE_JOBS as u32 + extra {
+        c.put(key(uid), STAMP, Arc::from(&b"hello"[..]), Origin::Read);
+    }
+    assert_eq!(c.stats.queue_full.load(Relaxed), u64::from(extra));
+    assert_eq!(c.stats.skipped.load(Relaxed), 0);
+    // Queued, not on disk: found, served from the queue, and only under its stamp.
+    assert!(!c.path(key(1)).exists());
+    assert!(c.contains(key(1)));
+    assert_eq!(
+        c.get(key(1), STAMP, 1 << 20).as_deref(),
+        Some(&b"hello"[..])
+    );
+    let other = Stamp {
+        listed_size: 6,
+        ..STAMP
+    };
+    assert!(c.get(key(2), other, 1 << 20).is_none());
+    assert!(!c.contains(key(QUEUE_JOBS as u32 + 1)));
+    start_writer(&c);
+    assert!(c.wait_written(Duration::from_secs(60)));
+    assert!(c.path(key(QUEUE_JOBS as u32)).exists());
+    assert!(!c.path(key(QUEUE_JOBS as u32 + 1)).exists());
+    assert_eq!(c.stats.writes.load(Relaxed), QUEUE_JOBS as u64);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_prefetch_waits_for_room_in_a_full_queue_and_loses_no_block() {
+    let dir = temp_dir("wait");
+    let c = Arc::new(open(&dir, 1 << 30));
+    for uid in 1..=QUEUE_JOBS as u32 {
+        c.put(key(uid), STAMP, Arc::from(&b"hello"[..]), Origin::Read);
+    }
+    let prefetch = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            for uid in 1..=100 {
+                let k = folder_key(b"Archive", uid);
+                c.put(k, STAMP, Arc::from(&b"kept"[..]), Origin::Prefetch);
+            }
+        })
+    };
+    assert!(
+        !prefetch.is_finished(),
+        "the prefetch did not wait for room"
+    );
+    start_writer(&c);
+    prefetch.join().unwrap();
+    assert!(c.wait_written(Duration::from_secs(60)));
+    assert_eq!(c.stats.queue_full.load(Relaxed), 0);
+    for uid in 1..=100 {
+        assert!(c.path(folder_key(b"Archive", uid)).exists(), "UID {uid}");
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_dropped_folders_queued_blocks_are_never_written_nor_served() {
+    let dir = temp_dir("dropq");
+    let c = Arc::new(open(&dir, 1 << 30));
+    for uid in 1..=50 {
+        c.put(key(uid), STAMP, Arc::from(&b"old"[..]), Origin::Read);
+        c.put(
+            folder_key(b"Work", uid),
+            STAMP,
+            Arc::from(&b"w"[..]),
+            Origin::Read,
+        );
+    }
+    c.drop_folder(b"INBOX");
+    assert!(c.get(key(1), STAMP, 1 << 20).is_none());
+    assert!(!c.contains(key(1)));
+    start_writer(&c);
+    assert!(c.wait_written(Duration::from_secs(60)));
+    assert!(!c.path(key(1)).parent().unwrap().exists());
+    assert!(c.path(folder_key(b"Work", 50)).exists());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_drop_while_the_writer_writes_leaves_nothing_of_the_folder() {
+    let dir = temp_dir("dropw");
+    let c = open_writing(&dir, 1 << 30);
+    let block: Arc<[u8]> = Arc::from(vec![1u8; 4096]);
+    for round in 0..20 {
+        for uid in 1..=200 {
+            c.put(key(uid), STAMP, block.clone(), Origin::Read);
+        }
+        // The writer is in the middle of these (some written, one under way, more queued).
+        wait_for("the writer to start", || {
+            c.stats.writes.load(Relaxed) > round * 5
+        });
+        c.drop_folder(b"INBOX");
+        assert!(c.wait_written(Duration::from_secs(60)));
+        let gen = c.path(key(1));
+        assert!(!gen.parent().unwrap().exists(), "round {round}");
+        assert!(c.get(key(200), STAMP, 1 << 20).is_none());
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unmount_writes_what_is_queued_and_nothing_is_queued_after() {
+    let dir = temp_dir("drain");
+    let c = open_writing(&dir, 1 << 30);
+    for uid in 1..=500 {
+        c.put(key(uid), STAMP, Arc::from(&b"hello"[..]), Origin::Read);
+    }
+    c.stop_writer();
+    assert_eq!(c.stats.writes.load(Relaxed), 500);
+    assert!(c.path(key(500)).exists());
+    c.put(key(501), STAMP, Arc::from(&b"late"[..]), Origin::Prefetch);
+    assert!(!c.contains(key(501)));
+    assert_eq!(c.stats.queue_full.load(Relaxed), 1);
     let _ = fs::remove_dir_all(&dir);
 }

@@ -84,7 +84,7 @@ pub(super) fn load_tree(s: &mut Session, msg: MessageRef) -> Result<Option<PartT
     Ok(Some(tree))
 }
 
-/// BODYSTRUCTURE and BODY[HEADER] from a FETCH answer about `msg`.
+/// BODYSTRUCTURE and `BODY[HEADER]` from a FETCH answer about `msg`.
 fn structure_of(untagged: Vec<Untagged>, msg: MessageRef) -> Option<(BodyStructure, Vec<u8>)> {
     untagged.into_iter().find_map(|u| {
         let Untagged::Fetch { items, .. } = u else {

@@ -136,9 +136,25 @@ pub(super) fn load_private<T>(
         .and_then(|data| data.map_or(Ok(None), decode))
         .unwrap_or_else(|why| {
             log::info!("{}: discarded ({why})", path.display());
-            let _ = fs::remove_file(path);
+            if let Err(e) = remove_private(path) {
+                log::info!("{}: not removed ({e})", path.display());
+            }
             None
         })
+}
+
+/// Remove a file from a private directory of ours, relative to that directory's checked fd:
+/// a directory swapped for a symlink (or no longer private) is refused, so nothing outside
+/// the checked directory is ever unlinked.
+pub(crate) fn remove_private(path: &Path) -> std::io::Result<()> {
+    let (dir, file) = split(path)?;
+    let dirfd = open_private_dir(dir)?;
+    let name = cstr(file)?;
+    // SAFETY: unlinkat with a valid directory fd and a NUL-terminated name.
+    if unsafe { libc::unlinkat(dirfd.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The bytes of a private file of ours: `Ok(None)` if there is none, `Err` with the reason

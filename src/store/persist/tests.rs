@@ -196,6 +196,13 @@ fn item_14_a_symlink_or_a_loose_file_or_directory_is_never_read() {
     symlink(&moved, &account_dir).unwrap();
     assert!(read_private(&path).is_err(), "a symlinked directory");
     assert!(write_private(&path, &bytes).is_err());
+    // Discarding what could not be read removes nothing through the link: the file in the
+    // directory it points to stays.
+    assert!(load_private(&path, |d| Ok(Some(d))).is_none());
+    assert!(
+        moved.join(path.file_name().unwrap()).exists(),
+        "a discard unlinked a file through a symlinked directory"
+    );
     fs::remove_file(&account_dir).unwrap();
     fs::rename(&moved, &account_dir).unwrap();
 
