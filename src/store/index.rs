@@ -24,10 +24,12 @@ use crate::imap::types::{Flag, ModSeq, Uid, UidValidity};
 
 mod delta;
 mod door;
+mod uid_map;
 
 pub(crate) use delta::Delta;
 pub(crate) use door::Listing;
 pub use door::{Indexes, SharedIndex};
+pub use uid_map::UidMap;
 
 /// Metadata of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +118,7 @@ pub struct Index {
     highest_modseq: Option<ModSeq>,
     /// PERMANENTFLAGS of the last SELECT/EXAMINE, if the server sent them.
     permanent_flags: Option<Vec<Flag>>,
-    messages: BTreeMap<Uid, MessageMeta>,
+    messages: UidMap<MessageMeta>,
     /// The messages the server gave an id across folders, by that id ([`ObjectIds`]);
     /// empty on a server that gives none. Kept with `messages` by every edit.
     by_object: HashMap<ObjectId, Uid>,
@@ -137,8 +139,9 @@ impl Index {
         uidnext: Option<Uid>,
         highest_modseq: Option<ModSeq>,
         permanent_flags: Option<Vec<Flag>>,
-        messages: BTreeMap<Uid, MessageMeta>,
+        messages: impl Into<UidMap<MessageMeta>>,
     ) -> Index {
+        let messages = messages.into();
         let by_object = messages
             .iter()
             .filter_map(|(uid, m)| Some((m.ids.as_ref()?.message.clone(), *uid)))
@@ -161,7 +164,7 @@ impl Index {
         validity: UidValidity,
         uidnext: Option<Uid>,
         highest_modseq: Option<ModSeq>,
-        messages: BTreeMap<Uid, MessageMeta>,
+        messages: impl Into<UidMap<MessageMeta>>,
     ) -> Index {
         Index {
             stale: true,
@@ -188,7 +191,7 @@ impl Index {
     }
 
     /// The messages by UID.
-    pub fn messages(&self) -> &BTreeMap<Uid, MessageMeta> {
+    pub fn messages(&self) -> &UidMap<MessageMeta> {
         &self.messages
     }
 
@@ -288,7 +291,7 @@ impl Index {
         if old.validity != self.validity {
             return;
         }
-        for (uid, m) in &mut self.messages {
+        for (uid, m) in self.messages.iter_mut() {
             if m.body_len.is_none() {
                 m.body_len = old.messages.get(uid).and_then(|o| o.body_len);
             }

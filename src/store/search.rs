@@ -13,7 +13,6 @@
 //! filesystem can show. A search the server rejects (BAD, `[BADCHARSET]`) is invalid input,
 //! not an I/O error.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::imap::pool::Retry;
 use crate::imap::session::Capability;
 use crate::imap::types::{Code, Uid, UidValidity, Untagged};
 use crate::store::ids::MailboxId;
+use crate::store::index::UidMap;
 use crate::store::Account;
 
 /// Most UIDs taken from one answer (a hostile server cannot make us hold more).
@@ -102,7 +102,7 @@ impl Account {
 /// Whether every UID of `uids` (ascending, distinct) is a key of `messages`: one lookup each
 /// when they are few, else one walk of the index alongside them (half of 1,000,000 messages
 /// is 500,000 tree descents otherwise).
-fn all_known<V>(messages: &BTreeMap<Uid, V>, uids: &[Uid]) -> bool {
+fn all_known<V>(messages: &UidMap<V>, uids: &[Uid]) -> bool {
     let (Some(&first), Some(&last)) = (uids.first(), uids.last()) else {
         return true;
     };
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn all_known_by_lookup_and_by_walk() {
         let uid = |n: u32| Uid::new(n).unwrap();
-        let index: BTreeMap<Uid, ()> = (1..=100)
+        let index: UidMap<()> = (1..=100)
             .filter(|n| n % 10 != 0)
             .map(|n| (uid(n), ()))
             .collect();

@@ -47,7 +47,7 @@ use crate::imap::types::{
 use crate::store::changes::Change;
 use crate::store::ids::MailboxId;
 use crate::store::index::{
-    without_recent, Delta, Index, Listing, MessageMeta, ObjectId, ObjectIds, SharedIndex,
+    without_recent, Delta, Index, Listing, MessageMeta, ObjectId, ObjectIds, SharedIndex, UidMap,
 };
 use crate::store::Account;
 
@@ -607,7 +607,8 @@ pub(crate) fn fetch_index(s: &mut Session, name: &MailboxName) -> Result<Index> 
         attrs: listing_attrs(s),
         changed_since: None,
     };
-    let mut messages = BTreeMap::new();
+    // Packed as it comes (`UidMap`): a listing's UIDs come ascending.
+    let mut messages = UidMap::new();
     let mut over = false;
     let mut take = |u: Untagged| {
         if let Untagged::Fetch { items, .. } = u {

@@ -43,7 +43,9 @@ fn index(validity: u32, uids: &[u32]) -> Index {
         Some(uid(uids.iter().max().copied().unwrap_or(0) + 1)),
         Some(ModSeq(10)),
         None,
-        uids.iter().map(|&u| (uid(u), meta(10))).collect(),
+        uids.iter()
+            .map(|&u| (uid(u), meta(10)))
+            .collect::<UidMap<_>>(),
     )
 }
 

@@ -2,10 +2,10 @@
 //! (the layout is in the parent module's documentation). The folder list's file
 //! (`list.rs`) is sealed and read with the same pieces.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::imap::types::{Flag, MailboxName, ModSeq, Uid, UidValidity};
-use crate::store::index::{Index, MessageMeta, ObjectId, ObjectIds};
+use crate::store::index::{Index, MessageMeta, ObjectId, ObjectIds, UidMap};
 
 const MAGIC: &[u8; 8] = b"IMAPFSIX";
 /// 2: each message also carries its [`ObjectIds`] (version 1 files are listed afresh: their
@@ -166,8 +166,8 @@ pub(super) fn decode(
         sets.push(set);
     }
     let count = r.u32()? as usize;
-    // Bounded by what the bytes can hold, not by what they claim.
-    let mut messages = Vec::with_capacity(count.min(r.0.len() / MIN_MESSAGE));
+    // Packed as decoded: the UIDs are ascending (checked), so each goes at the end.
+    let mut messages = UidMap::new();
     let mut last: Option<Uid> = None;
     for _ in 0..count {
         let uid = Uid::new(r.u32()?).ok_or("UID 0")?;
@@ -195,13 +195,11 @@ pub(super) fn decode(
             modseq,
             ids,
         };
-        messages.push((uid, meta));
+        messages.insert(uid, meta);
     }
     if !r.is_empty() {
         return Err("trailing bytes".into());
     }
-    // Ascending and distinct (checked above): the map is built in one pass.
-    let messages: BTreeMap<Uid, MessageMeta> = messages.into_iter().collect();
     Ok(Some(Index::saved(
         validity,
         uidnext,
@@ -209,9 +207,6 @@ pub(super) fn decode(
         messages,
     )))
 }
-
-/// The fewest bytes a saved message takes (UID, size, date, no MODSEQ, flag set, no ids).
-const MIN_MESSAGE: usize = 4 + 8 + 8 + 1 + 4 + 1;
 
 /// A bounds-checked cursor.
 pub(super) struct Reader<'a>(&'a [u8]);

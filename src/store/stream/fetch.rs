@@ -14,6 +14,7 @@ use crate::imap::types::{
     message_bodies, MailboxName, SequenceSet, Tag, Uid, UidValidity, Untagged,
 };
 use crate::store::blocks::BlockKey;
+use crate::store::disk_cache::Origin;
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::Account;
 
@@ -107,7 +108,7 @@ fn stream_on(
             let streams = &a.reading.streams;
             let mut failed = None;
             let done = s.wait_each(&tag, "FETCH", |u| {
-                if let Err(e) = land(&a, mailbox, stream.validity, u) {
+                if let Err(e) = land(&a, mailbox, stream.validity, u, Origin::Read) {
                     failed.get_or_insert(e);
                 }
             });
@@ -140,6 +141,7 @@ pub(in crate::store) fn land(
     mailbox: MailboxId,
     validity: UidValidity,
     u: Untagged,
+    by: Origin,
 ) -> Result<()> {
     let Some((uid, bodies)) = message_bodies(u) else {
         return Ok(());
@@ -181,7 +183,7 @@ pub(in crate::store) fn land(
                 uid,
                 block: first + i as u64,
             };
-            a.keep_block(key, Arc::from(b));
+            a.keep_block(key, Arc::from(b), by);
         }
         a.reading.streams.landed.notify_all();
     }

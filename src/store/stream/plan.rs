@@ -1,6 +1,6 @@
 //! Walk plans: the messages after a start in UID order or in file name order.
 
-use std::collections::BTreeMap;
+use crate::store::index::UidMap;
 
 use super::{Order, PLAN_MESSAGES};
 use crate::imap::types::Uid;
@@ -12,7 +12,7 @@ use crate::imap::types::Uid;
 /// folder: a few range lookups per candidate (a reader that walks past the end of one plan
 /// starts the next stream there).
 pub(super) fn walk_plan<V>(
-    messages: &BTreeMap<Uid, V>,
+    messages: &UidMap<V>,
     uid: Uid,
     recent: &[Uid],
 ) -> Option<(Order, Uid, Vec<Uid>)> {
@@ -42,7 +42,7 @@ pub(super) fn walk_plan<V>(
 }
 
 /// The messages after `uid` among `messages`, by UID and by file name.
-pub(super) fn next_messages<V>(messages: &BTreeMap<Uid, V>, uid: Uid) -> [Option<Uid>; 2] {
+pub(super) fn next_messages<V>(messages: &UidMap<V>, uid: Uid) -> [Option<Uid>; 2] {
     let by_uid = messages.range(uid..).map(|(u, _)| *u).find(|u| *u != uid);
     [by_uid, names_after(messages, uid, 1).first().copied()]
 }
@@ -52,7 +52,7 @@ pub(super) fn next_messages<V>(messages: &BTreeMap<Uid, V>, uid: Uid) -> [Option
 /// digit count are in the same order by number and by name, so the name order is a merge
 /// of at most ten ranges of the map, one per digit count, each starting at its first name
 /// after `after`'s.
-fn names_after<V>(messages: &BTreeMap<Uid, V>, after: Uid, limit: usize) -> Vec<Uid> {
+fn names_after<V>(messages: &UidMap<V>, after: Uid, limit: usize) -> Vec<Uid> {
     let x = u64::from(after.get());
     let len = digits(x);
     let mut runs: Vec<_> = (1..=10u32)
@@ -143,7 +143,7 @@ mod tests {
             uids.extend([1, 9, 10, 99, 100]);
             uids.sort_unstable();
             uids.dedup();
-            let map: BTreeMap<Uid, ()> = uids.iter().map(|&u| (Uid::new(u).unwrap(), ())).collect();
+            let map: UidMap<()> = uids.iter().map(|&u| (Uid::new(u).unwrap(), ())).collect();
             for _ in 0..5 {
                 // A UID of the folder, or one that is not (a message gone meanwhile).
                 let after = match rand() % 2 {

@@ -2,8 +2,8 @@
 //! must find fetched ahead: a start is told "a stream brings your next message" (no walk
 //! prefetch of its own) only when a running stream has asked for that very message.
 
+use crate::store::index::UidMap;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ const BLOCK: u64 = 1 << 20;
 
 struct Folder {
     streams: Streams,
-    messages: BTreeMap<Uid, ()>,
+    messages: UidMap<()>,
     /// Every stream started, in order.
     started: Vec<Arc<Stream>>,
     slots: usize,
@@ -81,7 +81,7 @@ impl Folder {
 /// The folder of one start in the model: plans from the map of messages, streams of small
 /// messages, threads not started (the test moves the streams itself).
 struct Model<'a> {
-    messages: &'a BTreeMap<Uid, ()>,
+    messages: &'a UidMap<()>,
     msg: MessageRef,
     spawned: RefCell<Option<Arc<Stream>>>,
 }

@@ -1,6 +1,7 @@
 //! Unit tests of the refresh logic: the saved-index check (deltas are tested with the index,
 //! store/index/tests.rs).
 use super::*;
+use crate::store::index::UidMap;
 
 fn uid(n: u32) -> Uid {
     Uid::new(n).unwrap()
@@ -23,7 +24,9 @@ fn index(uids: &[u32]) -> Index {
         Some(uid(uids.iter().max().copied().unwrap_or(0) + 1)),
         Some(ModSeq(10)),
         None,
-        uids.iter().map(|&u| (uid(u), meta(Vec::new()))).collect(),
+        uids.iter()
+            .map(|&u| (uid(u), meta(Vec::new())))
+            .collect::<UidMap<_>>(),
     )
 }
 
