@@ -6,6 +6,7 @@
 //! split in eight folders. The folders are written straight into Dovecot's maildir
 //! ([`common::fill_folder`]) and indexed by Dovecot once, untimed. Each round measures:
 //!
+//! - one reader, `ls | xargs cat` in `Par` on a fresh mount (what the others are held to);
 //! - `ls | xargs -P4 -n 200 cat` in `Par` on a fresh mount (four readers of one folder,
 //!   each at its own place in file name order);
 //! - eight readers over eight folders (`cat *.eml` in each of `P1` to `P8` at once) on a
@@ -123,6 +124,19 @@ fn bench_parallel() {
             );
         };
         for (label, binary) in &binaries {
+            let (t, streams) = on_fresh_mount(&d, binary, &format!("{label} one reader"), |m| {
+                format!(
+                    "cd '{}' && LC_ALL=C ls | xargs cat > /dev/null",
+                    m.join("Par").display()
+                )
+            });
+            row(
+                &format!("{label}: one reader, ls | xargs cat"),
+                t,
+                raw1_one,
+                raw4_one,
+                &streams,
+            );
             let (t, streams) = on_fresh_mount(&d, binary, &format!("{label} xargs"), |m| {
                 format!(
                     "cd '{}' && LC_ALL=C ls | xargs -P4 -n 200 cat > /dev/null",
@@ -174,7 +188,11 @@ fn on_fresh_mount(
     }
     let mount = mount_listed(options);
     let took = profiled(label, mount.pid(), &line(&mount));
-    let streams = mount.stat("streams").unwrap_or_else(|| "?".into());
+    let streams = format!(
+        "{} (at once: {})",
+        mount.stat("streams").unwrap_or_else(|| "?".into()),
+        mount.stat("streams_at_once").unwrap_or_else(|| "-".into())
+    );
     drop(mount);
     let _ = std::fs::remove_dir_all(&cache);
     (took, streams)

@@ -700,6 +700,49 @@ fn messages_appended_after_the_sessions_last_sync_are_not_enoent() {
     }
 }
 
+/// Issue 17: parallel readers of one folder (`ls | xargs -P4 -n 100`, each `sha256sum` walking
+/// its own stretch of names) each get a stream of their own, on its own connection, and every
+/// byte is the server's. A small cache keeps each stream close to its reader, so that no one
+/// stream has fetched the others' stretches before their readers start.
+#[test]
+fn parallel_readers_of_one_folder_each_get_a_stream_and_every_byte_is_right() {
+    let seed = seed_with("Par", 400, 2_500);
+    let dovecot = Dovecot::start(&seed);
+    let folder = seed.folder("Par");
+    let bodies: Vec<&[u8]> = folder.messages.iter().map(|m| &m.bytes[..]).collect();
+    let want: BTreeMap<PathBuf, String> = folder
+        .messages
+        .iter()
+        .zip(common::sha256_hex_many(&bodies))
+        .map(|(m, h)| (PathBuf::from(m.file_name()), h))
+        .collect();
+    let mount = Mount::start(&dovecot, &["--cache-size", "16M"]).expect("mount");
+    let dir = mount.join("Par");
+    let out = common::run(
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cd '{}' && LC_ALL=C ls | xargs -P4 -n 100 sha256sum",
+                dir.display()
+            ),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(common::parse_sha256sum(&out.stdout), want);
+    let after = stats(&mount);
+    // Four walkers, at most connections - 1 = 3 streams at once.
+    assert!(
+        (2..=3).contains(&after["streams_at_once"]),
+        "several streams ran at once, one connection left: {after:?}"
+    );
+}
+
 /// `cat *.eml` (file name order) and `grep -r` (UID order) walks are streamed ahead of the
 /// reader on a connection of its own; every byte is the server's, also with a cache so small
 /// that the stream must hold back.

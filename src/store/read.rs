@@ -342,7 +342,7 @@ impl Account {
                         optional.push(((msg.uid, b), bs));
                     }
                 }
-                if first == 0 && !streaming && !self.is_streaming(msg.mailbox) {
+                if first == 0 && !streaming {
                     optional.extend(self.walk_prefetch(msg));
                 }
                 let _ahead = rs.reserve_ahead(&mut optional, self.ahead_budget());
@@ -474,7 +474,8 @@ impl Account {
     /// it is walking the folder: the first blocks of the next messages (in UID order) not yet
     /// cached, to fetch in the same round trip. The window doubles with every round trip of
     /// the walk, so a long walk costs a logarithmic number of them.
-    /// Each comes with its cost in bytes (its size, at most a block).
+    /// Each comes with its cost in bytes (its size, at most a block). Messages a stream has
+    /// asked for are left to it.
     fn walk_prefetch(&self, msg: MessageRef) -> Vec<((Uid, u64), u64)> {
         let window = {
             let mut last = self.reading.last_started.lock();
@@ -506,6 +507,7 @@ impl Account {
         let budget = (self.opts.cache_size / 4).max(bs);
         let mut bytes = 0;
         let mut out = Vec::new();
+        let asked = self.streams_asked(msg.mailbox);
         for (&next, meta) in index.messages().range(msg.uid..).skip(1) {
             let cost = meta.size().min(bs);
             if out.len() >= window || bytes + cost > budget {
@@ -519,7 +521,8 @@ impl Account {
             };
             let elsewhere =
                 || meta.ids.is_some() && self.body_elsewhere(MessageRef { uid: next, ..msg });
-            if !self.has_block(&key) && !elsewhere() {
+            let streamed = || asked.contains(MessageRef { uid: next, ..msg });
+            if !self.has_block(&key) && !elsewhere() && !streamed() {
                 bytes += cost;
                 out.push(((next, 0), cost));
             }
