@@ -121,7 +121,7 @@ mod tests {
             listed_size: 1,
             body_len: None,
             internal_date: 0,
-            flags: Vec::new(),
+            flags: Default::default(),
             modseq: None,
             ids: message.map(|message| {
                 Arc::new(ObjectIds {

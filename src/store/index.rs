@@ -24,11 +24,13 @@ use crate::imap::types::{Flag, ModSeq, Uid, UidValidity};
 
 mod delta;
 mod door;
+mod flag_set;
 mod uid_map;
 
 pub(crate) use delta::Delta;
 pub(crate) use door::Listing;
 pub use door::{Indexes, SharedIndex};
+pub use flag_set::FlagSet;
 pub use uid_map::UidMap;
 
 /// Metadata of one message.
@@ -40,7 +42,8 @@ pub struct MessageMeta {
     pub body_len: Option<u64>,
     /// INTERNALDATE, seconds since the epoch.
     pub internal_date: i64,
-    pub flags: Vec<Flag>,
+    /// Without `\Recent` ([`without_recent`]); one shared copy per common set.
+    pub flags: FlagSet,
     /// The message's MODSEQ (CONDSTORE servers).
     pub modseq: Option<ModSeq>,
     /// Who the message is across folders (Gmail, RFC 8474 OBJECTID), where the server says.
@@ -223,7 +226,9 @@ impl Index {
     fn apply(&mut self, change: IndexChange, effects: &mut Effects) -> bool {
         match change {
             IndexChange::Added(uid, mut meta) => {
-                meta.flags = without_recent(meta.flags);
+                if meta.flags.contains(&Flag::Recent) {
+                    meta.flags = without_recent(meta.flags.to_vec()).into();
+                }
                 effects.touch(self, uid);
                 if self.uidnext.is_none_or(|n| n <= uid) {
                     self.uidnext = Uid::new(uid.get().saturating_add(1));
@@ -256,7 +261,7 @@ impl Index {
                 effects.touch(self, uid);
                 effects.attributes(uid);
                 if let Some(m) = self.messages.get_mut(&uid) {
-                    m.flags = flags;
+                    m.flags = flags.into();
                     if modseq.is_some() {
                         m.modseq = modseq;
                     }

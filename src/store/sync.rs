@@ -571,7 +571,7 @@ fn parse_fetch(items: Vec<FetchItem>) -> Option<Parsed> {
                 listed_size: size,
                 body_len: None,
                 internal_date: date.unwrap_or(0),
-                flags: flags.unwrap_or_default(),
+                flags: flags.unwrap_or_default().into(),
                 modseq,
                 ids: message.map(|message| std::sync::Arc::new(ObjectIds { message, thread })),
             },

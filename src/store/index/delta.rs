@@ -65,7 +65,9 @@ impl Index {
             if removed.binary_search(&uid).is_ok() {
                 continue;
             }
-            meta.flags = super::without_recent(meta.flags);
+            if meta.flags.contains(&Flag::Recent) {
+                meta.flags = super::without_recent(meta.flags.to_vec()).into();
+            }
             if self
                 .messages
                 .get(&uid)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::imap::types::{Flag, MailboxName, ModSeq, Uid, UidValidity};
-use crate::store::index::{Index, MessageMeta, ObjectId, ObjectIds, UidMap};
+use crate::store::index::{FlagSet, Index, MessageMeta, ObjectId, ObjectIds, UidMap};
 
 const MAGIC: &[u8; 8] = b"IMAPFSIX";
 /// 2: each message also carries its [`ObjectIds`] (version 1 files are listed afresh: their
@@ -30,7 +30,7 @@ pub(super) fn encode(account: &str, name: &MailboxName, ix: &Index) -> Vec<u8> {
         .messages()
         .values()
         .map(|m| {
-            *sets.entry(m.flags.as_slice()).or_insert_with(|| {
+            *sets.entry(&*m.flags).or_insert_with(|| {
                 table.push(&m.flags);
                 table.len() as u32 - 1
             })
@@ -163,7 +163,8 @@ pub(super) fn decode(
                 flag => set.push(flag),
             }
         }
-        sets.push(set);
+        // One copy of each set, shared by its messages.
+        sets.push(FlagSet::from(set));
     }
     let count = r.u32()? as usize;
     // Packed as decoded: the UIDs are ascending (checked), so each goes at the end.

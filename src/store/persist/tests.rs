@@ -22,7 +22,8 @@ fn sample() -> Index {
                     1 => vec![Flag::Seen, Flag::Keyword("$Junk".into())],
                     5 => vec![Flag::Extension("\\Important".into()), Flag::Flagged],
                     _ => Vec::new(),
-                },
+                }
+                .into(),
                 modseq: Some(ModSeq(7)),
                 // Every form of id: Gmail's, RFC 8474's with and without a thread, none.
                 ids: match u {

@@ -12,7 +12,7 @@ fn meta(flags: Vec<Flag>) -> MessageMeta {
         listed_size: 10,
         body_len: None,
         internal_date: 0,
-        flags,
+        flags: flags.into(),
         modseq: None,
         ids: None,
     }

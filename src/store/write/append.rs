@@ -199,7 +199,7 @@ impl Account {
             listed_size: len,
             body_len: Some(len),
             internal_date: msg.date.unwrap_or_else(now_secs),
-            flags: msg.flags,
+            flags: msg.flags.into(),
             modseq: None,
             // Not known until the next listing, which adds it (a new UID is listed whole).
             ids: None,
