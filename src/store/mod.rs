@@ -180,9 +180,14 @@ impl Account {
                 .spawn(move || evictor.run_evictor());
             // Blocks are written by their own thread, off the readers' and streams' paths.
             let writer = d.clone();
-            let _ = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("disk-cache-write".into())
                 .spawn(move || writer.run_writer());
+            if spawned.is_err() {
+                // Nothing would empty the queue, and streams would wait on it: no writes.
+                log::warn!("disk cache: no writer thread, blocks are not written");
+                d.stop_writer();
+            }
         }
         let account_dir = opts
             .persist
