@@ -437,35 +437,74 @@ fn disk_cache_grep() {
     std::env::set_var("BENCH_BIG_MB", "");
     let seed = bench_seed();
     let d = Dovecot::start(&seed);
-    let cache = common::unique_temp_dir("bench-disk-cache");
     let grep = |dir: &Path| {
         format!(
             "grep -rl 'no such phrase here' '{}' > /dev/null; true",
             dir.display()
         )
     };
-    let mount = || {
-        mount_listed(
-            MountOptions::new(&d)
-                .cache_home(&cache)
-                .args(&["--disk-cache-size", "4G"]),
-        )
-    };
-    let first = mount();
-    let cold = timed("grep -r, cold", &grep(&first.join("Bench")));
-    let stats_cold = stat(&first, "bytes_read");
-    assert!(first.unmount().success());
-    let second = mount();
-    timed(
-        "ls -l, remount",
-        &format!("ls -l '{}' > /dev/null", second.join("Bench").display()),
-    );
-    let pid = second.pid();
-    let warm = profiled("grep disk cache", pid, &grep(&second.join("Bench")));
-    let again = profiled("grep page cache", pid, &grep(&second.join("Bench")));
-    let wire = stat(&second, "bytes_read");
-    let hits = stat(&second, "disk_cache_hits");
-    assert!(second.unmount().success());
+    // This build, and (BENCH_CACHE_BEFORE) another binary measured in the same rounds.
+    let mut binaries: Vec<(String, Option<std::path::PathBuf>)> = vec![("imapfs".into(), None)];
+    if let Some(before) = std::env::var_os("BENCH_CACHE_BEFORE") {
+        binaries.push(("before".into(), Some(before.into())));
+    }
+    let mut rows = Vec::new();
+    for round in 1..=env_or("BENCH_CACHE_RUNS", 1) {
+        for (label, binary) in &binaries {
+            let cache = common::unique_temp_dir("bench-disk-cache");
+            let mount = || {
+                let mut o = MountOptions::new(&d)
+                    .cache_home(&cache)
+                    .args(&["--disk-cache-size", "4G"]);
+                if let Some(b) = binary {
+                    o = o.binary(b);
+                }
+                mount_listed(o)
+            };
+            let load = loadavg();
+            let first = mount();
+            let cold = profiled(
+                &format!("{label} grep server"),
+                first.pid(),
+                &grep(&first.join("Bench")),
+            );
+            let stats_cold = stat(&first, "bytes_read");
+            let full = stat(&first, "disk_cache_queue_full");
+            assert!(first.unmount().success());
+            let second = mount();
+            timed(
+                "ls -l, remount",
+                &format!("ls -l '{}' > /dev/null", second.join("Bench").display()),
+            );
+            let pid = second.pid();
+            let warm = profiled(
+                &format!("{label} grep disk cache"),
+                pid,
+                &grep(&second.join("Bench")),
+            );
+            let again = profiled(
+                &format!("{label} grep page cache"),
+                pid,
+                &grep(&second.join("Bench")),
+            );
+            let wire = stat(&second, "bytes_read");
+            let hits = stat(&second, "disk_cache_hits");
+            assert!(second.unmount().success());
+            let _ = std::fs::remove_dir_all(&cache);
+            rows.push((
+                round,
+                label.clone(),
+                load,
+                cold,
+                stats_cold,
+                full,
+                warm,
+                wire,
+                hits,
+                again,
+            ));
+        }
+    }
     let maildir = d.mail_dir.join(".Bench");
     timed("grep -r maildir (warming)", &grep(&maildir));
     let local = timed("grep -r maildir", &grep(&maildir));
@@ -486,22 +525,56 @@ fn disk_cache_grep() {
         "\ndisk body cache, {} messages, {mb} MB:",
         seed.folder("Bench").messages.len()
     );
-    println!("  grep -r, first mount (server):      {cold:.2?} ({stats_cold} bytes read)");
-    println!(
-        "  grep -r after remount (disk cache): {warm:.2?} ({wire} bytes read, {hits} disk hits)"
-    );
-    println!("  grep -r again (page cache):         {again:.2?}");
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-6);
+    for (round, label, load, cold, read, full, warm, wire, hits, again) in &rows {
+        println!("-- round {round}, {label}, load average before: {load} --");
+        println!(
+            "  grep -r, first mount (server):      {cold:.2?} ({read} bytes read, \
+             {full} blocks not written: queue full)"
+        );
+        println!(
+            "  grep -r after remount (disk cache): {warm:.2?} ({wire} bytes read, {hits} disk hits)"
+        );
+        println!("  grep -r again (page cache):         {again:.2?}");
+        println!(
+            "  ratio disk cache / maildir:         {:.2}x (goal 1.5x)",
+            ratio(*warm, local)
+        );
+        println!(
+            "  ratio disk cache / floor uncached:  {:.2}x",
+            ratio(*warm, floor_cold)
+        );
+    }
     println!("  grep -r of the maildir, warm:       {local:.2?}");
     println!("  FUSE floor, pages not cached:       {floor_cold:.2?}");
     println!("  FUSE floor, pages cached:           {floor_warm:.2?}");
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-6);
-    println!(
-        "  ratio disk cache / maildir:         {:.2}x (goal 1.5x)",
-        ratio(warm, local)
-    );
-    println!(
-        "  ratio disk cache / floor uncached:  {:.2}x",
-        ratio(warm, floor_cold)
-    );
-    let _ = std::fs::remove_dir_all(&cache);
+    if binaries.len() == 2 {
+        for what in ["first mount (server)", "after remount (disk cache)"] {
+            let pick = |label: &str| -> Vec<f64> {
+                rows.iter()
+                    .filter(|r| r.1 == label)
+                    .map(|r| match what {
+                        "first mount (server)" => r.3.as_secs_f64(),
+                        _ => r.6.as_secs_f64(),
+                    })
+                    .collect()
+            };
+            let (now, before) = (pick("imapfs"), pick("before"));
+            let ratios: Vec<String> = now
+                .iter()
+                .zip(&before)
+                .map(|(n, b)| format!("{:.2}", b / n.max(1e-6)))
+                .collect();
+            println!(
+                "  grep -r {what}: before / now per round: {}",
+                ratios.join(" ")
+            );
+        }
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string(Path::new("/proc/loadavg"))
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }

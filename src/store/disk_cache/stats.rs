@@ -23,7 +23,8 @@ pub struct DiskStats {
     pub discarded: AtomicU64,
     /// Blocks not written: the cache was past its bound and the eviction thread behind.
     pub skipped: AtomicU64,
-    /// Blocks a read or a stream brought that were not written: the writer's queue was full.
+    /// Blocks a read fetched (on a FUSE thread) that were not written: the writer's queue
+    /// was full.
     pub queue_full: AtomicU64,
 }
 

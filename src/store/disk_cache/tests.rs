@@ -251,7 +251,7 @@ fn a_full_queue_skips_a_reads_blocks_and_counts_them_and_queued_blocks_are_serve
 }
 
 #[test]
-fn the_prefetch_waits_for_room_in_a_full_queue_and_loses_no_block() {
+fn streams_and_the_prefetch_wait_for_room_in_a_full_queue_and_lose_no_block() {
     let dir = temp_dir("wait");
     let c = Arc::new(open(&dir, 1 << 30));
     for uid in 1..=QUEUE_JOBS as u32 {
@@ -262,7 +262,8 @@ fn the_prefetch_waits_for_room_in_a_full_queue_and_loses_no_block() {
         std::thread::spawn(move || {
             for uid in 1..=100 {
                 let k = folder_key(b"Archive", uid);
-                c.put(k, STAMP, Arc::from(&b"kept"[..]), Origin::Prefetch);
+                let origin = [Origin::Stream, Origin::Prefetch][uid as usize % 2];
+                c.put(k, STAMP, Arc::from(&b"kept"[..]), origin);
             }
         })
     };

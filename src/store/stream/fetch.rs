@@ -108,7 +108,7 @@ fn stream_on(
             let streams = &a.reading.streams;
             let mut failed = None;
             let done = s.wait_each(&tag, "FETCH", |u| {
-                if let Err(e) = land(&a, mailbox, stream.validity, u, Origin::Read) {
+                if let Err(e) = land(&a, mailbox, stream.validity, u, Origin::Stream) {
                     failed.get_or_insert(e);
                 }
             });
