@@ -132,6 +132,11 @@ pub struct ReadState {
     /// Messages read to their end in this mount (the kernel was then told their exact length
     /// and keeps their pages): a stream does not fetch them again.
     pub(crate) read_through: Mutex<std::collections::HashSet<MessageRef>>,
+    /// Messages a reader's walk prefetch is fetching the first block of now. A stream asks
+    /// for none of them, and a walk prefetch for none a stream has asked for: both decide
+    /// under this lock (the stream until its `sent` moves past them), so no message is
+    /// fetched twice when a stream starts while its reader is still fetching ahead itself.
+    pub(crate) walk_claims: Mutex<std::collections::HashSet<MessageRef>>,
     /// Bytes of blocks on their way ahead of need (readahead and walk prefetch), all
     /// readers together: at most `ReadState::ahead_budget`, so that what parallel readers
     /// hold in flight beside the cache is bounded whatever their number (issue 17).
@@ -152,6 +157,7 @@ impl ReadState {
             fetch_turns: (0..FETCH_STRIPES).map(|_| Mutex::new(())).collect(),
             streams: crate::store::stream::Streams::default(),
             read_through: Mutex::new(std::collections::HashSet::new()),
+            walk_claims: Mutex::new(std::collections::HashSet::new()),
             ahead: Default::default(),
             hits: Default::default(),
             misses: Default::default(),
@@ -342,8 +348,17 @@ impl Account {
                         optional.push(((msg.uid, b), bs));
                     }
                 }
+                let mut claimed = WalkClaims {
+                    set: &rs.walk_claims,
+                    msgs: Vec::new(),
+                };
                 if first == 0 && !streaming {
-                    optional.extend(self.walk_prefetch(msg));
+                    let walk = self.walk_prefetch(msg);
+                    claimed.msgs = walk
+                        .iter()
+                        .map(|((uid, _), _)| MessageRef { uid: *uid, ..msg })
+                        .collect();
+                    optional.extend(walk);
                 }
                 let _ahead = rs.reserve_ahead(&mut optional, self.ahead_budget());
                 let optional: Vec<(Uid, u64)> = optional.into_iter().map(|(b, _)| b).collect();
@@ -507,7 +522,6 @@ impl Account {
         let budget = (self.opts.cache_size / 4).max(bs);
         let mut bytes = 0;
         let mut out = Vec::new();
-        let asked = self.streams_asked(msg.mailbox);
         for (&next, meta) in index.messages().range(msg.uid..).skip(1) {
             let cost = meta.size().min(bs);
             if out.len() >= window || bytes + cost > budget {
@@ -521,12 +535,19 @@ impl Account {
             };
             let elsewhere =
                 || meta.ids.is_some() && self.body_elsewhere(MessageRef { uid: next, ..msg });
-            let streamed = || asked.contains(MessageRef { uid: next, ..msg });
-            if !self.has_block(&key) && !elsewhere() && !streamed() {
+            if !self.has_block(&key) && !elsewhere() {
                 bytes += cost;
                 out.push(((next, 0), cost));
             }
         }
+        drop(index);
+        // Leave to the streams what they asked for, and claim the rest (see `walk_claims`).
+        let mut claims = self.reading.walk_claims.lock();
+        let asked = self.streams_asked(msg.mailbox);
+        out.retain(|((uid, _), _)| {
+            let m = MessageRef { uid: *uid, ..msg };
+            !asked.contains(m) && claims.insert(m)
+        });
         out
     }
 
@@ -635,4 +656,22 @@ fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> R
         }
     }
     Ok((out, nil))
+}
+
+/// The messages a walk prefetch claimed ([`ReadState::walk_claims`]), given back when its
+/// fetch ends, whether it brought them or failed.
+struct WalkClaims<'a> {
+    set: &'a Mutex<std::collections::HashSet<MessageRef>>,
+    msgs: Vec<MessageRef>,
+}
+
+impl Drop for WalkClaims<'_> {
+    fn drop(&mut self) {
+        if !self.msgs.is_empty() {
+            let mut set = self.set.lock();
+            for m in &self.msgs {
+                set.remove(m);
+            }
+        }
+    }
 }

@@ -69,7 +69,22 @@ fn stream_on(
                 .filter(|o| !std::ptr::eq(&***o, stream))
                 .cloned()
                 .collect();
-            next_batch(&a, stream, &others, mailbox, from, base, budget)
+            // Decided and published under the walk prefetch's claims (see `walk_claims`).
+            let claims = a.reading.walk_claims.lock();
+            let batch = next_batch(
+                &a,
+                stream,
+                Taken {
+                    others: &others,
+                    claimed: &claims,
+                },
+                mailbox,
+                from,
+                base,
+                budget,
+            );
+            stream.sent.store(batch.0, Ordering::Relaxed);
+            batch
         } else {
             (from, Vec::new(), Vec::new())
         };
@@ -190,14 +205,22 @@ pub(in crate::store) fn land(
     Ok(())
 }
 
-/// The next messages to ask for from plan position `from`: those not cached and not asked
-/// for by one of the folder's `others` streams, within the budget ahead of the reader (whose
-/// next message is at `base`) and one batch's bounds. Returns the position after the batch,
-/// the messages to fetch whole and those to fetch the first block of.
+/// What others are bringing already: the folder's other streams, and the messages readers'
+/// walk prefetches claimed (`ReadState::walk_claims`).
+struct Taken<'a> {
+    others: &'a [Arc<Stream>],
+    claimed: &'a std::collections::HashSet<MessageRef>,
+}
+
+/// The next messages to ask for from plan position `from`: those not cached, not asked for
+/// by another stream of the folder and not claimed by a walk prefetch (`taken`), within the
+/// budget ahead of the reader (whose next message is at `base`) and one batch's bounds.
+/// Returns the position after the batch, the messages to fetch whole and those to fetch the
+/// first block of.
 fn next_batch(
     a: &Account,
     stream: &Stream,
-    others: &[Arc<Stream>],
+    taken: Taken<'_>,
     mailbox: MailboxId,
     from: usize,
     base: usize,
@@ -224,7 +247,8 @@ fn next_batch(
             validity: stream.validity,
             uid,
         };
-        if !others.iter().any(|o| o.asked(uid).is_some())
+        if !taken.others.iter().any(|o| o.asked(uid).is_some())
+            && !taken.claimed.contains(&msg)
             && !a.reading.read_through.lock().contains(&msg)
             && !a.has_block(&key)
             && !a.body_elsewhere(msg)
