@@ -574,10 +574,20 @@ impl Account {
             ],
             changed_since: None,
         };
-        let cmds: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
+        let all: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
+        let mut attempt = 0;
         let result = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
+            // A retry (the connection failed under the pipeline: a server that throttles
+            // and then closes, say) asks only for what the read needs: what was only ahead
+            // of need must not make the read fail.
+            attempt += 1;
+            let cmds = if attempt == 1 {
+                &all[..]
+            } else {
+                &all[..required.len()]
+            };
             s.select_at(&name, msg.validity, Access::Read)?;
-            let (mut out, _) = run_fetches(s, &cmds, required.len(), bs)?;
+            let (mut out, _) = run_fetches(s, cmds, required.len(), bs)?;
             if !out.iter().any(|(k, _)| *k == required[0]) {
                 // Nothing for the message, or NIL (Dovecot's answer for a message another
                 // client expunged since this session's last sync point): gone, or appended

@@ -421,9 +421,11 @@ impl Session {
     pub fn pipeline(&mut self, cmds: &[Command]) -> Result<Vec<Result<Completed>>> {
         let deadline = self.command_deadline();
         let mut tags = Vec::with_capacity(cmds.len());
+        // One write for the whole pipeline (one segment where it fits), not one per command.
         for c in cmds {
-            tags.push((self.send_before(c, deadline)?, c.name()));
+            tags.push((self.queue_before(c, deadline)?, c.name()));
         }
+        self.flush(deadline)?;
         let mut out = Vec::with_capacity(cmds.len());
         for (tag, name) in tags {
             match self.wait_before(&tag, name, deadline) {
@@ -449,8 +451,18 @@ impl Session {
     }
 
     fn send_before(&mut self, cmd: &Command, deadline: Instant) -> Result<Tag> {
-        let tag = self.core.begin(cmd)?;
+        let tag = self.queue_before(cmd, deadline)?;
         self.flush(deadline)?;
+        Ok(tag)
+    }
+
+    /// Queue a command's bytes, to be written by the next flush, and return its tag; one with
+    /// a synchronising literal is written at once, up to the server's continuation each time.
+    fn queue_before(&mut self, cmd: &Command, deadline: Instant) -> Result<Tag> {
+        let tag = self.core.begin(cmd)?;
+        if self.core.awaits_continuation(&tag) {
+            self.flush(deadline)?;
+        }
         // Each continuation request queues (and the step writes) the next chunk.
         while self.core.awaits_continuation(&tag) {
             if let Reached::Completed(t) =
