@@ -544,6 +544,31 @@ use script::mailbox::{body_of, Fault, MailboxServer};
 /// The block size of imapfs's reads and cache (1 MiB).
 const BLOCK: u64 = 1 << 20;
 
+#[test]
+fn a_read_whose_pipeline_loses_its_connection_retries_only_the_blocks_it_needs() {
+    // The read of UID 2 carries the walk prefetch of the next messages in its pipeline; the
+    // server closes the connection on UID 3's (as a provider does after refusing). The retry
+    // on a new connection must ask only for what the read needs: sending the prefetch again
+    // met the same close, and the read failed with EIO (found with the throttling proxy of
+    // tests/providers.rs). One connection: no stream takes the walk ahead.
+    let messages: Vec<(u32, u64, Vec<u8>)> =
+        (1..=6).map(|u| (u, 5_000, body_of(u, 5_000))).collect();
+    let server = MailboxServer::start(&messages);
+    let mount = mount_mailbox(&server, &["--timeout", "5", "--connections", "1"]);
+    server.fault(3, 0, Fault::Bye);
+    for uid in [1u32, 2] {
+        let path = mount.join(format!("INBOX/{uid}.eml"));
+        let got = pread_within(&path, 0, 5_000)
+            .unwrap_or_else(|e| panic!("{uid}.eml: {e} (a prefetch must not fail a read)"));
+        assert_same(&format!("UID {uid}"), &got, &messages[uid as usize - 1].2);
+    }
+    assert!(
+        server.faults_served().contains(&(3, 0, Fault::Bye)),
+        "UID 3 was never fetched ahead with the read of 2: the test did not test: {:?}",
+        server.fetched()
+    );
+}
+
 fn mount_mailbox(server: &MailboxServer, args: &[&str]) -> common::Mount {
     MountOptions::custom(server.url(), server.script.ca_file.clone(), "secret")
         .args(args)

@@ -41,6 +41,9 @@ pub enum Fault {
     No,
     /// `OK` without any FETCH data.
     Missing,
+    /// `* BYE` and the connection closed, nothing answered (a provider that closes after
+    /// refusing, as Microsoft 365 does after its second throttle).
+    Bye,
 }
 
 /// What the server holds and how it misbehaves; shared with the connection threads.
@@ -229,6 +232,10 @@ fn fetch_body(c: &mut Conn, state: &Mutex<State>, tag: &str, rest: &str) {
         ),
         Some(Fault::No) => c.send(format!("{tag} NO [SERVERBUG] cannot read that\r\n").as_bytes()),
         Some(Fault::Missing) => c.send(format!("{tag} OK done\r\n").as_bytes()),
+        Some(Fault::Bye) => {
+            c.send(b"* BYE closing\r\n");
+            c.close();
+        }
         None => {
             let start = (offset as usize).min(body.len());
             let end = (offset.saturating_add(len) as usize).min(body.len());
