@@ -17,7 +17,8 @@
 //! The mount runs with its default `--connections` (4). Knobs: BENCH_PARALLEL_MESSAGES
 //! (10000), BENCH_PARALLEL_RUNS (2), BENCH_PARALLEL_BEFORE (the path of another imapfs
 //! binary, e.g. one built from an older commit, measured in the same rounds), BENCH_PERF (a
-//! directory: each imapfs figure is also a `perf record` profile of the daemon there).
+//! directory: each imapfs figure is also a `perf record` profile of the daemon there),
+//! BENCH_PARALLEL_ARGS (extra mount options for both builds, e.g. `--disk-cache-size 0`).
 
 mod common;
 // Not every helper is used by every benchmark binary.
@@ -186,10 +187,19 @@ fn on_fresh_mount(
     if let Some(b) = binary {
         options = options.binary(b);
     }
+    // Extra mount options for both builds, e.g. `--disk-cache-size 0`.
+    let extra = std::env::var("BENCH_PARALLEL_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    options = options.args(&extra);
     let mount = mount_listed(options);
     let took = profiled(label, mount.pid(), &line(&mount));
+    // What came from the server (more than the folder's bytes: blocks fetched again).
+    let read_mb = mount
+        .stat("bytes_read")
+        .and_then(|b| b.parse::<u64>().ok())
+        .map_or("?".into(), |b| (b >> 20).to_string());
     let streams = format!(
-        "{} (at once: {})",
+        "{} (at once: {}), from the server {read_mb} MiB",
         mount.stat("streams").unwrap_or_else(|| "?".into()),
         mount.stat("streams_at_once").unwrap_or_else(|| "-".into())
     );
