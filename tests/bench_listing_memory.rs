@@ -21,28 +21,8 @@ mod tools;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{fill_folder, Dovecot, MountOptions, Seed};
+use common::{big_folder_message, fill_folder, vm_rss_kb, Dovecot, MountOptions, Seed};
 use tools::{env_or, raw, timed, vm_hwm_kb};
-
-/// Message `uid`: a few hundred bytes whose size varies with the UID, and its INTERNALDATE.
-fn message(uid: u32) -> (Vec<u8>, i64) {
-    let pad = "x".repeat((uid % 97) as usize);
-    let bytes = format!(
-        "From: s{uid}@example.org\r\nTo: t@example.org\r\nSubject: m {uid}\r\n\
-         Message-ID: <m{uid}@example.org>\r\n\r\nbody {uid} {pad}\r\n"
-    )
-    .into_bytes();
-    (bytes, 1_600_000_000 + i64::from(uid) * 7)
-}
-
-fn vm_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 #[ignore = "benchmark: run scripts/bench_listing_memory.sh"]
@@ -57,7 +37,7 @@ fn bench_listing_memory() {
     seed.folder_mut("Big");
     let d = Dovecot::start_with(&seed, "default_vsz_limit = 4G");
     let t = Instant::now();
-    fill_folder(&d.mail_dir, "Big", n, &message);
+    fill_folder(&d.mail_dir, "Big", n, &big_folder_message);
     println!("wrote {n} messages in {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     raw(&d, d.imaps_port, "Big", "meta");

@@ -9,25 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fill_folder, run, vm_hwm_kb, Dovecot, MountOptions, Seed};
+use common::{big_folder_message, fill_folder, run, vm_hwm_kb, Dovecot, MountOptions, Seed};
 
 const MESSAGES: u32 = 100_000;
 /// Peak RSS allowed for mounting and listing 100,000 messages. Holding the listing's
 /// responses (about 600 bytes a message) or a `Vec` of readdir entries (about 200) would
 /// each pass it on their own.
 const MAX_PEAK_KB: u64 = 60 * 1024;
-
-/// Message `uid` of the big folder: a few hundred bytes whose size varies with the UID, and
-/// an INTERNALDATE that does too, so a shifted listing cannot pass.
-fn message(uid: u32) -> (Vec<u8>, i64) {
-    let pad = "x".repeat((uid % 97) as usize);
-    let bytes = format!(
-        "From: s{uid}@example.org\r\nTo: t@example.org\r\nSubject: m {uid}\r\n\
-         Message-ID: <m{uid}@example.org>\r\n\r\nbody {uid} {pad}\r\n"
-    )
-    .into_bytes();
-    (bytes, 1_600_000_000 + i64::from(uid) * 7)
-}
 
 #[test]
 #[ignore = "minutes on a loaded 2-core machine (teardown of 100,000 files): run scripts/bench_scale_engine.sh"]
@@ -36,7 +24,7 @@ fn listing_100k_is_exact_and_memory_bounded() {
     seed.folder_mut("Big");
     let t = std::time::Instant::now();
     let dovecot = Dovecot::start(&seed);
-    fill_folder(&dovecot.mail_dir, "Big", MESSAGES, &message);
+    fill_folder(&dovecot.mail_dir, "Big", MESSAGES, &big_folder_message);
     eprintln!("filled in {:?}", t.elapsed());
     let mount = MountOptions::new(&dovecot).start().expect("mount starts");
     eprintln!("mounted at {:?}", t.elapsed());
@@ -63,7 +51,7 @@ fn listing_100k_is_exact_and_memory_bounded() {
             .strip_suffix(".eml")
             .and_then(|u| u.parse().ok())
             .unwrap_or_else(|| panic!("not a message name: {line:?}"));
-        let (bytes, date) = message(uid);
+        let (bytes, date) = big_folder_message(uid);
         assert_eq!(f[4], bytes.len().to_string(), "size of {uid}");
         assert_eq!(f[5], date.to_string(), "mtime of {uid}");
         let slot = seen.get_mut(uid as usize).expect("a UID of the folder");

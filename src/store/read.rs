@@ -1,4 +1,5 @@
-//! Reading messages: open, blocks, readahead, folder walks.
+//! Reading messages: open, blocks, readahead, folder walks. The FETCHes that bring blocks
+//! (one pipeline per read, and its retry) are [`fetch`].
 //!
 //! A message's bytes are fetched in blocks of `block_size` with `BODY.PEEK[]<offset.len>` and
 //! kept in the [`BlockCache`], keyed on (mailbox, UIDVALIDITY, UID, block). A small message is
@@ -27,8 +28,8 @@
 //! body is at hand under another copy: its body crosses the wire once.
 //!
 //! Every fetch runs on a session selected at the message's generation
-//! ([`Session::select_at`]): a mailbox recreated since it was listed is ENOENT, never another
-//! message's bytes.
+//! ([`crate::imap::session::Session::select_at`]): a mailbox recreated since it was listed
+//! is ENOENT, never another message's bytes.
 //!
 //! Failures: every block a read covers must arrive, or the read fails (EIO): a short read
 //! would look like the end of the file. Blocks fetched only ahead of need may fail quietly.
@@ -50,21 +51,16 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::imap::codec::{Command, FetchAttr};
-use crate::imap::pool::Retry;
-use crate::imap::session::{Access, Session};
-use crate::imap::types::{message_bodies, SequenceSet, Uid};
+use crate::imap::types::Uid;
 use crate::store::blocks::{BlockCache, BlockKey};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
 use crate::store::Account;
 
+mod fetch;
+
 /// A block fetched from the server: (UID, block number) and its bytes.
 pub(crate) type FetchedBlock = ((Uid, u64), Arc<[u8]>);
-
-/// What a pipeline of block FETCHes gave: the blocks that came back, and the (UID, block)
-/// answered with a NIL body.
-type Fetched = (Vec<FetchedBlock>, Vec<(Uid, u64)>);
 
 /// The bytes of a read: a range of one cached block, handed out as it is (a read within a
 /// block, the common case: no copy before the reply), or the bytes of several blocks joined.
@@ -551,121 +547,11 @@ impl Account {
         out
     }
 
-    /// Fetch blocks in one round trip (pipelined partial FETCHes). Every `required` block (of
-    /// `msg`) must come back, or the whole fetch fails; `optional` ones (readahead, walk) are
-    /// kept when they come.
-    fn fetch_blocks(
-        &self,
-        msg: MessageRef,
-        required: &[(Uid, u64)],
-        optional: &[(Uid, u64)],
-    ) -> Result<Vec<FetchedBlock>> {
-        let name = self.require_name(msg.mailbox)?;
-        let bs = self.opts.block_size;
-        let cmd = |&(u, b): &(Uid, u64)| Command::Fetch {
-            uid: true,
-            set: SequenceSet::single(u.get()),
-            attrs: vec![
-                FetchAttr::Uid,
-                FetchAttr::BodyPeek {
-                    section: String::new(),
-                    partial: Some((b * bs, u32::try_from(bs).unwrap_or(u32::MAX))),
-                },
-            ],
-            changed_since: None,
-        };
-        let all: Vec<Command> = required.iter().chain(optional).map(cmd).collect();
-        let mut attempt = 0;
-        let result = self.pool.with_session(Some(&name), Retry::Idempotent, |s| {
-            // A retry (the connection failed under the pipeline: a server that throttles
-            // and then closes, say) asks only for what the read needs: what was only ahead
-            // of need must not make the read fail.
-            attempt += 1;
-            let cmds = if attempt == 1 {
-                &all[..]
-            } else {
-                &all[..required.len()]
-            };
-            s.select_at(&name, msg.validity, Access::Read)?;
-            let (mut out, _) = run_fetches(s, cmds, required.len(), bs)?;
-            if !out.iter().any(|(k, _)| *k == required[0]) {
-                // Nothing for the message, or NIL (Dovecot's answer for a message another
-                // client expunged since this session's last sync point): gone, or appended
-                // after that point. Sync, then ask once more for the blocks that are needed.
-                s.run(Command::Noop)?;
-                let (again, nil) = run_fetches(s, &cmds[..required.len()], required.len(), bs)?;
-                if nil.contains(&required[0]) {
-                    // Still there, still no body: a server fault, not a missing message.
-                    return Err(Error::BadReply {
-                        command: "FETCH",
-                        what: format!("the server answered NIL for the body of UID {}", msg.uid),
-                    });
-                }
-                out.extend(again);
-            }
-            Ok(out)
-        });
-        let out = match result {
-            Err(e @ (Error::NoMessage(_) | Error::ValidityChanged { .. })) => {
-                self.forget_message(msg);
-                return Err(e);
-            }
-            other => other?,
-        };
-        if !out.iter().any(|(k, _)| *k == required[0]) {
-            self.forget_message(msg);
-            return Err(Error::NoMessage(format!("UID {} in {name}", msg.uid)));
-        }
-        Ok(out)
-    }
-
     /// Forget a message the server no longer has.
     pub(crate) fn forget_message(&self, msg: MessageRef) {
         let gone = IndexChange::Removed(msg.uid);
         self.indexes.apply(msg.mailbox, msg.validity, [gone]);
     }
-}
-
-/// Run block FETCHes as one pipeline; the first `required` must succeed. Returns the blocks
-/// that came back, and those answered with a NIL body: no data, never an empty block.
-fn run_fetches(s: &mut Session, cmds: &[Command], required: usize, bs: u64) -> Result<Fetched> {
-    let mut untagged = Vec::new();
-    for (i, r) in s.pipeline(cmds)?.into_iter().enumerate() {
-        match r {
-            Ok(done) => untagged.extend(done.untagged),
-            Err(e) if i < required => return Err(e),
-            Err(e) => log::debug!("prefetch failed: {e}"),
-        }
-    }
-    let mut nil = Vec::new();
-    let mut out = Vec::new();
-    for u in untagged {
-        let Some((uid, bodies)) = message_bodies(u) else {
-            continue;
-        };
-        for (origin, data) in bodies {
-            let origin = origin.unwrap_or(0);
-            let Some(data) = data else {
-                log::debug!("the server answered NIL for the body of UID {uid} at {origin}");
-                nil.push((uid, origin / bs));
-                continue;
-            };
-            if origin % bs != 0 {
-                return Err(Error::BadReply {
-                    command: "FETCH",
-                    what: format!("a block at origin {origin}"),
-                });
-            }
-            if data.len() as u64 > bs {
-                return Err(Error::BadReply {
-                    command: "FETCH",
-                    what: "more than was asked".into(),
-                });
-            }
-            out.push(((uid, origin / bs), Arc::from(data)));
-        }
-    }
-    Ok((out, nil))
 }
 
 /// The messages a walk prefetch claimed ([`ReadState::walk_claims`]), given back when its

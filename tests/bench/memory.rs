@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, Dovecot, Mount, MountOptions, Rng, Seed};
+use crate::common::{self, vm_rss_kb, Dovecot, Mount, MountOptions, Rng, Seed};
 use crate::tools::{env_or, mount_listed, timed};
 
 /// One read pattern: a name and a shell line over the mount's root (`$M`).
@@ -130,15 +130,6 @@ impl Sampler {
             .load(Ordering::Relaxed)
             .max(common::vm_hwm_kb(self.pid))
     }
-}
-
-fn vm_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The RSS once it stops moving (two samples 250 ms apart within 1 MiB), at most 5 s after

@@ -178,3 +178,16 @@ pub(super) fn chown_tree(path: &Path, uid: u32, gid: u32) {
         }
     }
 }
+
+/// Message `uid` of a big generated folder (tests/scale.rs, the listing memory benchmark): a
+/// few hundred bytes whose size varies with the UID, and an INTERNALDATE that does too, so a
+/// shifted listing cannot pass.
+pub fn big_folder_message(uid: u32) -> (Vec<u8>, i64) {
+    let pad = "x".repeat((uid % 97) as usize);
+    let bytes = format!(
+        "From: s{uid}@example.org\r\nTo: t@example.org\r\nSubject: m {uid}\r\n\
+         Message-ID: <m{uid}@example.org>\r\n\r\nbody {uid} {pad}\r\n"
+    )
+    .into_bytes();
+    (bytes, 1_600_000_000 + i64::from(uid) * 7)
+}

@@ -72,11 +72,11 @@ pub use self::{
     command::{
         finish, getfattr, getfattr_bytes, imapfs_command, parse_sha256sum, processes_mentioning,
         run, run_command, run_ok, sha256_hex, sha256_hex_many, single_line, tail, try_run,
-        unique_temp_dir, vm_hwm_kb, Finished,
+        unique_temp_dir, vm_hwm_kb, vm_rss_kb, Finished,
     },
     dovecot::{self_signed_certificate, Dovecot},
     faults::Paused,
-    maildir::fill_folder,
+    maildir::{big_folder_message, fill_folder},
     mount::{is_mounted, Mount, MountFailure, MountOptions},
     oracle::{ListEntry, OracleMeta, OraclePart, OracleParts, OracleStatus},
     ports::free_port,
