@@ -55,6 +55,7 @@ use crate::imap::types::Uid;
 use crate::store::blocks::{BlockCache, BlockKey};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
+use crate::store::refetch::{FetchLog, Fetcher};
 use crate::store::Account;
 
 mod fetch;
@@ -137,6 +138,8 @@ pub struct ReadState {
     /// readers together: at most `ReadState::ahead_budget`, so that what parallel readers
     /// hold in flight beside the cache is bounded whatever their number (issue 17).
     ahead: std::sync::atomic::AtomicU64,
+    /// Blocks fetched from the server, to count those fetched twice.
+    pub(crate) fetched: FetchLog,
     /// Blocks that reads found in the cache, and that they had to fetch.
     pub(crate) hits: std::sync::atomic::AtomicU64,
     pub(crate) misses: std::sync::atomic::AtomicU64,
@@ -155,6 +158,7 @@ impl ReadState {
             read_through: Mutex::new(std::collections::HashSet::new()),
             walk_claims: Mutex::new(std::collections::HashSet::new()),
             ahead: Default::default(),
+            fetched: FetchLog::default(),
             hits: Default::default(),
             misses: Default::default(),
         }
@@ -369,16 +373,17 @@ impl Account {
                     }
                 }
                 for ((uid, block), data) in fetched {
-                    self.keep_block(
-                        BlockKey {
-                            mailbox: msg.mailbox,
-                            validity: msg.validity,
-                            uid,
-                            block,
-                        },
-                        data,
-                        crate::store::disk_cache::Origin::Read,
-                    );
+                    let by = match required.contains(&(uid, block)) {
+                        true => Fetcher::Read,
+                        false => Fetcher::Ahead,
+                    };
+                    let key = BlockKey {
+                        mailbox: msg.mailbox,
+                        validity: msg.validity,
+                        uid,
+                        block,
+                    };
+                    self.keep_block(key, data, by);
                 }
             }
         }
