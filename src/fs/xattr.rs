@@ -305,6 +305,8 @@ impl ImapFs {
             format!("compress={}", if p.compressed { "on" } else { "off" }),
             format!("bytes_on_wire={}", p.bytes_on_wire),
             format!("bytes_saved={}", p.bytes_saved),
+            format!("readdir_requests={}", self.listings_served.counts().0),
+            format!("readdirplus_requests={}", self.listings_served.counts().1),
         ];
         lines.extend(self.account.disk_cache_lines());
         lines.extend(self.account.prefetch_lines());
