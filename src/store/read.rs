@@ -493,13 +493,13 @@ impl Account {
     /// Each comes with its cost in bytes (its size, at most a block). Messages a stream has
     /// asked for are left to it.
     fn walk_prefetch(&self, msg: MessageRef) -> Vec<((Uid, u64), u64)> {
-        let window = {
+        let (window, prev) = {
             let mut last = self.reading.last_started.lock();
             // A walk opens the next message right after the last one; a pause ends it.
-            let window = match last.get(&msg.mailbox) {
+            let (window, prev) = match last.get(&msg.mailbox) {
                 Some(&(prev, _, _)) if prev == msg.uid => return Vec::new(),
-                Some(&(_, w, at)) if at.elapsed() < WALK_PAUSE => w,
-                _ => 0,
+                Some(&(prev, w, at)) if at.elapsed() < WALK_PAUSE => (w, prev),
+                _ => (0, msg.uid),
             };
             let next = if window == 0 {
                 self.opts.prefetch_messages
@@ -507,7 +507,7 @@ impl Account {
                 (window * 2).min(self.opts.max_prefetch_messages)
             };
             last.insert(msg.mailbox, (msg.uid, next, Instant::now()));
-            window
+            (window, prev)
         };
         if window == 0 {
             return Vec::new();
@@ -523,7 +523,12 @@ impl Account {
         let budget = (self.opts.cache_size / 4).max(bs);
         let mut bytes = 0;
         let mut out = Vec::new();
-        for (&next, meta) in index.messages().range(msg.uid..).skip(1) {
+        // In the walk's order (a `cat *.eml` walks by name): what it opens next.
+        let nexts = crate::store::stream::walk_next(index.messages(), prev, msg.uid, window * 2);
+        for next in nexts {
+            let Some(meta) = index.messages().get(&next) else {
+                continue;
+            };
             let cost = meta.size().min(bs);
             if out.len() >= window || bytes + cost > budget {
                 break;
