@@ -86,9 +86,9 @@ fn stream_on(
             stream.sent.store(batch.0, Ordering::Relaxed);
             batch
         } else {
+            stream.sent.store(from, Ordering::Relaxed);
             (from, Vec::new(), Vec::new())
         };
-        stream.sent.store(to, Ordering::Relaxed);
         let sent = !whole.is_empty() || !first.is_empty();
         for (uids, partial) in [(whole, None), (first, Some(bs))] {
             if uids.is_empty() {
