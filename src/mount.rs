@@ -194,6 +194,7 @@ fn start_serving(
         subscribed_only: opts.subscribed_only,
         idle: opts.idle,
         layout: opts.layout,
+        readdirplus: opts.readdirplus,
         ..FsOptions::default()
     };
     let fs = ImapFs::new(account.clone(), fs_opts);

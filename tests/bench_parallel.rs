@@ -190,7 +190,10 @@ fn on_fresh_mount(
     // Extra mount options for both builds, e.g. `--disk-cache-size 0`.
     let extra = std::env::var("BENCH_PARALLEL_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
-    options = options.args(&extra);
+    // The blocks fetched again, each a line (counted below), and nothing else.
+    options = options
+        .args(&extra)
+        .env("RUST_LOG", "warn,imapfs::store::bodies=debug");
     let mount = mount_listed(options);
     let took = profiled(label, mount.pid(), &line(&mount));
     // What came from the server (more than the folder's bytes: blocks fetched again).
@@ -198,11 +201,25 @@ fn on_fresh_mount(
         .stat("bytes_read")
         .and_then(|b| b.parse::<u64>().ok())
         .map_or("?".into(), |b| (b >> 20).to_string());
+    let stat = |key| mount.stat(key).unwrap_or_else(|| "?".into());
     let streams = format!(
-        "{} (at once: {}), from the server {read_mb} MiB",
-        mount.stat("streams").unwrap_or_else(|| "?".into()),
-        mount.stat("streams_at_once").unwrap_or_else(|| "-".into())
+        "{} (at once: {}), from the server {read_mb} MiB, blocks fetched again {} ({} of them \
+         still in memory)",
+        stat("streams"),
+        stat("streams_at_once"),
+        stat("blocks_refetched"),
+        stat("blocks_refetched_cached"),
     );
+    // Who fetched the blocks fetched again, and who first (imapfs's debug log).
+    let mut who: std::collections::BTreeMap<String, u32> = Default::default();
+    for line in mount.log().lines() {
+        if let Some((_, what)) = line.split_once(" fetched again by ") {
+            *who.entry(what.to_string()).or_default() += 1;
+        }
+    }
+    for (what, count) in who {
+        println!("  {label}: {count} fetched again by {what}");
+    }
     drop(mount);
     let _ = std::fs::remove_dir_all(&cache);
     (took, streams)

@@ -6,14 +6,17 @@
 //! - messages open with `FOPEN_NOFLUSH` (no FLUSH on close) and their pages stay cached:
 //!   another client's flag change, expunge and append still show (the watcher promises 2 s;
 //!   the wait allows [`LIVE`] on a loaded machine and prints what it took), and every re-read
-//!   after a change returns the server's bytes.
+//!   after a change returns the server's bytes;
+//! - `readdirplus=auto` lets the kernel list a folder with names alone for a plain `ls`
+//!   (plain READDIR requests once the first chunk is out), while `ls -l` and `find` still
+//!   list every message with its size; the default asks for attributes every time.
 
 mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{getfattr, run, wait_for, Dovecot, Mount, Seed};
+use common::{big_folder_message, fill_folder, getfattr, run, wait_for, Dovecot, Mount, Seed};
 
 /// How long a change may take to show: the watcher's 2 s with a loaded machine's margin.
 const LIVE: Duration = Duration::from_secs(20);
@@ -143,4 +146,75 @@ fn cached_messages_without_flush_still_show_other_clients_changes() {
     assert_eq!(read(&new), body);
     assert_eq!(read(&new), body, "a re-read of the appended message");
     assert_eq!(read(&two), bytes, "the untouched message after the changes");
+}
+
+/// `readdir_requests` and `readdirplus_requests` of the mount's stats.
+fn listing_requests(mount: &Mount) -> (u64, u64) {
+    let n = |key| {
+        mount
+            .stat(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the stats"))
+    };
+    (n("readdir_requests"), n("readdirplus_requests"))
+}
+
+#[test]
+fn readdirplus_auto_lists_names_alone_for_ls_and_attributes_for_find() {
+    const MESSAGES: u32 = 3_000;
+    let mut seed = Seed::new();
+    seed.folder_mut("Big");
+    let dovecot = Dovecot::start(&seed);
+    fill_folder(&dovecot.mail_dir, "Big", MESSAGES, &big_folder_message);
+    for (option, plain_expected) in [("readdirplus=always", false), ("readdirplus=auto", true)] {
+        let mount = Mount::start(&dovecot, &["-o", option]).expect("mount");
+        let dir = mount.join("Big");
+        let before = listing_requests(&mount);
+        let out = run(&["ls", &dir.to_string_lossy()], Duration::from_secs(120));
+        assert!(out.status.success(), "{option}: ls failed: {out:?}");
+        let names = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.ends_with(".eml"))
+            .count();
+        assert_eq!(names, MESSAGES as usize, "{option}: names listed by ls");
+        let (plain, plus) = listing_requests(&mount);
+        let (plain, plus) = (plain - before.0, plus - before.1);
+        // Each chunk is one request: 3,000 names with attributes take dozens of them, names
+        // alone a few; with auto only the first chunk comes with attributes.
+        if plain_expected {
+            assert!(
+                plain >= 1 && plus <= 1,
+                "{option}: {plain} readdir, {plus} readdirplus"
+            );
+        } else {
+            assert_eq!(plain, 0, "{option}: {plain} readdir, {plus} readdirplus");
+            assert!(plus > 5, "{option}: {plain} readdir, {plus} readdirplus");
+        }
+        // Whatever the kernel asked, every message is there with its size.
+        let out = run(
+            &[
+                "find",
+                &dir.to_string_lossy(),
+                "-name",
+                "*.eml",
+                "-printf",
+                "%s %f\\n",
+            ],
+            Duration::from_secs(120),
+        );
+        assert!(out.status.success(), "{option}: find failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut seen = 0;
+        for line in text.lines() {
+            let (size, name) = line.split_once(' ').expect("size and name");
+            let uid: u32 = name.strip_suffix(".eml").unwrap().parse().unwrap();
+            assert_eq!(
+                size,
+                big_folder_message(uid).0.len().to_string(),
+                "{option}: {name}"
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, MESSAGES, "{option}: messages found by find");
+    }
 }

@@ -120,6 +120,9 @@ pub use crate::store::DeleteMode;
 /// How folders show their messages (the filesystem's choice, named here for the options).
 pub use crate::fs::layout::Layout;
 
+/// When listings come with attributes (the filesystem's choice, named here for the options).
+pub use crate::fs::ReaddirPlus;
+
 /// Options of `imapfs mount` beyond the account: what `mount::run` and the filesystem read.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -151,6 +154,8 @@ pub struct MountOptions {
     pub offline: bool,
     /// `layout=eml|maildir` (or `maildir`): how folders show their messages.
     pub layout: Layout,
+    /// `readdirplus=always|auto`: when the kernel asks for listings with attributes.
+    pub readdirplus: ReaddirPlus,
     /// `nonempty`: allow mounting over a directory that is not empty.
     pub nonempty: bool,
     /// `prefetch=`: folders whose bodies are fetched into the disk cache in the background.
@@ -264,6 +269,7 @@ mod tests {
                 "delete" => Some("trash".into()),
                 "idle" | "offline" | "compress" => Some("yes".into()),
                 "layout" => Some("maildir".into()),
+                "readdirplus" => Some("auto".into()),
                 "auth" => Some("plain".into()),
                 "timeout" | "connections" | "dir_ttl" => Some("3".into()),
                 "cache_size" | "max_literal" | "disk_cache_size" | "prefetch_budget" => {

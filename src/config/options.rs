@@ -177,6 +177,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "the Maildir layout (layout=maildir)",
     },
     OptionSpec {
+        name: "readdirplus",
+        value: Some("always|auto"),
+        help: "listings with every entry's attributes always (find, du, ls -l), or as the \
+               kernel sees them used (a plain ls of a huge folder gets names alone)",
+    },
+    OptionSpec {
         name: "prefetch",
         value: Some("FOLDERS|all"),
         help: "fetch these folders' messages (INBOX,Work/*: * matches anything; all: every \
@@ -233,6 +239,7 @@ pub struct Settings {
     /// `compress=yes|no`: COMPRESS=DEFLATE where offered.
     pub compress: bool,
     pub layout: Layout,
+    pub readdirplus: ReaddirPlus,
     pub nonempty: bool,
     pub prefetch: Option<FolderPatterns>,
     pub prefetch_budget: u64,
@@ -267,6 +274,7 @@ impl Default for Settings {
             offline: true,
             compress: true,
             layout: Layout::Eml,
+            readdirplus: ReaddirPlus::Always,
             nonempty: false,
             prefetch: None,
             prefetch_budget: DEFAULT_BUDGET,
@@ -374,6 +382,7 @@ impl Settings {
             "compress" => self.compress = parse_yes_no(value).map_err(bad)?,
             "layout" => self.layout = value.parse().map_err(bad)?,
             "maildir" => self.layout = Layout::Maildir,
+            "readdirplus" => self.readdirplus = value.parse().map_err(bad)?,
             "nonempty" => self.nonempty = true,
             "prefetch" => {
                 self.prefetch = Some(FolderPatterns::parse(value.split(',')).map_err(bad)?);
@@ -468,6 +477,7 @@ impl Settings {
             idle: self.idle,
             offline: self.offline,
             layout: self.layout,
+            readdirplus: self.readdirplus,
             nonempty: self.nonempty,
             prefetch: self.prefetch.clone(),
             prefetch_budget: self.prefetch_budget,

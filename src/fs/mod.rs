@@ -55,6 +55,7 @@ use crate::store::{Account, MailboxInfo};
 use inode::Ino;
 use invalidate::{Invalidation, Invalidator, Work};
 use listing::Listing;
+pub use listing::ReaddirPlus;
 use tree::Tree;
 
 /// Attribute and entry lifetimes handed to the kernel, and what the mount allows.
@@ -74,6 +75,8 @@ pub struct FsOptions {
     pub idle: bool,
     /// How folders show their messages.
     pub layout: layout::Layout,
+    /// When listings come with attributes ([`kernel_init`]).
+    pub readdirplus: ReaddirPlus,
 }
 
 impl Default for FsOptions {
@@ -85,6 +88,7 @@ impl Default for FsOptions {
             subscribed_only: false,
             idle: true,
             layout: layout::Layout::Eml,
+            readdirplus: ReaddirPlus::Always,
         }
     }
 }
@@ -108,6 +112,7 @@ pub struct ImapFs {
     built_from: Mutex<Option<Arc<Vec<MailboxInfo>>>>,
     invalidator: Arc<Invalidator>,
     dir_handles: Mutex<HashMap<u64, Arc<Listing>>>,
+    listings_served: listing::ListingCounts,
     drafts: Mutex<drafts::Drafts>,
     /// Signalled when a draft's send ends (see [`drafts`]: writers' flushes take turns).
     drafts_turn: parking_lot::Condvar,
@@ -139,6 +144,7 @@ impl ImapFs {
             built_from: Mutex::new(None),
             invalidator: Arc::new(Invalidator::default()),
             dir_handles: Mutex::new(HashMap::new()),
+            listings_served: listing::ListingCounts::default(),
             drafts: Mutex::new(drafts::Drafts::default()),
             drafts_turn: parking_lot::Condvar::new(),
             views: views::Views::default(),
@@ -233,11 +239,15 @@ impl ImapFs {
 
 /// What imapfs asks of the kernel when the session starts. Public so that the benchmark's
 /// in-memory floor asks the same (see [`crate::mount::fuse_config`]).
-pub fn kernel_init(config: &mut KernelConfig) {
+pub fn kernel_init(config: &mut KernelConfig, readdirplus: ReaddirPlus) {
     let _ = config.set_max_readahead(1 << 20);
     // `ls -l` in one pass: entries come with their attributes (no lookup per file).
     if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS) {
         log::info!("the kernel has no readdirplus ({e:?})");
+    } else if readdirplus == ReaddirPlus::Auto {
+        if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_READDIRPLUS_AUTO) {
+            log::info!("the kernel has no readdirplus=auto ({e:?})");
+        }
     }
 }
 
@@ -267,7 +277,7 @@ fn utf8(name: &OsStr) -> Result<&str, Error> {
 
 impl Filesystem for ImapFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        kernel_init(config);
+        kernel_init(config, self.opts.readdirplus);
         Ok(())
     }
 
@@ -561,6 +571,7 @@ impl Filesystem for ImapFs {
         let Some(entries) = self.dir_handles.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
+        self.listings_served.served(false);
         entries.walk(self, offset, |next, e| {
             reply.add(e.ino.into(), next, e.kind, &e.name)
         });
@@ -580,6 +591,7 @@ impl Filesystem for ImapFs {
         let Some(entries) = self.dir_handles.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
+        self.listings_served.served(true);
         entries.walk(self, offset, |next, e| {
             reply.add(e.ino.into(), next, &e.name, &e.ttl, &e.attr, Generation(0))
         });

@@ -278,6 +278,7 @@ impl ImapFs {
         let p = self.account.pool().stats();
         let (cache_bytes, hits, misses) = self.account.cache_stats();
         let (full, incremental, unchanged) = self.account.sync_counts();
+        let (refetched, refetched_cached) = self.account.refetch_stats();
         let mut lines = vec![
             format!("connections_open={}", p.open),
             format!("connections_idle={}", p.idle),
@@ -289,6 +290,8 @@ impl ImapFs {
             format!("cache_bytes={cache_bytes}"),
             format!("cache_hits={hits}"),
             format!("cache_misses={misses}"),
+            format!("blocks_refetched={refetched}"),
+            format!("blocks_refetched_cached={refetched_cached}"),
             format!("errors={}", p.errors),
             format!("searches={}", self.account.searches_run()),
             format!("part_trees={}", self.account.part_trees_built()),
@@ -302,6 +305,8 @@ impl ImapFs {
             format!("compress={}", if p.compressed { "on" } else { "off" }),
             format!("bytes_on_wire={}", p.bytes_on_wire),
             format!("bytes_saved={}", p.bytes_saved),
+            format!("readdir_requests={}", self.listings_served.counts().0),
+            format!("readdirplus_requests={}", self.listings_served.counts().1),
         ];
         lines.extend(self.account.disk_cache_lines());
         lines.extend(self.account.prefetch_lines());

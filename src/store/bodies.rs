@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::store::blocks::BlockKey;
 use crate::store::disk_cache::{DiskCache, DiskKey, Origin, Stamp};
 use crate::store::ids::{MailboxId, MessageRef};
+use crate::store::refetch::Fetcher;
 use crate::store::Account;
 
 impl Account {
@@ -87,8 +88,24 @@ impl Account {
     }
 
     /// Keep a block that came from the server, in memory and on disk (queued for the disk
-    /// cache's writer; `origin` says whether it may wait for room there).
-    pub(crate) fn keep_block(&self, key: BlockKey, data: Arc<[u8]>, origin: Origin) {
+    /// cache's writer; who fetched it, `by`, says whether it may wait for room there), and
+    /// note it in the log of blocks fetched ([`crate::store::refetch`]).
+    pub(crate) fn keep_block(&self, key: BlockKey, data: Arc<[u8]>, by: Fetcher) {
+        let cached = self.reading.blocks.contains(&key);
+        if let Some(first) = self.reading.fetched.note(&key, by, cached) {
+            log::debug!(
+                "{}: UID {} block {} fetched again by {by:?}, first by {first:?} ({})",
+                key.mailbox,
+                key.uid,
+                key.block,
+                if cached { "still in memory" } else { "evicted" }
+            );
+        }
+        let origin = match by {
+            Fetcher::Read | Fetcher::Ahead => Origin::Read,
+            Fetcher::Stream => Origin::Stream,
+            Fetcher::Prefetch => Origin::Prefetch,
+        };
         if let Some(disk) = &self.disk {
             if let Some((name, stamp)) = self.disk_identity(&key) {
                 disk.put(disk_key(&name, &key), stamp, data.clone(), origin);

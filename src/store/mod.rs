@@ -49,6 +49,7 @@ pub mod mime;
 pub mod persist;
 pub mod prefetch;
 pub mod read;
+pub mod refetch;
 pub mod search;
 pub mod stream;
 pub mod sync;
@@ -282,6 +283,12 @@ impl Account {
             self.reading.hits.load(Relaxed),
             self.reading.misses.load(Relaxed),
         )
+    }
+
+    /// Blocks fetched from the server again in this mount, and of those, the ones the memory
+    /// cache still held then (see [`refetch`]).
+    pub fn refetch_stats(&self) -> (u64, u64) {
+        self.reading.fetched.counts()
     }
 
     /// Bytes received from the server today (UTC), by every mount of the account.

@@ -49,8 +49,8 @@ use crate::imap::session::{Access, Session};
 use crate::imap::types::{FetchItem, MailboxName, SequenceSet, Uid, UidValidity, Untagged};
 use crate::store::blocks::BlockKey;
 use crate::store::daily::utc_day;
-use crate::store::disk_cache::Origin;
 use crate::store::ids::MailboxId;
+use crate::store::refetch::Fetcher;
 use crate::store::{Account, MailboxInfo, ObjectId};
 
 /// Most body bytes one batch asks for (one round trip that a user request may wait behind).
@@ -490,7 +490,7 @@ fn batch_on(
     for tag in tags {
         s.wait_each(&tag, "FETCH", |u| {
             bytes += body_bytes(&u);
-            if let Err(e) = super::stream::land(a, id, validity, u, Origin::Prefetch) {
+            if let Err(e) = super::stream::land(a, id, validity, u, Fetcher::Prefetch) {
                 failed.get_or_insert(e);
             }
         })?;

@@ -55,6 +55,7 @@ use crate::imap::types::Uid;
 use crate::store::blocks::{BlockCache, BlockKey};
 use crate::store::ids::{MailboxId, MessageRef};
 use crate::store::index::{IndexChange, MessageMeta};
+use crate::store::refetch::{FetchLog, Fetcher};
 use crate::store::Account;
 
 mod fetch;
@@ -137,6 +138,8 @@ pub struct ReadState {
     /// readers together: at most `ReadState::ahead_budget`, so that what parallel readers
     /// hold in flight beside the cache is bounded whatever their number (issue 17).
     ahead: std::sync::atomic::AtomicU64,
+    /// Blocks fetched from the server, to count those fetched twice.
+    pub(crate) fetched: FetchLog,
     /// Blocks that reads found in the cache, and that they had to fetch.
     pub(crate) hits: std::sync::atomic::AtomicU64,
     pub(crate) misses: std::sync::atomic::AtomicU64,
@@ -155,6 +158,7 @@ impl ReadState {
             read_through: Mutex::new(std::collections::HashSet::new()),
             walk_claims: Mutex::new(std::collections::HashSet::new()),
             ahead: Default::default(),
+            fetched: FetchLog::default(),
             hits: Default::default(),
             misses: Default::default(),
         }
@@ -369,16 +373,17 @@ impl Account {
                     }
                 }
                 for ((uid, block), data) in fetched {
-                    self.keep_block(
-                        BlockKey {
-                            mailbox: msg.mailbox,
-                            validity: msg.validity,
-                            uid,
-                            block,
-                        },
-                        data,
-                        crate::store::disk_cache::Origin::Read,
-                    );
+                    let by = match required.contains(&(uid, block)) {
+                        true => Fetcher::Read,
+                        false => Fetcher::Ahead,
+                    };
+                    let key = BlockKey {
+                        mailbox: msg.mailbox,
+                        validity: msg.validity,
+                        uid,
+                        block,
+                    };
+                    self.keep_block(key, data, by);
                 }
             }
         }
@@ -488,13 +493,13 @@ impl Account {
     /// Each comes with its cost in bytes (its size, at most a block). Messages a stream has
     /// asked for are left to it.
     fn walk_prefetch(&self, msg: MessageRef) -> Vec<((Uid, u64), u64)> {
-        let window = {
+        let (window, prev) = {
             let mut last = self.reading.last_started.lock();
             // A walk opens the next message right after the last one; a pause ends it.
-            let window = match last.get(&msg.mailbox) {
+            let (window, prev) = match last.get(&msg.mailbox) {
                 Some(&(prev, _, _)) if prev == msg.uid => return Vec::new(),
-                Some(&(_, w, at)) if at.elapsed() < WALK_PAUSE => w,
-                _ => 0,
+                Some(&(prev, w, at)) if at.elapsed() < WALK_PAUSE => (w, prev),
+                _ => (0, msg.uid),
             };
             let next = if window == 0 {
                 self.opts.prefetch_messages
@@ -502,7 +507,7 @@ impl Account {
                 (window * 2).min(self.opts.max_prefetch_messages)
             };
             last.insert(msg.mailbox, (msg.uid, next, Instant::now()));
-            window
+            (window, prev)
         };
         if window == 0 {
             return Vec::new();
@@ -518,7 +523,12 @@ impl Account {
         let budget = (self.opts.cache_size / 4).max(bs);
         let mut bytes = 0;
         let mut out = Vec::new();
-        for (&next, meta) in index.messages().range(msg.uid..).skip(1) {
+        // In the walk's order (a `cat *.eml` walks by name): what it opens next.
+        let nexts = crate::store::stream::walk_next(index.messages(), prev, msg.uid, window * 2);
+        for next in nexts {
+            let Some(meta) = index.messages().get(&next) else {
+                continue;
+            };
             let cost = meta.size().min(bs);
             if out.len() >= window || bytes + cost > budget {
                 break;

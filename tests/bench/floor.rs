@@ -68,6 +68,10 @@ pub struct Knobs {
     pub no_open: bool,
     /// Open directories with `FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE`: the kernel keeps listings.
     pub cache_dir: bool,
+    /// Ask for `FUSE_READDIRPLUS_AUTO`: the kernel uses readdirplus for a directory's first
+    /// chunk and then only while its entries are being looked up (`ls -l`), plain readdir
+    /// otherwise (`ls`).
+    pub readdirplus_auto: bool,
 }
 
 impl Knobs {
@@ -78,6 +82,7 @@ impl Knobs {
         noflush: true,
         no_open: false,
         cache_dir: false,
+        readdirplus_auto: false,
     };
 }
 
@@ -278,7 +283,12 @@ impl MemFs {
 
 impl fuser::Filesystem for MemFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        imapfs::fs::kernel_init(config);
+        let readdirplus = if self.knobs.readdirplus_auto {
+            imapfs::fs::ReaddirPlus::Auto
+        } else {
+            imapfs::fs::ReaddirPlus::Always
+        };
+        imapfs::fs::kernel_init(config, readdirplus);
         Ok(())
     }
 

@@ -14,8 +14,8 @@ use crate::imap::types::{
     message_bodies, MailboxName, SequenceSet, Tag, Uid, UidValidity, Untagged,
 };
 use crate::store::blocks::BlockKey;
-use crate::store::disk_cache::Origin;
 use crate::store::ids::{MailboxId, MessageRef};
+use crate::store::refetch::Fetcher;
 use crate::store::Account;
 
 /// The stream thread: one pool session for the whole walk.
@@ -123,7 +123,7 @@ fn stream_on(
             let streams = &a.reading.streams;
             let mut failed = None;
             let done = s.wait_each(&tag, "FETCH", |u| {
-                if let Err(e) = land(&a, mailbox, stream.validity, u, Origin::Stream) {
+                if let Err(e) = land(&a, mailbox, stream.validity, u, Fetcher::Stream) {
                     failed.get_or_insert(e);
                 }
             });
@@ -156,7 +156,7 @@ pub(in crate::store) fn land(
     mailbox: MailboxId,
     validity: UidValidity,
     u: Untagged,
-    by: Origin,
+    by: Fetcher,
 ) -> Result<()> {
     let Some((uid, bodies)) = message_bodies(u) else {
         return Ok(());

@@ -47,6 +47,7 @@ mod plan;
 
 pub(super) use fetch::land;
 use fetch::run;
+pub(crate) use plan::walk_next;
 use plan::{next_messages, walk_plan};
 
 /// A reader that starts no message for this long has stopped walking: its stream ends.

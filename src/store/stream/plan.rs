@@ -41,6 +41,22 @@ pub(super) fn walk_plan<V>(
     Some((order, prev, plan))
 }
 
+/// Up to `limit` messages after `uid` in the order of a walk that went from `prev` to `uid`:
+/// file name order if `uid` is `prev`'s next name (as [`walk_plan`], names where both orders
+/// agree), else UID order. A reader's walk prefetch fetches these, so that a `cat *.eml` gets
+/// the messages it opens next, not the next UIDs it reads much later.
+pub(crate) fn walk_next<V>(messages: &UidMap<V>, prev: Uid, uid: Uid, limit: usize) -> Vec<Uid> {
+    if names_after(messages, prev, 1) == [uid] {
+        return names_after(messages, uid, limit);
+    }
+    messages
+        .range(uid..)
+        .skip(1)
+        .take(limit)
+        .map(|(u, _)| *u)
+        .collect()
+}
+
 /// The messages after `uid` among `messages`, by UID and by file name.
 pub(super) fn next_messages<V>(messages: &UidMap<V>, uid: Uid) -> [Option<Uid>; 2] {
     let by_uid = messages.range(uid..).map(|(u, _)| *u).find(|u| *u != uid);
@@ -124,6 +140,22 @@ mod tests {
             .take(limit)
             .map(|n| n.trim_end_matches(".eml").parse().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn issue_17_a_walk_prefetch_follows_the_walks_order() {
+        let map: UidMap<()> = (1..=1250).map(|u| (Uid::new(u).unwrap(), ())).collect();
+        let u = |n| Uid::new(n).unwrap();
+        let got = |prev, uid| -> Vec<u32> {
+            walk_next(&map, u(prev), u(uid), 3)
+                .into_iter()
+                .map(Uid::get)
+                .collect()
+        };
+        // `cat *.eml`: 1009.eml, 101.eml, then 1010.eml 1011.eml 1012.eml.
+        assert_eq!(got(1009, 101), [1010, 1011, 1012]);
+        // `grep -r`: UID order.
+        assert_eq!(got(100, 101), [102, 103, 104]);
     }
 
     #[test]
