@@ -53,6 +53,12 @@ impl<K: Hash + Eq> BlockCache<K> {
         self.inner.lock().lru.get(key).cloned()
     }
 
+    /// Make a block the first to go (a reader has read it through; the kernel keeps its
+    /// pages): blocks fetched ahead and not yet read stay longer.
+    pub fn demote(&self, key: &K) {
+        self.inner.lock().lru.demote(key);
+    }
+
     /// Whether a block is cached (without making it recently used).
     pub fn contains(&self, key: &K) -> bool {
         self.inner.lock().lru.contains(key)
@@ -134,6 +140,25 @@ mod tests {
         assert!(c.get(&key(1, 0)).is_none());
         c.insert(key(2, 0), Arc::from(vec![0u8; 500]));
         assert!(c.get(&key(2, 0)).is_none());
+    }
+
+    #[test]
+    fn issue_17_a_block_read_through_goes_before_blocks_fetched_ahead() {
+        // Blocks 0 and 1 read, 2 and 3 fetched ahead and not read yet: the next block in
+        // evicts what was read through, not what the reader needs next.
+        let c: BlockCache = BlockCache::new(120);
+        for i in 0..4 {
+            c.insert(key(1, i), Arc::from(vec![0u8; 30]));
+        }
+        for i in 0..2 {
+            // The read makes it most recently used, then it is read through.
+            assert!(c.get(&key(1, i)).is_some());
+            c.demote(&key(1, i));
+        }
+        c.insert(key(1, 4), Arc::from(vec![0u8; 30]));
+        c.insert(key(1, 5), Arc::from(vec![0u8; 30]));
+        assert!(c.contains(&key(1, 2)) && c.contains(&key(1, 3)));
+        assert!(!c.contains(&key(1, 0)) && !c.contains(&key(1, 1)));
     }
 
     #[test]

@@ -401,6 +401,10 @@ impl Account {
             let from = offset.max(block_start) - block_start;
             let to = (end - block_start).min(data_len);
             if from < to {
+                if to == data_len {
+                    // Read through: the kernel has it now; what is fetched ahead stays.
+                    rs.blocks.demote(&key(b));
+                }
                 out.push(data, from as usize..to as usize);
             }
             if data_len < bs {
