@@ -39,6 +39,15 @@ pub(super) fn run(account: Weak<Account>, mailbox: MailboxId, stream: Arc<Stream
     }
 }
 
+/// How far ahead of its reader one stream may be, in bytes: a quarter of the cache, and no
+/// more than its share of half the cache among the streams running now (all folders), so
+/// that streams and the readers' walk prefetches together stay within the cache and what a
+/// stream brings is read before it is evicted; at least one whole message.
+pub(super) fn stream_budget(cache_size: u64, running: usize) -> u64 {
+    let share = cache_size / 2 / running.max(1) as u64;
+    share.min(cache_size / 4).max(WHOLE_MAX)
+}
+
 /// Fetch the plan's messages on `s`, two batches deep, within the budget ahead of the
 /// reader, until the plan ends, the reader stalls or leaves, or the account goes.
 fn stream_on(
@@ -56,7 +65,10 @@ fn stream_on(
             return Ok(());
         };
         let bs = a.opts.block_size;
-        let budget = (a.opts.cache_size / 4).max(WHOLE_MAX);
+        let budget = stream_budget(
+            a.opts.cache_size,
+            super::running(&mut a.reading.streams.active.lock()),
+        );
         let alive = stream.alive.load(Ordering::Relaxed);
         // Messages the reader already passed are not fetched any more.
         let reader = stream.reader.load(Ordering::Relaxed);

@@ -239,3 +239,21 @@ fn issue_17_a_walker_is_told_its_next_message_is_asked_for_only_when_it_is() {
         "only {told} of {claims} starts found their next message asked"
     );
 }
+
+/// Streams share half the cache ahead of their readers, a quarter at most each and at least
+/// one whole message, so that three streams and the walking readers beside them stay within
+/// the cache (issue 17: eight readers over eight folders had streamed blocks evicted unread).
+#[test]
+fn issue_17_streams_share_half_the_cache_ahead() {
+    use super::fetch::stream_budget;
+    use super::WHOLE_MAX;
+    let cache = 256 << 20;
+    assert_eq!(stream_budget(cache, 0), cache / 4);
+    assert_eq!(stream_budget(cache, 1), cache / 4);
+    assert_eq!(stream_budget(cache, 2), cache / 4);
+    assert_eq!(stream_budget(cache, 3), cache / 6);
+    assert!(
+        (1..=64).all(|n| stream_budget(cache, n) * n as u64 <= cache / 2 + WHOLE_MAX * n as u64)
+    );
+    assert_eq!(stream_budget(1 << 20, 3), WHOLE_MAX);
+}
