@@ -782,11 +782,38 @@ impl Run {
             std::thread::sleep(Duration::from_millis(20));
         };
         let was = before.get(&token).cloned().unwrap_or_default();
+        // Still in its source: refused, or still being sent (a failed listing above did not
+        // wait for it, and a move retried through slow and cut commands can outlast
+        // MOVE_LANDS). A listing of the source waits for the move to be answered; the
+        // server's placement after it tells which.
+        let mut listing = None;
+        let places = match places.as_slice() {
+            [(h, u, _)] if *h == f && *u == uid => {
+                let out = self.sh(&["ls", &self.path(&f)]);
+                let places = self
+                    .server
+                    .world()
+                    .placement()
+                    .get(&token)
+                    .cloned()
+                    .unwrap_or_default();
+                if out.status.success() {
+                    listing = Some(out);
+                }
+                places
+            }
+            _ => places,
+        };
         match places.as_slice() {
             [(h, _, _)] if *h == g => {
+                let landed = if listing.is_some() {
+                    "ok: landed after MOVE_LANDS"
+                } else {
+                    "ok: landed"
+                };
                 *self
                     .outcomes
-                    .entry(("mv".into(), "ok: landed".into()))
+                    .entry(("mv".into(), landed.into()))
                     .or_default() += 1;
             }
             [(h, u, _)] if *h == f && *u == uid => {
@@ -805,12 +832,14 @@ impl Run {
                         token_of(&out.stdout)
                     ));
                 }
-                // "still in its source under its old name" (docs/usage.md).
-                let out = self.sh(&["ls", &self.path(&f)]);
-                let listed = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .any(|l| l == format!("{uid}.eml"));
-                if out.status.success() && !listed {
+                // "still in its source under its old name" (docs/usage.md), in a listing
+                // made after the move was answered.
+                let listed = listing.as_ref().map(|out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .any(|l| l == format!("{uid}.eml"))
+                });
+                if listed == Some(false) {
                     self.open_defect(format!(
                         "mv {f}/{uid}.eml {g}/ was refused by the server, and {f} no longer \
                          lists {uid}.eml"
