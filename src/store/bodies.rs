@@ -55,10 +55,29 @@ impl Account {
             .unwrap_or(msg)
     }
 
-    /// Whether a copy of `msg` other than itself has its body at hand (a walk need not
-    /// fetch it: a read of it is served from that copy).
+    /// Whether a copy of `msg` other than itself has its body at hand, or a stream has asked
+    /// for it (a walk or a stream need not fetch it: a read of it is served from that copy,
+    /// after waiting for the stream, see [`Account::body_on_the_way`]).
     pub(crate) fn body_elsewhere(&self, msg: MessageRef) -> bool {
-        self.body_home(msg) != msg
+        self.body_home(msg) != msg || self.body_on_the_way(msg).is_some()
+    }
+
+    /// A copy of `msg` other than itself that a running stream has asked for, while `msg`
+    /// is not at hand: a read of `msg` waits for that stream ([`Account::wait_for_stream`])
+    /// rather than fetch the same body through another folder (`grep -r` reading INBOX/4
+    /// while All Mail's stream brings its copy). A stream's "asked" includes what it passed
+    /// over because another copy was asked for, so when both copies count as asked the wait
+    /// ends once that stream's answers pass it, and the read then finds the body wherever
+    /// it landed.
+    pub(crate) fn body_on_the_way(&self, msg: MessageRef) -> Option<MessageRef> {
+        let ids = self.indexes.object_ids(msg)?;
+        if self.body_at_hand(msg) {
+            return None;
+        }
+        self.indexes
+            .copies(&ids.message)
+            .into_iter()
+            .find(|c| *c != msg && self.streams_asked(c.mailbox).contains(*c))
     }
 
     /// Whether the first block of `msg` is in memory or on disk.

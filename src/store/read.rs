@@ -438,7 +438,17 @@ impl Account {
         if own.ids.is_none() {
             return Ok((msg, own));
         }
-        match self.body_home(msg) {
+        let mut home = self.body_home(msg);
+        if home == msg {
+            if let Some(copy) = self.body_on_the_way(msg) {
+                // Another folder's stream brings this body: wait for it, then read from
+                // whichever copy has it (this one, if that stream gave up on it).
+                if self.wait_for_stream(copy) {
+                    home = self.body_home(msg);
+                }
+            }
+        }
+        match home {
             home if home == msg => Ok((msg, own)),
             home => Ok((home, meta(home)?)),
         }
