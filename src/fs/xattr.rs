@@ -301,6 +301,7 @@ impl ImapFs {
             format!("watching={}", u8::from(self.account.is_live())),
             format!("streams={}", self.account.streams_started()),
             format!("streams_at_once={}", self.account.streams_at_once()),
+            format!("streams_running={}", self.account.streams_running()),
             format!("throttle_waits={}", p.throttle_waits),
             format!("compress={}", if p.compressed { "on" } else { "off" }),
             format!("bytes_on_wire={}", p.bytes_on_wire),

@@ -147,16 +147,31 @@ fn stream_on(
             done?;
             continue;
         }
-        if !alive || to >= stream.stop() {
+        if !alive || to >= stream.stop() && reader_done(stream) {
             return Ok(());
         }
-        // A whole budget ahead of the reader: wait for it to move on.
+        // A whole budget ahead of the reader, or all of the plan asked for while the reader
+        // is still on its way through it: wait for it to move on. A stream holds its slot
+        // (it counts among the streams running, so the budgets of all stay within the
+        // cache) until its reader has read what it brought: ending at the plan's end handed
+        // the slot to another folder while up to a budget of this one's waited unread, and
+        // with three streams and five walks that overran the cache.
         drop(a);
         if stream.reader_moved.lock().elapsed() > STALL {
             log::debug!("{mailbox}: the reader stopped; its stream ends");
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether the reader has reached the last message the stream asks for (or its start, when
+/// the plan is empty).
+pub(super) fn reader_done(stream: &Stream) -> bool {
+    let stop = stream.stop();
+    match stream.reader.load(Ordering::Relaxed) {
+        usize::MAX => stop == 0,
+        r => r + 1 >= stop,
     }
 }
 

@@ -394,6 +394,11 @@ impl Account {
         self.reading.streams.started.load(Ordering::Relaxed)
     }
 
+    /// Streams running now (a stream's bytes join `bytes_read` when it ends).
+    pub fn streams_running(&self) -> usize {
+        running(&mut self.reading.streams.active.lock())
+    }
+
     /// Most streams that ran at once so far.
     pub fn streams_at_once(&self) -> usize {
         self.reading.streams.most.load(Ordering::Relaxed)

@@ -51,7 +51,8 @@ impl Folder {
     }
 
     /// One batch of `n` messages out on a running stream (what `stream_on` asks for next:
-    /// from past its reader, up to where it stops; it ends there).
+    /// from past its reader, up to where it stops; it ends there once its reader is there
+    /// too, holding its slot meanwhile).
     fn step(&self, i: usize, n: usize) {
         let s = &self.started[i];
         if !s.alive.load(Ordering::Relaxed) {
@@ -62,7 +63,7 @@ impl Folder {
         let from = s.sent.load(Ordering::Relaxed).max(base);
         let to = (from + n).min(s.stop());
         s.sent.store(to.max(from), Ordering::Relaxed);
-        if to >= s.stop() {
+        if to >= s.stop() && super::fetch::reader_done(s) {
             s.alive.store(false, Ordering::Relaxed);
         }
     }
@@ -256,4 +257,27 @@ fn issue_17_streams_share_half_the_cache_ahead() {
         (1..=64).all(|n| stream_budget(cache, n) * n as u64 <= cache / 2 + WHOLE_MAX * n as u64)
     );
     assert_eq!(stream_budget(1 << 20, 3), WHOLE_MAX);
+}
+
+#[test]
+fn issue_17_a_stream_holds_its_slot_until_its_reader_has_read_what_it_brought() {
+    // Eight readers over eight folders: a stream that had asked for all of its plan ended
+    // and handed its slot to another folder while its reader was halfway through what it
+    // brought; three such leftovers, three new streams and five walks overran the cache.
+    let mut f = Folder::new(1..=20, 1);
+    assert!(!f.start(1));
+    assert!(!f.start(2));
+    assert_eq!(f.started.len(), 1, "the start of 2 after 1 is a walk");
+    f.step(0, 100);
+    assert!(f.asked(20), "the whole plan is asked for");
+    f.step(0, 100);
+    assert_eq!(f.running(), 1, "ended with its reader at 2 of 20");
+    for u in 3..=19 {
+        f.start(u);
+        f.step(0, 1);
+        assert_eq!(f.running(), 1, "ended with its reader at {u} of 20");
+    }
+    f.start(20);
+    f.step(0, 1);
+    assert_eq!(f.running(), 0, "its reader is at the end: the slot is free");
 }
