@@ -28,10 +28,15 @@ pub(super) fn run(account: Weak<Account>, mailbox: MailboxId, stream: Arc<Stream
             stream_on(&account, s, &name, mailbox, &stream)
         })
     })();
-    if let Err(e) = result {
-        log::debug!("{mailbox}: stream ended: {e}");
+    match result {
+        Err(e) => {
+            log::debug!("{mailbox}: stream ended: {e}");
+            stream.alive.store(false, Ordering::Relaxed);
+        }
+        // Drains while its reader reads what it brought (see `Stream::draining`).
+        Ok(()) if stream.draining.load(Ordering::Relaxed) => {}
+        Ok(()) => stream.alive.store(false, Ordering::Relaxed),
     }
-    stream.alive.store(false, Ordering::Relaxed);
     if let Some(a) = account.upgrade() {
         let streams = &a.reading.streams;
         running(&mut streams.active.lock());
@@ -67,7 +72,7 @@ fn stream_on(
         let bs = a.opts.block_size;
         let budget = stream_budget(
             a.opts.cache_size,
-            super::running(&mut a.reading.streams.active.lock()),
+            super::sharing(&mut a.reading.streams.active.lock()),
         );
         let alive = stream.alive.load(Ordering::Relaxed);
         // Messages the reader already passed are not fetched any more.
@@ -147,31 +152,20 @@ fn stream_on(
             done?;
             continue;
         }
-        if !alive || to >= stream.stop() && reader_done(stream) {
+        if !alive {
             return Ok(());
         }
-        // A whole budget ahead of the reader, or all of the plan asked for while the reader
-        // is still on its way through it: wait for it to move on. A stream holds its slot
-        // (it counts among the streams running, so the budgets of all stay within the
-        // cache) until its reader has read what it brought: ending at the plan's end handed
-        // the slot to another folder while up to a budget of this one's waited unread, and
-        // with three streams and five walks that overran the cache.
+        if to >= stream.stop() {
+            stream.plan_asked();
+            return Ok(());
+        }
+        // A whole budget ahead of the reader: wait for it to move on.
         drop(a);
         if stream.reader_moved.lock().elapsed() > STALL {
             log::debug!("{mailbox}: the reader stopped; its stream ends");
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Whether the reader has reached the last message the stream asks for (or its start, when
-/// the plan is empty).
-pub(super) fn reader_done(stream: &Stream) -> bool {
-    let stop = stream.stop();
-    match stream.reader.load(Ordering::Relaxed) {
-        usize::MAX => stop == 0,
-        r => r + 1 >= stop,
     }
 }
 

@@ -131,6 +131,11 @@ struct Stream {
     /// there.
     end: AtomicUsize,
     alive: AtomicBool,
+    /// All of the plan was asked for and answered, and the thread has given its connection
+    /// back, while the reader is still on its way through what it brought: the stream holds
+    /// no slot but still counts in the budgets' shares ([`sharing`]) until its reader is at
+    /// its end or stops (see [`running`]).
+    draining: AtomicBool,
     reader_moved: Mutex<Instant>,
 }
 
@@ -158,6 +163,7 @@ impl Stream {
             sent: AtomicUsize::new(0),
             answered: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             reader_moved: Mutex::new(Instant::now()),
         }
     }
@@ -207,6 +213,24 @@ impl Stream {
     /// The first plan position not to fetch.
     fn stop(&self) -> usize {
         self.end.load(Ordering::Relaxed).min(self.plan.len())
+    }
+
+    /// Whether the reader has started the last message the stream asks for.
+    fn reader_done(&self) -> bool {
+        let stop = self.stop();
+        match self.reader.load(Ordering::Relaxed) {
+            usize::MAX => stop == 0,
+            r => r + 1 >= stop,
+        }
+    }
+
+    /// The thread has asked for all of the plan and is leaving: if the reader is still on its
+    /// way through it, the stream drains (see [`Stream::draining`]); otherwise it ends.
+    fn plan_asked(&self) {
+        match self.reader_done() {
+            true => self.alive.store(false, Ordering::Relaxed),
+            false => self.draining.store(true, Ordering::Relaxed),
+        }
     }
 }
 
@@ -494,12 +518,34 @@ fn asked_by<'a>(mut streams: impl Iterator<Item = &'a Arc<Stream>>, uid: Uid) ->
     streams.any(|s| s.alive.load(Ordering::Relaxed) && s.asked(uid).is_some())
 }
 
-/// Streams running now, in all folders (ended ones are forgotten on the way).
+/// Streams running now, in all folders: each holds a connection (a slot). Ended ones are
+/// forgotten on the way, and a draining stream ends once its reader is at its end or has
+/// stopped for [`STALL`].
 fn running(active: &mut HashMap<MailboxId, Vec<Arc<Stream>>>) -> usize {
     active.retain(|_, list| {
-        list.retain(|s| s.alive.load(Ordering::Relaxed));
+        list.retain(|s| {
+            if s.draining.load(Ordering::Relaxed)
+                && (s.reader_done() || s.reader_moved.lock().elapsed() > STALL)
+            {
+                s.alive.store(false, Ordering::Relaxed);
+            }
+            s.alive.load(Ordering::Relaxed)
+        });
         !list.is_empty()
     });
+    (active.values().flatten())
+        .filter(|s| !s.draining.load(Ordering::Relaxed))
+        .count()
+}
+
+/// Streams whose fetched-ahead bytes wait for their readers: the running ones and the
+/// draining ones. What one stream may fetch ahead is its share of half the cache among
+/// these ([`fetch::stream_budget`]), so that what a stream that gave its slot to another
+/// folder left behind still counts: ending at the plan's end used to hand the slot on
+/// while up to a budget of this folder waited unread, and three such leftovers, three new
+/// streams and five walk prefetches overran the cache (issue 17, 8 readers over 8 folders).
+fn sharing(active: &mut HashMap<MailboxId, Vec<Arc<Stream>>>) -> usize {
+    running(active);
     active.values().map(Vec::len).sum()
 }
 

@@ -51,8 +51,8 @@ impl Folder {
     }
 
     /// One batch of `n` messages out on a running stream (what `stream_on` asks for next:
-    /// from past its reader, up to where it stops; it ends there once its reader is there
-    /// too, holding its slot meanwhile).
+    /// from past its reader, up to where it stops; there it ends, or drains while its
+    /// reader is still on its way).
     fn step(&self, i: usize, n: usize) {
         let s = &self.started[i];
         if !s.alive.load(Ordering::Relaxed) {
@@ -63,8 +63,8 @@ impl Folder {
         let from = s.sent.load(Ordering::Relaxed).max(base);
         let to = (from + n).min(s.stop());
         s.sent.store(to.max(from), Ordering::Relaxed);
-        if to >= s.stop() && super::fetch::reader_done(s) {
-            s.alive.store(false, Ordering::Relaxed);
+        if to >= s.stop() {
+            s.plan_asked();
         }
     }
 
@@ -72,10 +72,14 @@ impl Folder {
         asked_by(self.started.iter(), uid(u))
     }
 
+    /// Streams holding a slot (draining ones hold none).
     fn running(&self) -> usize {
-        (self.started.iter())
-            .filter(|s| s.alive.load(Ordering::Relaxed))
-            .count()
+        super::running(&mut self.streams.active.lock())
+    }
+
+    /// Streams sharing the budget: running or draining.
+    fn sharing(&self) -> usize {
+        super::sharing(&mut self.streams.active.lock())
     }
 }
 
@@ -260,24 +264,39 @@ fn issue_17_streams_share_half_the_cache_ahead() {
 }
 
 #[test]
-fn issue_17_a_stream_holds_its_slot_until_its_reader_has_read_what_it_brought() {
+fn issue_17_a_stream_that_asked_for_its_plan_drains_until_its_reader_has_read_it() {
     // Eight readers over eight folders: a stream that had asked for all of its plan ended
     // and handed its slot to another folder while its reader was halfway through what it
     // brought; three such leftovers, three new streams and five walks overran the cache.
+    // Now it gives its slot back but still shares the budget until its reader is through.
     let mut f = Folder::new(1..=20, 1);
     assert!(!f.start(1));
     assert!(!f.start(2));
     assert_eq!(f.started.len(), 1, "the start of 2 after 1 is a walk");
     f.step(0, 100);
     assert!(f.asked(20), "the whole plan is asked for");
-    f.step(0, 100);
-    assert_eq!(f.running(), 1, "ended with its reader at 2 of 20");
+    assert_eq!(
+        (f.running(), f.sharing()),
+        (0, 1),
+        "drains, its reader at 2 of 20"
+    );
     for u in 3..=19 {
         f.start(u);
-        f.step(0, 1);
-        assert_eq!(f.running(), 1, "ended with its reader at {u} of 20");
+        assert_eq!(
+            (f.running(), f.sharing()),
+            (0, 1),
+            "drains, its reader at {u}"
+        );
+        assert!(
+            f.asked(20),
+            "what it asked for stays asked for while it drains"
+        );
     }
     f.start(20);
-    f.step(0, 1);
-    assert_eq!(f.running(), 0, "its reader is at the end: the slot is free");
+    assert_eq!(
+        (f.running(), f.sharing()),
+        (0, 0),
+        "its reader is at the end"
+    );
+    assert!(!f.asked(20));
 }
