@@ -196,9 +196,8 @@ fn on_fresh_mount(
         .env("RUST_LOG", "warn,imapfs::store::bodies=debug");
     let mount = mount_listed(options);
     let took = profiled(label, mount.pid(), &line(&mount));
-    // A stream's bytes join `bytes_read` when it ends: a stream holds its slot until its
-    // reader has read what it brought, which may be just after the readers exit (a build
-    // without the stat: nothing to wait for).
+    // A stream's bytes join `bytes_read` when its thread ends, which may be just after the
+    // readers exit (a build without the stat: nothing to wait for).
     common::wait_for("the streams to end", Duration::from_secs(10), || {
         matches!(mount.stat("streams_running").as_deref(), None | Some("0")).then_some(())
     });

@@ -42,16 +42,10 @@ impl Account {
     /// All Mail is fetched and cached once. A server that gives no ids costs one look at
     /// the message's metadata.
     pub(crate) fn body_home(&self, msg: MessageRef) -> MessageRef {
-        let Some(ids) = self.indexes.object_ids(msg) else {
-            return msg;
-        };
-        if self.body_at_hand(msg) {
-            return msg;
-        }
-        self.indexes
-            .copies(&ids.message)
+        self.other_copies(msg)
             .into_iter()
-            .find(|c| *c != msg && self.body_at_hand(*c))
+            .flatten()
+            .find(|c| self.body_at_hand(*c))
             .unwrap_or(msg)
     }
 
@@ -59,7 +53,10 @@ impl Account {
     /// for it (a walk or a stream need not fetch it: a read of it is served from that copy,
     /// after waiting for the stream, see [`Account::body_on_the_way`]).
     pub(crate) fn body_elsewhere(&self, msg: MessageRef) -> bool {
-        self.body_home(msg) != msg || self.body_on_the_way(msg).is_some()
+        self.other_copies(msg)
+            .into_iter()
+            .flatten()
+            .any(|c| self.body_at_hand(c) || self.streams_asked(c.mailbox).contains(c))
     }
 
     /// A copy of `msg` other than itself that a running stream has asked for, while `msg`
@@ -70,14 +67,21 @@ impl Account {
     /// ends once that stream's answers pass it, and the read then finds the body wherever
     /// it landed.
     pub(crate) fn body_on_the_way(&self, msg: MessageRef) -> Option<MessageRef> {
+        self.other_copies(msg)?
+            .into_iter()
+            .find(|c| self.streams_asked(c.mailbox).contains(*c))
+    }
+
+    /// The other copies of `msg` (same object id, folders whose index we hold) when its
+    /// body may come from one of them: the server gives ids and `msg`'s own is not at hand.
+    fn other_copies(&self, msg: MessageRef) -> Option<Vec<MessageRef>> {
         let ids = self.indexes.object_ids(msg)?;
         if self.body_at_hand(msg) {
             return None;
         }
-        self.indexes
-            .copies(&ids.message)
-            .into_iter()
-            .find(|c| *c != msg && self.streams_asked(c.mailbox).contains(*c))
+        let mut copies = self.indexes.copies(&ids.message);
+        copies.retain(|c| *c != msg);
+        Some(copies)
     }
 
     /// Whether the first block of `msg` is in memory or on disk.

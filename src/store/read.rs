@@ -439,14 +439,10 @@ impl Account {
             return Ok((msg, own));
         }
         let mut home = self.body_home(msg);
-        if home == msg {
-            if let Some(copy) = self.body_on_the_way(msg) {
-                // Another folder's stream brings this body: wait for it, then read from
-                // whichever copy has it (this one, if that stream gave up on it).
-                if self.wait_for_stream(copy) {
-                    home = self.body_home(msg);
-                }
-            }
+        // Another folder's stream brings this body: wait for it, then read from whichever
+        // copy has it (this one, if that stream gave up on it).
+        if home == msg && (self.body_on_the_way(msg)).is_some_and(|c| self.wait_for_stream(c)) {
+            home = self.body_home(msg);
         }
         match home {
             home if home == msg => Ok((msg, own)),

@@ -133,11 +133,7 @@ fn defect_cut_append_whose_proof_gets_no_fetch_data_is_not_sent_twice() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let _ = std::fs::remove_file(&tmp);
-        let copies = server
-            .world()
-            .placement()
-            .get(&token)
-            .map_or(0, |v| v.len());
+        let copies = server.world().places(&token).len();
         assert_eq!(
             copies,
             1,
@@ -769,13 +765,7 @@ impl Run {
                 Duration::ZERO
             };
         let places = loop {
-            let places = self
-                .server
-                .world()
-                .placement()
-                .get(&token)
-                .cloned()
-                .unwrap_or_default();
+            let places = self.server.world().places(&token);
             if places.iter().all(|(h, _, _)| *h != f) || Instant::now() >= deadline {
                 break places;
             }
@@ -786,30 +776,20 @@ impl Run {
         // wait for it, and a move retried through slow and cut commands can outlast
         // MOVE_LANDS). A listing of the source waits for the move to be answered; the
         // server's placement after it tells which.
-        let mut listing = None;
-        let places = match places.as_slice() {
-            [(h, u, _)] if *h == f && *u == uid => {
+        let still = matches!(places.as_slice(), [(h, u, _)] if *h == f && *u == uid);
+        let (places, listing) = match still {
+            true => {
                 let out = self.sh(&["ls", &self.path(&f)]);
-                let places = self
-                    .server
-                    .world()
-                    .placement()
-                    .get(&token)
-                    .cloned()
-                    .unwrap_or_default();
-                if out.status.success() {
-                    listing = Some(out);
-                }
-                places
+                let places = self.server.world().places(&token);
+                (places, out.status.success().then_some(out))
             }
-            _ => places,
+            false => (places, None),
         };
         match places.as_slice() {
             [(h, _, _)] if *h == g => {
-                let landed = if listing.is_some() {
-                    "ok: landed after MOVE_LANDS"
-                } else {
-                    "ok: landed"
+                let landed = match still {
+                    true => "ok: landed after MOVE_LANDS",
+                    false => "ok: landed",
                 };
                 *self
                     .outcomes

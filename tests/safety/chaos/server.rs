@@ -181,6 +181,19 @@ impl World {
         out
     }
 
+    /// Where one token is: [(folder, UID, flags)] (empty: nowhere).
+    pub fn places(&self, token: &str) -> Vec<(String, u32, BTreeSet<String>)> {
+        let mut out = Vec::new();
+        for (name, f) in &self.folders {
+            for (uid, m) in &f.msgs {
+                if m.token() == token {
+                    out.push((name.clone(), *uid, m.flags.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// The message at `folder`/`uid`, if the server holds it.
     pub fn message(&self, folder: &str, uid: u32) -> Option<&Msg> {
         self.folders.get(folder)?.msgs.get(&uid)
