@@ -22,7 +22,7 @@
 //! cannot stretch it. After a fatal error (I/O, timeout, undecodable stream, BYE) the session
 //! is marked broken and must be dropped.
 //!
-//! Files: `core` (the state machine), `untagged` (typed mailbox events, applying untagged
+//! Files: `core` (the state machine), `capabilities` (the typed capability set), `untagged` (typed mailbox events, applying untagged
 //! responses), `select` (SELECT/EXAMINE, `select_at` for a named UIDVALIDITY, UNSELECT),
 //! `exchanges` (streamed APPEND, FETCH responses one by one, IDLE); this file holds the
 //! driver: start, sending, waiting, reading.
@@ -34,12 +34,14 @@ use crate::imap::codec::{Command, Limits, SelectSync};
 use crate::imap::transport::{Transport, WireBytes};
 use crate::imap::types::*;
 
+mod capabilities;
 pub mod core;
 mod exchanges;
 mod select;
 mod untagged;
 
-pub use self::core::{Capabilities, Capability, Core, Event};
+pub use self::capabilities::{Capabilities, Capability};
+pub use self::core::{Core, Event};
 pub use crate::imap::types::Tag;
 pub use select::Access;
 pub use untagged::MailboxEvent;
